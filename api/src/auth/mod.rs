@@ -1,0 +1,188 @@
+//! Authentication: who is calling, decided from the signed token alone.
+//!
+//! Every failure to log in answers the same way ([`AuthError::InvalidCredentials`]),
+//! whether the hospital, the user or the password was wrong, the account deactivated or
+//! the hospital closed, and costs the same argon2 verification, so a caller learns
+//! nothing about which part was wrong.
+
+pub mod password;
+pub mod token;
+
+use chrono::{DateTime, Utc};
+use hms_domain::common::HospitalCode;
+use hms_domain::Role;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::tenancy::{PoolRegistry, TenancyError, TenantLease};
+pub use token::{Claims, TokenKeys};
+
+/// The authenticated caller of one request.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user_id: Uuid,
+    pub username: String,
+    pub role: Role,
+    /// The caller's hospital; `None` for a super administrator.
+    pub tenant: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("not authenticated")]
+    Unauthenticated,
+    #[error("service temporarily unavailable")]
+    Unavailable(#[source] TenancyError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<sqlx::Error> for AuthError {
+    fn from(e: sqlx::Error) -> Self {
+        AuthError::Internal(e.to_string())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LoginOutcome {
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+    pub principal: Principal,
+}
+
+/// What login and authentication need to know about an account.
+#[derive(sqlx::FromRow)]
+struct Account {
+    id: Uuid,
+    username: String,
+    role: String,
+    active: bool,
+    password_hash: String,
+    password_changed_at: DateTime<Utc>,
+}
+
+const STAFF_ACCOUNT: &str =
+    "SELECT id, username, role, active, password_hash, password_changed_at FROM staff";
+const SUPERADMIN_ACCOUNT: &str = "SELECT id, username, 'SUPERADMIN' AS role, active, password_hash, password_changed_at FROM super_admins";
+
+#[derive(Clone)]
+pub struct Authenticator {
+    control: PgPool,
+    registry: PoolRegistry,
+    keys: TokenKeys,
+}
+
+impl Authenticator {
+    pub fn new(control: PgPool, registry: PoolRegistry, keys: TokenKeys) -> Self {
+        Self {
+            control,
+            registry,
+            keys,
+        }
+    }
+
+    pub async fn login(
+        &self,
+        hospital_code: Option<&str>,
+        username: &str,
+        password: String,
+    ) -> Result<LoginOutcome, AuthError> {
+        let account = match hospital_code {
+            None => {
+                sqlx::query_as::<_, Account>(&format!(
+                    "{SUPERADMIN_ACCOUNT} WHERE lower(username) = lower($1)"
+                ))
+                .bind(username)
+                .fetch_optional(&self.control)
+                .await?
+            }
+            Some(code) => match self.open_tenant(code).await? {
+                None => None,
+                Some(lease) => {
+                    sqlx::query_as::<_, Account>(&format!(
+                        "{STAFF_ACCOUNT} WHERE lower(username) = lower($1)"
+                    ))
+                    .bind(username)
+                    .fetch_optional(&lease.pool)
+                    .await?
+                }
+            },
+        };
+        let verified =
+            password::verify(password, account.as_ref().map(|a| a.password_hash.clone())).await;
+        let account = match account {
+            Some(a) if verified && a.active => a,
+            _ => return Err(AuthError::InvalidCredentials),
+        };
+        let role = Role::parse(&account.role).map_err(|e| AuthError::Internal(e.to_string()))?;
+        let tenant = hospital_code.map(str::to_owned);
+        let (token, expires_at) = self.keys.issue(
+            account.id,
+            tenant.clone(),
+            role,
+            account.password_changed_at,
+            Utc::now(),
+        );
+        Ok(LoginOutcome {
+            token,
+            expires_at,
+            principal: Principal {
+                user_id: account.id,
+                username: account.username,
+                role,
+                tenant,
+            },
+        })
+    }
+
+    /// The principal behind a bearer token, checked against the account as it is now:
+    /// a deactivated account, a changed password or a closed hospital revoke the token.
+    pub async fn authenticate(&self, bearer: &str) -> Result<Principal, AuthError> {
+        let claims = self
+            .keys
+            .verify(bearer)
+            .map_err(|_| AuthError::Unauthenticated)?;
+        let account = match &claims.tenant {
+            None => {
+                sqlx::query_as::<_, Account>(&format!("{SUPERADMIN_ACCOUNT} WHERE id = $1"))
+                    .bind(claims.sub)
+                    .fetch_optional(&self.control)
+                    .await?
+            }
+            Some(code) => {
+                let lease = self
+                    .open_tenant(code)
+                    .await?
+                    .ok_or(AuthError::Unauthenticated)?;
+                sqlx::query_as::<_, Account>(&format!("{STAFF_ACCOUNT} WHERE id = $1"))
+                    .bind(claims.sub)
+                    .fetch_optional(&lease.pool)
+                    .await?
+            }
+        };
+        let account = account.ok_or(AuthError::Unauthenticated)?;
+        if !account.active || account.password_changed_at.timestamp_micros() != claims.pwv {
+            return Err(AuthError::Unauthenticated);
+        }
+        Ok(Principal {
+            user_id: account.id,
+            username: account.username,
+            role: claims.role,
+            tenant: claims.tenant,
+        })
+    }
+
+    /// The hospital's pool, or `None` if there is no open hospital with this code.
+    async fn open_tenant(&self, code: &str) -> Result<Option<TenantLease>, AuthError> {
+        if HospitalCode::parse(code).is_err() {
+            return Ok(None);
+        }
+        match self.registry.get(code).await {
+            Ok(lease) => Ok(Some(lease)),
+            Err(TenancyError::NotFound(_)) => Ok(None),
+            Err(e) => Err(AuthError::Unavailable(e)),
+        }
+    }
+}

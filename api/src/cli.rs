@@ -1,0 +1,224 @@
+//! The subcommands of `hms`. Each validates its input before it touches a database and
+//! reports failure as one line (the caller prints it) with a non-zero exit.
+
+use std::io::BufRead;
+
+use anyhow::{bail, Context};
+use hms_domain::common::{Email, Username};
+use tokio::net::TcpListener;
+use uuid::Uuid;
+
+use crate::auth::{password, TokenKeys};
+use crate::config::{Cli, Command, Environment, Secret, ServeConfig, SetupHospitalArgs};
+use crate::state::{signing_secret, AppState, Platform};
+use crate::tenancy::migrate::migrate_all;
+use crate::tenancy::provisioning::{NewHospital, ProvisionOutcome};
+use crate::tenancy::TenancyError;
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = cli.platform;
+    let production = config.environment == Environment::Production;
+    match cli
+        .command
+        .unwrap_or_else(|| Command::Serve(ServeConfig::from_env()))
+    {
+        Command::Serve(serve_config) => {
+            let secret = signing_secret(
+                serve_config.jwt_secret.as_ref().map(Secret::expose),
+                production,
+            )?;
+            let platform = Platform::connect(&config).await?;
+            serve(platform, &serve_config, secret, production).await
+        }
+        Command::Migrate { concurrency } => {
+            let platform = Platform::connect(&config).await?;
+            println!("platform database: up to date");
+            let report = migrate_all(
+                &platform.directory,
+                &platform.server,
+                &platform.naming,
+                concurrency,
+                |done, total, db, result| match result {
+                    Ok(n) => println!("[{done}/{total}] {db}: {n} migration(s) applied"),
+                    Err(e) => println!("[{done}/{total}] {db}: FAILED: {e}"),
+                },
+            )
+            .await?;
+            println!(
+                "{} database(s), {} migration(s) applied, {} failed",
+                report.databases,
+                report.migrations_applied,
+                report.failures.len()
+            );
+            if !report.failures.is_empty() {
+                bail!(
+                    "{} tenant database(s) could not be migrated; re-run after fixing the cause",
+                    report.failures.len()
+                );
+            }
+            Ok(())
+        }
+        Command::CreateSuperadmin {
+            username,
+            email,
+            password,
+        } => {
+            let username = Username::parse(&username)?;
+            let email = Email::parse(&email)?;
+            let password = read_password(password)?;
+            password::check_policy(&password)?;
+            let platform = Platform::connect(&config).await?;
+            let hash = password::hash(password).await?;
+            let inserted = sqlx::query(
+                "INSERT INTO super_admins (id, username, email, password_hash) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(Uuid::new_v4())
+            .bind(username.as_str())
+            .bind(email.as_str())
+            .bind(hash)
+            .execute(&platform.control)
+            .await
+            .context("Failed to store the super administrator")?;
+            if inserted.rows_affected() == 0 {
+                bail!("a super administrator named {username} exists already");
+            }
+            println!("super administrator {username} created");
+            Ok(())
+        }
+        Command::SetupHospital(args) => setup_hospital(&config, args).await,
+        Command::Tenants => {
+            let platform = Platform::connect(&config).await?;
+            let tenants = platform.directory.list().await?;
+            println!(
+                "{:<16} {:<12} {:<12} {:<28} NAME",
+                "CODE", "STATUS", "PLAN", "DATABASE"
+            );
+            for t in &tenants {
+                println!(
+                    "{:<16} {:<12} {:<12} {:<28} {}",
+                    t.code,
+                    t.status.as_str(),
+                    t.plan,
+                    t.database_name,
+                    t.name
+                );
+            }
+            println!("{} hospital(s)", tenants.len());
+            Ok(())
+        }
+    }
+}
+
+async fn setup_hospital(
+    config: &crate::config::PlatformConfig,
+    args: SetupHospitalArgs,
+) -> anyhow::Result<()> {
+    let password = read_password(args.admin_password)?;
+    password::check_policy(&password)?;
+    // Validate everything before any connection is made; the hash comes last because
+    // it is the slow part.
+    NewHospital::parse(
+        &args.code,
+        &args.name,
+        &args.plan,
+        &args.admin_username,
+        &args.admin_email,
+        &args.admin_name,
+        String::new(),
+    )?;
+    let hash = password::hash(password).await?;
+    let request = NewHospital::parse(
+        &args.code,
+        &args.name,
+        &args.plan,
+        &args.admin_username,
+        &args.admin_email,
+        &args.admin_name,
+        hash,
+    )?;
+    let platform = Platform::connect(config).await?;
+    match platform.provisioner().provision(&request).await {
+        Ok(ProvisionOutcome::Ready {
+            database_name,
+            resumed,
+        }) => {
+            if resumed {
+                println!("completed the interrupted provisioning of {}", request.code);
+            }
+            println!(
+                "hospital {} ({}) is ready: database {database_name}, administrator {}",
+                request.code, request.name, request.admin.username
+            );
+            Ok(())
+        }
+        Ok(ProvisionOutcome::StoppedAfter(step)) => {
+            bail!("provisioning stopped after {}", step.as_str())
+        }
+        Err(TenancyError::AlreadyExists(code)) => {
+            bail!("a hospital with code {code} exists already; nothing was changed")
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn serve(
+    platform: Platform,
+    config: &ServeConfig,
+    secret: Vec<u8>,
+    production: bool,
+) -> anyhow::Result<()> {
+    let keys = TokenKeys::new(
+        &secret,
+        chrono::Duration::minutes(config.token_ttl_minutes.clamp(1, 24 * 60)),
+    );
+    let state = AppState::new(platform, keys, production);
+    let sweeper = state.registry.spawn_idle_sweeper();
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("Failed to listen on {}", config.listen))?;
+    tracing::info!(address = %config.listen, "serving GraphQL on http://{}/graphql", config.listen);
+    let router = crate::http::app(state.clone(), config.graphiql);
+    crate::http::run(listener, router, shutdown_signal()).await?;
+    sweeper.abort();
+    state.registry.close_all().await;
+    state.control.close().await;
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
+
+/// `-` means: read one line from standard input (so a password need not be in shell
+/// history or the process list).
+fn read_password(given: Secret) -> anyhow::Result<String> {
+    if given.expose() != "-" {
+        return Ok(given.expose().to_owned());
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("Failed to read the password from standard input")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}

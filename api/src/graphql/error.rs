@@ -1,0 +1,103 @@
+//! Errors as clients see them: a message fit for an end user and a stable
+//! `extensions.code`. Infrastructure failures become an opaque INTERNAL that carries
+//! the request id, and their cause goes to the server log only.
+//!
+//! `ApiError` deliberately does not implement `Display`: async-graphql converts any
+//! `Display` error into a client message, which is how SQL text leaks. Resolvers return
+//! `async_graphql::Result` and reach it only through `From<ApiError>`.
+
+use async_graphql::ErrorExtensions;
+
+tokio::task_local! {
+    /// The id of the request being served, for INTERNAL errors and logs.
+    pub static REQUEST_ID: String;
+}
+
+#[derive(Debug)]
+pub enum ApiError {
+    Unauthenticated,
+    InvalidCredentials,
+    Forbidden,
+    NotFound,
+    Validation {
+        field: String,
+        message: String,
+    },
+    Conflict(String),
+    SubscriptionInactive(String),
+    ModuleDisabled(String),
+    RateLimited,
+    /// The cause is logged, never sent.
+    Internal,
+}
+
+impl ApiError {
+    /// Logs `cause` with the request id and returns the opaque INTERNAL error.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        let request_id = current_request_id();
+        tracing::error!(%request_id, error = %cause, "internal error");
+        ApiError::Internal
+    }
+
+    pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::Validation {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthenticated | ApiError::InvalidCredentials => "UNAUTHENTICATED",
+            ApiError::Forbidden => "FORBIDDEN",
+            ApiError::NotFound => "NOT_FOUND",
+            ApiError::Validation { .. } => "VALIDATION",
+            ApiError::Conflict(_) => "CONFLICT",
+            ApiError::SubscriptionInactive(_) => "SUBSCRIPTION_INACTIVE",
+            ApiError::ModuleDisabled(_) => "MODULE_DISABLED",
+            ApiError::RateLimited => "RATE_LIMITED",
+            ApiError::Internal => "INTERNAL",
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            ApiError::Unauthenticated => "authentication required".into(),
+            ApiError::InvalidCredentials => "invalid hospital, username or password".into(),
+            ApiError::Forbidden => "you are not allowed to do this".into(),
+            ApiError::NotFound => "not found".into(),
+            ApiError::Validation { field, message } => format!("{field}: {message}"),
+            ApiError::Conflict(m)
+            | ApiError::SubscriptionInactive(m)
+            | ApiError::ModuleDisabled(m) => m.clone(),
+            ApiError::RateLimited => "too many requests; try again later".into(),
+            ApiError::Internal => "internal error".into(),
+        }
+    }
+}
+
+pub fn current_request_id() -> String {
+    REQUEST_ID
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| "-".to_owned())
+}
+
+impl From<ApiError> for async_graphql::Error {
+    fn from(err: ApiError) -> Self {
+        let code = err.code();
+        async_graphql::Error::new(err.message()).extend_with(|_, ext| {
+            ext.set("code", code);
+            match &err {
+                ApiError::Validation { field, .. } => ext.set("field", field.as_str()),
+                ApiError::Internal => ext.set("requestId", current_request_id()),
+                _ => {}
+            }
+        })
+    }
+}
+
+impl From<hms_domain::common::ValidationError> for ApiError {
+    fn from(e: hms_domain::common::ValidationError) -> Self {
+        ApiError::validation(e.field, e.message)
+    }
+}

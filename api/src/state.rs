@@ -1,0 +1,120 @@
+//! Start-up: everything a running server (or an admin subcommand) shares, built once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hms_projections::{projectors, ProjectionRunner};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::PgPool;
+
+use crate::auth::{Authenticator, TokenKeys};
+use crate::config::PlatformConfig;
+use crate::tenancy::platform;
+use crate::tenancy::pools::PoolSettings;
+use crate::tenancy::provisioning::Provisioner;
+use crate::tenancy::{PoolRegistry, Result, TenancyError, TenantDirectory, TenantNaming};
+
+/// The platform as every subcommand sees it: the platform database and the way to
+/// tenants. Cheap to clone.
+#[derive(Clone)]
+pub struct Platform {
+    pub control: PgPool,
+    pub server: PgConnectOptions,
+    pub naming: TenantNaming,
+    pub directory: TenantDirectory,
+    pub registry: PoolRegistry,
+    pub runner: ProjectionRunner,
+}
+
+impl Platform {
+    /// Connects to (creating and migrating if needed) the platform database.
+    pub async fn connect(config: &PlatformConfig) -> Result<Self> {
+        let options = platform::parse_url(config.database_url.expose())?;
+        let naming = TenantNaming::new(&config.tenant_db_prefix)?;
+        let control = platform::open_platform(&options, config.control_pool_size).await?;
+        let directory = TenantDirectory::new(control.clone());
+        let registry = PoolRegistry::new(
+            options.clone(),
+            directory.clone(),
+            PoolSettings {
+                per_tenant: config.tenant_pool_size,
+                budget: config.tenant_connection_budget,
+                idle_ttl: Duration::from_secs(60),
+            },
+        )?;
+        Ok(Self {
+            control,
+            server: options,
+            naming,
+            directory,
+            registry,
+            runner: ProjectionRunner::new(projectors::all()),
+        })
+    }
+
+    pub fn provisioner(&self) -> Provisioner {
+        Provisioner::new(
+            self.control.clone(),
+            self.server.clone(),
+            self.naming.clone(),
+            self.runner.clone(),
+        )
+    }
+}
+
+/// What the HTTP and GraphQL layers share.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<AppStateInner>,
+}
+
+pub struct AppStateInner {
+    pub platform: Platform,
+    pub auth: Authenticator,
+    pub production: bool,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+    fn deref(&self) -> &AppStateInner {
+        &self.inner
+    }
+}
+
+impl std::ops::Deref for AppStateInner {
+    type Target = Platform;
+    fn deref(&self) -> &Platform {
+        &self.platform
+    }
+}
+
+impl AppState {
+    pub fn new(platform: Platform, keys: TokenKeys, production: bool) -> Self {
+        let auth = Authenticator::new(platform.control.clone(), platform.registry.clone(), keys);
+        Self {
+            inner: Arc::new(AppStateInner {
+                platform,
+                auth,
+                production,
+            }),
+        }
+    }
+}
+
+/// The token-signing secret: required in production; in development a random one is
+/// made (tokens then do not survive a restart) and that is said once.
+pub fn signing_secret(configured: Option<&str>, production: bool) -> Result<Vec<u8>> {
+    match configured {
+        Some(s) if s.len() >= 32 => Ok(s.as_bytes().to_vec()),
+        Some(_) => Err(TenancyError::Config(
+            "HMS_JWT_SECRET must be at least 32 bytes".into(),
+        )),
+        None if production => Err(TenancyError::Config(
+            "HMS_JWT_SECRET is required when HMS_ENV=production".into(),
+        )),
+        None => {
+            tracing::warn!("HMS_JWT_SECRET is not set: using a random secret (development only; tokens end with the process)");
+            Ok(rand::random::<[u8; 32]>().to_vec())
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! The directory of hospitals in the platform database.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{FromRow, PgExecutor, PgPool};
+
+use super::Result;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TenantStatus {
+    Provisioning,
+    Active,
+    Suspended,
+    Cancelled,
+}
+
+impl TenantStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantStatus::Provisioning => "PROVISIONING",
+            TenantStatus::Active => "ACTIVE",
+            TenantStatus::Suspended => "SUSPENDED",
+            TenantStatus::Cancelled => "CANCELLED",
+        }
+    }
+
+    fn parse(raw: &str) -> Self {
+        match raw {
+            "ACTIVE" => TenantStatus::Active,
+            "SUSPENDED" => TenantStatus::Suspended,
+            "CANCELLED" => TenantStatus::Cancelled,
+            _ => TenantStatus::Provisioning,
+        }
+    }
+}
+
+/// How far provisioning got; steps only move forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ProvisioningStep {
+    Reserved,
+    DatabaseCreated,
+    Migrated,
+    Registered,
+    Ready,
+}
+
+impl ProvisioningStep {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProvisioningStep::Reserved => "RESERVED",
+            ProvisioningStep::DatabaseCreated => "DATABASE_CREATED",
+            ProvisioningStep::Migrated => "MIGRATED",
+            ProvisioningStep::Registered => "REGISTERED",
+            ProvisioningStep::Ready => "READY",
+        }
+    }
+
+    fn parse(raw: &str) -> Self {
+        match raw {
+            "DATABASE_CREATED" => ProvisioningStep::DatabaseCreated,
+            "MIGRATED" => ProvisioningStep::Migrated,
+            "REGISTERED" => ProvisioningStep::Registered,
+            "READY" => ProvisioningStep::Ready,
+            _ => ProvisioningStep::Reserved,
+        }
+    }
+}
+
+#[derive(Debug, Clone, FromRow)]
+struct TenantRow {
+    code: String,
+    name: String,
+    database_name: String,
+    db_server: String,
+    status: String,
+    plan: String,
+    provisioning_step: String,
+    pending_admin: Option<serde_json::Value>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TenantRecord {
+    pub code: String,
+    pub name: String,
+    pub database_name: String,
+    pub db_server: String,
+    pub status: TenantStatus,
+    pub plan: String,
+    pub provisioning_step: ProvisioningStep,
+    pub pending_admin: Option<serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl TenantRecord {
+    /// Staff of this hospital may sign in and work. A hospital the platform operator
+    /// suspended or cancelled is closed; subscription states that only forbid writes
+    /// (an expired trial, a past-due bill) are decided by the domain, not here.
+    pub fn is_open(&self) -> bool {
+        self.status == TenantStatus::Active && self.provisioning_step == ProvisioningStep::Ready
+    }
+}
+
+impl From<TenantRow> for TenantRecord {
+    fn from(r: TenantRow) -> Self {
+        Self {
+            code: r.code,
+            name: r.name,
+            database_name: r.database_name,
+            db_server: r.db_server,
+            status: TenantStatus::parse(&r.status),
+            plan: r.plan,
+            provisioning_step: ProvisioningStep::parse(&r.provisioning_step),
+            pending_admin: r.pending_admin,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+const COLUMNS: &str = "code, name, database_name, db_server, status, plan, provisioning_step, \
+                       pending_admin, created_at, updated_at";
+
+#[derive(Clone)]
+pub struct TenantDirectory {
+    pool: PgPool,
+}
+
+impl TenantDirectory {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn get(&self, code: &str) -> Result<Option<TenantRecord>> {
+        get(&self.pool, code).await
+    }
+
+    pub async fn list(&self) -> Result<Vec<TenantRecord>> {
+        let rows: Vec<TenantRow> =
+            sqlx::query_as(&format!("SELECT {COLUMNS} FROM tenants ORDER BY code"))
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    pub async fn set_status(&self, code: &str, status: TenantStatus) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE tenants SET status = $2, updated_at = now() WHERE code = $1")
+                .bind(code)
+                .bind(status.as_str())
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+pub(crate) async fn get<'e>(db: impl PgExecutor<'e>, code: &str) -> Result<Option<TenantRecord>> {
+    let row: Option<TenantRow> =
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM tenants WHERE code = $1"))
+            .bind(code)
+            .fetch_optional(db)
+            .await?;
+    Ok(row.map(Into::into))
+}

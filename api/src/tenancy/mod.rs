@@ -1,0 +1,53 @@
+//! Tenancy: the platform database, the directory of hospitals, their databases and the
+//! pools that reach them. Shared by the server and `hms-replay`.
+//!
+//! - [`platform`]: connecting to (and creating) the platform database; migrations.
+//! - [`directory`]: the `tenants` table.
+//! - [`names`]: tenant database names.
+//! - [`pools`]: the pool registry that keeps thousands of tenants inside one server's
+//!   connection limit.
+//! - [`provisioning`]: onboarding a hospital, idempotent and resumable.
+
+pub mod directory;
+pub mod migrate;
+pub mod names;
+pub mod platform;
+pub mod pools;
+pub mod provisioning;
+
+use hms_domain::common::ValidationError;
+use thiserror::Error;
+
+pub use directory::{TenantDirectory, TenantRecord, TenantStatus};
+pub use names::TenantNaming;
+pub use pools::{PoolRegistry, TenantLease};
+
+#[derive(Debug, Error)]
+pub enum TenancyError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error("a hospital with code {0} exists already")]
+    AlreadyExists(String),
+    #[error("no hospital with code {0}")]
+    NotFound(String),
+    #[error("hospital {0} is still being provisioned")]
+    NotReady(String),
+    #[error("too many hospitals are busy right now; try again shortly")]
+    Busy,
+    #[error("cannot reach the database server at {target}: {source}")]
+    Unreachable {
+        target: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Command(String),
+}
+
+pub type Result<T, E = TenancyError> = std::result::Result<T, E>;

@@ -1,0 +1,135 @@
+//! The platform database: connecting, creating it on first use, and the embedded
+//! migrations of both kinds of database.
+
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+
+use super::names::quote_ident;
+use super::{Result, TenancyError};
+
+pub static CONTROL_MIGRATOR: Migrator = sqlx::migrate!("../migrations/control");
+pub static TENANT_MIGRATOR: Migrator = sqlx::migrate!("../migrations/tenant");
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where a connection goes, for error messages: host, port and database, never the
+/// user or password.
+pub fn describe(options: &PgConnectOptions) -> String {
+    format!(
+        "{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("postgres")
+    )
+}
+
+pub fn parse_url(url: &str) -> Result<PgConnectOptions> {
+    url.parse::<PgConnectOptions>()
+        .map(|o| o.log_statements(tracing::log::LevelFilter::Debug))
+        .map_err(|_| TenancyError::Config("DATABASE_URL is not a valid postgres:// URL".into()))
+}
+
+/// One short-lived connection, e.g. to migrate a database or run `CREATE DATABASE`.
+pub async fn connect_once(options: &PgConnectOptions) -> Result<PgConnection> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(options)).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(source)) => Err(TenancyError::Unreachable {
+            target: describe(options),
+            source,
+        }),
+        Err(_) => Err(TenancyError::Unreachable {
+            target: describe(options),
+            source: sqlx::Error::PoolTimedOut,
+        }),
+    }
+}
+
+/// Creates the platform database if it does not exist yet, migrates it, and returns
+/// a pool on it.
+pub async fn open_platform(options: &PgConnectOptions, pool_size: u32) -> Result<PgPool> {
+    let database = options
+        .get_database()
+        .ok_or_else(|| TenancyError::Config("DATABASE_URL must name the platform database".into()))?
+        .to_owned();
+    let maintenance = options.clone().database("postgres");
+    let mut conn = connect_once(&maintenance).await?;
+    create_database_if_missing(&mut conn, &database, None).await?;
+    conn.close().await?;
+
+    let pool = PgPoolOptions::new()
+        .max_connections(pool_size.max(1))
+        .min_connections(0)
+        .acquire_timeout(CONNECT_TIMEOUT)
+        .idle_timeout(Duration::from_secs(60))
+        .connect_with(options.clone())
+        .await
+        .map_err(|source| TenancyError::Unreachable {
+            target: describe(options),
+            source,
+        })?;
+    CONTROL_MIGRATOR.run(&pool).await?;
+    Ok(pool)
+}
+
+pub async fn database_exists(conn: &mut PgConnection, name: &str) -> Result<bool> {
+    Ok(
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+/// `CREATE DATABASE` (optionally from a template) unless it exists. It cannot run in a
+/// transaction, and two processes may race to create the same database: losing that
+/// race is success.
+pub async fn create_database_if_missing(
+    conn: &mut PgConnection,
+    name: &str,
+    template: Option<&str>,
+) -> Result<bool> {
+    if database_exists(conn, name).await? {
+        return Ok(false);
+    }
+    let sql = match template {
+        Some(t) => format!(
+            "CREATE DATABASE {} TEMPLATE {}",
+            quote_ident(name),
+            quote_ident(t)
+        ),
+        None => format!("CREATE DATABASE {}", quote_ident(name)),
+    };
+    match sqlx::raw_sql(&sql).execute(conn).await {
+        Ok(_) => Ok(true),
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Applies pending tenant migrations to one database over a short-lived connection
+/// (a pool left open on the template would block `CREATE DATABASE … TEMPLATE`).
+/// Returns how many migrations were applied.
+pub async fn migrate_tenant_database(options: &PgConnectOptions) -> Result<usize> {
+    let mut conn = connect_once(options).await?;
+    let before = applied_count(&mut conn).await?;
+    TENANT_MIGRATOR.run_direct(&mut conn).await?;
+    let after = applied_count(&mut conn).await?;
+    conn.close().await?;
+    Ok(after.saturating_sub(before))
+}
+
+async fn applied_count(conn: &mut PgConnection) -> Result<usize> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await?;
+    if !exists {
+        return Ok(0);
+    }
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}

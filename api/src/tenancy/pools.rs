@@ -1,0 +1,286 @@
+//! The pool registry: one small pool per tenant, opened on first use, under one
+//! connection budget for the whole process.
+//!
+//! Invariant: the sum of `max_connections` over the open pools never exceeds the
+//! budget, so however many hospitals there are, this process never holds more than
+//! `budget` tenant connections. A pool is closed (and its connections returned) before
+//! a new one takes its place, and a pool is only closed while nobody holds a lease on
+//! it. Pools unused for `idle_ttl` are closed by a sweeper.
+
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use tokio::sync::Notify;
+
+use super::directory::TenantDirectory;
+use super::{Result, TenancyError};
+
+/// How long `get` waits for a lease to be released when the budget is exhausted.
+const WAIT_FOR_CAPACITY: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Connections per tenant pool.
+    pub per_tenant: u32,
+    /// Connections all tenant pools may hold together.
+    pub budget: u32,
+    /// Close a pool nobody used for this long.
+    pub idle_ttl: Duration,
+}
+
+/// An open tenant database.
+#[derive(Debug)]
+pub struct TenantDb {
+    pub code: String,
+    pub database_name: String,
+    pub pool: PgPool,
+}
+
+/// A tenant's pool, held for the duration of one piece of work. While any lease is
+/// alive, the pool stays open.
+#[derive(Debug)]
+pub struct TenantLease {
+    db: Option<Arc<TenantDb>>,
+    released: Arc<Notify>,
+}
+
+impl Deref for TenantLease {
+    type Target = TenantDb;
+    fn deref(&self) -> &TenantDb {
+        self.db
+            .as_deref()
+            .unwrap_or_else(|| unreachable!("a lease holds its db until dropped"))
+    }
+}
+
+impl Drop for TenantLease {
+    fn drop(&mut self) {
+        // Drop the Arc first, so a waiter woken below sees the pool as unleased.
+        drop(self.db.take());
+        self.released.notify_waiters();
+    }
+}
+
+struct Entry {
+    db: Arc<TenantDb>,
+    last_used: Instant,
+}
+
+impl Entry {
+    fn leased(&self) -> bool {
+        Arc::strong_count(&self.db) > 1
+    }
+}
+
+struct Inner {
+    server: PgConnectOptions,
+    directory: TenantDirectory,
+    settings: PoolSettings,
+    open: Mutex<HashMap<String, Entry>>,
+    released: Arc<Notify>,
+}
+
+#[derive(Clone)]
+pub struct PoolRegistry {
+    inner: Arc<Inner>,
+}
+
+enum Step {
+    Ready(Arc<TenantDb>),
+    Close(Arc<TenantDb>),
+    Wait,
+}
+
+impl PoolRegistry {
+    /// `server` carries host, port and credentials; the database is chosen per tenant.
+    pub fn new(
+        server: PgConnectOptions,
+        directory: TenantDirectory,
+        settings: PoolSettings,
+    ) -> Result<Self> {
+        if settings.per_tenant == 0 || settings.budget < settings.per_tenant {
+            return Err(TenancyError::Config(format!(
+                "the tenant connection budget ({}) must hold at least one pool of {} connections",
+                settings.budget, settings.per_tenant
+            )));
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                server,
+                directory,
+                settings,
+                open: Mutex::new(HashMap::new()),
+                released: Arc::new(Notify::new()),
+            }),
+        })
+    }
+
+    fn open_map(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+        // A panic while holding this lock cannot leave the map inconsistent (every
+        // mutation is a single insert or remove), so a poisoned lock is still usable.
+        self.inner.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many tenant pools are open now.
+    pub fn open_pools(&self) -> usize {
+        self.open_map().len()
+    }
+
+    /// A lease on the pool of an open hospital. Unknown, unfinished and closed hospitals
+    /// are `NotFound`; callers answer those the same way as a wrong id.
+    pub async fn get(&self, code: &str) -> Result<TenantLease> {
+        let deadline = Instant::now() + WAIT_FOR_CAPACITY;
+        let mut looked_up = None;
+        loop {
+            let released = self.inner.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+
+            if let Some(db) = self.touch(code) {
+                return Ok(self.lease(db));
+            }
+            let record = match looked_up.take() {
+                Some(r) => r,
+                None => self
+                    .inner
+                    .directory
+                    .get(code)
+                    .await?
+                    .filter(|r| r.is_open())
+                    .ok_or_else(|| TenancyError::NotFound(code.to_owned()))?,
+            };
+            match self.reserve(&record.code, &record.database_name) {
+                Step::Ready(db) => return Ok(self.lease(db)),
+                Step::Close(victim) => {
+                    victim.pool.close().await;
+                    looked_up = Some(record);
+                }
+                Step::Wait => {
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    if remaining.is_zero()
+                        || tokio::time::timeout(remaining, released).await.is_err()
+                    {
+                        return Err(TenancyError::Busy);
+                    }
+                    looked_up = Some(record);
+                }
+            }
+        }
+    }
+
+    fn lease(&self, db: Arc<TenantDb>) -> TenantLease {
+        TenantLease {
+            db: Some(db),
+            released: self.inner.released.clone(),
+        }
+    }
+
+    fn touch(&self, code: &str) -> Option<Arc<TenantDb>> {
+        let mut open = self.open_map();
+        let entry = open.get_mut(code)?;
+        entry.last_used = Instant::now();
+        Some(entry.db.clone())
+    }
+
+    /// Under the lock: open a pool if the budget allows, else pick the least recently
+    /// used unleased pool to close, else wait.
+    fn reserve(&self, code: &str, database_name: &str) -> Step {
+        let settings = &self.inner.settings;
+        let mut open = self.open_map();
+        if let Some(entry) = open.get_mut(code) {
+            entry.last_used = Instant::now();
+            return Step::Ready(entry.db.clone());
+        }
+        let capacity = (settings.budget / settings.per_tenant) as usize;
+        if open.len() < capacity {
+            let pool = PgPoolOptions::new()
+                .max_connections(settings.per_tenant)
+                .min_connections(0)
+                .acquire_timeout(Duration::from_secs(10))
+                .idle_timeout(settings.idle_ttl)
+                .connect_lazy_with(self.inner.server.clone().database(database_name));
+            let db = Arc::new(TenantDb {
+                code: code.to_owned(),
+                database_name: database_name.to_owned(),
+                pool,
+            });
+            open.insert(
+                code.to_owned(),
+                Entry {
+                    db: db.clone(),
+                    last_used: Instant::now(),
+                },
+            );
+            return Step::Ready(db);
+        }
+        let victim = open
+            .iter()
+            .filter(|(_, e)| !e.leased())
+            .min_by_key(|(_, e)| e.last_used)
+            .map(|(k, _)| k.clone());
+        match victim.and_then(|k| open.remove(&k)) {
+            Some(entry) => Step::Close(entry.db),
+            None => Step::Wait,
+        }
+    }
+
+    /// Closes pools that nobody used for `idle_ttl`. Returns how many were closed.
+    pub async fn evict_idle(&self) -> usize {
+        let ttl = self.inner.settings.idle_ttl;
+        let victims: Vec<Arc<TenantDb>> = {
+            let mut open = self.open_map();
+            let codes: Vec<String> = open
+                .iter()
+                .filter(|(_, e)| !e.leased() && e.last_used.elapsed() >= ttl)
+                .map(|(k, _)| k.clone())
+                .collect();
+            codes
+                .into_iter()
+                .filter_map(|k| open.remove(&k).map(|e| e.db))
+                .collect()
+        };
+        for db in &victims {
+            db.pool.close().await;
+        }
+        victims.len()
+    }
+
+    /// Forgets a tenant's pool (after it was suspended or dropped), closing it once the
+    /// current leases end.
+    pub async fn forget(&self, code: &str) {
+        let removed = self.open_map().remove(code);
+        if let Some(entry) = removed {
+            entry.db.pool.close().await;
+        }
+    }
+
+    /// Closes every pool (at shutdown).
+    pub async fn close_all(&self) {
+        let all: Vec<Entry> = self.open_map().drain().map(|(_, e)| e).collect();
+        for entry in all {
+            entry.db.pool.close().await;
+        }
+    }
+
+    /// Runs the idle sweeper until the registry is dropped everywhere else.
+    pub fn spawn_idle_sweeper(&self) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(&self.inner);
+        let period = (self.inner.settings.idle_ttl / 2).max(Duration::from_secs(1));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let registry = PoolRegistry { inner };
+                let closed = registry.evict_idle().await;
+                if closed > 0 {
+                    tracing::debug!(closed, "closed idle tenant pools");
+                }
+            }
+        })
+    }
+}

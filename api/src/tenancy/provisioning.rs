@@ -1,0 +1,346 @@
+//! Onboarding a hospital: reserve its code in the directory, create its database from
+//! the migrated template, migrate, append its registration and first administrator to
+//! its own event store, mark it ready.
+//!
+//! Every step is idempotent and the directory records the last one finished, so a run
+//! interrupted anywhere (even between `CREATE DATABASE` and recording it) is completed
+//! by the next run for the same code. Provisioning is serialized per platform by an
+//! advisory lock: `CREATE DATABASE … TEMPLATE` fails while anyone else is connected to
+//! the template, and the template is migrated in between.
+
+use chrono::Utc;
+use hms_domain::common::{BoundedText, Email, HospitalCode, Username};
+use hms_domain::hospital::{
+    Hospital, HospitalCommand, HospitalError, DEFAULT_DEPARTMENTS, MAX_NAME_CHARS,
+};
+use hms_domain::plan::Plan;
+use hms_domain::user::{user_id_for, User, UserCommand, UserError, MAX_FULL_NAME_CHARS};
+use hms_domain::{Actor, EventMetadata};
+use hms_projections::ProjectionRunner;
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::directory::{self, ProvisioningStep, TenantRecord};
+use super::names::TenantNaming;
+use super::platform::{self, connect_once};
+use super::{Result, TenancyError};
+use crate::commands::{self, CommandError};
+
+/// A validated request to onboard a hospital.
+#[derive(Debug, Clone)]
+pub struct NewHospital {
+    pub code: HospitalCode,
+    pub name: BoundedText,
+    pub plan: Plan,
+    pub admin: NewAdmin,
+}
+
+/// The first hospital administrator. Kept in the directory until provisioning is done,
+/// so that only a hash is ever stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewAdmin {
+    pub username: Username,
+    pub email: Email,
+    pub full_name: BoundedText,
+    pub password_hash: String,
+}
+
+impl NewHospital {
+    /// Validates raw input; nothing touches a database before this passes.
+    pub fn parse(
+        code: &str,
+        name: &str,
+        plan: &str,
+        admin_username: &str,
+        admin_email: &str,
+        admin_name: &str,
+        admin_password_hash: String,
+    ) -> Result<Self> {
+        Ok(Self {
+            code: HospitalCode::parse(code)?,
+            name: BoundedText::parse("name", name, MAX_NAME_CHARS)?,
+            plan: Plan::parse(plan)?,
+            admin: NewAdmin {
+                username: Username::parse(admin_username)?,
+                email: Email::parse(admin_email)?,
+                full_name: BoundedText::parse("admin_name", admin_name, MAX_FULL_NAME_CHARS)?,
+                password_hash: admin_password_hash,
+            },
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProvisionOutcome {
+    /// The hospital is ready. `resumed` says an earlier, interrupted run was completed.
+    Ready {
+        database_name: String,
+        resumed: bool,
+    },
+    /// Stopped on request after `step` (used to exercise recovery).
+    StoppedAfter(ProvisioningStep),
+}
+
+#[derive(Clone)]
+pub struct Provisioner {
+    control: PgPool,
+    server: PgConnectOptions,
+    naming: TenantNaming,
+    runner: ProjectionRunner,
+}
+
+impl Provisioner {
+    /// `server` carries host, port and credentials of the server tenants are created on.
+    pub fn new(
+        control: PgPool,
+        server: PgConnectOptions,
+        naming: TenantNaming,
+        runner: ProjectionRunner,
+    ) -> Self {
+        Self {
+            control,
+            server,
+            naming,
+            runner,
+        }
+    }
+
+    pub async fn provision(&self, request: &NewHospital) -> Result<ProvisionOutcome> {
+        self.provision_until(request, ProvisioningStep::Ready).await
+    }
+
+    /// Runs provisioning but stops after `stop_after`, as a crash there would.
+    pub async fn provision_until(
+        &self,
+        request: &NewHospital,
+        stop_after: ProvisioningStep,
+    ) -> Result<ProvisionOutcome> {
+        // A session-level lock on a dedicated connection: provisioning is rare, and the
+        // lock must span statements that cannot share one transaction.
+        let mut lock = self.control.acquire().await?;
+        sqlx::query("SELECT pg_advisory_lock(hashtextextended('hms.provisioning', 0))")
+            .execute(&mut *lock)
+            .await?;
+        let result = self.provision_locked(request, stop_after).await;
+        let unlocked =
+            sqlx::query("SELECT pg_advisory_unlock(hashtextextended('hms.provisioning', 0))")
+                .execute(&mut *lock)
+                .await;
+        if unlocked.is_err() {
+            // The connection is broken; closing it ends the session and its lock.
+            let _ = lock.detach().close().await;
+        }
+        result
+    }
+
+    async fn provision_locked(
+        &self,
+        request: &NewHospital,
+        stop_after: ProvisioningStep,
+    ) -> Result<ProvisionOutcome> {
+        let code = request.code.as_str();
+        let (record, resumed) = match directory::get(&self.control, code).await? {
+            Some(r) if r.provisioning_step == ProvisioningStep::Ready => {
+                return Err(TenancyError::AlreadyExists(code.to_owned()))
+            }
+            Some(r) => (r, true),
+            None => (self.reserve(request).await?, false),
+        };
+        if resumed {
+            tracing::warn!(
+                code,
+                step = record.provisioning_step.as_str(),
+                "resuming interrupted provisioning"
+            );
+        }
+        // A resumed run completes what was first asked for, not the new request.
+        let admin: NewAdmin = match &record.pending_admin {
+            Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
+                TenancyError::Command(format!("stored provisioning request is unreadable: {e}"))
+            })?,
+            None => request.admin.clone(),
+        };
+        let hospital = NewHospital {
+            code: request.code.clone(),
+            name: BoundedText::parse("name", &record.name, MAX_NAME_CHARS)?,
+            plan: Plan::parse(&record.plan)?,
+            admin,
+        };
+
+        let mut step = record.provisioning_step;
+        let database = record.database_name.clone();
+        let tenant_options = self.server.clone().database(&database);
+        while step < stop_after {
+            let next = match step {
+                ProvisioningStep::Reserved => {
+                    self.create_database(&database).await?;
+                    ProvisioningStep::DatabaseCreated
+                }
+                ProvisioningStep::DatabaseCreated => {
+                    platform::migrate_tenant_database(&tenant_options).await?;
+                    ProvisioningStep::Migrated
+                }
+                ProvisioningStep::Migrated => {
+                    self.register(&tenant_options, &hospital).await?;
+                    ProvisioningStep::Registered
+                }
+                ProvisioningStep::Registered | ProvisioningStep::Ready => ProvisioningStep::Ready,
+            };
+            self.record_step(code, next).await?;
+            step = next;
+        }
+        Ok(if step == ProvisioningStep::Ready {
+            ProvisionOutcome::Ready {
+                database_name: database,
+                resumed,
+            }
+        } else {
+            ProvisionOutcome::StoppedAfter(step)
+        })
+    }
+
+    async fn reserve(&self, request: &NewHospital) -> Result<TenantRecord> {
+        let database = self.naming.database_for(&request.code);
+        let admin = serde_json::to_value(&request.admin)
+            .map_err(|e| TenancyError::Command(e.to_string()))?;
+        let inserted = sqlx::query(
+            "INSERT INTO tenants (code, name, database_name, plan, pending_admin) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(request.code.as_str())
+        .bind(request.name.as_str())
+        .bind(&database)
+        .bind(request.plan.as_str())
+        .bind(admin)
+        .execute(&self.control)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(TenancyError::AlreadyExists(request.code.to_string()));
+        }
+        directory::get(&self.control, request.code.as_str())
+            .await?
+            .ok_or_else(|| TenancyError::NotFound(request.code.to_string()))
+    }
+
+    async fn record_step(&self, code: &str, step: ProvisioningStep) -> Result<()> {
+        let ready = step == ProvisioningStep::Ready;
+        sqlx::query(
+            "UPDATE tenants SET provisioning_step = $2, updated_at = now(), last_error = NULL, \
+                    status = CASE WHEN $3 THEN 'ACTIVE' ELSE status END, \
+                    pending_admin = CASE WHEN $3 THEN NULL ELSE pending_admin END \
+              WHERE code = $1",
+        )
+        .bind(code)
+        .bind(step.as_str())
+        .bind(ready)
+        .execute(&self.control)
+        .await?;
+        Ok(())
+    }
+
+    /// Copies the migrated template (the fast path). The template is created and brought
+    /// up to date first, over a connection that is closed again before the copy.
+    async fn create_database(&self, database: &str) -> Result<()> {
+        let template = self.naming.template_database();
+        let mut conn = connect_once(&self.server.clone().database("postgres")).await?;
+        if !platform::database_exists(&mut conn, database).await? {
+            platform::create_database_if_missing(&mut conn, &template, None).await?;
+            platform::migrate_tenant_database(&self.server.clone().database(&template)).await?;
+            platform::create_database_if_missing(&mut conn, database, Some(&template)).await?;
+        }
+        conn.close().await?;
+        Ok(())
+    }
+
+    /// Appends the hospital's registration and its first administrator, then brings the
+    /// read models up to date so the administrator can sign in at once.
+    async fn register(&self, options: &PgConnectOptions, hospital: &NewHospital) -> Result<()> {
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(options.clone())
+            .await?;
+        let result = self.register_on(&pool, hospital).await;
+        pool.close().await;
+        result
+    }
+
+    async fn register_on(&self, pool: &PgPool, hospital: &NewHospital) -> Result<()> {
+        let now = Utc::now();
+        let metadata = EventMetadata {
+            actor: Actor::system(),
+            tenant: hospital.code.to_string(),
+            request_id: format!("provision-{}", Uuid::new_v4()),
+            client_addr: None,
+            at: now,
+        };
+        let departments = DEFAULT_DEPARTMENTS
+            .iter()
+            .map(|name| {
+                BoundedText::parse("department", name, MAX_NAME_CHARS).map(|n| (Uuid::new_v4(), n))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let register = HospitalCommand::RegisterHospital {
+            code: hospital.code.clone(),
+            name: hospital.name.clone(),
+            plan: hospital.plan,
+            departments,
+            now,
+        };
+        match commands::execute::<Hospital>(
+            pool,
+            &self.runner,
+            hospital.code.as_str(),
+            register,
+            (),
+            &metadata,
+        )
+        .await
+        {
+            Ok(()) | Err(CommandError::Rejected(HospitalError::AlreadyRegistered)) => {}
+            Err(e) => {
+                return Err(TenancyError::Command(format!(
+                    "registering the hospital failed: {e}"
+                )))
+            }
+        }
+        let admin = &hospital.admin;
+        let create = UserCommand::CreateUser {
+            username: admin.username.clone(),
+            email: admin.email.clone(),
+            full_name: admin.full_name.clone(),
+            role: hms_domain::Role::HospitalAdmin,
+            department_id: None,
+            password_hash: admin.password_hash.clone(),
+            now,
+        };
+        let admin_id = user_id_for(&admin.username).to_string();
+        match commands::execute::<User>(pool, &self.runner, &admin_id, create, (), &metadata).await
+        {
+            Ok(()) | Err(CommandError::Rejected(UserError::AlreadyExists)) => {}
+            Err(e) => {
+                return Err(TenancyError::Command(format!(
+                    "creating the administrator failed: {e}"
+                )))
+            }
+        }
+        // Resumed runs skip the appends above; make sure the read models are current.
+        self.runner.catch_up(pool).await.map_err(|e| {
+            TenancyError::Command(format!("projecting the registration failed: {e}"))
+        })?;
+        Ok(())
+    }
+}
+
+/// Closes every connection this process may still hold on `database` (e.g. before it is
+/// dropped in tests).
+pub async fn drop_database(conn: &mut PgConnection, database: &str) -> Result<()> {
+    sqlx::raw_sql(&format!(
+        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+        super::names::quote_ident(database)
+    ))
+    .execute(conn)
+    .await?;
+    Ok(())
+}

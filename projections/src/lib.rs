@@ -1,0 +1,19 @@
+//! # hms-projections
+//!
+//! The read side of HMS. The event log is the system of record; everything here is
+//! derived from it and can be thrown away and rebuilt.
+//!
+//! - [`log`]: reads a tenant's events in commit order, safely past in-flight
+//!   transactions, and decodes them through the domain's upcasters.
+//! - [`runner`]: applies events to each [`Projector`] and stores the projector's
+//!   checkpoint in the same transaction as its read-model change.
+//! - [`projectors`]: the read models themselves, one module per aggregate family.
+
+pub mod error;
+pub mod log;
+pub mod projectors;
+pub mod runner;
+
+pub use error::{ProjectionError, Result};
+pub use log::{LogCursor, StoredEvent};
+pub use runner::{ProjectionRunner, Projector};
