@@ -87,6 +87,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::SetupHospital(args) => setup_hospital(&config, args).await,
+        Command::PrintSchema => {
+            print!("{}", crate::graphql::sdl());
+            Ok(())
+        }
         Command::Tenants => {
             let platform = Platform::connect(&config).await?;
             let tenants = platform.directory.list().await?;

@@ -43,6 +43,8 @@ pub enum Command {
     SetupHospital(SetupHospitalArgs),
     /// List the hospitals with status, plan and database.
     Tenants,
+    /// Print the GraphQL schema (SDL), as committed in api/schema.graphql.
+    PrintSchema,
 }
 
 #[derive(Debug, Args)]

@@ -177,7 +177,10 @@ mod tests {
                 now: now(),
             }],
         );
-        assert_eq!(suspended.write_access(now()), Err(SubscriptionError::Suspended));
+        assert_eq!(
+            suspended.write_access(now()),
+            Err(SubscriptionError::Suspended)
+        );
         let cancelled = hospital_after(
             Plan::Basic,
             vec![HospitalCommand::CancelSubscription {
@@ -186,7 +189,10 @@ mod tests {
                 now: now(),
             }],
         );
-        assert_eq!(cancelled.write_access(now()), Err(SubscriptionError::Cancelled));
+        assert_eq!(
+            cancelled.write_access(now()),
+            Err(SubscriptionError::Cancelled)
+        );
         assert_eq!(
             Hospital::default().write_access(now()),
             Err(SubscriptionError::NotRegistered)
@@ -215,7 +221,12 @@ mod tests {
             Err(AccessError::Forbidden(_))
         ));
         assert_eq!(
-            authorize(&actor(Role::Accountant), Operation::DraftInvoice, &basic, now()),
+            authorize(
+                &actor(Role::Accountant),
+                Operation::DraftInvoice,
+                &basic,
+                now()
+            ),
             Ok(())
         );
         assert_eq!(
@@ -227,16 +238,33 @@ mod tests {
         );
         let expired = hospital_after(Plan::Trial, vec![]);
         assert!(matches!(
-            authorize(&actor(Role::Receptionist), Operation::RegisterPatient, &expired, later),
-            Err(AccessError::Subscription(SubscriptionError::TrialExpired { .. }))
+            authorize(
+                &actor(Role::Receptionist),
+                Operation::RegisterPatient,
+                &expired,
+                later
+            ),
+            Err(AccessError::Subscription(
+                SubscriptionError::TrialExpired { .. }
+            ))
         ));
         // Reads stay open, and so does the way out.
         assert_eq!(
-            authorize(&actor(Role::Receptionist), Operation::ViewPatient, &expired, later),
+            authorize(
+                &actor(Role::Receptionist),
+                Operation::ViewPatient,
+                &expired,
+                later
+            ),
             Ok(())
         );
         assert_eq!(
-            authorize(&actor(Role::HospitalAdmin), Operation::ChangePlan, &expired, later),
+            authorize(
+                &actor(Role::HospitalAdmin),
+                Operation::ChangePlan,
+                &expired,
+                later
+            ),
             Ok(())
         );
     }
@@ -270,6 +298,9 @@ mod tests {
             })
         );
         let e = hospital_after(Plan::Enterprise, vec![]);
-        assert_eq!(e.ensure_capacity(LimitedResource::Patients, u32::MAX), Ok(()));
+        assert_eq!(
+            e.ensure_capacity(LimitedResource::Patients, u32::MAX),
+            Ok(())
+        );
     }
 }

@@ -11,19 +11,37 @@
 //!   subscription.
 //! - [`user`]: staff accounts inside one hospital.
 //! - [`plan`]: subscription plans and the one table of their limits.
+//! - [`permissions`]: the role × operation matrix.
+//! - [`access`]: subscription and module gating, and [`access::authorize`], the one check
+//!   the API makes before dispatching a command.
+//! - [`schedule`]: per-doctor and per-patient day schedules that own slot allocation, the
+//!   consistency boundary for "no double booking" (ADR 0002).
+//! - [`appointment`]: an appointment's status machine and booking rules.
+//! - [`patient`]: patients, their medical record numbers ([`patient::Mrn`]), demographics,
+//!   allergies and alerts, death, deactivation and merging of duplicates.
 //!
 //! Persisted identity (`Aggregate::TYPE`, event type names, event versions) never changes
 //! once released: add a new version and an upcaster instead.
 
+pub mod access;
+pub mod appointment;
 pub mod common;
 pub mod hospital;
+pub mod patient;
+pub mod permissions;
 pub mod plan;
+pub mod schedule;
 pub mod user;
+mod uuid5;
 
 pub use common::{Actor, EventMetadata, Role};
 
 /// Upcasters for every event whose stored payload shape has changed since it was first
-/// written. Both the command path and the read side decode through them.
+/// written. Both the command path and the read side (`hms-replay`, projections) decode
+/// through them, so old event versions arrive as the current ones; stored events are never
+/// rewritten.
 pub fn upcasters() -> Vec<Box<dyn cqrs_es::persist::EventUpcaster>> {
-    Vec::new()
+    let mut all = Vec::new();
+    all.extend(patient::upcasters());
+    all
 }

@@ -73,9 +73,8 @@ pub enum Operation {
 }
 
 use Role::{
-    Accountant as ACC, Doctor as DOC, HospitalAdmin as ADM, LabTechnician as LAB,
-    Nurse as NUR, Pharmacist as PHA, Radiologist as RAD, Receptionist as REC,
-    Staff as STF, SuperAdmin as SUP,
+    Accountant as ACC, Doctor as DOC, HospitalAdmin as ADM, LabTechnician as LAB, Nurse as NUR,
+    Pharmacist as PHA, Radiologist as RAD, Receptionist as REC, Staff as STF, SuperAdmin as SUP,
 };
 
 /// Every hospital role: for what anyone on the staff may do.
@@ -321,7 +320,11 @@ mod tests {
 
     #[test]
     fn the_matrix_matches_the_grid_for_every_role_and_operation() {
-        assert_eq!(GRID.len(), Operation::ALL.len(), "grid must list every operation");
+        assert_eq!(
+            GRID.len(),
+            Operation::ALL.len(),
+            "grid must list every operation"
+        );
         let mut checked = 0;
         for (op, (name, row)) in Operation::ALL.into_iter().zip(GRID) {
             assert_eq!(format!("{op:?}"), *name, "grid rows follow Operation::ALL");

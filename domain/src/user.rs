@@ -5,6 +5,16 @@
 //! "usernames are unique within a hospital, ignoring case" is enforced by the event
 //! store's optimistic concurrency: two racing creations of `Alice` and `alice` address
 //! the same stream, and only one can write its first event.
+//!
+//! "The hospital keeps at least one active admin" is a fact about many user streams, so
+//! no single user aggregate can know it. The commands that could remove the last admin
+//! ([`UserCommand::ChangeRole`], [`UserCommand::DeactivateUserChecked`]) carry
+//! `active_admin_count`, looked up by the caller from the staff read model just before
+//! dispatch (including the user being changed). Two admins demoting each other in the same
+//! instant could both pass; making it airtight would need one hospital-wide "admin roster"
+//! stream that every admin change goes through, which we judged not worth it: the platform
+//! operator can always restore an admin (`ReactivateUser`, `ResetUserPassword` and
+//! `CreateUser` are open to SUPERADMIN).
 
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
@@ -12,7 +22,8 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::common::{BoundedText, Email, Role, Username, ValidationError};
+use crate::common::{Actor, BoundedText, Email, Role, Username, ValidationError};
+use crate::permissions::{ensure_allowed, Operation, PermissionDenied};
 
 /// Namespace of the name-based (v5) user ids.
 const USER_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1d_2c3a_9b7e_4c55_8a1f_0d2e_3b4c_5a6d);
@@ -21,7 +32,7 @@ pub const MAX_FULL_NAME_CHARS: usize = 200;
 
 /// The stable id of the account with this username in a hospital.
 pub fn user_id_for(username: &Username) -> Uuid {
-    Uuid::new_v5(&USER_ID_NAMESPACE, username.normalized().as_bytes())
+    crate::uuid5::uuid_v5(&USER_ID_NAMESPACE, username.normalized().as_bytes())
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +57,59 @@ pub enum UserCommand {
     ReactivateUser {
         now: DateTime<Utc>,
     },
+    /// An administrator (or the platform) sets a new password for someone else; the
+    /// hash is made outside the domain.
+    ResetPassword {
+        actor: Actor,
+        password_hash: String,
+        now: DateTime<Utc>,
+    },
+    ChangeRole {
+        actor: Actor,
+        role: Role,
+        /// Active HOSPITAL_ADMIN accounts in the hospital right now, this one included
+        /// (see the module docs for why this is a fact passed in).
+        active_admin_count: u32,
+        now: DateTime<Utc>,
+    },
+    ChangeDepartment {
+        actor: Actor,
+        /// Checked by the caller against [`crate::hospital::Hospital::department`].
+        department_id: Option<Uuid>,
+        now: DateTime<Utc>,
+    },
+    UpdateProfile {
+        actor: Actor,
+        full_name: BoundedText,
+        email: Email,
+        now: DateTime<Utc>,
+    },
+    /// Deactivation with the actor and the last-admin guard: what the API should send.
+    /// [`UserCommand::DeactivateUser`] stays for platform tooling that acts without an
+    /// actor.
+    DeactivateUserChecked {
+        actor: Actor,
+        active_admin_count: u32,
+        now: DateTime<Utc>,
+    },
+}
+
+impl UserCommand {
+    /// The permission this command needs. The actor-less commands are the platform's
+    /// and the account owner's own (`ChangePassword`), checked by the API.
+    pub fn operation(&self) -> Operation {
+        use UserCommand as C;
+        match self {
+            C::CreateUser { .. } => Operation::CreateUser,
+            C::ChangePassword { .. } => Operation::ChangeOwnPassword,
+            C::DeactivateUser { .. } | C::DeactivateUserChecked { .. } => Operation::DeactivateUser,
+            C::ReactivateUser { .. } => Operation::ReactivateUser,
+            C::ResetPassword { .. } => Operation::ResetUserPassword,
+            C::ChangeRole { .. } => Operation::ChangeUserRole,
+            C::ChangeDepartment { .. } => Operation::ChangeUserDepartment,
+            C::UpdateProfile { .. } => Operation::UpdateUserProfile,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,6 +134,20 @@ pub enum UserEvent {
     UserReactivated {
         at: DateTime<Utc>,
     },
+    UserRoleChanged {
+        previous_role: Role,
+        role: Role,
+        at: DateTime<Utc>,
+    },
+    UserDepartmentChanged {
+        department_id: Option<Uuid>,
+        at: DateTime<Utc>,
+    },
+    UserProfileUpdated {
+        full_name: String,
+        email: String,
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for UserEvent {
@@ -79,6 +157,9 @@ impl DomainEvent for UserEvent {
             UserEvent::PasswordChanged { .. } => "PasswordChanged",
             UserEvent::UserDeactivated { .. } => "UserDeactivated",
             UserEvent::UserReactivated { .. } => "UserReactivated",
+            UserEvent::UserRoleChanged { .. } => "UserRoleChanged",
+            UserEvent::UserDepartmentChanged { .. } => "UserDepartmentChanged",
+            UserEvent::UserProfileUpdated { .. } => "UserProfileUpdated",
         }
         .to_owned()
     }
@@ -102,6 +183,14 @@ pub enum UserError {
     AlreadyActive,
     #[error("the password hash is not an argon2id hash")]
     InvalidPasswordHash,
+    #[error("the user already has the role {0}")]
+    RoleUnchanged(Role),
+    #[error("the hospital must keep at least one active administrator")]
+    LastActiveAdmin,
+    #[error("you cannot deactivate your own account")]
+    CannotDeactivateSelf,
+    #[error(transparent)]
+    Forbidden(#[from] PermissionDenied),
     #[error(transparent)]
     Validation(#[from] ValidationError),
 }
@@ -113,6 +202,9 @@ pub struct User {
     pub role: Option<Role>,
     pub active: bool,
     pub password_changed_at: Option<DateTime<Utc>>,
+    pub full_name: String,
+    pub email: String,
+    pub department_id: Option<Uuid>,
 }
 
 fn check_hash(hash: &str) -> Result<(), UserError> {
@@ -127,21 +219,23 @@ impl User {
     fn ensure_exists(&self) -> Result<(), UserError> {
         self.id.map(|_| ()).ok_or(UserError::NotFound)
     }
-}
 
-impl Aggregate for User {
-    const TYPE: &'static str = "user";
-    type Command = UserCommand;
-    type Event = UserEvent;
-    type Error = UserError;
-    type Services = ();
+    fn is_active_admin(&self) -> bool {
+        self.active && self.role == Some(Role::HospitalAdmin)
+    }
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
+    /// Refuse a change that would take away the hospital's last active admin.
+    fn guard_last_admin(&self, active_admin_count: u32) -> Result<(), UserError> {
+        if self.is_active_admin() && active_admin_count <= 1 {
+            Err(UserError::LastActiveAdmin)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Decide which events a command produces, without changing anything.
+    pub fn decide(&self, command: UserCommand) -> Result<Vec<UserEvent>, UserError> {
+        let op = command.operation();
         let event = match command {
             UserCommand::CreateUser {
                 username,
@@ -178,11 +272,40 @@ impl Aggregate for User {
                     changed_at: now,
                 }
             }
+            UserCommand::ResetPassword {
+                actor,
+                password_hash,
+                now,
+            } => {
+                ensure_allowed(&actor, op)?;
+                self.ensure_exists()?;
+                check_hash(&password_hash)?;
+                UserEvent::PasswordChanged {
+                    password_hash,
+                    changed_at: now,
+                }
+            }
             UserCommand::DeactivateUser { now } => {
                 self.ensure_exists()?;
                 if !self.active {
                     return Err(UserError::AlreadyDeactivated);
                 }
+                UserEvent::UserDeactivated { at: now }
+            }
+            UserCommand::DeactivateUserChecked {
+                actor,
+                active_admin_count,
+                now,
+            } => {
+                ensure_allowed(&actor, op)?;
+                self.ensure_exists()?;
+                if !self.active {
+                    return Err(UserError::AlreadyDeactivated);
+                }
+                if self.id == Some(actor.user_id) {
+                    return Err(UserError::CannotDeactivateSelf);
+                }
+                self.guard_last_admin(active_admin_count)?;
                 UserEvent::UserDeactivated { at: now }
             }
             UserCommand::ReactivateUser { now } => {
@@ -192,8 +315,75 @@ impl Aggregate for User {
                 }
                 UserEvent::UserReactivated { at: now }
             }
+            UserCommand::ChangeRole {
+                actor,
+                role,
+                active_admin_count,
+                now,
+            } => {
+                ensure_allowed(&actor, op)?;
+                self.ensure_exists()?;
+                if !role.is_hospital_role() {
+                    return Err(UserError::RoleNotAllowed(role));
+                }
+                let previous_role = self.role.ok_or(UserError::NotFound)?;
+                if previous_role == role {
+                    return Err(UserError::RoleUnchanged(role));
+                }
+                self.guard_last_admin(active_admin_count)?;
+                UserEvent::UserRoleChanged {
+                    previous_role,
+                    role,
+                    at: now,
+                }
+            }
+            UserCommand::ChangeDepartment {
+                actor,
+                department_id,
+                now,
+            } => {
+                ensure_allowed(&actor, op)?;
+                self.ensure_exists()?;
+                UserEvent::UserDepartmentChanged {
+                    department_id,
+                    at: now,
+                }
+            }
+            UserCommand::UpdateProfile {
+                actor,
+                full_name,
+                email,
+                now,
+            } => {
+                ensure_allowed(&actor, op)?;
+                self.ensure_exists()?;
+                UserEvent::UserProfileUpdated {
+                    full_name: full_name.to_string(),
+                    email: email.as_str().to_owned(),
+                    at: now,
+                }
+            }
         };
-        sink.write(event, self).await;
+        Ok(vec![event])
+    }
+}
+
+impl Aggregate for User {
+    const TYPE: &'static str = "user";
+    type Command = UserCommand;
+    type Event = UserEvent;
+    type Error = UserError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        for event in self.decide(command)? {
+            sink.write(event, self).await;
+        }
         Ok(())
     }
 
@@ -202,12 +392,18 @@ impl Aggregate for User {
             UserEvent::UserCreated {
                 user_id,
                 username,
+                email,
+                full_name,
                 role,
+                department_id,
                 created_at,
                 ..
             } => {
                 self.id = Some(user_id);
                 self.username = username;
+                self.email = email;
+                self.full_name = full_name;
+                self.department_id = department_id;
                 self.role = Some(role);
                 self.active = true;
                 self.password_changed_at = Some(created_at);
@@ -217,6 +413,16 @@ impl Aggregate for User {
             }
             UserEvent::UserDeactivated { .. } => self.active = false,
             UserEvent::UserReactivated { .. } => self.active = true,
+            UserEvent::UserRoleChanged { role, .. } => self.role = Some(role),
+            UserEvent::UserDepartmentChanged { department_id, .. } => {
+                self.department_id = department_id;
+            }
+            UserEvent::UserProfileUpdated {
+                full_name, email, ..
+            } => {
+                self.full_name = full_name;
+                self.email = email;
+            }
         }
     }
 }
@@ -323,5 +529,266 @@ mod tests {
             .given_no_previous_events()
             .when(UserCommand::DeactivateUser { now: now() })
             .then_expect_error(UserError::NotFound);
+    }
+
+    fn admin_actor() -> Actor {
+        Actor {
+            user_id: Uuid::from_u128(0xAD),
+            username: "boss".into(),
+            role: Role::HospitalAdmin,
+        }
+    }
+
+    fn created_as(username: &str, role: Role) -> UserEvent {
+        match created(username) {
+            UserEvent::UserCreated {
+                user_id,
+                username,
+                email,
+                full_name,
+                department_id,
+                password_hash,
+                created_at,
+                ..
+            } => UserEvent::UserCreated {
+                user_id,
+                username,
+                email,
+                full_name,
+                role,
+                department_id,
+                password_hash,
+                created_at,
+            },
+            other => other,
+        }
+    }
+
+    fn expect_error(given: Vec<UserEvent>, cmd: UserCommand, err: UserError) {
+        TestFramework::<User>::with(())
+            .given(given)
+            .when(cmd)
+            .then_expect_error(err);
+    }
+
+    #[test]
+    fn an_admin_changes_role_department_and_profile() {
+        TestFramework::<User>::with(())
+            .given(vec![created_as("doc", Role::Nurse)])
+            .when(UserCommand::ChangeRole {
+                actor: admin_actor(),
+                role: Role::Doctor,
+                active_admin_count: 1,
+                now: now(),
+            })
+            .then_expect_events(vec![UserEvent::UserRoleChanged {
+                previous_role: Role::Nurse,
+                role: Role::Doctor,
+                at: now(),
+            }]);
+        let dept = Some(Uuid::from_u128(5));
+        TestFramework::<User>::with(())
+            .given(vec![created_as("doc", Role::Nurse)])
+            .when(UserCommand::ChangeDepartment {
+                actor: admin_actor(),
+                department_id: dept,
+                now: now(),
+            })
+            .then_expect_events(vec![UserEvent::UserDepartmentChanged {
+                department_id: dept,
+                at: now(),
+            }]);
+        TestFramework::<User>::with(())
+            .given(vec![created_as("doc", Role::Nurse)])
+            .when(UserCommand::UpdateProfile {
+                actor: admin_actor(),
+                full_name: BoundedText::parse("full_name", "Grace Hopper", 200).expect("valid"),
+                email: Email::parse("grace@dmc.example").expect("valid"),
+                now: now(),
+            })
+            .then_expect_events(vec![UserEvent::UserProfileUpdated {
+                full_name: "Grace Hopper".into(),
+                email: "grace@dmc.example".into(),
+                at: now(),
+            }]);
+        TestFramework::<User>::with(())
+            .given(vec![created_as("doc", Role::Nurse)])
+            .when(UserCommand::ResetPassword {
+                actor: Actor::system(),
+                password_hash: HASH.into(),
+                now: now(),
+            })
+            .then_expect_events(vec![UserEvent::PasswordChanged {
+                password_hash: HASH.into(),
+                changed_at: now(),
+            }]);
+    }
+
+    #[test]
+    fn role_changes_are_refused_when_they_break_a_rule() {
+        expect_error(
+            vec![created_as("ada", Role::HospitalAdmin)],
+            UserCommand::ChangeRole {
+                actor: admin_actor(),
+                role: Role::Doctor,
+                active_admin_count: 1,
+                now: now(),
+            },
+            UserError::LastActiveAdmin,
+        );
+        expect_error(
+            vec![created_as("doc", Role::Doctor)],
+            UserCommand::ChangeRole {
+                actor: admin_actor(),
+                role: Role::Doctor,
+                active_admin_count: 2,
+                now: now(),
+            },
+            UserError::RoleUnchanged(Role::Doctor),
+        );
+        expect_error(
+            vec![created_as("doc", Role::Doctor)],
+            UserCommand::ChangeRole {
+                actor: admin_actor(),
+                role: Role::SuperAdmin,
+                active_admin_count: 2,
+                now: now(),
+            },
+            UserError::RoleNotAllowed(Role::SuperAdmin),
+        );
+        let nurse = Actor {
+            role: Role::Nurse,
+            ..admin_actor()
+        };
+        expect_error(
+            vec![created_as("doc", Role::Doctor)],
+            UserCommand::ChangeRole {
+                actor: nurse.clone(),
+                role: Role::HospitalAdmin,
+                active_admin_count: 2,
+                now: now(),
+            },
+            UserError::Forbidden(PermissionDenied {
+                role: Role::Nurse,
+                operation: Operation::ChangeUserRole,
+            }),
+        );
+        expect_error(
+            vec![],
+            UserCommand::ChangeDepartment {
+                actor: admin_actor(),
+                department_id: None,
+                now: now(),
+            },
+            UserError::NotFound,
+        );
+        expect_error(
+            vec![created_as("doc", Role::Doctor)],
+            UserCommand::UpdateProfile {
+                actor: nurse.clone(),
+                full_name: BoundedText::parse("full_name", "X", 200).expect("valid"),
+                email: Email::parse("x@dmc.example").expect("valid"),
+                now: now(),
+            },
+            UserError::Forbidden(PermissionDenied {
+                role: Role::Nurse,
+                operation: Operation::UpdateUserProfile,
+            }),
+        );
+        expect_error(
+            vec![created_as("doc", Role::Doctor)],
+            UserCommand::ResetPassword {
+                actor: nurse,
+                password_hash: HASH.into(),
+                now: now(),
+            },
+            UserError::Forbidden(PermissionDenied {
+                role: Role::Nurse,
+                operation: Operation::ResetUserPassword,
+            }),
+        );
+    }
+
+    #[test]
+    fn a_second_admin_can_be_demoted() {
+        TestFramework::<User>::with(())
+            .given(vec![created_as("ada", Role::HospitalAdmin)])
+            .when(UserCommand::ChangeRole {
+                actor: admin_actor(),
+                role: Role::Staff,
+                active_admin_count: 2,
+                now: now(),
+            })
+            .then_expect_events(vec![UserEvent::UserRoleChanged {
+                previous_role: Role::HospitalAdmin,
+                role: Role::Staff,
+                at: now(),
+            }]);
+    }
+
+    #[test]
+    fn checked_deactivation_keeps_an_admin_and_refuses_self_deactivation() {
+        let deactivate = |count| UserCommand::DeactivateUserChecked {
+            actor: admin_actor(),
+            active_admin_count: count,
+            now: now(),
+        };
+        TestFramework::<User>::with(())
+            .given(vec![created_as("ada", Role::HospitalAdmin)])
+            .when(deactivate(2))
+            .then_expect_events(vec![UserEvent::UserDeactivated { at: now() }]);
+        expect_error(
+            vec![created_as("ada", Role::HospitalAdmin)],
+            deactivate(1),
+            UserError::LastActiveAdmin,
+        );
+        // A deactivated admin no longer counts, so a lone count is irrelevant for others.
+        TestFramework::<User>::with(())
+            .given(vec![created_as("nina", Role::Nurse)])
+            .when(deactivate(1))
+            .then_expect_events(vec![UserEvent::UserDeactivated { at: now() }]);
+        expect_error(
+            vec![
+                created_as("nina", Role::Nurse),
+                UserEvent::UserDeactivated { at: now() },
+            ],
+            deactivate(3),
+            UserError::AlreadyDeactivated,
+        );
+        let me = admin_actor();
+        let mine = UserEvent::UserCreated {
+            user_id: me.user_id,
+            username: "boss".into(),
+            email: "b@dmc.example".into(),
+            full_name: "Boss".into(),
+            role: Role::HospitalAdmin,
+            department_id: None,
+            password_hash: HASH.into(),
+            created_at: now(),
+        };
+        expect_error(vec![mine], deactivate(5), UserError::CannotDeactivateSelf);
+        expect_error(vec![], deactivate(5), UserError::NotFound);
+    }
+
+    #[test]
+    fn state_follows_the_events() {
+        let mut user = User::default();
+        for e in [
+            created_as("doc", Role::Nurse),
+            UserEvent::UserRoleChanged {
+                previous_role: Role::Nurse,
+                role: Role::Doctor,
+                at: now(),
+            },
+            UserEvent::UserDepartmentChanged {
+                department_id: Some(Uuid::from_u128(9)),
+                at: now(),
+            },
+        ] {
+            user.apply(e);
+        }
+        assert_eq!(user.role, Some(Role::Doctor));
+        assert_eq!(user.department_id, Some(Uuid::from_u128(9)));
+        assert!(user.active);
     }
 }

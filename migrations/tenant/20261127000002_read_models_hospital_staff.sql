@@ -2,21 +2,32 @@
 -- They are disposable: a rebuild from the log gives the same rows.
 
 CREATE TABLE hospital_profile (
-    code           text PRIMARY KEY,
-    name           text NOT NULL,
-    plan           text NOT NULL,
-    trial_ends_at  timestamptz,
-    modules        text[] NOT NULL DEFAULT '{}',
-    registered_at  timestamptz NOT NULL,
-    updated_at     timestamptz NOT NULL
+    code                text PRIMARY KEY,
+    name                text NOT NULL,
+    plan                text NOT NULL,
+    billing_cycle       text,
+    subscription_status text NOT NULL,
+    trial_ends_at       timestamptz,
+    period_ends_at      timestamptz,
+    status_reason       text,
+    modules             text[] NOT NULL DEFAULT '{}',
+    -- Value objects of the domain, stored as the events carry them.
+    profile             jsonb,
+    branding            jsonb NOT NULL DEFAULT '{}',
+    settings            jsonb,
+    registered_at       timestamptz NOT NULL,
+    updated_at          timestamptz NOT NULL
 );
 
 CREATE TABLE departments (
     id         uuid PRIMARY KEY,
     name       text NOT NULL,
     active     boolean NOT NULL DEFAULT true,
-    created_at timestamptz NOT NULL
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL
 );
+
+CREATE INDEX departments_name ON departments (lower(name));
 
 CREATE TABLE staff (
     id                  uuid PRIMARY KEY,

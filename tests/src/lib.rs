@@ -1,1 +1,280 @@
+//! Shared support for the black-box tests: a real server on port 0 against real
+//! PostgreSQL, with a platform database and tenant prefix of its own, and a small
+//! GraphQL client. Every database a test made is dropped when its [`TestApp`] is
+//! dropped, also when the test panicked.
+//!
+//! The server to use comes from `HMS_TEST_DATABASE_URL` (a URL of the server's
+//! `postgres` database); `scripts/test` sets it. Set `TEST_LOG=1` to see server logs.
 
+use std::sync::Once;
+
+use hms_api::auth::{password, TokenKeys};
+use hms_api::config::{Environment, PlatformConfig, Secret};
+use hms_api::state::{AppState, Platform};
+use hms_api::tenancy::provisioning::{NewHospital, ProvisionOutcome};
+use serde_json::{json, Value};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgConnection};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+pub const ADMIN_PASSWORD: &str = "correct horse battery";
+
+/// The PostgreSQL server the tests use (its `postgres` database).
+pub fn server_url() -> String {
+    std::env::var("HMS_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+pub fn server_options() -> PgConnectOptions {
+    server_url()
+        .parse::<PgConnectOptions>()
+        .expect("HMS_TEST_DATABASE_URL is a postgres URL")
+        .log_statements(tracing::log::LevelFilter::Trace)
+}
+
+fn init_logging() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter("info,sqlx=warn")
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+/// Knobs for one test's server.
+#[derive(Debug, Clone)]
+pub struct TestConfig {
+    pub tenant_pool_size: u32,
+    pub tenant_connection_budget: u32,
+    pub production: bool,
+}
+
+impl Default for TestConfig {
+    fn default() -> Self {
+        Self {
+            tenant_pool_size: 2,
+            tenant_connection_budget: 8,
+            production: false,
+        }
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub http: reqwest::Client,
+    pub state: AppState,
+    pub config: PlatformConfig,
+    /// Prefix of every database this test made.
+    pub prefix: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts a server with its own platform database and tenant prefix.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(TestConfig::default()).await
+}
+
+pub async fn spawn_app_with(test_config: TestConfig) -> TestApp {
+    init_logging();
+    let id = Uuid::new_v4().simple().to_string();
+    let prefix = format!("hmst_{}_", &id[..12]);
+    let mut control_url = server_options();
+    // `__` cannot occur in a tenant database name (codes have no `_`).
+    control_url = control_url.database(&format!("{prefix}_control"));
+    let config = PlatformConfig {
+        database_url: Secret::new(url_of(&control_url)),
+        tenant_db_prefix: prefix.clone(),
+        tenant_connection_budget: test_config.tenant_connection_budget,
+        tenant_pool_size: test_config.tenant_pool_size,
+        control_pool_size: 3,
+        environment: if test_config.production {
+            Environment::Production
+        } else {
+            Environment::Development
+        },
+    };
+    let platform = Platform::connect(&config).await.expect("platform starts");
+    let keys = TokenKeys::new(&[42u8; 32], chrono::Duration::minutes(15));
+    let state = AppState::new(platform, keys, test_config.production);
+    let router = hms_api::http::app(state.clone(), true);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind port 0");
+    let address = format!("http://{}", listener.local_addr().expect("local addr"));
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let _ = hms_api::http::run(listener, router, async {
+            let _ = rx.await;
+        })
+        .await;
+    });
+    TestApp {
+        address,
+        http: reqwest::Client::new(),
+        state,
+        config,
+        prefix,
+        shutdown: Some(tx),
+        server: Some(server),
+    }
+}
+
+/// The URL form of connect options (the tests' server has no password).
+fn url_of(options: &PgConnectOptions) -> String {
+    format!(
+        "postgres://{}@{}:{}/{}",
+        options.get_username(),
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("postgres")
+    )
+}
+
+impl TestApp {
+    /// Onboards a hospital the way `hms setup-hospital` does, with admin
+    /// `<code lower>_admin` and [`ADMIN_PASSWORD`].
+    pub async fn setup_hospital(&self, code: &str) -> String {
+        let admin = format!("{}_admin", code.to_ascii_lowercase());
+        let hash = password::hash(ADMIN_PASSWORD.to_owned())
+            .await
+            .expect("hash");
+        self.setup_hospital_with_hash(code, &admin, hash).await;
+        admin
+    }
+
+    pub async fn setup_hospital_with_hash(&self, code: &str, admin: &str, hash: String) {
+        let request = NewHospital::parse(
+            code,
+            &format!("Hospital {code}"),
+            "TRIAL",
+            admin,
+            &format!("{admin}@hospital.example"),
+            "First Admin",
+            hash,
+        )
+        .expect("valid hospital");
+        let outcome = self
+            .state
+            .provisioner()
+            .provision(&request)
+            .await
+            .expect("provisioning succeeds");
+        assert!(matches!(outcome, ProvisionOutcome::Ready { .. }));
+    }
+
+    pub fn database_for(&self, code: &str) -> String {
+        format!("{}{}", self.prefix, code.to_ascii_lowercase())
+    }
+
+    /// A connection to one of this test's databases (or any on the server).
+    pub async fn connect(&self, database: &str) -> PgConnection {
+        PgConnection::connect_with(&server_options().database(database))
+            .await
+            .expect("connect")
+    }
+
+    /// Names of this test's databases that exist now.
+    pub async fn databases(&self) -> Vec<String> {
+        let mut conn = self.connect("postgres").await;
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, $1) ORDER BY datname",
+        )
+        .bind(&self.prefix)
+        .fetch_all(&mut conn)
+        .await
+        .expect("list databases");
+        rows
+    }
+
+    pub async fn post_graphql(&self, body: Value, token: Option<&str>) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(format!("{}/graphql", self.address))
+            .json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("request is sent")
+    }
+
+    /// Runs a GraphQL document and returns the whole response body.
+    pub async fn graphql(&self, query: &str, variables: Value, token: Option<&str>) -> Value {
+        self.post_graphql(json!({ "query": query, "variables": variables }), token)
+            .await
+            .json()
+            .await
+            .expect("GraphQL answers JSON")
+    }
+
+    /// Logs in and returns the token, panicking with the response if that fails.
+    pub async fn login(&self, hospital: Option<&str>, username: &str, password: &str) -> String {
+        let response = self.login_response(hospital, username, password).await;
+        response["data"]["login"]["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("login failed: {response}"))
+            .to_owned()
+    }
+
+    pub async fn login_response(
+        &self,
+        hospital: Option<&str>,
+        username: &str,
+        password: &str,
+    ) -> Value {
+        self.graphql(
+            "mutation($input: LoginInput!) { login(input: $input) { token expiresAt } }",
+            json!({ "input": { "hospitalCode": hospital, "username": username, "password": password } }),
+            None,
+        )
+        .await
+    }
+}
+
+/// The `extensions.code` of the first error, if any.
+pub fn error_code(response: &Value) -> Option<&str> {
+    response["errors"][0]["extensions"]["code"].as_str()
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+        let prefix = self.prefix.clone();
+        // Drop runs inside the test's runtime, possibly while unwinding: clean up on a
+        // thread of its own with a runtime of its own.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("cleanup runtime");
+            runtime.block_on(drop_databases(&prefix));
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// Drops every database whose name starts with `prefix`, closing any connection to it.
+pub async fn drop_databases(prefix: &str) {
+    let Ok(mut conn) = PgConnection::connect_with(&server_options()).await else {
+        return;
+    };
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE starts_with(datname, $1)")
+            .bind(prefix)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_default();
+    for name in names {
+        let _ = hms_api::tenancy::provisioning::drop_database(&mut conn, &name).await;
+    }
+    let _ = conn.close().await;
+}

@@ -36,12 +36,9 @@ pub enum TenancyError {
     NotReady(String),
     #[error("too many hospitals are busy right now; try again shortly")]
     Busy,
-    #[error("cannot reach the database server at {target}: {source}")]
-    Unreachable {
-        target: String,
-        #[source]
-        source: sqlx::Error,
-    },
+    /// One line for the operator: where, and the innermost reason.
+    #[error("cannot reach the database server at {target}: {reason}")]
+    Unreachable { target: String, reason: String },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]

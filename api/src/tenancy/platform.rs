@@ -26,6 +26,19 @@ pub fn describe(options: &PgConnectOptions) -> String {
     )
 }
 
+fn unreachable(options: &PgConnectOptions, error: &sqlx::Error) -> TenancyError {
+    // The innermost cause is the useful part ("Connection refused", "database … does
+    // not exist"); sqlx repeats it in every layer above.
+    let mut reason: &dyn std::error::Error = error;
+    while let Some(inner) = reason.source() {
+        reason = inner;
+    }
+    TenancyError::Unreachable {
+        target: describe(options),
+        reason: reason.to_string(),
+    }
+}
+
 pub fn parse_url(url: &str) -> Result<PgConnectOptions> {
     url.parse::<PgConnectOptions>()
         .map(|o| o.log_statements(tracing::log::LevelFilter::Debug))
@@ -36,13 +49,10 @@ pub fn parse_url(url: &str) -> Result<PgConnectOptions> {
 pub async fn connect_once(options: &PgConnectOptions) -> Result<PgConnection> {
     match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(options)).await {
         Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(source)) => Err(TenancyError::Unreachable {
-            target: describe(options),
-            source,
-        }),
+        Ok(Err(source)) => Err(unreachable(options, &source)),
         Err(_) => Err(TenancyError::Unreachable {
             target: describe(options),
-            source: sqlx::Error::PoolTimedOut,
+            reason: format!("no answer within {CONNECT_TIMEOUT:?}"),
         }),
     }
 }
@@ -66,10 +76,7 @@ pub async fn open_platform(options: &PgConnectOptions, pool_size: u32) -> Result
         .idle_timeout(Duration::from_secs(60))
         .connect_with(options.clone())
         .await
-        .map_err(|source| TenancyError::Unreachable {
-            target: describe(options),
-            source,
-        })?;
+        .map_err(|source| unreachable(options, &source))?;
     CONTROL_MIGRATOR.run(&pool).await?;
     Ok(pool)
 }

@@ -1,12 +1,25 @@
-//! `hospital_profile` and `departments`.
+//! `hospital_profile` (one row) and `departments`.
 
 use async_trait::async_trait;
-use hms_domain::hospital::{Hospital, HospitalEvent};
+use chrono::{DateTime, Utc};
+use hms_domain::hospital::{Hospital, HospitalEvent, HospitalSettings, SubscriptionStatus};
+use hms_domain::plan::Module;
+use serde_json::Value;
 use sqlx::PgConnection;
+use uuid::Uuid;
 
+use super::enum_name;
 use crate::{Projector, Result, StoredEvent};
 
 pub struct HospitalProjector;
+
+fn module_names(modules: &[Module]) -> Vec<String> {
+    modules.iter().map(enum_name).collect()
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
 
 #[async_trait]
 impl Projector for HospitalProjector {
@@ -28,40 +41,193 @@ impl Projector for HospitalProjector {
                 modules,
                 registered_at,
             } => {
-                let modules: Vec<String> = modules
-                    .iter()
-                    .map(|m| {
-                        serde_json::to_value(m)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_owned))
-                            .unwrap_or_default()
-                    })
-                    .collect();
+                let status = if trial_ends_at.is_some() {
+                    SubscriptionStatus::Trial
+                } else {
+                    SubscriptionStatus::Active
+                };
                 sqlx::query(
-                    "INSERT INTO hospital_profile (code, name, plan, trial_ends_at, modules, registered_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $6)",
+                    "INSERT INTO hospital_profile (code, name, plan, subscription_status, trial_ends_at, \
+                         modules, settings, registered_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
                 )
                 .bind(&code)
                 .bind(&name)
                 .bind(plan.as_str())
+                .bind(enum_name(&status))
                 .bind(trial_ends_at)
-                .bind(&modules)
+                .bind(module_names(&modules))
+                .bind(json(&HospitalSettings::default()))
                 .bind(registered_at)
                 .execute(&mut *tx)
                 .await?;
                 for dept in departments {
-                    sqlx::query(
-                        "INSERT INTO departments (id, name, active, created_at) VALUES ($1, $2, $3, $4)",
-                    )
-                    .bind(dept.id)
-                    .bind(&dept.name)
-                    .bind(dept.active)
-                    .bind(registered_at)
+                    insert_department(tx, dept.id, &dept.name, dept.active, registered_at).await?;
+                }
+            }
+            HospitalEvent::HospitalProfileUpdated { profile, at } => {
+                sqlx::query("UPDATE hospital_profile SET name = $1, profile = $2, updated_at = $3")
+                    .bind(profile.name.as_str())
+                    .bind(json(&profile))
+                    .bind(at)
                     .execute(&mut *tx)
                     .await?;
-                }
+            }
+            HospitalEvent::BrandingUpdated { branding, at } => {
+                update_profile(tx, "branding = $1", json(&branding), at).await?;
+            }
+            HospitalEvent::SettingsUpdated { settings, at } => {
+                update_profile(tx, "settings = $1", json(&settings), at).await?;
+            }
+            HospitalEvent::DepartmentAdded { department, at } => {
+                insert_department(tx, department.id, &department.name, department.active, at)
+                    .await?;
+            }
+            HospitalEvent::DepartmentRenamed {
+                department_id,
+                name,
+                at,
+            } => {
+                sqlx::query("UPDATE departments SET name = $2, updated_at = $3 WHERE id = $1")
+                    .bind(department_id)
+                    .bind(&name)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            HospitalEvent::DepartmentDeactivated { department_id, at } => {
+                set_department_active(tx, department_id, false, at).await?;
+            }
+            HospitalEvent::DepartmentReactivated { department_id, at } => {
+                set_department_active(tx, department_id, true, at).await?;
+            }
+            HospitalEvent::ModuleEnabled { module, at } => {
+                sqlx::query(
+                    "UPDATE hospital_profile SET modules = array_append(array_remove(modules, $1), $1), updated_at = $2",
+                )
+                .bind(enum_name(&module))
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            HospitalEvent::ModuleDisabled { module, at } => {
+                sqlx::query("UPDATE hospital_profile SET modules = array_remove(modules, $1), updated_at = $2")
+                    .bind(enum_name(&module))
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            HospitalEvent::PlanChanged {
+                plan,
+                cycle,
+                period_ends_at,
+                modules,
+                at,
+            }
+            | HospitalEvent::SubscriptionReactivated {
+                plan,
+                cycle,
+                period_ends_at,
+                modules,
+                at,
+            } => {
+                sqlx::query(
+                    "UPDATE hospital_profile SET plan = $1, billing_cycle = $2, period_ends_at = $3, \
+                         modules = $4, subscription_status = 'ACTIVE', status_reason = NULL, updated_at = $5",
+                )
+                .bind(plan.as_str())
+                .bind(enum_name(&cycle))
+                .bind(period_ends_at)
+                .bind(module_names(&modules))
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            HospitalEvent::SubscriptionPastDue { at } => {
+                set_status(tx, SubscriptionStatus::PastDue, None, at).await?;
+            }
+            HospitalEvent::SubscriptionRenewed { period_ends_at, at } => {
+                sqlx::query(
+                    "UPDATE hospital_profile SET period_ends_at = $1, subscription_status = 'ACTIVE', \
+                         status_reason = NULL, updated_at = $2",
+                )
+                .bind(period_ends_at)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            HospitalEvent::SubscriptionSuspended { reason, at } => {
+                set_status(tx, SubscriptionStatus::Suspended, Some(&reason), at).await?;
+            }
+            HospitalEvent::SubscriptionCancelled { reason, at } => {
+                set_status(tx, SubscriptionStatus::Cancelled, Some(&reason), at).await?;
             }
         }
         Ok(())
     }
+}
+
+async fn update_profile(
+    tx: &mut PgConnection,
+    assignment: &'static str,
+    value: Value,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(&format!(
+        "UPDATE hospital_profile SET {assignment}, updated_at = $2"
+    ))
+    .bind(value)
+    .bind(at)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+async fn set_status(
+    tx: &mut PgConnection,
+    status: SubscriptionStatus,
+    reason: Option<&str>,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE hospital_profile SET subscription_status = $1, status_reason = $2, updated_at = $3",
+    )
+    .bind(enum_name(&status))
+    .bind(reason)
+    .bind(at)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+async fn insert_department(
+    tx: &mut PgConnection,
+    id: Uuid,
+    name: &str,
+    active: bool,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query("INSERT INTO departments (id, name, active, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)")
+        .bind(id)
+        .bind(name)
+        .bind(active)
+        .bind(at)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+async fn set_department_active(
+    tx: &mut PgConnection,
+    id: Uuid,
+    active: bool,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query("UPDATE departments SET active = $2, updated_at = $3 WHERE id = $1")
+        .bind(id)
+        .bind(active)
+        .bind(at)
+        .execute(tx)
+        .await?;
+    Ok(())
 }

@@ -67,6 +67,37 @@ impl Projector for StaffProjector {
                 .execute(&mut *tx)
                 .await?;
             }
+            UserEvent::UserRoleChanged { role, at, .. } => {
+                sqlx::query("UPDATE staff SET role = $2, updated_at = $3 WHERE id = $1")
+                    .bind(id)
+                    .bind(role.as_str())
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            UserEvent::UserDepartmentChanged { department_id, at } => {
+                sqlx::query("UPDATE staff SET department_id = $2, updated_at = $3 WHERE id = $1")
+                    .bind(id)
+                    .bind(department_id)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            UserEvent::UserProfileUpdated {
+                full_name,
+                email,
+                at,
+            } => {
+                sqlx::query(
+                    "UPDATE staff SET full_name = $2, email = $3, updated_at = $4 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(&full_name)
+                .bind(&email)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+            }
             UserEvent::UserDeactivated { .. } => set_active(tx, id, false, at).await?,
             UserEvent::UserReactivated { .. } => set_active(tx, id, true, at).await?,
         }

@@ -1,1 +1,9 @@
+//! Black-box tests of HMS: the real server on a random port against real PostgreSQL.
+//! One binary for all features (each test binary links the whole world).
 
+mod auth;
+mod http;
+mod migrate;
+mod pools;
+mod provisioning;
+mod schema;

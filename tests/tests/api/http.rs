@@ -1,0 +1,113 @@
+use hms_tests::{error_code, spawn_app, spawn_app_with, TestConfig};
+use serde_json::json;
+
+#[tokio::test]
+async fn health_and_readiness_answer() {
+    let app = spawn_app().await;
+    let health = app
+        .http
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200);
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.address))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 200);
+    assert_eq!(ready.headers()["x-content-type-options"], "nosniff");
+}
+
+#[tokio::test]
+async fn readiness_fails_when_the_platform_database_is_gone() {
+    let app = spawn_app().await;
+    app.state.control.close().await;
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.address))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 503);
+    let health = app
+        .http
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200, "the process is still up");
+}
+
+#[tokio::test]
+async fn graphiql_is_served_in_development_and_not_in_production() {
+    let dev = spawn_app().await;
+    let page = dev
+        .http
+        .get(format!("{}/graphql", dev.address))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.expect("body").contains("graphiql"));
+
+    let prod = spawn_app_with(TestConfig {
+        production: true,
+        ..TestConfig::default()
+    })
+    .await;
+    let page = prod
+        .http
+        .get(format!("{}/graphql", prod.address))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(page.status(), 404);
+    let introspection = prod
+        .graphql("{ __schema { queryType { name } } }", json!({}), None)
+        .await;
+    assert_eq!(
+        introspection["data"]["__schema"],
+        serde_json::Value::Null,
+        "{introspection}"
+    );
+}
+
+#[tokio::test]
+async fn oversized_and_malformed_requests_are_refused_and_the_server_keeps_serving() {
+    let app = spawn_app().await;
+    let huge = "x".repeat(2 * 1024 * 1024);
+    let response = app
+        .post_graphql(
+            json!({ "query": format!("{{ me {{ username }} }} # {huge}") }),
+            None,
+        )
+        .await;
+    assert_eq!(response.status(), 413);
+
+    let garbage = app
+        .http
+        .post(format!("{}/graphql", app.address))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(garbage.status(), 400);
+
+    let deep = format!("{{ me {} }}", "{ hospital ".repeat(50) + &"}".repeat(50));
+    let response = app.graphql(&deep, json!({}), None).await;
+    assert!(response["errors"].is_array(), "{response}");
+
+    let health = app
+        .http
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200);
+    let me = app.graphql("{ me { username } }", json!({}), None).await;
+    assert_eq!(error_code(&me), Some("UNAUTHENTICATED"));
+}
