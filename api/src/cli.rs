@@ -34,6 +34,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let platform = Platform::connect(&config).await?;
             println!("platform database: up to date");
             let report = migrate_all(
+                &platform.control,
                 &platform.directory,
                 &platform.server,
                 &platform.naming,

@@ -51,17 +51,39 @@ pub async fn execute<A>(
 where
     A: Aggregate + 'static,
 {
+    append::<A>(pool, id, command, services, metadata).await?;
+    wait_for_stream::<A>(pool, runner, id).await?;
+    Ok(())
+}
+
+/// Executes `command` and appends its events, without waiting for the read models.
+pub async fn append<A>(
+    pool: &PgPool,
+    id: &str,
+    command: A::Command,
+    services: A::Services,
+    metadata: &EventMetadata,
+) -> Result<(), CommandError<A::Error>>
+where
+    A: Aggregate + 'static,
+{
     let repo = PostgresEventRepository::new(pool.clone());
     let store =
         PersistedEventStore::<_, A>::new_event_store(repo).with_upcasters(hms_domain::upcasters());
     let cqrs = CqrsFramework::new(store, vec![], services);
     cqrs.execute_with_metadata(id, command, metadata.to_map())
         .await?;
+    Ok(())
+}
 
-    let mut conn = pool
-        .acquire()
-        .await
-        .map_err(|e| CommandError::Store(e.to_string()))?;
+/// Waits until every projector has applied the newest event of stream `id`
+/// (read-your-writes).
+pub async fn wait_for_stream<A: Aggregate>(
+    pool: &PgPool,
+    runner: &ProjectionRunner,
+    id: &str,
+) -> Result<(), hms_projections::ProjectionError> {
+    let mut conn = pool.acquire().await?;
     let head = log::stream_head(&mut conn, A::TYPE, id).await?;
     drop(conn);
     if let Some(head) = head {

@@ -36,3 +36,13 @@ CREATE TABLE super_admins (
 
 -- Usernames are unique ignoring case.
 CREATE UNIQUE INDEX super_admins_username ON super_admins (lower(username));
+
+-- The migrated template each tenant database is copied from, and the newest tenant
+-- migration applied to it. Provisioning compares this with the binary's migrations
+-- instead of connecting to the template: a connection to the template, even one just
+-- closed, makes the next `CREATE DATABASE … TEMPLATE` wait for it to go away.
+CREATE TABLE tenant_templates (
+    database_name     text PRIMARY KEY,
+    migration_version bigint NOT NULL,
+    updated_at        timestamptz NOT NULL DEFAULT now()
+);

@@ -200,11 +200,11 @@ _hms_pg_install() {
         fi
     fi
     _hms_pg_say "installing PostgreSQL with apt-get (apt-get update; apt-get install -y postgresql) ..."
-    if ! "${sudo[@]}" apt-get update -qq >&2; then
+    if ! ${sudo[@]+"${sudo[@]}"} apt-get update -qq >&2; then
         _hms_pg_say "apt-get update failed"
         return 1
     fi
-    if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2 </dev/null; then
+    if ! ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2 </dev/null; then
         _hms_pg_say "apt-get install postgresql failed"
         return 1
     fi

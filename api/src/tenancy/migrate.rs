@@ -21,6 +21,7 @@ pub struct MigrationReport {
 /// Migrates the template (if it exists) and every tenant whose database exists.
 /// `progress` is called after each database with `(done, total, database, result)`.
 pub async fn migrate_all(
+    control: &sqlx::PgPool,
     directory: &TenantDirectory,
     server: &PgConnectOptions,
     naming: &TenantNaming,
@@ -54,8 +55,12 @@ pub async fn migrate_all(
         })
         .buffer_unordered(concurrency.max(1));
     let mut done = 0;
+    let template = naming.template_database();
     while let Some((db, result)) = results.next().await {
         done += 1;
+        if db == template && result.is_ok() {
+            platform::record_template_version(control, &template).await?;
+        }
         progress(done, total, &db, &result);
         match result {
             Ok(n) => report.migrations_applied += n,

@@ -140,3 +140,32 @@ async fn applied_count(conn: &mut PgConnection) -> Result<usize> {
         .await?;
     Ok(usize::try_from(n).unwrap_or(0))
 }
+
+/// The newest tenant migration this binary knows.
+pub fn latest_tenant_migration() -> i64 {
+    TENANT_MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+/// Records that `template` has every tenant migration of this binary.
+pub async fn record_template_version(control: &PgPool, template: &str) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO tenant_templates (database_name, migration_version) VALUES ($1, $2) \
+         ON CONFLICT (database_name) DO UPDATE SET migration_version = $2, updated_at = now()",
+    )
+    .bind(template)
+    .bind(latest_tenant_migration())
+    .execute(control)
+    .await?;
+    Ok(())
+}
+
+/// Whether `template` is known to have every tenant migration of this binary.
+pub async fn template_is_current(control: &PgPool, template: &str) -> Result<bool> {
+    let version: Option<i64> = sqlx::query_scalar(
+        "SELECT migration_version FROM tenant_templates WHERE database_name = $1",
+    )
+    .bind(template)
+    .fetch_optional(control)
+    .await?;
+    Ok(version == Some(latest_tenant_migration()))
+}

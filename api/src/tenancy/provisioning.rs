@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use super::directory::{self, ProvisioningStep, TenantRecord};
 use super::names::TenantNaming;
-use super::platform::{self, connect_once};
+use super::platform;
 use super::{Result, TenancyError};
 use crate::commands::{self, CommandError};
 
@@ -173,10 +173,15 @@ impl Provisioner {
         let database = record.database_name.clone();
         let tenant_options = self.server.clone().database(&database);
         while step < stop_after {
+            let started = std::time::Instant::now();
             let next = match step {
                 ProvisioningStep::Reserved => {
-                    self.create_database(&database).await?;
-                    ProvisioningStep::DatabaseCreated
+                    if self.create_database(&database).await? {
+                        // A fresh copy of a current template has every migration.
+                        ProvisioningStep::Migrated
+                    } else {
+                        ProvisioningStep::DatabaseCreated
+                    }
                 }
                 ProvisioningStep::DatabaseCreated => {
                     platform::migrate_tenant_database(&tenant_options).await?;
@@ -189,6 +194,13 @@ impl Provisioner {
                 ProvisioningStep::Registered | ProvisioningStep::Ready => ProvisioningStep::Ready,
             };
             self.record_step(code, next).await?;
+            tracing::debug!(
+                code,
+                from = step.as_str(),
+                to = next.as_str(),
+                elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+                "provisioning step"
+            );
             step = next;
         }
         Ok(if step == ProvisioningStep::Ready {
@@ -240,25 +252,33 @@ impl Provisioner {
         Ok(())
     }
 
-    /// Copies the migrated template (the fast path). The template is created and brought
-    /// up to date first, over a connection that is closed again before the copy.
-    async fn create_database(&self, database: &str) -> Result<()> {
+    /// Copies the migrated template (the fast path). The template is created or brought
+    /// up to date first only when the platform database says it is behind. Returns
+    /// whether this call made a fresh copy of a current template (so it needs no
+    /// migration); `false` when the database existed already (a resumed run).
+    async fn create_database(&self, database: &str) -> Result<bool> {
         let template = self.naming.template_database();
-        let mut conn = connect_once(&self.server.clone().database("postgres")).await?;
-        if !platform::database_exists(&mut conn, database).await? {
-            platform::create_database_if_missing(&mut conn, &template, None).await?;
-            platform::migrate_tenant_database(&self.server.clone().database(&template)).await?;
-            platform::create_database_if_missing(&mut conn, database, Some(&template)).await?;
-        }
-        conn.close().await?;
-        Ok(())
+        let mut conn = self.control.acquire().await?;
+        let created = if platform::database_exists(&mut conn, database).await? {
+            false
+        } else {
+            if !platform::template_is_current(&self.control, &template).await? {
+                platform::create_database_if_missing(&mut conn, &template, None).await?;
+                platform::migrate_tenant_database(&self.server.clone().database(&template)).await?;
+                platform::record_template_version(&self.control, &template).await?;
+            }
+            platform::create_database_if_missing(&mut conn, database, Some(&template)).await?
+        };
+        Ok(created)
     }
 
     /// Appends the hospital's registration and its first administrator, then brings the
     /// read models up to date so the administrator can sign in at once.
     async fn register(&self, options: &PgConnectOptions, hospital: &NewHospital) -> Result<()> {
+        // One connection: the first backend on a fresh database pays for loading its
+        // catalog caches, and this work is sequential anyway.
         let pool = PgPoolOptions::new()
-            .max_connections(2)
+            .max_connections(1)
             .connect_with(options.clone())
             .await?;
         let result = self.register_on(&pool, hospital).await;
