@@ -361,7 +361,10 @@ pub fn validate_slot(
     }
     let slot = policy.slot_length.get();
     let minute_of_day = start.hour() * 60 + start.minute();
-    if minutes % slot != 0 || minute_of_day % slot != 0 || start.second() != 0 {
+    // `checked_rem` rather than `%` or `is_multiple_of`: clean under clippy whether or not
+    // the crate declares the workspace MSRV (1.85, before `is_multiple_of`).
+    let on_grid = |n: u32| n.checked_rem(slot) == Some(0);
+    if !on_grid(minutes) || !on_grid(minute_of_day) || start.second() != 0 {
         return Err(AppointmentError::NotOnSlotGrid(slot));
     }
     let hours = policy

@@ -164,7 +164,7 @@ pub struct SlotLength(u32);
 
 impl SlotLength {
     pub fn minutes(minutes: u32) -> Result<Self, ValidationError> {
-        if (5..=240).contains(&minutes) && minutes % 5 == 0 {
+        if (5..=240).contains(&minutes) && minutes.checked_rem(5) == Some(0) {
             Ok(Self(minutes))
         } else {
             Err(ValidationError::new(

@@ -17,6 +17,8 @@
 //! - [`schedule`]: per-doctor and per-patient day schedules that own slot allocation, the
 //!   consistency boundary for "no double booking" (ADR 0002).
 //! - [`appointment`]: an appointment's status machine and booking rules.
+//! - [`billing`]: [`billing::Money`] and the invoice aggregate (lines, discount, tax,
+//!   issue, payments, refunds, void).
 //! - [`patient`]: patients, their medical record numbers ([`patient::Mrn`]), demographics,
 //!   allergies and alerts, death, deactivation and merging of duplicates.
 //!
@@ -25,14 +27,18 @@
 
 pub mod access;
 pub mod appointment;
+pub mod billing;
 pub mod common;
 pub mod hospital;
 pub mod patient;
+#[cfg(test)]
+mod permission_walk;
 pub mod permissions;
 pub mod plan;
+#[cfg(test)]
+mod properties;
 pub mod schedule;
 pub mod user;
-mod uuid5;
 
 pub use common::{Actor, EventMetadata, Role};
 

@@ -32,7 +32,7 @@ pub const MAX_FULL_NAME_CHARS: usize = 200;
 
 /// The stable id of the account with this username in a hospital.
 pub fn user_id_for(username: &Username) -> Uuid {
-    crate::uuid5::uuid_v5(&USER_ID_NAMESPACE, username.normalized().as_bytes())
+    Uuid::new_v5(&USER_ID_NAMESPACE, username.normalized().as_bytes())
 }
 
 #[derive(Debug, Clone, PartialEq)]

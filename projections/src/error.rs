@@ -22,6 +22,10 @@ pub enum ProjectionError {
         position: i64,
         message: String,
     },
+    #[error("{0}")]
+    Busy(String),
+    #[error("no projector named {0}")]
+    UnknownProjector(String),
     #[error("read models did not catch up within {0:?}")]
     CatchUpTimeout(std::time::Duration),
 }

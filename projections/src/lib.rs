@@ -8,10 +8,12 @@
 //! - [`runner`]: applies events to each [`Projector`] and stores the projector's
 //!   checkpoint in the same transaction as its read-model change.
 //! - [`projectors`]: the read models themselves, one module per aggregate family.
+//! - [`rebuild`]: rebuilding a projector's tables from the log while the old ones serve.
 
 pub mod error;
 pub mod log;
 pub mod projectors;
+pub mod rebuild;
 pub mod runner;
 
 pub use error::{ProjectionError, Result};

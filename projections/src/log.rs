@@ -95,7 +95,7 @@ pub async fn read_batch(
     limit: i64,
 ) -> Result<Vec<StoredEvent>> {
     let sql = format!(
-        "SELECT {SELECT_COLUMNS} FROM events \
+        "SELECT {SELECT_COLUMNS} FROM public.events \
           WHERE (transaction_id, position) > ($1::text::xid8, $2) \
             AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
           ORDER BY transaction_id, position \
@@ -117,7 +117,7 @@ pub async fn stream_head(
     aggregate_id: &str,
 ) -> Result<Option<LogCursor>> {
     let row: Option<(i64, i64)> = sqlx::query_as(
-        "SELECT transaction_id::text::bigint, position FROM events \
+        "SELECT transaction_id::text::bigint, position FROM public.events \
           WHERE aggregate_type = $1 AND aggregate_id = $2 \
           ORDER BY sequence DESC LIMIT 1",
     )
@@ -138,7 +138,7 @@ pub async fn read_stream(
     aggregate_id: &str,
 ) -> Result<Vec<StoredEvent>> {
     let sql = format!(
-        "SELECT {SELECT_COLUMNS} FROM events \
+        "SELECT {SELECT_COLUMNS} FROM public.events \
           WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence"
     );
     Ok(sqlx::query_as::<_, StoredEvent>(&sql)

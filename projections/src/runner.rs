@@ -27,6 +27,11 @@ pub trait Projector: Send + Sync {
     /// Persisted identity of the projector's checkpoint: never rename.
     fn name(&self) -> &'static str;
 
+    /// The tables this projector owns and nothing else writes. A rebuild recreates
+    /// exactly these. The projector's SQL names them unqualified, so that a rebuild can
+    /// point it at fresh copies through `search_path`.
+    fn tables(&self) -> &'static [&'static str];
+
     /// Applies one event (of any aggregate type: skip the ones that don't concern you).
     async fn apply(&self, tx: &mut PgConnection, event: &StoredEvent) -> Result<()>;
 }
@@ -63,7 +68,7 @@ impl ProjectionRunner {
         let mut progress = Vec::with_capacity(self.projectors.len());
         let mut first_failure = None;
         for projector in self.projectors.iter() {
-            match catch_up_one(pool, projector.as_ref()).await {
+            match catch_up_one(pool, projector.as_ref(), Target::Live, &mut |_, _| {}).await {
                 Ok(p) => progress.push(p),
                 Err(e) => {
                     tracing::error!(projector = projector.name(), error = %e, "projector failed");
@@ -110,7 +115,7 @@ impl ProjectionRunner {
     async fn all_reached(&self, pool: &PgPool, target: LogCursor) -> Result<bool> {
         let names = self.projector_names();
         let reached: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM projection_checkpoints \
+            "SELECT count(*) FROM public.projection_checkpoints \
               WHERE projector = ANY($1) \
                 AND (last_transaction_id, last_position) >= ($2::text::xid8, $3)",
         )
@@ -123,83 +128,139 @@ impl ProjectionRunner {
     }
 }
 
-async fn catch_up_one(pool: &PgPool, projector: &dyn Projector) -> Result<ProjectorProgress> {
-    let name = projector.name();
+/// Where a projector's output goes: its live tables, or the fresh copies a rebuild
+/// fills (see [`crate::rebuild`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    Live,
+    Rebuild,
+}
+
+impl Target {
+    pub(crate) fn checkpoint_name(self, projector: &str) -> String {
+        match self {
+            Target::Live => projector.to_owned(),
+            Target::Rebuild => format!("rebuild:{projector}"),
+        }
+    }
+
+    pub(crate) fn lock_key(self, projector: &str) -> String {
+        format!("hms.projector.{}", self.checkpoint_name(projector))
+    }
+}
+
+/// One batch inside the caller's transaction: events after the checkpoint, applied,
+/// checkpoint moved. Returns how many events were applied and the new checkpoint.
+/// The caller holds the target's advisory lock.
+pub(crate) async fn apply_batch(
+    tx: &mut PgConnection,
+    projector: &dyn Projector,
+    target: Target,
+) -> Result<(usize, LogCursor)> {
+    let name = target.checkpoint_name(projector.name());
+    if target == Target::Rebuild {
+        sqlx::query(&format!("SET LOCAL search_path = {}, public", crate::rebuild::REBUILD_SCHEMA))
+            .execute(&mut *tx)
+            .await?;
+    }
+    let checkpoint = read_checkpoint(tx, &name).await?;
+    let batch = log::read_batch(tx, checkpoint, BATCH_SIZE).await?;
+    let Some(last) = batch.last().map(StoredEvent::cursor) else {
+        return Ok((0, checkpoint));
+    };
+    for event in &batch {
+        projector
+            .apply(tx, event)
+            .await
+            .map_err(|e| ProjectionError::ProjectorFailed {
+                projector: projector.name(),
+                position: event.position,
+                message: e.to_string(),
+            })?;
+    }
     sqlx::query(
-        "INSERT INTO projection_checkpoints (projector) VALUES ($1) ON CONFLICT DO NOTHING",
+        "UPDATE public.projection_checkpoints \
+            SET last_transaction_id = $2::text::xid8, last_position = $3, \
+                events_applied = events_applied + $4, updated_at = now(), \
+                failing_position = NULL, last_error = NULL \
+          WHERE projector = $1",
     )
-    .bind(name)
-    .execute(pool)
+    .bind(&name)
+    .bind(last.transaction_id.to_string())
+    .bind(last.position)
+    .bind(i64::try_from(batch.len()).unwrap_or(i64::MAX))
+    .execute(&mut *tx)
     .await?;
+    Ok((batch.len(), last))
+}
+
+pub(crate) async fn ensure_checkpoint(pool: &PgPool, name: &str) -> Result<()> {
+    sqlx::query("INSERT INTO public.projection_checkpoints (projector) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(name)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Applies batches until the projector has read everything readable, one transaction
+/// per batch. `on_batch` sees each committed batch (for progress reports).
+pub(crate) async fn catch_up_one(
+    pool: &PgPool,
+    projector: &dyn Projector,
+    target: Target,
+    on_batch: &mut (dyn FnMut(usize, LogCursor) + Send),
+) -> Result<ProjectorProgress> {
+    let name = target.checkpoint_name(projector.name());
+    ensure_checkpoint(pool, &name).await?;
     let mut applied = 0u64;
     loop {
         let mut tx = pool.begin().await?;
-        let locked: bool = sqlx::query_scalar(
-            "SELECT pg_try_advisory_xact_lock(hashtextextended('hms.projector.' || $1, 0))",
-        )
-        .bind(name)
-        .fetch_one(&mut *tx)
-        .await?;
-        let checkpoint = read_checkpoint(&mut tx, name).await?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(target.lock_key(projector.name()))
+            .fetch_one(&mut *tx)
+            .await?;
         if !locked {
+            let checkpoint = read_checkpoint(&mut tx, &name).await?;
             return Ok(ProjectorProgress {
-                projector: name,
+                projector: projector.name(),
                 applied,
                 checkpoint,
                 busy: true,
             });
         }
-        let batch = log::read_batch(&mut tx, checkpoint, BATCH_SIZE).await?;
-        let Some(last) = batch.last().map(StoredEvent::cursor) else {
-            tx.commit().await?;
-            return Ok(ProjectorProgress {
-                projector: name,
-                applied,
-                checkpoint,
-                busy: false,
-            });
-        };
-        for event in &batch {
-            if let Err(e) = projector.apply(&mut tx, event).await {
-                drop(tx);
-                record_failure(pool, name, event.position, &e).await;
-                return Err(ProjectionError::ProjectorFailed {
-                    projector: name,
-                    position: event.position,
-                    message: e.to_string(),
-                });
+        match apply_batch(&mut tx, projector, target).await {
+            Ok((n, checkpoint)) => {
+                tx.commit().await?;
+                applied += n as u64;
+                if n > 0 {
+                    on_batch(n, checkpoint);
+                }
+                if (n as i64) < BATCH_SIZE {
+                    return Ok(ProjectorProgress {
+                        projector: projector.name(),
+                        applied,
+                        checkpoint,
+                        busy: false,
+                    });
+                }
             }
-        }
-        sqlx::query(
-            "UPDATE projection_checkpoints \
-                SET last_transaction_id = $2::text::xid8, last_position = $3, \
-                    events_applied = events_applied + $4, updated_at = now(), \
-                    failing_position = NULL, last_error = NULL \
-              WHERE projector = $1",
-        )
-        .bind(name)
-        .bind(last.transaction_id.to_string())
-        .bind(last.position)
-        .bind(i64::try_from(batch.len()).unwrap_or(i64::MAX))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        applied += batch.len() as u64;
-        if (batch.len() as i64) < BATCH_SIZE {
-            return Ok(ProjectorProgress {
-                projector: name,
-                applied,
-                checkpoint: last,
-                busy: false,
-            });
+            Err(e) => {
+                drop(tx);
+                let position = match &e {
+                    ProjectionError::ProjectorFailed { position, .. } => Some(*position),
+                    _ => None,
+                };
+                record_failure(pool, &name, position, &e).await;
+                return Err(e);
+            }
         }
     }
 }
 
-async fn read_checkpoint(conn: &mut PgConnection, name: &str) -> Result<LogCursor> {
+pub(crate) async fn read_checkpoint(conn: &mut PgConnection, name: &str) -> Result<LogCursor> {
     let (transaction_id, position): (i64, i64) = sqlx::query_as(
         "SELECT last_transaction_id::text::bigint, last_position \
-           FROM projection_checkpoints WHERE projector = $1",
+           FROM public.projection_checkpoints WHERE projector = $1",
     )
     .bind(name)
     .fetch_one(conn)
@@ -212,9 +273,10 @@ async fn read_checkpoint(conn: &mut PgConnection, name: &str) -> Result<LogCurso
 
 /// Best effort: the failure is already logged and returned; this makes it visible to
 /// health checks and operators.
-async fn record_failure(pool: &PgPool, name: &str, position: i64, error: &ProjectionError) {
+async fn record_failure(pool: &PgPool, name: &str, position: Option<i64>, error: &ProjectionError) {
     let result = sqlx::query(
-        "UPDATE projection_checkpoints SET failing_position = $2, last_error = $3, updated_at = now() \
+        "UPDATE public.projection_checkpoints \
+            SET failing_position = coalesce($2, failing_position), last_error = $3, updated_at = now() \
           WHERE projector = $1",
     )
     .bind(name)

@@ -27,6 +27,10 @@ impl Projector for HospitalProjector {
         "hospital"
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &["hospital_profile", "departments"]
+    }
+
     async fn apply(&self, tx: &mut PgConnection, event: &StoredEvent) -> Result<()> {
         if event.aggregate_type != <Hospital as cqrs_es::Aggregate>::TYPE {
             return Ok(());

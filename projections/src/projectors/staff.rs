@@ -15,6 +15,10 @@ impl Projector for StaffProjector {
         "staff"
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &["staff"]
+    }
+
     async fn apply(&self, tx: &mut PgConnection, event: &StoredEvent) -> Result<()> {
         if event.aggregate_type != <User as cqrs_es::Aggregate>::TYPE {
             return Ok(());

@@ -30,6 +30,7 @@ async fn migrate_brings_every_tenant_database_up_to_date_and_is_safe_to_rerun() 
 
     let mut seen = Vec::new();
     let report = migrate_all(
+        &app.state.control,
         &app.state.directory,
         &app.state.server,
         &app.state.naming,
@@ -61,6 +62,7 @@ async fn migrate_brings_every_tenant_database_up_to_date_and_is_safe_to_rerun() 
     }
 
     let again = migrate_all(
+        &app.state.control,
         &app.state.directory,
         &app.state.server,
         &app.state.naming,
