@@ -37,6 +37,7 @@ pub mod permissions;
 pub mod plan;
 #[cfg(test)]
 mod properties;
+pub mod record_access;
 pub mod schedule;
 pub mod user;
 

@@ -52,7 +52,8 @@ pub async fn rebuild(
             checkpoint,
         });
     };
-    let progress = runner::catch_up_one(pool, projector, Target::Rebuild, &mut report_batch).await?;
+    let progress =
+        runner::catch_up_one(pool, projector, Target::Rebuild, &mut report_batch).await?;
     if progress.busy {
         return Err(ProjectionError::Busy(format!(
             "another process is rebuilding {}",
@@ -75,11 +76,12 @@ async fn prepare(pool: &PgPool, projector: &dyn Projector, restart: bool) -> Res
     sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {REBUILD_SCHEMA}"))
         .execute(&mut *tx)
         .await?;
-    let existing: Option<i64> =
-        sqlx::query_scalar("SELECT last_position FROM public.projection_checkpoints WHERE projector = $1")
-            .bind(&checkpoint)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let existing: Option<i64> = sqlx::query_scalar(
+        "SELECT last_position FROM public.projection_checkpoints WHERE projector = $1",
+    )
+    .bind(&checkpoint)
+    .fetch_optional(&mut *tx)
+    .await?;
     let resume = existing.is_some() && !restart;
     if !resume {
         for table in projector.tables() {
@@ -113,7 +115,9 @@ async fn swap(pool: &PgPool, projector: &dyn Projector) -> Result<u64> {
     runner::ensure_checkpoint(pool, &live).await?;
     let mut tx = pool.begin().await?;
     // Readers hold only brief locks; don't wait forever on a stuck one.
-    sqlx::query("SET LOCAL lock_timeout = '30s'").execute(&mut *tx).await?;
+    sqlx::query("SET LOCAL lock_timeout = '30s'")
+        .execute(&mut *tx)
+        .await?;
     // Pause the live projector (it waits on this lock or skips its turn).
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
         .bind(Target::Live.lock_key(projector.name()))
@@ -127,7 +131,9 @@ async fn swap(pool: &PgPool, projector: &dyn Projector) -> Result<u64> {
             break;
         }
     }
-    sqlx::query("SET LOCAL search_path = public").execute(&mut *tx).await?;
+    sqlx::query("SET LOCAL search_path = public")
+        .execute(&mut *tx)
+        .await?;
     for table in projector.tables() {
         replace_table(&mut tx, table).await?;
     }
@@ -166,18 +172,22 @@ async fn replace_table(tx: &mut PgConnection, table: &str) -> Result<()> {
     sqlx::query(&format!("DROP TABLE public.{table}"))
         .execute(&mut *tx)
         .await?;
-    sqlx::query(&format!("ALTER TABLE {REBUILD_SCHEMA}.{table} SET SCHEMA public"))
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(&format!(
+        "ALTER TABLE {REBUILD_SCHEMA}.{table} SET SCHEMA public"
+    ))
+    .execute(&mut *tx)
+    .await?;
     for (old_name, old_def) in &old {
         let wanted = index_shape(old_def);
         let Some((new_name, _)) = new.iter().find(|(_, def)| index_shape(def) == wanted) else {
             continue;
         };
         if new_name != old_name {
-            sqlx::query(&format!("ALTER INDEX public.\"{new_name}\" RENAME TO \"{old_name}\""))
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(&format!(
+                "ALTER INDEX public.\"{new_name}\" RENAME TO \"{old_name}\""
+            ))
+            .execute(&mut *tx)
+            .await?;
         }
     }
     Ok(())

@@ -159,9 +159,12 @@ pub(crate) async fn apply_batch(
 ) -> Result<(usize, LogCursor)> {
     let name = target.checkpoint_name(projector.name());
     if target == Target::Rebuild {
-        sqlx::query(&format!("SET LOCAL search_path = {}, public", crate::rebuild::REBUILD_SCHEMA))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(&format!(
+            "SET LOCAL search_path = {}, public",
+            crate::rebuild::REBUILD_SCHEMA
+        ))
+        .execute(&mut *tx)
+        .await?;
     }
     let checkpoint = read_checkpoint(tx, &name).await?;
     let batch = log::read_batch(tx, checkpoint, BATCH_SIZE).await?;
@@ -195,10 +198,12 @@ pub(crate) async fn apply_batch(
 }
 
 pub(crate) async fn ensure_checkpoint(pool: &PgPool, name: &str) -> Result<()> {
-    sqlx::query("INSERT INTO public.projection_checkpoints (projector) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(name)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "INSERT INTO public.projection_checkpoints (projector) VALUES ($1) ON CONFLICT DO NOTHING",
+    )
+    .bind(name)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -215,10 +220,11 @@ pub(crate) async fn catch_up_one(
     let mut applied = 0u64;
     loop {
         let mut tx = pool.begin().await?;
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(target.lock_key(projector.name()))
-            .fetch_one(&mut *tx)
-            .await?;
+        let locked: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(target.lock_key(projector.name()))
+                .fetch_one(&mut *tx)
+                .await?;
         if !locked {
             let checkpoint = read_checkpoint(&mut tx, &name).await?;
             return Ok(ProjectorProgress {

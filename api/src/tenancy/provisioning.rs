@@ -192,7 +192,8 @@ impl Provisioner {
                     ProvisioningStep::Registered
                 }
                 ProvisioningStep::Registered | ProvisioningStep::Ready => ProvisioningStep::Ready,
-            };
+            }
+            .min(stop_after);
             self.record_step(code, next).await?;
             tracing::debug!(
                 code,

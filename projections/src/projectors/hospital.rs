@@ -8,17 +8,13 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::enum_name;
+use super::{enum_name, json};
 use crate::{Projector, Result, StoredEvent};
 
 pub struct HospitalProjector;
 
 fn module_names(modules: &[Module]) -> Vec<String> {
     modules.iter().map(enum_name).collect()
-}
-
-fn json<T: serde::Serialize>(value: &T) -> Value {
-    serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
 #[async_trait]

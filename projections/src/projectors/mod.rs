@@ -1,12 +1,48 @@
 //! The read models. Each projector owns its tables and nothing else.
 
+mod appointments;
+mod audit;
 mod hospital;
+mod invoices;
+mod patients;
+pub mod seal;
 mod staff;
 
+pub use appointments::AppointmentProjector;
+pub use audit::{AccessLogProjector, AuditIndexProjector};
 pub use hospital::HospitalProjector;
+pub use invoices::InvoiceProjector;
+pub use patients::PatientProjector;
+pub use seal::LogSealer;
 pub use staff::StaffProjector;
 
-use crate::Projector;
+use unicode_normalization::UnicodeNormalization;
+use uuid::Uuid;
+
+use crate::{ProjectionError, Projector, Result, StoredEvent};
+
+/// The search form of a name: decomposed, without combining marks, lower case
+/// (`Ñúñez` → `nunez`). The read side normalizes queries with the same function.
+pub fn search_key(text: &str) -> String {
+    text.nfkd()
+        .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// A domain value as the JSON the events carry.
+pub(crate) fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
+}
+
+/// The aggregate id of an event whose streams are named by uuid.
+pub(crate) fn uuid_id(projector: &'static str, event: &StoredEvent) -> Result<Uuid> {
+    Uuid::parse_str(&event.aggregate_id).map_err(|e| ProjectionError::ProjectorFailed {
+        projector,
+        position: event.position,
+        message: format!("aggregate id {:?} is not a uuid: {e}", event.aggregate_id),
+    })
+}
 
 /// The persisted name of a unit-variant enum (its serde form), e.g. `Module::Billing` →
 /// `BILLING`: read models store the same spelling the events carry.
@@ -19,5 +55,14 @@ pub(crate) fn enum_name<T: serde::Serialize>(value: &T) -> String {
 
 /// Every projector of a tenant database, in the order they are run.
 pub fn all() -> Vec<Box<dyn Projector>> {
-    vec![Box::new(HospitalProjector), Box::new(StaffProjector)]
+    vec![
+        Box::new(HospitalProjector),
+        Box::new(StaffProjector),
+        Box::new(PatientProjector),
+        Box::new(AppointmentProjector),
+        Box::new(InvoiceProjector),
+        Box::new(AuditIndexProjector),
+        Box::new(AccessLogProjector),
+        Box::new(LogSealer),
+    ]
 }

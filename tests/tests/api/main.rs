@@ -6,4 +6,5 @@ mod http;
 mod migrate;
 mod pools;
 mod provisioning;
+mod replay;
 mod schema;

@@ -1,0 +1,91 @@
+//! `audit_index`: one row per event (who, when, which record, what) for fast audit
+//! queries; payloads stay in `events`. Also `patient_access_log`, from the
+//! `record_access` stream: who opened which patient record.
+
+use async_trait::async_trait;
+use hms_domain::record_access::{RecordAccess, RecordAccessEvent};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::{Projector, Result, StoredEvent};
+
+pub struct AuditIndexProjector;
+
+#[async_trait]
+impl Projector for AuditIndexProjector {
+    fn name(&self) -> &'static str {
+        "audit_index"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["audit_index"]
+    }
+
+    async fn apply(&self, tx: &mut PgConnection, event: &StoredEvent) -> Result<()> {
+        let actor_id = event.meta("actor_id").and_then(|s| Uuid::parse_str(s).ok());
+        sqlx::query(
+            "INSERT INTO audit_index (position, transaction_id, recorded_at, actor_id, actor_username, actor_role, \
+                 aggregate_type, aggregate_id, sequence, event_type, event_version, request_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(event.position)
+        .bind(event.transaction_id)
+        .bind(event.recorded_at)
+        .bind(actor_id)
+        .bind(event.meta("actor_username"))
+        .bind(event.meta("actor_role"))
+        .bind(&event.aggregate_type)
+        .bind(&event.aggregate_id)
+        .bind(event.sequence)
+        .bind(&event.event_type)
+        .bind(&event.event_version)
+        .bind(event.meta("request_id"))
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
+}
+
+pub struct AccessLogProjector;
+
+#[async_trait]
+impl Projector for AccessLogProjector {
+    fn name(&self) -> &'static str {
+        "patient_access_log"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["patient_access_log"]
+    }
+
+    async fn apply(&self, tx: &mut PgConnection, event: &StoredEvent) -> Result<()> {
+        if event.aggregate_type != <RecordAccess as cqrs_es::Aggregate>::TYPE {
+            return Ok(());
+        }
+        let id = super::uuid_id(self.name(), event)?;
+        let RecordAccessEvent::PatientRecordViewed {
+            patient_id,
+            viewer_id,
+            viewer_username,
+            viewer_role,
+            purpose,
+            at,
+        } = event.decode::<RecordAccess>(&hms_domain::upcasters())?;
+        sqlx::query(
+            "INSERT INTO patient_access_log (id, patient_id, viewer_id, viewer_username, viewer_role, purpose, \
+                 client_addr, request_id, viewed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(id)
+        .bind(patient_id)
+        .bind(viewer_id)
+        .bind(&viewer_username)
+        .bind(viewer_role.as_str())
+        .bind(&purpose)
+        .bind(event.meta("client_addr"))
+        .bind(event.meta("request_id"))
+        .bind(at)
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
+}

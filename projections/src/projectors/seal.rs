@@ -1,0 +1,396 @@
+//! `event_seals`: a tamper-evident hash chain over the event log, and its head in the
+//! platform database.
+//!
+//! The [`LogSealer`] is an ordinary projector, so it sees the log in commit order and its
+//! rows move with its checkpoint in one transaction: every event is sealed exactly once.
+//! Seal `i` holds `SHA-256(seal_{i-1} || canonical bytes of event i)`, starting from
+//! [`GENESIS`]. Anyone who changes, deletes, inserts or reorders an event row behind the
+//! system's back breaks the link at that row ([`chain_hash`] recomputed from the row no
+//! longer matches its seal), unless they also rewrite every later seal; that is why the
+//! newest seal (the head) is also copied to the platform database by [`record_head`], a
+//! different database with different access, where it can be compared with a chain
+//! recomputed from the events alone.
+//!
+//! There is no secret key: the chain proves the log is unchanged *since the head was
+//! recorded*, not who wrote it. `hms-replay verify` does the checking.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use sqlx::{PgConnection, PgPool};
+
+use crate::{Projector, Result, StoredEvent};
+
+/// The hash "before" the first event.
+pub const GENESIS: [u8; 32] = [0; 32];
+
+/// Version tag of the canonical encoding, hashed with every event: a future encoding
+/// gets a new tag, so two encodings can never produce the same bytes.
+const ENCODING_TAG: &[u8] = b"hms.event-seal.v1\0";
+
+/// Seals every event of the log, in commit order, into `event_seals`.
+pub struct LogSealer;
+
+#[async_trait]
+impl Projector for LogSealer {
+    fn name(&self) -> &'static str {
+        "seal"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["event_seals"]
+    }
+
+    async fn apply(&self, tx: &mut PgConnection, event: &StoredEvent) -> Result<()> {
+        // One round trip for "already sealed?" and "what is the head?": the runner may
+        // replay an event after its checkpoint was reset (a restore), and a replay must
+        // not change anything.
+        let (already, head_index, head_position, head_hash): (
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<Vec<u8>>,
+        ) = sqlx::query_as(
+            "SELECT (SELECT chain_index FROM event_seals WHERE position = $1), \
+                    h.chain_index, h.position, h.chain_hash \
+               FROM (SELECT 1) AS one \
+               LEFT JOIN LATERAL (SELECT chain_index, position, chain_hash FROM event_seals \
+                                   ORDER BY chain_index DESC LIMIT 1) AS h ON true",
+        )
+        .bind(event.position)
+        .fetch_one(&mut *tx)
+        .await?;
+        if already.is_some() {
+            return Ok(());
+        }
+        let prev = match head_hash.as_deref() {
+            Some(bytes) => to_digest(bytes),
+            None => GENESIS,
+        };
+        let hash = chain_hash(&prev, event);
+        sqlx::query(
+            "INSERT INTO event_seals (chain_index, position, prev_position, chain_hash) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(head_index.unwrap_or(0) + 1)
+        .bind(event.position)
+        .bind(head_position)
+        .bind(hash.as_slice())
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+}
+
+/// A stored hash as a digest; a wrongly sized value (the table's CHECK prevents it)
+/// becomes all ones, which matches nothing.
+pub fn to_digest(bytes: &[u8]) -> [u8; 32] {
+    <[u8; 32]>::try_from(bytes).unwrap_or([0xff; 32])
+}
+
+/// Lower-case hex, the form an auditor copies.
+pub fn hex_digest(hash: &[u8]) -> String {
+    use std::fmt::Write;
+    hash.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// The link of the chain: `SHA-256(prev || canonical_bytes(event))`.
+pub fn chain_hash(prev: &[u8; 32], event: &StoredEvent) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(prev);
+    hasher.update(canonical_bytes(event));
+    hasher.finalize().into()
+}
+
+/// The bytes of an event row that the chain covers: every column but `transaction_id`
+/// (an artefact of the cluster, not of the fact), each length-prefixed so that no two
+/// rows encode alike, JSON with sorted keys and no whitespace (jsonb does not keep the
+/// text as written), and `recorded_at` in microseconds (PostgreSQL's precision).
+pub fn canonical_bytes(event: &StoredEvent) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(ENCODING_TAG);
+    field(&mut out, &event.position.to_be_bytes());
+    field(&mut out, event.aggregate_type.as_bytes());
+    field(&mut out, event.aggregate_id.as_bytes());
+    field(&mut out, &event.sequence.to_be_bytes());
+    field(&mut out, event.event_type.as_bytes());
+    field(&mut out, event.event_version.as_bytes());
+    field(&mut out, canonical_json(&event.payload).as_bytes());
+    field(&mut out, canonical_json(&event.metadata).as_bytes());
+    field(
+        &mut out,
+        &event.recorded_at.timestamp_micros().to_be_bytes(),
+    );
+    out
+}
+
+fn field(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// JSON text with object keys sorted by their UTF-8 bytes and no insignificant
+/// whitespace, whatever map ordering serde_json was built with.
+pub fn canonical_json(value: &Value) -> String {
+    let mut out = String::with_capacity(128);
+    write_canonical(&mut out, value);
+    out
+}
+
+fn write_canonical(out: &mut String, value: &Value) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::String(s) => write_string(out, s),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(out, item);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.push('{');
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_string(out, key);
+                out.push(':');
+                write_canonical(out, item);
+            }
+            out.push('}');
+        }
+    }
+}
+
+fn write_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// The newest seal of a log (or of the platform's record of it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealHead {
+    /// How many events are sealed: the head's place in the chain.
+    pub chain_index: i64,
+    pub position: i64,
+    pub chain_hash: [u8; 32],
+}
+
+impl SealHead {
+    /// The digest an auditor keeps: `<chain_index>:<position>:<sha256 hex>`.
+    pub fn digest(&self) -> String {
+        format!(
+            "{}:{}:{}",
+            self.chain_index,
+            self.position,
+            hex_digest(&self.chain_hash)
+        )
+    }
+}
+
+/// A head as recorded in the platform database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordedHead {
+    pub head: SealHead,
+    pub sealed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The tenant's seals no longer contain the head recorded earlier: its log or its
+    /// seals were rewritten. The recorded head is left as it was, as evidence.
+    #[error(
+        "the event seals of {code} no longer contain the recorded head {recorded}; \
+         found {found} (run `hms-replay verify --hospital {code}`)"
+    )]
+    HeadDiverged {
+        code: String,
+        recorded: String,
+        found: String,
+    },
+}
+
+/// The newest row of `event_seals` in a tenant database.
+pub async fn sealed_head(conn: &mut PgConnection) -> Result<Option<SealHead>, sqlx::Error> {
+    let row: Option<(i64, i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT chain_index, position, chain_hash FROM public.event_seals \
+          ORDER BY chain_index DESC LIMIT 1",
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|(chain_index, position, hash)| SealHead {
+        chain_index,
+        position,
+        chain_hash: to_digest(&hash),
+    }))
+}
+
+/// The head the platform database holds for hospital `code`, if any was recorded.
+pub async fn recorded_head(
+    control: &PgPool,
+    code: &str,
+) -> Result<Option<RecordedHead>, sqlx::Error> {
+    let row: Option<(i64, i64, Vec<u8>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT chain_index, position, chain_hash, sealed_at FROM tenant_log_heads WHERE code = $1",
+    )
+    .bind(code)
+    .fetch_optional(control)
+    .await?;
+    Ok(
+        row.map(|(chain_index, position, hash, sealed_at)| RecordedHead {
+            head: SealHead {
+                chain_index,
+                position,
+                chain_hash: to_digest(&hash),
+            },
+            sealed_at,
+        }),
+    )
+}
+
+/// Copies the tenant's newest seal into the platform database (`tenant_log_heads`), so
+/// that a later rewrite of the tenant database, seals included, is detected.
+///
+/// Call it after the sealer has caught up. It only moves the head forward, and only if
+/// the tenant's seals still contain the previously recorded head at the same place with
+/// the same hash (one indexed lookup): otherwise nothing is written and
+/// [`SealError::HeadDiverged`] is returned. Returns the head now recorded.
+pub async fn record_head(
+    control: &PgPool,
+    code: &str,
+    tenant: &PgPool,
+) -> Result<Option<SealHead>, SealError> {
+    let mut conn = tenant.acquire().await?;
+    let head = sealed_head(&mut conn).await?;
+    if let Some(recorded) = recorded_head(control, code).await? {
+        let at_recorded: Option<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT position, chain_hash FROM public.event_seals WHERE chain_index = $1",
+        )
+        .bind(recorded.head.chain_index)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let intact = matches!(&at_recorded, Some((position, hash))
+            if *position == recorded.head.position && hash.as_slice() == recorded.head.chain_hash);
+        if !intact {
+            let found = match at_recorded {
+                Some((position, hash)) => format!(
+                    "{}:{}:{}",
+                    recorded.head.chain_index,
+                    position,
+                    hex_digest(&hash)
+                ),
+                None => format!("no seal number {}", recorded.head.chain_index),
+            };
+            return Err(SealError::HeadDiverged {
+                code: code.to_owned(),
+                recorded: recorded.head.digest(),
+                found,
+            });
+        }
+    }
+    drop(conn);
+    let Some(head) = head else {
+        return Ok(None);
+    };
+    sqlx::query(
+        "INSERT INTO tenant_log_heads (code, chain_index, position, chain_hash, sealed_at) \
+         VALUES ($1, $2, $3, $4, now()) \
+         ON CONFLICT (code) DO UPDATE \
+            SET chain_index = EXCLUDED.chain_index, position = EXCLUDED.position, \
+                chain_hash = EXCLUDED.chain_hash, sealed_at = EXCLUDED.sealed_at \
+          WHERE tenant_log_heads.chain_index < EXCLUDED.chain_index",
+    )
+    .bind(code)
+    .bind(head.chain_index)
+    .bind(head.position)
+    .bind(head.chain_hash.as_slice())
+    .execute(control)
+    .await?;
+    Ok(recorded_head(control, code).await?.map(|r| r.head))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(payload: Value) -> StoredEvent {
+        StoredEvent {
+            position: 7,
+            transaction_id: 1234,
+            aggregate_type: "user".into(),
+            aggregate_id: "u1".into(),
+            sequence: 2,
+            event_type: "UserDeactivated".into(),
+            event_version: "1.0".into(),
+            payload,
+            metadata: json!({"actor_id": "a", "tenant": "DMC001"}),
+            recorded_at: DateTime::from_timestamp(1_700_000_000, 123_456_000).unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys_and_escapes() {
+        let value = json!({"b": [1, "x\"\n"], "a": {"d": null, "c": true}});
+        assert_eq!(
+            canonical_json(&value),
+            r#"{"a":{"c":true,"d":null},"b":[1,"x\"\n"]}"#
+        );
+    }
+
+    #[test]
+    fn any_change_to_a_row_changes_its_link_but_transaction_id_does_not() {
+        let base = event(json!({"UserDeactivated": {"at": "2026-01-01T00:00:00Z"}}));
+        let h = chain_hash(&GENESIS, &base);
+        let mut moved = base.clone();
+        moved.transaction_id = 99;
+        assert_eq!(chain_hash(&GENESIS, &moved), h);
+        let mut changed = base.clone();
+        changed.payload = json!({"UserDeactivated": {"at": "2026-01-02T00:00:00Z"}});
+        assert_ne!(chain_hash(&GENESIS, &changed), h);
+        let mut renumbered = base.clone();
+        renumbered.sequence = 3;
+        assert_ne!(chain_hash(&GENESIS, &renumbered), h);
+        assert_ne!(
+            chain_hash(&h, &base),
+            h,
+            "the link depends on the previous hash"
+        );
+    }
+
+    #[test]
+    fn length_prefixes_keep_adjacent_fields_apart() {
+        let mut a = event(json!({}));
+        a.aggregate_type = "ab".into();
+        a.aggregate_id = "c".into();
+        let mut b = a.clone();
+        b.aggregate_type = "a".into();
+        b.aggregate_id = "bc".into();
+        assert_ne!(canonical_bytes(&a), canonical_bytes(&b));
+    }
+}

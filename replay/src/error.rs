@@ -1,0 +1,28 @@
+//! Errors of the tool: one variant per layer it goes through, each with a message an
+//! operator can act on (the binary prints it on one line).
+
+use hms_api::tenancy::TenancyError;
+use hms_projections::projectors::seal::SealError;
+use hms_projections::ProjectionError;
+
+pub type Result<T, E = ReplayError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Tenancy(#[from] TenancyError),
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("cannot write the output: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("cannot serialize: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("unknown aggregate type '{given}'; known types: {known}")]
+    UnknownAggregateType { given: String, known: String },
+    #[error("{0}")]
+    NotFound(String),
+}

@@ -1,0 +1,623 @@
+//! `verify`: is the log intact and readable?
+//!
+//! One pass over the log in commit order (constant memory apart from the problems
+//! found) checks each event: it decodes with today's code, its metadata is complete,
+//! and it is sealed where the sealer left it. Two chains are followed at once:
+//!
+//! - *links*: each event against its own seal, `SHA-256(previous seal || event)`. A row
+//!   changed in place breaks exactly its own link, so the report names that row; a row
+//!   deleted leaves a seal without an event; a row inserted behind the sealer has no
+//!   seal; a row moved in commit order meets its seal out of turn.
+//! - *the recomputed chain*, from the events alone: it must pass through the head
+//!   recorded in the platform database. This catches what rewriting the seals along
+//!   with the events would hide, and a truncated tail.
+//!
+//! Per-record sequences are checked by the database (a window over the primary key),
+//! so they cost no memory here.
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use chrono::SecondsFormat;
+use hms_api::state::Platform;
+use hms_projections::log::{self, LogCursor};
+use hms_projections::projectors::seal::{
+    self, chain_hash, hex_digest, to_digest, RecordedHead, SealHead, GENESIS,
+};
+use hms_projections::projectors::LogSealer;
+use hms_projections::{Projector, StoredEvent};
+use sqlx::PgConnection;
+
+use crate::cli::VerifyArgs;
+use crate::{kinds, tenant, Outcome, Result};
+
+/// Metadata every event must carry (see `hms_domain::EventMetadata`); `client_addr` is
+/// optional (work done by the platform itself has none).
+pub const REQUIRED_METADATA: [&str; 6] = [
+    "actor_id",
+    "actor_username",
+    "actor_role",
+    "tenant",
+    "request_id",
+    "at",
+];
+
+const BATCH: i64 = 2000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ProblemKind {
+    /// The event does not decode with today's code (after upcasting).
+    Undecodable,
+    /// No aggregate of the domain has this type.
+    UnknownAggregateType,
+    /// A record's sequence does not start at 1 or skips a number.
+    SequenceGap,
+    /// Required metadata is missing, or names another hospital.
+    BadMetadata,
+    /// The event differs from what was sealed (changed in place).
+    Altered,
+    /// A sealed event is no longer in the log.
+    Deleted,
+    /// An event the sealer should have seen has no seal: inserted behind its back.
+    Inserted,
+    /// A sealed event appears at another place in commit order.
+    Reordered,
+    /// The seals themselves do not form one chain (a seal removed or changed).
+    SealChainBroken,
+    /// The chain recomputed from the events does not pass through the recorded head.
+    HeadMismatch,
+    /// The recorded head's event is not in the log: the tail was cut off.
+    Truncated,
+}
+
+impl ProblemKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemKind::Undecodable => "undecodable",
+            ProblemKind::UnknownAggregateType => "unknown-aggregate-type",
+            ProblemKind::SequenceGap => "sequence-gap",
+            ProblemKind::BadMetadata => "bad-metadata",
+            ProblemKind::Altered => "altered",
+            ProblemKind::Deleted => "deleted",
+            ProblemKind::Inserted => "inserted",
+            ProblemKind::Reordered => "reordered",
+            ProblemKind::SealChainBroken => "seal-chain-broken",
+            ProblemKind::HeadMismatch => "head-mismatch",
+            ProblemKind::Truncated => "truncated",
+        }
+    }
+}
+
+/// One thing wrong with the log, at an event position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub position: i64,
+    pub kind: ProblemKind,
+    pub detail: String,
+}
+
+/// What `verify` found in one hospital's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantReport {
+    pub code: String,
+    /// Events read (those of transactions still in flight are left for next time).
+    pub events: u64,
+    /// Events matched to a seal.
+    pub sealed: u64,
+    /// Events after the sealer's checkpoint: written, not sealed yet.
+    pub unsealed_tail: u64,
+    /// The chain recomputed from the events alone, at the last event read.
+    pub recomputed_head: Option<SealHead>,
+    /// The head recorded in the platform database.
+    pub recorded: Option<RecordedHead>,
+    /// Sorted by position, then kind.
+    pub problems: Vec<Problem>,
+}
+
+pub async fn run(
+    platform: &Platform,
+    args: &VerifyArgs,
+    out: &mut (dyn Write + Send),
+) -> Result<Outcome> {
+    let codes = tenant::targets(platform, args.hospital.as_deref(), args.all).await?;
+    let mut problems = 0;
+    for code in &codes {
+        let report = verify_tenant(platform, code).await?;
+        write_report(out, &report)?;
+        problems += report.problems.len();
+    }
+    if args.all {
+        writeln!(
+            out,
+            "{} hospitals verified, {problems} problems",
+            codes.len()
+        )?;
+    }
+    Ok(if problems == 0 {
+        Outcome::Clean
+    } else {
+        Outcome::ProblemsFound(problems)
+    })
+}
+
+fn write_report(out: &mut (dyn Write + Send), r: &TenantReport) -> Result<()> {
+    for p in &r.problems {
+        writeln!(
+            out,
+            "{} position {}: {}: {}",
+            r.code,
+            p.position,
+            p.kind.as_str(),
+            p.detail
+        )?;
+    }
+    writeln!(
+        out,
+        "{}: {} events, {} sealed, {} not sealed yet",
+        r.code, r.events, r.sealed, r.unsealed_tail
+    )?;
+    match &r.recomputed_head {
+        Some(head) => writeln!(
+            out,
+            "{}: head digest {} (chain index:position:sha256, recomputed from the events)",
+            r.code,
+            head.digest()
+        )?,
+        None => writeln!(out, "{}: the log is empty", r.code)?,
+    }
+    match &r.recorded {
+        Some(rec) => writeln!(
+            out,
+            "{}: recorded head {} at {}",
+            r.code,
+            rec.head.digest(),
+            rec.sealed_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+        )?,
+        None => writeln!(
+            out,
+            "{}: no head recorded in the platform database yet (run `hms-replay seal`)",
+            r.code
+        )?,
+    }
+    if r.problems.is_empty() {
+        writeln!(out, "{}: OK", r.code)?;
+    } else {
+        writeln!(out, "{}: {} PROBLEMS", r.code, r.problems.len())?;
+    }
+    Ok(())
+}
+
+/// Verifies one hospital's log (see the module docs).
+pub async fn verify_tenant(platform: &Platform, code: &str) -> Result<TenantReport> {
+    let recorded = seal::recorded_head(&platform.control, code).await?;
+    let tenant = tenant::open(platform, code).await?;
+    let result = async {
+        let mut conn = tenant.pool().acquire().await?;
+        Verifier::new(code, recorded).run(&mut conn).await
+    }
+    .await;
+    tenant.close().await;
+    result
+}
+
+/// A seal as the reader hands it out: with the hash of the seal before it.
+#[derive(Debug, Clone)]
+struct Link {
+    chain_index: i64,
+    position: i64,
+    prev_hash: [u8; 32],
+    hash: [u8; 32],
+    /// The seal does not follow the one before it (already reported): its link cannot
+    /// be checked.
+    broken: bool,
+}
+
+/// Streams `event_seals` in chain order, checking that the seals form one chain.
+struct SealReader {
+    buffer: std::collections::VecDeque<(i64, i64, Option<i64>, Vec<u8>)>,
+    after: i64,
+    exhausted: bool,
+    last: Option<(i64, i64, [u8; 32])>,
+}
+
+impl SealReader {
+    fn new() -> Self {
+        Self {
+            buffer: Default::default(),
+            after: 0,
+            exhausted: false,
+            last: None,
+        }
+    }
+
+    async fn fill(&mut self, conn: &mut PgConnection) -> Result<()> {
+        if self.buffer.is_empty() && !self.exhausted {
+            let rows: Vec<(i64, i64, Option<i64>, Vec<u8>)> = sqlx::query_as(
+                "SELECT chain_index, position, prev_position, chain_hash FROM public.event_seals \
+                  WHERE chain_index > $1 ORDER BY chain_index LIMIT $2",
+            )
+            .bind(self.after)
+            .bind(BATCH)
+            .fetch_all(&mut *conn)
+            .await?;
+            self.exhausted = (rows.len() as i64) < BATCH;
+            if let Some(last) = rows.last() {
+                self.after = last.0;
+            }
+            self.buffer.extend(rows);
+        }
+        Ok(())
+    }
+
+    async fn peek(&mut self, conn: &mut PgConnection) -> Result<Option<(i64, i64)>> {
+        self.fill(conn).await?;
+        Ok(self.buffer.front().map(|r| (r.0, r.1)))
+    }
+
+    async fn next(
+        &mut self,
+        conn: &mut PgConnection,
+        problems: &mut Vec<Problem>,
+    ) -> Result<Option<Link>> {
+        self.fill(conn).await?;
+        let Some((chain_index, position, prev_position, hash)) = self.buffer.pop_front() else {
+            return Ok(None);
+        };
+        let hash = to_digest(&hash);
+        let (expected_index, expected_prev, prev_hash) = match self.last {
+            Some((i, p, h)) => (i + 1, Some(p), h),
+            None => (1, None, GENESIS),
+        };
+        let broken = chain_index != expected_index || prev_position != expected_prev;
+        if broken {
+            problems.push(Problem {
+                position,
+                kind: ProblemKind::SealChainBroken,
+                detail: format!(
+                    "seal number {chain_index} follows seal number {} (position {}): \
+                     seals were removed or rewritten",
+                    expected_index - 1,
+                    expected_prev.map_or("none".to_owned(), |p| p.to_string()),
+                ),
+            });
+        }
+        self.last = Some((chain_index, position, hash));
+        Ok(Some(Link {
+            chain_index,
+            position,
+            prev_hash,
+            hash,
+            broken,
+        }))
+    }
+}
+
+struct Verifier<'a> {
+    code: &'a str,
+    recorded: Option<RecordedHead>,
+    upcasters: Vec<Box<dyn cqrs_es::persist::EventUpcaster>>,
+    problems: Vec<Problem>,
+    seals: SealReader,
+    /// Seals passed over because their event was not where the chain expected it:
+    /// deleted, or moved later in commit order. Keyed by position.
+    pending: HashMap<i64, Link>,
+    /// Where the sealer has got to: an unsealed event at or before it was inserted
+    /// behind the sealer's back; after it, it is simply not sealed yet.
+    checkpoint: LogCursor,
+    recomputed: [u8; 32],
+    events: u64,
+    sealed: u64,
+    unsealed_tail: u64,
+    head_seen: bool,
+}
+
+impl<'a> Verifier<'a> {
+    fn new(code: &'a str, recorded: Option<RecordedHead>) -> Self {
+        Self {
+            code,
+            recorded,
+            upcasters: hms_domain::upcasters(),
+            problems: Vec::new(),
+            seals: SealReader::new(),
+            pending: HashMap::new(),
+            checkpoint: LogCursor::START,
+            recomputed: GENESIS,
+            events: 0,
+            sealed: 0,
+            unsealed_tail: 0,
+            head_seen: false,
+        }
+    }
+
+    async fn run(mut self, conn: &mut PgConnection) -> Result<TenantReport> {
+        self.checkpoint = sealer_checkpoint(conn).await?;
+        self.check_sequences(conn).await?;
+        let mut cursor = LogCursor::START;
+        let mut last_position = None;
+        loop {
+            let batch = log::read_batch(conn, cursor, BATCH).await?;
+            let Some(last) = batch.last() else { break };
+            cursor = last.cursor();
+            for event in &batch {
+                self.check_event(event);
+                self.match_seal(conn, event).await?;
+                last_position = Some(event.position);
+            }
+        }
+        self.finish(conn).await?;
+        let mut problems = std::mem::take(&mut self.problems);
+        problems.sort_by_key(|p| (p.position, p.kind));
+        problems.dedup();
+        Ok(TenantReport {
+            code: self.code.to_owned(),
+            events: self.events,
+            sealed: self.sealed,
+            unsealed_tail: self.unsealed_tail,
+            recomputed_head: last_position.map(|position| SealHead {
+                chain_index: i64::try_from(self.events).unwrap_or(i64::MAX),
+                position,
+                chain_hash: self.recomputed,
+            }),
+            recorded: self.recorded,
+            problems,
+        })
+    }
+
+    fn problem(&mut self, position: i64, kind: ProblemKind, detail: String) {
+        self.problems.push(Problem {
+            position,
+            kind,
+            detail,
+        });
+    }
+
+    /// Decoding, metadata and the recomputed chain.
+    fn check_event(&mut self, event: &StoredEvent) {
+        self.events += 1;
+        let position = event.position;
+        match kinds::find(&event.aggregate_type) {
+            None => self.problem(
+                position,
+                ProblemKind::UnknownAggregateType,
+                format!(
+                    "aggregate type '{}' is not one of: {}",
+                    event.aggregate_type,
+                    kinds::known()
+                ),
+            ),
+            Some(kind) => {
+                if let Err(e) = (kind.check)(event, &self.upcasters) {
+                    self.problem(position, ProblemKind::Undecodable, e.to_string());
+                }
+            }
+        }
+        let missing: Vec<&str> = REQUIRED_METADATA
+            .into_iter()
+            .filter(|key| event.meta(key).is_none_or(str::is_empty))
+            .collect();
+        if !missing.is_empty() {
+            self.problem(
+                position,
+                ProblemKind::BadMetadata,
+                format!("metadata lacks {}", missing.join(", ")),
+            );
+        }
+        if let Some(tenant) = event.meta("tenant") {
+            if tenant != self.code {
+                self.problem(
+                    position,
+                    ProblemKind::BadMetadata,
+                    format!("metadata names hospital {tenant}, not {}", self.code),
+                );
+            }
+        }
+        self.recomputed = chain_hash(&self.recomputed, event);
+        if let Some(recorded) = self.recorded {
+            if recorded.head.position == position && !self.head_seen {
+                self.head_seen = true;
+                if recorded.head.chain_hash != self.recomputed {
+                    self.problem(
+                        position,
+                        ProblemKind::HeadMismatch,
+                        format!(
+                            "the chain recomputed from the events reaches {} here, but the \
+                             platform database recorded {}: the log up to here was changed",
+                            hex_digest(&self.recomputed),
+                            recorded.head.digest()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Finds the event's seal, or says why there is none.
+    async fn match_seal(&mut self, conn: &mut PgConnection, event: &StoredEvent) -> Result<()> {
+        let position = event.position;
+        if let Some(link) = self.pending.remove(&position) {
+            self.problem(
+                position,
+                ProblemKind::Reordered,
+                format!(
+                    "sealed as event number {} but found later in commit order",
+                    link.chain_index
+                ),
+            );
+            self.check_link(&link, event);
+            return Ok(());
+        }
+        loop {
+            let Some((next_index, next_position)) = self.seals.peek(conn).await? else {
+                self.unsealed(event);
+                return Ok(());
+            };
+            if next_position == position {
+                if let Some(link) = self.seals.next(conn, &mut self.problems).await? {
+                    self.check_link(&link, event);
+                }
+                return Ok(());
+            }
+            let found: Option<i64> = sqlx::query_scalar(
+                "SELECT chain_index FROM public.event_seals WHERE position = $1",
+            )
+            .bind(position)
+            .fetch_optional(&mut *conn)
+            .await?;
+            match found {
+                None => {
+                    self.unsealed(event);
+                    return Ok(());
+                }
+                Some(index) if index > next_index => {
+                    // The seals in between have no event here: deleted, or further on.
+                    while let Some((i, _)) = self.seals.peek(conn).await? {
+                        if i >= index {
+                            break;
+                        }
+                        if let Some(link) = self.seals.next(conn, &mut self.problems).await? {
+                            self.pending.insert(link.position, link);
+                        }
+                    }
+                }
+                Some(index) => {
+                    self.problem(
+                        position,
+                        ProblemKind::Inserted,
+                        format!(
+                            "a second event with position {position} (seal number {index} \
+                             belongs to the first)"
+                        ),
+                    );
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn check_link(&mut self, link: &Link, event: &StoredEvent) {
+        self.sealed += 1;
+        if !link.broken && chain_hash(&link.prev_hash, event) != link.hash {
+            self.problem(
+                event.position,
+                ProblemKind::Altered,
+                format!(
+                    "{}/{} #{} {} differs from what was sealed as event number {}",
+                    event.aggregate_type,
+                    event.aggregate_id,
+                    event.sequence,
+                    event.event_type,
+                    link.chain_index
+                ),
+            );
+        }
+    }
+
+    fn unsealed(&mut self, event: &StoredEvent) {
+        if event.cursor() <= self.checkpoint {
+            self.problem(
+                event.position,
+                ProblemKind::Inserted,
+                format!(
+                    "{}/{} #{} {} has no seal although the sealer has passed its place: \
+                     it was inserted behind the system's back",
+                    event.aggregate_type, event.aggregate_id, event.sequence, event.event_type
+                ),
+            );
+        } else {
+            self.unsealed_tail += 1;
+        }
+    }
+
+    async fn finish(&mut self, conn: &mut PgConnection) -> Result<()> {
+        let mut missing: Vec<Link> = self.pending.drain().map(|(_, link)| link).collect();
+        while let Some(link) = self.seals.next(conn, &mut self.problems).await? {
+            missing.push(link);
+        }
+        missing.sort_by_key(|l| l.chain_index);
+        for link in missing {
+            self.problem(
+                link.position,
+                ProblemKind::Deleted,
+                format!(
+                    "sealed as event number {}, but no longer in the log",
+                    link.chain_index
+                ),
+            );
+        }
+        let Some(recorded) = self.recorded else {
+            return Ok(());
+        };
+        if !self.head_seen {
+            self.problem(
+                recorded.head.position,
+                ProblemKind::Truncated,
+                format!(
+                    "the head recorded in the platform database ({}) is not in the log: \
+                     the log was cut short or that event deleted",
+                    recorded.head.digest()
+                ),
+            );
+        }
+        let seal_at_head: Option<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT position, chain_hash FROM public.event_seals WHERE chain_index = $1",
+        )
+        .bind(recorded.head.chain_index)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let intact = matches!(&seal_at_head, Some((p, h))
+            if *p == recorded.head.position && h.as_slice() == recorded.head.chain_hash);
+        if !intact {
+            self.problem(
+                recorded.head.position,
+                ProblemKind::HeadMismatch,
+                format!(
+                    "the seals no longer hold the recorded head {} as seal number {}",
+                    recorded.head.digest(),
+                    recorded.head.chain_index
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Sequences per record start at 1 and have no gaps; the database walks the
+    /// primary key and returns only the offenders.
+    async fn check_sequences(&mut self, conn: &mut PgConnection) -> Result<()> {
+        let rows: Vec<(i64, String, String, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT position, aggregate_type, aggregate_id, sequence, prev FROM ( \
+                SELECT position, aggregate_type, aggregate_id, sequence, \
+                       lag(sequence) OVER (PARTITION BY aggregate_type, aggregate_id \
+                                           ORDER BY sequence) AS prev \
+                  FROM public.events) AS s \
+              WHERE (prev IS NULL AND sequence <> 1) OR (prev IS NOT NULL AND sequence <> prev + 1) \
+              ORDER BY position",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        for (position, aggregate_type, aggregate_id, sequence, prev) in rows {
+            let expected = prev.map_or(1, |p| p + 1);
+            self.problem(
+                position,
+                ProblemKind::SequenceGap,
+                format!("{aggregate_type}/{aggregate_id} has event #{sequence} where #{expected} was expected"),
+            );
+        }
+        Ok(())
+    }
+}
+
+async fn sealer_checkpoint(conn: &mut PgConnection) -> Result<LogCursor> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT last_transaction_id::text::bigint, last_position \
+           FROM public.projection_checkpoints WHERE projector = $1",
+    )
+    .bind(LogSealer.name())
+    .fetch_optional(conn)
+    .await?;
+    Ok(
+        row.map_or(LogCursor::START, |(transaction_id, position)| LogCursor {
+            transaction_id,
+            position,
+        }),
+    )
+}

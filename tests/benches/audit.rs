@@ -1,0 +1,235 @@
+//! `hms-replay audit --format jsonl` over a large tenant, next to a raw
+//! `COPY (SELECT … FROM events ORDER BY transaction_id, position) TO STDOUT` of the same
+//! rows in the same run. Targets: at least 50 % of the raw rate, peak memory under 100 MB.
+//!
+//! Run: `cargo bench -p hms-tests --bench audit` (uses HMS_TEST_DATABASE_URL).
+//! `HMS_BENCH_EVENTS` sets the log size (default 1,000,000).
+//!
+//! The audit runs in a child process (this binary again, with `HMS_BENCH_AUDIT_CHILD`
+//! set) so that its peak resident memory (`VmHWM`) is its own, not the set-up's.
+
+use std::io::Write;
+use std::time::Instant;
+
+use clap::Parser;
+use futures::StreamExt;
+use hms_api::auth::password;
+use hms_api::config::{Environment, PlatformConfig, Secret};
+use hms_api::state::Platform;
+use hms_api::tenancy::provisioning::NewHospital;
+use hms_tests::{drop_databases, server_options, ADMIN_PASSWORD};
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+const HOSPITAL: &str = "BNC001";
+const CHILD_ENV: &str = "HMS_BENCH_AUDIT_CHILD";
+/// Rows per INSERT transaction while building the log.
+const CHUNK: i64 = 50_000;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    if let Some(args) = std::env::var_os(CHILD_ENV) {
+        return child(args.to_string_lossy().split('\u{1f}').collect()).await;
+    }
+    let events: i64 = std::env::var("HMS_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let prefix = format!("hmsbench_{}_", &Uuid::new_v4().simple().to_string()[..8]);
+    let result = run(&prefix, events).await;
+    drop_databases(&prefix).await;
+    result
+}
+
+/// The audit alone, then its own peak memory.
+async fn child(args: Vec<&str>) -> anyhow::Result<()> {
+    let cli = hms_replay::Cli::try_parse_from(args)?;
+    let started = Instant::now();
+    let mut sink = std::io::sink();
+    hms_replay::run(cli, &mut sink).await?;
+    let secs = started.elapsed().as_secs_f64();
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let hwm_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    println!("secs={secs} vmhwm_kb={hwm_kb}");
+    Ok(())
+}
+
+async fn run(prefix: &str, events: i64) -> anyhow::Result<()> {
+    let server = server_options();
+    let config = PlatformConfig {
+        database_url: Secret::new(format!(
+            "postgres://{}@{}:{}/{prefix}_control",
+            server.get_username(),
+            server.get_host(),
+            server.get_port()
+        )),
+        tenant_db_prefix: prefix.to_owned(),
+        tenant_connection_budget: 10,
+        tenant_pool_size: 2,
+        control_pool_size: 3,
+        environment: Environment::Development,
+    };
+    let platform = Platform::connect(&config).await?;
+    let hash = password::hash(ADMIN_PASSWORD.to_owned()).await?;
+    let hospital = NewHospital::parse(
+        HOSPITAL,
+        "Bench Hospital",
+        "ENTERPRISE",
+        "bench_admin",
+        "admin@bench.example",
+        "Bench Admin",
+        hash,
+    )?;
+    platform.provisioner().provision(&hospital).await?;
+    let database = format!("{prefix}{}", HOSPITAL.to_ascii_lowercase());
+    let mut db = PgConnection::connect_with(&server.clone().database(&database)).await?;
+
+    let started = Instant::now();
+    let mut from = 0;
+    while from < events {
+        let to = (from + CHUNK).min(events);
+        sqlx::query(INSERT_EVENTS)
+            .bind(from)
+            .bind(to)
+            .execute(&mut db)
+            .await?;
+        from = to;
+    }
+    sqlx::query("VACUUM ANALYZE events")
+        .execute(&mut db)
+        .await?;
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&mut db)
+        .await?;
+    println!(
+        "built a log of {total} events in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let dir = std::env::temp_dir().join(format!("hms-bench-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir)?;
+
+    // Raw: the same rows, same order, straight out of the server into a file.
+    let raw_path = dir.join("raw.copy");
+    let started = Instant::now();
+    let mut file = std::io::BufWriter::with_capacity(1 << 18, std::fs::File::create(&raw_path)?);
+    let mut bytes = 0u64;
+    {
+        let mut copy = db
+            .copy_out_raw(
+                "COPY (SELECT position, transaction_id, aggregate_type, aggregate_id, sequence, \
+                              event_type, event_version, payload, metadata, recorded_at \
+                         FROM events ORDER BY transaction_id, position) TO STDOUT",
+            )
+            .await?;
+        while let Some(chunk) = copy.next().await {
+            let chunk = chunk?;
+            bytes += chunk.len() as u64;
+            file.write_all(&chunk)?;
+        }
+    }
+    file.flush()?;
+    let raw_secs = started.elapsed().as_secs_f64();
+    db.close().await?;
+    platform.registry.close_all().await;
+    platform.control.close().await;
+
+    // hms-replay in a child process.
+    let out_path = dir.join("audit.jsonl");
+    let args = [
+        "hms-replay",
+        "--database-url",
+        config.database_url.expose(),
+        "--tenant-db-prefix",
+        prefix,
+        "audit",
+        "--hospital",
+        HOSPITAL,
+        "--format",
+        "jsonl",
+        "--output",
+        out_path.to_str().unwrap_or_default(),
+    ]
+    .join("\u{1f}");
+    let started = Instant::now();
+    let output = std::process::Command::new(std::env::current_exe()?)
+        .env(CHILD_ENV, args)
+        .output()?;
+    let wall = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        output.status.success(),
+        "the audit failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = String::from_utf8_lossy(&output.stdout);
+    let field = |name: &str| -> f64 {
+        report
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let audit_secs = field("secs=");
+    let hwm_mb = field("vmhwm_kb=") / 1024.0;
+    let audit_bytes = std::fs::metadata(&out_path)?.len();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let rate = |secs: f64| total as f64 / secs.max(1e-9);
+    println!(
+        "raw COPY TO STDOUT        {:>10.0} events/s  {:>7.2} s  {:>8.1} MB written",
+        rate(raw_secs),
+        raw_secs,
+        bytes as f64 / 1e6
+    );
+    println!(
+        "hms-replay audit --jsonl  {:>10.0} events/s  {:>7.2} s  {:>8.1} MB written  (process {wall:.2} s)",
+        rate(audit_secs),
+        audit_secs,
+        audit_bytes as f64 / 1e6
+    );
+    println!(
+        "audit / raw rate: {:.0} % (target >= 50 %);  audit peak memory (VmHWM): {hwm_mb:.1} MB (target < 100 MB)",
+        100.0 * rate(audit_secs) / rate(raw_secs)
+    );
+    Ok(())
+}
+
+/// Events like the command path writes: users created (with a password hash, so the
+/// redaction path is exercised) and profile updates, ten per stream, with full metadata.
+const INSERT_EVENTS: &str = r#"
+INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+SELECT 'user',
+       md5('bench-' || (g / 10))::uuid::text,
+       (g % 10) + 1,
+       CASE WHEN g % 10 = 0 THEN 'UserCreated' ELSE 'UserProfileUpdated' END,
+       '1.0',
+       CASE WHEN g % 10 = 0 THEN
+         jsonb_build_object('UserCreated', jsonb_build_object(
+           'user_id', md5('bench-' || (g / 10))::uuid,
+           'username', 'user' || (g / 10),
+           'email', 'user' || (g / 10) || '@hospital.example',
+           'full_name', 'Bench User ' || (g / 10),
+           'role', 'DOCTOR',
+           'department_id', NULL,
+           'password_hash', '$argon2id$v=19$m=19456,t=2,p=1$' || md5(g::text) || '$' || md5((g + 1)::text),
+           'created_at', to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')))
+       ELSE
+         jsonb_build_object('UserProfileUpdated', jsonb_build_object(
+           'full_name', 'Bench User ' || (g / 10) || ' (rev ' || (g % 10) || ')',
+           'email', 'user' || (g / 10) || '.r' || (g % 10) || '@hospital.example',
+           'at', to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')))
+       END,
+       jsonb_build_object(
+         'actor_id', md5('actor-' || (g % 50))::uuid,
+         'actor_username', 'admin' || (g % 50),
+         'actor_role', 'HOSPITAL_ADMIN',
+         'tenant', 'BNC001',
+         'request_id', md5('request-' || g)::uuid,
+         'client_addr', '10.0.' || (g % 200) || '.1',
+         'at', to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+  FROM generate_series($1::bigint, $2::bigint - 1) AS g
+"#;
