@@ -348,10 +348,10 @@ fn line(
             buf.extend_from_slice(s.as_bytes());
         }
         AuditFormat::Fhir => {
-            serde_json::to_writer(
-                &mut *buf,
-                &fhir_audit_event(hospital, e, &recorded_at, &summary),
-            )?;
+            // `resourceType` first, as FHIR tools print it; the rest in key order.
+            let rest = serde_json::to_vec(&fhir_audit_event(hospital, e, &recorded_at, &summary))?;
+            buf.extend_from_slice(br#"{"resourceType":"AuditEvent","#);
+            buf.extend_from_slice(rest.get(1..).unwrap_or_default());
             buf.push(b'\n');
         }
     }
@@ -396,7 +396,8 @@ fn clip(s: &str, max: usize) -> String {
 
 /// A one-line, human summary: the event type in words, then the payload's simple
 /// fields (nested objects one level deep, as `a.b=`), in key order; secrets and the
-/// bare `at` timestamp (the recorded time is shown anyway) are left out.
+/// timestamps of the change itself (`at`, `created_at`, …: the recorded time is shown
+/// anyway) are left out.
 pub fn summarize(event_type: &str, payload: &Value) -> String {
     let mut summary = humanize(event_type);
     let body = match payload {
@@ -418,7 +419,9 @@ fn collect_fields(map: &Map<String, Value>, prefix: &str, depth: usize, parts: &
     let mut keys: Vec<&String> = map.keys().collect();
     keys.sort();
     for key in keys {
-        if is_secret_key(key) || (depth == 0 && key == "at") {
+        // The time of the change is the recorded time, shown anyway.
+        let when = key == "at" || key.ends_with("ed_at");
+        if is_secret_key(key) || (depth == 0 && when) {
             continue;
         }
         let name = if prefix.is_empty() {
@@ -485,8 +488,9 @@ pub fn fhir_action(sequence: i64, event_type: &str) -> &'static str {
     }
 }
 
-/// One event as a FHIR R4 AuditEvent (see the README for the mapping). Only successful
-/// changes are stored as events, so `outcome` is always `0` (success).
+/// One event as a FHIR R4 AuditEvent, without its `resourceType` (added by the caller);
+/// see the README for the mapping. Only successful changes are stored as events, so
+/// `outcome` is always `0` (success).
 fn fhir_audit_event(hospital: &str, e: &StoredEvent, recorded: &str, summary: &str) -> Value {
     let role = e.meta("actor_role").unwrap_or("UNKNOWN");
     let mut agent = json!({
@@ -550,7 +554,6 @@ fn fhir_audit_event(hospital: &str, e: &StoredEvent, recorded: &str, summary: &s
         entities.push(patient_entity(id));
     }
     json!({
-        "resourceType": "AuditEvent",
         "id": format!("{}-{}", hospital.to_ascii_lowercase(), e.position),
         "type": {
             "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
@@ -584,7 +587,7 @@ mod tests {
     fn summaries_are_readable_and_leave_secrets_out() {
         let payload = json!({"UserCreated": {
             "username": "alice", "role": "DOCTOR", "password_hash": "$argon2id$x",
-            "department_id": null, "at": "2026-01-01T00:00:00Z"
+            "department_id": null, "created_at": "2026-01-01T00:00:00Z"
         }});
         assert_eq!(
             summarize("UserCreated", &payload),

@@ -7,11 +7,17 @@ use serde_json::Value;
 /// What a secret is replaced with.
 pub const REDACTED: &str = "[REDACTED]";
 
-/// Keys whose values are secrets, at any depth: `password_hash` today; anything named
-/// like a password, secret or token tomorrow.
+/// Keys whose values are secrets, at any depth: `password_hash` today; fields named
+/// like a password, secret or token tomorrow. Event names (`PasswordChanged`) are not
+/// secrets: only the fields inside them.
 pub fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    key.contains("password") || key.contains("secret") || key == "token"
+    key == "password"
+        || key.ends_with("_password")
+        || key.contains("password_hash")
+        || key.ends_with("secret")
+        || key == "token"
+        || key.ends_with("_token")
 }
 
 /// Replaces every secret value in `value`, in place.
@@ -39,12 +45,14 @@ mod tests {
     #[test]
     fn password_hashes_are_redacted_at_any_depth() {
         let mut v = json!({"UserCreated": {"username": "a", "password_hash": "$argon2id$x"},
-                           "list": [{"PASSWORD": 1}]});
+                           "list": [{"PASSWORD": 1}],
+                           "PasswordChanged": {"password_hash": "h", "changed_at": "t"}});
         redact(&mut v);
         assert_eq!(
             v,
             json!({"UserCreated": {"username": "a", "password_hash": REDACTED},
-                   "list": [{"PASSWORD": REDACTED}]})
+                   "list": [{"PASSWORD": REDACTED}],
+                   "PasswordChanged": {"password_hash": REDACTED, "changed_at": "t"}})
         );
     }
 }

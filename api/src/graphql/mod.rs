@@ -3,8 +3,11 @@
 //! The tenant and the actor of a request come from the verified token only (see
 //! [`RequestContext`]); no argument or header can name another hospital.
 
+pub mod audit;
 pub mod auth;
 pub mod error;
+pub mod pagination;
+pub mod session;
 pub mod types;
 
 use async_graphql::{Context, EmptySubscription, MergedObject, Schema};
@@ -13,11 +16,24 @@ use crate::auth::{AuthError, Principal};
 use crate::state::AppState;
 use error::ApiError;
 
+// One line per area, so areas can be added independently.
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(auth::AuthQuery);
+pub struct QueryRoot(
+    auth::AuthQuery,
+    // [hospital-query]
+    // [patients-query]
+    // [billing-query]
+    // [platform-query]
+);
 
 #[derive(MergedObject, Default)]
-pub struct MutationRoot(auth::AuthMutation);
+pub struct MutationRoot(
+    auth::AuthMutation,
+    // [hospital-mutation]
+    // [patients-mutation]
+    // [billing-mutation]
+    // [platform-mutation]
+);
 
 pub type HmsSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 

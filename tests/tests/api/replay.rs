@@ -483,7 +483,12 @@ async fn audit_output_is_byte_identical_twice_redacted_and_filters_work() {
 
     // FHIR: AuditEvent resources with the actor and the record.
     let fhir = replay_ok(app, &["audit", "--hospital", HOSPITAL, "--format", "fhir"]).await;
-    let event: Value = serde_json::from_str(fhir.lines().nth(2).expect("a line")).expect("json");
+    let line = fhir.lines().nth(2).expect("a line");
+    assert!(
+        line.starts_with(r#"{"resourceType":"AuditEvent","#),
+        "{line}"
+    );
+    let event: Value = serde_json::from_str(line).expect("json");
     assert_eq!(event["resourceType"], "AuditEvent");
     assert_eq!(event["action"], "C");
     assert_eq!(event["agent"][0]["who"]["identifier"]["value"], admin_id);
