@@ -4,9 +4,13 @@
 //! [`RequestContext`]); no argument or header can name another hospital.
 
 pub mod audit;
+pub mod audit_queries;
 pub mod auth;
+pub mod billing;
 pub mod error;
+pub mod hospital;
 pub mod pagination;
+pub mod platform;
 pub mod session;
 pub mod types;
 
@@ -20,19 +24,20 @@ use error::ApiError;
 #[derive(MergedObject, Default)]
 pub struct QueryRoot(
     auth::AuthQuery,
-    // [hospital-query]
+    hospital::HospitalQuery,
     // [patients-query]
-    // [billing-query]
-    // [platform-query]
+    billing::BillingQuery,
+    audit_queries::AuditQuery,
+    platform::PlatformQuery,
 );
 
 #[derive(MergedObject, Default)]
 pub struct MutationRoot(
     auth::AuthMutation,
-    // [hospital-mutation]
+    hospital::HospitalMutation,
     // [patients-mutation]
-    // [billing-mutation]
-    // [platform-mutation]
+    billing::BillingMutation,
+    platform::PlatformMutation,
 );
 
 pub type HmsSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;

@@ -2,6 +2,7 @@
 //! One binary for all features (each test binary links the whole world).
 
 mod auth;
+mod hospital;
 mod http;
 mod migrate;
 mod pools;
