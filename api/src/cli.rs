@@ -179,6 +179,8 @@ async fn serve(
     );
     let state = AppState::new(platform, keys, production);
     let sweeper = state.registry.spawn_idle_sweeper();
+    let projections =
+        crate::projection_daemon::spawn(state.platform.clone(), std::time::Duration::from_secs(5));
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("Failed to listen on {}", config.listen))?;
@@ -186,6 +188,7 @@ async fn serve(
     let router = crate::http::app(state.clone(), config.graphiql);
     crate::http::run(listener, router, shutdown_signal()).await?;
     sweeper.abort();
+    projections.abort();
     state.registry.close_all().await;
     state.control.close().await;
     Ok(())

@@ -8,6 +8,7 @@
 //! - [`commands`]: the command path through cqrs-es/postgres-es, with read-your-writes.
 //! - [`auth`]: passwords, tokens, who is calling.
 //! - [`graphql`]: the schema; [`http`]: the axum routes around it.
+//! - [`projection_daemon`]: keeps read models moving (hints from other processes, retries).
 //! - [`state`]: start-up and shared state; [`cli`]: the subcommands.
 
 pub mod auth;
@@ -16,5 +17,6 @@ pub mod commands;
 pub mod config;
 pub mod graphql;
 pub mod http;
+pub mod projection_daemon;
 pub mod state;
 pub mod tenancy;

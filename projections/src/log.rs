@@ -98,7 +98,7 @@ pub async fn read_batch(
         "SELECT {SELECT_COLUMNS} FROM public.events \
           WHERE (transaction_id, position) > ($1::text::xid8, $2) \
             AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-          ORDER BY transaction_id, position \
+          ORDER BY events.transaction_id, events.position \
           LIMIT $3"
     );
     Ok(sqlx::query_as::<_, StoredEvent>(&sql)

@@ -199,7 +199,10 @@ impl<'a> Authorized<'a> {
             expected_version,
         )
         .await
-        .map_err(command_error)
+        .map_err(command_error)?;
+        // Other server processes learn of the new events from this hint.
+        crate::projection_daemon::notify(&self.scope.state.control, self.scope.code).await;
+        Ok(())
     }
 
     /// The current state and version of aggregate `id`.

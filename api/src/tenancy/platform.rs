@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+use sqlx::{ConnectOptions, Connection, Executor, PgConnection, PgPool};
 
 use super::names::quote_ident;
 use super::{Result, TenancyError};
@@ -109,7 +109,10 @@ pub async fn create_database_if_missing(
         ),
         None => format!("CREATE DATABASE {}", quote_ident(name)),
     };
-    match sqlx::raw_sql(&sql).execute(conn).await {
+    // `Executor::execute(&str)` runs the statement with the simple protocol (outside any
+    // transaction, as CREATE DATABASE needs); `raw_sql` would too, but its future is not
+    // `Send` for every lifetime.
+    match conn.execute(sql.as_str()).await {
         Ok(_) => Ok(true),
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => Ok(false),
         Err(e) => Err(e.into()),

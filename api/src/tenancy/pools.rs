@@ -125,6 +125,11 @@ impl PoolRegistry {
         self.inner.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Codes of the hospitals whose pools are open (the recently active ones).
+    pub fn open_codes(&self) -> Vec<String> {
+        self.open_map().keys().cloned().collect()
+    }
+
     /// How many tenant pools are open now.
     pub fn open_pools(&self) -> usize {
         self.open_map().len()

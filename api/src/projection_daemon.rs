@@ -1,0 +1,101 @@
+//! Keeps every hospital's read models moving without a request to drive them.
+//!
+//! The command path already catches up inline (read-your-writes). This task covers
+//! the rest: events written by *other* processes, and projectors that failed and must
+//! be retried. It wakes on a hint sent on one channel of the platform database (one
+//! listening connection for all tenants: `LISTEN` is per database, and a listener per
+//! tenant database would pin a connection per tenant) and on a timer, which also covers
+//! a lost hint. Only tenants with work are visited: the one named by a hint, and those
+//! with an open pool (recently active) on the timer.
+
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+
+use crate::state::Platform;
+
+/// The platform-database channel carrying "tenant X has new events" hints.
+pub const CHANNEL: &str = "hms_events";
+
+/// Tells every server process that `code` has new events. Best effort, after the commit:
+/// the timer covers a lost hint.
+pub async fn notify(control: &PgPool, code: &str) {
+    if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(code)
+        .execute(control)
+        .await
+    {
+        tracing::debug!(error = %e, code, "could not send the projection hint");
+    }
+}
+
+/// Runs the daemon until the returned handle is aborted.
+pub fn spawn(platform: Platform, period: Duration) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut listener = None;
+        loop {
+            if listener.is_none() {
+                listener = listen(&platform.control).await;
+            }
+            let hint = async {
+                match listener.as_mut() {
+                    Some(l) => Some(l.recv().await),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                received = hint => match received {
+                    Some(Ok(notification)) => catch_up(&platform, notification.payload()).await,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "projection hint listener failed; reconnecting");
+                        listener = None;
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    None => {}
+                },
+                _ = tick.tick() => {
+                    for code in platform.registry.open_codes() {
+                        catch_up(&platform, &code).await;
+                    }
+                }
+            }
+        }
+    })
+}
+
+async fn listen(control: &PgPool) -> Option<PgListener> {
+    let mut listener = match PgListener::connect_with(control).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for projection hints; relying on the timer");
+            return None;
+        }
+    };
+    match listener.listen(CHANNEL).await {
+        Ok(()) => Some(listener),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for projection hints; relying on the timer");
+            None
+        }
+    }
+}
+
+/// Brings one tenant's read models up to date; failures are logged and recorded on the
+/// projector's checkpoint (and retried on the next visit).
+pub async fn catch_up(platform: &Platform, code: &str) {
+    let lease = match platform.registry.get(code).await {
+        Ok(lease) => lease,
+        Err(e) => {
+            tracing::debug!(code, error = %e, "skipping projection catch-up");
+            return;
+        }
+    };
+    if let Err(e) = platform.runner.catch_up(&lease.pool).await {
+        tracing::warn!(code, error = %e, "projection catch-up failed; will retry");
+    }
+}
