@@ -188,7 +188,10 @@ impl EventQuery {
                 Bind::Text(event_type.clone()),
             );
         }
-        sql.push_str(" ORDER BY transaction_id, position LIMIT $4");
+        // Qualified: a bare `transaction_id` would name the bigint output column, and
+        // sorting by that cannot use the log's index (every batch would sort the rest
+        // of the log).
+        sql.push_str(" ORDER BY events.transaction_id, events.position LIMIT $4");
         Self { sql, binds }
     }
 

@@ -327,6 +327,30 @@ async fn a_swapped_pair_of_payloads_is_detected_at_both_positions() {
 }
 
 #[tokio::test]
+async fn a_pair_moved_in_commit_order_is_detected_as_reordered() {
+    let seeded = seeded().await;
+    let a = seeded.position_of(seeded.users[1], "UserCreated").await;
+    let b = seeded.position_of(seeded.users[2], "UserCreated").await;
+    // Swap the two rows' places in commit order without touching their content.
+    seeded
+        .tamper(&format!(
+            "UPDATE events AS e SET transaction_id = o.transaction_id FROM events AS o \
+              WHERE (e.position, o.position) IN (({a}, {b}), ({b}, {a}))"
+        ))
+        .await;
+    let report = seeded.report().await;
+    assert!(has(&report, a, ProblemKind::Reordered), "{report:#?}");
+    assert!(
+        !report
+            .problems
+            .iter()
+            .any(|p| p.kind == ProblemKind::Altered),
+        "the rows' content is unchanged: {report:#?}"
+    );
+    seeded.verify_fails().await;
+}
+
+#[tokio::test]
 async fn a_truncated_tail_is_detected_against_the_recorded_head() {
     let seeded = seeded().await;
     let log = seeded.log().await;
