@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use hms_projections::projectors::seal;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
@@ -97,5 +98,14 @@ pub async fn catch_up(platform: &Platform, code: &str) {
     };
     if let Err(e) = platform.runner.catch_up(&lease.pool).await {
         tracing::warn!(code, error = %e, "projection catch-up failed; will retry");
+    }
+    // Move the log's recorded head forward (an auditor's digest lives in the platform
+    // database, out of reach of whoever can write the tenant database).
+    match seal::record_head(&platform.control, code, &lease.pool).await {
+        Ok(_) => {}
+        Err(e @ seal::SealError::HeadDiverged { .. }) => {
+            tracing::error!(code, error = %e, "ALERT: the event log no longer matches its recorded head");
+        }
+        Err(e) => tracing::warn!(code, error = %e, "could not record the log head; will retry"),
     }
 }

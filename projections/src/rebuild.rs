@@ -43,6 +43,12 @@ pub async fn rebuild(
     restart: bool,
     on_progress: &mut (dyn FnMut(RebuildProgress) + Send),
 ) -> Result<RebuildReport> {
+    if !projector.rebuildable() {
+        return Err(ProjectionError::Busy(format!(
+            "{} cannot be rebuilt: its table is evidence of the log's integrity",
+            projector.name()
+        )));
+    }
     let resumed = prepare(pool, projector, restart).await?;
     let mut applied = 0u64;
     let mut report_batch = |n: usize, checkpoint: LogCursor| {

@@ -32,6 +32,12 @@ pub trait Projector: Send + Sync {
     /// point it at fresh copies through `search_path`.
     fn tables(&self) -> &'static [&'static str];
 
+    /// Whether a rebuild may replace this projector's tables. The log sealer's table is
+    /// evidence: re-sealing a tampered log would hide the tampering.
+    fn rebuildable(&self) -> bool {
+        true
+    }
+
     /// Applies one event (of any aggregate type: skip the ones that don't concern you).
     async fn apply(&self, tx: &mut PgConnection, event: &StoredEvent) -> Result<()>;
 }
@@ -56,6 +62,23 @@ impl ProjectionRunner {
         Self {
             projectors: Arc::new(projectors),
         }
+    }
+
+    /// The projector with this name, if any.
+    pub fn projector(&self, name: &str) -> Option<&dyn Projector> {
+        self.projectors
+            .iter()
+            .find(|p| p.name() == name)
+            .map(|p| p.as_ref())
+    }
+
+    /// Every projector a rebuild may replace.
+    pub fn rebuildable(&self) -> Vec<&dyn Projector> {
+        self.projectors
+            .iter()
+            .filter(|p| p.rebuildable())
+            .map(|p| p.as_ref())
+            .collect()
     }
 
     pub fn projector_names(&self) -> Vec<&'static str> {

@@ -37,6 +37,30 @@ pub enum Command {
     /// Seal events not sealed yet and record the log's head in the platform database,
     /// then print the head digest (normally the server does this after each catch-up).
     Seal(SealArgs),
+    /// Rebuild read models from the log with the projectors' own code, online: fresh
+    /// tables fill up while the server keeps reading the old ones, then replace them in
+    /// one transaction. Interrupted (Ctrl-C), it resumes where it stopped on the next run.
+    Rebuild(RebuildArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("which").required(true).args(["hospital", "all"])))]
+pub struct RebuildArgs {
+    /// Hospital code, e.g. DMC001.
+    #[arg(long)]
+    pub hospital: Option<String>,
+    /// Every provisioned hospital of the platform.
+    #[arg(long)]
+    pub all: bool,
+    /// Only this read model (projector), e.g. `patients`; default: all of them.
+    #[arg(long)]
+    pub projection: Option<String>,
+    /// Discard an unfinished earlier rebuild instead of resuming it.
+    #[arg(long)]
+    pub restart: bool,
+    /// No progress bar (e.g. in logs).
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Clone, Args)]

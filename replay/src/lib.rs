@@ -22,6 +22,7 @@ pub mod audit;
 pub mod cli;
 pub mod error;
 mod kinds;
+pub mod rebuild;
 pub mod redact;
 pub mod seal;
 pub mod state;
@@ -63,5 +64,6 @@ pub async fn run_on(
         Command::State(args) => state::run(platform, &args, out).await,
         Command::Verify(args) => verify::run(platform, &args, out).await,
         Command::Seal(args) => seal::run(platform, &args, out).await,
+        Command::Rebuild(args) => rebuild::run(platform, &args, out).await,
     }
 }

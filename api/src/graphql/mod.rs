@@ -3,6 +3,7 @@
 //! The tenant and the actor of a request come from the verified token only (see
 //! [`RequestContext`]); no argument or header can name another hospital.
 
+pub mod appointments;
 pub mod audit;
 pub mod audit_queries;
 pub mod auth;
@@ -10,6 +11,7 @@ pub mod billing;
 pub mod error;
 pub mod hospital;
 pub mod pagination;
+pub mod patients;
 pub mod platform;
 pub mod session;
 pub mod types;
@@ -25,7 +27,8 @@ use error::ApiError;
 pub struct QueryRoot(
     auth::AuthQuery,
     hospital::HospitalQuery,
-    // [patients-query]
+    patients::PatientQuery,
+    appointments::AppointmentQuery,
     billing::BillingQuery,
     audit_queries::AuditQuery,
     platform::PlatformQuery,
@@ -35,7 +38,8 @@ pub struct QueryRoot(
 pub struct MutationRoot(
     auth::AuthMutation,
     hospital::HospitalMutation,
-    // [patients-mutation]
+    patients::PatientMutation,
+    appointments::AppointmentMutation,
     billing::BillingMutation,
     platform::PlatformMutation,
 );

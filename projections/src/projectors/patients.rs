@@ -46,10 +46,12 @@ impl Projector for PatientProjector {
                 alerts,
                 registered_at,
             } => {
+                // The row starts with the identity and lists; the demographic columns are
+                // written by the same code as every later update.
                 sqlx::query(
-                    "INSERT INTO patients (id, mrn, family_key, date_of_birth, sex, demographics, \
+                    "INSERT INTO patients (id, mrn, family_name, family_key, date_of_birth, sex, demographics, \
                          allergies, alerts, status, registered_at, updated_at) \
-                     VALUES ($1, $2, '', $3, '', '{}', $4, $5, 'ACTIVE', $6, $6)",
+                     VALUES ($1, $2, '', '', $3, '', '{}', $4, $5, 'ACTIVE', $6, $6)",
                 )
                 .bind(patient_id)
                 .bind(mrn.as_str())

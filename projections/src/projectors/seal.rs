@@ -42,6 +42,11 @@ impl Projector for LogSealer {
         &["event_seals"]
     }
 
+    /// Never: the seals are the evidence a rebuild from a tampered log would erase.
+    fn rebuildable(&self) -> bool {
+        false
+    }
+
     async fn apply(&self, tx: &mut PgConnection, event: &StoredEvent) -> Result<()> {
         // One round trip for "already sealed?" and "what is the head?": the runner may
         // replay an event after its checkpoint was reset (a restore), and a replay must

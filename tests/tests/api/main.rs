@@ -1,11 +1,17 @@
 //! Black-box tests of HMS: the real server on a random port against real PostgreSQL.
 //! One binary for all features (each test binary links the whole world).
 
+mod appointments;
+mod audit;
 mod auth;
+mod billing;
 mod hospital;
 mod http;
 mod migrate;
+mod patients;
+mod platform;
 mod pools;
+mod projections;
 mod provisioning;
 mod replay;
 mod schema;

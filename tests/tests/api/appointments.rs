@@ -1,0 +1,707 @@
+//! Appointments through the API: booking in the hospital's time zone, the status machine,
+//! rescheduling and cancelling (slots given back), the doctor's day, and no double
+//! booking of a doctor or a patient, also under 20 concurrent requests.
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc, Weekday};
+use hms_api::commands;
+use hms_domain::common::{BoundedText, Currency, Username};
+use hms_domain::hospital::{Hospital, HospitalCommand, HospitalProfile, TimeZoneName};
+use hms_domain::user::user_id_for;
+use hms_domain::{Actor, EventMetadata, Role};
+use hms_tests::{error_code, spawn_app, spawn_app_with, TestApp, TestConfig};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::patients::{hospital_with_staff, register_simple};
+
+const APPOINTMENT_FIELDS: &str = "id patientId doctorId departmentId start end localDate reason \
+    status notes cancelReason checkedInAt startedAt completedAt cancelledAt version";
+
+/// Sets the hospital's time zone through the command path.
+async fn set_time_zone(app: &TestApp, code: &str, zone: &str) {
+    let lease = app.state.registry.get(code).await.expect("tenant");
+    let actor = Actor {
+        user_id: Uuid::new_v4(),
+        username: "setup".into(),
+        role: Role::HospitalAdmin,
+    };
+    let metadata = EventMetadata {
+        actor: actor.clone(),
+        tenant: code.into(),
+        request_id: "test".into(),
+        client_addr: None,
+        at: Utc::now(),
+    };
+    let command = HospitalCommand::UpdateProfile {
+        actor,
+        profile: HospitalProfile {
+            name: BoundedText::parse("name", &format!("Hospital {code}"), 200).expect("valid"),
+            contact_email: None,
+            contact_phone: None,
+            address: None,
+            time_zone: TimeZoneName::parse(zone).expect("valid"),
+            currency: Currency::parse("KES").expect("valid"),
+        },
+        now: Utc::now(),
+    };
+    commands::execute::<Hospital>(&lease.pool, &app.state.runner, code, command, (), &metadata)
+        .await
+        .expect("profile updated");
+}
+
+/// A Monday at least a week ahead (the default working week is Monday to Friday).
+fn next_monday() -> NaiveDate {
+    let mut day = Utc::now().date_naive() + Duration::days(7);
+    while day.weekday() != Weekday::Mon {
+        day += Duration::days(1);
+    }
+    day
+}
+
+/// `day` at `hh:mm` in Nairobi (UTC+3 all year).
+fn nairobi(day: NaiveDate, hh: u32, mm: u32) -> String {
+    format!("{day}T{hh:02}:{mm:02}:00+03:00")
+}
+
+fn instant(value: &Value) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(value.as_str().unwrap_or_else(|| panic!("a time: {value}")))
+        .expect("RFC 3339")
+        .with_timezone(&Utc)
+}
+
+async fn schedule(app: &TestApp, token: &str, input: Value) -> Value {
+    app.graphql(
+        &format!(
+            "mutation($input: ScheduleAppointmentInput!) {{ scheduleAppointment(input: $input) {{ {APPOINTMENT_FIELDS} }} }}"
+        ),
+        json!({ "input": input }),
+        Some(token),
+    )
+    .await
+}
+
+fn booking(patient: &str, doctor: Uuid, start: &str, minutes: i32) -> Value {
+    json!({ "patientId": patient, "doctorId": doctor, "start": start, "durationMinutes": minutes, "reason": "Follow-up" })
+}
+
+async fn act(app: &TestApp, token: &str, mutation: &str, input_type: &str, input: Value) -> Value {
+    app.graphql(
+        &format!(
+            "mutation($input: {input_type}!) {{ {mutation}(input: $input) {{ {APPOINTMENT_FIELDS} }} }}"
+        ),
+        json!({ "input": input }),
+        Some(token),
+    )
+    .await
+}
+
+fn id_of(response: &Value, mutation: &str) -> String {
+    response["data"][mutation]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{mutation}: {response}"))
+        .to_owned()
+}
+
+async fn day_view(
+    app: &TestApp,
+    token: &str,
+    doctor: Uuid,
+    day: NaiveDate,
+    cancelled: bool,
+) -> Value {
+    app.graphql(
+        "query($d: UUID!, $day: NaiveDate!, $c: Boolean!) { doctorSchedule(doctorId: $d, day: $day, includeCancelled: $c) { \
+           opensAt closesAt appointments { id start status } } }",
+        json!({ "d": doctor, "day": day, "c": cancelled }),
+        Some(token),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_appointment_goes_from_booking_to_completion_in_the_hospitals_local_time() {
+    let app = spawn_app().await;
+    let staff = hospital_with_staff(&app, "DMC001").await;
+    set_time_zone(&app, "DMC001", "Africa/Nairobi").await;
+    let desk = staff.receptionist.as_str();
+    let day = next_monday();
+    let wanjiku = register_simple(&app, desk, "Wanjiku", "Kamau").await;
+    let otieno = register_simple(&app, desk, "Otieno", "Odhiambo").await;
+
+    let booked = schedule(
+        &app,
+        desk,
+        booking(&wanjiku, staff.doctor_id, &nairobi(day, 9, 0), 30),
+    )
+    .await;
+    let appointment = &booked["data"]["scheduleAppointment"];
+    assert_eq!(appointment["status"], "SCHEDULED", "{booked}");
+    assert_eq!(
+        instant(&appointment["start"]),
+        instant(&json!(format!("{day}T06:00:00Z")))
+    );
+    assert_eq!(
+        instant(&appointment["end"]) - instant(&appointment["start"]),
+        Duration::minutes(30)
+    );
+    assert_eq!(appointment["localDate"], day.to_string());
+    assert_eq!(appointment["version"], 1);
+    let first = id_of(&booked, "scheduleAppointment");
+
+    // Booking rules, checked in local time: 16:00 UTC is inside 08-17 UTC but is 19:00
+    // in Nairobi.
+    let refusals = [
+        ("after hours", format!("{day}T16:00:00Z"), 15),
+        ("off the slot grid", nairobi(day, 9, 7), 15),
+        ("not whole slots", nairobi(day, 11, 0), 20),
+        ("Saturday", nairobi(day + Duration::days(5), 10, 0), 15),
+        ("in the past", "2020-01-06T09:00:00+03:00".to_owned(), 15),
+    ];
+    for (case, start, minutes) in refusals {
+        let refused = schedule(
+            &app,
+            desk,
+            booking(&otieno, staff.doctor_id, &start, minutes),
+        )
+        .await;
+        assert_eq!(
+            error_code(&refused),
+            Some("VALIDATION"),
+            "{case}: {refused}"
+        );
+        assert_eq!(
+            refused["errors"][0]["extensions"]["field"], "start",
+            "{case}"
+        );
+    }
+    let too_long = schedule(
+        &app,
+        desk,
+        booking(&otieno, staff.doctor_id, &nairobi(day, 9, 0), 0),
+    )
+    .await;
+    assert_eq!(
+        too_long["errors"][0]["extensions"]["field"],
+        "durationMinutes"
+    );
+
+    // The doctor's time is theirs: an overlap is a CONFLICT, the next slot is free.
+    let overlap = schedule(
+        &app,
+        desk,
+        booking(&otieno, staff.doctor_id, &nairobi(day, 9, 15), 15),
+    )
+    .await;
+    assert_eq!(error_code(&overlap), Some("CONFLICT"), "{overlap}");
+    assert!(
+        overlap["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("doctor")),
+        "{overlap}"
+    );
+    let adjacent = schedule(
+        &app,
+        desk,
+        booking(&otieno, staff.doctor_id, &nairobi(day, 9, 30), 15),
+    )
+    .await;
+    let second = id_of(&adjacent, "scheduleAppointment");
+
+    // Who and what can be booked.
+    let nurse_id = user_id_for(&Username::parse("dmc001_nurse").expect("valid"));
+    let not_a_doctor = schedule(
+        &app,
+        desk,
+        booking(&otieno, nurse_id, &nairobi(day, 13, 0), 15),
+    )
+    .await;
+    assert_eq!(
+        not_a_doctor["errors"][0]["extensions"]["field"], "doctorId",
+        "{not_a_doctor}"
+    );
+    let no_doctor = schedule(
+        &app,
+        desk,
+        booking(&otieno, Uuid::new_v4(), &nairobi(day, 13, 0), 15),
+    )
+    .await;
+    assert_eq!(error_code(&no_doctor), Some("NOT_FOUND"));
+    let no_patient = schedule(
+        &app,
+        desk,
+        booking(
+            &Uuid::new_v4().to_string(),
+            staff.doctor_id,
+            &nairobi(day, 13, 0),
+            15,
+        ),
+    )
+    .await;
+    assert_eq!(error_code(&no_patient), Some("NOT_FOUND"));
+    let mut with_department = booking(&otieno, staff.doctor_id, &nairobi(day, 13, 0), 15);
+    with_department["departmentId"] = json!(Uuid::new_v4());
+    let no_department = schedule(&app, desk, with_department).await;
+    assert_eq!(error_code(&no_department), Some("NOT_FOUND"));
+    let by_accountant = schedule(
+        &app,
+        &staff.accountant,
+        booking(&otieno, staff.doctor_id, &nairobi(day, 13, 0), 15),
+    )
+    .await;
+    assert_eq!(error_code(&by_accountant), Some("FORBIDDEN"));
+
+    // The doctor's day, in order of start, with the day's working hours.
+    let view = day_view(&app, &staff.doctor, staff.doctor_id, day, false).await;
+    let schedule_of_day = &view["data"]["doctorSchedule"];
+    assert_eq!(schedule_of_day["opensAt"], "08:00:00", "{view}");
+    assert_eq!(schedule_of_day["closesAt"], "17:00:00");
+    let ids: Vec<&str> = schedule_of_day["appointments"]
+        .as_array()
+        .expect("appointments")
+        .iter()
+        .map(|a| a["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, [first.as_str(), second.as_str()]);
+
+    // The status machine: check in (NURSE), start and complete (the appointment's own
+    // DOCTOR); everything else is refused.
+    let on = |id: &str| json!({ "appointmentId": id });
+    let early_no_show = act(
+        &app,
+        desk,
+        "markNoShow",
+        "AppointmentActionInput",
+        on(&first),
+    )
+    .await;
+    assert_eq!(
+        error_code(&early_no_show),
+        Some("CONFLICT"),
+        "{early_no_show}"
+    );
+    let not_checked_in = act(
+        &app,
+        &staff.doctor,
+        "startAppointment",
+        "AppointmentActionInput",
+        on(&first),
+    )
+    .await;
+    assert_eq!(error_code(&not_checked_in), Some("CONFLICT"));
+    let stale = act(
+        &app,
+        &staff.nurse,
+        "checkInAppointment",
+        "AppointmentActionInput",
+        json!({ "appointmentId": first, "expectedVersion": 0 }),
+    )
+    .await;
+    assert_eq!(error_code(&stale), Some("CONFLICT"), "{stale}");
+    let checked_in = act(
+        &app,
+        &staff.nurse,
+        "checkInAppointment",
+        "AppointmentActionInput",
+        json!({ "appointmentId": first, "expectedVersion": 1 }),
+    )
+    .await;
+    assert_eq!(
+        checked_in["data"]["checkInAppointment"]["status"], "CHECKED_IN",
+        "{checked_in}"
+    );
+    assert!(checked_in["data"]["checkInAppointment"]["checkedInAt"].is_string());
+    let twice = act(
+        &app,
+        &staff.nurse,
+        "checkInAppointment",
+        "AppointmentActionInput",
+        on(&first),
+    )
+    .await;
+    assert_eq!(error_code(&twice), Some("CONFLICT"));
+    let by_desk = act(
+        &app,
+        desk,
+        "startAppointment",
+        "AppointmentActionInput",
+        on(&first),
+    )
+    .await;
+    assert_eq!(error_code(&by_desk), Some("FORBIDDEN"));
+    let other_doctor = act(
+        &app,
+        &staff.other_doctor,
+        "startAppointment",
+        "AppointmentActionInput",
+        on(&first),
+    )
+    .await;
+    assert_eq!(
+        error_code(&other_doctor),
+        Some("FORBIDDEN"),
+        "{other_doctor}"
+    );
+    let started = act(
+        &app,
+        &staff.doctor,
+        "startAppointment",
+        "AppointmentActionInput",
+        on(&first),
+    )
+    .await;
+    assert_eq!(
+        started["data"]["startAppointment"]["status"], "IN_PROGRESS",
+        "{started}"
+    );
+    let completed = act(
+        &app,
+        &staff.doctor,
+        "completeAppointment",
+        "CompleteAppointmentInput",
+        json!({ "appointmentId": first, "notes": "Recovering well." }),
+    )
+    .await;
+    let done = &completed["data"]["completeAppointment"];
+    assert_eq!(done["status"], "COMPLETED", "{completed}");
+    assert_eq!(done["notes"], "Recovering well.");
+    assert_eq!(done["version"], 4);
+    for (mutation, input_type, input) in [
+        (
+            "cancelAppointment",
+            "CancelAppointmentInput",
+            json!({ "appointmentId": first, "reason": "x" }),
+        ),
+        ("checkInAppointment", "AppointmentActionInput", on(&first)),
+        ("markNoShow", "AppointmentActionInput", on(&first)),
+        (
+            "rescheduleAppointment",
+            "RescheduleAppointmentInput",
+            json!({ "appointmentId": first, "start": nairobi(day, 15, 0) }),
+        ),
+    ] {
+        let refused = act(&app, desk, mutation, input_type, input).await;
+        assert_eq!(
+            error_code(&refused),
+            Some("CONFLICT"),
+            "{mutation}: {refused}"
+        );
+    }
+    let unknown = act(
+        &app,
+        &staff.nurse,
+        "checkInAppointment",
+        "AppointmentActionInput",
+        on(&Uuid::new_v4().to_string()),
+    )
+    .await;
+    assert_eq!(error_code(&unknown), Some("NOT_FOUND"));
+
+    // Cancelling gives the time back.
+    let cancelled = act(
+        &app,
+        desk,
+        "cancelAppointment",
+        "CancelAppointmentInput",
+        json!({ "appointmentId": second, "reason": "Patient travelling" }),
+    )
+    .await;
+    assert_eq!(
+        cancelled["data"]["cancelAppointment"]["status"], "CANCELLED",
+        "{cancelled}"
+    );
+    assert_eq!(
+        cancelled["data"]["cancelAppointment"]["cancelReason"],
+        "Patient travelling"
+    );
+    let rebooked = schedule(
+        &app,
+        desk,
+        booking(&wanjiku, staff.doctor_id, &nairobi(day, 9, 30), 15),
+    )
+    .await;
+    let third = id_of(&rebooked, "scheduleAppointment");
+    let view = day_view(&app, desk, staff.doctor_id, day, false).await;
+    assert_eq!(
+        view["data"]["doctorSchedule"]["appointments"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+    let view = day_view(&app, desk, staff.doctor_id, day, true).await;
+    assert_eq!(
+        view["data"]["doctorSchedule"]["appointments"]
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+
+    // Rescheduling on the same day, onto time that overlaps the old slot, then to
+    // another day; the old time is free each time.
+    let moved = act(
+        &app,
+        desk,
+        "rescheduleAppointment",
+        "RescheduleAppointmentInput",
+        json!({ "appointmentId": third, "start": nairobi(day, 9, 45), "durationMinutes": 30 }),
+    )
+    .await;
+    assert_eq!(
+        instant(&moved["data"]["rescheduleAppointment"]["start"]),
+        instant(&json!(nairobi(day, 9, 45))),
+        "{moved}"
+    );
+    let into_old = schedule(
+        &app,
+        desk,
+        booking(&otieno, staff.doctor_id, &nairobi(day, 9, 30), 15),
+    )
+    .await;
+    let fourth = id_of(&into_old, "scheduleAppointment");
+    let next_day = day + Duration::days(1);
+    let moved = act(
+        &app,
+        desk,
+        "rescheduleAppointment",
+        "RescheduleAppointmentInput",
+        json!({ "appointmentId": third, "start": nairobi(next_day, 10, 0) }),
+    )
+    .await;
+    assert_eq!(
+        moved["data"]["rescheduleAppointment"]["localDate"],
+        next_day.to_string(),
+        "{moved}"
+    );
+    let into_old = schedule(
+        &app,
+        desk,
+        booking(&wanjiku, staff.doctor_id, &nairobi(day, 10, 0), 15),
+    )
+    .await;
+    id_of(&into_old, "scheduleAppointment");
+
+    // A stale version is refused; so is rescheduling onto taken time, and the old slot
+    // stays held.
+    let stale = act(
+        &app,
+        desk,
+        "rescheduleAppointment",
+        "RescheduleAppointmentInput",
+        json!({ "appointmentId": fourth, "start": nairobi(day, 16, 0), "expectedVersion": 7 }),
+    )
+    .await;
+    assert_eq!(error_code(&stale), Some("CONFLICT"), "{stale}");
+    let onto_taken = act(
+        &app,
+        desk,
+        "rescheduleAppointment",
+        "RescheduleAppointmentInput",
+        json!({ "appointmentId": fourth, "start": nairobi(day, 10, 0) }),
+    )
+    .await;
+    assert_eq!(error_code(&onto_taken), Some("CONFLICT"), "{onto_taken}");
+    let still_held = schedule(
+        &app,
+        desk,
+        booking(&wanjiku, staff.doctor_id, &nairobi(day, 9, 30), 15),
+    )
+    .await;
+    assert_eq!(error_code(&still_held), Some("CONFLICT"), "{still_held}");
+
+    // Lists: by doctor, patient, status and time; ACCOUNTANT may read them.
+    let list = app
+        .graphql(
+            "query($f: AppointmentFilter) { appointments(filter: $f, first: 100) { edges { node { id status } } } }",
+            json!({ "f": { "patientId": wanjiku, "status": "SCHEDULED" } }),
+            Some(&staff.accountant),
+        )
+        .await;
+    let listed: Vec<&str> = list["data"]["appointments"]["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{list}"))
+        .iter()
+        .map(|e| e["node"]["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(
+        listed.len(),
+        2,
+        "the 10:00 booking and the one moved to the next day: {list}"
+    );
+    let window = app
+        .graphql(
+            "query($f: AppointmentFilter) { appointments(filter: $f) { edges { node { id } } } }",
+            json!({ "f": { "doctorId": staff.doctor_id, "from": nairobi(day, 9, 30), "to": nairobi(day, 10, 0) } }),
+            Some(desk),
+        )
+        .await;
+    let mut in_window: Vec<&str> = window["data"]["appointments"]["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .map(|e| e["node"]["id"].as_str().expect("id"))
+        .collect();
+    in_window.sort_unstable();
+    let mut expected = [second.as_str(), fourth.as_str()];
+    expected.sort_unstable();
+    assert_eq!(in_window, expected, "both start at 09:30: {window}");
+
+    // An inactive patient cannot be booked.
+    app.graphql(
+        "mutation($input: DeactivatePatientInput!) { deactivatePatient(input: $input) { status } }",
+        json!({ "input": { "patientId": otieno, "reason": "Moved" } }),
+        Some(&staff.admin),
+    )
+    .await;
+    let inactive = schedule(
+        &app,
+        desk,
+        booking(&otieno, staff.other_doctor_id, &nairobi(day, 14, 0), 15),
+    )
+    .await;
+    assert_eq!(error_code(&inactive), Some("CONFLICT"), "{inactive}");
+
+    // A retried booking with the same key books once.
+    let keyed = json!({
+        "patientId": wanjiku, "doctorId": staff.other_doctor_id, "start": nairobi(day, 15, 0),
+        "reason": "Check-up", "idempotencyKey": "book-1"
+    });
+    let a = schedule(&app, desk, keyed.clone()).await;
+    let b = schedule(&app, desk, keyed).await;
+    assert_eq!(
+        id_of(&a, "scheduleAppointment"),
+        id_of(&b, "scheduleAppointment")
+    );
+}
+
+#[tokio::test]
+async fn twenty_concurrent_bookings_of_one_doctor_slot_yield_exactly_one_appointment() {
+    let app = spawn_app_with(TestConfig {
+        tenant_pool_size: 10,
+        tenant_connection_budget: 20,
+        ..TestConfig::default()
+    })
+    .await;
+    let staff = hospital_with_staff(&app, "DMC001").await;
+    let desk = staff.receptionist.as_str();
+    let day = next_monday();
+    // Twenty different patients: only the doctor's schedule stands between them.
+    let mut patients = Vec::new();
+    for i in 0..20 {
+        patients.push(register_simple(&app, desk, &format!("Patient{i}"), "Racer").await);
+    }
+    let start = format!("{day}T10:00:00Z");
+    let attempts = patients.iter().map(|p| {
+        let input = booking(p, staff.doctor_id, &start, 30);
+        let app = &app;
+        async move { schedule(app, desk, input).await }
+    });
+    let answers = futures::future::join_all(attempts).await;
+    let booked: Vec<&Value> = answers
+        .iter()
+        .filter(|a| a["data"]["scheduleAppointment"]["id"].is_string())
+        .collect();
+    assert_eq!(booked.len(), 1, "exactly one booking wins: {answers:?}");
+    for answer in &answers {
+        if !answer["data"]["scheduleAppointment"]["id"].is_string() {
+            assert_eq!(error_code(answer), Some("CONFLICT"), "{answer}");
+        }
+    }
+
+    let mut db = app.connect(&app.database_for("DMC001")).await;
+    let scheduled: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE aggregate_type = 'appointment' AND event_type = 'AppointmentScheduled'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .expect("count");
+    assert_eq!(scheduled, 1);
+    let stream = format!("{}/{day}", staff.doctor_id);
+    let net: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(CASE event_type WHEN 'SlotReserved' THEN 1 WHEN 'SlotReleased' THEN -1 END), 0) \
+           FROM events WHERE aggregate_type = 'doctor_schedule' AND aggregate_id = $1",
+    )
+    .bind(&stream)
+    .fetch_one(&mut db)
+    .await
+    .expect("net reservations");
+    assert_eq!(net, 1, "one net reservation on {stream}");
+    let patient_net: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(CASE event_type WHEN 'SlotReserved' THEN 1 WHEN 'SlotReleased' THEN -1 END), 0) \
+           FROM events WHERE aggregate_type = 'patient_schedule'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .expect("patient reservations");
+    assert_eq!(patient_net, 1);
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM appointments")
+        .fetch_one(&mut db)
+        .await
+        .expect("read model");
+    assert_eq!(rows, 1);
+}
+
+#[tokio::test]
+async fn a_patient_cannot_be_booked_with_two_doctors_at_overlapping_times() {
+    let app = spawn_app().await;
+    let staff = hospital_with_staff(&app, "DMC001").await;
+    let desk = staff.receptionist.as_str();
+    let day = next_monday();
+    let patient = register_simple(&app, desk, "Wanjiku", "Kamau").await;
+    let other = register_simple(&app, desk, "Otieno", "Odhiambo").await;
+
+    let first = schedule(
+        &app,
+        desk,
+        booking(&patient, staff.doctor_id, &format!("{day}T11:00:00Z"), 30),
+    )
+    .await;
+    id_of(&first, "scheduleAppointment");
+    let overlapping = schedule(
+        &app,
+        desk,
+        booking(
+            &patient,
+            staff.other_doctor_id,
+            &format!("{day}T11:15:00Z"),
+            30,
+        ),
+    )
+    .await;
+    assert_eq!(error_code(&overlapping), Some("CONFLICT"), "{overlapping}");
+    assert!(
+        overlapping["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("patient")),
+        "{overlapping}"
+    );
+
+    // The second doctor's slot, reserved first, was given back (compensation).
+    let free = schedule(
+        &app,
+        desk,
+        booking(
+            &other,
+            staff.other_doctor_id,
+            &format!("{day}T11:15:00Z"),
+            30,
+        ),
+    )
+    .await;
+    id_of(&free, "scheduleAppointment");
+    let mut db = app.connect(&app.database_for("DMC001")).await;
+    let stream = format!("{}/{day}", staff.other_doctor_id);
+    let events: Vec<(String, serde_json::Value)> = sqlx::query_as(
+        "SELECT event_type, payload FROM events WHERE aggregate_type = 'doctor_schedule' AND aggregate_id = $1 ORDER BY sequence",
+    )
+    .bind(&stream)
+    .fetch_all(&mut db)
+    .await
+    .expect("events");
+    let kinds: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(kinds, ["SlotReserved", "SlotReleased", "SlotReserved"]);
+    assert_eq!(events[1].1["SlotReleased"]["reason"], "COMPENSATION");
+    let appointments: i64 = sqlx::query_scalar("SELECT count(*) FROM appointments")
+        .fetch_one(&mut db)
+        .await
+        .expect("count");
+    assert_eq!(appointments, 2);
+}

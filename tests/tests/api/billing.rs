@@ -1,0 +1,844 @@
+//! Billing through the API: invoicing a patient from draft to payment and refund, every
+//! refusal with its code, role checks, tenant isolation, concurrency and idempotency.
+
+use chrono::{NaiveDate, Utc};
+use hms_api::commands;
+use hms_domain::common::{BoundedText, Currency, Email, HospitalCode, Username};
+use hms_domain::hospital::{Hospital, HospitalCommand, HospitalProfile, TimeZoneName};
+use hms_domain::patient::{Demographics, Mrn, Patient, PatientCommand, Sex};
+use hms_domain::user::{user_id_for, User, UserCommand};
+use hms_domain::{Actor, EventMetadata, Role};
+use hms_tests::{error_code, spawn_app, TestApp, ADMIN_PASSWORD};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+// ----------------------------------------------------------------------------------------
+// Support shared with the audit tests.
+
+pub(crate) fn metadata(code: &str, actor: Actor) -> EventMetadata {
+    EventMetadata {
+        actor,
+        tenant: code.to_owned(),
+        request_id: "test".into(),
+        client_addr: None,
+        at: Utc::now(),
+    }
+}
+
+/// The hospital's first administrator, as an actor.
+pub(crate) fn admin_actor(code: &str) -> Actor {
+    let username = format!("{}_admin", code.to_ascii_lowercase());
+    Actor {
+        user_id: user_id_for(&Username::parse(&username).expect("valid")),
+        username,
+        role: Role::HospitalAdmin,
+    }
+}
+
+/// Creates a user with `role` (password [`ADMIN_PASSWORD`]) and returns their token.
+pub(crate) async fn staff(app: &TestApp, code: &str, username: &str, role: Role) -> String {
+    let lease = app.state.registry.get(code).await.expect("tenant");
+    let name = Username::parse(username).expect("valid username");
+    let id = user_id_for(&name).to_string();
+    let hash = hms_api::auth::password::hash(ADMIN_PASSWORD.to_owned())
+        .await
+        .expect("hash");
+    let command = UserCommand::CreateUser {
+        username: name,
+        email: Email::parse(&format!("{username}@hospital.example")).expect("email"),
+        full_name: BoundedText::parse("full_name", username, 100).expect("name"),
+        role,
+        department_id: None,
+        password_hash: hash,
+        now: Utc::now(),
+    };
+    commands::execute::<User>(
+        &lease.pool,
+        &app.state.runner,
+        &id,
+        command,
+        (),
+        &metadata(code, admin_actor(code)),
+    )
+    .await
+    .expect("user created");
+    app.login(Some(code), username, ADMIN_PASSWORD).await
+}
+
+pub(crate) fn user_id(username: &str) -> String {
+    user_id_for(&Username::parse(username).expect("valid")).to_string()
+}
+
+fn demographics(family_name: &str) -> Demographics {
+    Demographics {
+        given_name: Some(BoundedText::parse("given_name", "Amina", 100).expect("valid")),
+        middle_name: None,
+        family_name: BoundedText::parse("family_name", family_name, 100).expect("valid"),
+        date_of_birth: NaiveDate::from_ymd_opt(1990, 4, 12).expect("date"),
+        sex: Sex::Female,
+        phone: None,
+        email: None,
+        address: None,
+        emergency_contact: None,
+        blood_type: None,
+    }
+}
+
+/// Registers a patient directly through the command path and returns their id.
+pub(crate) async fn register_patient(app: &TestApp, code: &str, family_name: &str) -> Uuid {
+    let lease = app.state.registry.get(code).await.expect("tenant");
+    let sequence: i64 = sqlx::query_scalar("SELECT nextval('mrn_seq')")
+        .fetch_one(&lease.pool)
+        .await
+        .expect("mrn sequence");
+    let hospital = HospitalCode::parse(code).expect("code");
+    let id = Uuid::new_v4();
+    let command = PatientCommand::RegisterPatient {
+        actor: admin_actor(code),
+        patient_id: id,
+        mrn: Mrn::new(&hospital, u64::try_from(sequence).expect("positive")).expect("mrn"),
+        hospital,
+        demographics: demographics(family_name),
+        allergies: vec![],
+        now: Utc::now(),
+    };
+    commands::execute::<Patient>(
+        &lease.pool,
+        &app.state.runner,
+        &id.to_string(),
+        command,
+        (),
+        &metadata(code, admin_actor(code)),
+    )
+    .await
+    .expect("patient registered");
+    id
+}
+
+/// Changes a patient's family name directly through the command path.
+pub(crate) async fn rename_patient(app: &TestApp, code: &str, id: Uuid, family_name: &str) {
+    let lease = app.state.registry.get(code).await.expect("tenant");
+    let command = PatientCommand::UpdateDemographics {
+        actor: admin_actor(code),
+        demographics: demographics(family_name),
+        now: Utc::now(),
+    };
+    commands::execute::<Patient>(
+        &lease.pool,
+        &app.state.runner,
+        &id.to_string(),
+        command,
+        (),
+        &metadata(code, admin_actor(code)),
+    )
+    .await
+    .expect("patient updated");
+}
+
+async fn set_hospital_currency(app: &TestApp, code: &str, currency: &str) {
+    let lease = app.state.registry.get(code).await.expect("tenant");
+    let command = HospitalCommand::UpdateProfile {
+        actor: admin_actor(code),
+        profile: HospitalProfile {
+            name: BoundedText::parse("name", &format!("Hospital {code}"), 200).expect("name"),
+            contact_email: None,
+            contact_phone: None,
+            address: None,
+            time_zone: TimeZoneName::parse("Africa/Nairobi").expect("zone"),
+            currency: Currency::parse(currency).expect("currency"),
+        },
+        now: Utc::now(),
+    };
+    commands::execute::<Hospital>(
+        &lease.pool,
+        &app.state.runner,
+        code,
+        command,
+        (),
+        &metadata(code, admin_actor(code)),
+    )
+    .await
+    .expect("profile updated");
+}
+
+// ----------------------------------------------------------------------------------------
+// GraphQL documents
+
+const INVOICE_FIELDS: &str = "id number patientId appointmentId status currency subtotalMinor \
+    discountMinor taxMinor totalMinor paidMinor refundedMinor balanceMinor \
+    discountRule { percentBasisPoints fixedAmountMinor } taxBasisPoints dueDate issuedAt version \
+    lines { id code description quantity unitPriceMinor amountMinor } \
+    payments { id kind paymentId method amountMinor refundedMinor reference reason }";
+
+/// Runs mutation `name(input: $input)` and returns the response.
+async fn mutate(app: &TestApp, token: &str, name: &str, input: Value) -> Value {
+    let input_type = format!("{}{}Input", name[..1].to_uppercase(), &name[1..]);
+    let query = format!(
+        "mutation($input: {input_type}!) {{ {name}(input: $input) {{ {INVOICE_FIELDS} }} }}"
+    );
+    app.graphql(&query, json!({ "input": input }), Some(token))
+        .await
+}
+
+/// Runs a mutation that must succeed and returns the invoice it answers with.
+async fn ok(app: &TestApp, token: &str, name: &str, input: Value) -> Value {
+    let response = mutate(app, token, name, input).await;
+    assert!(response["errors"].is_null(), "{name}: {response}");
+    response["data"][name].clone()
+}
+
+async fn invoice(app: &TestApp, token: &str, id: &str) -> Value {
+    app.graphql(
+        &format!("query($id: UUID!) {{ invoice(id: $id) {{ {INVOICE_FIELDS} }} }}"),
+        json!({ "id": id }),
+        Some(token),
+    )
+    .await
+}
+
+fn field(response: &Value) -> Option<&str> {
+    response["errors"][0]["extensions"]["field"].as_str()
+}
+
+#[tokio::test]
+async fn an_invoice_goes_from_draft_to_paid_and_refunded_with_the_right_balances() {
+    let app = spawn_app().await;
+    let admin = app.setup_hospital("BIL001").await;
+    let admin = app.login(Some("BIL001"), &admin, ADMIN_PASSWORD).await;
+    let accountant = staff(&app, "BIL001", "acc.one", Role::Accountant).await;
+    let receptionist = staff(&app, "BIL001", "rec.one", Role::Receptionist).await;
+    let patient = register_patient(&app, "BIL001", "Otieno").await.to_string();
+
+    // Draft.
+    let draft = ok(
+        &app,
+        &accountant,
+        "createInvoice",
+        json!({ "patientId": patient, "currency": "KES" }),
+    )
+    .await;
+    let id = draft["id"].as_str().expect("id").to_owned();
+    assert_eq!(draft["status"], "DRAFT");
+    assert_eq!(draft["number"], "INV-000001");
+    assert_eq!(draft["currency"], "KES");
+    assert_eq!(draft["patientId"], patient.as_str());
+    assert_eq!(draft["totalMinor"], 0);
+    assert_eq!(draft["version"], 1);
+
+    // Lines: two kept, one added by mistake and removed.
+    let line = |code: &str, quantity: i64, unit: i64| {
+        json!({ "invoiceId": id, "code": code, "description": format!("{code} service"),
+                "quantity": quantity, "unitPriceMinor": unit })
+    };
+    ok(
+        &app,
+        &accountant,
+        "addInvoiceLine",
+        line("CONSULT", 1, 250_000),
+    )
+    .await;
+    ok(
+        &app,
+        &accountant,
+        "addInvoiceLine",
+        line("LAB-FBC", 2, 50_000),
+    )
+    .await;
+    let with_mistake = ok(&app, &accountant, "addInvoiceLine", line("XRAY", 1, 99_999)).await;
+    assert_eq!(with_mistake["subtotalMinor"], 449_999);
+    assert_eq!(
+        with_mistake["balanceMinor"], 449_999,
+        "a draft owes its total"
+    );
+    let mistake = with_mistake["lines"][2]["id"].as_str().expect("line id");
+    let lines = ok(
+        &app,
+        &accountant,
+        "removeInvoiceLine",
+        json!({ "invoiceId": id, "lineId": mistake }),
+    )
+    .await;
+    assert_eq!(lines["subtotalMinor"], 350_000);
+    assert_eq!(lines["lines"].as_array().expect("lines").len(), 2);
+    assert_eq!(lines["lines"][1]["amountMinor"], 100_000);
+
+    // Discount and tax: 10 % off, then 16 % tax on the discounted amount.
+    let discounted = ok(
+        &app,
+        &accountant,
+        "setInvoiceDiscount",
+        json!({ "invoiceId": id, "percentBasisPoints": 1000 }),
+    )
+    .await;
+    assert_eq!(discounted["discountMinor"], 35_000);
+    assert_eq!(discounted["discountRule"]["percentBasisPoints"], 1000);
+    let taxed = ok(
+        &app,
+        &accountant,
+        "setInvoiceTax",
+        json!({ "invoiceId": id, "basisPoints": 1600 }),
+    )
+    .await;
+    assert_eq!(taxed["taxMinor"], 50_400);
+    assert_eq!(taxed["totalMinor"], 365_400);
+
+    // Payment before issue is refused.
+    let early = mutate(
+        &app,
+        &receptionist,
+        "recordPayment",
+        json!({ "invoiceId": id, "amountMinor": 1, "method": "CASH" }),
+    )
+    .await;
+    assert_eq!(error_code(&early), Some("CONFLICT"), "{early}");
+
+    // Issue; the totals are frozen.
+    let issued = ok(
+        &app,
+        &accountant,
+        "issueInvoice",
+        json!({ "invoiceId": id, "dueDate": "2030-01-31" }),
+    )
+    .await;
+    assert_eq!(issued["status"], "ISSUED");
+    assert_eq!(issued["balanceMinor"], 365_400);
+    assert_eq!(issued["dueDate"], "2030-01-31");
+    assert!(issued["issuedAt"].is_string());
+    for (name, input) in [
+        ("addInvoiceLine", line("LATE", 1, 100)),
+        (
+            "setInvoiceTax",
+            json!({ "invoiceId": id, "basisPoints": 0 }),
+        ),
+        (
+            "setInvoiceDiscount",
+            json!({ "invoiceId": id, "fixedAmountMinor": 5 }),
+        ),
+        ("issueInvoice", json!({ "invoiceId": id })),
+    ] {
+        let refused = mutate(&app, &accountant, name, input).await;
+        assert_eq!(error_code(&refused), Some("CONFLICT"), "{name}: {refused}");
+    }
+
+    // A partial payment at the front desk.
+    let partly = ok(
+        &app,
+        &receptionist,
+        "recordPayment",
+        json!({ "invoiceId": id, "amountMinor": 100_000, "method": "CASH", "reference": "R-1" }),
+    )
+    .await;
+    assert_eq!(partly["status"], "PARTIALLY_PAID");
+    assert_eq!(partly["paidMinor"], 100_000);
+    assert_eq!(partly["balanceMinor"], 265_400);
+    let first_payment = partly["payments"][0]["id"]
+        .as_str()
+        .expect("payment")
+        .to_owned();
+    assert_eq!(partly["payments"][0]["method"], "CASH");
+    assert_eq!(partly["payments"][0]["reference"], "R-1");
+
+    // Over-payment, a zero payment, another currency and voiding are refused.
+    let over = mutate(
+        &app,
+        &receptionist,
+        "recordPayment",
+        json!({ "invoiceId": id, "amountMinor": 265_401, "method": "CARD" }),
+    )
+    .await;
+    assert_eq!(error_code(&over), Some("VALIDATION"), "{over}");
+    assert_eq!(field(&over), Some("amountMinor"));
+    let zero = mutate(
+        &app,
+        &receptionist,
+        "recordPayment",
+        json!({ "invoiceId": id, "amountMinor": 0, "method": "CARD" }),
+    )
+    .await;
+    assert_eq!(error_code(&zero), Some("VALIDATION"), "{zero}");
+    let dollars = mutate(
+        &app,
+        &receptionist,
+        "recordPayment",
+        json!({ "invoiceId": id, "amountMinor": 100, "currency": "USD", "method": "CARD" }),
+    )
+    .await;
+    assert_eq!(error_code(&dollars), Some("VALIDATION"), "{dollars}");
+    assert_eq!(field(&dollars), Some("currency"));
+    let void = mutate(
+        &app,
+        &accountant,
+        "voidInvoice",
+        json!({ "invoiceId": id, "reason": "Wrong patient" }),
+    )
+    .await;
+    assert_eq!(error_code(&void), Some("CONFLICT"), "{void}");
+
+    // The rest, by card: paid in full.
+    let paid = ok(
+        &app,
+        &receptionist,
+        "recordPayment",
+        json!({ "invoiceId": id, "amountMinor": "265400", "method": "CARD" }),
+    )
+    .await;
+    assert_eq!(paid["status"], "PAID");
+    assert_eq!(paid["paidMinor"], 365_400);
+    assert_eq!(paid["balanceMinor"], 0);
+    let paid_again = mutate(
+        &app,
+        &receptionist,
+        "recordPayment",
+        json!({ "invoiceId": id, "amountMinor": 1, "method": "CASH" }),
+    )
+    .await;
+    assert_eq!(error_code(&paid_again), Some("CONFLICT"), "{paid_again}");
+
+    // Refunds: not at the front desk, never more than the payment.
+    let refund = |amount: i64| {
+        json!({ "invoiceId": id, "paymentId": first_payment, "amountMinor": amount,
+                "reason": "Lab test not done" })
+    };
+    let desk = mutate(&app, &receptionist, "refundPayment", refund(1)).await;
+    assert_eq!(error_code(&desk), Some("FORBIDDEN"), "{desk}");
+    let too_much = mutate(&app, &accountant, "refundPayment", refund(100_001)).await;
+    assert_eq!(error_code(&too_much), Some("VALIDATION"), "{too_much}");
+    assert_eq!(field(&too_much), Some("amountMinor"));
+    let refunded = ok(&app, &accountant, "refundPayment", refund(40_000)).await;
+    assert_eq!(refunded["status"], "PARTIALLY_PAID");
+    assert_eq!(refunded["refundedMinor"], 40_000);
+    assert_eq!(refunded["paidMinor"], 365_400);
+    assert_eq!(refunded["balanceMinor"], 40_000);
+    let payments = refunded["payments"].as_array().expect("payments");
+    assert_eq!(payments.len(), 3);
+    assert_eq!(payments[0]["refundedMinor"], 40_000);
+    assert_eq!(payments[2]["kind"], "REFUND");
+    assert_eq!(payments[2]["paymentId"], first_payment.as_str());
+    assert_eq!(payments[2]["reason"], "Lab test not done");
+    let rest = mutate(&app, &accountant, "refundPayment", refund(60_001)).await;
+    assert_eq!(error_code(&rest), Some("VALIDATION"), "{rest}");
+    let unknown = mutate(
+        &app,
+        &accountant,
+        "refundPayment",
+        json!({ "invoiceId": id, "paymentId": Uuid::new_v4(), "amountMinor": 1, "reason": "x" }),
+    )
+    .await;
+    assert_eq!(error_code(&unknown), Some("NOT_FOUND"), "{unknown}");
+
+    // Reading it back, and finding it among the outstanding ones.
+    let read = invoice(&app, &receptionist, &id).await;
+    assert_eq!(read["data"]["invoice"], refunded, "{read}");
+    let outstanding = app
+        .graphql(
+            "query($f: InvoiceFilter) { invoices(filter: $f) { edges { node { id status balanceMinor } } } }",
+            json!({ "f": { "patientId": patient, "outstandingOnly": true } }),
+            Some(&accountant),
+        )
+        .await;
+    assert_eq!(
+        outstanding["data"]["invoices"]["edges"][0]["node"]["id"],
+        id.as_str(),
+        "{outstanding}"
+    );
+    let paid_ones = app
+        .graphql(
+            "query($f: InvoiceFilter) { invoices(filter: $f) { edges { node { id } } } }",
+            json!({ "f": { "status": "PAID" } }),
+            Some(&accountant),
+        )
+        .await;
+    assert_eq!(
+        paid_ones["data"]["invoices"]["edges"],
+        json!([]),
+        "{paid_ones}"
+    );
+
+    // Its history, for the administrator.
+    let history = app
+        .graphql(
+            "query($id: UUID!) { invoice(id: $id) { history(first: 50) { edges { node { eventType actor { username } } } } } }",
+            json!({ "id": id }),
+            Some(&admin),
+        )
+        .await;
+    let events: Vec<&str> = history["data"]["invoice"]["history"]["edges"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|e| e["node"]["eventType"].as_str().expect("type"))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "InvoiceDrafted",
+            "InvoiceLineAdded",
+            "InvoiceLineAdded",
+            "InvoiceLineAdded",
+            "InvoiceLineRemoved",
+            "DiscountSet",
+            "TaxRateSet",
+            "InvoiceIssued",
+            "PaymentRecorded",
+            "PaymentRecorded",
+            "PaymentRefunded",
+        ]
+    );
+    assert_eq!(
+        history["data"]["invoice"]["history"]["edges"][8]["node"]["actor"]["username"],
+        "rec.one"
+    );
+    let not_admin = app
+        .graphql(
+            "query($id: UUID!) { invoice(id: $id) { history { edges { node { eventType } } } } }",
+            json!({ "id": id }),
+            Some(&accountant),
+        )
+        .await;
+    assert_eq!(error_code(&not_admin), Some("FORBIDDEN"), "{not_admin}");
+}
+
+#[tokio::test]
+async fn a_full_refund_leaves_the_invoice_refunded_and_owing_again() {
+    let app = spawn_app().await;
+    let admin = app.setup_hospital("BIL002").await;
+    let admin = app.login(Some("BIL002"), &admin, ADMIN_PASSWORD).await;
+    set_hospital_currency(&app, "BIL002", "UGX").await;
+    let patient = register_patient(&app, "BIL002", "Kato").await.to_string();
+    // The currency comes from the hospital profile; a large amount needs more than 32 bits.
+    let draft = ok(
+        &app,
+        &admin,
+        "createInvoice",
+        json!({ "patientId": patient }),
+    )
+    .await;
+    assert_eq!(draft["currency"], "UGX");
+    let id = draft["id"].as_str().expect("id").to_owned();
+    let big: i64 = 5_000_000_000;
+    ok(
+        &app,
+        &admin,
+        "addInvoiceLine",
+        json!({ "invoiceId": id, "code": "SURG", "description": "Surgery", "quantity": 1,
+                "unitPriceMinor": big }),
+    )
+    .await;
+    ok(&app, &admin, "issueInvoice", json!({ "invoiceId": id })).await;
+    let paid = ok(
+        &app,
+        &admin,
+        "recordPayment",
+        json!({ "invoiceId": id, "amountMinor": big, "method": "INSURANCE" }),
+    )
+    .await;
+    assert_eq!(paid["status"], "PAID");
+    let payment = paid["payments"][0]["id"]
+        .as_str()
+        .expect("payment")
+        .to_owned();
+    let refunded = ok(
+        &app,
+        &admin,
+        "refundPayment",
+        json!({ "invoiceId": id, "paymentId": payment, "amountMinor": big,
+                "reason": "Claim rejected" }),
+    )
+    .await;
+    assert_eq!(refunded["status"], "REFUNDED");
+    assert_eq!(refunded["refundedMinor"], big);
+    assert_eq!(refunded["balanceMinor"], big);
+    let again = mutate(
+        &app,
+        &admin,
+        "refundPayment",
+        json!({ "invoiceId": id, "paymentId": payment, "amountMinor": 1, "reason": "x" }),
+    )
+    .await;
+    assert_eq!(error_code(&again), Some("VALIDATION"), "{again}");
+    // Voiding is still refused: the invoice has payments.
+    let void = mutate(
+        &app,
+        &admin,
+        "voidInvoice",
+        json!({ "invoiceId": id, "reason": "Cleanup" }),
+    )
+    .await;
+    assert_eq!(error_code(&void), Some("CONFLICT"), "{void}");
+    // Out-of-range amounts are refused before they reach the domain.
+    let huge = mutate(
+        &app,
+        &admin,
+        "recordPayment",
+        json!({ "invoiceId": id, "amountMinor": 9_007_199_254_740_992_i64, "method": "CASH" }),
+    )
+    .await;
+    assert_eq!(error_code(&huge), Some("VALIDATION"), "{huge}");
+    assert_eq!(field(&huge), Some("amountMinor"));
+}
+
+#[tokio::test]
+async fn roles_voiding_bad_input_isolation_versions_and_retries() {
+    let app = spawn_app().await;
+    let admin = app.setup_hospital("BIL003").await;
+    let admin = app.login(Some("BIL003"), &admin, ADMIN_PASSWORD).await;
+    let other_admin = app.setup_hospital("BIL004").await;
+    let other_admin = app
+        .login(Some("BIL004"), &other_admin, ADMIN_PASSWORD)
+        .await;
+    let accountant = staff(&app, "BIL003", "acc.two", Role::Accountant).await;
+    let receptionist = staff(&app, "BIL003", "rec.two", Role::Receptionist).await;
+    let doctor = staff(&app, "BIL003", "doc.two", Role::Doctor).await;
+    let patient = register_patient(&app, "BIL003", "Wanjiru")
+        .await
+        .to_string();
+    let create = json!({ "patientId": patient, "currency": "KES" });
+
+    // Who may draft and read invoices.
+    for (who, token) in [("doctor", &doctor), ("receptionist", &receptionist)] {
+        let refused = mutate(&app, token, "createInvoice", create.clone()).await;
+        assert_eq!(error_code(&refused), Some("FORBIDDEN"), "{who}: {refused}");
+    }
+    let list = "query($first: Int, $after: String) { invoices(first: $first, after: $after) { \
+                edges { cursor node { id number } } pageInfo { hasNextPage endCursor } } }";
+    let doctor_list = app.graphql(list, json!({}), Some(&doctor)).await;
+    assert_eq!(error_code(&doctor_list), Some("FORBIDDEN"), "{doctor_list}");
+    let desk_list = app.graphql(list, json!({}), Some(&receptionist)).await;
+    assert!(desk_list["errors"].is_null(), "{desk_list}");
+
+    // Bad references and values.
+    let unknown = mutate(
+        &app,
+        &accountant,
+        "createInvoice",
+        json!({ "patientId": Uuid::new_v4(), "currency": "KES" }),
+    )
+    .await;
+    assert_eq!(error_code(&unknown), Some("NOT_FOUND"), "{unknown}");
+    let malformed = mutate(
+        &app,
+        &accountant,
+        "createInvoice",
+        json!({ "patientId": "not-a-uuid", "currency": "KES" }),
+    )
+    .await;
+    // Refused by the UUID scalar before any resolver runs.
+    assert!(
+        malformed["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("UUID")),
+        "{malformed}"
+    );
+    assert_eq!(malformed["data"], Value::Null, "{malformed}");
+    let no_currency = mutate(
+        &app,
+        &accountant,
+        "createInvoice",
+        json!({ "patientId": patient }),
+    )
+    .await;
+    assert_eq!(
+        error_code(&no_currency),
+        Some("VALIDATION"),
+        "{no_currency}"
+    );
+    assert_eq!(field(&no_currency), Some("currency"));
+    let bad_currency = mutate(
+        &app,
+        &accountant,
+        "createInvoice",
+        json!({ "patientId": patient, "currency": "kes" }),
+    )
+    .await;
+    assert_eq!(
+        error_code(&bad_currency),
+        Some("VALIDATION"),
+        "{bad_currency}"
+    );
+
+    // Three drafts; one voided as a draft, one voided once issued.
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let draft = ok(&app, &accountant, "createInvoice", create.clone()).await;
+        ids.push(draft["id"].as_str().expect("id").to_owned());
+    }
+    let line = json!({ "invoiceId": ids[1], "code": "C", "description": "Consultation",
+                       "quantity": 1, "unitPriceMinor": 1000 });
+    for (input, expected_field) in [
+        (json!({ "quantity": 0 }), "quantity"),
+        (json!({ "quantity": -1 }), "quantity"),
+        (json!({ "unitPriceMinor": -5 }), "unitPriceMinor"),
+        (json!({ "code": "   " }), "code"),
+        (json!({ "currency": "USD" }), "currency"),
+    ] {
+        let mut bad = line.clone();
+        for (k, v) in input.as_object().expect("object") {
+            bad[k] = v.clone();
+        }
+        let refused = mutate(&app, &accountant, "addInvoiceLine", bad).await;
+        assert_eq!(
+            error_code(&refused),
+            Some("VALIDATION"),
+            "{input}: {refused}"
+        );
+        assert_eq!(field(&refused), Some(expected_field), "{input}: {refused}");
+    }
+    let over = mutate(
+        &app,
+        &accountant,
+        "setInvoiceDiscount",
+        json!({ "invoiceId": ids[1], "percentBasisPoints": 10_001 }),
+    )
+    .await;
+    assert_eq!(error_code(&over), Some("VALIDATION"), "{over}");
+    let nothing = mutate(
+        &app,
+        &accountant,
+        "issueInvoice",
+        json!({ "invoiceId": ids[1] }),
+    )
+    .await;
+    assert_eq!(
+        error_code(&nothing),
+        Some("CONFLICT"),
+        "issuing without lines: {nothing}"
+    );
+
+    let voided = ok(
+        &app,
+        &accountant,
+        "voidInvoice",
+        json!({ "invoiceId": ids[0], "reason": "Duplicate" }),
+    )
+    .await;
+    assert_eq!(voided["status"], "VOID");
+    ok(&app, &accountant, "addInvoiceLine", line.clone()).await;
+    ok(
+        &app,
+        &accountant,
+        "issueInvoice",
+        json!({ "invoiceId": ids[1] }),
+    )
+    .await;
+    let voided = ok(
+        &app,
+        &admin,
+        "voidInvoice",
+        json!({ "invoiceId": ids[1], "reason": "Billed in error" }),
+    )
+    .await;
+    assert_eq!(voided["status"], "VOID");
+    assert_eq!(voided["balanceMinor"], 0);
+    let twice = mutate(
+        &app,
+        &admin,
+        "voidInvoice",
+        json!({ "invoiceId": ids[1], "reason": "Again" }),
+    )
+    .await;
+    assert_eq!(error_code(&twice), Some("CONFLICT"), "{twice}");
+    let desk_void = mutate(
+        &app,
+        &receptionist,
+        "voidInvoice",
+        json!({ "invoiceId": ids[2], "reason": "x" }),
+    )
+    .await;
+    assert_eq!(error_code(&desk_void), Some("FORBIDDEN"), "{desk_void}");
+
+    // Another hospital sees none of it and changes nothing.
+    let foreign = invoice(&app, &other_admin, &ids[2]).await;
+    assert_eq!(error_code(&foreign), Some("NOT_FOUND"), "{foreign}");
+    let foreign_line = mutate(
+        &app,
+        &other_admin,
+        "addInvoiceLine",
+        json!({ "invoiceId": ids[2], "code": "C", "description": "x", "quantity": 1,
+                "unitPriceMinor": 1 }),
+    )
+    .await;
+    assert_eq!(
+        error_code(&foreign_line),
+        Some("NOT_FOUND"),
+        "{foreign_line}"
+    );
+    let foreign_draft = mutate(&app, &other_admin, "createInvoice", create.clone()).await;
+    assert_eq!(
+        error_code(&foreign_draft),
+        Some("NOT_FOUND"),
+        "{foreign_draft}"
+    );
+    let own = invoice(&app, &admin, &ids[2]).await;
+    assert_eq!(own["data"]["invoice"]["version"], 1, "{own}");
+
+    // A stale expected version is a conflict; the current one goes through.
+    let stale = mutate(
+        &app,
+        &accountant,
+        "setInvoiceTax",
+        json!({ "invoiceId": ids[2], "basisPoints": 800, "expectedVersion": 0 }),
+    )
+    .await;
+    assert_eq!(error_code(&stale), Some("CONFLICT"), "{stale}");
+    let current = ok(
+        &app,
+        &accountant,
+        "setInvoiceTax",
+        json!({ "invoiceId": ids[2], "basisPoints": 800, "expectedVersion": 1 }),
+    )
+    .await;
+    assert_eq!(current["version"], 2);
+
+    // A retried line with the same key is added once; other input under it is refused.
+    let keyed = json!({ "invoiceId": ids[2], "code": "C", "description": "Consultation",
+                        "quantity": 2, "unitPriceMinor": 1500, "idempotencyKey": "line-1" });
+    let first = ok(&app, &accountant, "addInvoiceLine", keyed.clone()).await;
+    let retry = ok(&app, &accountant, "addInvoiceLine", keyed.clone()).await;
+    assert_eq!(first, retry);
+    assert_eq!(retry["lines"].as_array().expect("lines").len(), 1);
+    let mut changed = keyed.clone();
+    changed["quantity"] = json!(3);
+    let reused = mutate(&app, &accountant, "addInvoiceLine", changed).await;
+    assert_eq!(error_code(&reused), Some("VALIDATION"), "{reused}");
+    let keyed_draft =
+        json!({ "patientId": patient, "currency": "KES", "idempotencyKey": "draft-1" });
+    let a = ok(&app, &accountant, "createInvoice", keyed_draft.clone()).await;
+    let b = ok(&app, &accountant, "createInvoice", keyed_draft).await;
+    assert_eq!(a["id"], b["id"]);
+    assert_eq!(a["number"], "INV-000004");
+
+    // Paging through the four invoices two at a time.
+    let page = app
+        .graphql(list, json!({ "first": 2 }), Some(&accountant))
+        .await;
+    let edges = page["data"]["invoices"]["edges"].as_array().expect("edges");
+    assert_eq!(edges.len(), 2, "{page}");
+    assert_eq!(page["data"]["invoices"]["pageInfo"]["hasNextPage"], true);
+    let next = app
+        .graphql(
+            list,
+            json!({ "first": 2, "after": page["data"]["invoices"]["pageInfo"]["endCursor"] }),
+            Some(&accountant),
+        )
+        .await;
+    let more = next["data"]["invoices"]["edges"].as_array().expect("edges");
+    assert_eq!(more.len(), 2, "{next}");
+    assert_eq!(next["data"]["invoices"]["pageInfo"]["hasNextPage"], false);
+    let numbers: Vec<&str> = edges
+        .iter()
+        .chain(more)
+        .map(|e| e["node"]["number"].as_str().expect("number"))
+        .collect();
+    assert_eq!(
+        numbers,
+        ["INV-000001", "INV-000002", "INV-000003", "INV-000004"]
+    );
+    let too_big = app
+        .graphql(list, json!({ "first": 101 }), Some(&accountant))
+        .await;
+    assert_eq!(error_code(&too_big), Some("VALIDATION"), "{too_big}");
+    let bad_cursor = app
+        .graphql(list, json!({ "after": "garbage" }), Some(&accountant))
+        .await;
+    assert_eq!(error_code(&bad_cursor), Some("VALIDATION"), "{bad_cursor}");
+}

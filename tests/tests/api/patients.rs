@@ -1,0 +1,804 @@
+//! Patients through the API: registration with MRNs, search, updates, allergies and
+//! alerts, death, deactivation, merging, the access log, and each refusal.
+
+use hms_api::commands;
+use hms_domain::common::{BoundedText, Email, Username};
+use hms_domain::user::{user_id_for, User, UserCommand};
+use hms_domain::{Actor, EventMetadata, Role};
+use hms_tests::{error_code, spawn_app, TestApp, ADMIN_PASSWORD};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+pub const PATIENT_FIELDS: &str = "id mrn givenName middleName familyName fullName dateOfBirth sex \
+    phone email address { line1 city country } emergencyContact { name relationship phone } \
+    bloodType allergies { substance reaction severity } alerts { id text } status mergedInto \
+    diedAt registeredAt updatedAt version";
+
+/// Signed-in staff of one hospital, by role.
+pub struct Staff {
+    pub admin: String,
+    pub receptionist: String,
+    pub nurse: String,
+    pub doctor: String,
+    pub doctor_id: Uuid,
+    pub other_doctor: String,
+    pub other_doctor_id: Uuid,
+    pub accountant: String,
+}
+
+/// Creates a user of `role` in hospital `code` (the way `createUser` does, through the
+/// command path) and returns their id.
+pub async fn create_user(app: &TestApp, code: &str, username: &str, role: Role) -> Uuid {
+    let lease = app.state.registry.get(code).await.expect("tenant");
+    let metadata = EventMetadata {
+        actor: Actor::system(),
+        tenant: code.into(),
+        request_id: "test".into(),
+        client_addr: None,
+        at: chrono::Utc::now(),
+    };
+    let name = Username::parse(username).expect("valid username");
+    let id = user_id_for(&name);
+    let hash = hms_api::auth::password::hash(ADMIN_PASSWORD.to_owned())
+        .await
+        .expect("hash");
+    let command = UserCommand::CreateUser {
+        username: name,
+        email: Email::parse(&format!("{username}@hospital.example")).expect("valid"),
+        full_name: BoundedText::parse("full_name", &format!("Dr {username}"), 200).expect("valid"),
+        role,
+        department_id: None,
+        password_hash: hash,
+        now: chrono::Utc::now(),
+    };
+    commands::execute::<User>(
+        &lease.pool,
+        &app.state.runner,
+        &id.to_string(),
+        command,
+        (),
+        &metadata,
+    )
+    .await
+    .expect("user created");
+    id
+}
+
+/// A hospital with an admin, a receptionist, a nurse, two doctors and an accountant,
+/// all signed in.
+pub async fn hospital_with_staff(app: &TestApp, code: &str) -> Staff {
+    let admin = app.setup_hospital(code).await;
+    let lower = code.to_ascii_lowercase();
+    let login = |user: String| async move { app.login(Some(code), &user, ADMIN_PASSWORD).await };
+    let reception = format!("{lower}_desk");
+    let nurse = format!("{lower}_nurse");
+    let doctor = format!("{lower}_doc");
+    let other_doctor = format!("{lower}_doc2");
+    let accountant = format!("{lower}_books");
+    create_user(app, code, &reception, Role::Receptionist).await;
+    create_user(app, code, &nurse, Role::Nurse).await;
+    let doctor_id = create_user(app, code, &doctor, Role::Doctor).await;
+    let other_doctor_id = create_user(app, code, &other_doctor, Role::Doctor).await;
+    create_user(app, code, &accountant, Role::Accountant).await;
+    Staff {
+        admin: login(admin).await,
+        receptionist: login(reception).await,
+        nurse: login(nurse).await,
+        doctor: login(doctor).await,
+        doctor_id,
+        other_doctor: login(other_doctor).await,
+        other_doctor_id,
+        accountant: login(accountant).await,
+    }
+}
+
+/// `registerPatient` with the given input; returns the whole response.
+pub async fn register(app: &TestApp, token: &str, input: Value) -> Value {
+    app.graphql(
+        &format!(
+            "mutation($input: RegisterPatientInput!) {{ registerPatient(input: $input) {{ {PATIENT_FIELDS} }} }}"
+        ),
+        json!({ "input": input }),
+        Some(token),
+    )
+    .await
+}
+
+/// Registers a minimal patient and returns its id.
+pub async fn register_simple(app: &TestApp, token: &str, given: &str, family: &str) -> String {
+    let response = register(
+        app,
+        token,
+        json!({ "givenName": given, "familyName": family, "dateOfBirth": "1985-06-15", "sex": "MALE" }),
+    )
+    .await;
+    response["data"]["registerPatient"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("registered: {response}"))
+        .to_owned()
+}
+
+fn field(response: &Value) -> Option<&str> {
+    response["errors"][0]["extensions"]["field"].as_str()
+}
+
+async fn mutate(app: &TestApp, token: &str, name: &str, input_type: &str, input: Value) -> Value {
+    app.graphql(
+        &format!(
+            "mutation($input: {input_type}!) {{ {name}(input: $input) {{ {PATIENT_FIELDS} }} }}"
+        ),
+        json!({ "input": input }),
+        Some(token),
+    )
+    .await
+}
+
+async fn search(app: &TestApp, token: &str, search: &str) -> Vec<String> {
+    let response = app
+        .graphql(
+            "query($s: String) { patients(search: $s, first: 50) { edges { node { familyName } } } }",
+            json!({ "s": search }),
+            Some(token),
+        )
+        .await;
+    response["data"]["patients"]["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("search {search:?}: {response}"))
+        .iter()
+        .map(|e| {
+            e["node"]["familyName"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn patients_are_registered_with_mrns_found_by_search_and_their_views_are_logged() {
+    let app = spawn_app().await;
+    let staff = hospital_with_staff(&app, "DMC001").await;
+    let desk = staff.receptionist.as_str();
+
+    let response = register(
+        &app,
+        desk,
+        json!({
+            "givenName": "Wanjiku",
+            "familyName": "Núñez",
+            "dateOfBirth": "1990-04-01",
+            "sex": "FEMALE",
+            "phone": "+254 712 345 678",
+            "email": "wanjiku@example.com",
+            "address": { "line1": "1 Moi Avenue", "city": "Nairobi", "country": "KE" },
+            "emergencyContact": { "name": "Njeri", "relationship": "Sister", "phone": "+254712000000" },
+            "bloodType": "O_POSITIVE",
+            "allergies": [{ "substance": "Penicillin", "reaction": "Hives", "severity": "SEVERE" }]
+        }),
+    )
+    .await;
+    let patient = &response["data"]["registerPatient"];
+    assert_eq!(patient["mrn"], "DMC001-000001", "{response}");
+    assert_eq!(patient["fullName"], "Wanjiku Núñez");
+    assert_eq!(patient["phone"], "+254712345678");
+    assert_eq!(patient["status"], "ACTIVE");
+    assert_eq!(patient["bloodType"], "O_POSITIVE");
+    assert_eq!(patient["allergies"][0]["severity"], "SEVERE");
+    assert_eq!(patient["address"]["country"], "KE");
+    assert_eq!(patient["version"], 1);
+    let id = patient["id"].as_str().expect("id").to_owned();
+
+    let second = register_simple(&app, desk, "Otieno", "Kamau").await;
+    let third = register_simple(&app, desk, "Amina", "Kamara").await;
+    let mrns = app
+        .graphql(
+            "query { patients(first: 10) { edges { node { mrn familyName } } } }",
+            json!({}),
+            Some(desk),
+        )
+        .await;
+    let mrns: Vec<&str> = mrns["data"]["patients"]["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .map(|e| e["node"]["mrn"].as_str().expect("mrn"))
+        .collect();
+    assert_eq!(
+        mrns,
+        ["DMC001-000003", "DMC001-000002", "DMC001-000001"],
+        "name order: Kamara, Kamau, Núñez"
+    );
+
+    // Search by the shape of the string.
+    assert_eq!(search(&app, desk, "nunez").await, ["Núñez"]);
+    assert_eq!(search(&app, desk, "NÚÑ").await, ["Núñez"]);
+    assert_eq!(search(&app, desk, "kama").await, ["Kamara", "Kamau"]);
+    assert_eq!(search(&app, desk, "kam otie").await, ["Kamau"]);
+    assert_eq!(search(&app, desk, "Otieno Kamau").await, ["Kamau"]);
+    assert_eq!(search(&app, desk, "wanj").await, ["Núñez"]);
+    assert_eq!(search(&app, desk, "1990-04-01").await, ["Núñez"]);
+    assert_eq!(search(&app, desk, "0712 345 678").await, ["Núñez"]);
+    assert_eq!(search(&app, desk, "dmc001-000002").await, ["Kamau"]);
+    assert!(search(&app, desk, "zzz").await.is_empty());
+    assert!(
+        search(&app, desk, "%").await.is_empty(),
+        "LIKE wildcards are literal"
+    );
+    let bad = app
+        .graphql(
+            "{ patients(search: \"1990-13-45\") { edges { node { id } } } }",
+            json!({}),
+            Some(desk),
+        )
+        .await;
+    assert_eq!(error_code(&bad), Some("VALIDATION"), "{bad}");
+
+    // Keyset pages: one at a time, in order, and the end is known.
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = app
+            .graphql(
+                "query($after: String) { patients(first: 1, after: $after) { edges { cursor node { familyName } } pageInfo { hasNextPage endCursor } } }",
+                json!({ "after": after }),
+                Some(desk),
+            )
+            .await;
+        let connection = &page["data"]["patients"];
+        seen.push(connection["edges"][0]["node"]["familyName"].clone());
+        if connection["pageInfo"]["hasNextPage"] != true {
+            break;
+        }
+        after = connection["pageInfo"]["endCursor"]
+            .as_str()
+            .map(str::to_owned);
+    }
+    assert_eq!(seen, [json!("Kamara"), json!("Kamau"), json!("Núñez")]);
+    let bad_cursor = app
+        .graphql(
+            "{ patients(after: \"garbage\") { edges { cursor } } }",
+            json!({}),
+            Some(desk),
+        )
+        .await;
+    assert_eq!(error_code(&bad_cursor), Some("VALIDATION"));
+    assert_eq!(field(&bad_cursor), Some("after"));
+
+    // Opening a record is logged before it is shown; listing is not a record view.
+    let mut db = app.connect(&app.database_for("DMC001")).await;
+    let logged: i64 = sqlx::query_scalar("SELECT count(*) FROM patient_access_log")
+        .fetch_one(&mut db)
+        .await
+        .expect("count");
+    assert_eq!(logged, 0);
+    let read = app
+        .graphql(
+            &format!("query($id: UUID!) {{ patient(id: $id) {{ {PATIENT_FIELDS} }} }}"),
+            json!({ "id": id }),
+            Some(&staff.nurse),
+        )
+        .await;
+    assert_eq!(read["data"]["patient"]["familyName"], "Núñez", "{read}");
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT viewer_username, viewer_role, purpose FROM patient_access_log WHERE patient_id = $1::uuid",
+    )
+    .bind(&id)
+    .fetch_all(&mut db)
+    .await
+    .expect("access log");
+    assert_eq!(
+        rows,
+        [(
+            "dmc001_nurse".to_owned(),
+            "NURSE".to_owned(),
+            "patient".to_owned()
+        )]
+    );
+
+    // An unknown id (or one of another hospital) is NOT_FOUND and logs nothing.
+    let missing = app
+        .graphql(
+            "query($id: UUID!) { patient(id: $id) { id } }",
+            json!({ "id": Uuid::new_v4() }),
+            Some(&staff.nurse),
+        )
+        .await;
+    assert_eq!(error_code(&missing), Some("NOT_FOUND"));
+    let logged: i64 = sqlx::query_scalar("SELECT count(*) FROM patient_access_log")
+        .fetch_one(&mut db)
+        .await
+        .expect("count");
+    assert_eq!(logged, 1);
+
+    // Roles: the matrix decides who sees and who registers.
+    let input = json!({ "familyName": "X", "dateOfBirth": "2000-01-01", "sex": "UNKNOWN" });
+    for (who, token) in [("accountant", &staff.accountant), ("doctor", &staff.doctor)] {
+        let refused = register(&app, token, input.clone()).await;
+        assert_eq!(error_code(&refused), Some("FORBIDDEN"), "{who}: {refused}");
+    }
+    let anonymous = app
+        .graphql("{ patients { edges { cursor } } }", json!({}), None)
+        .await;
+    assert_eq!(error_code(&anonymous), Some("UNAUTHENTICATED"));
+    let accountant_reads = search(&app, &staff.accountant, "kamau").await;
+    assert_eq!(accountant_reads, ["Kamau"]);
+
+    // The admin reads the record's history; that read is logged too.
+    let history = app
+        .graphql(
+            "query($id: UUID!) { patient(id: $id) { history { edges { node { eventType actor { username } } } } } }",
+            json!({ "id": second }),
+            Some(&staff.admin),
+        )
+        .await;
+    assert_eq!(
+        history["data"]["patient"]["history"]["edges"][0]["node"],
+        json!({ "eventType": "PatientRegistered", "actor": { "username": "dmc001_desk" } }),
+        "{history}"
+    );
+    let purposes: Vec<String> = sqlx::query_scalar(
+        "SELECT purpose FROM patient_access_log WHERE patient_id = $1::uuid ORDER BY purpose",
+    )
+    .bind(&second)
+    .fetch_all(&mut db)
+    .await
+    .expect("access log");
+    assert_eq!(purposes, ["history", "patient"]);
+    let nurse_history = app
+        .graphql(
+            "query($id: UUID!) { patient(id: $id) { history { edges { cursor } } } }",
+            json!({ "id": third }),
+            Some(&staff.nurse),
+        )
+        .await;
+    assert_eq!(
+        error_code(&nurse_history),
+        Some("FORBIDDEN"),
+        "{nurse_history}"
+    );
+}
+
+#[tokio::test]
+async fn registration_and_updates_refuse_bad_input_field_by_field() {
+    let app = spawn_app().await;
+    let staff = hospital_with_staff(&app, "DMC001").await;
+    let desk = staff.receptionist.as_str();
+    let base = json!({ "familyName": "Kamau", "dateOfBirth": "1990-04-01", "sex": "MALE" });
+    let with = |key: &str, value: Value| {
+        let mut input = base.clone();
+        input[key] = value;
+        input
+    };
+    let future = (chrono::Utc::now().date_naive() + chrono::Duration::days(2)).to_string();
+    let cases = [
+        ("familyName", with("familyName", json!("   "))),
+        ("familyName", with("familyName", json!("x".repeat(101)))),
+        ("givenName", with("givenName", json!("a\u{7}b"))),
+        ("phone", with("phone", json!("call me"))),
+        ("email", with("email", json!("not-an-email"))),
+        ("dateOfBirth", with("dateOfBirth", json!(future))),
+        ("dateOfBirth", with("dateOfBirth", json!("1800-01-01"))),
+        (
+            "address.country",
+            with(
+                "address",
+                json!({ "line1": "1 Road", "city": "Nairobi", "country": "Kenya" }),
+            ),
+        ),
+        (
+            "emergencyContact.phone",
+            with(
+                "emergencyContact",
+                json!({ "name": "A", "relationship": "B", "phone": "12" }),
+            ),
+        ),
+        (
+            "idempotencyKey",
+            with("idempotencyKey", json!("k".repeat(200))),
+        ),
+    ];
+    for (expected, input) in cases {
+        let response = register(&app, desk, input.clone()).await;
+        assert_eq!(
+            error_code(&response),
+            Some("VALIDATION"),
+            "{input}: {response}"
+        );
+        assert_eq!(field(&response), Some(expected), "{input}: {response}");
+    }
+    let duplicate_allergy = register(
+        &app,
+        desk,
+        with(
+            "allergies",
+            json!([
+                { "substance": "Latex", "severity": "MILD" },
+                { "substance": "LATEX", "severity": "SEVERE" }
+            ]),
+        ),
+    )
+    .await;
+    assert_eq!(error_code(&duplicate_allergy), Some("CONFLICT"));
+
+    // Nothing was registered by the refusals.
+    assert!(search(&app, desk, "").await.is_empty());
+    let id = register_simple(&app, desk, "Otieno", "Kamau").await;
+
+    // Updates: only the given fields change; null clears; versions are checked.
+    let updated = mutate(
+        &app,
+        desk,
+        "updatePatient",
+        "UpdatePatientInput",
+        json!({ "id": id, "phone": "0712-000-111", "email": "otieno@example.com", "expectedVersion": 1 }),
+    )
+    .await;
+    let p = &updated["data"]["updatePatient"];
+    assert_eq!(p["phone"], "0712000111", "{updated}");
+    assert_eq!(p["givenName"], "Otieno");
+    assert_eq!(p["dateOfBirth"], "1985-06-15");
+    assert_eq!(p["version"], 2);
+    let cleared = mutate(
+        &app,
+        desk,
+        "updatePatient",
+        "UpdatePatientInput",
+        json!({ "id": id, "email": null, "givenName": "Otieno Juma" }),
+    )
+    .await;
+    let p = &cleared["data"]["updatePatient"];
+    assert_eq!(p["email"], Value::Null, "{cleared}");
+    assert_eq!(p["phone"], "0712000111");
+    assert_eq!(p["fullName"], "Otieno Juma Kamau");
+    assert_eq!(p["version"], 3);
+    let stale = mutate(
+        &app,
+        desk,
+        "updatePatient",
+        "UpdatePatientInput",
+        json!({ "id": id, "sex": "FEMALE", "expectedVersion": 2 }),
+    )
+    .await;
+    assert_eq!(error_code(&stale), Some("CONFLICT"), "{stale}");
+    let bad = mutate(
+        &app,
+        desk,
+        "updatePatient",
+        "UpdatePatientInput",
+        json!({ "id": id, "dateOfBirth": future }),
+    )
+    .await;
+    assert_eq!(field(&bad), Some("dateOfBirth"), "{bad}");
+    let missing = mutate(
+        &app,
+        desk,
+        "updatePatient",
+        "UpdatePatientInput",
+        json!({ "id": Uuid::new_v4(), "sex": "FEMALE" }),
+    )
+    .await;
+    assert_eq!(error_code(&missing), Some("NOT_FOUND"), "{missing}");
+    let forbidden = mutate(
+        &app,
+        &staff.doctor,
+        "updatePatient",
+        "UpdatePatientInput",
+        json!({ "id": id, "sex": "FEMALE" }),
+    )
+    .await;
+    assert_eq!(error_code(&forbidden), Some("FORBIDDEN"));
+
+    // A retried registration with the same key registers once and answers the same.
+    let input = json!({ "familyName": "Retry", "dateOfBirth": "1970-01-01", "sex": "MALE", "idempotencyKey": "reg-1" });
+    let first = register(&app, desk, input.clone()).await;
+    let again = register(&app, desk, input).await;
+    assert_eq!(
+        first["data"]["registerPatient"]["id"],
+        again["data"]["registerPatient"]["id"]
+    );
+    assert_eq!(search(&app, desk, "retry").await.len(), 1);
+    let reused = register(
+        &app,
+        desk,
+        json!({ "familyName": "Other", "dateOfBirth": "1970-01-01", "sex": "MALE", "idempotencyKey": "reg-1" }),
+    )
+    .await;
+    assert_eq!(field(&reused), Some("idempotencyKey"), "{reused}");
+}
+
+#[tokio::test]
+async fn allergies_alerts_death_deactivation_and_merging_follow_the_rules() {
+    let app = spawn_app().await;
+    let staff = hospital_with_staff(&app, "DMC001").await;
+    let desk = staff.receptionist.as_str();
+    let nurse = staff.nurse.as_str();
+    let id = register_simple(&app, desk, "Otieno", "Kamau").await;
+
+    // Allergies: once per substance, removed ignoring case; NURSE yes, RECEPTIONIST no.
+    let allergy = |substance: &str| json!({ "patientId": id, "allergy": { "substance": substance, "severity": "LIFE_THREATENING" } });
+    let recorded = mutate(
+        &app,
+        nurse,
+        "recordAllergy",
+        "RecordAllergyInput",
+        allergy("Peanuts"),
+    )
+    .await;
+    assert_eq!(
+        recorded["data"]["recordAllergy"]["allergies"][0]["severity"], "LIFE_THREATENING",
+        "{recorded}"
+    );
+    let again = mutate(
+        &app,
+        nurse,
+        "recordAllergy",
+        "RecordAllergyInput",
+        allergy("PEANUTS"),
+    )
+    .await;
+    assert_eq!(error_code(&again), Some("CONFLICT"));
+    let desk_try = mutate(
+        &app,
+        desk,
+        "recordAllergy",
+        "RecordAllergyInput",
+        allergy("Dust"),
+    )
+    .await;
+    assert_eq!(error_code(&desk_try), Some("FORBIDDEN"));
+    let removed = mutate(
+        &app,
+        nurse,
+        "removeAllergy",
+        "RemoveAllergyInput",
+        json!({ "patientId": id, "substance": "peanuts" }),
+    )
+    .await;
+    assert_eq!(
+        removed["data"]["removeAllergy"]["allergies"],
+        json!([]),
+        "{removed}"
+    );
+    let not_there = mutate(
+        &app,
+        nurse,
+        "removeAllergy",
+        "RemoveAllergyInput",
+        json!({ "patientId": id, "substance": "peanuts" }),
+    )
+    .await;
+    assert_eq!(field(&not_there), Some("substance"), "{not_there}");
+
+    // Alerts.
+    let added = mutate(
+        &app,
+        nurse,
+        "addPatientAlert",
+        "AddPatientAlertInput",
+        json!({ "patientId": id, "text": "Fall risk" }),
+    )
+    .await;
+    let alert_id = added["data"]["addPatientAlert"]["alerts"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{added}"))
+        .to_owned();
+    let resolved = mutate(
+        &app,
+        nurse,
+        "resolvePatientAlert",
+        "ResolvePatientAlertInput",
+        json!({ "patientId": id, "alertId": alert_id }),
+    )
+    .await;
+    assert_eq!(resolved["data"]["resolvePatientAlert"]["alerts"], json!([]));
+    let unknown_alert = mutate(
+        &app,
+        nurse,
+        "resolvePatientAlert",
+        "ResolvePatientAlertInput",
+        json!({ "patientId": id, "alertId": alert_id }),
+    )
+    .await;
+    assert_eq!(error_code(&unknown_alert), Some("NOT_FOUND"));
+
+    // Death: DOCTOR only, never in the future, recorded once.
+    let now = chrono::Utc::now();
+    let deceased =
+        |at: chrono::DateTime<chrono::Utc>| json!({ "patientId": id, "diedAt": at.to_rfc3339() });
+    let by_nurse = mutate(
+        &app,
+        nurse,
+        "markPatientDeceased",
+        "MarkPatientDeceasedInput",
+        deceased(now),
+    )
+    .await;
+    assert_eq!(error_code(&by_nurse), Some("FORBIDDEN"));
+    let future = mutate(
+        &app,
+        &staff.doctor,
+        "markPatientDeceased",
+        "MarkPatientDeceasedInput",
+        deceased(now + chrono::Duration::days(1)),
+    )
+    .await;
+    assert_eq!(field(&future), Some("diedAt"), "{future}");
+    let died_at = now - chrono::Duration::hours(1);
+    let dead = mutate(
+        &app,
+        &staff.doctor,
+        "markPatientDeceased",
+        "MarkPatientDeceasedInput",
+        deceased(died_at),
+    )
+    .await;
+    assert_eq!(
+        dead["data"]["markPatientDeceased"]["status"], "DECEASED",
+        "{dead}"
+    );
+    assert!(dead["data"]["markPatientDeceased"]["diedAt"].is_string());
+    let twice = mutate(
+        &app,
+        &staff.doctor,
+        "markPatientDeceased",
+        "MarkPatientDeceasedInput",
+        deceased(died_at),
+    )
+    .await;
+    assert_eq!(error_code(&twice), Some("CONFLICT"));
+
+    // Deactivation: HOSPITAL_ADMIN; only an active patient; reactivation.
+    let other = register_simple(&app, desk, "Amina", "Odhiambo").await;
+    let deactivate = json!({ "patientId": other, "reason": "Moved away" });
+    let by_desk = mutate(
+        &app,
+        desk,
+        "deactivatePatient",
+        "DeactivatePatientInput",
+        deactivate.clone(),
+    )
+    .await;
+    assert_eq!(error_code(&by_desk), Some("FORBIDDEN"));
+    let off = mutate(
+        &app,
+        &staff.admin,
+        "deactivatePatient",
+        "DeactivatePatientInput",
+        deactivate.clone(),
+    )
+    .await;
+    assert_eq!(
+        off["data"]["deactivatePatient"]["status"], "INACTIVE",
+        "{off}"
+    );
+    let off_again = mutate(
+        &app,
+        &staff.admin,
+        "deactivatePatient",
+        "DeactivatePatientInput",
+        deactivate,
+    )
+    .await;
+    assert_eq!(error_code(&off_again), Some("CONFLICT"));
+    let on = mutate(
+        &app,
+        &staff.admin,
+        "reactivatePatient",
+        "ReactivatePatientInput",
+        json!({ "patientId": other }),
+    )
+    .await;
+    assert_eq!(on["data"]["reactivatePatient"]["status"], "ACTIVE", "{on}");
+
+    // Merging: the duplicate points to the survivor and becomes read-only.
+    let survivor = register_simple(&app, desk, "Juma", "Mwangi").await;
+    let duplicate = register_simple(&app, desk, "Juma", "Mwangi").await;
+    let merge = |dup: &str, surv: &str| json!({ "duplicateId": dup, "survivorId": surv });
+    let by_desk = mutate(
+        &app,
+        desk,
+        "mergePatients",
+        "MergePatientsInput",
+        merge(&duplicate, &survivor),
+    )
+    .await;
+    assert_eq!(error_code(&by_desk), Some("FORBIDDEN"));
+    let into_self = mutate(
+        &app,
+        &staff.admin,
+        "mergePatients",
+        "MergePatientsInput",
+        merge(&survivor, &survivor),
+    )
+    .await;
+    assert_eq!(field(&into_self), Some("survivorId"), "{into_self}");
+    let into_dead = mutate(
+        &app,
+        &staff.admin,
+        "mergePatients",
+        "MergePatientsInput",
+        merge(&duplicate, &id),
+    )
+    .await;
+    assert_eq!(
+        error_code(&into_dead),
+        Some("CONFLICT"),
+        "the survivor must be active"
+    );
+    let unknown = mutate(
+        &app,
+        &staff.admin,
+        "mergePatients",
+        "MergePatientsInput",
+        merge(&Uuid::new_v4().to_string(), &survivor),
+    )
+    .await;
+    assert_eq!(error_code(&unknown), Some("NOT_FOUND"));
+    let merged = mutate(
+        &app,
+        &staff.admin,
+        "mergePatients",
+        "MergePatientsInput",
+        merge(&duplicate, &survivor),
+    )
+    .await;
+    assert_eq!(
+        merged["data"]["mergePatients"]["id"],
+        survivor.as_str(),
+        "{merged}"
+    );
+    assert_eq!(merged["data"]["mergePatients"]["status"], "ACTIVE");
+    let old = app
+        .graphql(
+            "query($id: UUID!) { patient(id: $id) { status mergedInto mrn } }",
+            json!({ "id": duplicate }),
+            Some(desk),
+        )
+        .await;
+    assert_eq!(old["data"]["patient"]["status"], "MERGED");
+    assert_eq!(old["data"]["patient"]["mergedInto"], survivor.as_str());
+    let update_old = mutate(
+        &app,
+        desk,
+        "updatePatient",
+        "UpdatePatientInput",
+        json!({ "id": duplicate, "sex": "FEMALE" }),
+    )
+    .await;
+    assert_eq!(error_code(&update_old), Some("CONFLICT"), "{update_old}");
+    assert!(
+        update_old["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&survivor)),
+        "the refusal names the survivor: {update_old}"
+    );
+    let twice = mutate(
+        &app,
+        &staff.admin,
+        "mergePatients",
+        "MergePatientsInput",
+        merge(&duplicate, &survivor),
+    )
+    .await;
+    assert_eq!(error_code(&twice), Some("CONFLICT"));
+    // A name search shows the survivor only; the old MRN still finds the duplicate.
+    assert_eq!(search(&app, desk, "mwangi").await, ["Mwangi"]);
+    let old_mrn = old["data"]["patient"]["mrn"].as_str().expect("mrn");
+    assert_eq!(search(&app, desk, old_mrn).await, ["Mwangi"]);
+
+    let mut db = app.connect(&app.database_for("DMC001")).await;
+    let events: Vec<(String, String)> = sqlx::query_as(
+        "SELECT aggregate_id, event_type FROM events WHERE event_type IN ('PatientMergedInto', 'DuplicateAbsorbed') \
+          ORDER BY position",
+    )
+    .fetch_all(&mut db)
+    .await
+    .expect("events");
+    assert_eq!(
+        events,
+        [
+            (duplicate.clone(), "PatientMergedInto".to_owned()),
+            (survivor.clone(), "DuplicateAbsorbed".to_owned())
+        ]
+    );
+}

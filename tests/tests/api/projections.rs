@@ -1,0 +1,762 @@
+//! The read side under load, concurrency and failure: a rebuilt read model equals the
+//! live one row for row; no event is skipped or applied twice.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Datelike, Duration, FixedOffset, NaiveDate, Utc};
+use cqrs_es::Aggregate;
+use futures::future::join_all;
+use hms_api::commands::{self, CommandError};
+use hms_domain::appointment::{Appointment, AppointmentCommand, BookingPolicy, DoctorFacts};
+use hms_domain::billing::{Invoice, InvoiceCommand, InvoiceNumber, Money, PaymentMethod};
+use hms_domain::common::{BoundedText, Currency, HospitalCode, Phone};
+use hms_domain::hospital::{Hospital, HospitalCommand, HospitalSettings, InvoicePrefix};
+use hms_domain::patient::{
+    Allergy, AllergySeverity, Demographics, Mrn, Patient, PatientCommand, Sex,
+};
+use hms_domain::permissions::Operation;
+use hms_domain::record_access::{RecordAccess, RecordAccessCommand};
+use hms_domain::{Actor, EventMetadata, Role};
+use hms_projections::projectors::{self, InvoiceProjector};
+use hms_projections::{ProjectionError, ProjectionRunner, Projector, StoredEvent};
+use hms_tests::{spawn_app, TestApp};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+fn actor_for(op: Operation) -> Actor {
+    let role = op
+        .allowed_roles()
+        .first()
+        .copied()
+        .unwrap_or(Role::HospitalAdmin);
+    Actor {
+        user_id: Uuid::from_u128(role as u128 + 1),
+        username: format!("{}_actor", role.as_str().to_lowercase()),
+        role,
+    }
+}
+
+fn metadata(code: &str, actor: &Actor) -> EventMetadata {
+    EventMetadata {
+        actor: actor.clone(),
+        tenant: code.to_owned(),
+        request_id: Uuid::new_v4().to_string(),
+        client_addr: Some("127.0.0.1".into()),
+        at: Utc::now(),
+    }
+}
+
+fn text(s: &str) -> BoundedText {
+    BoundedText::parse("text", s, 200).expect("valid text")
+}
+
+fn demographics(i: usize, rng: &mut StdRng) -> Demographics {
+    const FAMILY: [&str; 6] = ["Kamau", "Otieno", "Ñúñez", "Smith", "Wanjiru", "Müller"];
+    const GIVEN: [&str; 5] = ["Amina", "José", "Wanjiku", "Peter", "Zoë"];
+    Demographics {
+        given_name: Some(text(GIVEN[rng.gen_range(0..GIVEN.len())])),
+        middle_name: None,
+        family_name: text(FAMILY[i % FAMILY.len()]),
+        date_of_birth: NaiveDate::from_ymd_opt(
+            1950 + rng.gen_range(0..60),
+            1 + rng.gen_range(0..12),
+            1 + rng.gen_range(0..28),
+        )
+        .expect("valid date"),
+        sex: if rng.gen_bool(0.5) {
+            Sex::Female
+        } else {
+            Sex::Male
+        },
+        phone: Some(
+            Phone::parse(
+                "phone",
+                &format!("+2547{:08}", rng.gen_range(0..100_000_000)),
+            )
+            .expect("valid phone"),
+        ),
+        email: None,
+        address: None,
+        emergency_contact: None,
+        blood_type: None,
+    }
+}
+
+/// Appends `command` (no read-your-writes wait; the tests drive the runner themselves).
+async fn append<A>(
+    pool: &PgPool,
+    code: &str,
+    id: &str,
+    actor: &Actor,
+    command: A::Command,
+) -> Result<(), CommandError<A::Error>>
+where
+    A: Aggregate<Services = ()> + 'static,
+{
+    commands::append::<A>(pool, id, command, (), &metadata(code, actor)).await
+}
+
+/// A deterministic random workload over every aggregate; returns how many commands
+/// were accepted.
+async fn random_workload(pool: &PgPool, code: &str, target: usize, seed: u64) -> usize {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let hospital = HospitalCode::parse(code).expect("code");
+    let currency = Currency::parse("KES").expect("currency");
+    let now = Utc::now();
+    let mut accepted = 0usize;
+    let mut patients: Vec<Uuid> = Vec::new();
+    // Invoice id, payments so far (id, amount), and whether it has been issued.
+    let mut invoices: Vec<(Uuid, Vec<(Uuid, i64)>, bool)> = Vec::new();
+    let mut appointments: Vec<(Uuid, u8)> = Vec::new();
+    let doctor = Uuid::new_v4();
+    let mut invoice_seq = seed * 100_000;
+    // The next Monday, two weeks out: inside the standard working week.
+    let mut monday = (now + Duration::days(14)).date_naive();
+    while monday.weekday().num_days_from_monday() != 0 {
+        monday = monday.succ_opt().expect("date");
+    }
+    let mut slot = 0u32;
+    let policy = BookingPolicy::from(&HospitalSettings::default());
+
+    while accepted < target {
+        let roll = rng.gen_range(0..100);
+        let ok = if patients.len() < 20 || roll < 15 {
+            let id = Uuid::new_v4();
+            let actor = actor_for(Operation::RegisterPatient);
+            let command = PatientCommand::RegisterPatient {
+                actor: actor.clone(),
+                patient_id: id,
+                mrn: Mrn::new(&hospital, seed * 100_000 + patients.len() as u64 + 1).expect("mrn"),
+                hospital: hospital.clone(),
+                demographics: demographics(patients.len(), &mut rng),
+                allergies: vec![],
+                now,
+            };
+            let ok = append::<Patient>(pool, code, &id.to_string(), &actor, command)
+                .await
+                .is_ok();
+            if ok {
+                patients.push(id);
+            }
+            ok
+        } else if roll < 25 {
+            let id = patients[rng.gen_range(0..patients.len())];
+            let (op, command) = if rng.gen_bool(0.5) {
+                let actor = actor_for(Operation::UpdatePatient);
+                let d = demographics(rng.gen_range(0..1000), &mut rng);
+                (
+                    actor.clone(),
+                    PatientCommand::UpdateDemographics {
+                        actor,
+                        demographics: d,
+                        now,
+                    },
+                )
+            } else {
+                let actor = actor_for(Operation::ManageAllergiesAndAlerts);
+                let allergy = Allergy {
+                    substance: text(["Penicillin", "Latex", "Peanuts"][rng.gen_range(0..3)]),
+                    reaction: None,
+                    severity: AllergySeverity::Moderate,
+                };
+                (
+                    actor.clone(),
+                    PatientCommand::RecordAllergy {
+                        actor,
+                        allergy,
+                        now,
+                    },
+                )
+            };
+            append::<Patient>(pool, code, &id.to_string(), &op, command)
+                .await
+                .is_ok()
+        } else if roll < 35 {
+            let id = Uuid::new_v4();
+            invoice_seq += 1;
+            let actor = actor_for(Operation::DraftInvoice);
+            let command = InvoiceCommand::DraftInvoice {
+                actor: actor.clone(),
+                invoice_id: id,
+                number: InvoiceNumber::new(&InvoicePrefix::default(), invoice_seq).expect("number"),
+                patient_id: patients[rng.gen_range(0..patients.len())],
+                appointment_id: None,
+                currency,
+                now,
+            };
+            let ok = append::<Invoice>(pool, code, &id.to_string(), &actor, command)
+                .await
+                .is_ok();
+            if ok {
+                invoices.push((id, vec![], false));
+            }
+            ok
+        } else if roll < 65 && !invoices.is_empty() {
+            let i = rng.gen_range(0..invoices.len());
+            let (id, payments, issued) = invoices[i].clone();
+            let (actor, command) = if !issued && rng.gen_bool(0.7) {
+                let actor = actor_for(Operation::EditInvoice);
+                let command = InvoiceCommand::AddLine {
+                    actor: actor.clone(),
+                    line_id: Uuid::new_v4(),
+                    code: text("CONSULT"),
+                    description: text("Consultation"),
+                    quantity: rng.gen_range(1..4),
+                    unit_price: Money::new(rng.gen_range(100..10_000), currency),
+                    now,
+                };
+                (actor, command)
+            } else if !issued {
+                let actor = actor_for(Operation::IssueInvoice);
+                (
+                    actor.clone(),
+                    InvoiceCommand::Issue {
+                        actor,
+                        due_date: None,
+                        now,
+                    },
+                )
+            } else if payments.is_empty() || rng.gen_bool(0.7) {
+                let actor = actor_for(Operation::RecordPayment);
+                let amount = rng.gen_range(50..5_000);
+                let command = InvoiceCommand::RecordPayment {
+                    actor: actor.clone(),
+                    payment_id: Uuid::new_v4(),
+                    amount: Money::new(amount, currency),
+                    method: PaymentMethod::Cash,
+                    reference: None,
+                    now,
+                };
+                (actor, command)
+            } else {
+                let actor = actor_for(Operation::RefundPayment);
+                let (payment_id, paid) = payments[rng.gen_range(0..payments.len())];
+                let command = InvoiceCommand::RefundPayment {
+                    actor: actor.clone(),
+                    refund_id: Uuid::new_v4(),
+                    payment_id,
+                    amount: Money::new(rng.gen_range(1..=paid.max(1)), currency),
+                    reason: text("Overcharged"),
+                    now,
+                };
+                (actor, command)
+            };
+            let payment = match &command {
+                InvoiceCommand::RecordPayment {
+                    payment_id, amount, ..
+                } => Some((*payment_id, amount.minor())),
+                _ => None,
+            };
+            let is_issue = matches!(command, InvoiceCommand::Issue { .. });
+            let ok = append::<Invoice>(pool, code, &id.to_string(), &actor, command)
+                .await
+                .is_ok();
+            if ok {
+                if let Some(p) = payment {
+                    invoices[i].1.push(p);
+                }
+                invoices[i].2 |= is_issue;
+            }
+            ok
+        } else if roll < 80 {
+            // Appointments move through their status machine.
+            if appointments.is_empty() || rng.gen_bool(0.4) {
+                let id = Uuid::new_v4();
+                let actor = actor_for(Operation::ScheduleAppointment);
+                let day = monday + Duration::days(i64::from(slot / 36 % 5));
+                let minute = 8 * 60 + (slot % 36) * 15;
+                slot += 1;
+                let start = FixedOffset::east_opt(0)
+                    .expect("offset")
+                    .from_local_datetime(
+                        &day.and_hms_opt(minute / 60, minute % 60, 0).expect("time"),
+                    )
+                    .single()
+                    .expect("start");
+                let command = AppointmentCommand::Schedule {
+                    actor: actor.clone(),
+                    appointment_id: id,
+                    patient_id: patients[rng.gen_range(0..patients.len())],
+                    doctor_id: doctor,
+                    department_id: None,
+                    start,
+                    minutes: 15,
+                    reason: text("Check-up"),
+                    policy: policy.clone(),
+                    doctor: DoctorFacts {
+                        active: true,
+                        role: Role::Doctor,
+                    },
+                    patient_active: true,
+                    now,
+                };
+                let ok = append::<Appointment>(pool, code, &id.to_string(), &actor, command)
+                    .await
+                    .is_ok();
+                if ok {
+                    appointments.push((id, 0));
+                }
+                ok
+            } else {
+                let i = rng.gen_range(0..appointments.len());
+                let (id, stage) = appointments[i];
+                let (op, command): (Operation, fn(Actor, DateTime<Utc>) -> AppointmentCommand) =
+                    match stage {
+                        0 => (Operation::CheckInAppointment, |actor, now| {
+                            AppointmentCommand::CheckIn { actor, now }
+                        }),
+                        1 => (Operation::StartAppointment, |actor, now| {
+                            AppointmentCommand::Start { actor, now }
+                        }),
+                        _ => (Operation::CompleteAppointment, |actor, now| {
+                            AppointmentCommand::Complete {
+                                actor,
+                                notes: Some(
+                                    BoundedText::parse("notes", "Fine", 2000).expect("notes"),
+                                ),
+                                now,
+                            }
+                        }),
+                    };
+                let actor = actor_for(op);
+                let ok = append::<Appointment>(
+                    pool,
+                    code,
+                    &id.to_string(),
+                    &actor,
+                    command(actor.clone(), now),
+                )
+                .await
+                .is_ok();
+                if ok {
+                    appointments[i].1 += 1;
+                    if appointments[i].1 > 2 {
+                        appointments.swap_remove(i);
+                    }
+                }
+                ok
+            }
+        } else if roll < 82 {
+            let actor = actor_for(Operation::ManageDepartments);
+            let command = HospitalCommand::AddDepartment {
+                actor: actor.clone(),
+                department_id: Uuid::new_v4(),
+                name: text(&format!("Ward {accepted}")),
+                now,
+            };
+            append::<Hospital>(pool, code, code, &actor, command)
+                .await
+                .is_ok()
+        } else {
+            let actor = actor_for(Operation::ViewPatient);
+            let command = RecordAccessCommand::RecordPatientView {
+                actor: actor.clone(),
+                patient_id: patients[rng.gen_range(0..patients.len())],
+                purpose: "patient".into(),
+                now,
+            };
+            append::<RecordAccess>(pool, code, &Uuid::new_v4().to_string(), &actor, command)
+                .await
+                .is_ok()
+        };
+        if ok {
+            accepted += 1;
+        }
+    }
+    accepted
+}
+
+use chrono::TimeZone;
+
+/// A checksum of every row of a table, independent of physical order.
+async fn table_checksum(conn: &mut PgConnection, table: &str) -> (i64, String) {
+    sqlx::query_as(&format!(
+        "SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t"
+    ))
+    .fetch_one(conn)
+    .await
+    .expect("checksum")
+}
+
+async fn checksums(pool: &PgPool, runner: &ProjectionRunner) -> Vec<(String, i64, String)> {
+    let mut conn = pool.acquire().await.expect("connection");
+    let mut all = Vec::new();
+    for projector in runner.rebuildable() {
+        for table in projector.tables() {
+            let (rows, sum) = table_checksum(&mut conn, table).await;
+            all.push(((*table).to_owned(), rows, sum));
+        }
+    }
+    all
+}
+
+async fn drain(pool: &PgPool, runner: &ProjectionRunner) {
+    for _ in 0..50 {
+        runner.catch_up(pool).await.expect("catch up");
+        let behind: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM events e WHERE NOT EXISTS (SELECT 1 FROM audit_index a WHERE a.position = e.position)",
+        )
+        .fetch_one(pool)
+        .await
+        .expect("lag");
+        if behind == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the read models did not catch up");
+}
+
+async fn tenant_pool(app: &TestApp, code: &str) -> PgPool {
+    app.setup_hospital(code).await;
+    app.state
+        .registry
+        .get(code)
+        .await
+        .expect("tenant")
+        .pool
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_read_model_rebuilt_from_the_log_equals_the_live_one() {
+    let app = spawn_app().await;
+    let pool = tenant_pool(&app, "RBD001").await;
+    let runner = &app.state.runner;
+    // Four writers at once, with the runner catching up while they write.
+    let writers = (0..4u64).map(|seed| random_workload(&pool, "RBD001", 1_300, seed));
+    let catching_up = async {
+        for _ in 0..20 {
+            let _ = runner.catch_up(&pool).await;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    let (accepted, ()) = tokio::join!(join_all(writers), catching_up);
+    assert!(accepted.iter().sum::<usize>() >= 5_000, "{accepted:?}");
+    drain(&pool, runner).await;
+    let live = checksums(&pool, runner).await;
+    assert!(
+        live.iter()
+            .any(|(t, rows, _)| t == "appointments" && *rows > 100),
+        "{live:?}"
+    );
+    assert!(
+        live.iter()
+            .any(|(t, rows, _)| t == "invoice_payments" && *rows > 100),
+        "{live:?}"
+    );
+
+    for projector in runner.rebuildable() {
+        hms_projections::rebuild::rebuild(&pool, projector, true, &mut |_| {})
+            .await
+            .expect("rebuild");
+    }
+    let rebuilt = checksums(&pool, runner).await;
+    assert_eq!(live, rebuilt, "a rebuild from the log gives the same rows");
+
+    // The index names survive the swap (later migrations may name them).
+    let names: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_indexes WHERE indexname IN ('patients_mrn', 'staff_username')",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("indexes");
+    assert_eq!(names, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_of_a_transaction_held_open_is_neither_skipped_nor_applied_twice() {
+    let app = spawn_app().await;
+    let pool = tenant_pool(&app, "HLD001").await;
+    let runner = &app.state.runner;
+    runner.catch_up(&pool).await.expect("initial catch-up");
+
+    // A writer that takes its position first but commits last.
+    let mut held = pool.begin().await.expect("begin");
+    let viewer = actor_for(Operation::ViewPatient);
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ('record_access', $1, 1, 'PatientRecordViewed', '1.0', $2, $3)",
+    )
+    .bind(Uuid::new_v4().to_string())
+    .bind(serde_json::json!({ "PatientRecordViewed": {
+        "patient_id": Uuid::new_v4(), "viewer_id": viewer.user_id, "viewer_username": viewer.username,
+        "viewer_role": "DOCTOR", "purpose": "patient", "at": Utc::now() } }))
+    .bind(serde_json::to_value(metadata("HLD001", &viewer).to_map()).expect("metadata"))
+    .execute(&mut *held)
+    .await
+    .expect("held insert");
+
+    // Eight writers commit behind it while the runner keeps running.
+    let writers = (0..8).map(|_| {
+        let pool = pool.clone();
+        let viewer = viewer.clone();
+        async move {
+            for _ in 0..10 {
+                let command = RecordAccessCommand::RecordPatientView {
+                    actor: viewer.clone(),
+                    patient_id: Uuid::new_v4(),
+                    purpose: "patient".into(),
+                    now: Utc::now(),
+                };
+                append::<RecordAccess>(
+                    &pool,
+                    "HLD001",
+                    &Uuid::new_v4().to_string(),
+                    &viewer,
+                    command,
+                )
+                .await
+                .expect("append");
+            }
+        }
+    });
+    let runner_loop = async {
+        for _ in 0..10 {
+            runner.catch_up(&pool).await.expect("catch up while held");
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        }
+    };
+    tokio::join!(join_all(writers), runner_loop);
+    let applied_while_held: i64 = sqlx::query_scalar("SELECT count(*) FROM patient_access_log")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(
+        applied_while_held, 0,
+        "nothing passes a transaction still in flight"
+    );
+
+    held.commit().await.expect("commit");
+    drain(&pool, runner).await;
+    let (events, indexed, distinct, views): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM audit_index), \
+                (SELECT count(DISTINCT position) FROM audit_index), (SELECT count(*) FROM patient_access_log)",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("counts");
+    assert_eq!(
+        (indexed, distinct),
+        (events, events),
+        "every event indexed exactly once"
+    );
+    assert_eq!(views, 81, "the held event and the 80 behind it");
+}
+
+/// The invoice projector, failing on one event after having applied the ones before it
+/// in the same batch: a crash mid-batch.
+struct FailingAt {
+    inner: InvoiceProjector,
+    position: i64,
+}
+
+#[async_trait]
+impl Projector for FailingAt {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        self.inner.tables()
+    }
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        event: &StoredEvent,
+    ) -> hms_projections::Result<()> {
+        if event.position == self.position {
+            return Err(ProjectionError::Busy("simulated crash".into()));
+        }
+        self.inner.apply(tx, event).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_that_fails_mid_batch_resumes_without_doubling_anything() {
+    let app = spawn_app().await;
+    let pool = tenant_pool(&app, "CRS001").await;
+    app.state
+        .runner
+        .catch_up(&pool)
+        .await
+        .expect("initial catch-up");
+    random_workload(&pool, "CRS001", 400, 7).await;
+    let crash_at: i64 = sqlx::query_scalar(
+        "SELECT position FROM events WHERE event_type = 'PaymentRecorded' ORDER BY transaction_id, position OFFSET 5 LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("a payment to crash on");
+
+    let crashing = ProjectionRunner::new(vec![Box::new(FailingAt {
+        inner: InvoiceProjector,
+        position: crash_at,
+    })]);
+    let failed = crashing.catch_up(&pool).await;
+    assert!(failed.is_err(), "the simulated crash is reported");
+    let (failing, error): (Option<i64>, Option<String>) =
+        sqlx::query_as("SELECT failing_position, last_error FROM projection_checkpoints WHERE projector = 'invoices'")
+            .fetch_one(&pool)
+            .await
+            .expect("checkpoint");
+    assert_eq!(
+        failing,
+        Some(crash_at),
+        "the failure is visible on the checkpoint"
+    );
+    assert!(error.is_some_and(|e| e.contains("simulated crash")));
+
+    // Restarted with the real projector: it resumes from its checkpoint.
+    let runner = ProjectionRunner::new(projectors::all());
+    drain(&pool, &runner).await;
+    let mut conn = pool.acquire().await.expect("conn");
+    let live = table_checksum(&mut conn, "invoices").await;
+    let live_payments = table_checksum(&mut conn, "invoice_payments").await;
+    drop(conn);
+    hms_projections::rebuild::rebuild(&pool, &InvoiceProjector, true, &mut |_| {})
+        .await
+        .expect("rebuild");
+    let mut conn = pool.acquire().await.expect("conn");
+    assert_eq!(
+        live,
+        table_checksum(&mut conn, "invoices").await,
+        "no total doubled or lost"
+    );
+    assert_eq!(
+        live_payments,
+        table_checksum(&mut conn, "invoice_payments").await
+    );
+    let cleared: Option<i64> = sqlx::query_scalar(
+        "SELECT failing_position FROM projection_checkpoints WHERE projector = 'invoices'",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .expect("checkpoint");
+    assert_eq!(cleared, None, "moving past the event clears the failure");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patients_balance_fed_by_many_invoices_loses_no_update_under_200_concurrent_commands() {
+    let app = spawn_app().await;
+    let pool = tenant_pool(&app, "BAL001").await;
+    let runner = &app.state.runner;
+    let currency = Currency::parse("KES").expect("currency");
+    let hospital = HospitalCode::parse("BAL001").expect("code");
+    let patient = Uuid::new_v4();
+    let clerk = actor_for(Operation::RegisterPatient);
+    let mut rng = StdRng::seed_from_u64(1);
+    commands::execute::<Patient>(
+        &pool,
+        runner,
+        &patient.to_string(),
+        PatientCommand::RegisterPatient {
+            actor: clerk.clone(),
+            patient_id: patient,
+            mrn: Mrn::new(&hospital, 1).expect("mrn"),
+            hospital: hospital.clone(),
+            demographics: demographics(0, &mut rng),
+            allergies: vec![],
+            now: Utc::now(),
+        },
+        (),
+        &metadata("BAL001", &clerk),
+    )
+    .await
+    .expect("patient");
+
+    // Ten issued invoices of 100,000 each.
+    let accountant = actor_for(Operation::RecordPayment);
+    let mut invoices = Vec::new();
+    for n in 1..=10u64 {
+        let id = Uuid::new_v4();
+        let steps = [
+            InvoiceCommand::DraftInvoice {
+                actor: actor_for(Operation::DraftInvoice),
+                invoice_id: id,
+                number: InvoiceNumber::new(&InvoicePrefix::default(), n).expect("number"),
+                patient_id: patient,
+                appointment_id: None,
+                currency,
+                now: Utc::now(),
+            },
+            InvoiceCommand::AddLine {
+                actor: actor_for(Operation::EditInvoice),
+                line_id: Uuid::new_v4(),
+                code: text("SURGERY"),
+                description: text("Surgery"),
+                quantity: 1,
+                unit_price: Money::new(100_000, currency),
+                now: Utc::now(),
+            },
+            InvoiceCommand::Issue {
+                actor: actor_for(Operation::IssueInvoice),
+                due_date: None,
+                now: Utc::now(),
+            },
+        ];
+        for step in steps {
+            append::<Invoice>(&pool, "BAL001", &id.to_string(), &accountant, step)
+                .await
+                .expect("invoice step");
+        }
+        invoices.push(id);
+    }
+
+    // 200 payments of 100 at once, through the real command path (each waits for its
+    // read models), retried on optimistic-concurrency conflicts.
+    let invoices = Arc::new(invoices);
+    let payments = (0..200usize).map(|i| {
+        let pool = pool.clone();
+        let invoices = invoices.clone();
+        let accountant = accountant.clone();
+        async move {
+            let id = invoices[i % invoices.len()].to_string();
+            loop {
+                let command = InvoiceCommand::RecordPayment {
+                    actor: accountant.clone(),
+                    payment_id: Uuid::new_v4(),
+                    amount: Money::new(100, currency),
+                    method: PaymentMethod::Card,
+                    reference: None,
+                    now: Utc::now(),
+                };
+                match commands::execute::<Invoice>(
+                    &pool,
+                    runner,
+                    &id,
+                    command,
+                    (),
+                    &metadata("BAL001", &accountant),
+                )
+                .await
+                {
+                    Ok(()) => return,
+                    Err(CommandError::Conflict) => tokio::task::yield_now().await,
+                    Err(e) => panic!("payment failed: {e}"),
+                }
+            }
+        }
+    });
+    join_all(payments).await;
+    drain(&pool, runner).await;
+
+    let (balance, paid, rows): (i64, i64, i64) = sqlx::query_as(
+        "SELECT sum(i.balance_minor)::bigint, sum(i.paid_minor)::bigint, \
+                (SELECT count(*) FROM invoice_payments p WHERE p.kind = 'PAYMENT') \
+           FROM invoices i WHERE i.patient_id = $1",
+    )
+    .bind(patient)
+    .fetch_one(&pool)
+    .await
+    .expect("balance");
+    assert_eq!(rows, 200, "every payment is in the read model once");
+    assert_eq!(paid, 200 * 100);
+    assert_eq!(
+        balance,
+        10 * 100_000 - 200 * 100,
+        "the patient's balance lost no update"
+    );
+}
