@@ -185,7 +185,9 @@ async fn serve(
         .await
         .with_context(|| format!("Failed to listen on {}", config.listen))?;
     tracing::info!(address = %config.listen, "serving GraphQL on http://{}/graphql", config.listen);
-    let router = crate::http::app(state.clone(), config.graphiql);
+    let options = crate::http::HttpOptions::new(config.graphiql, &config.cors_origins)
+        .map_err(anyhow::Error::msg)?;
+    let router = crate::http::app(state.clone(), options);
     crate::http::run(listener, router, shutdown_signal()).await?;
     sweeper.abort();
     projections.abort();

@@ -135,6 +135,10 @@ pub struct ServeConfig {
     /// Lifetime of an access token, in minutes.
     #[arg(long, env = "HMS_TOKEN_TTL_MINUTES", default_value_t = 60)]
     pub token_ttl_minutes: i64,
+    /// Browser origins allowed to call the API (CORS), comma-separated, e.g.
+    /// `https://app.example.org`. None by default: only same-origin and non-browser clients.
+    #[arg(long, env = "HMS_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
     /// Serve GraphiQL on GET /graphql (always off in production).
     #[arg(long, env = "HMS_GRAPHIQL", default_value_t = true, action = clap::ArgAction::Set)]
     pub graphiql: bool,

@@ -7,11 +7,12 @@ use std::time::Duration;
 use async_graphql::http::GraphiQLSource;
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -33,7 +34,41 @@ struct Http {
     graphiql: bool,
 }
 
-pub fn app(state: AppState, graphiql: bool) -> Router {
+/// Options of the HTTP layer.
+#[derive(Debug, Clone, Default)]
+pub struct HttpOptions {
+    pub graphiql: bool,
+    /// Browser origins allowed by CORS.
+    pub cors_origins: Vec<HeaderValue>,
+}
+
+impl HttpOptions {
+    pub fn new(graphiql: bool, cors_origins: &[String]) -> Result<Self, String> {
+        let cors_origins = cors_origins
+            .iter()
+            .filter(|o| !o.trim().is_empty())
+            .map(|o| {
+                HeaderValue::from_str(o.trim()).map_err(|_| format!("invalid CORS origin {o:?}"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            graphiql,
+            cors_origins,
+        })
+    }
+}
+
+pub fn app(state: AppState, options: HttpOptions) -> Router {
+    let graphiql = options.graphiql;
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::list(options.cors_origins))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("x-request-id"),
+        ])
+        .max_age(Duration::from_secs(600));
     let production = state.production;
     let http = Http {
         schema: build_schema(Some(state.clone()), production),
@@ -45,6 +80,7 @@ pub fn app(state: AppState, graphiql: bool) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(http)
+        .layer(cors)
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -103,13 +139,28 @@ async fn graphql(
         client_addr: Some(peer.ip().to_string()),
         auth,
     };
-    let response = REQUEST_ID
+    let mut response = REQUEST_ID
         .scope(
             request_id.clone(),
             http.schema.execute(request.into_inner().data(context)),
         )
         .instrument(span)
         .await;
+    // Every resolver error carries a code (see graphql::error). An error without one
+    // comes from async-graphql itself: a malformed document, a wrong variable type, a
+    // depth or complexity limit: the client's request is invalid.
+    for error in &mut response.errors {
+        let has_code = error
+            .extensions
+            .as_ref()
+            .is_some_and(|e| e.get("code").is_some());
+        if !has_code {
+            error
+                .extensions
+                .get_or_insert_with(Default::default)
+                .set("code", "VALIDATION");
+        }
+    }
     let mut headers = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         headers.insert(HeaderName::from_static("x-request-id"), v);

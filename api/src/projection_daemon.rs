@@ -108,4 +108,16 @@ pub async fn catch_up(platform: &Platform, code: &str) {
         }
         Err(e) => tracing::warn!(code, error = %e, "could not record the log head; will retry"),
     }
+    // The super administrator's dashboard reads these figures from the platform
+    // database instead of visiting every tenant on each request.
+    if let Err(e) = crate::graphql::platform::refresh_tenant_stats_if_stale(
+        &platform.control,
+        code,
+        &lease.pool,
+        chrono::Duration::minutes(5),
+    )
+    .await
+    {
+        tracing::warn!(code, error = %e, "could not refresh the hospital's statistics");
+    }
 }

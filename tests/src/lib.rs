@@ -101,7 +101,9 @@ pub async fn spawn_app_with(test_config: TestConfig) -> TestApp {
     let platform = Platform::connect(&config).await.expect("platform starts");
     let keys = TokenKeys::new(&[42u8; 32], chrono::Duration::minutes(15));
     let state = AppState::new(platform, keys, test_config.production);
-    let router = hms_api::http::app(state.clone(), true);
+    let options = hms_api::http::HttpOptions::new(true, &["https://front.example".to_owned()])
+        .expect("origins");
+    let router = hms_api::http::app(state.clone(), options);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind port 0");

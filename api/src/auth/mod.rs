@@ -6,6 +6,7 @@
 //! nothing about which part was wrong.
 
 pub mod password;
+pub mod throttle;
 pub mod token;
 
 use chrono::{DateTime, Utc};
@@ -31,6 +32,8 @@ pub struct Principal {
 pub enum AuthError {
     #[error("invalid credentials")]
     InvalidCredentials,
+    #[error("too many failed sign-ins")]
+    Throttled,
     #[error("not authenticated")]
     Unauthenticated,
     #[error("service temporarily unavailable")]
@@ -72,6 +75,7 @@ pub struct Authenticator {
     control: PgPool,
     registry: PoolRegistry,
     keys: TokenKeys,
+    throttle: std::sync::Arc<throttle::LoginThrottle>,
 }
 
 impl Authenticator {
@@ -80,10 +84,33 @@ impl Authenticator {
             control,
             registry,
             keys,
+            throttle: Default::default(),
         }
     }
 
     pub async fn login(
+        &self,
+        hospital_code: Option<&str>,
+        username: &str,
+        password: String,
+        client_addr: Option<&str>,
+    ) -> Result<LoginOutcome, AuthError> {
+        let (account_key, throttle_keys) = throttle::keys(hospital_code, username, client_addr);
+        if !self.throttle.allows(&throttle_keys) {
+            return Err(AuthError::Throttled);
+        }
+        let outcome = self
+            .check_credentials(hospital_code, username, password)
+            .await;
+        match &outcome {
+            Ok(_) => self.throttle.record_success(&account_key),
+            Err(AuthError::InvalidCredentials) => self.throttle.record_failure(&throttle_keys),
+            Err(_) => {}
+        }
+        outcome
+    }
+
+    async fn check_credentials(
         &self,
         hospital_code: Option<&str>,
         username: &str,

@@ -779,11 +779,14 @@ async fn end_and_release(
     options: &MutationOptions,
     input: &impl Serialize,
     id: Uuid,
-    appointment: &AppointmentAggregate,
     command: AppointmentCommand,
     reason: ReleaseReason,
 ) -> Result<Appointment, ApiError> {
+    let action = command
+        .action()
+        .ok_or_else(|| ApiError::internal("end_and_release needs a status change"))?;
     auth.idempotent(options, input, || async {
+        let appointment = load_for(auth, id, action).await?;
         auth.execute::<AppointmentAggregate>(&id.to_string(), command, options.expected_version)
             .await?;
         if let (Some(doctor), Some(patient), Some(day)) = (
@@ -899,11 +902,7 @@ impl AppointmentMutation {
         let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
         let id = input.appointment_id;
         let (current, version) = auth.load::<AppointmentAggregate>(&id.to_string()).await?;
-        // A stale version is refused before any slot is touched.
-        if options.expected_version.is_some_and(|v| v != version) {
-            return Err(command_error::<AppointmentError>(CommandError::Conflict).into());
-        }
-        check_transition(&current, AppointmentAction::Reschedule)?;
+        let stale = options.expected_version.is_some_and(|v| v != version);
         let (Some(doctor), Some(patient), Some(old_start), Some(old_end), Some(old_day)) = (
             current.doctor_id,
             current.patient_id,
@@ -923,6 +922,12 @@ impl AppointmentMutation {
         let same_day = start.date_naive() == old_day;
 
         auth.idempotent(&options, &input, || async {
+            // A stale version is refused before any slot is touched (inside the
+            // idempotent block: a retry of a request that succeeded gets its answer).
+            if stale {
+                return Err(command_error::<AppointmentError>(CommandError::Conflict));
+            }
+            check_transition(&current, AppointmentAction::Reschedule)?;
             let mut saga = Saga::new(&auth, id);
             for (party, owner) in [(Party::Doctor, doctor), (Party::Patient, patient)] {
                 if same_day {
@@ -1034,7 +1039,6 @@ impl AppointmentMutation {
         let reason = BoundedText::parse("reason", &input.reason, MAX_REASON_CHARS)
             .map_err(ApiError::from)?;
         let id = input.appointment_id;
-        let current = load_for(&auth, id, AppointmentAction::Cancel).await?;
         let command = AppointmentCommand::Cancel {
             actor: auth.actor(),
             reason,
@@ -1045,7 +1049,6 @@ impl AppointmentMutation {
             &options,
             &input,
             id,
-            &current,
             command,
             ReleaseReason::Cancelled,
         )
@@ -1064,21 +1067,11 @@ impl AppointmentMutation {
             .await?;
         let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
         let id = input.appointment_id;
-        let current = load_for(&auth, id, AppointmentAction::MarkNoShow).await?;
         let command = AppointmentCommand::MarkNoShow {
             actor: auth.actor(),
             now: auth.now,
         };
-        Ok(end_and_release(
-            &auth,
-            &options,
-            &input,
-            id,
-            &current,
-            command,
-            ReleaseReason::NoShow,
-        )
-        .await?)
+        Ok(end_and_release(&auth, &options, &input, id, command, ReleaseReason::NoShow).await?)
     }
 }
 

@@ -74,9 +74,11 @@ impl AuthMutation {
                 input.hospital_code.as_deref(),
                 &input.username,
                 input.password,
+                super::request(ctx).client_addr.as_deref(),
             )
             .await
             .map_err(|e| match e {
+                AuthError::Throttled => ApiError::RateLimited,
                 AuthError::InvalidCredentials | AuthError::Unauthenticated => {
                     ApiError::InvalidCredentials
                 }

@@ -34,14 +34,15 @@ pub const MAX_MINOR_UNITS: i64 = (1 << 53) - 1;
 pub const MAX_REFERENCE_CHARS: usize = 200;
 pub const MAX_REASON_CHARS: usize = 500;
 
-/// An amount of money as a whole number of the currency's minor unit (cents for USD or
-/// KES: `1050` is 10.50), always read together with the invoice's `currency`. A JSON
-/// integer between −9007199254740991 and 9007199254740991 (exact in JavaScript); inputs
-/// may also be given as a string of digits.
+/// An amount in minor units (see the scalar's description below, which is the SDL's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct MinorUnits(pub i64);
 
+/// An amount of money as a whole number of the currency's minor unit (cents: `1050` is
+/// 10.50), read together with the invoice's `currency`. A JSON integer (a string of
+/// digits is accepted too); amounts beyond ±9007199254740991 (2^53 − 1, exact in
+/// JavaScript) are refused with VALIDATION.
 #[Scalar(name = "MinorUnits")]
 impl ScalarType for MinorUnits {
     fn parse(value: Value) -> InputValueResult<Self> {

@@ -217,6 +217,7 @@ async fn set_totals(
     // `extra_sql` is one of the fixed fragments above.
     let sql = format!(
         "UPDATE invoices SET subtotal_minor = $2, discount_minor = $3, tax_minor = $4, total_minor = $5, \
+             balance_minor = CASE WHEN status = 'DRAFT' THEN $5 ELSE balance_minor END, \
              updated_at = $6{extra_sql} WHERE id = $1"
     );
     let mut query = sqlx::query(&sql)

@@ -396,15 +396,28 @@ async fn an_appointment_goes_from_booking_to_completion_in_the_hospitals_local_t
     .await;
     assert_eq!(error_code(&unknown), Some("NOT_FOUND"));
 
-    // Cancelling gives the time back.
+    // Cancelling gives the time back; a retry with the same key gets the same answer.
+    let cancel = json!({ "appointmentId": second, "reason": "Patient travelling", "idempotencyKey": "cancel-1" });
     let cancelled = act(
         &app,
         desk,
         "cancelAppointment",
         "CancelAppointmentInput",
-        json!({ "appointmentId": second, "reason": "Patient travelling" }),
+        cancel.clone(),
     )
     .await;
+    let retried = act(
+        &app,
+        desk,
+        "cancelAppointment",
+        "CancelAppointmentInput",
+        cancel,
+    )
+    .await;
+    assert_eq!(
+        retried["data"]["cancelAppointment"]["status"], "CANCELLED",
+        "{retried}"
+    );
     assert_eq!(
         cancelled["data"]["cancelAppointment"]["status"], "CANCELLED",
         "{cancelled}"

@@ -202,3 +202,22 @@ async fn forged_and_malformed_tokens_are_unauthenticated() {
         assert_eq!(error_code(&me), Some("UNAUTHENTICATED"), "{token:?}: {me}");
     }
 }
+
+#[tokio::test]
+async fn repeated_failed_logins_are_throttled_even_with_the_right_password() {
+    let app = spawn_app().await;
+    let admin = app.setup_hospital("THR001").await;
+    for _ in 0..hms_api::auth::throttle::MAX_FAILURES {
+        let response = app
+            .login_response(Some("THR001"), &admin, "wrong password!")
+            .await;
+        assert_eq!(error_code(&response), Some("UNAUTHENTICATED"));
+    }
+    let response = app
+        .login_response(Some("THR001"), &admin, ADMIN_PASSWORD)
+        .await;
+    assert_eq!(error_code(&response), Some("RATE_LIMITED"), "{response}");
+    // Another account is not locked out by it.
+    let other = app.setup_hospital("THR002").await;
+    app.login(Some("THR002"), &other, ADMIN_PASSWORD).await;
+}

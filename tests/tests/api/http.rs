@@ -99,7 +99,19 @@ async fn oversized_and_malformed_requests_are_refused_and_the_server_keeps_servi
 
     let deep = format!("{{ me {} }}", "{ hospital ".repeat(50) + &"}".repeat(50));
     let response = app.graphql(&deep, json!({}), None).await;
-    assert!(response["errors"].is_array(), "{response}");
+    assert_eq!(
+        error_code(&response),
+        Some("VALIDATION"),
+        "the depth limit: {response}"
+    );
+    let bad_uuid = app
+        .graphql(
+            "query($id: UUID!) { user(id: $id) { username } }",
+            json!({ "id": "not-a-uuid" }),
+            None,
+        )
+        .await;
+    assert_eq!(error_code(&bad_uuid), Some("VALIDATION"), "{bad_uuid}");
 
     let health = app
         .http
@@ -110,4 +122,26 @@ async fn oversized_and_malformed_requests_are_refused_and_the_server_keeps_servi
     assert_eq!(health.status(), 200);
     let me = app.graphql("{ me { username } }", json!({}), None).await;
     assert_eq!(error_code(&me), Some("UNAUTHENTICATED"));
+}
+
+#[tokio::test]
+async fn only_configured_browser_origins_may_call_the_api() {
+    let app = spawn_app().await;
+    let preflight = |origin: &'static str| {
+        app.http
+            .request(reqwest::Method::OPTIONS, format!("{}/graphql", app.address))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .send()
+    };
+    let allowed = preflight("https://front.example").await.expect("preflight");
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://front.example"
+    );
+    let refused = preflight("https://evil.example").await.expect("preflight");
+    assert!(refused
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
 }

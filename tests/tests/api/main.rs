@@ -7,6 +7,7 @@ mod auth;
 mod billing;
 mod hospital;
 mod http;
+mod isolation;
 mod migrate;
 mod patients;
 mod platform;
