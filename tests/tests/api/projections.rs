@@ -99,6 +99,11 @@ where
     commands::append::<A>(pool, id, command, (), &metadata(code, actor)).await
 }
 
+/// An invoice of the workload: id, payments so far (id, amount), issued or not.
+type InvoiceState = (Uuid, Vec<(Uuid, i64)>, bool);
+/// Builds the next command of an appointment's life.
+type AppointmentStep = fn(Actor, DateTime<Utc>) -> AppointmentCommand;
+
 /// A deterministic random workload over every aggregate; returns how many commands
 /// were accepted.
 async fn random_workload(pool: &PgPool, code: &str, target: usize, seed: u64) -> usize {
@@ -109,7 +114,7 @@ async fn random_workload(pool: &PgPool, code: &str, target: usize, seed: u64) ->
     let mut accepted = 0usize;
     let mut patients: Vec<Uuid> = Vec::new();
     // Invoice id, payments so far (id, amount), and whether it has been issued.
-    let mut invoices: Vec<(Uuid, Vec<(Uuid, i64)>, bool)> = Vec::new();
+    let mut invoices: Vec<InvoiceState> = Vec::new();
     let mut appointments: Vec<(Uuid, u8)> = Vec::new();
     let doctor = Uuid::new_v4();
     let mut invoice_seq = seed * 100_000;
@@ -285,7 +290,7 @@ async fn random_workload(pool: &PgPool, code: &str, target: usize, seed: u64) ->
                     start,
                     minutes: 15,
                     reason: text("Check-up"),
-                    policy: policy.clone(),
+                    policy,
                     doctor: DoctorFacts {
                         active: true,
                         role: Role::Doctor,
@@ -303,24 +308,21 @@ async fn random_workload(pool: &PgPool, code: &str, target: usize, seed: u64) ->
             } else {
                 let i = rng.gen_range(0..appointments.len());
                 let (id, stage) = appointments[i];
-                let (op, command): (Operation, fn(Actor, DateTime<Utc>) -> AppointmentCommand) =
-                    match stage {
-                        0 => (Operation::CheckInAppointment, |actor, now| {
-                            AppointmentCommand::CheckIn { actor, now }
-                        }),
-                        1 => (Operation::StartAppointment, |actor, now| {
-                            AppointmentCommand::Start { actor, now }
-                        }),
-                        _ => (Operation::CompleteAppointment, |actor, now| {
-                            AppointmentCommand::Complete {
-                                actor,
-                                notes: Some(
-                                    BoundedText::parse("notes", "Fine", 2000).expect("notes"),
-                                ),
-                                now,
-                            }
-                        }),
-                    };
+                let (op, command): (Operation, AppointmentStep) = match stage {
+                    0 => (Operation::CheckInAppointment, |actor, now| {
+                        AppointmentCommand::CheckIn { actor, now }
+                    }),
+                    1 => (Operation::StartAppointment, |actor, now| {
+                        AppointmentCommand::Start { actor, now }
+                    }),
+                    _ => (Operation::CompleteAppointment, |actor, now| {
+                        AppointmentCommand::Complete {
+                            actor,
+                            notes: Some(BoundedText::parse("notes", "Fine", 2000).expect("notes")),
+                            now,
+                        }
+                    }),
+                };
                 let actor = actor_for(op);
                 let ok = append::<Appointment>(
                     pool,
