@@ -23,8 +23,6 @@ use uuid::Uuid;
 
 const HOSPITAL: &str = "BNC001";
 const CHILD_ENV: &str = "HMS_BENCH_AUDIT_CHILD";
-/// Rows per INSERT transaction while building the log.
-const CHUNK: i64 = 50_000;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -87,28 +85,7 @@ async fn run(prefix: &str, events: i64) -> anyhow::Result<()> {
     platform.provisioner().provision(&hospital).await?;
     let database = format!("{prefix}{}", HOSPITAL.to_ascii_lowercase());
     let mut db = PgConnection::connect_with(&server.clone().database(&database)).await?;
-
-    let started = Instant::now();
-    let mut from = 0;
-    while from < events {
-        let to = (from + CHUNK).min(events);
-        sqlx::query(INSERT_EVENTS)
-            .bind(from)
-            .bind(to)
-            .execute(&mut db)
-            .await?;
-        from = to;
-    }
-    sqlx::query("VACUUM ANALYZE events")
-        .execute(&mut db)
-        .await?;
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&mut db)
-        .await?;
-    println!(
-        "built a log of {total} events in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    let total = hms_tests::bench::fill_log(&mut db, events).await?;
 
     let dir = std::env::temp_dir().join(format!("hms-bench-{}", Uuid::new_v4()));
     std::fs::create_dir_all(&dir)?;
@@ -197,39 +174,3 @@ async fn run(prefix: &str, events: i64) -> anyhow::Result<()> {
     );
     Ok(())
 }
-
-/// Events like the command path writes: users created (with a password hash, so the
-/// redaction path is exercised) and profile updates, ten per stream, with full metadata.
-const INSERT_EVENTS: &str = r#"
-INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-SELECT 'user',
-       md5('bench-' || (g / 10))::uuid::text,
-       (g % 10) + 1,
-       CASE WHEN g % 10 = 0 THEN 'UserCreated' ELSE 'UserProfileUpdated' END,
-       '1.0',
-       CASE WHEN g % 10 = 0 THEN
-         jsonb_build_object('UserCreated', jsonb_build_object(
-           'user_id', md5('bench-' || (g / 10))::uuid,
-           'username', 'user' || (g / 10),
-           'email', 'user' || (g / 10) || '@hospital.example',
-           'full_name', 'Bench User ' || (g / 10),
-           'role', 'DOCTOR',
-           'department_id', NULL,
-           'password_hash', '$argon2id$v=19$m=19456,t=2,p=1$' || md5(g::text) || '$' || md5((g + 1)::text),
-           'created_at', to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')))
-       ELSE
-         jsonb_build_object('UserProfileUpdated', jsonb_build_object(
-           'full_name', 'Bench User ' || (g / 10) || ' (rev ' || (g % 10) || ')',
-           'email', 'user' || (g / 10) || '.r' || (g % 10) || '@hospital.example',
-           'at', to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')))
-       END,
-       jsonb_build_object(
-         'actor_id', md5('actor-' || (g % 50))::uuid,
-         'actor_username', 'admin' || (g % 50),
-         'actor_role', 'HOSPITAL_ADMIN',
-         'tenant', 'BNC001',
-         'request_id', md5('request-' || g)::uuid,
-         'client_addr', '10.0.' || (g % 200) || '.1',
-         'at', to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
-  FROM generate_series($1::bigint, $2::bigint - 1) AS g
-"#;

@@ -6,6 +6,8 @@
 //! The server to use comes from `HMS_TEST_DATABASE_URL` (a URL of the server's
 //! `postgres` database); `scripts/test` sets it. Set `TEST_LOG=1` to see server logs.
 
+pub mod bench;
+
 use std::sync::Once;
 
 use hms_api::auth::{password, TokenKeys};

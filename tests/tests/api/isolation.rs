@@ -783,6 +783,18 @@ impl Walker<'_> {
                 "{what}: the answer shows B's `{marker}`: {response}"
             );
         }
+        if let Some(errors) = response["errors"].as_array() {
+            // Errors come from the resolver, not from a document the schema refused:
+            // otherwise the call would prove nothing.
+            assert!(
+                errors.iter().all(|e| e["path"].is_array()),
+                "{what}: the generated call is not valid: {response}"
+            );
+        }
+        if std::env::var_os("ISOLATION_TRACE").is_some() {
+            let shown: String = response.to_string().chars().take(300).collect();
+            println!("{what}\n  {shown}");
+        }
         for code in codes(response) {
             let code =
                 code.unwrap_or_else(|| panic!("{what}: an error without a code: {response}"));

@@ -1,0 +1,125 @@
+//! Projection catch-up throughput over a large log, next to the raw `SELECT` scan rate
+//! of the same events table in the same run (target: at least 25 % of the raw scan).
+//!
+//! Run: `cargo bench -p hms-tests --bench projections` (uses HMS_TEST_DATABASE_URL).
+//! `HMS_BENCH_EVENTS` sets the log size (default 1,000,000).
+
+use std::time::Instant;
+
+use futures::TryStreamExt;
+use hms_api::auth::password;
+use hms_api::config::{Environment, PlatformConfig, Secret};
+use hms_api::state::Platform;
+use hms_api::tenancy::provisioning::NewHospital;
+use hms_tests::{drop_databases, server_options, ADMIN_PASSWORD};
+use sqlx::{Connection, PgConnection, Row};
+use uuid::Uuid;
+
+const HOSPITAL: &str = "PRJ001";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let events: i64 = std::env::var("HMS_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let prefix = format!("hmsbench_{}_", &Uuid::new_v4().simple().to_string()[..8]);
+    let result = run(&prefix, events).await;
+    drop_databases(&prefix).await;
+    result
+}
+
+async fn run(prefix: &str, events: i64) -> anyhow::Result<()> {
+    let server = server_options();
+    let config = PlatformConfig {
+        database_url: Secret::new(format!(
+            "postgres://{}@{}:{}/{prefix}_control",
+            server.get_username(),
+            server.get_host(),
+            server.get_port()
+        )),
+        tenant_db_prefix: prefix.to_owned(),
+        tenant_connection_budget: 10,
+        tenant_pool_size: 4,
+        control_pool_size: 3,
+        environment: Environment::Development,
+    };
+    let platform = Platform::connect(&config).await?;
+    let hash = password::hash(ADMIN_PASSWORD.to_owned()).await?;
+    let hospital = NewHospital::parse(
+        HOSPITAL,
+        "Bench Hospital",
+        "ENTERPRISE",
+        "bench_admin",
+        "admin@bench.example",
+        "Bench Admin",
+        hash,
+    )?;
+    platform.provisioner().provision(&hospital).await?;
+    let database = format!("{prefix}{}", HOSPITAL.to_ascii_lowercase());
+    let mut db = PgConnection::connect_with(&server.clone().database(&database)).await?;
+    let total = hms_tests::bench::fill_log(&mut db, events).await?;
+
+    // Raw: every row of the log in commit order, decoded into Rust values.
+    let started = Instant::now();
+    let mut rows = 0u64;
+    {
+        let mut stream = sqlx::query(
+            "SELECT position, transaction_id::text::bigint, aggregate_type, aggregate_id, sequence, event_type, \
+                    event_version, payload, metadata, recorded_at \
+               FROM events ORDER BY transaction_id, position",
+        )
+        .fetch(&mut db);
+        while let Some(row) = stream.try_next().await? {
+            let _: i64 = row.get(0);
+            rows += 1;
+        }
+    }
+    let raw_secs = started.elapsed().as_secs_f64();
+    db.close().await?;
+
+    // The runner, from where provisioning left it, through the whole log.
+    let lease = platform.registry.get(HOSPITAL).await?;
+    let started = Instant::now();
+    let mut per_projector = Vec::new();
+    for name in platform.runner.projector_names() {
+        let one = hms_projections::ProjectionRunner::new(
+            hms_projections::projectors::all()
+                .into_iter()
+                .filter(|p| p.name() == name)
+                .collect(),
+        );
+        let t = Instant::now();
+        one.catch_up(&lease.pool).await?;
+        per_projector.push((name, t.elapsed().as_secs_f64()));
+    }
+    let runner_secs = started.elapsed().as_secs_f64();
+    drop(lease);
+
+    let rate = |n: f64, secs: f64| n / secs.max(1e-9);
+    println!(
+        "projection catch-up benchmark over {total} events ({} projectors)",
+        per_projector.len()
+    );
+    println!(
+        "raw SELECT scan (commit order)  {:>10.0} events/s  {raw_secs:>7.2} s",
+        rate(rows as f64, raw_secs)
+    );
+    println!(
+        "runner catch-up (all projectors){:>10.0} events/s  {runner_secs:>7.2} s",
+        rate(total as f64, runner_secs)
+    );
+    for (name, secs) in &per_projector {
+        println!(
+            "  {name:<20} {:>10.0} events/s  {secs:>7.2} s",
+            rate(total as f64, *secs)
+        );
+    }
+    println!(
+        "catch-up / raw scan: {:.1} % (target >= 25 %)",
+        100.0 * rate(total as f64, runner_secs) / rate(rows as f64, raw_secs)
+    );
+    platform.registry.close_all().await;
+    platform.control.close().await;
+    Ok(())
+}
