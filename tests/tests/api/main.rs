@@ -16,3 +16,4 @@ mod projections;
 mod provisioning;
 mod replay;
 mod schema;
+mod security;

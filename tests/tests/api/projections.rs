@@ -762,3 +762,50 @@ async fn a_patients_balance_fed_by_many_invoices_loses_no_update_under_200_concu
         "the patient's balance lost no update"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hms_replay_rebuild_while_commands_arrive_ends_equal_to_a_full_replay() {
+    let app = spawn_app().await;
+    let pool = tenant_pool(&app, "RBL001").await;
+    let runner = &app.state.runner;
+    random_workload(&pool, "RBL001", 600, 11).await;
+    drain(&pool, runner).await;
+
+    // The rebuild runs through the operator's tool while writers keep going.
+    let rebuild = async {
+        use clap::Parser;
+        let cli = hms_replay::Cli::try_parse_from([
+            "hms-replay",
+            "--database-url",
+            app.config.database_url.expose(),
+            "--tenant-db-prefix",
+            &app.prefix,
+            "rebuild",
+            "--hospital",
+            "RBL001",
+            "--quiet",
+        ])
+        .expect("arguments");
+        let mut out = Vec::new();
+        hms_replay::run(cli, &mut out).await.expect("rebuild");
+        String::from_utf8(out).expect("utf-8")
+    };
+    let writers = async {
+        let accepted = random_workload(&pool, "RBL001", 300, 12).await;
+        // Keep the live runner going too, as the server would.
+        runner.catch_up(&pool).await.expect("live catch-up");
+        accepted
+    };
+    let (report, accepted) = tokio::join!(rebuild, writers);
+    assert!(accepted >= 300);
+    assert!(report.contains("tables swapped"), "{report}");
+    drain(&pool, runner).await;
+    let after_online_rebuild = checksums(&pool, runner).await;
+
+    for projector in runner.rebuildable() {
+        hms_projections::rebuild::rebuild(&pool, projector, true, &mut |_| {})
+            .await
+            .expect("full replay");
+    }
+    assert_eq!(after_online_rebuild, checksums(&pool, runner).await);
+}
