@@ -19,6 +19,8 @@ use crate::{ProjectionError, Result};
 /// Events read per transaction. Large enough to amortise the round trips, small enough
 /// to keep transactions (which hold back every tenant's readers, see DESIGN.md) short.
 const BATCH_SIZE: i64 = 500;
+/// Events read per transaction when every projector shares one read.
+const SHARED_BATCH_SIZE: i64 = 1_000;
 
 /// A fold from events to SQL. It must be deterministic and free of side effects outside
 /// the given transaction, so that replaying the log always gives the same rows.
@@ -40,6 +42,21 @@ pub trait Projector: Send + Sync {
 
     /// Applies one event (of any aggregate type: skip the ones that don't concern you).
     async fn apply(&self, tx: &mut PgConnection, event: &StoredEvent) -> Result<()>;
+
+    /// Applies events in log order. Projectors with a set-based form (one statement for
+    /// the whole batch) override this; the result must equal applying them one by one.
+    async fn apply_batch(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> Result<()> {
+        for event in events {
+            self.apply(tx, event)
+                .await
+                .map_err(|e| ProjectionError::ProjectorFailed {
+                    projector: self.name(),
+                    position: event.position,
+                    message: e.to_string(),
+                })?;
+        }
+        Ok(())
+    }
 }
 
 /// What one `catch_up` did for one projector.
@@ -88,6 +105,14 @@ impl ProjectionRunner {
     /// Applies every readable event to every projector. A failing projector is recorded
     /// and reported in the result; the others are still brought up to date.
     pub async fn catch_up(&self, pool: &PgPool) -> Result<Vec<ProjectorProgress>> {
+        // The fast path reads each batch once for every projector; anything unusual (a
+        // failing projector, another process holding a lock) falls back to one projector
+        // at a time, which isolates the failure and records it.
+        if self.projectors.len() > 1 {
+            if let Ok(Some(progress)) = self.catch_up_together(pool).await {
+                return Ok(progress);
+            }
+        }
         let mut progress = Vec::with_capacity(self.projectors.len());
         let mut first_failure = None;
         for projector in self.projectors.iter() {
@@ -102,6 +127,71 @@ impl ProjectionRunner {
         match first_failure {
             Some(e) => Err(e),
             None => Ok(progress),
+        }
+    }
+
+    /// All projectors in one transaction per batch, reading the log once. `None` when
+    /// another process holds a projector's lock.
+    async fn catch_up_together(&self, pool: &PgPool) -> Result<Option<Vec<ProjectorProgress>>> {
+        let names: Vec<String> = self
+            .projector_names()
+            .iter()
+            .map(|n| (*n).to_owned())
+            .collect();
+        for name in &names {
+            ensure_checkpoint(pool, name).await?;
+        }
+        let mut applied = vec![0u64; self.projectors.len()];
+        loop {
+            let mut tx = pool.begin().await?;
+            let keys: Vec<String> = names.iter().map(|n| Target::Live.lock_key(n)).collect();
+            let locked: bool = sqlx::query_scalar(
+                "SELECT bool_and(pg_try_advisory_xact_lock(hashtextextended(k, 0))) FROM unnest($1::text[]) AS k",
+            )
+            .bind(&keys)
+            .fetch_one(&mut *tx)
+            .await?;
+            if !locked {
+                return Ok(None);
+            }
+            let mut checkpoints = Vec::with_capacity(names.len());
+            for name in &names {
+                checkpoints.push(read_checkpoint(&mut tx, name).await?);
+            }
+            let from = checkpoints
+                .iter()
+                .copied()
+                .min()
+                .unwrap_or(LogCursor::START);
+            let batch = log::read_batch(&mut tx, from, SHARED_BATCH_SIZE).await?;
+            let Some(last) = batch.last().map(StoredEvent::cursor) else {
+                tx.commit().await?;
+                let progress = self
+                    .projectors
+                    .iter()
+                    .zip(checkpoints)
+                    .zip(&applied)
+                    .map(|((p, checkpoint), n)| ProjectorProgress {
+                        projector: p.name(),
+                        applied: *n,
+                        checkpoint,
+                        busy: false,
+                    })
+                    .collect();
+                return Ok(Some(progress));
+            };
+            for (i, projector) in self.projectors.iter().enumerate() {
+                let after = checkpoints[i];
+                let start = batch.partition_point(|e| e.cursor() <= after);
+                let events = &batch[start..];
+                if events.is_empty() {
+                    continue;
+                }
+                projector.apply_batch(&mut tx, events).await?;
+                move_checkpoint(&mut tx, &names[i], last, events.len()).await?;
+                applied[i] += events.len() as u64;
+            }
+            tx.commit().await?;
         }
     }
 
@@ -194,16 +284,28 @@ pub(crate) async fn apply_batch(
     let Some(last) = batch.last().map(StoredEvent::cursor) else {
         return Ok((0, checkpoint));
     };
-    for event in &batch {
-        projector
-            .apply(tx, event)
-            .await
-            .map_err(|e| ProjectionError::ProjectorFailed {
+    projector
+        .apply_batch(tx, &batch)
+        .await
+        .map_err(|e| match e {
+            e @ ProjectionError::ProjectorFailed { .. } => e,
+            other => ProjectionError::ProjectorFailed {
                 projector: projector.name(),
-                position: event.position,
-                message: e.to_string(),
-            })?;
-    }
+                position: batch[0].position,
+                message: other.to_string(),
+            },
+        })?;
+    move_checkpoint(tx, &name, last, batch.len()).await?;
+    Ok((batch.len(), last))
+}
+
+/// Moves a checkpoint past `applied` more events, ending at `last`; clears a failure.
+async fn move_checkpoint(
+    tx: &mut PgConnection,
+    name: &str,
+    last: LogCursor,
+    applied: usize,
+) -> Result<()> {
     sqlx::query(
         "UPDATE public.projection_checkpoints \
             SET last_transaction_id = $2::text::xid8, last_position = $3, \
@@ -211,13 +313,13 @@ pub(crate) async fn apply_batch(
                 failing_position = NULL, last_error = NULL \
           WHERE projector = $1",
     )
-    .bind(&name)
+    .bind(name)
     .bind(last.transaction_id.to_string())
     .bind(last.position)
-    .bind(i64::try_from(batch.len()).unwrap_or(i64::MAX))
+    .bind(i64::try_from(applied).unwrap_or(i64::MAX))
     .execute(&mut *tx)
     .await?;
-    Ok((batch.len(), last))
+    Ok(())
 }
 
 pub(crate) async fn ensure_checkpoint(pool: &PgPool, name: &str) -> Result<()> {

@@ -21,6 +21,38 @@ impl Projector for AuditIndexProjector {
         &["audit_index"]
     }
 
+    /// One INSERT for the whole batch.
+    async fn apply_batch(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> Result<()> {
+        let column =
+            |f: fn(&StoredEvent) -> Option<String>| events.iter().map(f).collect::<Vec<_>>();
+        sqlx::query(
+            "INSERT INTO audit_index (position, transaction_id, recorded_at, actor_id, actor_username, actor_role, \
+                 aggregate_type, aggregate_id, sequence, event_type, event_version, request_id) \
+             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::timestamptz[], $4::uuid[], $5::text[], $6::text[], \
+                                  $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[])",
+        )
+        .bind(events.iter().map(|e| e.position).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.transaction_id).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.recorded_at).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.meta("actor_id").and_then(|s| Uuid::parse_str(s).ok()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(column(|e| e.meta("actor_username").map(str::to_owned)))
+        .bind(column(|e| e.meta("actor_role").map(str::to_owned)))
+        .bind(events.iter().map(|e| e.aggregate_type.clone()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.aggregate_id.clone()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.sequence).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.event_type.clone()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.event_version.clone()).collect::<Vec<_>>())
+        .bind(column(|e| e.meta("request_id").map(str::to_owned)))
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
+
     async fn apply(&self, tx: &mut PgConnection, event: &StoredEvent) -> Result<()> {
         let actor_id = event.meta("actor_id").and_then(|s| Uuid::parse_str(s).ok());
         sqlx::query(

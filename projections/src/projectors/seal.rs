@@ -47,6 +47,52 @@ impl Projector for LogSealer {
         false
     }
 
+    /// The chain for the whole batch is computed here and written with one INSERT: one
+    /// read of the head and of what is sealed already, one write.
+    async fn apply_batch(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> Result<()> {
+        let positions: Vec<i64> = events.iter().map(|e| e.position).collect();
+        let sealed: Vec<i64> =
+            sqlx::query_scalar("SELECT position FROM event_seals WHERE position = ANY($1)")
+                .bind(&positions)
+                .fetch_all(&mut *tx)
+                .await?;
+        let head: Option<(i64, i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT chain_index, position, chain_hash FROM event_seals ORDER BY chain_index DESC LIMIT 1",
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (mut index, mut prev_position, mut prev) = match head {
+            Some((i, p, h)) => (i, Some(p), to_digest(&h)),
+            None => (0, None, GENESIS),
+        };
+        let (mut indexes, mut new_positions, mut prev_positions, mut hashes) =
+            (vec![], vec![], vec![], vec![]);
+        for event in events.iter().filter(|e| !sealed.contains(&e.position)) {
+            let hash = chain_hash(&prev, event);
+            index += 1;
+            indexes.push(index);
+            new_positions.push(event.position);
+            prev_positions.push(prev_position);
+            hashes.push(hash.to_vec());
+            prev_position = Some(event.position);
+            prev = hash;
+        }
+        if indexes.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO event_seals (chain_index, position, prev_position, chain_hash) \
+             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bytea[])",
+        )
+        .bind(indexes)
+        .bind(new_positions)
+        .bind(prev_positions)
+        .bind(hashes)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
     async fn apply(&self, tx: &mut PgConnection, event: &StoredEvent) -> Result<()> {
         // One round trip for "already sealed?" and "what is the head?": the runner may
         // replay an event after its checkpoint was reset (a restore), and a replay must

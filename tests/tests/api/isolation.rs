@@ -39,6 +39,20 @@ pub(crate) async fn event_count(app: &TestApp, code: &str) -> i64 {
         .expect("count events")
 }
 
+/// The events of a hospital's log after the first `count`, as
+/// `aggregate_type/event_type payload`, to show what a call appended.
+pub(crate) async fn events_after(app: &TestApp, code: &str, count: i64) -> Vec<String> {
+    let mut conn = app.connect(&app.database_for(code)).await;
+    sqlx::query_scalar(
+        "SELECT aggregate_type || '/' || event_type || ' ' || payload::text FROM events \
+         ORDER BY position OFFSET $1",
+    )
+    .bind(count)
+    .fetch_all(&mut conn)
+    .await
+    .expect("read events")
+}
+
 /// Fragments that betray SQL or a stack trace in a client-facing message.
 const LEAKS: &[&str] = &[
     "SELECT ",
