@@ -2,7 +2,8 @@
 //! of the same events table in the same run (target: at least 25 % of the raw scan).
 //!
 //! Run: `cargo bench -p hms-tests --bench projections` (uses HMS_TEST_DATABASE_URL).
-//! `HMS_BENCH_EVENTS` sets the log size (default 1,000,000).
+//! `HMS_BENCH_EVENTS` sets the log size (default 1,000,000); `HMS_BENCH_BREAKDOWN=1` adds
+//! each projector's own rate (each then reads the whole log again).
 
 use std::time::Instant;
 
