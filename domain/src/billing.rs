@@ -747,6 +747,13 @@ impl Invoice {
             }
             C::Issue { due_date, now, .. } => {
                 let f = self.ensure_draft()?;
+                if due_date.is_some_and(|due| due < now.date_naive()) {
+                    return Err(ValidationError::new(
+                        "due_date",
+                        "must not be before the issue date",
+                    )
+                    .into());
+                }
                 if self.lines.is_empty() {
                     return Err(InvoiceError::NoLines);
                 }
@@ -1145,6 +1152,23 @@ mod tests {
     /// Drafted, one line of 2 × 1 500.00, issued: total 3 000.00.
     fn issued() -> Vec<InvoiceEvent> {
         history(vec![draft(), add_line(1, 2, 150_000), issue()])
+    }
+
+    #[test]
+    fn a_due_date_before_the_issue_date_is_refused() {
+        let drafted = history(vec![draft(), add_line(1, 2, 150_000)]);
+        let far_past = NaiveDate::from_ymd_opt(-5000, 1, 1).expect("date");
+        TestFramework::<Invoice>::with(())
+            .given(drafted)
+            .when(InvoiceCommand::Issue {
+                actor: accountant(),
+                due_date: Some(far_past),
+                now: now(),
+            })
+            .then_expect_error(InvoiceError::Validation(ValidationError::new(
+                "due_date",
+                "must not be before the issue date",
+            )));
     }
 
     #[test]

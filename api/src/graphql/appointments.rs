@@ -34,6 +34,7 @@ use super::audit::{self, AuditEntry};
 use super::error::ApiError;
 use super::pagination::{Keyset, Page, PageRequest};
 use super::session::{command_error, hospital_scope, Authorized, DomainErrorCode, MutationOptions};
+use super::types::{check_date, check_instant};
 use crate::commands::{self, CommandError};
 
 // ---------------------------------------------------------------------------------
@@ -268,8 +269,8 @@ impl AppointmentQuery {
         .bind(filter.patient_id)
         .bind(filter.department_id)
         .bind(filter.status.map(AppointmentStatus::stored))
-        .bind(filter.from)
-        .bind(filter.to)
+        .bind(filter.from.map(|v| check_instant("from", v)).transpose()?)
+        .bind(filter.to.map(|v| check_instant("to", v)).transpose()?)
         .bind(after.map(|a| a.0))
         .bind(after.map(|a| a.1))
         .bind(page.fetch_limit())
@@ -301,6 +302,7 @@ impl AppointmentQuery {
         day: NaiveDate,
         #[graphql(default)] include_cancelled: bool,
     ) -> async_graphql::Result<DoctorDay> {
+        let day = check_date("day", day)?;
         let auth = hospital_scope(ctx)
             .await?
             .authorize(Operation::ViewAppointments)
@@ -837,7 +839,7 @@ impl AppointmentMutation {
         }
         let doctor = doctor_facts(auth.pool(), input.doctor_id).await?;
         let patient_active = patient_active(auth.pool(), input.patient_id).await?;
-        let start = local_time(&auth, whole_minutes(input.start)?).await?;
+        let start = local_time(&auth, whole_minutes(check_instant("start", input.start)?)?).await?;
         // Fail fast, before any slot is held; `Schedule` checks all of it again.
         if doctor.role != Role::Doctor {
             return Err(AppointmentError::NotADoctor(doctor.role)
@@ -916,7 +918,7 @@ impl AppointmentMutation {
             u32::try_from((old_end - old_start).num_minutes()).map_err(ApiError::internal)?;
         let policy = BookingPolicy::from(&auth.hospital.settings);
         let minutes = duration_minutes(input.duration_minutes, old_minutes)?;
-        let start = local_time(&auth, whole_minutes(input.start)?).await?;
+        let start = local_time(&auth, whole_minutes(check_instant("start", input.start)?)?).await?;
         validate_slot(start, minutes, &policy, auth.now).map_err(|e| e.to_api_error())?;
         let old_local = local_time(&auth, old_start).await?;
         let same_day = start.date_naive() == old_day;

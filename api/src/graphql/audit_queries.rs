@@ -20,6 +20,7 @@ use super::audit::{self, AuditActor, AuditEntry, AuditFilter};
 use super::error::ApiError;
 use super::pagination::{Keyset, Page, PageRequest};
 use super::session::{hospital_scope, Authorized};
+use super::types::{check_filter_text, check_instant};
 use crate::commands;
 
 /// Longest accepted text filter of `auditTrail`.
@@ -48,7 +49,11 @@ fn text_filter(field: &'static str, raw: Option<String>) -> Result<Option<String
             field,
             format!("must be at most {MAX_FILTER_CHARS} characters"),
         )),
-        other => Ok(other),
+        Some(s) => {
+            check_filter_text(field, &s)?;
+            Ok(Some(s))
+        }
+        None => Ok(None),
     }
 }
 
@@ -59,8 +64,8 @@ impl AuditTrailFilter {
             aggregate_id: text_filter("aggregateId", self.aggregate_id)?,
             actor_id: self.actor_id,
             event_type: text_filter("eventType", self.event_type)?,
-            from: self.from,
-            to: self.to,
+            from: self.from.map(|v| check_instant("from", v)).transpose()?,
+            to: self.to.map(|v| check_instant("to", v)).transpose()?,
         })
     }
 }
@@ -170,6 +175,7 @@ impl AuditQuery {
         id: Uuid,
         at: DateTime<Utc>,
     ) -> async_graphql::Result<Option<PatientAsOf>> {
+        let at = check_instant("at", at)?;
         let auth = hospital_scope(ctx)
             .await?
             .authorize(Operation::ViewAuditTrail)

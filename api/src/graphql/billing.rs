@@ -28,6 +28,7 @@ use super::audit::{self, AuditEntry};
 use super::error::ApiError;
 use super::pagination::{Keyset, Page, PageRequest};
 use super::session::{hospital_scope, Authorized, DomainErrorCode, MutationOptions};
+use super::types::check_instant;
 
 /// The largest amount accepted: 2^53 − 1, exact in every JSON and JavaScript client.
 pub const MAX_MINOR_UNITS: i64 = (1 << 53) - 1;
@@ -648,8 +649,8 @@ impl BillingQuery {
             .bind(patient_id)
             .bind(status)
             .bind(filter.outstanding_only.unwrap_or(false))
-            .bind(filter.from)
-            .bind(filter.to)
+            .bind(filter.from.map(|v| check_instant("from", v)).transpose()?)
+            .bind(filter.to.map(|v| check_instant("to", v)).transpose()?)
             .bind(page.fetch_limit())
             .fetch_all(auth.pool())
             .await

@@ -29,6 +29,7 @@ use super::audit::{self, AuditEntry};
 use super::error::ApiError;
 use super::pagination::{Keyset, Page, PageRequest};
 use super::session::{hospital_scope, Authorized, DomainErrorCode, MutationOptions};
+use super::types::check_filter_text;
 
 /// Longest accepted `search` string.
 const MAX_SEARCH_CHARS: usize = 200;
@@ -370,6 +371,7 @@ fn classify(raw: Option<&str>) -> Result<Search, ApiError> {
     let Some(raw) = raw.map(str::trim).filter(|s| !s.is_empty()) else {
         return Ok(Search::All);
     };
+    check_filter_text("search", raw)?;
     if raw.chars().count() > MAX_SEARCH_CHARS {
         return Err(ApiError::validation(
             "search",

@@ -5,6 +5,8 @@
 //! data of B in the answer, only "refusal" codes (never INTERNAL), answers about one of
 //! B's records indistinguishable from answers about a random unknown id, and B's event
 //! log unchanged at the end.
+//!
+//! `ISOLATION_TRACE=1` prints every generated call and the start of its answer.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -53,47 +55,50 @@ pub(crate) async fn events_after(app: &TestApp, code: &str, count: i64) -> Vec<S
     .expect("read events")
 }
 
-/// Fragments that betray SQL or a stack trace in a client-facing message.
-const LEAKS: &[&str] = &[
+/// Fragments that betray SQL or a stack trace in a client-facing message: SQL keywords
+/// as SQL writes them (an English "update" is fine), the rest in any case.
+const SQL_LEAKS: &[&str] = &[
     "SELECT ",
-    "INSERT ",
+    "INSERT INTO",
     "UPDATE ",
     "DELETE FROM",
     " WHERE ",
-    "constraint",
+    "SQLSTATE",
     "relation \"",
+    "src/",
+    ".rs:",
+];
+const LEAKS_ANY_CASE: &[&str] = &[
+    "constraint",
     "duplicate key",
     "violates",
     "sqlx",
-    "SQLSTATE",
     "postgres",
     "panicked",
-    "stack backtrace",
-    "RUST_BACKTRACE",
-    "src/",
-    ".rs:",
-    "at line ",
+    "backtrace",
 ];
 
-/// Panics when any error message of `response` carries SQL, a constraint name or a
-/// stack trace; `what` names the call in the failure.
+/// Panics when any error of `response` carries SQL, a constraint name or a stack
+/// trace; `what` names the call in the failure.
 pub(crate) fn assert_no_leak(what: &str, response: &Value) {
     let Some(errors) = response["errors"].as_array() else {
         return;
     };
     for error in errors {
-        let message = error["message"].as_str().unwrap_or_default();
-        for leak in LEAKS {
+        let text = error.to_string();
+        let lower = text.to_lowercase();
+        for leak in SQL_LEAKS {
             assert!(
-                !message.to_lowercase().contains(&leak.to_lowercase()),
-                "{what}: an error message leaks `{leak}`: {error}"
+                !text.contains(leak),
+                "{what}: an error leaks `{leak}`: {error}"
             );
         }
-        let text = error.to_string();
-        assert!(
-            !text.contains("backtrace") && !text.contains("panicked"),
-            "{what}: an error leaks a stack trace: {error}"
-        );
+        for leak in LEAKS_ANY_CASE {
+            assert!(
+                !lower.contains(leak),
+                "{what}: an error leaks `{leak}`: {error}"
+            );
+        }
     }
 }
 
@@ -311,6 +316,9 @@ struct BRecords {
     ids: BTreeMap<&'static str, String>,
     /// Strings that only B's data contains.
     markers: Vec<String>,
+    /// The caller's (A's) own records of the same kinds, for requests that mix one of
+    /// B's ids into otherwise genuine arguments.
+    caller_ids: BTreeMap<&'static str, String>,
 }
 
 impl BRecords {
@@ -468,7 +476,11 @@ async fn populate_b(app: &TestApp, token: &str) -> BRecords {
         ]
         .map(str::to_owned),
     );
-    BRecords { ids, markers }
+    BRecords {
+        ids,
+        markers,
+        caller_ids: BTreeMap::new(),
+    }
 }
 
 // ----------------------------------------------------------------------------------------
@@ -486,6 +498,9 @@ enum IdChoice {
     Random,
     /// One fresh random id in every id argument (the counterpart of `Kind`).
     OneRandom,
+    /// The caller's own records, except B's record (or, with `random`, an unknown id)
+    /// where the argument names one of `kind`: a real request with one foreign id.
+    Mixed { kind: &'static str, random: bool },
 }
 
 struct Filler<'a> {
@@ -497,6 +512,8 @@ struct Filler<'a> {
     optional_ids: bool,
     /// The random ids handed out, by kind, to compare messages without them.
     randoms: BTreeMap<&'static str, String>,
+    /// The kinds of record the id arguments name.
+    kinds: BTreeSet<&'static str>,
 }
 
 /// Whether an argument or input field names a record by id.
@@ -533,6 +550,7 @@ fn suggested_kind(operation: &str, name: &str) -> &'static str {
 
 impl Filler<'_> {
     fn id(&mut self, name: &str) -> Value {
+        self.kinds.insert(suggested_kind(self.operation, name));
         match self.choice {
             IdChoice::Random | IdChoice::OneRandom => {
                 let kind = if self.choice == IdChoice::Random {
@@ -546,6 +564,19 @@ impl Filler<'_> {
                     .or_insert_with(|| Uuid::new_v4().to_string()))
             }
             IdChoice::Kind(kind) => json!(self.b.id(kind)),
+            IdChoice::Mixed { kind, random } => {
+                let suggested = suggested_kind(self.operation, name);
+                if suggested != kind {
+                    json!(self.b.caller_ids[suggested])
+                } else if random {
+                    json!(self
+                        .randoms
+                        .entry(kind)
+                        .or_insert_with(|| Uuid::new_v4().to_string()))
+                } else {
+                    json!(self.b.id(kind))
+                }
+            }
             IdChoice::Suggested => json!(self.b.id(suggested_kind(self.operation, name))),
         }
     }
@@ -672,6 +703,7 @@ struct Call {
     document: String,
     variables: Value,
     randoms: Vec<String>,
+    kinds: BTreeSet<&'static str>,
 }
 
 fn call(
@@ -689,6 +721,7 @@ fn call(
         choice,
         optional_ids,
         randoms: BTreeMap::new(),
+        kinds: BTreeSet::new(),
     };
     let mut definitions = Vec::new();
     let mut arguments = Vec::new();
@@ -724,6 +757,7 @@ fn call(
         ),
         variables: Value::Object(variables),
         randoms: filler.randoms.into_values().collect(),
+        kinds: filler.kinds,
     }
 }
 
@@ -776,6 +810,8 @@ struct Walker<'a> {
     b: &'a BRecords,
     /// Operations that answered NOT_FOUND to some role, by name.
     not_found: BTreeSet<String>,
+    /// Platform operations seen (all answered FORBIDDEN).
+    platform: BTreeSet<String>,
     calls: usize,
 }
 
@@ -874,6 +910,16 @@ impl Walker<'_> {
                 let suggested = call(schema, self.b, keyword, field, IdChoice::Suggested, true);
                 let response = self.send(&suggested, token).await;
                 self.check(role, &field.name, &suggested, &response);
+                if field.ty.named().starts_with("Platform") {
+                    // The platform's operations are the super administrator's alone.
+                    assert_eq!(
+                        error_code(&response),
+                        Some("FORBIDDEN"),
+                        "{role} → {}: {response}",
+                        field.name
+                    );
+                    self.platform.insert(field.name.clone());
+                }
                 continue;
             }
             // About a record: B's ids and unknown ids must get the same answer, with and
@@ -889,6 +935,26 @@ impl Walker<'_> {
                     optional_ids,
                 )
                 .await;
+            }
+            // One of B's ids among the caller's own: each foreign id alone must be
+            // enough to refuse, exactly as an unknown id would be.
+            let kinds = call(schema, self.b, keyword, field, IdChoice::Suggested, true).kinds;
+            if kinds.len() > 1 {
+                for kind in kinds {
+                    self.compare(
+                        role,
+                        token,
+                        keyword,
+                        field,
+                        IdChoice::Mixed {
+                            kind,
+                            random: false,
+                        },
+                        IdChoice::Mixed { kind, random: true },
+                        true,
+                    )
+                    .await;
+                }
             }
             if every_kind {
                 for kind in KINDS {
@@ -908,7 +974,8 @@ impl Walker<'_> {
     }
 }
 
-async fn create_staff(app: &TestApp, admin: &str, username: &str, role: &str) -> String {
+/// Creates an account of `role` in A; returns its id and a token.
+async fn create_staff(app: &TestApp, admin: &str, username: &str, role: &str) -> (String, String) {
     let created = app
         .graphql(
             "mutation($i: CreateUserInput!) { createUser(input: $i) { id } }",
@@ -918,7 +985,127 @@ async fn create_staff(app: &TestApp, admin: &str, username: &str, role: &str) ->
         )
         .await;
     assert!(created["errors"].is_null(), "{created}");
-    app.login(Some(A), username, STAFF_PASSWORD).await
+    let id = data_id(&created, "createUser");
+    (id, app.login(Some(A), username, STAFF_PASSWORD).await)
+}
+
+/// A's own records of every kind (the same shapes as B's), for mixed requests.
+async fn populate_a(
+    app: &TestApp,
+    admin: &str,
+    doctor: &str,
+    doctor_id: &str,
+) -> BTreeMap<&'static str, String> {
+    let gql = |query: &'static str, variables: Value, token: &'static str| async move {
+        let token = if token == "doctor" { doctor } else { admin };
+        let response = app.graphql(query, variables, Some(token)).await;
+        assert!(response["errors"].is_null(), "A's setup: {response}");
+        response
+    };
+    gql(
+        "mutation($i: UpdateHospitalProfileInput!) { updateHospitalProfile(input: $i) { code } }",
+        json!({ "i": { "name": "Hospital HOSPA", "timeZone": "UTC", "currency": "KES" } }),
+        "admin",
+    )
+    .await;
+    let department = data_id(
+        &gql(
+            "mutation { addDepartment(name: \"A Ward\") { id } }",
+            json!({}),
+            "admin",
+        )
+        .await,
+        "addDepartment",
+    );
+    let register = "mutation($i: RegisterPatientInput!) { registerPatient(input: $i) { id } }";
+    let patient = data_id(
+        &gql(
+            register,
+            json!({ "i": { "familyName": "Aone", "dateOfBirth": "1970-01-01", "sex": "MALE" } }),
+            "admin",
+        )
+        .await,
+        "registerPatient",
+    );
+    let survivor = data_id(
+        &gql(
+            register,
+            json!({ "i": { "familyName": "Atwo", "dateOfBirth": "1970-01-01", "sex": "MALE" } }),
+            "admin",
+        )
+        .await,
+        "registerPatient",
+    );
+    let alerted = gql(
+        "mutation($i: AddPatientAlertInput!) { addPatientAlert(input: $i) { alerts { id } } }",
+        json!({ "i": { "patientId": patient, "text": "A alert" } }),
+        "doctor",
+    )
+    .await;
+    let alert = alerted["data"]["addPatientAlert"]["alerts"][0]["id"]
+        .as_str()
+        .expect("alert")
+        .to_owned();
+    let appointment = data_id(
+        &gql(
+            "mutation($i: ScheduleAppointmentInput!) { scheduleAppointment(input: $i) { id } }",
+            json!({ "i": { "patientId": patient, "doctorId": doctor_id, "departmentId": department,
+                           "start": format!("{}T10:00:00Z", next_monday()), "reason": "A visit" } }),
+            "admin",
+        )
+        .await,
+        "scheduleAppointment",
+    );
+    let invoice = data_id(
+        &gql(
+            "mutation($i: CreateInvoiceInput!) { createInvoice(input: $i) { id } }",
+            json!({ "i": { "patientId": patient, "appointmentId": appointment } }),
+            "admin",
+        )
+        .await,
+        "createInvoice",
+    );
+    let lined = gql(
+        "mutation($i: AddInvoiceLineInput!) { addInvoiceLine(input: $i) { lines { id } } }",
+        json!({ "i": { "invoiceId": invoice, "code": "CONSULT", "description": "A consult", "quantity": 1, "unitPriceMinor": 5000 } }),
+        "admin",
+    )
+    .await;
+    let line = lined["data"]["addInvoiceLine"]["lines"][0]["id"]
+        .as_str()
+        .expect("line")
+        .to_owned();
+    gql(
+        "mutation($i: IssueInvoiceInput!) { issueInvoice(input: $i) { id } }",
+        json!({ "i": { "invoiceId": invoice } }),
+        "admin",
+    )
+    .await;
+    let paid = gql(
+        "mutation($i: RecordPaymentInput!) { recordPayment(input: $i) { payments { id } } }",
+        json!({ "i": { "invoiceId": invoice, "amountMinor": 1000, "method": "CASH" } }),
+        "admin",
+    )
+    .await;
+    let payment = paid["data"]["recordPayment"]["payments"][0]["id"]
+        .as_str()
+        .expect("payment")
+        .to_owned();
+    KINDS
+        .iter()
+        .copied()
+        .zip([
+            patient,
+            survivor,
+            appointment,
+            invoice,
+            doctor_id.to_owned(),
+            department,
+            line,
+            payment,
+            alert,
+        ])
+        .collect()
 }
 
 #[tokio::test]
@@ -928,9 +1115,10 @@ async fn every_operation_of_the_schema_keeps_hospital_b_out_of_reach_of_hospital
     let admin_b = app.setup_hospital(B).await;
     let token_a = app.login(Some(A), &admin_a, ADMIN_PASSWORD).await;
     let token_b = app.login(Some(B), &admin_b, ADMIN_PASSWORD).await;
-    let b = populate_b(&app, &token_b).await;
-    let doctor_a = create_staff(&app, &token_a, "a_doctor", "DOCTOR").await;
-    let desk_a = create_staff(&app, &token_a, "a_desk", "RECEPTIONIST").await;
+    let mut b = populate_b(&app, &token_b).await;
+    let (doctor_a_id, doctor_a) = create_staff(&app, &token_a, "a_doctor", "DOCTOR").await;
+    let (_, desk_a) = create_staff(&app, &token_a, "a_desk", "RECEPTIONIST").await;
+    b.caller_ids = populate_a(&app, &token_a, &doctor_a, &doctor_a_id).await;
 
     let schema = introspect(&app).await;
     let names: BTreeSet<&str> = schema
@@ -967,6 +1155,7 @@ async fn every_operation_of_the_schema_keeps_hospital_b_out_of_reach_of_hospital
         schema: &schema,
         b: &b,
         not_found: BTreeSet::new(),
+        platform: BTreeSet::new(),
         calls: 0,
     };
     walker.walk("A's admin", &token_a, true).await;
@@ -992,6 +1181,17 @@ async fn every_operation_of_the_schema_keeps_hospital_b_out_of_reach_of_hospital
         "never answered NOT_FOUND for B's record: {missing:?}"
     );
     assert!(walker.calls > 2 * names.len(), "{} calls", walker.calls);
+    for platform in [
+        "hospitals",
+        "platformStats",
+        "createHospital",
+        "suspendHospital",
+    ] {
+        assert!(
+            walker.platform.contains(platform),
+            "{platform} was not walked as a platform operation"
+        );
+    }
 
     // B still sees its own records: the ids used above were real.
     let own = app
@@ -1109,5 +1309,55 @@ async fn a_hospital_named_in_a_header_or_an_argument_is_ignored() {
         .await;
     assert_eq!(error_code(&response), Some("FORBIDDEN"), "{response}");
 
+    // B's hospital record is not in A's audit trail.
+    let response = app
+        .graphql(
+            "query($id: String) { auditTrail(filter: { aggregateType: \"hospital\", aggregateId: $id }, first: 100) { nodes { aggregateId payload } } }",
+            json!({ "id": B }),
+            Some(&token_a),
+        )
+        .await;
+    assert_eq!(
+        response["data"]["auditTrail"]["nodes"],
+        json!([]),
+        "{response}"
+    );
+
     assert_eq!(event_count(&app, B).await, before, "B's log grew");
+
+    // Idempotency keys belong to a hospital: B's key means nothing in A.
+    let register = "mutation($i: RegisterPatientInput!) { registerPatient(input: $i) { id mrn } }";
+    let input = json!({ "familyName": "Keyholder", "dateOfBirth": "1960-06-06", "sex": "MALE",
+                        "idempotencyKey": "shared-retry-key" });
+    let in_b = app
+        .graphql(register, json!({ "i": input }), Some(&token_b))
+        .await;
+    let b_patient = data_id(&in_b, "registerPatient");
+    let after_b = event_count(&app, B).await;
+    let in_a = app
+        .graphql(register, json!({ "i": input }), Some(&token_a))
+        .await;
+    let a_patient = data_id(&in_a, "registerPatient");
+    assert_ne!(a_patient, b_patient, "A got B's answer for B's key: {in_a}");
+    assert!(
+        in_a["data"]["registerPatient"]["mrn"]
+            .as_str()
+            .is_some_and(|m| m.starts_with(A)),
+        "{in_a}"
+    );
+    let other = json!({ "familyName": "Otherinput", "dateOfBirth": "1961-06-06", "sex": "FEMALE",
+                        "idempotencyKey": "another-b-key" });
+    app.graphql(register, json!({ "i": other }), Some(&token_b))
+        .await;
+    let after_b = after_b + 1;
+    let changed = json!({ "familyName": "Changedinput", "dateOfBirth": "1962-06-06", "sex": "FEMALE",
+                          "idempotencyKey": "another-b-key" });
+    let in_a = app
+        .graphql(register, json!({ "i": changed }), Some(&token_a))
+        .await;
+    assert!(
+        in_a["errors"].is_null(),
+        "B's use of a key refuses A's: {in_a}"
+    );
+    assert_eq!(event_count(&app, B).await, after_b, "B's log grew");
 }
