@@ -28,6 +28,10 @@ use super::platform;
 use super::{Result, TenancyError};
 use crate::commands::{self, CommandError};
 
+/// How long provisioning waits for the new hospital's read models (its administrator's
+/// account) before giving up on this run.
+const REGISTRATION_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A validated request to onboard a hospital.
 #[derive(Debug, Clone)]
 pub struct NewHospital {
@@ -309,15 +313,9 @@ impl Provisioner {
             departments,
             now,
         };
-        match commands::execute::<Hospital>(
-            pool,
-            &self.runner,
-            hospital.code.as_str(),
-            register,
-            (),
-            &metadata,
-        )
-        .await
+        // Both appends first, then one wait for the read models to show both.
+        match commands::append::<Hospital>(pool, hospital.code.as_str(), register, (), &metadata)
+            .await
         {
             Ok(()) | Err(CommandError::Rejected(HospitalError::AlreadyRegistered)) => {}
             Err(e) => {
@@ -337,8 +335,7 @@ impl Provisioner {
             now,
         };
         let admin_id = user_id_for(&admin.username).to_string();
-        match commands::execute::<User>(pool, &self.runner, &admin_id, create, (), &metadata).await
-        {
+        match commands::append::<User>(pool, &admin_id, create, (), &metadata).await {
             Ok(()) | Err(CommandError::Rejected(UserError::AlreadyExists)) => {}
             Err(e) => {
                 return Err(TenancyError::Command(format!(
@@ -346,10 +343,14 @@ impl Provisioner {
                 )))
             }
         }
-        // Resumed runs skip the appends above; make sure the read models are current.
-        self.runner.catch_up(pool).await.map_err(|e| {
-            TenancyError::Command(format!("projecting the registration failed: {e}"))
-        })?;
+        // The administrator must be able to sign in once provisioning reports READY (this
+        // also covers a resumed run whose appends were done before). A timeout leaves the
+        // step unfinished, and the next run completes it.
+        commands::wait_for_stream::<User>(pool, &self.runner, &admin_id, REGISTRATION_CATCH_UP)
+            .await
+            .map_err(|e| {
+                TenancyError::Command(format!("projecting the registration failed: {e}"))
+            })?;
         Ok(())
     }
 }
