@@ -138,13 +138,18 @@ impl ProjectionRunner {
             .iter()
             .map(|n| (*n).to_owned())
             .collect();
-        for name in &names {
-            ensure_checkpoint(pool, name).await?;
-        }
+        // One statement each for ensuring, reading and moving all checkpoints: on a fresh
+        // connection every distinct statement also costs a prepare round trip.
+        sqlx::query(
+            "INSERT INTO public.projection_checkpoints (projector) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(&names)
+        .execute(pool)
+        .await?;
+        let keys: Vec<String> = names.iter().map(|n| Target::Live.lock_key(n)).collect();
         let mut applied = vec![0u64; self.projectors.len()];
         loop {
             let mut tx = pool.begin().await?;
-            let keys: Vec<String> = names.iter().map(|n| Target::Live.lock_key(n)).collect();
             let locked: bool = sqlx::query_scalar(
                 "SELECT bool_and(pg_try_advisory_xact_lock(hashtextextended(k, 0))) FROM unnest($1::text[]) AS k",
             )
@@ -154,10 +159,25 @@ impl ProjectionRunner {
             if !locked {
                 return Ok(None);
             }
-            let mut checkpoints = Vec::with_capacity(names.len());
-            for name in &names {
-                checkpoints.push(read_checkpoint(&mut tx, name).await?);
-            }
+            let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+                "SELECT projector, last_transaction_id::text::bigint, last_position \
+                   FROM public.projection_checkpoints WHERE projector = ANY($1)",
+            )
+            .bind(&names)
+            .fetch_all(&mut *tx)
+            .await?;
+            let checkpoints: Vec<LogCursor> = names
+                .iter()
+                .map(|name| {
+                    rows.iter()
+                        .find(|(n, _, _)| n == name)
+                        .map(|(_, transaction_id, position)| LogCursor {
+                            transaction_id: *transaction_id,
+                            position: *position,
+                        })
+                        .unwrap_or(LogCursor::START)
+                })
+                .collect();
             let from = checkpoints
                 .iter()
                 .copied()
@@ -180,17 +200,32 @@ impl ProjectionRunner {
                     .collect();
                 return Ok(Some(progress));
             };
+            let (mut moved, mut counts) = (Vec::new(), Vec::new());
             for (i, projector) in self.projectors.iter().enumerate() {
-                let after = checkpoints[i];
-                let start = batch.partition_point(|e| e.cursor() <= after);
+                let start = batch.partition_point(|e| e.cursor() <= checkpoints[i]);
                 let events = &batch[start..];
                 if events.is_empty() {
                     continue;
                 }
                 projector.apply_batch(&mut tx, events).await?;
-                move_checkpoint(&mut tx, &names[i], last, events.len()).await?;
+                moved.push(names[i].clone());
+                counts.push(i64::try_from(events.len()).unwrap_or(i64::MAX));
                 applied[i] += events.len() as u64;
             }
+            sqlx::query(
+                "UPDATE public.projection_checkpoints AS c \
+                    SET last_transaction_id = $2::text::xid8, last_position = $3, \
+                        events_applied = c.events_applied + u.n, updated_at = now(), \
+                        failing_position = NULL, last_error = NULL \
+                   FROM unnest($1::text[], $4::bigint[]) AS u(name, n) \
+                  WHERE c.projector = u.name",
+            )
+            .bind(&moved)
+            .bind(last.transaction_id.to_string())
+            .bind(last.position)
+            .bind(&counts)
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
         }
     }
