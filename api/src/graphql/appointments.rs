@@ -855,7 +855,7 @@ impl AppointmentMutation {
         validate_slot(start, minutes, &policy, auth.now).map_err(|e| e.to_api_error())?;
 
         let id = auth
-            .idempotent(&options, &input, || async {
+            .idempotent_id(&options, &input, || async {
                 let appointment_id = auth.new_id(&options);
                 let mut saga = Saga::new(&auth, appointment_id);
                 saga.reserve(Party::Doctor, input.doctor_id, start, minutes)
@@ -880,12 +880,11 @@ impl AppointmentMutation {
                     .execute::<AppointmentAggregate>(&appointment_id.to_string(), command, Some(0))
                     .await
                 {
-                    Ok(()) => Ok(appointment_id.to_string()),
+                    Ok(()) => Ok(appointment_id),
                     Err(e) => Err(saga.fail(e).await),
                 }
             })
             .await?;
-        let id = Uuid::parse_str(&id).map_err(ApiError::internal)?;
         Ok(load_appointment(auth.pool(), id).await?)
     }
 

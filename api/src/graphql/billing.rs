@@ -785,7 +785,7 @@ impl BillingMutation {
             }
         };
         let id = auth
-            .idempotent(&options, &input, || async {
+            .idempotent_id(&options, &input, || async {
                 // Taken only when the command runs: a retry uses no number. A refused
                 // command leaves a gap, never a duplicate.
                 let sequence: i64 = sqlx::query_scalar("SELECT nextval('invoice_number_seq')")
@@ -806,10 +806,9 @@ impl BillingMutation {
                 };
                 auth.execute::<domain::Invoice>(&invoice_id.to_string(), command, Some(0))
                     .await?;
-                Ok(invoice_id.to_string())
+                Ok(invoice_id)
             })
             .await?;
-        let id = Uuid::parse_str(&id).map_err(ApiError::internal)?;
         Ok(invoice_or_not_found(auth.pool(), id).await?)
     }
 

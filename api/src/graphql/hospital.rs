@@ -4,9 +4,7 @@
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Datelike, Duration, NaiveTime, Utc, Weekday};
 use hms_domain::access::{LimitedResource, PlanLimitReached};
-use hms_domain::common::{
-    Address, BoundedText, CountryCode, Currency, Email, Phone, Username, ValidationError,
-};
+use hms_domain::common::{BoundedText, Currency, Email, Phone, Username, ValidationError};
 use hms_domain::hospital::{
     Branding, HexColor, Hospital as HospitalAggregate, HospitalCommand, HospitalError,
     HospitalProfile, HospitalSettings, InvoicePrefix, SlotLength, TimeZoneName, WorkingHours,
@@ -20,7 +18,7 @@ use super::audit::{self, AuditEntry};
 use super::error::ApiError;
 use super::pagination::{Keyset, Page, PageRequest};
 use super::session::{hospital_scope, Authorized, DomainErrorCode, MutationOptions};
-use super::types::Role;
+use super::types::{AddressInput, AddressOut, Role};
 use crate::auth::password;
 
 // ---------------------------------------------------------------------------------
@@ -208,30 +206,6 @@ impl Hospital {
             .authorize(Operation::ViewAuditTrail)
             .await?;
         Ok(audit::history(auth.pool(), "hospital", &self.code, first, after).await?)
-    }
-}
-
-#[derive(SimpleObject)]
-pub struct AddressOut {
-    line1: String,
-    line2: Option<String>,
-    city: String,
-    region: Option<String>,
-    postal_code: Option<String>,
-    /// ISO 3166-1 alpha-2.
-    country: String,
-}
-
-impl From<&Address> for AddressOut {
-    fn from(a: &Address) -> Self {
-        Self {
-            line1: a.line1.to_string(),
-            line2: a.line2.as_ref().map(ToString::to_string),
-            city: a.city.to_string(),
-            region: a.region.as_ref().map(ToString::to_string),
-            postal_code: a.postal_code.as_ref().map(ToString::to_string),
-            country: a.country.as_str().to_owned(),
-        }
     }
 }
 
@@ -578,35 +552,6 @@ async fn hospital_stats(auth: &Authorized<'_>) -> Result<HospitalStats, ApiError
 // Inputs
 
 #[derive(InputObject, serde::Serialize)]
-pub struct AddressInput {
-    line1: String,
-    line2: Option<String>,
-    city: String,
-    region: Option<String>,
-    postal_code: Option<String>,
-    /// ISO 3166-1 alpha-2, e.g. KE.
-    country: String,
-}
-
-impl AddressInput {
-    fn parse(&self) -> Result<Address, ValidationError> {
-        let opt = |field: &'static str, v: &Option<String>| {
-            v.as_deref()
-                .map(|s| BoundedText::parse(field, s, 200))
-                .transpose()
-        };
-        Ok(Address {
-            line1: BoundedText::parse("address.line1", &self.line1, 200)?,
-            line2: opt("address.line2", &self.line2)?,
-            city: BoundedText::parse("address.city", &self.city, 100)?,
-            region: opt("address.region", &self.region)?,
-            postal_code: opt("address.postalCode", &self.postal_code)?,
-            country: CountryCode::parse(&self.country)?,
-        })
-    }
-}
-
-#[derive(InputObject, serde::Serialize)]
 pub struct UpdateHospitalProfileInput {
     name: String,
     contact_email: Option<String>,
@@ -733,8 +678,7 @@ impl HospitalMutation {
                 .address
                 .as_ref()
                 .map(AddressInput::parse)
-                .transpose()
-                .map_err(ApiError::from)?,
+                .transpose()?,
             time_zone: TimeZoneName::parse(&input.time_zone).map_err(ApiError::from)?,
             currency: Currency::parse(&input.currency).map_err(ApiError::from)?,
         };
@@ -820,8 +764,8 @@ impl HospitalMutation {
         let id = auth.new_id(&options);
         let code = auth.scope.code.to_owned();
         let request = name.to_string();
-        let department = auth
-            .idempotent(&options, &request, || async {
+        let id = auth
+            .idempotent_id(&options, &request, || async {
                 let command = HospitalCommand::AddDepartment {
                     actor: auth.actor(),
                     department_id: id,
@@ -830,10 +774,9 @@ impl HospitalMutation {
                 };
                 auth.execute::<HospitalAggregate>(&code, command, None)
                     .await?;
-                Ok(id.to_string())
+                Ok(id)
             })
             .await?;
-        let id = Uuid::parse_str(&department).map_err(ApiError::internal)?;
         Ok(load_department(auth.pool(), id).await?)
     }
 
@@ -976,8 +919,8 @@ impl HospitalMutation {
             )
             .map_err(limit_error)?;
         let id = user_id_for(&username);
-        let created = auth
-            .idempotent(
+        let id = auth
+            .idempotent_id(
                 &options,
                 &(
                     &input.username,
@@ -1000,11 +943,10 @@ impl HospitalMutation {
                         now: auth.now,
                     };
                     auth.execute::<User>(&id.to_string(), command, None).await?;
-                    Ok(id.to_string())
+                    Ok(id)
                 },
             )
             .await?;
-        let id = Uuid::parse_str(&created).map_err(ApiError::internal)?;
         Ok(load_user(auth.pool(), id).await?)
     }
 

@@ -11,7 +11,7 @@ use async_graphql::{
 };
 use chrono::{DateTime, NaiveDate, Utc};
 use hms_domain::access::{LimitedResource, PlanLimitReached};
-use hms_domain::common::{Address, BoundedText, CountryCode, Email, HospitalCode, Phone};
+use hms_domain::common::{BoundedText, Email, HospitalCode, Phone};
 use hms_domain::patient::{
     Allergy as DomainAllergy, Demographics, EmergencyContact as DomainEmergencyContact, Mrn,
     Patient as PatientAggregate, PatientCommand, PatientError, PatientStatus as DomainStatus,
@@ -30,13 +30,12 @@ use super::error::ApiError;
 use super::pagination::{Keyset, Page, PageRequest};
 use super::session::{hospital_scope, Authorized, DomainErrorCode, MutationOptions};
 use super::types::check_filter_text;
+use super::types::{AddressInput, AddressOut};
 
 /// Longest accepted `search` string.
 const MAX_SEARCH_CHARS: usize = 200;
 /// Fewest digits a phone search needs (after dropping a leading trunk `0`).
 const MIN_PHONE_SEARCH_DIGITS: usize = 4;
-const MAX_ADDRESS_LINE_CHARS: usize = 200;
-const MAX_CITY_CHARS: usize = 100;
 
 // ---------------------------------------------------------------------------------
 // Output types
@@ -106,30 +105,6 @@ impl PatientStatus {
 }
 
 #[derive(SimpleObject, Clone)]
-pub struct PatientAddress {
-    pub line1: String,
-    pub line2: Option<String>,
-    pub city: String,
-    pub region: Option<String>,
-    pub postal_code: Option<String>,
-    /// ISO 3166-1 alpha-2.
-    pub country: String,
-}
-
-impl From<&Address> for PatientAddress {
-    fn from(a: &Address) -> Self {
-        Self {
-            line1: a.line1.to_string(),
-            line2: a.line2.as_ref().map(ToString::to_string),
-            city: a.city.to_string(),
-            region: a.region.as_ref().map(ToString::to_string),
-            postal_code: a.postal_code.as_ref().map(ToString::to_string),
-            country: a.country.as_str().to_owned(),
-        }
-    }
-}
-
-#[derive(SimpleObject, Clone)]
 pub struct EmergencyContact {
     pub name: String,
     pub relationship: String,
@@ -166,7 +141,7 @@ pub struct Patient {
     pub sex: Sex,
     pub phone: Option<String>,
     pub email: Option<String>,
-    pub address: Option<PatientAddress>,
+    pub address: Option<AddressOut>,
     pub emergency_contact: Option<EmergencyContact>,
     pub blood_type: Option<BloodType>,
     pub allergies: Vec<Allergy>,
@@ -264,7 +239,7 @@ impl TryFrom<PatientRow> for Patient {
             sex: d.sex.into(),
             phone: d.phone.as_ref().map(|p| p.as_str().to_owned()),
             email: d.email.as_ref().map(|e| e.as_str().to_owned()),
-            address: d.address.as_ref().map(PatientAddress::from),
+            address: d.address.as_ref().map(AddressOut::from),
             emergency_contact: d.emergency_contact.as_ref().map(|c| EmergencyContact {
                 name: c.name.to_string(),
                 relationship: c.relationship.to_string(),
@@ -521,35 +496,6 @@ impl PatientQuery {
 // Inputs
 
 #[derive(InputObject, Serialize, Clone)]
-pub struct PatientAddressInput {
-    pub line1: String,
-    pub line2: Option<String>,
-    pub city: String,
-    pub region: Option<String>,
-    pub postal_code: Option<String>,
-    /// ISO 3166-1 alpha-2, e.g. KE.
-    pub country: String,
-}
-
-impl PatientAddressInput {
-    fn parse(&self) -> Result<Address, ApiError> {
-        Ok(Address {
-            line1: BoundedText::parse("address.line1", &self.line1, MAX_ADDRESS_LINE_CHARS)?,
-            line2: optional_text(
-                "address.line2",
-                self.line2.as_deref(),
-                MAX_ADDRESS_LINE_CHARS,
-            )?,
-            city: BoundedText::parse("address.city", &self.city, MAX_CITY_CHARS)?,
-            region: optional_text("address.region", self.region.as_deref(), MAX_CITY_CHARS)?,
-            postal_code: optional_text("address.postalCode", self.postal_code.as_deref(), 20)?,
-            country: CountryCode::parse(&self.country)
-                .map_err(|e| ApiError::validation("address.country", e.message))?,
-        })
-    }
-}
-
-#[derive(InputObject, Serialize, Clone)]
 pub struct EmergencyContactInput {
     pub name: String,
     pub relationship: String,
@@ -633,7 +579,7 @@ pub struct RegisterPatientInput {
     pub sex: Sex,
     pub phone: Option<String>,
     pub email: Option<String>,
-    pub address: Option<PatientAddressInput>,
+    pub address: Option<AddressInput>,
     pub emergency_contact: Option<EmergencyContactInput>,
     pub blood_type: Option<BloodType>,
     #[graphql(default)]
@@ -660,11 +606,7 @@ impl RegisterPatientInput {
             sex: self.sex.into(),
             phone: optional_phone(self.phone.as_deref())?,
             email: optional_email(self.email.as_deref())?,
-            address: self
-                .address
-                .as_ref()
-                .map(PatientAddressInput::parse)
-                .transpose()?,
+            address: self.address.as_ref().map(AddressInput::parse).transpose()?,
             emergency_contact: self
                 .emergency_contact
                 .as_ref()
@@ -692,7 +634,7 @@ pub struct UpdatePatientInput {
     #[serde(skip_serializing_if = "MaybeUndefined::is_undefined")]
     pub email: MaybeUndefined<String>,
     #[serde(skip_serializing_if = "MaybeUndefined::is_undefined")]
-    pub address: MaybeUndefined<PatientAddressInput>,
+    pub address: MaybeUndefined<AddressInput>,
     #[serde(skip_serializing_if = "MaybeUndefined::is_undefined")]
     pub emergency_contact: MaybeUndefined<EmergencyContactInput>,
     #[serde(skip_serializing_if = "MaybeUndefined::is_undefined")]
@@ -862,7 +804,7 @@ impl PatientMutation {
             .collect::<Result<Vec<_>, _>>()?;
         let hospital = HospitalCode::parse(auth.scope.code).map_err(ApiError::internal)?;
         let id = auth
-            .idempotent(&options, &input, || async {
+            .idempotent_id(&options, &input, || async {
                 let count: i64 =
                     sqlx::query_scalar("SELECT count(*) FROM patients WHERE status <> 'MERGED'")
                         .fetch_one(auth.pool())
@@ -892,10 +834,9 @@ impl PatientMutation {
                 };
                 auth.execute::<PatientAggregate>(&patient_id.to_string(), command, Some(0))
                     .await?;
-                Ok(patient_id.to_string())
+                Ok(patient_id)
             })
             .await?;
-        let id = Uuid::parse_str(&id).map_err(ApiError::internal)?;
         Ok(load_patient(auth.pool(), id).await?)
     }
 

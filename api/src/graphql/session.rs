@@ -227,6 +227,25 @@ impl<'a> Authorized<'a> {
         }
     }
 
+    /// [`Self::idempotent`] for work that creates a record and answers with its id.
+    pub async fn idempotent_id<F, Fut>(
+        &self,
+        options: &MutationOptions,
+        input: &impl serde::Serialize,
+        work: F,
+    ) -> Result<Uuid, ApiError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Uuid, ApiError>>,
+    {
+        let id = self
+            .idempotent(options, input, || async {
+                work().await.map(|id| id.to_string())
+            })
+            .await?;
+        Uuid::parse_str(&id).map_err(ApiError::internal)
+    }
+
     /// Runs `work` once per idempotency key: a retry with the same key and input returns
     /// the first answer (the id `work` produced) without running it again; the same key
     /// with other input is refused. Without a key, `work` just runs.

@@ -71,3 +71,72 @@ pub fn check_filter_text(field: &str, value: &str) -> Result<(), super::error::A
         Ok(())
     }
 }
+
+const MAX_ADDRESS_LINE_CHARS: usize = 200;
+const MAX_CITY_CHARS: usize = 100;
+const MAX_POSTAL_CODE_CHARS: usize = 20;
+
+/// A postal address (of a hospital or a patient).
+#[derive(async_graphql::SimpleObject, Clone)]
+#[graphql(name = "Address")]
+pub struct AddressOut {
+    pub line1: String,
+    pub line2: Option<String>,
+    pub city: String,
+    pub region: Option<String>,
+    pub postal_code: Option<String>,
+    /// ISO 3166-1 alpha-2.
+    pub country: String,
+}
+
+impl From<&hms_domain::common::Address> for AddressOut {
+    fn from(a: &hms_domain::common::Address) -> Self {
+        Self {
+            line1: a.line1.to_string(),
+            line2: a.line2.as_ref().map(ToString::to_string),
+            city: a.city.to_string(),
+            region: a.region.as_ref().map(ToString::to_string),
+            postal_code: a.postal_code.as_ref().map(ToString::to_string),
+            country: a.country.as_str().to_owned(),
+        }
+    }
+}
+
+#[derive(async_graphql::InputObject, serde::Serialize, Clone)]
+pub struct AddressInput {
+    pub line1: String,
+    pub line2: Option<String>,
+    pub city: String,
+    pub region: Option<String>,
+    pub postal_code: Option<String>,
+    /// ISO 3166-1 alpha-2, e.g. KE.
+    pub country: String,
+}
+
+impl AddressInput {
+    /// The domain's address; errors name the field as `address.<field>`.
+    pub fn parse(&self) -> Result<hms_domain::common::Address, super::error::ApiError> {
+        use hms_domain::common::{BoundedText, CountryCode};
+        let optional = |field: &'static str, value: &Option<String>, max: usize| {
+            value
+                .as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(|v| BoundedText::parse(field, v, max))
+                .transpose()
+        };
+        Ok(hms_domain::common::Address {
+            line1: BoundedText::parse("address.line1", &self.line1, MAX_ADDRESS_LINE_CHARS)?,
+            line2: optional("address.line2", &self.line2, MAX_ADDRESS_LINE_CHARS)?,
+            city: BoundedText::parse("address.city", &self.city, MAX_CITY_CHARS)?,
+            region: optional("address.region", &self.region, MAX_CITY_CHARS)?,
+            postal_code: optional(
+                "address.postalCode",
+                &self.postal_code,
+                MAX_POSTAL_CODE_CHARS,
+            )?,
+            country: CountryCode::parse(&self.country)
+                .map_err(|e| super::error::ApiError::validation("address.country", e.message))?,
+        })
+    }
+}
