@@ -4,8 +4,9 @@
 //! transaction commits, so they commit out of order: a reader that remembered "the
 //! largest position seen" would skip a slower transaction's events forever. Instead the
 //! log is read in `(transaction_id, position)` order and only up to the oldest
-//! transaction still in flight (`pg_snapshot_xmin`): everything below it has either
-//! committed or rolled back, so nothing can appear behind the cursor later.
+//! transaction still in flight that could write to this database (see [`HORIZON`]):
+//! everything below it has either committed or rolled back, so nothing can appear behind
+//! the cursor later.
 
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
@@ -82,6 +83,25 @@ impl StoredEvent {
     }
 }
 
+/// The readable horizon of this tenant's log, as an SQL expression of type `xid8`: no
+/// event with a smaller `transaction_id` can still appear.
+///
+/// Transaction ids are cluster-wide, so the plain `pg_snapshot_xmin` would let any long
+/// transaction on the server (another tenant's rebuild, a migration, a `CREATE DATABASE`)
+/// stall every tenant's read side. A transaction can only write to the database it is
+/// connected to, so the in-flight transactions `pg_stat_activity` shows in *other*
+/// databases are left out. One it cannot place (a prepared transaction, a session whose
+/// row is hidden from this role, one that ended between the two looks) still counts, so
+/// the horizon is never later than it may be. Transactions that start after the snapshot
+/// get ids at or above its `xmax`.
+pub const HORIZON: &str = "(SELECT least(pg_snapshot_xmax(s), \
+       (SELECT min(x) FROM pg_snapshot_xip(s) AS x \
+         WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a \
+                            WHERE a.backend_xid::text::bigint = x::text::bigint % 4294967296 \
+                              AND a.datid <> (SELECT oid FROM pg_catalog.pg_database \
+                                               WHERE datname = current_database())))) \
+     FROM pg_current_snapshot() AS s)";
+
 // xid8 has no sqlx mapping; it travels as text and is compared in SQL. A 64-bit
 // transaction id will not pass i64::MAX in the lifetime of any cluster.
 const SELECT_COLUMNS: &str = "position, transaction_id::text::bigint AS transaction_id, \
@@ -97,7 +117,7 @@ pub async fn read_batch(
     let sql = format!(
         "SELECT {SELECT_COLUMNS} FROM public.events \
           WHERE (transaction_id, position) > ($1::text::xid8, $2) \
-            AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+            AND transaction_id < {HORIZON} \
           ORDER BY events.transaction_id, events.position \
           LIMIT $3"
     );

@@ -4,7 +4,7 @@
 //! [`REBUILD_SCHEMA`] (its unqualified SQL is pointed there through `search_path`), with a
 //! checkpoint of its own, one short transaction per batch — so the API keeps reading the
 //! old tables, the rebuild survives an interruption and resumes where it stopped, and no
-//! long transaction holds back the other tenants' readers. The swap is one transaction:
+//! long transaction holds back the live readers. The swap is one transaction:
 //! it takes the live projector's lock (pausing it), applies the last few events, replaces
 //! the live tables with the rebuilt ones (keeping index names), and hands the rebuild's
 //! checkpoint to the live projector.

@@ -17,7 +17,7 @@ use crate::log::{self, LogCursor, StoredEvent};
 use crate::{ProjectionError, Result};
 
 /// Events read per transaction. Large enough to amortise the round trips, small enough
-/// to keep transactions (which hold back every tenant's readers, see DESIGN.md) short.
+/// to keep transactions (which hold back this tenant's other readers) short.
 const BATCH_SIZE: i64 = 500;
 /// Events read per transaction when every projector shares one read.
 const SHARED_BATCH_SIZE: i64 = 1_000;

@@ -5,10 +5,10 @@
 //! `(transaction_id, position)` (the index the log is kept in) and hands them over a
 //! channel of one batch, so one batch is formatted while the next is fetched and memory
 //! stays flat for any log size. No transaction stays open during the export (a long one
-//! would hold back every tenant's projections, see DESIGN.md).
+//! would hold back the hospital's projections, see `hms_projections::log::HORIZON`).
 //!
-//! Repeatability: the export stops at the oldest transaction in flight when it starts
-//! (`pg_snapshot_xmin`), so it never skips an event committing behind it and never
+//! Repeatability: the export stops at the log's readable horizon when it starts
+//! ([`hms_projections::log::HORIZON`]), so it never skips an event committing behind it and never
 //! includes one that commits during the export; and the output contains nothing but the
 //! events (no clock, no host), with object keys in a fixed order. The same query on the
 //! same log gives the same bytes.
@@ -76,10 +76,12 @@ async fn export_to_file(pool: &PgPool, args: &AuditArgs, path: &Path) -> Result<
 /// Streams the events `args` selects to `out`; returns how many were written.
 pub async fn export(pool: &PgPool, args: &AuditArgs, out: &mut (dyn Write + Send)) -> Result<u64> {
     let query = EventQuery::new(args);
-    let horizon: i64 =
-        sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-            .fetch_one(pool)
-            .await?;
+    let horizon: i64 = sqlx::query_scalar(&format!(
+        "SELECT {}::text::bigint",
+        hms_projections::log::HORIZON
+    ))
+    .fetch_one(pool)
+    .await?;
     let (tx, mut rx) = mpsc::channel(1);
     let producer = tokio::spawn(produce(pool.clone(), query, horizon, tx));
     let mut buf = Vec::with_capacity(4096);

@@ -395,8 +395,12 @@ async fn checksums(pool: &PgPool, runner: &ProjectionRunner) -> Vec<(String, i64
     all
 }
 
+/// Catches up until every event is indexed. Other tests' transactions never hold this
+/// tenant back (see `a_transaction_held_open_in_another_database_does_not_hold_a_tenant_back`),
+/// but a busy CI machine can be slow: the bound is generous.
 async fn drain(pool: &PgPool, runner: &ProjectionRunner) {
-    for _ in 0..50 {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
         runner.catch_up(pool).await.expect("catch up");
         let behind: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM events e WHERE NOT EXISTS (SELECT 1 FROM audit_index a WHERE a.position = e.position)",
@@ -547,6 +551,73 @@ async fn an_event_of_a_transaction_held_open_is_neither_skipped_nor_applied_twic
         "every event indexed exactly once"
     );
     assert_eq!(views, 33, "the held event and the 32 behind it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_held_open_in_another_database_does_not_hold_a_tenant_back() {
+    let app = spawn_app().await;
+    let pool = tenant_pool(&app, "ISO001").await;
+    let other = tenant_pool(&app, "ISO002").await;
+    let runner = &app.state.runner;
+    runner.catch_up(&pool).await.expect("initial catch-up");
+
+    // Another hospital's long transaction (a rebuild, a migration, a stuck client) and
+    // one on the platform database, both holding a transaction id.
+    let mut held_elsewhere = other.begin().await.expect("begin");
+    sqlx::query("UPDATE projection_checkpoints SET updated_at = now()")
+        .execute(&mut *held_elsewhere)
+        .await
+        .expect("write in the other tenant");
+    let mut held_on_platform = app.state.platform.control.begin().await.expect("begin");
+    let platform_xid: String = sqlx::query_scalar("SELECT pg_current_xact_id()::text")
+        .fetch_one(&mut *held_on_platform)
+        .await
+        .expect("xid on the platform");
+
+    let viewer = actor_for(Operation::ViewPatient);
+    let command = RecordAccessCommand::RecordPatientView {
+        actor: viewer.clone(),
+        patient_id: Uuid::new_v4(),
+        purpose: "patient".into(),
+        now: Utc::now(),
+    };
+    append::<RecordAccess>(
+        &pool,
+        "ISO001",
+        &Uuid::new_v4().to_string(),
+        &viewer,
+        command,
+    )
+    .await
+    .expect("append");
+    let (transaction_id, position): (i64, i64) = sqlx::query_as(
+        "SELECT transaction_id::text::bigint, position FROM events ORDER BY position DESC LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("head");
+    assert!(
+        transaction_id > platform_xid.parse::<i64>().expect("xid"),
+        "the write commits behind both held transactions"
+    );
+    runner
+        .catch_up_through(
+            &pool,
+            hms_projections::LogCursor {
+                transaction_id,
+                position,
+            },
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .expect("this hospital's read side is not held back by other databases");
+    let views: i64 = sqlx::query_scalar("SELECT count(*) FROM patient_access_log")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(views, 1);
+    held_elsewhere.rollback().await.expect("rollback");
+    held_on_platform.rollback().await.expect("rollback");
 }
 
 /// The invoice projector, failing on one event after having applied the ones before it
