@@ -455,7 +455,9 @@ fn check_date_of_birth(dob: NaiveDate, now: DateTime<Utc>) -> Result<(), Patient
     Ok(())
 }
 
-fn same_substance(a: &str, b: &str) -> bool {
+/// Whether two allergy entries name the same substance (case-insensitive); the read
+/// side uses the same rule.
+pub fn same_substance(a: &str, b: &str) -> bool {
     a.to_lowercase() == b.to_lowercase()
 }
 

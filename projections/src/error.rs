@@ -23,6 +23,8 @@ pub enum ProjectionError {
         message: String,
     },
     #[error("{0}")]
+    Row(String),
+    #[error("{0}")]
     Busy(String),
     #[error("no projector named {0}")]
     UnknownProjector(String),

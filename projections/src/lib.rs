@@ -7,13 +7,15 @@
 //!   transactions, and decodes them through the domain's upcasters.
 //! - [`runner`]: applies events to each [`Projector`] and stores the projector's
 //!   checkpoint in the same transaction as its read-model change.
-//! - [`projectors`]: the read models themselves, one module per aggregate family.
+//! - [`projectors`]: the read models themselves, one module per aggregate family; most
+//!   write a whole batch with a few set-based statements (`rows`).
 //! - [`rebuild`]: rebuilding a projector's tables from the log while the old ones serve.
 
 pub mod error;
 pub mod log;
 pub mod projectors;
 pub mod rebuild;
+mod rows;
 pub mod runner;
 
 pub use error::{ProjectionError, Result};

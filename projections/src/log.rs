@@ -11,6 +11,7 @@
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use cqrs_es::Aggregate;
+use serde::Deserialize;
 use serde_json::Value;
 use sqlx::{FromRow, PgConnection};
 
@@ -55,21 +56,30 @@ impl StoredEvent {
 
     /// Decodes the payload as an event of aggregate `A`, upcasting older versions first.
     pub fn decode<A: Aggregate>(&self, upcasters: &[Box<dyn EventUpcaster>]) -> Result<A::Event> {
-        let mut serialized = SerializedEvent::new(
-            self.aggregate_id.clone(),
-            usize::try_from(self.sequence).unwrap_or_default(),
-            self.aggregate_type.clone(),
-            self.event_type.clone(),
-            self.event_version.clone(),
-            self.payload.clone(),
-            Value::Null,
-        );
-        for upcaster in upcasters {
-            if upcaster.can_upcast(&serialized.event_type, &serialized.event_version) {
-                serialized = upcaster.upcast(serialized);
+        let decoded = if upcasters
+            .iter()
+            .any(|u| u.can_upcast(&self.event_type, &self.event_version))
+        {
+            let mut serialized = SerializedEvent::new(
+                self.aggregate_id.clone(),
+                usize::try_from(self.sequence).unwrap_or_default(),
+                self.aggregate_type.clone(),
+                self.event_type.clone(),
+                self.event_version.clone(),
+                self.payload.clone(),
+                Value::Null,
+            );
+            for upcaster in upcasters {
+                if upcaster.can_upcast(&serialized.event_type, &serialized.event_version) {
+                    serialized = upcaster.upcast(serialized);
+                }
             }
-        }
-        serde_json::from_value(serialized.payload).map_err(|source| ProjectionError::Decode {
+            serde_json::from_value(serialized.payload)
+        } else {
+            // The common case: the current version, decoded without copying the payload.
+            A::Event::deserialize(&self.payload)
+        };
+        decoded.map_err(|source| ProjectionError::Decode {
             position: self.position,
             event_type: self.event_type.clone(),
             event_version: self.event_version.clone(),

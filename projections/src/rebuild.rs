@@ -131,7 +131,8 @@ async fn swap(pool: &PgPool, projector: &dyn Projector) -> Result<u64> {
         .await?;
     let mut tail = 0u64;
     loop {
-        let (n, _) = runner::apply_batch(&mut tx, projector, Target::Rebuild).await?;
+        let (n, _) =
+            runner::apply_batch(&mut tx, projector, Target::Rebuild, runner::BATCH_SIZE).await?;
         tail += n as u64;
         if n == 0 {
             break;

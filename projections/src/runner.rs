@@ -18,7 +18,7 @@ use crate::{ProjectionError, Result};
 
 /// Events read per transaction. Large enough to amortise the round trips, small enough
 /// to keep transactions (which hold back this tenant's other readers) short.
-const BATCH_SIZE: i64 = 500;
+pub(crate) const BATCH_SIZE: i64 = 500;
 /// Events read per transaction when every projector shares one read.
 const SHARED_BATCH_SIZE: i64 = 1_000;
 
@@ -304,8 +304,39 @@ pub(crate) async fn apply_batch(
     tx: &mut PgConnection,
     projector: &dyn Projector,
     target: Target,
+    limit: i64,
 ) -> Result<(usize, LogCursor)> {
-    let name = target.checkpoint_name(projector.name());
+    let (checkpoint, batch) = pending(tx, projector, target, limit).await?;
+    let Some(last) = batch.last().map(StoredEvent::cursor) else {
+        return Ok((0, checkpoint));
+    };
+    apply_events(tx, projector, &batch).await?;
+    move_checkpoint(
+        tx,
+        &target.checkpoint_name(projector.name()),
+        last,
+        batch.len(),
+    )
+    .await?;
+    Ok((batch.len(), last))
+}
+
+/// The checkpoint and up to `limit` events after it, with the connection pointed at the
+/// target's tables.
+async fn pending(
+    tx: &mut PgConnection,
+    projector: &dyn Projector,
+    target: Target,
+    limit: i64,
+) -> Result<(LogCursor, Vec<StoredEvent>)> {
+    use_target(tx, target).await?;
+    let checkpoint = read_checkpoint(tx, &target.checkpoint_name(projector.name())).await?;
+    let batch = log::read_batch(tx, checkpoint, limit).await?;
+    Ok((checkpoint, batch))
+}
+
+/// Points the transaction's unqualified table names at the target's tables.
+async fn use_target(tx: &mut PgConnection, target: Target) -> Result<()> {
     if target == Target::Rebuild {
         sqlx::query(&format!(
             "SET LOCAL search_path = {}, public",
@@ -314,24 +345,68 @@ pub(crate) async fn apply_batch(
         .execute(&mut *tx)
         .await?;
     }
-    let checkpoint = read_checkpoint(tx, &name).await?;
-    let batch = log::read_batch(tx, checkpoint, BATCH_SIZE).await?;
-    let Some(last) = batch.last().map(StoredEvent::cursor) else {
-        return Ok((0, checkpoint));
-    };
-    projector
-        .apply_batch(tx, &batch)
-        .await
-        .map_err(|e| match e {
-            e @ ProjectionError::ProjectorFailed { .. } => e,
-            other => ProjectionError::ProjectorFailed {
-                projector: projector.name(),
-                position: batch[0].position,
-                message: other.to_string(),
-            },
-        })?;
-    move_checkpoint(tx, &name, last, batch.len()).await?;
-    Ok((batch.len(), last))
+    Ok(())
+}
+
+/// Applies events, reporting a failure as the projector's, at the batch's first event
+/// when the projector cannot say which (see [`isolate_failure`]).
+async fn apply_events(
+    tx: &mut PgConnection,
+    projector: &dyn Projector,
+    batch: &[StoredEvent],
+) -> Result<()> {
+    projector.apply_batch(tx, batch).await.map_err(|e| match e {
+        e @ ProjectionError::ProjectorFailed { .. } => e,
+        other => ProjectionError::ProjectorFailed {
+            projector: projector.name(),
+            position: batch.first().map_or(0, |e| e.position),
+            message: other.to_string(),
+        },
+    })
+}
+
+/// A set-based batch fails as a whole. This goes through the same events again, one at a
+/// time in savepoints, inside a fresh transaction: the events before the failing one are
+/// applied and checkpointed, and the failure is reported at the event that causes it. When
+/// every event passes on its own (a transient fault), the original error stands.
+async fn isolate_failure(
+    pool: &PgPool,
+    projector: &dyn Projector,
+    target: Target,
+    batch: &[StoredEvent],
+    error: ProjectionError,
+) -> Result<ProjectionError> {
+    let name = target.checkpoint_name(projector.name());
+    let mut tx = pool.begin().await?;
+    let locked: bool =
+        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(target.lock_key(projector.name()))
+            .fetch_one(&mut *tx)
+            .await?;
+    use_target(&mut tx, target).await?;
+    let checkpoint = read_checkpoint(&mut tx, &name).await?;
+    let unchanged = batch
+        .first()
+        .is_some_and(|first| checkpoint < first.cursor());
+    if !locked || !unchanged {
+        // Another process moved on meanwhile; it reports what it finds.
+        return Ok(error);
+    }
+    for (i, event) in batch.iter().enumerate() {
+        let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
+        match apply_events(&mut savepoint, projector, std::slice::from_ref(event)).await {
+            Ok(()) => savepoint.commit().await?,
+            Err(failure) => {
+                savepoint.rollback().await?;
+                if i > 0 {
+                    move_checkpoint(&mut tx, &name, batch[i - 1].cursor(), i).await?;
+                }
+                tx.commit().await?;
+                return Ok(failure);
+            }
+        }
+    }
+    Ok(error)
 }
 
 /// Moves a checkpoint past `applied` more events, ending at `last`; clears a failure.
@@ -394,31 +469,44 @@ pub(crate) async fn catch_up_one(
                 busy: true,
             });
         }
-        match apply_batch(&mut tx, projector, target).await {
-            Ok((n, checkpoint)) => {
-                tx.commit().await?;
-                applied += n as u64;
-                if n > 0 {
-                    on_batch(n, checkpoint);
-                }
-                if (n as i64) < BATCH_SIZE {
-                    return Ok(ProjectorProgress {
-                        projector: projector.name(),
-                        applied,
-                        checkpoint,
-                        busy: false,
-                    });
-                }
-            }
-            Err(e) => {
-                drop(tx);
-                let position = match &e {
-                    ProjectionError::ProjectorFailed { position, .. } => Some(*position),
-                    _ => None,
-                };
-                record_failure(pool, &name, position, &e).await;
-                return Err(e);
-            }
+        let (checkpoint, batch) = pending(&mut tx, projector, target, BATCH_SIZE).await?;
+        let Some(last) = batch.last().map(StoredEvent::cursor) else {
+            tx.commit().await?;
+            return Ok(ProjectorProgress {
+                projector: projector.name(),
+                applied,
+                checkpoint,
+                busy: false,
+            });
+        };
+        let outcome = match apply_events(&mut tx, projector, &batch).await {
+            Ok(()) => move_checkpoint(&mut tx, &name, last, batch.len()).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = outcome {
+            drop(tx);
+            let e = if batch.len() > 1 {
+                isolate_failure(pool, projector, target, &batch, e).await?
+            } else {
+                e
+            };
+            let position = match &e {
+                ProjectionError::ProjectorFailed { position, .. } => Some(*position),
+                _ => None,
+            };
+            record_failure(pool, &name, position, &e).await;
+            return Err(e);
+        }
+        tx.commit().await?;
+        applied += batch.len() as u64;
+        on_batch(batch.len(), last);
+        if (batch.len() as i64) < BATCH_SIZE {
+            return Ok(ProjectorProgress {
+                projector: projector.name(),
+                applied,
+                checkpoint: last,
+                busy: false,
+            });
         }
     }
 }

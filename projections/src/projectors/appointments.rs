@@ -1,15 +1,40 @@
 //! `appointments`: by doctor and day, by patient, by department, by status.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use hms_domain::appointment::{Appointment, AppointmentEvent};
+use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::enum_name;
+use super::{decode_batch, enum_name};
+use crate::rows::RowSet;
 use crate::{Projector, Result, StoredEvent};
 
 pub struct AppointmentProjector;
+
+/// A row of `appointments` (field names are column names).
+#[derive(Serialize, Deserialize)]
+struct AppointmentRow {
+    id: Uuid,
+    patient_id: Uuid,
+    doctor_id: Uuid,
+    department_id: Option<Uuid>,
+    start_at: DateTime<Utc>,
+    end_at: DateTime<Utc>,
+    /// The hospital's local day of the start (a doctor's day).
+    local_date: NaiveDate,
+    reason: String,
+    status: String,
+    notes: Option<String>,
+    cancel_reason: Option<String>,
+    checked_in_at: Option<DateTime<Utc>>,
+    started_at: Option<DateTime<Utc>>,
+    completed_at: Option<DateTime<Utc>>,
+    cancelled_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
 
 #[async_trait]
 impl Projector for AppointmentProjector {
@@ -22,111 +47,107 @@ impl Projector for AppointmentProjector {
     }
 
     async fn apply(&self, tx: &mut PgConnection, event: &StoredEvent) -> Result<()> {
-        if event.aggregate_type != <Appointment as cqrs_es::Aggregate>::TYPE {
+        self.apply_batch(tx, std::slice::from_ref(event)).await
+    }
+
+    /// One read of the appointments the batch changes, one write of their last state.
+    async fn apply_batch(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> Result<()> {
+        let events = decode_batch::<Appointment>(self.name(), events)?;
+        if events.is_empty() {
             return Ok(());
         }
-        let id = super::uuid_id(self.name(), event)?;
-        match event.decode::<Appointment>(&hms_domain::upcasters())? {
-            AppointmentEvent::AppointmentScheduled {
-                appointment_id,
-                patient_id,
-                doctor_id,
-                department_id,
-                start,
-                end,
-                local_date,
-                reason,
-                status,
-                at,
-            } => {
-                sqlx::query(
-                    "INSERT INTO appointments (id, patient_id, doctor_id, department_id, start_at, end_at, \
-                         local_date, reason, status, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
-                )
-                .bind(appointment_id)
-                .bind(patient_id)
-                .bind(doctor_id)
-                .bind(department_id)
-                .bind(start)
-                .bind(end)
-                .bind(local_date)
-                .bind(&reason)
-                .bind(enum_name(&status))
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
-            }
-            AppointmentEvent::AppointmentRescheduled {
-                start,
-                end,
-                local_date,
-                at,
-                ..
-            } => {
-                sqlx::query(
-                    "UPDATE appointments SET start_at = $2, end_at = $3, local_date = $4, updated_at = $5 WHERE id = $1",
-                )
-                .bind(id)
-                .bind(start)
-                .bind(end)
-                .bind(local_date)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
-            }
-            AppointmentEvent::AppointmentCheckedIn { at } => {
-                transition(tx, id, "CHECKED_IN", Some("checked_in_at"), at).await?;
-            }
-            AppointmentEvent::AppointmentStarted { at } => {
-                transition(tx, id, "IN_PROGRESS", Some("started_at"), at).await?;
-            }
-            AppointmentEvent::AppointmentCompleted { notes, at } => {
-                sqlx::query(
-                    "UPDATE appointments SET status = 'COMPLETED', notes = $2, completed_at = $3, updated_at = $3 WHERE id = $1",
-                )
-                .bind(id)
-                .bind(&notes)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
-            }
-            AppointmentEvent::AppointmentCancelled { reason, at } => {
-                sqlx::query(
-                    "UPDATE appointments SET status = 'CANCELLED', cancel_reason = $2, cancelled_at = $3, updated_at = $3 \
-                      WHERE id = $1",
-                )
-                .bind(id)
-                .bind(&reason)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
-            }
-            AppointmentEvent::AppointmentNoShow { at } => {
-                transition(tx, id, "NO_SHOW", None, at).await?;
-            }
+        let mut appointments = RowSet::new("appointments", "id");
+        let existing = events
+            .iter()
+            .filter(|(_, _, e)| !matches!(e, AppointmentEvent::AppointmentScheduled { .. }))
+            .map(|(id, _, _)| *id)
+            .collect();
+        appointments.load(tx, existing).await?;
+        for (id, _, event) in events {
+            fold(&mut appointments, id, event);
         }
-        Ok(())
+        appointments.store(tx).await
     }
 }
 
-async fn transition(
-    tx: &mut PgConnection,
-    id: Uuid,
-    status: &str,
-    stamp: Option<&'static str>,
-    at: DateTime<Utc>,
-) -> Result<()> {
-    let stamp = stamp
-        .map(|column| format!("{column} = $3, "))
-        .unwrap_or_default();
-    sqlx::query(&format!(
-        "UPDATE appointments SET status = $2, {stamp}updated_at = $3 WHERE id = $1"
-    ))
-    .bind(id)
-    .bind(status)
-    .bind(at)
-    .execute(tx)
-    .await?;
-    Ok(())
+fn fold(appointments: &mut RowSet<Uuid, AppointmentRow>, id: Uuid, event: AppointmentEvent) {
+    if let AppointmentEvent::AppointmentScheduled {
+        appointment_id,
+        patient_id,
+        doctor_id,
+        department_id,
+        start,
+        end,
+        local_date,
+        reason,
+        status,
+        at,
+    } = event
+    {
+        let row = AppointmentRow {
+            id: appointment_id,
+            patient_id,
+            doctor_id,
+            department_id,
+            start_at: start,
+            end_at: end,
+            local_date,
+            reason,
+            status: enum_name(&status),
+            notes: None,
+            cancel_reason: None,
+            checked_in_at: None,
+            started_at: None,
+            completed_at: None,
+            cancelled_at: None,
+            created_at: at,
+            updated_at: at,
+        };
+        appointments.insert(appointment_id, row);
+        return;
+    }
+    let Some(row) = appointments.get_mut(&id) else {
+        return;
+    };
+    match event {
+        AppointmentEvent::AppointmentScheduled { .. } => {}
+        AppointmentEvent::AppointmentRescheduled {
+            start,
+            end,
+            local_date,
+            at,
+            ..
+        } => {
+            row.start_at = start;
+            row.end_at = end;
+            row.local_date = local_date;
+            row.updated_at = at;
+        }
+        AppointmentEvent::AppointmentCheckedIn { at } => {
+            row.status = "CHECKED_IN".into();
+            row.checked_in_at = Some(at);
+            row.updated_at = at;
+        }
+        AppointmentEvent::AppointmentStarted { at } => {
+            row.status = "IN_PROGRESS".into();
+            row.started_at = Some(at);
+            row.updated_at = at;
+        }
+        AppointmentEvent::AppointmentCompleted { notes, at } => {
+            row.status = "COMPLETED".into();
+            row.notes = notes;
+            row.completed_at = Some(at);
+            row.updated_at = at;
+        }
+        AppointmentEvent::AppointmentCancelled { reason, at } => {
+            row.status = "CANCELLED".into();
+            row.cancel_reason = Some(reason);
+            row.cancelled_at = Some(at);
+            row.updated_at = at;
+        }
+        AppointmentEvent::AppointmentNoShow { at } => {
+            row.status = "NO_SHOW".into();
+            row.updated_at = at;
+        }
+    }
 }

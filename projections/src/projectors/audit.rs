@@ -3,10 +3,14 @@
 //! `record_access` stream: who opened which patient record.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use hms_domain::record_access::{RecordAccess, RecordAccessEvent};
+use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::decode_batch;
+use crate::rows::RowSet;
 use crate::{Projector, Result, StoredEvent};
 
 pub struct AuditIndexProjector;
@@ -80,6 +84,20 @@ impl Projector for AuditIndexProjector {
 
 pub struct AccessLogProjector;
 
+/// A row of `patient_access_log` (field names are column names).
+#[derive(Serialize, Deserialize)]
+struct AccessRow {
+    id: Uuid,
+    patient_id: Uuid,
+    viewer_id: Uuid,
+    viewer_username: String,
+    viewer_role: String,
+    purpose: String,
+    client_addr: Option<String>,
+    request_id: Option<String>,
+    viewed_at: DateTime<Utc>,
+}
+
 #[async_trait]
 impl Projector for AccessLogProjector {
     fn name(&self) -> &'static str {
@@ -91,33 +109,34 @@ impl Projector for AccessLogProjector {
     }
 
     async fn apply(&self, tx: &mut PgConnection, event: &StoredEvent) -> Result<()> {
-        if event.aggregate_type != <RecordAccess as cqrs_es::Aggregate>::TYPE {
-            return Ok(());
+        self.apply_batch(tx, std::slice::from_ref(event)).await
+    }
+
+    /// One INSERT for the whole batch.
+    async fn apply_batch(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> Result<()> {
+        let mut log = RowSet::new("patient_access_log", "id");
+        for (id, stored, event) in decode_batch::<RecordAccess>(self.name(), events)? {
+            let RecordAccessEvent::PatientRecordViewed {
+                patient_id,
+                viewer_id,
+                viewer_username,
+                viewer_role,
+                purpose,
+                at,
+            } = event;
+            let row = AccessRow {
+                id,
+                patient_id,
+                viewer_id,
+                viewer_username,
+                viewer_role: viewer_role.as_str().to_owned(),
+                purpose,
+                client_addr: stored.meta("client_addr").map(str::to_owned),
+                request_id: stored.meta("request_id").map(str::to_owned),
+                viewed_at: at,
+            };
+            log.insert(id, row);
         }
-        let id = super::uuid_id(self.name(), event)?;
-        let RecordAccessEvent::PatientRecordViewed {
-            patient_id,
-            viewer_id,
-            viewer_username,
-            viewer_role,
-            purpose,
-            at,
-        } = event.decode::<RecordAccess>(&hms_domain::upcasters())?;
-        sqlx::query(
-            "INSERT INTO patient_access_log (id, patient_id, viewer_id, viewer_username, viewer_role, purpose, \
-                 client_addr, request_id, viewed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(id)
-        .bind(patient_id)
-        .bind(viewer_id)
-        .bind(&viewer_username)
-        .bind(viewer_role.as_str())
-        .bind(&purpose)
-        .bind(event.meta("client_addr"))
-        .bind(event.meta("request_id"))
-        .bind(at)
-        .execute(tx)
-        .await?;
-        Ok(())
+        log.store(tx).await
     }
 }

@@ -3,15 +3,93 @@
 //! recomputed here.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use hms_domain::billing::{Invoice, InvoiceEvent, InvoiceTotals};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{enum_name, json};
+use super::{decode_batch, enum_name, json};
+use crate::rows::RowSet;
 use crate::{Projector, Result, StoredEvent};
 
 pub struct InvoiceProjector;
+
+/// A row of `invoices` (field names are column names). Money in integer minor units of
+/// `currency`, as the events carry it.
+#[derive(Serialize, Deserialize)]
+struct InvoiceRow {
+    id: Uuid,
+    number: String,
+    patient_id: Uuid,
+    appointment_id: Option<Uuid>,
+    currency: String,
+    status: String,
+    subtotal_minor: i64,
+    discount_minor: i64,
+    tax_minor: i64,
+    total_minor: i64,
+    paid_minor: i64,
+    refunded_minor: i64,
+    balance_minor: i64,
+    discount: Value,
+    tax_basis_points: i32,
+    due_date: Option<NaiveDate>,
+    issued_at: Option<DateTime<Utc>>,
+    voided_at: Option<DateTime<Utc>>,
+    void_reason: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl InvoiceRow {
+    /// The totals an event carries; a draft's balance is its total.
+    fn set_totals(&mut self, totals: &InvoiceTotals, at: DateTime<Utc>) {
+        self.subtotal_minor = totals.subtotal.minor();
+        self.discount_minor = totals.discount.minor();
+        self.tax_minor = totals.tax.minor();
+        self.total_minor = totals.total.minor();
+        if self.status == "DRAFT" {
+            self.balance_minor = self.total_minor;
+        }
+        self.updated_at = at;
+    }
+}
+
+/// A row of `invoice_lines`.
+#[derive(Serialize, Deserialize)]
+struct LineRow {
+    line_id: Uuid,
+    invoice_id: Uuid,
+    code: String,
+    description: String,
+    quantity: i32,
+    unit_price_minor: i64,
+    amount_minor: i64,
+    added_at: DateTime<Utc>,
+}
+
+/// A row of `invoice_payments`: a payment, or a refund naming the payment it refunds.
+#[derive(Serialize, Deserialize)]
+struct PaymentRow {
+    id: Uuid,
+    invoice_id: Uuid,
+    kind: String,
+    payment_id: Uuid,
+    method: Option<String>,
+    amount_minor: i64,
+    reference: Option<String>,
+    reason: Option<String>,
+    at: DateTime<Utc>,
+}
+
+/// What one batch does to the three tables.
+struct Changes {
+    invoices: RowSet<Uuid, InvoiceRow>,
+    lines: RowSet<Uuid, LineRow>,
+    payments: RowSet<Uuid, PaymentRow>,
+}
 
 #[async_trait]
 impl Projector for InvoiceProjector {
@@ -24,212 +102,198 @@ impl Projector for InvoiceProjector {
     }
 
     async fn apply(&self, tx: &mut PgConnection, event: &StoredEvent) -> Result<()> {
-        if event.aggregate_type != <Invoice as cqrs_es::Aggregate>::TYPE {
+        self.apply_batch(tx, std::slice::from_ref(event)).await
+    }
+
+    /// One read of the invoices the batch changes; one write per table.
+    async fn apply_batch(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> Result<()> {
+        let events = decode_batch::<Invoice>(self.name(), events)?;
+        if events.is_empty() {
             return Ok(());
         }
-        let id = super::uuid_id(self.name(), event)?;
-        match event.decode::<Invoice>(&hms_domain::upcasters())? {
-            InvoiceEvent::InvoiceDrafted {
-                invoice_id,
-                number,
-                patient_id,
-                appointment_id,
-                currency,
-                at,
-            } => {
-                sqlx::query(
-                    "INSERT INTO invoices (id, number, patient_id, appointment_id, currency, status, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, 'DRAFT', $6, $6)",
-                )
-                .bind(invoice_id)
-                .bind(number.as_str())
-                .bind(patient_id)
-                .bind(appointment_id)
-                .bind(currency.as_str())
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
-            }
-            InvoiceEvent::InvoiceLineAdded { line, totals, at } => {
-                sqlx::query(
-                    "INSERT INTO invoice_lines (line_id, invoice_id, code, description, quantity, unit_price_minor, \
-                         amount_minor, added_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                )
-                .bind(line.line_id)
-                .bind(id)
-                .bind(line.code.as_str())
-                .bind(line.description.as_str())
-                .bind(i32::try_from(line.quantity).unwrap_or(i32::MAX))
-                .bind(line.unit_price.minor())
-                .bind(line.amount.minor())
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
-                set_totals(tx, id, &totals, None, at).await?;
-            }
-            InvoiceEvent::InvoiceLineRemoved {
-                line_id,
-                totals,
-                at,
-            } => {
-                sqlx::query("DELETE FROM invoice_lines WHERE line_id = $1")
-                    .bind(line_id)
-                    .execute(&mut *tx)
-                    .await?;
-                set_totals(tx, id, &totals, None, at).await?;
-            }
-            InvoiceEvent::DiscountSet {
-                discount,
-                totals,
-                at,
-            } => {
-                set_totals(tx, id, &totals, Some(("discount", json(&discount))), at).await?;
-            }
-            InvoiceEvent::TaxRateSet {
-                basis_points,
-                totals,
-                at,
-            } => {
-                set_totals(
-                    tx,
-                    id,
-                    &totals,
-                    Some(("tax_basis_points", serde_json::Value::from(basis_points))),
-                    at,
-                )
-                .await?;
-            }
-            InvoiceEvent::InvoiceIssued {
-                totals,
-                balance,
-                due_date,
-                status,
-                at,
-            } => {
-                set_totals(tx, id, &totals, None, at).await?;
-                sqlx::query(
-                    "UPDATE invoices SET balance_minor = $2, due_date = $3, status = $4, issued_at = $5 WHERE id = $1",
-                )
-                .bind(id)
-                .bind(balance.minor())
-                .bind(due_date)
-                .bind(enum_name(&status))
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
-            }
-            InvoiceEvent::PaymentRecorded {
-                payment_id,
-                amount,
-                method,
-                reference,
-                paid_total,
-                balance,
-                status,
-                at,
-            } => {
-                sqlx::query(
-                    "INSERT INTO invoice_payments (id, invoice_id, kind, payment_id, method, amount_minor, reference, at) \
-                     VALUES ($1, $2, 'PAYMENT', $1, $3, $4, $5, $6)",
-                )
-                .bind(payment_id)
-                .bind(id)
-                .bind(enum_name(&method))
-                .bind(amount.minor())
-                .bind(&reference)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(
-                    "UPDATE invoices SET paid_minor = $2, balance_minor = $3, status = $4, updated_at = $5 WHERE id = $1",
-                )
-                .bind(id)
-                .bind(paid_total.minor())
-                .bind(balance.minor())
-                .bind(enum_name(&status))
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
-            }
-            InvoiceEvent::PaymentRefunded {
-                refund_id,
-                payment_id,
-                amount,
-                reason,
-                refunded_total,
-                balance,
-                status,
-                at,
-            } => {
-                sqlx::query(
-                    "INSERT INTO invoice_payments (id, invoice_id, kind, payment_id, amount_minor, reason, at) \
-                     VALUES ($1, $2, 'REFUND', $3, $4, $5, $6)",
-                )
-                .bind(refund_id)
-                .bind(id)
-                .bind(payment_id)
-                .bind(amount.minor())
-                .bind(&reason)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(
-                    "UPDATE invoices SET refunded_minor = $2, balance_minor = $3, status = $4, updated_at = $5 WHERE id = $1",
-                )
-                .bind(id)
-                .bind(refunded_total.minor())
-                .bind(balance.minor())
-                .bind(enum_name(&status))
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
-            }
-            InvoiceEvent::InvoiceVoided { reason, status, at } => {
-                sqlx::query(
-                    "UPDATE invoices SET status = $2, void_reason = $3, voided_at = $4, balance_minor = 0, updated_at = $4 \
-                      WHERE id = $1",
-                )
-                .bind(id)
-                .bind(enum_name(&status))
-                .bind(&reason)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
-            }
+        let mut changes = Changes {
+            invoices: RowSet::new("invoices", "id"),
+            lines: RowSet::new("invoice_lines", "line_id"),
+            payments: RowSet::new("invoice_payments", "id"),
+        };
+        let existing = events
+            .iter()
+            .filter(|(_, _, e)| !matches!(e, InvoiceEvent::InvoiceDrafted { .. }))
+            .map(|(id, _, _)| *id)
+            .collect();
+        changes.invoices.load(tx, existing).await?;
+        for (id, _, event) in events {
+            fold(&mut changes, id, event);
         }
-        Ok(())
+        // Lines and payments refer to their invoice only by value: no order to respect.
+        changes.invoices.store(tx).await?;
+        changes.lines.store(tx).await?;
+        changes.payments.store(tx).await
     }
 }
 
-/// Writes the totals an event carries, and optionally one more column.
-async fn set_totals(
-    tx: &mut PgConnection,
-    id: Uuid,
-    totals: &InvoiceTotals,
-    extra: Option<(&'static str, serde_json::Value)>,
-    at: DateTime<Utc>,
-) -> Result<()> {
-    let extra_sql = match &extra {
-        Some(("discount", _)) => ", discount = $7",
-        Some(("tax_basis_points", _)) => ", tax_basis_points = ($7::jsonb)::integer",
-        _ => "",
-    };
-    // `extra_sql` is one of the fixed fragments above.
-    let sql = format!(
-        "UPDATE invoices SET subtotal_minor = $2, discount_minor = $3, tax_minor = $4, total_minor = $5, \
-             balance_minor = CASE WHEN status = 'DRAFT' THEN $5 ELSE balance_minor END, \
-             updated_at = $6{extra_sql} WHERE id = $1"
-    );
-    let mut query = sqlx::query(&sql)
-        .bind(id)
-        .bind(totals.subtotal.minor())
-        .bind(totals.discount.minor())
-        .bind(totals.tax.minor())
-        .bind(totals.total.minor())
-        .bind(at);
-    if let Some((_, value)) = extra {
-        query = query.bind(value);
+fn fold(changes: &mut Changes, id: Uuid, event: InvoiceEvent) {
+    if let InvoiceEvent::InvoiceDrafted {
+        invoice_id,
+        number,
+        patient_id,
+        appointment_id,
+        currency,
+        at,
+    } = event
+    {
+        let row = InvoiceRow {
+            id: invoice_id,
+            number: number.as_str().to_owned(),
+            patient_id,
+            appointment_id,
+            currency: currency.as_str().to_owned(),
+            status: "DRAFT".into(),
+            subtotal_minor: 0,
+            discount_minor: 0,
+            tax_minor: 0,
+            total_minor: 0,
+            paid_minor: 0,
+            refunded_minor: 0,
+            balance_minor: 0,
+            discount: Value::from("NONE"),
+            tax_basis_points: 0,
+            due_date: None,
+            issued_at: None,
+            voided_at: None,
+            void_reason: None,
+            created_at: at,
+            updated_at: at,
+        };
+        changes.invoices.insert(invoice_id, row);
+        return;
     }
-    query.execute(tx).await?;
-    Ok(())
+    // Lines and payments are written even if the invoice row were missing, as before.
+    match &event {
+        InvoiceEvent::InvoiceLineAdded { line, at, .. } => {
+            let row = LineRow {
+                line_id: line.line_id,
+                invoice_id: id,
+                code: line.code.as_str().to_owned(),
+                description: line.description.as_str().to_owned(),
+                quantity: i32::try_from(line.quantity).unwrap_or(i32::MAX),
+                unit_price_minor: line.unit_price.minor(),
+                amount_minor: line.amount.minor(),
+                added_at: *at,
+            };
+            changes.lines.insert(line.line_id, row);
+        }
+        InvoiceEvent::InvoiceLineRemoved { line_id, .. } => changes.lines.remove(*line_id),
+        InvoiceEvent::PaymentRecorded {
+            payment_id,
+            amount,
+            method,
+            reference,
+            at,
+            ..
+        } => {
+            let row = PaymentRow {
+                id: *payment_id,
+                invoice_id: id,
+                kind: "PAYMENT".into(),
+                payment_id: *payment_id,
+                method: Some(enum_name(method)),
+                amount_minor: amount.minor(),
+                reference: reference.clone(),
+                reason: None,
+                at: *at,
+            };
+            changes.payments.insert(*payment_id, row);
+        }
+        InvoiceEvent::PaymentRefunded {
+            refund_id,
+            payment_id,
+            amount,
+            reason,
+            at,
+            ..
+        } => {
+            let row = PaymentRow {
+                id: *refund_id,
+                invoice_id: id,
+                kind: "REFUND".into(),
+                payment_id: *payment_id,
+                method: None,
+                amount_minor: amount.minor(),
+                reference: None,
+                reason: Some(reason.clone()),
+                at: *at,
+            };
+            changes.payments.insert(*refund_id, row);
+        }
+        _ => {}
+    }
+    let Some(invoice) = changes.invoices.get_mut(&id) else {
+        return;
+    };
+    match event {
+        InvoiceEvent::InvoiceDrafted { .. } => {}
+        InvoiceEvent::InvoiceLineAdded { totals, at, .. }
+        | InvoiceEvent::InvoiceLineRemoved { totals, at, .. } => invoice.set_totals(&totals, at),
+        InvoiceEvent::DiscountSet {
+            discount,
+            totals,
+            at,
+        } => {
+            invoice.set_totals(&totals, at);
+            invoice.discount = json(&discount);
+        }
+        InvoiceEvent::TaxRateSet {
+            basis_points,
+            totals,
+            at,
+        } => {
+            invoice.set_totals(&totals, at);
+            invoice.tax_basis_points = i32::try_from(basis_points).unwrap_or(i32::MAX);
+        }
+        InvoiceEvent::InvoiceIssued {
+            totals,
+            balance,
+            due_date,
+            status,
+            at,
+        } => {
+            invoice.set_totals(&totals, at);
+            invoice.balance_minor = balance.minor();
+            invoice.due_date = due_date;
+            invoice.status = enum_name(&status);
+            invoice.issued_at = Some(at);
+        }
+        InvoiceEvent::PaymentRecorded {
+            paid_total,
+            balance,
+            status,
+            at,
+            ..
+        } => {
+            invoice.paid_minor = paid_total.minor();
+            invoice.balance_minor = balance.minor();
+            invoice.status = enum_name(&status);
+            invoice.updated_at = at;
+        }
+        InvoiceEvent::PaymentRefunded {
+            refunded_total,
+            balance,
+            status,
+            at,
+            ..
+        } => {
+            invoice.refunded_minor = refunded_total.minor();
+            invoice.balance_minor = balance.minor();
+            invoice.status = enum_name(&status);
+            invoice.updated_at = at;
+        }
+        InvoiceEvent::InvoiceVoided { reason, status, at } => {
+            invoice.status = enum_name(&status);
+            invoice.void_reason = Some(reason);
+            invoice.voided_at = Some(at);
+            invoice.balance_minor = 0;
+            invoice.updated_at = at;
+        }
+    }
 }

@@ -44,6 +44,20 @@ pub(crate) fn uuid_id(projector: &'static str, event: &StoredEvent) -> Result<Uu
     })
 }
 
+/// The events of aggregate `A` in a batch, decoded (after upcasting), with their stream
+/// ids, in log order; the other aggregates' events are skipped.
+pub(crate) fn decode_batch<'e, A: cqrs_es::Aggregate>(
+    projector: &'static str,
+    events: &'e [StoredEvent],
+) -> Result<Vec<(Uuid, &'e StoredEvent, A::Event)>> {
+    let upcasters = hms_domain::upcasters();
+    events
+        .iter()
+        .filter(|e| e.aggregate_type == A::TYPE)
+        .map(|e| Ok((uuid_id(projector, e)?, e, e.decode::<A>(&upcasters)?)))
+        .collect()
+}
+
 /// The persisted name of a unit-variant enum (its serde form), e.g. `Module::Billing` →
 /// `BILLING`: read models store the same spelling the events carry.
 pub(crate) fn enum_name<T: serde::Serialize>(value: &T) -> String {

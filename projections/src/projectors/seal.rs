@@ -51,11 +51,13 @@ impl Projector for LogSealer {
     /// read of the head and of what is sealed already, one write.
     async fn apply_batch(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> Result<()> {
         let positions: Vec<i64> = events.iter().map(|e| e.position).collect();
-        let sealed: Vec<i64> =
+        let sealed: std::collections::HashSet<i64> =
             sqlx::query_scalar("SELECT position FROM event_seals WHERE position = ANY($1)")
                 .bind(&positions)
                 .fetch_all(&mut *tx)
-                .await?;
+                .await?
+                .into_iter()
+                .collect();
         let head: Option<(i64, i64, Vec<u8>)> = sqlx::query_as(
             "SELECT chain_index, position, chain_hash FROM event_seals ORDER BY chain_index DESC LIMIT 1",
         )

@@ -1,13 +1,34 @@
 //! `staff`: hospital accounts by role, department and state, and the login lookup.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use hms_domain::user::{User, UserEvent};
+use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::{ProjectionError, Projector, Result, StoredEvent};
+use super::decode_batch;
+use crate::rows::RowSet;
+use crate::{Projector, Result, StoredEvent};
 
 pub struct StaffProjector;
+
+/// A row of `staff` (field names are column names).
+#[derive(Serialize, Deserialize)]
+struct StaffRow {
+    id: Uuid,
+    username: String,
+    email: String,
+    full_name: String,
+    role: String,
+    department_id: Option<Uuid>,
+    active: bool,
+    /// Needed by login; never exposed through the API.
+    password_hash: String,
+    password_changed_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
 
 #[async_trait]
 impl Projector for StaffProjector {
@@ -20,106 +41,99 @@ impl Projector for StaffProjector {
     }
 
     async fn apply(&self, tx: &mut PgConnection, event: &StoredEvent) -> Result<()> {
-        if event.aggregate_type != <User as cqrs_es::Aggregate>::TYPE {
+        self.apply_batch(tx, std::slice::from_ref(event)).await
+    }
+
+    /// One read of the accounts the batch changes, one write of their last state.
+    async fn apply_batch(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> Result<()> {
+        let events = decode_batch::<User>(self.name(), events)?;
+        if events.is_empty() {
             return Ok(());
         }
-        let id =
-            Uuid::parse_str(&event.aggregate_id).map_err(|e| ProjectionError::ProjectorFailed {
-                projector: self.name(),
-                position: event.position,
-                message: format!("user aggregate id is not a uuid: {e}"),
-            })?;
-        let at = event.recorded_at;
-        match event.decode::<User>(&hms_domain::upcasters())? {
-            UserEvent::UserCreated {
-                user_id,
-                username,
-                email,
-                full_name,
-                role,
-                department_id,
-                password_hash,
-                created_at,
-            } => {
-                sqlx::query(
-                    "INSERT INTO staff (id, username, email, full_name, role, department_id, active, \
-                                        password_hash, password_changed_at, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, true, $7, $8, $8, $8)",
-                )
-                .bind(user_id)
-                .bind(&username)
-                .bind(&email)
-                .bind(&full_name)
-                .bind(role.as_str())
-                .bind(department_id)
-                .bind(&password_hash)
-                .bind(created_at)
-                .execute(&mut *tx)
-                .await?;
-            }
-            UserEvent::PasswordChanged {
-                password_hash,
-                changed_at,
-            } => {
-                sqlx::query(
-                    "UPDATE staff SET password_hash = $2, password_changed_at = $3, updated_at = $4 WHERE id = $1",
-                )
-                .bind(id)
-                .bind(&password_hash)
-                .bind(changed_at)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
-            }
-            UserEvent::UserRoleChanged { role, at, .. } => {
-                sqlx::query("UPDATE staff SET role = $2, updated_at = $3 WHERE id = $1")
-                    .bind(id)
-                    .bind(role.as_str())
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            UserEvent::UserDepartmentChanged { department_id, at } => {
-                sqlx::query("UPDATE staff SET department_id = $2, updated_at = $3 WHERE id = $1")
-                    .bind(id)
-                    .bind(department_id)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            UserEvent::UserProfileUpdated {
-                full_name,
-                email,
-                at,
-            } => {
-                sqlx::query(
-                    "UPDATE staff SET full_name = $2, email = $3, updated_at = $4 WHERE id = $1",
-                )
-                .bind(id)
-                .bind(&full_name)
-                .bind(&email)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
-            }
-            UserEvent::UserDeactivated { .. } => set_active(tx, id, false, at).await?,
-            UserEvent::UserReactivated { .. } => set_active(tx, id, true, at).await?,
+        let mut staff = RowSet::new("staff", "id");
+        let existing = events
+            .iter()
+            .filter(|(_, _, e)| !matches!(e, UserEvent::UserCreated { .. }))
+            .map(|(id, _, _)| *id)
+            .collect();
+        staff.load(tx, existing).await?;
+        for (id, stored, event) in events {
+            fold(&mut staff, id, stored.recorded_at, event);
         }
-        Ok(())
+        staff.store(tx).await
     }
 }
 
-async fn set_active(
-    tx: &mut PgConnection,
+fn fold(
+    staff: &mut RowSet<Uuid, StaffRow>,
     id: Uuid,
-    active: bool,
-    at: chrono::DateTime<chrono::Utc>,
-) -> Result<()> {
-    sqlx::query("UPDATE staff SET active = $2, updated_at = $3 WHERE id = $1")
-        .bind(id)
-        .bind(active)
-        .bind(at)
-        .execute(tx)
-        .await?;
-    Ok(())
+    recorded_at: DateTime<Utc>,
+    event: UserEvent,
+) {
+    if let UserEvent::UserCreated {
+        user_id,
+        username,
+        email,
+        full_name,
+        role,
+        department_id,
+        password_hash,
+        created_at,
+    } = event
+    {
+        let row = StaffRow {
+            id: user_id,
+            username,
+            email,
+            full_name,
+            role: role.as_str().to_owned(),
+            department_id,
+            active: true,
+            password_hash,
+            password_changed_at: created_at,
+            created_at,
+            updated_at: created_at,
+        };
+        staff.insert(user_id, row);
+        return;
+    }
+    let Some(row) = staff.get_mut(&id) else {
+        return;
+    };
+    match event {
+        UserEvent::UserCreated { .. } => {}
+        UserEvent::PasswordChanged {
+            password_hash,
+            changed_at,
+        } => {
+            row.password_hash = password_hash;
+            row.password_changed_at = changed_at;
+            row.updated_at = recorded_at;
+        }
+        UserEvent::UserRoleChanged { role, at, .. } => {
+            row.role = role.as_str().to_owned();
+            row.updated_at = at;
+        }
+        UserEvent::UserDepartmentChanged { department_id, at } => {
+            row.department_id = department_id;
+            row.updated_at = at;
+        }
+        UserEvent::UserProfileUpdated {
+            full_name,
+            email,
+            at,
+        } => {
+            row.full_name = full_name;
+            row.email = email;
+            row.updated_at = at;
+        }
+        UserEvent::UserDeactivated { .. } => {
+            row.active = false;
+            row.updated_at = recorded_at;
+        }
+        UserEvent::UserReactivated { .. } => {
+            row.active = true;
+            row.updated_at = recorded_at;
+        }
+    }
 }
