@@ -3,7 +3,9 @@
 //!
 //! Run: `cargo bench -p hms-tests --bench projections` (uses HMS_TEST_DATABASE_URL).
 //! `HMS_BENCH_EVENTS` sets the log size (default 1,000,000); `HMS_BENCH_BREAKDOWN=1` adds
-//! each projector's own rate (each then reads the whole log again).
+//! each projector's own rate (each then reads the whole log again). The log is a mix of
+//! staff, patient and record-view events (see `hms_tests::bench::fill_log`). A floor is
+//! printed too: PostgreSQL writing just the audit index rows from the log by itself.
 
 use std::time::Instant;
 
@@ -79,13 +81,41 @@ async fn run(prefix: &str, events: i64) -> anyhow::Result<()> {
     let raw_secs = started.elapsed().as_secs_f64();
     db.close().await?;
 
-    // The runner, from where provisioning left it, through the whole log.
     // The server's runner (every projector, one shared read per batch), from where
     // provisioning left it, through the whole log.
     let lease = platform.registry.get(HOSPITAL).await?;
     let started = Instant::now();
     platform.runner.catch_up(&lease.pool).await?;
     let runner_secs = started.elapsed().as_secs_f64();
+    let (staff, patients, views): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM staff), (SELECT count(*) FROM patients), \
+                (SELECT count(*) FROM patient_access_log)",
+    )
+    .fetch_one(&lease.pool)
+    .await?;
+    println!(
+        "read models after catch-up: {staff} staff, {patients} patients, {views} record views"
+    );
+    // A floor for comparison: what PostgreSQL alone takes to write the rows of one read
+    // model (the audit index, one row per event with its six indexes) from the same log
+    // in one INSERT … SELECT, with no client in the loop.
+    sqlx::query("CREATE TABLE bench_audit_floor (LIKE audit_index INCLUDING ALL)")
+        .execute(&lease.pool)
+        .await?;
+    let started = Instant::now();
+    sqlx::query(
+        "INSERT INTO bench_audit_floor (position, transaction_id, recorded_at, actor_id, actor_username, \
+             actor_role, aggregate_type, aggregate_id, sequence, event_type, event_version, request_id) \
+         SELECT position, transaction_id::text::bigint, recorded_at, (metadata->>'actor_id')::uuid, \
+                metadata->>'actor_username', metadata->>'actor_role', aggregate_type, aggregate_id, \
+                sequence, event_type, event_version, metadata->>'request_id' FROM events",
+    )
+    .execute(&lease.pool)
+    .await?;
+    let floor_secs = started.elapsed().as_secs_f64();
+    sqlx::query("DROP TABLE bench_audit_floor")
+        .execute(&lease.pool)
+        .await?;
     // Optionally, each projector alone over the same log (each reads it again).
     let mut per_projector = Vec::new();
     if std::env::var_os("HMS_BENCH_BREAKDOWN").is_some() {
@@ -121,7 +151,7 @@ async fn run(prefix: &str, events: i64) -> anyhow::Result<()> {
     let rate = |n: f64, secs: f64| n / secs.max(1e-9);
     println!(
         "projection catch-up benchmark over {total} events ({} projectors)",
-        per_projector.len()
+        platform.runner.projector_names().len()
     );
     println!(
         "raw SELECT scan (commit order)  {:>10.0} events/s  {raw_secs:>7.2} s",
@@ -130,6 +160,10 @@ async fn run(prefix: &str, events: i64) -> anyhow::Result<()> {
     println!(
         "runner catch-up (all projectors){:>10.0} events/s  {runner_secs:>7.2} s",
         rate(total as f64, runner_secs)
+    );
+    println!(
+        "SQL-only audit index write (floor){:>8.0} events/s  {floor_secs:>7.2} s",
+        rate(total as f64, floor_secs)
     );
     for (name, secs) in &per_projector {
         println!(
