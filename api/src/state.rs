@@ -24,6 +24,8 @@ pub struct Platform {
     pub directory: TenantDirectory,
     pub registry: PoolRegistry,
     pub runner: ProjectionRunner,
+    /// One for the process, so what it learns (the template is current) is shared.
+    provisioner: Provisioner,
 }
 
 impl Platform {
@@ -42,23 +44,26 @@ impl Platform {
                 idle_ttl: Duration::from_secs(60),
             },
         )?;
+        let runner = ProjectionRunner::new(projectors::all());
+        let provisioner = Provisioner::new(
+            control.clone(),
+            options.clone(),
+            naming.clone(),
+            runner.clone(),
+        );
         Ok(Self {
             control,
             server: options,
             naming,
             directory,
             registry,
-            runner: ProjectionRunner::new(projectors::all()),
+            runner,
+            provisioner,
         })
     }
 
     pub fn provisioner(&self) -> Provisioner {
-        Provisioner::new(
-            self.control.clone(),
-            self.server.clone(),
-            self.naming.clone(),
-            self.runner.clone(),
-        )
+        self.provisioner.clone()
     }
 }
 

@@ -170,3 +170,27 @@ pub(crate) async fn get<'e>(db: impl PgExecutor<'e>, code: &str) -> Result<Optio
             .await?;
     Ok(row.map(Into::into))
 }
+
+/// Reserves `code` for a new hospital; `None` when the code (or its database name) is
+/// taken. Returns the new row, so no second look-up is needed.
+pub(crate) async fn insert_reserved<'e>(
+    db: impl PgExecutor<'e>,
+    code: &str,
+    name: &str,
+    database_name: &str,
+    plan: &str,
+    pending_admin: serde_json::Value,
+) -> Result<Option<TenantRecord>> {
+    let row: Option<TenantRow> = sqlx::query_as(&format!(
+        "INSERT INTO tenants (code, name, database_name, plan, pending_admin) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING {COLUMNS}"
+    ))
+    .bind(code)
+    .bind(name)
+    .bind(database_name)
+    .bind(plan)
+    .bind(pending_admin)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(Into::into))
+}

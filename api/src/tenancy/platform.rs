@@ -119,6 +119,41 @@ pub async fn create_database_if_missing(
     }
 }
 
+/// What `CREATE DATABASE name TEMPLATE template` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyOutcome {
+    Created,
+    /// `name` exists already (an earlier, interrupted run made it, or a race was lost).
+    Existed,
+    /// The template does not exist.
+    NoTemplate,
+}
+
+/// Copies `template` to a new database `name` in one statement (no existence check
+/// first: the server's own answer says whether it existed).
+pub async fn copy_database(
+    conn: &mut PgConnection,
+    name: &str,
+    template: &str,
+) -> Result<CopyOutcome> {
+    let sql = format!(
+        "CREATE DATABASE {} TEMPLATE {}",
+        quote_ident(name),
+        quote_ident(template)
+    );
+    match conn.execute(sql.as_str()).await {
+        Ok(_) => Ok(CopyOutcome::Created),
+        Err(sqlx::Error::Database(e)) => match e.code().as_deref() {
+            // duplicate_database
+            Some("42P04") => Ok(CopyOutcome::Existed),
+            // invalid_catalog_name: the template is missing
+            Some("3D000") => Ok(CopyOutcome::NoTemplate),
+            _ => Err(sqlx::Error::Database(e).into()),
+        },
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Applies pending tenant migrations to one database over a short-lived connection
 /// (a pool left open on the template would block `CREATE DATABASE … TEMPLATE`).
 /// Returns how many migrations were applied.

@@ -2,11 +2,14 @@
 //! the migrated template, migrate, append its registration and first administrator to
 //! its own event store, mark it ready.
 //!
-//! Every step is idempotent and the directory records the last one finished, so a run
-//! interrupted anywhere (even between `CREATE DATABASE` and recording it) is completed
-//! by the next run for the same code. Provisioning is serialized per platform by an
+//! Every step is idempotent and the directory records the last one finished (while the
+//! next one already runs), so a run interrupted anywhere (even between `CREATE DATABASE`
+//! and recording it) is completed by the next run for the same code. Provisioning is serialized per platform by an
 //! advisory lock: `CREATE DATABASE … TEMPLATE` fails while anyone else is connected to
 //! the template, and the template is migrated in between.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use chrono::Utc;
 use hms_domain::common::{BoundedText, Email, HospitalCode, Username};
@@ -76,6 +79,13 @@ impl NewHospital {
     }
 }
 
+enum Reservation {
+    /// This run reserved the code.
+    New(TenantRecord),
+    /// The code was reserved before: a hospital that exists, or an interrupted run.
+    Existing(TenantRecord),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProvisionOutcome {
     /// The hospital is ready. `resumed` says an earlier, interrupted run was completed.
@@ -93,6 +103,9 @@ pub struct Provisioner {
     server: PgConnectOptions,
     naming: TenantNaming,
     runner: ProjectionRunner,
+    /// Set once this process has seen the template at this binary's migrations, so
+    /// later provisionings skip the look-up (the template only ever moves forward).
+    template_current: Arc<AtomicBool>,
 }
 
 impl Provisioner {
@@ -108,6 +121,7 @@ impl Provisioner {
             server,
             naming,
             runner,
+            template_current: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -145,12 +159,12 @@ impl Provisioner {
         stop_after: ProvisioningStep,
     ) -> Result<ProvisionOutcome> {
         let code = request.code.as_str();
-        let (record, resumed) = match directory::get(&self.control, code).await? {
-            Some(r) if r.provisioning_step == ProvisioningStep::Ready => {
+        let (record, resumed) = match self.reserve(request).await? {
+            Reservation::New(r) => (r, false),
+            Reservation::Existing(r) if r.provisioning_step == ProvisioningStep::Ready => {
                 return Err(TenancyError::AlreadyExists(code.to_owned()))
             }
-            Some(r) => (r, true),
-            None => (self.reserve(request).await?, false),
+            Reservation::Existing(r) => (r, true),
         };
         if resumed {
             tracing::warn!(
@@ -173,32 +187,49 @@ impl Provisioner {
             admin,
         };
 
-        let mut step = record.provisioning_step;
         let database = record.database_name.clone();
         let tenant_options = self.server.clone().database(&database);
+        // `step` is how far the work got, `recorded` what the directory says. A finished
+        // step is recorded while the next one runs (the record is only a shortcut for a
+        // resumed run: every step is idempotent, so a run that finds an older step
+        // recorded redoes nothing harmful), and the last one before returning.
+        let mut step = record.provisioning_step;
+        let mut recorded = step;
         while step < stop_after {
             let started = std::time::Instant::now();
-            let next = match step {
-                ProvisioningStep::Reserved => {
-                    if self.create_database(&database).await? {
-                        // A fresh copy of a current template has every migration.
-                        ProvisioningStep::Migrated
-                    } else {
-                        ProvisioningStep::DatabaseCreated
+            let work = async {
+                Ok::<_, TenancyError>(match step {
+                    ProvisioningStep::Reserved => {
+                        if self.create_database(&database).await? {
+                            // A fresh copy of a current template has every migration.
+                            ProvisioningStep::Migrated
+                        } else {
+                            ProvisioningStep::DatabaseCreated
+                        }
                     }
-                }
-                ProvisioningStep::DatabaseCreated => {
-                    platform::migrate_tenant_database(&tenant_options).await?;
-                    ProvisioningStep::Migrated
-                }
-                ProvisioningStep::Migrated => {
-                    self.register(&tenant_options, &hospital).await?;
-                    ProvisioningStep::Registered
-                }
-                ProvisioningStep::Registered | ProvisioningStep::Ready => ProvisioningStep::Ready,
+                    ProvisioningStep::DatabaseCreated => {
+                        platform::migrate_tenant_database(&tenant_options).await?;
+                        ProvisioningStep::Migrated
+                    }
+                    ProvisioningStep::Migrated => {
+                        self.register(&tenant_options, &hospital).await?;
+                        // Nothing is left to do between REGISTERED and READY.
+                        ProvisioningStep::Ready
+                    }
+                    ProvisioningStep::Registered | ProvisioningStep::Ready => {
+                        ProvisioningStep::Ready
+                    }
+                })
+            };
+            let next = if recorded < step {
+                let (was_recorded, next) = tokio::join!(self.record_step(code, step), work);
+                was_recorded?;
+                recorded = step;
+                next?
+            } else {
+                work.await?
             }
             .min(stop_after);
-            self.record_step(code, next).await?;
             tracing::debug!(
                 code,
                 from = step.as_str(),
@@ -207,6 +238,9 @@ impl Provisioner {
                 "provisioning step"
             );
             step = next;
+        }
+        if recorded < step {
+            self.record_step(code, step).await?;
         }
         Ok(if step == ProvisioningStep::Ready {
             ProvisionOutcome::Ready {
@@ -218,26 +252,27 @@ impl Provisioner {
         })
     }
 
-    async fn reserve(&self, request: &NewHospital) -> Result<TenantRecord> {
+    /// Reserves the code in the directory (one statement for a new hospital), or finds
+    /// the reservation of an earlier run.
+    async fn reserve(&self, request: &NewHospital) -> Result<Reservation> {
         let database = self.naming.database_for(&request.code);
         let admin = serde_json::to_value(&request.admin)
             .map_err(|e| TenancyError::Command(e.to_string()))?;
-        let inserted = sqlx::query(
-            "INSERT INTO tenants (code, name, database_name, plan, pending_admin) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        let inserted = directory::insert_reserved(
+            &self.control,
+            request.code.as_str(),
+            request.name.as_str(),
+            &database,
+            request.plan.as_str(),
+            admin,
         )
-        .bind(request.code.as_str())
-        .bind(request.name.as_str())
-        .bind(&database)
-        .bind(request.plan.as_str())
-        .bind(admin)
-        .execute(&self.control)
         .await?;
-        if inserted.rows_affected() == 0 {
-            return Err(TenancyError::AlreadyExists(request.code.to_string()));
+        if let Some(record) = inserted {
+            return Ok(Reservation::New(record));
         }
         directory::get(&self.control, request.code.as_str())
             .await?
+            .map(Reservation::Existing)
             .ok_or_else(|| TenancyError::NotFound(request.code.to_string()))
     }
 
@@ -258,40 +293,90 @@ impl Provisioner {
     }
 
     /// Copies the migrated template (the fast path). The template is created or brought
-    /// up to date first only when the platform database says it is behind. Returns
-    /// whether this call made a fresh copy of a current template (so it needs no
-    /// migration); `false` when the database existed already (a resumed run).
+    /// up to date first when the platform database says it is behind (looked up once
+    /// per process) or it is missing. Returns whether this call made a fresh copy of a
+    /// current template (so it needs no migration); `false` when the database existed
+    /// already (a resumed run).
     async fn create_database(&self, database: &str) -> Result<bool> {
         let template = self.naming.template_database();
         let mut conn = self.control.acquire().await?;
-        let created = if platform::database_exists(&mut conn, database).await? {
-            false
-        } else {
-            if !platform::template_is_current(&self.control, &template).await? {
-                platform::create_database_if_missing(&mut conn, &template, None).await?;
-                platform::migrate_tenant_database(&self.server.clone().database(&template)).await?;
-                platform::record_template_version(&self.control, &template).await?;
+        if !self.template_current.load(Ordering::Acquire) {
+            self.prepare_template(&mut conn, &template).await?;
+        }
+        let outcome = match platform::copy_database(&mut conn, database, &template).await? {
+            platform::CopyOutcome::NoTemplate => {
+                // Dropped behind this process's back: make it again, once.
+                self.template_current.store(false, Ordering::Release);
+                self.prepare_template(&mut conn, &template).await?;
+                platform::copy_database(&mut conn, database, &template).await?
             }
-            platform::create_database_if_missing(&mut conn, database, Some(&template)).await?
+            other => other,
         };
-        Ok(created)
+        match outcome {
+            platform::CopyOutcome::Created => Ok(true),
+            platform::CopyOutcome::Existed => Ok(false),
+            platform::CopyOutcome::NoTemplate => Err(TenancyError::Command(format!(
+                "the template database {template} disappeared while provisioning"
+            ))),
+        }
+    }
+
+    /// Makes sure the template exists and has every tenant migration of this binary.
+    async fn prepare_template(&self, conn: &mut PgConnection, template: &str) -> Result<()> {
+        let current = platform::template_is_current(&self.control, template).await?
+            && platform::database_exists(conn, template).await?;
+        if !current {
+            platform::create_database_if_missing(conn, template, None).await?;
+            platform::migrate_tenant_database(&self.server.clone().database(template)).await?;
+            platform::record_template_version(&self.control, template).await?;
+        }
+        self.template_current.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Appends the hospital's registration and its first administrator, then brings the
     /// read models up to date so the administrator can sign in at once.
     async fn register(&self, options: &PgConnectOptions, hospital: &NewHospital) -> Result<()> {
         // One connection: the first backend on a fresh database pays for loading its
-        // catalog caches, and this work is sequential anyway.
+        // catalog caches, and this work is sequential anyway. (A second backend warming
+        // the read side while the events are appended was measured: no faster, as both
+        // spend the time loading the same catalogs.)
+        let started = std::time::Instant::now();
         let pool = PgPoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone())
             .await?;
-        let result = self.register_on(&pool, hospital).await;
+        let elapsed_ms = |since: std::time::Instant| since.elapsed().as_secs_f64() * 1e3;
+        tracing::debug!(elapsed_ms = elapsed_ms(started), "registration: connected");
+        let result = async {
+            let step = std::time::Instant::now();
+            let admin_id = self.append_registration(&pool, hospital).await?;
+            tracing::debug!(elapsed_ms = elapsed_ms(step), "registration: appended");
+            // The administrator must be able to sign in once provisioning reports READY
+            // (this also covers a resumed run whose appends were done before). A timeout
+            // leaves the step unfinished, and the next run completes it.
+            let step = std::time::Instant::now();
+            commands::wait_for_stream::<User>(
+                &pool,
+                &self.runner,
+                &admin_id,
+                REGISTRATION_CATCH_UP,
+            )
+            .await
+            .map_err(|e| {
+                TenancyError::Command(format!("projecting the registration failed: {e}"))
+            })?;
+            tracing::debug!(elapsed_ms = elapsed_ms(step), "registration: projected");
+            Ok(())
+        }
+        .await;
         pool.close().await;
         result
     }
 
-    async fn register_on(&self, pool: &PgPool, hospital: &NewHospital) -> Result<()> {
+    /// Appends the registration events (each is refused harmlessly when a resumed run
+    /// finds it written already). Returns the administrator's stream id.
+    async fn append_registration(&self, pool: &PgPool, hospital: &NewHospital) -> Result<String> {
         let now = Utc::now();
         let metadata = EventMetadata {
             actor: Actor::system(),
@@ -313,7 +398,6 @@ impl Provisioner {
             departments,
             now,
         };
-        // Both appends first, then one wait for the read models to show both.
         match commands::append::<Hospital>(pool, hospital.code.as_str(), register, (), &metadata)
             .await
         {
@@ -343,15 +427,7 @@ impl Provisioner {
                 )))
             }
         }
-        // The administrator must be able to sign in once provisioning reports READY (this
-        // also covers a resumed run whose appends were done before). A timeout leaves the
-        // step unfinished, and the next run completes it.
-        commands::wait_for_stream::<User>(pool, &self.runner, &admin_id, REGISTRATION_CATCH_UP)
-            .await
-            .map_err(|e| {
-                TenancyError::Command(format!("projecting the registration failed: {e}"))
-            })?;
-        Ok(())
+        Ok(admin_id)
     }
 }
 

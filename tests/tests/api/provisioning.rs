@@ -241,3 +241,39 @@ async fn a_crash_right_after_create_database_is_recovered() {
     app.login(Some("WINDOW1"), "dmc_admin", ADMIN_PASSWORD)
         .await;
 }
+
+#[tokio::test]
+async fn a_template_dropped_behind_the_servers_back_is_made_again() {
+    // Provisioning remembers that the template is current instead of asking each time;
+    // a template that disappeared since is rebuilt, not reported as a failure.
+    let app = spawn_app().await;
+    app.state
+        .provisioner()
+        .provision(&request("FIRST1").await)
+        .await
+        .expect("first hospital");
+    let mut server = app.connect("postgres").await;
+    hms_api::tenancy::provisioning::drop_database(
+        &mut server,
+        &app.state.naming.template_database(),
+    )
+    .await
+    .expect("drop the template");
+
+    let done = app
+        .state
+        .provisioner()
+        .provision(&request("SECOND2").await)
+        .await
+        .expect("second hospital");
+    assert!(matches!(
+        done,
+        ProvisionOutcome::Ready { resumed: false, .. }
+    ));
+    assert!(app
+        .databases()
+        .await
+        .contains(&app.state.naming.template_database()));
+    app.login(Some("SECOND2"), "dmc_admin", ADMIN_PASSWORD)
+        .await;
+}
