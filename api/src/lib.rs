@@ -9,6 +9,7 @@
 //! - [`auth`]: passwords, tokens, who is calling.
 //! - [`graphql`]: the schema; [`http`]: the axum routes around it.
 //! - [`projection_daemon`]: keeps read models moving (hints from other processes, retries).
+//! - [`reservation_sweep`]: releases slots a broken booking left held.
 //! - [`state`]: start-up and shared state; [`cli`]: the subcommands.
 
 pub mod auth;
@@ -18,5 +19,6 @@ pub mod config;
 pub mod graphql;
 pub mod http;
 pub mod projection_daemon;
+pub mod reservation_sweep;
 pub mod state;
 pub mod tenancy;

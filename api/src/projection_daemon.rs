@@ -6,7 +6,8 @@
 //! listening connection for all tenants: `LISTEN` is per database, and a listener per
 //! tenant database would pin a connection per tenant) and on a timer, which also covers
 //! a lost hint. Only tenants with work are visited: the one named by a hint, and those
-//! with an open pool (recently active) on the timer.
+//! with an open pool (recently active) on the timer. Once a minute the timer also sweeps
+//! those hospitals for slots a broken booking left held.
 
 use std::time::Duration;
 
@@ -33,12 +34,16 @@ pub async fn notify(control: &PgPool, code: &str) {
     }
 }
 
+/// How often the recently active hospitals are swept for slots a broken booking left held.
+const SWEEP_PERIOD: Duration = Duration::from_secs(60);
+
 /// Runs the daemon until the returned handle is aborted.
 pub fn spawn(platform: Platform, period: Duration) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut listener = None;
+        let mut last_sweep = tokio::time::Instant::now();
         loop {
             if listener.is_none() {
                 listener = listen(&platform.control).await;
@@ -60,8 +65,15 @@ pub fn spawn(platform: Platform, period: Duration) -> JoinHandle<()> {
                     None => {}
                 },
                 _ = tick.tick() => {
+                    let sweep_due = last_sweep.elapsed() >= SWEEP_PERIOD;
+                    if sweep_due {
+                        last_sweep = tokio::time::Instant::now();
+                    }
                     for code in platform.registry.open_codes() {
                         catch_up(&platform, &code).await;
+                        if sweep_due {
+                            sweep_reservations(&platform, &code).await;
+                        }
                     }
                 }
             }
@@ -119,5 +131,23 @@ pub async fn catch_up(platform: &Platform, code: &str) {
     .await
     {
         tracing::warn!(code, error = %e, "could not refresh the hospital's statistics");
+    }
+}
+
+/// Releases the slots a broken booking left held in one hospital (see
+/// [`crate::reservation_sweep`]); failures are logged and retried on the next sweep.
+async fn sweep_reservations(platform: &Platform, code: &str) {
+    let Ok(lease) = platform.registry.get(code).await else {
+        return;
+    };
+    let swept = crate::reservation_sweep::sweep(
+        &lease.pool,
+        code,
+        crate::reservation_sweep::GRACE,
+        chrono::Utc::now(),
+    )
+    .await;
+    if let Err(e) = swept {
+        tracing::warn!(code, error = %e, "the reservation sweep failed; will retry");
     }
 }

@@ -6,6 +6,7 @@ mod hospital;
 mod invoices;
 mod patients;
 pub mod seal;
+mod slot_holds;
 mod staff;
 
 pub use appointments::AppointmentProjector;
@@ -14,6 +15,7 @@ pub use hospital::HospitalProjector;
 pub use invoices::InvoiceProjector;
 pub use patients::PatientProjector;
 pub use seal::LogSealer;
+pub use slot_holds::SlotHoldProjector;
 pub use staff::StaffProjector;
 
 use unicode_normalization::UnicodeNormalization;
@@ -74,6 +76,7 @@ pub fn all() -> Vec<Box<dyn Projector>> {
         Box::new(StaffProjector),
         Box::new(PatientProjector),
         Box::new(AppointmentProjector),
+        Box::new(SlotHoldProjector),
         Box::new(InvoiceProjector),
         Box::new(AuditIndexProjector),
         Box::new(AccessLogProjector),

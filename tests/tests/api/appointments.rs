@@ -718,3 +718,134 @@ async fn a_patient_cannot_be_booked_with_two_doctors_at_overlapping_times() {
         .expect("count");
     assert_eq!(appointments, 2);
 }
+
+/// Metadata for commands a test appends directly, as a receptionist.
+fn desk_metadata(code: &str) -> (Actor, EventMetadata) {
+    let actor = Actor {
+        user_id: Uuid::new_v4(),
+        username: "desk".into(),
+        role: Role::Receptionist,
+    };
+    let metadata = EventMetadata {
+        actor: actor.clone(),
+        tenant: code.into(),
+        request_id: "test".into(),
+        client_addr: None,
+        at: Utc::now(),
+    };
+    (actor, metadata)
+}
+
+#[tokio::test]
+async fn slots_left_held_by_broken_bookings_are_released_by_the_sweep() {
+    use hms_api::reservation_sweep::{sweep, GRACE};
+    use hms_domain::appointment::{Appointment, AppointmentCommand};
+    use hms_domain::schedule::{DoctorSchedule, ScheduleCommand};
+
+    let app = spawn_app().await;
+    let code = "SWP001";
+    let staff = hospital_with_staff(&app, code).await;
+    let desk = staff.receptionist.as_str();
+    let day = next_monday();
+    let pool = app
+        .state
+        .registry
+        .get(code)
+        .await
+        .expect("tenant")
+        .pool
+        .clone();
+    let first = register_simple(&app, desk, "Held", "Slot").await;
+    let second = register_simple(&app, desk, "Second", "Patient").await;
+
+    // A booking that died after its first step: the doctor's 10:00 is held, with no
+    // appointment behind it.
+    let (actor, metadata) = desk_metadata(code);
+    let reserve = ScheduleCommand::Reserve {
+        actor,
+        owner_id: staff.doctor_id,
+        appointment_id: Uuid::new_v4(),
+        start: DateTime::parse_from_rfc3339(&format!("{day}T10:00:00+00:00")).expect("start"),
+        minutes: 30,
+        now: Utc::now(),
+    };
+    let stream = DoctorSchedule::id_for(staff.doctor_id, day);
+    commands::append::<DoctorSchedule>(&pool, &stream, reserve, (), &metadata)
+        .await
+        .expect("orphan reservation");
+    let ten = format!("{day}T10:00:00Z");
+    let refused = schedule(&app, desk, booking(&first, staff.doctor_id, &ten, 30)).await;
+    assert_eq!(error_code(&refused), Some("CONFLICT"), "{refused}");
+
+    // A booking that completed, then was cancelled without its slots being given back
+    // (the saga's release failed).
+    let eleven = format!("{day}T11:00:00Z");
+    let booked = schedule(&app, desk, booking(&second, staff.doctor_id, &eleven, 30)).await;
+    let cancelled_id = id_of(&booked, "scheduleAppointment");
+    let (actor, metadata) = desk_metadata(code);
+    let cancel = AppointmentCommand::Cancel {
+        actor,
+        reason: BoundedText::parse("reason", "Patient travelled", 200).expect("valid"),
+        now: Utc::now(),
+    };
+    commands::append::<Appointment>(&pool, &cancelled_id, cancel, (), &metadata)
+        .await
+        .expect("cancelled without releasing");
+    // And one that is fine and must keep its slots.
+    let noon = format!("{day}T12:00:00Z");
+    let kept = schedule(&app, desk, booking(&first, staff.doctor_id, &noon, 30)).await;
+    id_of(&kept, "scheduleAppointment");
+    app.state.runner.catch_up(&pool).await.expect("catch up");
+
+    let fresh = sweep(&pool, code, GRACE, Utc::now()).await.expect("sweep");
+    assert_eq!(
+        fresh, 0,
+        "holds younger than the grace period are left alone"
+    );
+    let released = sweep(&pool, code, chrono::Duration::zero(), Utc::now())
+        .await
+        .expect("sweep");
+    assert_eq!(
+        released, 3,
+        "the orphan, and the cancelled appointment's doctor and patient slots"
+    );
+    app.state.runner.catch_up(&pool).await.expect("catch up");
+    let holds: Vec<(String, DateTime<Utc>)> =
+        sqlx::query_as("SELECT schedule_type, start_at FROM slot_holds ORDER BY schedule_type")
+            .fetch_all(&pool)
+            .await
+            .expect("holds");
+    let noon_utc = instant(&json!(noon));
+    assert_eq!(
+        holds,
+        vec![
+            ("doctor_schedule".to_owned(), noon_utc),
+            ("patient_schedule".to_owned(), noon_utc)
+        ],
+        "only the live appointment's slots stay held"
+    );
+    let reasons: Vec<String> = sqlx::query_scalar(
+        "SELECT payload->'SlotReleased'->>'reason' FROM events \
+          WHERE event_type = 'SlotReleased' AND metadata->>'actor_username' = 'reservation-sweep' \
+          ORDER BY position",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("releases");
+    let mut sorted = reasons.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        ["CANCELLED", "CANCELLED", "COMPENSATION"],
+        "{reasons:?}"
+    );
+
+    // The time is bookable again, and a second sweep finds nothing.
+    let rebooked = schedule(&app, desk, booking(&first, staff.doctor_id, &ten, 30)).await;
+    id_of(&rebooked, "scheduleAppointment");
+    app.state.runner.catch_up(&pool).await.expect("catch up");
+    let again = sweep(&pool, code, chrono::Duration::zero(), Utc::now())
+        .await
+        .expect("sweep");
+    assert_eq!(again, 0);
+}
