@@ -181,6 +181,9 @@ async fn serve(
     let sweeper = state.registry.spawn_idle_sweeper();
     let projections =
         crate::projection_daemon::spawn(state.platform.clone(), std::time::Duration::from_secs(5));
+    let spares = state
+        .provisioner()
+        .spawn_spare_refiller(std::time::Duration::from_secs(30));
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("Failed to listen on {}", config.listen))?;
@@ -191,6 +194,7 @@ async fn serve(
     crate::http::run(listener, router, shutdown_signal()).await?;
     sweeper.abort();
     projections.abort();
+    spares.abort();
     state.registry.close_all().await;
     state.control.close().await;
     Ok(())

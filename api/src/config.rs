@@ -100,6 +100,13 @@ pub struct PlatformConfig {
     /// Connections of one tenant's pool.
     #[arg(long, env = "HMS_TENANT_POOL_SIZE", global = true, default_value_t = 3)]
     pub tenant_pool_size: u32,
+    /// Spare tenant databases to keep ready (copies of the template made ahead of time,
+    /// renamed when a hospital is onboarded, so onboarding does not wait for
+    /// `CREATE DATABASE`). `hms serve` refills them in the background; 0 turns them off
+    /// (and the server drops any left over). Use the same value in every process of a
+    /// platform.
+    #[arg(long, env = "HMS_SPARE_DATABASES", global = true, default_value_t = 2)]
+    pub spare_databases: u32,
     /// Connections of the platform database's pool.
     #[arg(
         long,

@@ -50,7 +50,8 @@ impl Platform {
             options.clone(),
             naming.clone(),
             runner.clone(),
-        );
+        )
+        .with_spares(config.spare_databases);
         Ok(Self {
             control,
             server: options,

@@ -45,6 +45,7 @@ async fn run(prefix: &str, events: i64) -> anyhow::Result<()> {
         tenant_connection_budget: 10,
         tenant_pool_size: 4,
         control_pool_size: 3,
+        spare_databases: 0,
         environment: Environment::Development,
     };
     let platform = Platform::connect(&config).await?;

@@ -94,6 +94,7 @@ pub async fn spawn_app_with(test_config: TestConfig) -> TestApp {
         tenant_connection_budget: test_config.tenant_connection_budget,
         tenant_pool_size: test_config.tenant_pool_size,
         control_pool_size: 3,
+        spare_databases: 0,
         environment: if test_config.production {
             Environment::Production
         } else {

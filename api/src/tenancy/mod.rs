@@ -7,6 +7,7 @@
 //! - [`pools`]: the pool registry that keeps thousands of tenants inside one server's
 //!   connection limit.
 //! - [`provisioning`]: onboarding a hospital, idempotent and resumable.
+//! - [`spares`]: spare tenant databases made ahead of time, renamed at onboarding.
 
 pub mod directory;
 pub mod migrate;
@@ -14,6 +15,7 @@ pub mod names;
 pub mod platform;
 pub mod pools;
 pub mod provisioning;
+pub mod spares;
 
 use hms_domain::common::ValidationError;
 use thiserror::Error;

@@ -48,6 +48,18 @@ impl TenantNaming {
         format!("{}_template", self.prefix)
     }
 
+    /// What the names of spare databases (see [`super::spares`]) start with. Codes
+    /// contain no `_`, so no tenant database starts with it.
+    pub fn spare_prefix(&self) -> String {
+        format!("{}_spare_", self.prefix)
+    }
+
+    /// A new, random spare database name.
+    pub fn new_spare_database(&self) -> String {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        format!("{}{}", self.spare_prefix(), &id[..12])
+    }
+
     /// A `LIKE` pattern matching every database of this platform (tenants and template).
     pub fn like_pattern(&self) -> String {
         format!("{}%", self.prefix.replace('_', "\\_"))
@@ -78,6 +90,20 @@ mod tests {
         let code = HospitalCode::parse(&"Z".repeat(HospitalCode::MAX_LEN)).expect("valid code");
         assert!(naming.database_for(&code).len() < 63);
         assert!(naming.template_database().len() < 63);
+        assert!(naming.new_spare_database().len() < 63);
+    }
+
+    #[test]
+    fn spare_names_are_never_tenant_or_template_names() {
+        let naming = TenantNaming::new("hms_t_").expect("valid prefix");
+        let spare = naming.new_spare_database();
+        assert!(spare.starts_with("hms_t__spare_"), "{spare}");
+        assert!(!naming
+            .template_database()
+            .starts_with(&naming.spare_prefix()));
+        assert_ne!(spare, naming.new_spare_database());
+        // A tenant name is the prefix and a code of [a-z0-9]: never a `_` after the prefix.
+        assert!(spare["hms_t_".len()..].starts_with('_'));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! advisory lock: `CREATE DATABASE … TEMPLATE` fails while anyone else is connected to
 //! the template, and the template is migrated in between.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -21,8 +22,10 @@ use hms_domain::user::{user_id_for, User, UserCommand, UserError, MAX_FULL_NAME_
 use hms_domain::{Actor, EventMetadata};
 use hms_projections::ProjectionRunner;
 use serde::{Deserialize, Serialize};
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{PgConnection, PgExecutor, PgPool, Postgres};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::directory::{self, ProvisioningStep, TenantRecord};
@@ -99,13 +102,17 @@ pub enum ProvisionOutcome {
 
 #[derive(Clone)]
 pub struct Provisioner {
-    control: PgPool,
-    server: PgConnectOptions,
-    naming: TenantNaming,
-    runner: ProjectionRunner,
+    pub(super) control: PgPool,
+    pub(super) server: PgConnectOptions,
+    pub(super) naming: TenantNaming,
+    pub(super) runner: ProjectionRunner,
     /// Set once this process has seen the template at this binary's migrations, so
     /// later provisionings skip the look-up (the template only ever moves forward).
-    template_current: Arc<AtomicBool>,
+    pub(super) template_current: Arc<AtomicBool>,
+    /// Spare databases to keep ready (see [`super::spares`]); 0: none are used.
+    pub(super) spares_to_keep: u32,
+    /// Wakes the spare refiller after a spare was used.
+    pub(super) spare_taken: Arc<Notify>,
 }
 
 impl Provisioner {
@@ -122,7 +129,15 @@ impl Provisioner {
             naming,
             runner,
             template_current: Arc::new(AtomicBool::new(false)),
+            spares_to_keep: 0,
+            spare_taken: Arc::new(Notify::new()),
         }
+    }
+
+    /// The same provisioner, keeping `spares` spare databases ready (0: none are used).
+    pub fn with_spares(mut self, spares: u32) -> Self {
+        self.spares_to_keep = spares;
+        self
     }
 
     pub async fn provision(&self, request: &NewHospital) -> Result<ProvisionOutcome> {
@@ -135,21 +150,30 @@ impl Provisioner {
         request: &NewHospital,
         stop_after: ProvisioningStep,
     ) -> Result<ProvisionOutcome> {
-        // A session-level lock on a dedicated connection: provisioning is rare, and the
-        // lock must span statements that cannot share one transaction.
-        let mut lock = self.control.acquire().await?;
+        // Boxed: every step's future is in it, and it would otherwise be copied whole
+        // into each caller's.
+        self.locked(Box::pin(self.provision_locked(request, stop_after)))
+            .await
+    }
+
+    /// Runs `work` holding the platform's provisioning lock: a session-level lock on a
+    /// dedicated connection (provisioning is rare, and the lock must span statements
+    /// that cannot share one transaction). Every change to tenant databases' existence
+    /// or names, and to the spare databases, happens under it.
+    pub(super) async fn locked<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
+        let mut lock = LockSession(Some(self.control.acquire().await?));
         sqlx::query("SELECT pg_advisory_lock(hashtextextended('hms.provisioning', 0))")
-            .execute(&mut *lock)
+            .execute(lock.conn())
             .await?;
-        let result = self.provision_locked(request, stop_after).await;
+        let result = work.await;
         let unlocked =
             sqlx::query("SELECT pg_advisory_unlock(hashtextextended('hms.provisioning', 0))")
-                .execute(&mut *lock)
+                .execute(lock.conn())
                 .await;
-        if unlocked.is_err() {
-            // The connection is broken; closing it ends the session and its lock.
-            let _ = lock.detach().close().await;
+        if unlocked.is_ok() {
+            lock.release();
         }
+        // Otherwise the connection is broken, and dropping `lock` closes it.
         result
     }
 
@@ -197,39 +221,50 @@ impl Provisioner {
         let mut recorded = step;
         while step < stop_after {
             let started = std::time::Instant::now();
+            // The step reached, and whether the work recorded it itself.
             let work = async {
                 Ok::<_, TenancyError>(match step {
+                    ProvisioningStep::Reserved
+                        if stop_after >= ProvisioningStep::Migrated
+                            && self.take_spare(code, &database).await? =>
+                    {
+                        // Renamed in the same transaction that recorded MIGRATED.
+                        (ProvisioningStep::Migrated, true)
+                    }
                     ProvisioningStep::Reserved => {
                         if self.create_database(&database).await? {
                             // A fresh copy of a current template has every migration.
-                            ProvisioningStep::Migrated
+                            (ProvisioningStep::Migrated, false)
                         } else {
-                            ProvisioningStep::DatabaseCreated
+                            (ProvisioningStep::DatabaseCreated, false)
                         }
                     }
                     ProvisioningStep::DatabaseCreated => {
                         platform::migrate_tenant_database(&tenant_options).await?;
-                        ProvisioningStep::Migrated
+                        (ProvisioningStep::Migrated, false)
                     }
                     ProvisioningStep::Migrated => {
                         self.register(&tenant_options, &hospital).await?;
                         // Nothing is left to do between REGISTERED and READY.
-                        ProvisioningStep::Ready
+                        (ProvisioningStep::Ready, false)
                     }
                     ProvisioningStep::Registered | ProvisioningStep::Ready => {
-                        ProvisioningStep::Ready
+                        (ProvisioningStep::Ready, false)
                     }
                 })
             };
-            let next = if recorded < step {
+            let (next, recorded_by_work) = if recorded < step {
                 let (was_recorded, next) = tokio::join!(self.record_step(code, step), work);
                 was_recorded?;
                 recorded = step;
                 next?
             } else {
                 work.await?
+            };
+            if recorded_by_work {
+                recorded = next;
             }
-            .min(stop_after);
+            let next = next.min(stop_after);
             tracing::debug!(
                 code,
                 from = step.as_str(),
@@ -277,38 +312,36 @@ impl Provisioner {
     }
 
     async fn record_step(&self, code: &str, step: ProvisioningStep) -> Result<()> {
-        let ready = step == ProvisioningStep::Ready;
-        sqlx::query(
-            "UPDATE tenants SET provisioning_step = $2, updated_at = now(), last_error = NULL, \
-                    status = CASE WHEN $3 THEN 'ACTIVE' ELSE status END, \
-                    pending_admin = CASE WHEN $3 THEN NULL ELSE pending_admin END \
-              WHERE code = $1",
-        )
-        .bind(code)
-        .bind(step.as_str())
-        .bind(ready)
-        .execute(&self.control)
-        .await?;
-        Ok(())
+        record_step(&self.control, code, step).await
     }
 
-    /// Copies the migrated template (the fast path). The template is created or brought
-    /// up to date first when the platform database says it is behind (looked up once
-    /// per process) or it is missing. Returns whether this call made a fresh copy of a
-    /// current template (so it needs no migration); `false` when the database existed
-    /// already (a resumed run).
+    /// Copies the migrated template (the fast path). Returns whether this call made a
+    /// fresh copy of a current template (so it needs no migration); `false` when the
+    /// database existed already (a resumed run).
     async fn create_database(&self, database: &str) -> Result<bool> {
-        let template = self.naming.template_database();
         let mut conn = self.control.acquire().await?;
+        self.copy_template(&mut conn, database).await
+    }
+
+    /// `CREATE DATABASE database TEMPLATE <template>`; `false` when `database` exists.
+    /// The template is created or brought up to date first when the platform database
+    /// says it is behind (looked up once per process) or it is missing. The caller holds
+    /// the provisioning lock.
+    pub(super) async fn copy_template(
+        &self,
+        conn: &mut PgConnection,
+        database: &str,
+    ) -> Result<bool> {
+        let template = self.naming.template_database();
         if !self.template_current.load(Ordering::Acquire) {
-            self.prepare_template(&mut conn, &template).await?;
+            self.prepare_template(conn, &template).await?;
         }
-        let outcome = match platform::copy_database(&mut conn, database, &template).await? {
+        let outcome = match platform::copy_database(conn, database, &template).await? {
             platform::CopyOutcome::NoTemplate => {
                 // Dropped behind this process's back: make it again, once.
                 self.template_current.store(false, Ordering::Release);
-                self.prepare_template(&mut conn, &template).await?;
-                platform::copy_database(&mut conn, database, &template).await?
+                self.prepare_template(conn, &template).await?;
+                platform::copy_database(conn, database, &template).await?
             }
             other => other,
         };
@@ -429,6 +462,53 @@ impl Provisioner {
         }
         Ok(admin_id)
     }
+}
+
+/// The connection holding the provisioning lock. Unless released after unlocking, it
+/// is closed when dropped (an error, or the future cancelled), which ends the session
+/// and its lock; returned to the pool it would keep the lock.
+struct LockSession(Option<PoolConnection<Postgres>>);
+
+impl LockSession {
+    fn conn(&mut self) -> &mut PgConnection {
+        self.0
+            .as_deref_mut()
+            .unwrap_or_else(|| unreachable!("used only before release"))
+    }
+
+    fn release(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for LockSession {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(conn.detach());
+        }
+    }
+}
+
+/// Records how far provisioning of `code` got; READY also opens the hospital and
+/// forgets the pending administrator.
+pub(super) async fn record_step<'e>(
+    db: impl PgExecutor<'e>,
+    code: &str,
+    step: ProvisioningStep,
+) -> Result<()> {
+    let ready = step == ProvisioningStep::Ready;
+    sqlx::query(
+        "UPDATE tenants SET provisioning_step = $2, updated_at = now(), last_error = NULL, \
+                status = CASE WHEN $3 THEN 'ACTIVE' ELSE status END, \
+                pending_admin = CASE WHEN $3 THEN NULL ELSE pending_admin END \
+          WHERE code = $1",
+    )
+    .bind(code)
+    .bind(step.as_str())
+    .bind(ready)
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 /// Closes every connection this process may still hold on `database` (e.g. before it is
