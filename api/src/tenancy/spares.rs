@@ -212,6 +212,7 @@ impl Provisioner {
     /// Under the provisioning lock: copies the template, opens and leaves the copy once,
     /// then records it as usable.
     async fn make_spare(&self) -> Result<()> {
+        let started = std::time::Instant::now();
         let name = self.naming.new_spare_database();
         let mut conn = self.control.acquire().await?;
         if !self.copy_template(&mut conn, &name).await? {
@@ -220,6 +221,7 @@ impl Provisioner {
             )));
         }
         drop(conn);
+        let copied_at = started.elapsed();
         // The first session builds the database's relation cache file, and the runner
         // ensures its checkpoints (the log is empty): the hospital's first session
         // then does neither.
@@ -233,7 +235,15 @@ impl Provisioner {
         pool.close().await;
         drop(pool);
         warmed.map_err(|e| TenancyError::Command(format!("preparing a spare failed: {e}")))?;
+        let warmed_at = started.elapsed();
         self.wait_until_unused(&name).await?;
+        tracing::debug!(
+            spare = name,
+            copied_ms = copied_at.as_secs_f64() * 1e3,
+            warmed_ms = warmed_at.as_secs_f64() * 1e3,
+            unused_ms = started.elapsed().as_secs_f64() * 1e3,
+            "spare database made"
+        );
         sqlx::query(
             "INSERT INTO spare_databases (database_name, migration_version) VALUES ($1, $2)",
         )
