@@ -184,21 +184,22 @@ impl ProjectionRunner {
                 .min()
                 .unwrap_or(LogCursor::START);
             let batch = log::read_batch(&mut tx, from, SHARED_BATCH_SIZE).await?;
-            let Some(last) = batch.last().map(StoredEvent::cursor) else {
-                tx.commit().await?;
-                let progress = self
-                    .projectors
+            let progress = |checkpoints: Vec<LogCursor>, applied: &[u64]| {
+                self.projectors
                     .iter()
                     .zip(checkpoints)
-                    .zip(&applied)
+                    .zip(applied)
                     .map(|((p, checkpoint), n)| ProjectorProgress {
                         projector: p.name(),
                         applied: *n,
                         checkpoint,
                         busy: false,
                     })
-                    .collect();
-                return Ok(Some(progress));
+                    .collect()
+            };
+            let Some(last) = batch.last().map(StoredEvent::cursor) else {
+                tx.commit().await?;
+                return Ok(Some(progress(checkpoints, &applied)));
             };
             let (mut moved, mut counts) = (Vec::new(), Vec::new());
             for (i, projector) in self.projectors.iter().enumerate() {
@@ -227,6 +228,12 @@ impl ProjectionRunner {
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
+            // A short batch was everything readable: no need to read again to find out
+            // (this saves a round of statements on every command's read-your-writes).
+            if batch.len() < SHARED_BATCH_SIZE as usize {
+                let reached = checkpoints.into_iter().map(|c| c.max(last)).collect();
+                return Ok(Some(progress(reached, &applied)));
+            }
         }
     }
 
