@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{decode_batch, enum_name};
+use super::{enum_name, fold_rows};
 use crate::rows::RowSet;
 use crate::{Projector, Result, StoredEvent};
 
@@ -50,27 +50,26 @@ impl Projector for AppointmentProjector {
         self.apply_batch(tx, std::slice::from_ref(event)).await
     }
 
-    /// One read of the appointments the batch changes, one write of their last state.
+    /// One read of the rows the batch changes, one write of their last state.
     async fn apply_batch(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> Result<()> {
-        let events = decode_batch::<Appointment>(self.name(), events)?;
-        if events.is_empty() {
-            return Ok(());
-        }
-        let mut appointments = RowSet::new("appointments", "id");
-        let existing = events
-            .iter()
-            .filter(|(_, _, e)| !matches!(e, AppointmentEvent::AppointmentScheduled { .. }))
-            .map(|(id, _, _)| *id)
-            .collect();
-        appointments.load(tx, existing).await?;
-        for (id, _, event) in events {
-            fold(&mut appointments, id, event);
-        }
-        appointments.store(tx).await
+        fold_rows::<Appointment, AppointmentRow>(
+            tx,
+            self.name(),
+            "appointments",
+            events,
+            |e| matches!(e, AppointmentEvent::AppointmentScheduled { .. }),
+            fold,
+        )
+        .await
     }
 }
 
-fn fold(appointments: &mut RowSet<Uuid, AppointmentRow>, id: Uuid, event: AppointmentEvent) {
+fn fold(
+    appointments: &mut RowSet<Uuid, AppointmentRow>,
+    id: Uuid,
+    _: &StoredEvent,
+    event: AppointmentEvent,
+) {
     if let AppointmentEvent::AppointmentScheduled {
         appointment_id,
         patient_id,

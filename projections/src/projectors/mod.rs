@@ -18,9 +18,13 @@ pub use seal::LogSealer;
 pub use slot_holds::SlotHoldProjector;
 pub use staff::StaffProjector;
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sqlx::PgConnection;
 use unicode_normalization::UnicodeNormalization;
 use uuid::Uuid;
 
+use crate::rows::RowSet;
 use crate::{ProjectionError, Projector, Result, StoredEvent};
 
 /// The search form of a name: decomposed, without combining marks, lower case
@@ -58,6 +62,38 @@ pub(crate) fn decode_batch<'e, A: cqrs_es::Aggregate>(
         .filter(|e| e.aggregate_type == A::TYPE)
         .map(|e| Ok((uuid_id(projector, e)?, e, e.decode::<A>(&upcasters)?)))
         .collect()
+}
+
+/// The common shape of a projector that keeps one row per aggregate in `table` (keyed by
+/// `id`): decode the batch's events of `A`, load the rows of the streams not created in
+/// this batch (`creates`), fold the events onto them in log order, write the outcome.
+pub(crate) async fn fold_rows<A, R>(
+    tx: &mut PgConnection,
+    projector: &'static str,
+    table: &'static str,
+    events: &[StoredEvent],
+    creates: fn(&A::Event) -> bool,
+    fold: fn(&mut RowSet<Uuid, R>, Uuid, &StoredEvent, A::Event),
+) -> Result<()>
+where
+    A: cqrs_es::Aggregate,
+    R: Serialize + DeserializeOwned + Send + Sync,
+{
+    let events = decode_batch::<A>(projector, events)?;
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut rows = RowSet::new(table, "id");
+    let existing = events
+        .iter()
+        .filter(|(_, _, e)| !creates(e))
+        .map(|(id, _, _)| *id)
+        .collect();
+    rows.load(tx, existing).await?;
+    for (id, stored, event) in events {
+        fold(&mut rows, id, stored, event);
+    }
+    rows.store(tx).await
 }
 
 /// The persisted name of a unit-variant enum (its serde form), e.g. `Module::Billing` →

@@ -9,7 +9,7 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{decode_batch, enum_name, search_key};
+use super::{enum_name, fold_rows, search_key};
 use crate::rows::RowSet;
 use crate::{Projector, Result, StoredEvent};
 
@@ -82,27 +82,21 @@ impl Projector for PatientProjector {
         self.apply_batch(tx, std::slice::from_ref(event)).await
     }
 
-    /// One read of the records the batch changes, one write of their last state.
+    /// One read of the rows the batch changes, one write of their last state.
     async fn apply_batch(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> Result<()> {
-        let events = decode_batch::<Patient>(self.name(), events)?;
-        if events.is_empty() {
-            return Ok(());
-        }
-        let mut patients = RowSet::new("patients", "id");
-        let existing = events
-            .iter()
-            .filter(|(_, _, e)| !matches!(e, PatientEvent::PatientRegistered { .. }))
-            .map(|(id, _, _)| *id)
-            .collect();
-        patients.load(tx, existing).await?;
-        for (id, _, event) in events {
-            fold(&mut patients, id, event);
-        }
-        patients.store(tx).await
+        fold_rows::<Patient, PatientRow>(
+            tx,
+            self.name(),
+            "patients",
+            events,
+            |e| matches!(e, PatientEvent::PatientRegistered { .. }),
+            fold,
+        )
+        .await
     }
 }
 
-fn fold(patients: &mut RowSet<Uuid, PatientRow>, id: Uuid, event: PatientEvent) {
+fn fold(patients: &mut RowSet<Uuid, PatientRow>, id: Uuid, _: &StoredEvent, event: PatientEvent) {
     if let PatientEvent::PatientRegistered {
         patient_id,
         mrn,

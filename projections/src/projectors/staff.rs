@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::decode_batch;
+use super::fold_rows;
 use crate::rows::RowSet;
 use crate::{Projector, Result, StoredEvent};
 
@@ -46,30 +46,20 @@ impl Projector for StaffProjector {
 
     /// One read of the accounts the batch changes, one write of their last state.
     async fn apply_batch(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> Result<()> {
-        let events = decode_batch::<User>(self.name(), events)?;
-        if events.is_empty() {
-            return Ok(());
-        }
-        let mut staff = RowSet::new("staff", "id");
-        let existing = events
-            .iter()
-            .filter(|(_, _, e)| !matches!(e, UserEvent::UserCreated { .. }))
-            .map(|(id, _, _)| *id)
-            .collect();
-        staff.load(tx, existing).await?;
-        for (id, stored, event) in events {
-            fold(&mut staff, id, stored.recorded_at, event);
-        }
-        staff.store(tx).await
+        fold_rows::<User, StaffRow>(
+            tx,
+            self.name(),
+            "staff",
+            events,
+            |e| matches!(e, UserEvent::UserCreated { .. }),
+            fold,
+        )
+        .await
     }
 }
 
-fn fold(
-    staff: &mut RowSet<Uuid, StaffRow>,
-    id: Uuid,
-    recorded_at: DateTime<Utc>,
-    event: UserEvent,
-) {
+fn fold(staff: &mut RowSet<Uuid, StaffRow>, id: Uuid, stored: &StoredEvent, event: UserEvent) {
+    let recorded_at = stored.recorded_at;
     if let UserEvent::UserCreated {
         user_id,
         username,
