@@ -13,12 +13,9 @@ use std::time::Instant;
 
 use clap::Parser;
 use futures::StreamExt;
-use hms_api::auth::password;
-use hms_api::config::{Environment, PlatformConfig, Secret};
 use hms_api::state::Platform;
-use hms_api::tenancy::provisioning::NewHospital;
-use hms_tests::{drop_databases, server_options, ADMIN_PASSWORD};
-use sqlx::{Connection, PgConnection};
+use hms_tests::drop_databases;
+use sqlx::Connection;
 use uuid::Uuid;
 
 const HOSPITAL: &str = "BNC001";
@@ -57,36 +54,9 @@ async fn child(args: Vec<&str>) -> anyhow::Result<()> {
 }
 
 async fn run(prefix: &str, events: i64) -> anyhow::Result<()> {
-    let server = server_options();
-    let config = PlatformConfig {
-        database_url: Secret::new(format!(
-            "postgres://{}@{}:{}/{prefix}_control",
-            server.get_username(),
-            server.get_host(),
-            server.get_port()
-        )),
-        tenant_db_prefix: prefix.to_owned(),
-        tenant_connection_budget: 10,
-        tenant_pool_size: 2,
-        control_pool_size: 3,
-        spare_databases: 0,
-        environment: Environment::Development,
-    };
+    let config = hms_tests::bench::platform_config(prefix, 2);
     let platform = Platform::connect(&config).await?;
-    let hash = password::hash(ADMIN_PASSWORD.to_owned()).await?;
-    let hospital = NewHospital::parse(
-        HOSPITAL,
-        "Bench Hospital",
-        "ENTERPRISE",
-        "bench_admin",
-        "admin@bench.example",
-        "Bench Admin",
-        hash,
-    )?;
-    platform.provisioner().provision(&hospital).await?;
-    let database = format!("{prefix}{}", HOSPITAL.to_ascii_lowercase());
-    let mut db = PgConnection::connect_with(&server.clone().database(&database)).await?;
-    let total = hms_tests::bench::fill_log(&mut db, events).await?;
+    let (mut db, total) = hms_tests::bench::hospital_with_log(&platform, HOSPITAL, events).await?;
 
     let dir = std::env::temp_dir().join(format!("hms-bench-{}", Uuid::new_v4()));
     std::fs::create_dir_all(&dir)?;

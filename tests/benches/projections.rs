@@ -10,12 +10,9 @@
 use std::time::Instant;
 
 use futures::TryStreamExt;
-use hms_api::auth::password;
-use hms_api::config::{Environment, PlatformConfig, Secret};
 use hms_api::state::Platform;
-use hms_api::tenancy::provisioning::NewHospital;
-use hms_tests::{drop_databases, server_options, ADMIN_PASSWORD};
-use sqlx::{Connection, PgConnection, Row};
+use hms_tests::drop_databases;
+use sqlx::{Connection, Row};
 use uuid::Uuid;
 
 const HOSPITAL: &str = "PRJ001";
@@ -33,36 +30,9 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run(prefix: &str, events: i64) -> anyhow::Result<()> {
-    let server = server_options();
-    let config = PlatformConfig {
-        database_url: Secret::new(format!(
-            "postgres://{}@{}:{}/{prefix}_control",
-            server.get_username(),
-            server.get_host(),
-            server.get_port()
-        )),
-        tenant_db_prefix: prefix.to_owned(),
-        tenant_connection_budget: 10,
-        tenant_pool_size: 4,
-        control_pool_size: 3,
-        spare_databases: 0,
-        environment: Environment::Development,
-    };
+    let config = hms_tests::bench::platform_config(prefix, 4);
     let platform = Platform::connect(&config).await?;
-    let hash = password::hash(ADMIN_PASSWORD.to_owned()).await?;
-    let hospital = NewHospital::parse(
-        HOSPITAL,
-        "Bench Hospital",
-        "ENTERPRISE",
-        "bench_admin",
-        "admin@bench.example",
-        "Bench Admin",
-        hash,
-    )?;
-    platform.provisioner().provision(&hospital).await?;
-    let database = format!("{prefix}{}", HOSPITAL.to_ascii_lowercase());
-    let mut db = PgConnection::connect_with(&server.clone().database(&database)).await?;
-    let total = hms_tests::bench::fill_log(&mut db, events).await?;
+    let (mut db, total) = hms_tests::bench::hospital_with_log(&platform, HOSPITAL, events).await?;
 
     // Raw: every row of the log in commit order, decoded into Rust values.
     let started = Instant::now();

@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use hms_api::config::{Environment, PlatformConfig, Secret};
+use hms_api::config::PlatformConfig;
 use hms_api::state::Platform;
 use hms_api::tenancy::names::quote_ident;
 use hms_api::tenancy::provisioning::NewHospital;
@@ -48,21 +48,7 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
     let prefix = format!("hmsbench_{}_", &Uuid::new_v4().simple().to_string()[..8]);
-    let server = server_options();
-    let config = PlatformConfig {
-        database_url: Secret::new(format!(
-            "postgres://{}@{}:{}/{prefix}_control",
-            server.get_username(),
-            server.get_host(),
-            server.get_port()
-        )),
-        tenant_db_prefix: prefix.clone(),
-        tenant_connection_budget: 10,
-        tenant_pool_size: 2,
-        control_pool_size: 3,
-        spare_databases: 0,
-        environment: Environment::Development,
-    };
+    let config = hms_tests::bench::platform_config(&prefix, 2);
     let result = run(&config, &prefix, rounds).await;
     drop_databases(&prefix).await;
     result

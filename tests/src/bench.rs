@@ -3,7 +3,61 @@
 
 use std::time::Instant;
 
-use sqlx::PgConnection;
+use hms_api::auth::password;
+use hms_api::config::{Environment, PlatformConfig, Secret};
+use hms_api::state::Platform;
+use hms_api::tenancy::provisioning::NewHospital;
+use sqlx::{Connection, PgConnection};
+
+use crate::{server_options, ADMIN_PASSWORD};
+
+/// A platform of the benchmark's own on the test server: databases named with `prefix`
+/// (dropped afterwards with [`crate::drop_databases`]), no spare databases.
+pub fn platform_config(prefix: &str, tenant_pool_size: u32) -> PlatformConfig {
+    let server = server_options();
+    PlatformConfig {
+        database_url: Secret::new(format!(
+            "postgres://{}@{}:{}/{prefix}_control",
+            server.get_username(),
+            server.get_host(),
+            server.get_port()
+        )),
+        tenant_db_prefix: prefix.to_owned(),
+        tenant_connection_budget: 10,
+        tenant_pool_size,
+        control_pool_size: 3,
+        spare_databases: 0,
+        environment: Environment::Development,
+    }
+}
+
+/// Onboards hospital `code` on `platform` and fills its log with about `events` events;
+/// returns a connection to its database and the log's size.
+pub async fn hospital_with_log(
+    platform: &Platform,
+    code: &str,
+    events: i64,
+) -> anyhow::Result<(PgConnection, i64)> {
+    let hash = password::hash(ADMIN_PASSWORD.to_owned()).await?;
+    let hospital = NewHospital::parse(
+        code,
+        "Bench Hospital",
+        "ENTERPRISE",
+        "bench_admin",
+        "admin@bench.example",
+        "Bench Admin",
+        hash,
+    )?;
+    let database = match platform.provisioner().provision(&hospital).await? {
+        hms_api::tenancy::provisioning::ProvisionOutcome::Ready { database_name, .. } => {
+            database_name
+        }
+        other => anyhow::bail!("provisioning stopped early: {other:?}"),
+    };
+    let mut db = PgConnection::connect_with(&server_options().database(&database)).await?;
+    let total = fill_log(&mut db, events).await?;
+    Ok((db, total))
+}
 
 /// Rows per INSERT transaction while building the log.
 const CHUNK: i64 = 50_000;
