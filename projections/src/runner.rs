@@ -342,6 +342,20 @@ async fn pending(
     Ok((checkpoint, batch))
 }
 
+/// Takes the projector's lock for this transaction, unless another process holds it.
+async fn try_lock(
+    tx: &mut PgConnection,
+    projector: &dyn Projector,
+    target: Target,
+) -> Result<bool> {
+    Ok(
+        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(target.lock_key(projector.name()))
+            .fetch_one(tx)
+            .await?,
+    )
+}
+
 /// Points the transaction's unqualified table names at the target's tables.
 async fn use_target(tx: &mut PgConnection, target: Target) -> Result<()> {
     if target == Target::Rebuild {
@@ -385,11 +399,7 @@ async fn isolate_failure(
 ) -> Result<ProjectionError> {
     let name = target.checkpoint_name(projector.name());
     let mut tx = pool.begin().await?;
-    let locked: bool =
-        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(target.lock_key(projector.name()))
-            .fetch_one(&mut *tx)
-            .await?;
+    let locked = try_lock(&mut tx, projector, target).await?;
     use_target(&mut tx, target).await?;
     let checkpoint = read_checkpoint(&mut tx, &name).await?;
     let unchanged = batch
@@ -462,11 +472,7 @@ pub(crate) async fn catch_up_one(
     let mut applied = 0u64;
     loop {
         let mut tx = pool.begin().await?;
-        let locked: bool =
-            sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
-                .bind(target.lock_key(projector.name()))
-                .fetch_one(&mut *tx)
-                .await?;
+        let locked = try_lock(&mut tx, projector, target).await?;
         if !locked {
             let checkpoint = read_checkpoint(&mut tx, &name).await?;
             return Ok(ProjectorProgress {

@@ -20,18 +20,7 @@ const APPOINTMENT_FIELDS: &str = "id patientId doctorId departmentId start end l
 /// Sets the hospital's time zone through the command path.
 async fn set_time_zone(app: &TestApp, code: &str, zone: &str) {
     let lease = app.state.registry.get(code).await.expect("tenant");
-    let actor = Actor {
-        user_id: Uuid::new_v4(),
-        username: "setup".into(),
-        role: Role::HospitalAdmin,
-    };
-    let metadata = EventMetadata {
-        actor: actor.clone(),
-        tenant: code.into(),
-        request_id: "test".into(),
-        client_addr: None,
-        at: Utc::now(),
-    };
+    let (actor, metadata) = test_actor(code, "setup", Role::HospitalAdmin);
     let command = HospitalCommand::UpdateProfile {
         actor,
         profile: HospitalProfile {
@@ -719,12 +708,12 @@ async fn a_patient_cannot_be_booked_with_two_doctors_at_overlapping_times() {
     assert_eq!(appointments, 2);
 }
 
-/// Metadata for commands a test appends directly, as a receptionist.
-fn desk_metadata(code: &str) -> (Actor, EventMetadata) {
+/// An actor, and the metadata, for commands a test runs directly.
+fn test_actor(code: &str, username: &str, role: Role) -> (Actor, EventMetadata) {
     let actor = Actor {
         user_id: Uuid::new_v4(),
-        username: "desk".into(),
-        role: Role::Receptionist,
+        username: username.into(),
+        role,
     };
     let metadata = EventMetadata {
         actor: actor.clone(),
@@ -760,7 +749,7 @@ async fn slots_left_held_by_broken_bookings_are_released_by_the_sweep() {
 
     // A booking that died after its first step: the doctor's 10:00 is held, with no
     // appointment behind it.
-    let (actor, metadata) = desk_metadata(code);
+    let (actor, metadata) = test_actor(code, "desk", Role::Receptionist);
     let reserve = ScheduleCommand::Reserve {
         actor,
         owner_id: staff.doctor_id,
@@ -782,7 +771,7 @@ async fn slots_left_held_by_broken_bookings_are_released_by_the_sweep() {
     let eleven = format!("{day}T11:00:00Z");
     let booked = schedule(&app, desk, booking(&second, staff.doctor_id, &eleven, 30)).await;
     let cancelled_id = id_of(&booked, "scheduleAppointment");
-    let (actor, metadata) = desk_metadata(code);
+    let (actor, metadata) = test_actor(code, "desk", Role::Receptionist);
     let cancel = AppointmentCommand::Cancel {
         actor,
         reason: BoundedText::parse("reason", "Patient travelled", 200).expect("valid"),
