@@ -11,9 +11,13 @@
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use cqrs_es::Aggregate;
-use serde::Deserialize;
-use serde_json::Value;
-use sqlx::{FromRow, PgConnection};
+use std::sync::OnceLock;
+
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use sqlx::postgres::PgRow;
+use sqlx::types::Json;
+use sqlx::{FromRow, PgConnection, Row};
 
 use crate::{ProjectionError, Result};
 
@@ -32,7 +36,11 @@ impl LogCursor {
 }
 
 /// One row of the `events` table, as the read side sees it.
-#[derive(Debug, Clone, FromRow)]
+///
+/// `payload` and `metadata` are kept as the JSON text PostgreSQL renders for the stored
+/// `jsonb` (object keys sorted and unique, fixed separators): each reader parses only
+/// what it needs, straight into its own types, and the sealer hashes the text as it is.
+#[derive(Debug, Clone)]
 pub struct StoredEvent {
     pub position: i64,
     pub transaction_id: i64,
@@ -41,12 +49,63 @@ pub struct StoredEvent {
     pub sequence: i64,
     pub event_type: String,
     pub event_version: String,
-    pub payload: Value,
-    pub metadata: Value,
+    pub payload: Box<RawValue>,
+    pub metadata: Box<RawValue>,
     pub recorded_at: DateTime<Utc>,
+    /// `metadata` parsed, on first use of [`StoredEvent::meta`].
+    parsed_metadata: OnceLock<Map<String, Value>>,
+}
+
+impl<'r> FromRow<'r, PgRow> for StoredEvent {
+    fn from_row(row: &'r PgRow) -> sqlx::Result<Self> {
+        let Json(payload) = row.try_get("payload")?;
+        let Json(metadata) = row.try_get("metadata")?;
+        Ok(Self {
+            position: row.try_get("position")?,
+            transaction_id: row.try_get("transaction_id")?,
+            aggregate_type: row.try_get("aggregate_type")?,
+            aggregate_id: row.try_get("aggregate_id")?,
+            sequence: row.try_get("sequence")?,
+            event_type: row.try_get("event_type")?,
+            event_version: row.try_get("event_version")?,
+            payload,
+            metadata,
+            recorded_at: row.try_get("recorded_at")?,
+            parsed_metadata: OnceLock::new(),
+        })
+    }
 }
 
 impl StoredEvent {
+    /// An event built in memory (tests, tools); `payload` and `metadata` must be JSON.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        position: i64,
+        transaction_id: i64,
+        aggregate_type: impl Into<String>,
+        aggregate_id: impl Into<String>,
+        sequence: i64,
+        event_type: impl Into<String>,
+        event_version: impl Into<String>,
+        payload: &Value,
+        metadata: &Value,
+        recorded_at: DateTime<Utc>,
+    ) -> serde_json::Result<Self> {
+        Ok(Self {
+            position,
+            transaction_id,
+            aggregate_type: aggregate_type.into(),
+            aggregate_id: aggregate_id.into(),
+            sequence,
+            event_type: event_type.into(),
+            event_version: event_version.into(),
+            payload: serde_json::value::to_raw_value(payload)?,
+            metadata: serde_json::value::to_raw_value(metadata)?,
+            recorded_at,
+            parsed_metadata: OnceLock::new(),
+        })
+    }
+
     pub fn cursor(&self) -> LogCursor {
         LogCursor {
             transaction_id: self.transaction_id,
@@ -54,42 +113,54 @@ impl StoredEvent {
         }
     }
 
+    /// The payload as a JSON value (for tools that show or redact it).
+    pub fn payload_value(&self) -> Result<Value> {
+        serde_json::from_str(self.payload.get()).map_err(|source| self.decode_error(source))
+    }
+
     /// Decodes the payload as an event of aggregate `A`, upcasting older versions first.
     pub fn decode<A: Aggregate>(&self, upcasters: &[Box<dyn EventUpcaster>]) -> Result<A::Event> {
-        let decoded = if upcasters
+        if !upcasters
             .iter()
             .any(|u| u.can_upcast(&self.event_type, &self.event_version))
         {
-            let mut serialized = SerializedEvent::new(
-                self.aggregate_id.clone(),
-                usize::try_from(self.sequence).unwrap_or_default(),
-                self.aggregate_type.clone(),
-                self.event_type.clone(),
-                self.event_version.clone(),
-                self.payload.clone(),
-                Value::Null,
-            );
-            for upcaster in upcasters {
-                if upcaster.can_upcast(&serialized.event_type, &serialized.event_version) {
-                    serialized = upcaster.upcast(serialized);
-                }
+            // The common case: the current version, parsed straight into the event type.
+            return serde_json::from_str(self.payload.get())
+                .map_err(|source| self.decode_error(source));
+        }
+        let mut serialized = SerializedEvent::new(
+            self.aggregate_id.clone(),
+            usize::try_from(self.sequence).unwrap_or_default(),
+            self.aggregate_type.clone(),
+            self.event_type.clone(),
+            self.event_version.clone(),
+            self.payload_value()?,
+            Value::Null,
+        );
+        for upcaster in upcasters {
+            if upcaster.can_upcast(&serialized.event_type, &serialized.event_version) {
+                serialized = upcaster.upcast(serialized);
             }
-            serde_json::from_value(serialized.payload)
-        } else {
-            // The common case: the current version, decoded without copying the payload.
-            A::Event::deserialize(&self.payload)
-        };
-        decoded.map_err(|source| ProjectionError::Decode {
+        }
+        serde_json::from_value(serialized.payload).map_err(|source| self.decode_error(source))
+    }
+
+    fn decode_error(&self, source: serde_json::Error) -> ProjectionError {
+        ProjectionError::Decode {
             position: self.position,
             event_type: self.event_type.clone(),
             event_version: self.event_version.clone(),
             source,
-        })
+        }
     }
 
     /// A metadata value written by the command path (see `hms_domain::EventMetadata`).
+    /// Metadata that is not a JSON object has no values.
     pub fn meta(&self, key: &str) -> Option<&str> {
-        self.metadata.get(key).and_then(Value::as_str)
+        self.parsed_metadata
+            .get_or_init(|| serde_json::from_str(self.metadata.get()).unwrap_or_default())
+            .get(key)
+            .and_then(Value::as_str)
     }
 }
 

@@ -43,8 +43,10 @@ pub trait Projector: Send + Sync {
     /// Applies one event (of any aggregate type: skip the ones that don't concern you).
     async fn apply(&self, tx: &mut PgConnection, event: &StoredEvent) -> Result<()>;
 
-    /// Applies events in log order. Projectors with a set-based form (one statement for
-    /// the whole batch) override this; the result must equal applying them one by one.
+    /// Applies events in log order: always a contiguous run of the log, with nothing
+    /// left out between the first and the last. Projectors with a set-based form (one
+    /// statement for the whole batch) override this; the result must equal applying
+    /// them one by one.
     async fn apply_batch(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> Result<()> {
         for event in events {
             self.apply(tx, event)

@@ -273,13 +273,14 @@ struct JsonActor<'a> {
 fn line(
     format: AuditFormat,
     hospital: &str,
-    mut event: StoredEvent,
+    event: StoredEvent,
     buf: &mut Vec<u8>,
 ) -> Result<()> {
-    redact(&mut event.payload);
+    let mut payload = event.payload_value()?;
+    redact(&mut payload);
     let e = &event;
     let recorded_at = e.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true);
-    let summary = summarize(&e.event_type, &e.payload);
+    let summary = summarize(&e.event_type, &payload);
     match format {
         AuditFormat::Jsonl => {
             serde_json::to_writer(
@@ -301,13 +302,13 @@ fn line(
                     request_id: e.meta("request_id"),
                     client_addr: e.meta("client_addr"),
                     summary: &summary,
-                    payload: &e.payload,
+                    payload: &payload,
                 },
             )?;
             buf.push(b'\n');
         }
         AuditFormat::Csv => {
-            let payload = serde_json::to_string(&e.payload)?;
+            let payload = serde_json::to_string(&payload)?;
             let fields = [
                 &e.position.to_string(),
                 &recorded_at,
@@ -354,7 +355,7 @@ fn line(
         }
         AuditFormat::Fhir => {
             // `resourceType` first, as FHIR tools print it; the rest in key order.
-            let rest = serde_json::to_vec(&fhir_audit_event(hospital, e, &recorded_at, &summary))?;
+            let rest = serde_json::to_vec(&fhir_audit_event(hospital, e, &payload, &recorded_at, &summary))?;
             buf.extend_from_slice(br#"{"resourceType":"AuditEvent","#);
             buf.extend_from_slice(rest.get(1..).unwrap_or_default());
             buf.push(b'\n');
@@ -496,7 +497,13 @@ pub fn fhir_action(sequence: i64, event_type: &str) -> &'static str {
 /// One event as a FHIR R4 AuditEvent, without its `resourceType` (added by the caller);
 /// see the README for the mapping. Only successful changes are stored as events, so
 /// `outcome` is always `0` (success).
-fn fhir_audit_event(hospital: &str, e: &StoredEvent, recorded: &str, summary: &str) -> Value {
+fn fhir_audit_event(
+    hospital: &str,
+    e: &StoredEvent,
+    payload: &Value,
+    recorded: &str,
+    summary: &str,
+) -> Value {
     let role = e.meta("actor_role").unwrap_or("UNKNOWN");
     let mut agent = json!({
         "type": {"coding": [{
@@ -549,8 +556,7 @@ fn fhir_audit_event(hospital: &str, e: &StoredEvent, recorded: &str, summary: &s
     let mut entities = vec![record];
     // An event about a patient kept in another record (a view of the patient's chart,
     // an appointment, an invoice) names the patient as a second entity.
-    let patient_id = e
-        .payload
+    let patient_id = payload
         .as_object()
         .and_then(|m| m.values().next())
         .and_then(|body| body.get("patient_id"))

@@ -155,14 +155,12 @@ struct AppointmentRow {
     cancelled_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
-    version: Option<i64>,
+    version: i64,
 }
 
 const APPOINTMENT_COLUMNS: &str = "a.id, a.patient_id, a.doctor_id, a.department_id, a.start_at, \
      a.end_at, a.local_date, a.reason, a.status, a.notes, a.cancel_reason, a.checked_in_at, \
-     a.started_at, a.completed_at, a.cancelled_at, a.created_at, a.updated_at, \
-     (SELECT max(x.sequence) FROM audit_index x \
-       WHERE x.aggregate_type = 'appointment' AND x.aggregate_id = a.id::text) AS version";
+     a.started_at, a.completed_at, a.cancelled_at, a.created_at, a.updated_at, a.version";
 
 impl TryFrom<AppointmentRow> for Appointment {
     type Error = ApiError;
@@ -186,7 +184,7 @@ impl TryFrom<AppointmentRow> for Appointment {
             cancelled_at: r.cancelled_at,
             created_at: r.created_at,
             updated_at: r.updated_at,
-            version: r.version.unwrap_or(0),
+            version: r.version,
         })
     }
 }

@@ -109,15 +109,19 @@ pub async fn trail(
         ),
         None => (-1, -1),
     };
+    // One record's trail is found through the events table's primary key, and each of
+    // its audit rows through the audit index's (transaction_id, position) key; the other
+    // filters go through the audit index's own indexes.
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT a.position, a.transaction_id, a.recorded_at, a.actor_id, a.actor_username, a.actor_role, \
                 a.aggregate_type, a.aggregate_id, a.sequence, a.event_type, a.event_version, e.payload, e.metadata \
            FROM audit_index a \
            JOIN events e ON e.aggregate_type = a.aggregate_type AND e.aggregate_id = a.aggregate_id \
                         AND e.sequence = a.sequence \
+                        AND a.transaction_id = e.transaction_id::text::bigint AND a.position = e.position \
           WHERE (a.transaction_id, a.position) > ($1, $2) \
-            AND ($3::text IS NULL OR a.aggregate_type = $3) \
-            AND ($4::text IS NULL OR a.aggregate_id = $4) \
+            AND ($3::text IS NULL OR e.aggregate_type = $3) \
+            AND ($4::text IS NULL OR e.aggregate_id = $4) \
             AND ($5::uuid IS NULL OR a.actor_id = $5) \
             AND ($6::text IS NULL OR a.event_type = $6) \
             AND ($7::timestamptz IS NULL OR a.recorded_at >= $7) \

@@ -275,13 +275,11 @@ impl InvoiceView {
 
 const INVOICE_TYPE: &str = <domain::Invoice as cqrs_es::Aggregate>::TYPE;
 
-/// The columns of [`InvoiceView`], with the version from the audit index.
+/// The columns of [`InvoiceView`].
 const INVOICE_COLUMNS: &str = "i.id, i.number, i.patient_id, i.appointment_id, i.currency, i.status, \
      i.subtotal_minor, i.discount_minor, i.tax_minor, i.total_minor, i.paid_minor, i.refunded_minor, \
      i.balance_minor, i.discount, i.tax_basis_points, i.due_date, i.issued_at, i.voided_at, i.void_reason, \
-     i.created_at, i.updated_at, \
-     (SELECT COALESCE(max(a.sequence), 0) FROM audit_index a \
-       WHERE a.aggregate_type = 'invoice' AND a.aggregate_id = i.id::text) AS version";
+     i.created_at, i.updated_at, i.version";
 
 #[derive(sqlx::FromRow)]
 struct LineRow {

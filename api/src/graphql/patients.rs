@@ -196,16 +196,13 @@ struct PatientRow {
     died_at: Option<DateTime<Utc>>,
     registered_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
-    version: Option<i64>,
+    version: i64,
 }
 
-/// The read-model columns of [`PatientRow`]; the version is the newest sequence in the
-/// audit index (a read model kept in step by the same runner).
+/// The read-model columns of [`PatientRow`].
 const PATIENT_COLUMNS: &str =
     "p.id, p.mrn, p.family_key, p.given_key, p.demographics, p.allergies, \
-     p.alerts, p.status, p.merged_into, p.died_at, p.registered_at, p.updated_at, \
-     (SELECT max(a.sequence) FROM audit_index a \
-       WHERE a.aggregate_type = 'patient' AND a.aggregate_id = p.id::text) AS version";
+     p.alerts, p.status, p.merged_into, p.died_at, p.registered_at, p.updated_at, p.version";
 
 impl TryFrom<PatientRow> for Patient {
     type Error = ApiError;
@@ -266,7 +263,7 @@ impl TryFrom<PatientRow> for Patient {
             died_at: row.died_at,
             registered_at: row.registered_at,
             updated_at: row.updated_at,
-            version: row.version.unwrap_or(0),
+            version: row.version,
             family_key: row.family_key,
             given_key: row.given_key,
         })

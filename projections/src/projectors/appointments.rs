@@ -34,7 +34,11 @@ struct AppointmentRow {
     cancelled_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    /// The stream's version: the sequence of the last event folded in.
+    version: i64,
 }
+
+super::stream_row!(AppointmentRow);
 
 #[async_trait]
 impl Projector for AppointmentProjector {
@@ -101,6 +105,7 @@ fn fold(
             cancelled_at: None,
             created_at: at,
             updated_at: at,
+            version: 0,
         };
         appointments.insert(appointment_id, row);
         return;

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::decode_batch;
 use crate::rows::RowSet;
-use crate::{Projector, Result, StoredEvent};
+use crate::{ProjectionError, Projector, Result, StoredEvent};
 
 pub struct AuditIndexProjector;
 
@@ -25,60 +25,49 @@ impl Projector for AuditIndexProjector {
         &["audit_index"]
     }
 
-    /// One INSERT for the whole batch.
+    /// The index is a column mapping of the log and its metadata, so PostgreSQL copies
+    /// the batch's rows itself, from the events it has just served: nothing travels
+    /// back. The runner hands over a contiguous run of the log, so the run is named by
+    /// its ends; the row count proves it.
     async fn apply_batch(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> Result<()> {
-        let column =
-            |f: fn(&StoredEvent) -> Option<String>| events.iter().map(f).collect::<Vec<_>>();
-        sqlx::query(
-            "INSERT INTO audit_index (position, transaction_id, recorded_at, actor_id, actor_username, actor_role, \
-                 aggregate_type, aggregate_id, sequence, event_type, event_version, request_id) \
-             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::timestamptz[], $4::uuid[], $5::text[], $6::text[], \
-                                  $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[])",
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            return Ok(());
+        };
+        let copied = sqlx::query(
+            "INSERT INTO audit_index (position, transaction_id, recorded_at, actor_id, actor_username, \
+                 actor_role, aggregate_type, aggregate_id, sequence, event_type, event_version, request_id) \
+             SELECT position, transaction_id::text::bigint, recorded_at, \
+                    CASE WHEN metadata->>'actor_id' ~ '^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$' \
+                         THEN (metadata->>'actor_id')::uuid END, \
+                    metadata->>'actor_username', metadata->>'actor_role', aggregate_type, aggregate_id, \
+                    sequence, event_type, event_version, metadata->>'request_id' \
+               FROM public.events \
+              WHERE (transaction_id, position) BETWEEN ($1::text::xid8, $2) AND ($3::text::xid8, $4)",
         )
-        .bind(events.iter().map(|e| e.position).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.transaction_id).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.recorded_at).collect::<Vec<_>>())
-        .bind(
-            events
-                .iter()
-                .map(|e| e.meta("actor_id").and_then(|s| Uuid::parse_str(s).ok()))
-                .collect::<Vec<_>>(),
-        )
-        .bind(column(|e| e.meta("actor_username").map(str::to_owned)))
-        .bind(column(|e| e.meta("actor_role").map(str::to_owned)))
-        .bind(events.iter().map(|e| e.aggregate_type.clone()).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.aggregate_id.clone()).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.sequence).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.event_type.clone()).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.event_version.clone()).collect::<Vec<_>>())
-        .bind(column(|e| e.meta("request_id").map(str::to_owned)))
+        .bind(first.transaction_id.to_string())
+        .bind(first.position)
+        .bind(last.transaction_id.to_string())
+        .bind(last.position)
         .execute(tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if copied != events.len() as u64 {
+            return Err(ProjectionError::ProjectorFailed {
+                projector: self.name(),
+                position: first.position,
+                message: format!(
+                    "the log between positions {} and {} holds {copied} events, the batch {}",
+                    first.position,
+                    last.position,
+                    events.len()
+                ),
+            });
+        }
         Ok(())
     }
 
     async fn apply(&self, tx: &mut PgConnection, event: &StoredEvent) -> Result<()> {
-        let actor_id = event.meta("actor_id").and_then(|s| Uuid::parse_str(s).ok());
-        sqlx::query(
-            "INSERT INTO audit_index (position, transaction_id, recorded_at, actor_id, actor_username, actor_role, \
-                 aggregate_type, aggregate_id, sequence, event_type, event_version, request_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(event.position)
-        .bind(event.transaction_id)
-        .bind(event.recorded_at)
-        .bind(actor_id)
-        .bind(event.meta("actor_username"))
-        .bind(event.meta("actor_role"))
-        .bind(&event.aggregate_type)
-        .bind(&event.aggregate_id)
-        .bind(event.sequence)
-        .bind(&event.event_type)
-        .bind(&event.event_version)
-        .bind(event.meta("request_id"))
-        .execute(tx)
-        .await?;
-        Ok(())
+        self.apply_batch(tx, std::slice::from_ref(event)).await
     }
 }
 

@@ -10,6 +10,7 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::StreamRow;
 use super::{decode_batch, enum_name, json};
 use crate::rows::RowSet;
 use crate::{Projector, Result, StoredEvent};
@@ -41,7 +42,11 @@ struct InvoiceRow {
     void_reason: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    /// The stream's version: the sequence of the last event folded in.
+    version: i64,
 }
+
+super::stream_row!(InvoiceRow);
 
 impl InvoiceRow {
     /// The totals an event carries; a draft's balance is its total.
@@ -122,8 +127,11 @@ impl Projector for InvoiceProjector {
             .map(|(id, _, _)| *id)
             .collect();
         changes.invoices.load(tx, existing).await?;
-        for (id, _, event) in events {
+        for (id, stored, event) in events {
             fold(&mut changes, id, event);
+            if let Some(invoice) = changes.invoices.get_mut(&id) {
+                invoice.set_version(stored.sequence);
+            }
         }
         // Lines and payments refer to their invoice only by value: no order to respect.
         changes.invoices.store(tx).await?;
@@ -164,6 +172,7 @@ fn fold(changes: &mut Changes, id: Uuid, event: InvoiceEvent) {
             void_reason: None,
             created_at: at,
             updated_at: at,
+            version: 0,
         };
         changes.invoices.insert(invoice_id, row);
         return;

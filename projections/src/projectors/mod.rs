@@ -77,7 +77,7 @@ pub(crate) async fn fold_rows<A, R>(
 ) -> Result<()>
 where
     A: cqrs_es::Aggregate,
-    R: Serialize + DeserializeOwned + Send + Sync,
+    R: StreamRow + Serialize + DeserializeOwned + Send + Sync,
 {
     let events = decode_batch::<A>(projector, events)?;
     if events.is_empty() {
@@ -92,9 +92,31 @@ where
     rows.load(tx, existing).await?;
     for (id, stored, event) in events {
         fold(&mut rows, id, stored, event);
+        if let Some(row) = rows.get_mut(&id) {
+            row.set_version(stored.sequence);
+        }
     }
     rows.store(tx).await
 }
+
+/// A read-model row that mirrors one aggregate stream. It carries the stream's version
+/// (the sequence of the last event folded into it), which clients send back as the
+/// expected version of their next command: it always matches the state the row shows.
+pub(crate) trait StreamRow {
+    fn set_version(&mut self, version: i64);
+}
+
+/// Implements [`StreamRow`] for row structs with a `version: i64` field.
+macro_rules! stream_row {
+    ($($row:ty),+) => {$(
+        impl $crate::projectors::StreamRow for $row {
+            fn set_version(&mut self, version: i64) {
+                self.version = version;
+            }
+        }
+    )+};
+}
+pub(crate) use stream_row;
 
 /// The persisted name of a unit-variant enum (its serde form), e.g. `Module::Billing` →
 /// `BILLING`: read models store the same spelling the events carry.

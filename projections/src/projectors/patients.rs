@@ -40,7 +40,11 @@ struct PatientRow {
     merged_into: Option<Uuid>,
     registered_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    /// The stream's version: the sequence of the last event folded in.
+    version: i64,
 }
+
+super::stream_row!(PatientRow);
 
 impl PatientRow {
     /// Every column that follows from the demographics.
@@ -127,6 +131,7 @@ fn fold(patients: &mut RowSet<Uuid, PatientRow>, id: Uuid, _: &StoredEvent, even
             merged_into: None,
             registered_at,
             updated_at: registered_at,
+            version: 0,
         };
         // The same code as every later update fills the demographic columns.
         row.set_demographics(&demographics, registered_at);

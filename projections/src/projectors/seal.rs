@@ -16,7 +16,6 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
 
@@ -27,7 +26,7 @@ pub const GENESIS: [u8; 32] = [0; 32];
 
 /// Version tag of the canonical encoding, hashed with every event: a future encoding
 /// gets a new tag, so two encodings can never produce the same bytes.
-const ENCODING_TAG: &[u8] = b"hms.event-seal.v1\0";
+const ENCODING_TAG: &[u8] = b"hms.event-seal.v2\0";
 
 /// Seals every event of the log, in commit order, into `event_seals`.
 pub struct LogSealer;
@@ -161,10 +160,14 @@ pub fn chain_hash(prev: &[u8; 32], event: &StoredEvent) -> [u8; 32] {
 
 /// The bytes of an event row that the chain covers: every column but `transaction_id`
 /// (an artefact of the cluster, not of the fact), each length-prefixed so that no two
-/// rows encode alike, JSON with sorted keys and no whitespace (jsonb does not keep the
-/// text as written), and `recorded_at` in microseconds (PostgreSQL's precision).
+/// rows encode alike, `recorded_at` in microseconds (PostgreSQL's precision), and the
+/// JSON columns as PostgreSQL renders the stored `jsonb` (`payload::text`). That text is
+/// canonical: `jsonb` keeps no formatting, key order or duplicate keys, so equal values
+/// print alike, and an auditor can reproduce the bytes with SQL alone. Hashing the text
+/// as read also spares the sealer parsing every payload.
 pub fn canonical_bytes(event: &StoredEvent) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
+    let (payload, metadata) = (event.payload.get(), event.metadata.get());
+    let mut out = Vec::with_capacity(160 + payload.len() + metadata.len());
     out.extend_from_slice(ENCODING_TAG);
     field(&mut out, &event.position.to_be_bytes());
     field(&mut out, event.aggregate_type.as_bytes());
@@ -172,8 +175,8 @@ pub fn canonical_bytes(event: &StoredEvent) -> Vec<u8> {
     field(&mut out, &event.sequence.to_be_bytes());
     field(&mut out, event.event_type.as_bytes());
     field(&mut out, event.event_version.as_bytes());
-    field(&mut out, canonical_json(&event.payload).as_bytes());
-    field(&mut out, canonical_json(&event.metadata).as_bytes());
+    field(&mut out, payload.as_bytes());
+    field(&mut out, metadata.as_bytes());
     field(
         &mut out,
         &event.recorded_at.timestamp_micros().to_be_bytes(),
@@ -184,63 +187,6 @@ pub fn canonical_bytes(event: &StoredEvent) -> Vec<u8> {
 fn field(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
     out.extend_from_slice(bytes);
-}
-
-/// JSON text with object keys sorted by their UTF-8 bytes and no insignificant
-/// whitespace, whatever map ordering serde_json was built with.
-pub fn canonical_json(value: &Value) -> String {
-    let mut out = String::with_capacity(128);
-    write_canonical(&mut out, value);
-    out
-}
-
-fn write_canonical(out: &mut String, value: &Value) {
-    match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => out.push_str(&n.to_string()),
-        Value::String(s) => write_string(out, s),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(out, item);
-            }
-            out.push(']');
-        }
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            out.push('{');
-            for (i, (key, item)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(out, key);
-                out.push(':');
-                write_canonical(out, item);
-            }
-            out.push('}');
-        }
-    }
-}
-
-fn write_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 /// The newest seal of a log (or of the platform's record of it).
@@ -390,30 +336,13 @@ pub async fn record_head(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn event(payload: Value) -> StoredEvent {
-        StoredEvent {
-            position: 7,
-            transaction_id: 1234,
-            aggregate_type: "user".into(),
-            aggregate_id: "u1".into(),
-            sequence: 2,
-            event_type: "UserDeactivated".into(),
-            event_version: "1.0".into(),
-            payload,
-            metadata: json!({"actor_id": "a", "tenant": "DMC001"}),
-            recorded_at: DateTime::from_timestamp(1_700_000_000, 123_456_000).unwrap_or_default(),
-        }
-    }
-
-    #[test]
-    fn canonical_json_sorts_keys_and_escapes() {
-        let value = json!({"b": [1, "x\"\n"], "a": {"d": null, "c": true}});
-        assert_eq!(
-            canonical_json(&value),
-            r#"{"a":{"c":true,"d":null},"b":[1,"x\"\n"]}"#
-        );
+        let at = DateTime::from_timestamp(1_700_000_000, 123_456_000).unwrap_or_default();
+        let metadata = json!({"actor_id": "a", "tenant": "DMC001"});
+        StoredEvent::new(7, 1234, "user", "u1", 2, "UserDeactivated", "1.0", &payload, &metadata, at)
+            .expect("JSON")
     }
 
     #[test]
@@ -423,8 +352,7 @@ mod tests {
         let mut moved = base.clone();
         moved.transaction_id = 99;
         assert_eq!(chain_hash(&GENESIS, &moved), h);
-        let mut changed = base.clone();
-        changed.payload = json!({"UserDeactivated": {"at": "2026-01-02T00:00:00Z"}});
+        let changed = event(json!({"UserDeactivated": {"at": "2026-01-02T00:00:00Z"}}));
         assert_ne!(chain_hash(&GENESIS, &changed), h);
         let mut renumbered = base.clone();
         renumbered.sequence = 3;

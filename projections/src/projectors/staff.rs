@@ -28,7 +28,11 @@ struct StaffRow {
     password_changed_at: DateTime<Utc>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    /// The stream's version: the sequence of the last event folded in.
+    version: i64,
 }
+
+super::stream_row!(StaffRow);
 
 #[async_trait]
 impl Projector for StaffProjector {
@@ -83,6 +87,7 @@ fn fold(staff: &mut RowSet<Uuid, StaffRow>, id: Uuid, stored: &StoredEvent, even
             password_changed_at: created_at,
             created_at,
             updated_at: created_at,
+            version: 0,
         };
         staff.insert(user_id, row);
         return;
