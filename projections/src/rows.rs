@@ -9,9 +9,9 @@
 //! state of each row gives the same rows as applying them one at a time; the projectors use
 //! this one path for single events too, so the two cannot drift apart.
 //!
-//! Rows travel as JSON: a row type's serde field names are the table's column names, and
-//! PostgreSQL's `jsonb_populate_recordset(NULL::table, …)` turns them back into typed
-//! rows. The table name stays unqualified, so a rebuild's `search_path` still applies.
+//! Rows travel as JSON text: a row type's serde field names are the table's column names,
+//! and PostgreSQL's `json_populate_recordset(NULL::table, …)` turns them back into typed
+//! rows (as plain `json`, which is parsed once, not built into `jsonb` first). The table name stays unqualified, so a rebuild's `search_path` still applies.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -144,8 +144,8 @@ where
                 .await?;
         }
         if !changed.is_empty() {
-            let rows = serde_json::to_value(&changed).map_err(|e| unmappable(table, e))?;
-            let columns = column_names(&rows);
+            let columns = column_names(table, &changed)?;
+            let rows = serde_json::to_string(&changed).map_err(|e| unmappable(table, e))?;
             let assignments = columns
                 .iter()
                 .filter(|c| c.as_str() != key)
@@ -154,7 +154,7 @@ where
                 .join(", ");
             sqlx::query(&format!(
                 "UPDATE {table} AS t SET {assignments} \
-                   FROM jsonb_populate_recordset(NULL::{table}, $1) AS src \
+                   FROM json_populate_recordset(NULL::{table}, $1::json) AS src \
                   WHERE t.{key} = src.{key}"
             ))
             .bind(rows)
@@ -162,11 +162,11 @@ where
             .await?;
         }
         if !new.is_empty() {
-            let rows = serde_json::to_value(&new).map_err(|e| unmappable(table, e))?;
-            let columns = column_names(&rows).join(", ");
+            let columns = column_names(table, &new)?.join(", ");
+            let rows = serde_json::to_string(&new).map_err(|e| unmappable(table, e))?;
             sqlx::query(&format!(
                 "INSERT INTO {table} ({columns}) \
-                 SELECT {columns} FROM jsonb_populate_recordset(NULL::{table}, $1)"
+                 SELECT {columns} FROM json_populate_recordset(NULL::{table}, $1::json)"
             ))
             .bind(rows)
             .execute(&mut *tx)
@@ -180,11 +180,14 @@ fn unmappable(table: &str, e: serde_json::Error) -> ProjectionError {
     ProjectionError::Row(format!("a row of {table} does not map to its columns: {e}"))
 }
 
-/// The column names of a JSON array of row objects (the first row's keys: every row of
-/// one type has the same). They come from the row type's field names, never from input.
-fn column_names(rows: &Value) -> Vec<String> {
-    rows.get(0)
-        .and_then(Value::as_object)
-        .map(|row| row.keys().cloned().collect())
-        .unwrap_or_default()
+/// The column names of a row type: the keys of its first row as JSON (every row of one
+/// type has the same). They come from the row type's field names, never from input.
+fn column_names<R: Serialize>(table: &str, rows: &[R]) -> Result<Vec<String>> {
+    let first = rows.first().map(serde_json::to_value).transpose();
+    match first.map_err(|e| unmappable(table, e))? {
+        Some(Value::Object(row)) => Ok(row.keys().cloned().collect()),
+        _ => Err(ProjectionError::Row(format!(
+            "a row of {table} is not a JSON object"
+        ))),
+    }
 }

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::{PgConnection, PgPool};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
 
 use crate::log::{self, LogCursor, StoredEvent};
 use crate::{ProjectionError, Result};
@@ -21,6 +23,8 @@ use crate::{ProjectionError, Result};
 pub(crate) const BATCH_SIZE: i64 = 500;
 /// Events read per transaction when every projector shares one read.
 const SHARED_BATCH_SIZE: i64 = 1_000;
+/// Events per batch of a fanned-out catch-up: fewer, larger transactions per projector.
+const FAN_OUT_BATCH_SIZE: i64 = 4_000;
 
 /// A fold from events to SQL. It must be deterministic and free of side effects outside
 /// the given transaction, so that replaying the log always gives the same rows.
@@ -236,6 +240,75 @@ impl ProjectionRunner {
                 let reached = checkpoints.into_iter().map(|c| c.max(last)).collect();
                 return Ok(Some(progress(reached, &applied)));
             }
+            // A full batch means a backlog (a restart, a burst): spread it over lanes.
+            let lanes = fan_out_lanes(pool, self.projectors.len());
+            if lanes > 1 {
+                let outcomes = self.fan_out(pool, last, lanes).await?;
+                let reached = checkpoints
+                    .into_iter()
+                    .zip(&outcomes)
+                    .map(|(c, (_, r))| c.max(last).max(*r))
+                    .collect();
+                for (n, (more, _)) in applied.iter_mut().zip(&outcomes) {
+                    *n += more;
+                }
+                return Ok(Some(progress(reached, &applied)));
+            }
+        }
+    }
+
+    /// Catches up a backlog with the projectors working side by side, each on its own
+    /// connection and transactions, while one reader reads the log ahead of them: the
+    /// database's work spreads over several backends (and cores) instead of waiting for
+    /// one. Every projector still applies each batch in log order, in one transaction
+    /// with its checkpoint, under its lock. Returns what each projector applied and the
+    /// checkpoint it reached. Any failure ends the whole fan-out with an error: what was
+    /// committed stays, and the caller's careful path (one projector at a time) takes
+    /// over, isolating and recording the failure.
+    async fn fan_out(
+        &self,
+        pool: &PgPool,
+        from: LogCursor,
+        lanes: usize,
+    ) -> Result<Vec<(u64, LogCursor)>> {
+        let permits = Arc::new(Semaphore::new(lanes));
+        let mut followers = JoinSet::new();
+        let mut feeds = Vec::with_capacity(self.projectors.len());
+        for index in 0..self.projectors.len() {
+            // Two batches of read-ahead per projector bound the memory held.
+            let (feed, batches) = mpsc::channel::<Arc<Vec<StoredEvent>>>(2);
+            feeds.push(feed);
+            let (projectors, pool, permits) =
+                (self.projectors.clone(), pool.clone(), permits.clone());
+            followers.spawn(async move {
+                let projector = projectors[index].as_ref();
+                let outcome = follow(projector, &pool, &permits, batches, from).await;
+                (index, outcome)
+            });
+        }
+        let read = read_ahead(pool, from, &feeds).await;
+        drop(feeds);
+        let mut outcomes = vec![(0, from); self.projectors.len()];
+        let mut failure = None;
+        while let Some(joined) = followers.join_next().await {
+            match joined {
+                Ok((index, Ok(outcome))) => outcomes[index] = outcome,
+                Ok((index, Err(e))) => {
+                    tracing::warn!(projector = self.projectors[index].name(), error = %e,
+                        "fanned-out catch-up stopped; continuing one projector at a time");
+                    failure.get_or_insert(e);
+                }
+                Err(e) => {
+                    failure.get_or_insert(ProjectionError::Busy(format!(
+                        "a projection task ended abnormally: {e}"
+                    )));
+                }
+            }
+        }
+        // A follower's own failure explains the reader's "a projector stopped".
+        match failure.or(read.err()) {
+            Some(e) => Err(e),
+            None => Ok(outcomes),
         }
     }
 
@@ -283,6 +356,92 @@ impl ProjectionRunner {
         .await?;
         Ok(reached == i64::try_from(names.len()).unwrap_or(i64::MAX))
     }
+}
+
+/// How many projectors may work side by side on a backlog: every connection of the
+/// tenant's pool but one, which stays free for the reader and for requests.
+fn fan_out_lanes(pool: &PgPool, projectors: usize) -> usize {
+    let connections = pool.options().get_max_connections() as usize;
+    connections.saturating_sub(1).min(projectors)
+}
+
+/// Reads the log after `from` in batches and hands each batch to every follower, until a
+/// short batch shows the readable end. It stops early when a follower has gone (failed).
+async fn read_ahead(
+    pool: &PgPool,
+    from: LogCursor,
+    feeds: &[mpsc::Sender<Arc<Vec<StoredEvent>>>],
+) -> Result<()> {
+    let mut after = from;
+    loop {
+        // A connection only for the read: the followers and requests need the others.
+        let batch = {
+            let mut conn = pool.acquire().await?;
+            log::read_batch(&mut conn, after, FAN_OUT_BATCH_SIZE).await?
+        };
+        let Some(last) = batch.last().map(StoredEvent::cursor) else {
+            return Ok(());
+        };
+        let short = batch.len() < FAN_OUT_BATCH_SIZE as usize;
+        let batch = Arc::new(batch);
+        for feed in feeds {
+            if feed.send(batch.clone()).await.is_err() {
+                return Err(ProjectionError::Busy("a projector stopped".into()));
+            }
+        }
+        if short {
+            return Ok(());
+        }
+        after = last;
+    }
+}
+
+/// One projector's side of a fan-out: each batch from the reader in its own transaction
+/// (lock, checkpoint, apply, move the checkpoint), holding one of the lanes meanwhile.
+/// `expected` is where the batches start; a checkpoint found behind it (reset by an
+/// operator meanwhile) or a lock held elsewhere stops the follower with an error.
+async fn follow(
+    projector: &dyn Projector,
+    pool: &PgPool,
+    permits: &Semaphore,
+    mut batches: mpsc::Receiver<Arc<Vec<StoredEvent>>>,
+    mut expected: LogCursor,
+) -> Result<(u64, LogCursor)> {
+    let name = Target::Live.checkpoint_name(projector.name());
+    let (mut applied, mut reached) = (0u64, expected);
+    while let Some(batch) = batches.recv().await {
+        let Some(last) = batch.last().map(StoredEvent::cursor) else {
+            continue;
+        };
+        let _lane = permits
+            .acquire()
+            .await
+            .map_err(|_| ProjectionError::Busy("the catch-up was stopped".into()))?;
+        let mut tx = pool.begin().await?;
+        if !try_lock(&mut tx, projector, Target::Live).await? {
+            return Err(ProjectionError::Busy(format!(
+                "another process is catching up {}",
+                projector.name()
+            )));
+        }
+        let checkpoint = read_checkpoint(&mut tx, &name).await?;
+        if checkpoint < expected {
+            return Err(ProjectionError::Busy(format!(
+                "the checkpoint of {} moved back during the catch-up",
+                projector.name()
+            )));
+        }
+        let start = batch.partition_point(|e| e.cursor() <= checkpoint);
+        if start < batch.len() {
+            apply_events(&mut tx, projector, &batch[start..]).await?;
+            move_checkpoint(&mut tx, &name, last, batch.len() - start).await?;
+            tx.commit().await?;
+            applied += (batch.len() - start) as u64;
+        }
+        expected = last;
+        reached = checkpoint.max(last);
+    }
+    Ok((applied, reached))
 }
 
 /// Where a projector's output goes: its live tables, or the fresh copies a rebuild

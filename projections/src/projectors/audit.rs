@@ -29,28 +29,26 @@ impl Projector for AuditIndexProjector {
     /// the batch's rows itself, from the events it has just served: nothing travels
     /// back. The runner hands over a contiguous run of the log, so the run is named by
     /// its ends; the row count proves it.
+    ///
+    /// The actor id is cast to `uuid` directly. The command path always writes a uuid;
+    /// an event written some other way with a malformed one fails the cast, and then the
+    /// batch is copied again with each actor id checked first (a regular expression per
+    /// row, too slow for every batch), storing no actor id where it is malformed.
     async fn apply_batch(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> Result<()> {
         let (Some(first), Some(last)) = (events.first(), events.last()) else {
             return Ok(());
         };
-        let copied = sqlx::query(
-            "INSERT INTO audit_index (position, transaction_id, recorded_at, actor_id, actor_username, \
-                 actor_role, aggregate_type, aggregate_id, sequence, event_type, event_version, request_id) \
-             SELECT position, transaction_id::text::bigint, recorded_at, \
-                    CASE WHEN metadata->>'actor_id' ~ '^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$' \
-                         THEN (metadata->>'actor_id')::uuid END, \
-                    metadata->>'actor_username', metadata->>'actor_role', aggregate_type, aggregate_id, \
-                    sequence, event_type, event_version, metadata->>'request_id' \
-               FROM public.events \
-              WHERE (transaction_id, position) BETWEEN ($1::text::xid8, $2) AND ($3::text::xid8, $4)",
-        )
-        .bind(first.transaction_id.to_string())
-        .bind(first.position)
-        .bind(last.transaction_id.to_string())
-        .bind(last.position)
-        .execute(tx)
-        .await?
-        .rows_affected();
+        let mut attempt = sqlx::Connection::begin(&mut *tx).await?;
+        let copied = match copy_log_run(&mut attempt, first, last, ACTOR_ID_CAST).await {
+            Ok(copied) => {
+                attempt.commit().await?;
+                copied
+            }
+            Err(_) => {
+                attempt.rollback().await?;
+                copy_log_run(tx, first, last, ACTOR_ID_CHECKED).await?
+            }
+        };
         if copied != events.len() as u64 {
             return Err(ProjectionError::ProjectorFailed {
                 projector: self.name(),
@@ -69,6 +67,39 @@ impl Projector for AuditIndexProjector {
     async fn apply(&self, tx: &mut PgConnection, event: &StoredEvent) -> Result<()> {
         self.apply_batch(tx, std::slice::from_ref(event)).await
     }
+}
+
+/// The actor id of an event's metadata as a `uuid`, trusting the command path.
+const ACTOR_ID_CAST: &str = "(metadata->>'actor_id')::uuid";
+/// The same, or NULL where it is not a uuid.
+const ACTOR_ID_CHECKED: &str = "CASE WHEN metadata->>'actor_id' \
+     ~ '^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$' THEN (metadata->>'actor_id')::uuid END";
+
+/// Copies the events from `first` to `last` (log order, both included) into the audit
+/// index; returns how many rows it wrote.
+async fn copy_log_run(
+    tx: &mut PgConnection,
+    first: &StoredEvent,
+    last: &StoredEvent,
+    actor_id: &str,
+) -> Result<u64> {
+    let copied = sqlx::query(&format!(
+        "INSERT INTO audit_index (position, transaction_id, recorded_at, actor_id, actor_username, \
+             actor_role, aggregate_type, aggregate_id, sequence, event_type, event_version, request_id) \
+         SELECT position, transaction_id::text::bigint, recorded_at, {actor_id}, \
+                metadata->>'actor_username', metadata->>'actor_role', aggregate_type, aggregate_id, \
+                sequence, event_type, event_version, metadata->>'request_id' \
+           FROM public.events \
+          WHERE (transaction_id, position) BETWEEN ($1::text::xid8, $2) AND ($3::text::xid8, $4)"
+    ))
+    .bind(first.transaction_id.to_string())
+    .bind(first.position)
+    .bind(last.transaction_id.to_string())
+    .bind(last.position)
+    .execute(tx)
+    .await?
+    .rows_affected();
+    Ok(copied)
 }
 
 pub struct AccessLogProjector;

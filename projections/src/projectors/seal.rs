@@ -49,14 +49,30 @@ impl Projector for LogSealer {
     /// The chain for the whole batch is computed here and written with one INSERT: one
     /// read of the head and of what is sealed already, one write.
     async fn apply_batch(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> Result<()> {
-        let positions: Vec<i64> = events.iter().map(|e| e.position).collect();
-        let sealed: std::collections::HashSet<i64> =
-            sqlx::query_scalar("SELECT position FROM event_seals WHERE position = ANY($1)")
-                .bind(&positions)
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            return Ok(());
+        };
+        // Events already sealed (a replay after a checkpoint reset) are a prefix of the
+        // log, since the chain follows the log: the batch's ends settle the usual cases
+        // (none or all sealed), and only a batch that straddles the head looks at each.
+        let probe = |positions: Vec<i64>| {
+            sqlx::query_scalar::<_, i64>("SELECT position FROM event_seals WHERE position = ANY($1)")
+                .bind(positions)
+        };
+        let ends = probe(vec![first.position, last.position])
+            .fetch_all(&mut *tx)
+            .await?;
+        let sealed: std::collections::HashSet<i64> = match ends.len() {
+            0 => Default::default(),
+            _ if ends.len() == 2 || events.len() == 1 => {
+                events.iter().map(|e| e.position).collect()
+            }
+            _ => probe(events.iter().map(|e| e.position).collect())
                 .fetch_all(&mut *tx)
                 .await?
                 .into_iter()
-                .collect();
+                .collect(),
+        };
         let head: Option<(i64, i64, Vec<u8>)> = sqlx::query_as(
             "SELECT chain_index, position, chain_hash FROM event_seals ORDER BY chain_index DESC LIMIT 1",
         )
