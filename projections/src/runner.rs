@@ -294,8 +294,14 @@ impl ProjectionRunner {
             match joined {
                 Ok((index, Ok(outcome))) => outcomes[index] = outcome,
                 Ok((index, Err(e))) => {
-                    tracing::warn!(projector = self.projectors[index].name(), error = %e,
-                        "fanned-out catch-up stopped; continuing one projector at a time");
+                    let projector = self.projectors[index].name();
+                    if matches!(e, ProjectionError::Busy(_)) {
+                        // Another catch-up (a command's, another process's) has it.
+                        tracing::debug!(projector, error = %e, "fanned-out catch-up yielded");
+                    } else {
+                        tracing::warn!(projector, error = %e,
+                            "fanned-out catch-up stopped; continuing one projector at a time");
+                    }
                     failure.get_or_insert(e);
                 }
                 Err(e) => {

@@ -270,12 +270,7 @@ struct JsonActor<'a> {
     role: Option<&'a str>,
 }
 
-fn line(
-    format: AuditFormat,
-    hospital: &str,
-    event: StoredEvent,
-    buf: &mut Vec<u8>,
-) -> Result<()> {
+fn line(format: AuditFormat, hospital: &str, event: StoredEvent, buf: &mut Vec<u8>) -> Result<()> {
     let mut payload = event.payload_value()?;
     redact(&mut payload);
     let e = &event;
@@ -355,7 +350,13 @@ fn line(
         }
         AuditFormat::Fhir => {
             // `resourceType` first, as FHIR tools print it; the rest in key order.
-            let rest = serde_json::to_vec(&fhir_audit_event(hospital, e, &payload, &recorded_at, &summary))?;
+            let rest = serde_json::to_vec(&fhir_audit_event(
+                hospital,
+                e,
+                &payload,
+                &recorded_at,
+                &summary,
+            ))?;
             buf.extend_from_slice(br#"{"resourceType":"AuditEvent","#);
             buf.extend_from_slice(rest.get(1..).unwrap_or_default());
             buf.push(b'\n');

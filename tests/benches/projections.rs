@@ -2,7 +2,8 @@
 //! of the same events table in the same run (target: at least 25 % of the raw scan).
 //!
 //! Run: `cargo bench -p hms-tests --bench projections` (uses HMS_TEST_DATABASE_URL).
-//! `HMS_BENCH_EVENTS` sets the log size (default 1,000,000); `HMS_BENCH_BREAKDOWN=1` adds
+//! `HMS_BENCH_EVENTS` sets the log size (default 1,000,000), `HMS_TENANT_POOL_SIZE` the
+//! tenant pool (default 3, as the server's); `HMS_BENCH_BREAKDOWN=1` adds
 //! each projector's own rate (each then reads the whole log again). The log is a mix of
 //! staff, patient and record-view events (see `hms_tests::bench::fill_log`). A floor is
 //! printed too: PostgreSQL writing just the audit index rows from the log by itself.
@@ -30,7 +31,13 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run(prefix: &str, events: i64) -> anyhow::Result<()> {
-    let config = hms_tests::bench::platform_config(prefix, 4);
+    // The tenant pool a server has by default (`HMS_TENANT_POOL_SIZE`): a backlog's
+    // catch-up fans out over all its connections but one.
+    let pool_size = std::env::var("HMS_TENANT_POOL_SIZE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let config = hms_tests::bench::platform_config(prefix, pool_size);
     let platform = Platform::connect(&config).await?;
     let (mut db, total) = hms_tests::bench::hospital_with_log(&platform, HOSPITAL, events).await?;
 
@@ -68,7 +75,7 @@ async fn run(prefix: &str, events: i64) -> anyhow::Result<()> {
         "read models after catch-up: {staff} staff, {patients} patients, {views} record views"
     );
     // A floor for comparison: what PostgreSQL alone takes to write the rows of one read
-    // model (the audit index, one row per event with its six indexes) from the same log
+    // model (the audit index, one row per event with its indexes) from the same log
     // in one INSERT … SELECT, with no client in the loop.
     sqlx::query("CREATE TABLE bench_audit_floor (LIKE audit_index INCLUDING ALL)")
         .execute(&lease.pool)
@@ -121,7 +128,7 @@ async fn run(prefix: &str, events: i64) -> anyhow::Result<()> {
 
     let rate = |n: f64, secs: f64| n / secs.max(1e-9);
     println!(
-        "projection catch-up benchmark over {total} events ({} projectors)",
+        "projection catch-up benchmark over {total} events ({} projectors, tenant pool of {pool_size})",
         platform.runner.projector_names().len()
     );
     println!(

@@ -39,16 +39,17 @@ impl Projector for AuditIndexProjector {
             return Ok(());
         };
         let mut attempt = sqlx::Connection::begin(&mut *tx).await?;
-        let copied = match copy_log_run(&mut attempt, first, last, events.len(), ACTOR_ID_CAST).await {
-            Ok(copied) => {
-                attempt.commit().await?;
-                copied
-            }
-            Err(_) => {
-                attempt.rollback().await?;
-                copy_log_run(tx, first, last, events.len(), ACTOR_ID_CHECKED).await?
-            }
-        };
+        let copied =
+            match copy_log_run(&mut attempt, first, last, events.len(), ACTOR_ID_CAST).await {
+                Ok(copied) => {
+                    attempt.commit().await?;
+                    copied
+                }
+                Err(_) => {
+                    attempt.rollback().await?;
+                    copy_log_run(tx, first, last, events.len(), ACTOR_ID_CHECKED).await?
+                }
+            };
         if copied != events.len() as u64 {
             return Err(ProjectionError::ProjectorFailed {
                 projector: self.name(),

@@ -56,8 +56,10 @@ impl Projector for LogSealer {
         // log, since the chain follows the log: the batch's ends settle the usual cases
         // (none or all sealed), and only a batch that straddles the head looks at each.
         let probe = |positions: Vec<i64>| {
-            sqlx::query_scalar::<_, i64>("SELECT position FROM event_seals WHERE position = ANY($1)")
-                .bind(positions)
+            sqlx::query_scalar::<_, i64>(
+                "SELECT position FROM event_seals WHERE position = ANY($1)",
+            )
+            .bind(positions)
         };
         let ends = probe(vec![first.position, last.position])
             .fetch_all(&mut *tx)
@@ -357,8 +359,19 @@ mod tests {
     fn event(payload: Value) -> StoredEvent {
         let at = DateTime::from_timestamp(1_700_000_000, 123_456_000).unwrap_or_default();
         let metadata = json!({"actor_id": "a", "tenant": "DMC001"});
-        StoredEvent::new(7, 1234, "user", "u1", 2, "UserDeactivated", "1.0", &payload, &metadata, at)
-            .expect("JSON")
+        StoredEvent::new(
+            7,
+            1234,
+            "user",
+            "u1",
+            2,
+            "UserDeactivated",
+            "1.0",
+            &payload,
+            &metadata,
+            at,
+        )
+        .expect("JSON")
     }
 
     #[test]

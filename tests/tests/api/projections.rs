@@ -20,7 +20,7 @@ use hms_domain::record_access::{RecordAccess, RecordAccessCommand};
 use hms_domain::{Actor, EventMetadata, Role};
 use hms_projections::projectors::{self, InvoiceProjector};
 use hms_projections::{ProjectionError, ProjectionRunner, Projector, StoredEvent};
-use hms_tests::{spawn_app, TestApp};
+use hms_tests::{spawn_app, spawn_app_with, TestApp, TestConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sqlx::{PgConnection, PgPool};
@@ -709,6 +709,115 @@ async fn a_runner_that_fails_mid_batch_resumes_without_doubling_anything() {
     .await
     .expect("checkpoint");
     assert_eq!(cleared, None, "moving past the event clears the failure");
+}
+
+/// The tenant pool of a server whose tenant pools have room for a fanned-out catch-up.
+async fn roomy_tenant_pool(code: &str) -> (TestApp, PgPool) {
+    let app = spawn_app_with(TestConfig {
+        tenant_pool_size: 4,
+        tenant_connection_budget: 12,
+        ..TestConfig::default()
+    })
+    .await;
+    let pool = tenant_pool(&app, code).await;
+    (app, pool)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_caught_up_in_lanes_isolates_a_failure_and_ends_equal_to_a_rebuild() {
+    let (app, pool) = roomy_tenant_pool("LAN001").await;
+    app.state.runner.catch_up(&pool).await.expect("initial");
+    // A backlog of several full batches, nothing projected yet.
+    join_all((11..13u64).map(|seed| random_workload(&pool, "LAN001", 3_000, seed))).await;
+    // An event written behind the command path's back, with an actor id that is no
+    // uuid: the audit index stores no actor for it, and stops for nothing.
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         SELECT aggregate_type, gen_random_uuid()::text, 1, event_type, event_version, payload, \
+                jsonb_set(metadata, '{actor_id}', '\"not-a-uuid\"') \
+           FROM events WHERE event_type = 'PatientDemographicsUpdated' LIMIT 1",
+    )
+    .execute(&pool)
+    .await
+    .expect("odd event");
+    let backlog: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events e WHERE NOT EXISTS (SELECT 1 FROM audit_index a WHERE a.position = e.position)",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("backlog");
+    assert!(backlog > 6_000, "{backlog}");
+    // Past the first shared batch and the first fanned-out one: mid-fan-out.
+    let crash_at: i64 = sqlx::query_scalar(
+        "SELECT position FROM (SELECT position, event_type, \
+                                      row_number() OVER (ORDER BY transaction_id, position) AS n \
+                                 FROM events) AS e \
+          WHERE event_type = 'PaymentRecorded' AND n > 5500 ORDER BY n LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("a payment to crash on");
+
+    // Every projector, with the invoices one failing partway through the backlog.
+    let mut crashing: Vec<Box<dyn Projector>> = projectors::all()
+        .into_iter()
+        .filter(|p| p.name() != "invoices")
+        .collect();
+    crashing.push(Box::new(FailingAt {
+        inner: InvoiceProjector,
+        position: crash_at,
+    }));
+    let failed = ProjectionRunner::new(crashing).catch_up(&pool).await;
+    assert!(failed.is_err(), "the failure is reported");
+    let checkpoints: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT projector, events_applied, failing_position FROM projection_checkpoints ORDER BY projector",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("checkpoints");
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .expect("events");
+    for (projector, applied, failing) in &checkpoints {
+        if projector == "invoices" {
+            assert_eq!(*failing, Some(crash_at), "stopped at its own event");
+            assert!(*applied < total, "{projector}: {applied} of {total}");
+        } else {
+            assert_eq!(*failing, None, "{projector}");
+            assert_eq!(*applied, total, "{projector}: every event, once");
+        }
+    }
+    let unattributed: Vec<(Option<Uuid>, String)> =
+        sqlx::query_as("SELECT actor_id, actor_username FROM audit_index WHERE actor_id IS NULL")
+            .fetch_all(&pool)
+            .await
+            .expect("audit rows");
+    assert_eq!(
+        unattributed.len(),
+        1,
+        "only the odd event lacks an actor id"
+    );
+
+    // Restarted with the real projectors: the same rows as a rebuild from the log.
+    let runner = &app.state.runner;
+    drain(&pool, runner).await;
+    let live = checksums(&pool, runner).await;
+    for projector in runner.rebuildable() {
+        hms_projections::rebuild::rebuild(&pool, projector, true, &mut |_| {})
+            .await
+            .expect("rebuild");
+    }
+    assert_eq!(live, checksums(&pool, runner).await);
+    let versions: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM invoices i \
+          WHERE i.version <> (SELECT max(sequence) FROM events e \
+                               WHERE e.aggregate_type = 'invoice' AND e.aggregate_id = i.id::text)",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("versions");
+    assert_eq!(versions, 0, "each invoice row carries its stream's version");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
