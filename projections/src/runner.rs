@@ -424,6 +424,14 @@ async fn follow(
             .await
             .map_err(|_| ProjectionError::Busy("the catch-up was stopped".into()))?;
         let mut tx = pool.begin().await?;
+        if projector.rebuildable() {
+            // A read model is derived: if a crash loses this commit, its checkpoint goes
+            // with it and the batch is applied again. So the commit need not wait for the
+            // disk. Not so for the seals, whose head the platform may have recorded.
+            sqlx::query("SET LOCAL synchronous_commit = off")
+                .execute(&mut *tx)
+                .await?;
+        }
         if !try_lock(&mut tx, projector, Target::Live).await? {
             return Err(ProjectionError::Busy(format!(
                 "another process is catching up {}",

@@ -5,12 +5,10 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use hms_domain::record_access::{RecordAccess, RecordAccessEvent};
-use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::decode_batch;
-use crate::rows::RowSet;
 use crate::{ProjectionError, Projector, Result, StoredEvent};
 
 pub struct AuditIndexProjector;
@@ -112,20 +110,6 @@ async fn copy_log_run(
 
 pub struct AccessLogProjector;
 
-/// A row of `patient_access_log` (field names are column names).
-#[derive(Serialize, Deserialize)]
-struct AccessRow {
-    id: Uuid,
-    patient_id: Uuid,
-    viewer_id: Uuid,
-    viewer_username: String,
-    viewer_role: String,
-    purpose: String,
-    client_addr: Option<String>,
-    request_id: Option<String>,
-    viewed_at: DateTime<Utc>,
-}
-
 #[async_trait]
 impl Projector for AccessLogProjector {
     fn name(&self) -> &'static str {
@@ -140,10 +124,15 @@ impl Projector for AccessLogProjector {
         self.apply_batch(tx, std::slice::from_ref(event)).await
     }
 
-    /// One INSERT for the whole batch.
+    /// One INSERT for the whole batch, its columns as typed arrays: the log only grows,
+    /// so there is nothing to load or fold.
     async fn apply_batch(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> Result<()> {
-        let mut log = RowSet::new("patient_access_log", "id");
-        for (id, stored, event) in decode_batch::<RecordAccess>(self.name(), events)? {
+        let views = decode_batch::<RecordAccess>(self.name(), events)?;
+        if views.is_empty() {
+            return Ok(());
+        }
+        let mut rows = AccessColumns::default();
+        for (id, stored, event) in views {
             let RecordAccessEvent::PatientRecordViewed {
                 patient_id,
                 viewer_id,
@@ -152,19 +141,49 @@ impl Projector for AccessLogProjector {
                 purpose,
                 at,
             } = event;
-            let row = AccessRow {
-                id,
-                patient_id,
-                viewer_id,
-                viewer_username,
-                viewer_role: viewer_role.as_str().to_owned(),
-                purpose,
-                client_addr: stored.meta("client_addr").map(str::to_owned),
-                request_id: stored.meta("request_id").map(str::to_owned),
-                viewed_at: at,
-            };
-            log.insert(id, row);
+            rows.id.push(id);
+            rows.patient_id.push(patient_id);
+            rows.viewer_id.push(viewer_id);
+            rows.viewer_username.push(viewer_username);
+            rows.viewer_role.push(viewer_role.as_str().to_owned());
+            rows.purpose.push(purpose);
+            rows.client_addr
+                .push(stored.meta("client_addr").map(str::to_owned));
+            rows.request_id
+                .push(stored.meta("request_id").map(str::to_owned));
+            rows.viewed_at.push(at);
         }
-        log.store(tx).await
+        sqlx::query(
+            "INSERT INTO patient_access_log (id, patient_id, viewer_id, viewer_username, viewer_role, \
+                 purpose, client_addr, request_id, viewed_at) \
+             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], \
+                                  $6::text[], $7::text[], $8::text[], $9::timestamptz[])",
+        )
+        .bind(rows.id)
+        .bind(rows.patient_id)
+        .bind(rows.viewer_id)
+        .bind(rows.viewer_username)
+        .bind(rows.viewer_role)
+        .bind(rows.purpose)
+        .bind(rows.client_addr)
+        .bind(rows.request_id)
+        .bind(rows.viewed_at)
+        .execute(tx)
+        .await?;
+        Ok(())
     }
+}
+
+/// The columns of the `patient_access_log` rows a batch adds.
+#[derive(Default)]
+struct AccessColumns {
+    id: Vec<Uuid>,
+    patient_id: Vec<Uuid>,
+    viewer_id: Vec<Uuid>,
+    viewer_username: Vec<String>,
+    viewer_role: Vec<String>,
+    purpose: Vec<String>,
+    client_addr: Vec<Option<String>>,
+    request_id: Vec<Option<String>>,
+    viewed_at: Vec<DateTime<Utc>>,
 }

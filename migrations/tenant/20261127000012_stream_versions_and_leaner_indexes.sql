@@ -38,3 +38,11 @@ DROP INDEX audit_index_commit_order;
 ALTER TABLE audit_index DROP CONSTRAINT audit_index_pkey;
 ALTER TABLE audit_index ADD CONSTRAINT audit_index_pkey PRIMARY KEY (transaction_id, position);
 CREATE INDEX audit_index_time ON audit_index USING brin (recorded_at);
+
+-- 3. The access log is append-only (one row per record view) and read per patient in
+--    (viewed_at, id) order. One key serves both that and uniqueness, instead of a random
+--    uuid key plus a second index written for every view.
+ALTER TABLE patient_access_log DROP CONSTRAINT patient_access_log_pkey;
+DROP INDEX patient_access_log_patient;
+ALTER TABLE patient_access_log
+    ADD CONSTRAINT patient_access_log_pkey PRIMARY KEY (patient_id, viewed_at, id);
