@@ -271,6 +271,10 @@ impl ProjectionRunner {
         from: LogCursor,
         lanes: usize,
     ) -> Result<Vec<(u64, LogCursor)>> {
+        tracing::info!(
+            lanes,
+            "catching up a backlog with the projectors side by side"
+        );
         let permits = Arc::new(Semaphore::new(lanes));
         let mut followers = JoinSet::new();
         let mut feeds = Vec::with_capacity(self.projectors.len());

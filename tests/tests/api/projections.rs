@@ -475,8 +475,8 @@ async fn every_read_model_rebuilt_from_the_log_equals_the_live_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_of_a_transaction_held_open_is_neither_skipped_nor_applied_twice() {
-    let app = spawn_app().await;
-    let pool = tenant_pool(&app, "HLD001").await;
+    // Room for a fanned-out catch-up: the backlog behind the held transaction is large.
+    let (app, pool) = roomy_tenant_pool("HLD001").await;
     let runner = &app.state.runner;
     runner.catch_up(&pool).await.expect("initial catch-up");
 
@@ -496,12 +496,13 @@ async fn an_event_of_a_transaction_held_open_is_neither_skipped_nor_applied_twic
     .await
     .expect("held insert");
 
-    // Eight writers commit behind it while the runner keeps running.
+    // Eight writers commit behind it while the runner keeps running: more than a
+    // batch, so that the catch-up after the commit fans out.
     let writers = (0..8).map(|_| {
         let pool = pool.clone();
         let viewer = viewer.clone();
         async move {
-            for _ in 0..4 {
+            for _ in 0..150 {
                 let command = RecordAccessCommand::RecordPatientView {
                     actor: viewer.clone(),
                     patient_id: Uuid::new_v4(),
@@ -550,7 +551,7 @@ async fn an_event_of_a_transaction_held_open_is_neither_skipped_nor_applied_twic
         (events, events),
         "every event indexed exactly once"
     );
-    assert_eq!(views, 33, "the held event and the 32 behind it");
+    assert_eq!(views, 1_201, "the held event and the 1,200 behind it");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
