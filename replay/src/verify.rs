@@ -22,7 +22,7 @@ use chrono::SecondsFormat;
 use hms_api::state::Platform;
 use hms_projections::log::{self, LogCursor};
 use hms_projections::projectors::seal::{
-    self, chain_hash, hex_digest, to_digest, RecordedHead, SealHead, GENESIS,
+    self, chain_hash, hex_digest, to_digest, RecordedHead, SealEncodings, SealHead, GENESIS,
 };
 use hms_projections::projectors::LogSealer;
 use hms_projections::{Projector, StoredEvent};
@@ -304,6 +304,9 @@ struct Verifier<'a> {
     /// Where the sealer has got to: an unsealed event at or before it was inserted
     /// behind the sealer's back; after it, it is simply not sealed yet.
     checkpoint: LogCursor,
+    /// The encoding of each stretch of the chain, as the tenant database records it. A
+    /// forged entry changes the recomputed links, so it shows as altered events.
+    encodings: SealEncodings,
     recomputed: [u8; 32],
     events: u64,
     sealed: u64,
@@ -321,6 +324,7 @@ impl<'a> Verifier<'a> {
             seals: SealReader::new(),
             pending: HashMap::new(),
             checkpoint: LogCursor::START,
+            encodings: SealEncodings::default(),
             recomputed: GENESIS,
             events: 0,
             sealed: 0,
@@ -331,6 +335,7 @@ impl<'a> Verifier<'a> {
 
     async fn run(mut self, conn: &mut PgConnection) -> Result<TenantReport> {
         self.checkpoint = sealer_checkpoint(conn).await?;
+        self.encodings = SealEncodings::load(conn).await?;
         self.check_sequences(conn).await?;
         let mut cursor = LogCursor::START;
         let mut last_position = None;
@@ -411,7 +416,9 @@ impl<'a> Verifier<'a> {
                 );
             }
         }
-        self.recomputed = chain_hash(&self.recomputed, event);
+        // The chain recomputed from the events alone: this event is number `events` in it.
+        let index = i64::try_from(self.events).unwrap_or(i64::MAX);
+        self.recomputed = chain_hash(&self.recomputed, event, self.encodings.at(index));
         if let Some(recorded) = self.recorded {
             if recorded.head.position == position && !self.head_seen {
                 self.head_seen = true;
@@ -496,7 +503,8 @@ impl<'a> Verifier<'a> {
 
     fn check_link(&mut self, link: &Link, event: &StoredEvent) {
         self.sealed += 1;
-        if !link.broken && chain_hash(&link.prev_hash, event) != link.hash {
+        let encoding = self.encodings.at(link.chain_index);
+        if !link.broken && chain_hash(&link.prev_hash, event, encoding) != link.hash {
             self.problem(
                 event.position,
                 ProblemKind::Altered,

@@ -16,6 +16,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
 
@@ -24,9 +25,68 @@ use crate::{Projector, Result, StoredEvent};
 /// The hash "before" the first event.
 pub const GENESIS: [u8; 32] = [0; 32];
 
-/// Version tag of the canonical encoding, hashed with every event: a future encoding
-/// gets a new tag, so two encodings can never produce the same bytes.
-const ENCODING_TAG: &[u8] = b"hms.event-seal.v2\0";
+/// How an event's row is turned into the bytes its link hashes. Each encoding's tag is
+/// hashed with every event, so two encodings never produce the same bytes. Seals keep the
+/// encoding they were made with ([`SealEncodings`]), so a change of encoding never makes
+/// an intact log look altered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealEncoding {
+    /// JSON re-serialised with sorted keys and no whitespace (seals made before v2).
+    V1,
+    /// JSON as PostgreSQL renders the stored `jsonb`, hashed as read.
+    V2,
+}
+
+impl SealEncoding {
+    /// The encoding of every seal the sealer makes now.
+    pub const CURRENT: SealEncoding = SealEncoding::V2;
+
+    fn tag(self) -> &'static [u8] {
+        match self {
+            SealEncoding::V1 => b"hms.event-seal.v1\0",
+            SealEncoding::V2 => b"hms.event-seal.v2\0",
+        }
+    }
+
+    fn from_number(n: i16) -> Option<Self> {
+        match n {
+            1 => Some(SealEncoding::V1),
+            2 => Some(SealEncoding::V2),
+            _ => None,
+        }
+    }
+}
+
+/// Which stretch of a tenant's chain uses which encoding (`event_seal_encodings`): each
+/// entry holds from its chain index on. A chain begun under the current encoding has one
+/// entry; the migration that introduced v2 recorded where an older chain switched.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SealEncodings(Vec<(i64, SealEncoding)>);
+
+impl SealEncodings {
+    pub async fn load(conn: &mut PgConnection) -> Result<Self, sqlx::Error> {
+        let rows: Vec<(i64, i16)> = sqlx::query_as(
+            "SELECT from_chain_index, encoding FROM public.event_seal_encodings ORDER BY from_chain_index",
+        )
+        .fetch_all(conn)
+        .await?;
+        // The table's CHECK admits only known encodings.
+        Ok(Self(
+            rows.into_iter()
+                .filter_map(|(from, n)| SealEncoding::from_number(n).map(|e| (from, e)))
+                .collect(),
+        ))
+    }
+
+    /// The encoding of seal number `chain_index` (the current one where none is recorded).
+    pub fn at(&self, chain_index: i64) -> SealEncoding {
+        self.0
+            .iter()
+            .rev()
+            .find(|(from, _)| *from <= chain_index)
+            .map_or(SealEncoding::CURRENT, |(_, encoding)| *encoding)
+    }
+}
 
 /// Seals every event of the log, in commit order, into `event_seals`.
 pub struct LogSealer;
@@ -87,7 +147,7 @@ impl Projector for LogSealer {
         let (mut indexes, mut new_positions, mut prev_positions, mut hashes) =
             (vec![], vec![], vec![], vec![]);
         for event in events.iter().filter(|e| !sealed.contains(&e.position)) {
-            let hash = chain_hash(&prev, event);
+            let hash = chain_hash(&prev, event, SealEncoding::CURRENT);
             index += 1;
             indexes.push(index);
             new_positions.push(event.position);
@@ -138,7 +198,7 @@ impl Projector for LogSealer {
             Some(bytes) => to_digest(bytes),
             None => GENESIS,
         };
-        let hash = chain_hash(&prev, event);
+        let hash = chain_hash(&prev, event, SealEncoding::CURRENT);
         sqlx::query(
             "INSERT INTO event_seals (chain_index, position, prev_position, chain_hash) \
              VALUES ($1, $2, $3, $4)",
@@ -168,25 +228,36 @@ pub fn hex_digest(hash: &[u8]) -> String {
     })
 }
 
-/// The link of the chain: `SHA-256(prev || canonical_bytes(event))`.
-pub fn chain_hash(prev: &[u8; 32], event: &StoredEvent) -> [u8; 32] {
+/// The link of the chain: `SHA-256(prev || canonical_bytes(event, encoding))`.
+pub fn chain_hash(prev: &[u8; 32], event: &StoredEvent, encoding: SealEncoding) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(prev);
-    hasher.update(canonical_bytes(event));
+    hasher.update(canonical_bytes(event, encoding));
     hasher.finalize().into()
 }
 
 /// The bytes of an event row that the chain covers: every column but `transaction_id`
 /// (an artefact of the cluster, not of the fact), each length-prefixed so that no two
-/// rows encode alike, `recorded_at` in microseconds (PostgreSQL's precision), and the
-/// JSON columns as PostgreSQL renders the stored `jsonb` (`payload::text`). That text is
-/// canonical: `jsonb` keeps no formatting, key order or duplicate keys, so equal values
-/// print alike, and an auditor can reproduce the bytes with SQL alone. Hashing the text
-/// as read also spares the sealer parsing every payload.
-pub fn canonical_bytes(event: &StoredEvent) -> Vec<u8> {
-    let (payload, metadata) = (event.payload.get(), event.metadata.get());
+/// rows encode alike, and `recorded_at` in microseconds (PostgreSQL's precision).
+///
+/// The JSON columns, under [`SealEncoding::V2`], are the text PostgreSQL renders for the
+/// stored `jsonb` (`payload::text`). That text is canonical: `jsonb` keeps no formatting,
+/// key order or duplicate keys, so equal values print alike, and an auditor can
+/// reproduce the bytes with SQL alone; hashing it as read spares parsing every payload.
+/// Under [`SealEncoding::V1`] they were re-serialised with sorted keys ([`canonical_json`]).
+pub fn canonical_bytes(event: &StoredEvent, encoding: SealEncoding) -> Vec<u8> {
+    let (payload, metadata) = match encoding {
+        SealEncoding::V2 => (
+            std::borrow::Cow::Borrowed(event.payload.get()),
+            std::borrow::Cow::Borrowed(event.metadata.get()),
+        ),
+        SealEncoding::V1 => (
+            std::borrow::Cow::Owned(reserialised(event.payload.get())),
+            std::borrow::Cow::Owned(reserialised(event.metadata.get())),
+        ),
+    };
     let mut out = Vec::with_capacity(160 + payload.len() + metadata.len());
-    out.extend_from_slice(ENCODING_TAG);
+    out.extend_from_slice(encoding.tag());
     field(&mut out, &event.position.to_be_bytes());
     field(&mut out, event.aggregate_type.as_bytes());
     field(&mut out, event.aggregate_id.as_bytes());
@@ -202,9 +273,72 @@ pub fn canonical_bytes(event: &StoredEvent) -> Vec<u8> {
     out
 }
 
+/// JSON text in the v1 form. The text comes from PostgreSQL, so it parses; were it not
+/// to, its raw form is hashed, which matches no v1 seal.
+fn reserialised(json: &str) -> String {
+    serde_json::from_str::<Value>(json).map_or_else(|_| json.to_owned(), |v| canonical_json(&v))
+}
+
 fn field(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
     out.extend_from_slice(bytes);
+}
+
+/// JSON text with object keys sorted by their UTF-8 bytes and no insignificant
+/// whitespace, whatever map ordering serde_json was built with.
+pub fn canonical_json(value: &Value) -> String {
+    let mut out = String::with_capacity(128);
+    write_canonical(&mut out, value);
+    out
+}
+
+fn write_canonical(out: &mut String, value: &Value) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::String(s) => write_string(out, s),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(out, item);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.push('{');
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_string(out, key);
+                out.push(':');
+                write_canonical(out, item);
+            }
+            out.push('}');
+        }
+    }
+}
+
+fn write_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// The newest seal of a log (or of the platform's record of it).
@@ -354,7 +488,8 @@ pub async fn record_head(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::{json, Value};
+    use serde_json::json;
+    use SealEncoding::{V1, V2};
 
     fn event(payload: Value) -> StoredEvent {
         let at = DateTime::from_timestamp(1_700_000_000, 123_456_000).unwrap_or_default();
@@ -377,17 +512,17 @@ mod tests {
     #[test]
     fn any_change_to_a_row_changes_its_link_but_transaction_id_does_not() {
         let base = event(json!({"UserDeactivated": {"at": "2026-01-01T00:00:00Z"}}));
-        let h = chain_hash(&GENESIS, &base);
+        let h = chain_hash(&GENESIS, &base, V2);
         let mut moved = base.clone();
         moved.transaction_id = 99;
-        assert_eq!(chain_hash(&GENESIS, &moved), h);
+        assert_eq!(chain_hash(&GENESIS, &moved, V2), h);
         let changed = event(json!({"UserDeactivated": {"at": "2026-01-02T00:00:00Z"}}));
-        assert_ne!(chain_hash(&GENESIS, &changed), h);
+        assert_ne!(chain_hash(&GENESIS, &changed, V2), h);
         let mut renumbered = base.clone();
         renumbered.sequence = 3;
-        assert_ne!(chain_hash(&GENESIS, &renumbered), h);
+        assert_ne!(chain_hash(&GENESIS, &renumbered, V2), h);
         assert_ne!(
-            chain_hash(&h, &base),
+            chain_hash(&h, &base, V2),
             h,
             "the link depends on the previous hash"
         );
@@ -401,6 +536,46 @@ mod tests {
         let mut b = a.clone();
         b.aggregate_type = "a".into();
         b.aggregate_id = "bc".into();
-        assert_ne!(canonical_bytes(&a), canonical_bytes(&b));
+        assert_ne!(canonical_bytes(&a, V2), canonical_bytes(&b, V2));
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys_and_escapes() {
+        let value = json!({"b": [1, "x\"\n"], "a": {"d": null, "c": true}});
+        assert_eq!(
+            canonical_json(&value),
+            r#"{"a":{"c":true,"d":null},"b":[1,"x\"\n"]}"#
+        );
+    }
+
+    #[test]
+    fn each_encoding_gives_its_own_link_and_v1_ignores_how_the_json_was_written() {
+        let base = event(json!({"UserDeactivated": {"at": "2026-01-01T00:00:00Z", "by": "a"}}));
+        assert_ne!(
+            chain_hash(&GENESIS, &base, V1),
+            chain_hash(&GENESIS, &base, V2)
+        );
+        let mut respaced = base.clone();
+        respaced.payload = serde_json::value::RawValue::from_string(
+            r#"{"UserDeactivated": {"by": "a",  "at": "2026-01-01T00:00:00Z"}}"#.to_owned(),
+        )
+        .expect("JSON");
+        assert_eq!(canonical_bytes(&base, V1), canonical_bytes(&respaced, V1));
+        assert_ne!(canonical_bytes(&base, V2), canonical_bytes(&respaced, V2));
+    }
+
+    #[test]
+    fn a_chain_switches_encoding_where_recorded() {
+        assert_eq!(SealEncodings(vec![]).at(1), SealEncoding::CURRENT);
+        let upgraded = SealEncodings(vec![(1, V1), (8, V2)]);
+        assert_eq!(
+            [
+                upgraded.at(1),
+                upgraded.at(7),
+                upgraded.at(8),
+                upgraded.at(100)
+            ],
+            [V1, V1, V2, V2]
+        );
     }
 }

@@ -9,6 +9,8 @@ use hms_api::commands::execute;
 use hms_domain::common::{BoundedText, Email, Username};
 use hms_domain::user::{user_id_for, User, UserCommand};
 use hms_domain::{Actor, EventMetadata, Role};
+use hms_projections::log::{self, LogCursor};
+use hms_projections::projectors::seal::{chain_hash, SealEncoding, GENESIS};
 use hms_replay::verify::{verify_tenant, ProblemKind, TenantReport};
 use hms_replay::{Cli, Outcome, ReplayError};
 use hms_tests::{spawn_app, TestApp};
@@ -348,6 +350,74 @@ async fn a_pair_moved_in_commit_order_is_detected_as_reordered() {
         "the rows' content is unchanged: {report:#?}"
     );
     seeded.verify_fails().await;
+}
+
+#[tokio::test]
+async fn a_chain_sealed_under_the_v1_encoding_still_verifies_after_the_upgrade() {
+    let seeded = seeded().await;
+    // Turn the hospital into one sealed before encoding v2: every seal, and the head the
+    // platform recorded, as the v1 sealer made them; the chain switches after them.
+    let mut db = seeded.tenant_db().await;
+    let events = log::read_batch(&mut db, LogCursor::START, 1_000)
+        .await
+        .expect("the log");
+    let mut hash = GENESIS;
+    for (i, event) in events.iter().enumerate() {
+        hash = chain_hash(&hash, event, SealEncoding::V1);
+        sqlx::query("UPDATE event_seals SET chain_hash = $2 WHERE chain_index = $1")
+            .bind(i as i64 + 1)
+            .bind(hash.as_slice())
+            .execute(&mut db)
+            .await
+            .expect("reseal");
+    }
+    sqlx::raw_sql(&format!(
+        "DELETE FROM event_seal_encodings; \
+         INSERT INTO event_seal_encodings VALUES (1, 1), ({}, 2);",
+        events.len() + 1
+    ))
+    .execute(&mut db)
+    .await
+    .expect("encodings");
+    sqlx::query("UPDATE tenant_log_heads SET chain_hash = $2 WHERE code = $1")
+        .bind(HOSPITAL)
+        .bind(hash.as_slice())
+        .execute(&seeded.app.state.platform.control)
+        .await
+        .expect("head");
+    let report = seeded.report().await;
+    assert!(report.problems.is_empty(), "{report:#?}");
+
+    // New events are sealed under v2 after the old ones; the mixed chain verifies.
+    let update = UserCommand::UpdateProfile {
+        actor: seeded.admin.clone(),
+        full_name: BoundedText::parse("full_name", "Carol Example", 200).expect("name"),
+        email: Email::parse("carol@hospital.example").expect("email"),
+        now: Utc::now(),
+    };
+    user_command(
+        &seeded.app,
+        seeded.users[2],
+        update,
+        &metadata(&seeded.admin, "profile-2"),
+    )
+    .await;
+    replay_ok(&seeded.app, &["seal", "--hospital", HOSPITAL]).await;
+    let out = replay_ok(&seeded.app, &["verify", "--hospital", HOSPITAL]).await;
+    assert!(out.contains(&format!("{HOSPITAL}: OK")), "{out}");
+    let report = seeded.report().await;
+    assert_eq!(report.sealed, events.len() as u64 + 1, "{report:#?}");
+
+    // Tampering is still found in the part sealed under v1.
+    let early = seeded.position_of(seeded.users[1], "UserCreated").await;
+    seeded
+        .tamper(&format!(
+            "UPDATE events SET payload = jsonb_set(payload, '{{UserCreated,email}}', '\"eve@example.com\"') \
+              WHERE position = {early}"
+        ))
+        .await;
+    let report = seeded.report().await;
+    assert!(has(&report, early, ProblemKind::Altered), "{report:#?}");
 }
 
 #[tokio::test]
