@@ -77,9 +77,10 @@ impl<'r> FromRow<'r, PgRow> for StoredEvent {
 }
 
 impl StoredEvent {
-    /// An event built in memory (tests, tools); `payload` and `metadata` must be JSON.
+    /// An event built in memory, for unit tests.
+    #[cfg(test)]
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         position: i64,
         transaction_id: i64,
         aggregate_type: impl Into<String>,

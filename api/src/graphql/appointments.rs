@@ -26,6 +26,7 @@ use hms_domain::schedule::{
     DoctorSchedule, PatientSchedule, ReleaseReason, ScheduleCommand, ScheduleError,
     MAX_APPOINTMENT_MINUTES,
 };
+use hms_projections::projectors::AppointmentRow;
 use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -134,28 +135,6 @@ pub struct DoctorDay {
     pub closes_at: Option<NaiveTime>,
     /// The day's appointments in order of start.
     pub appointments: Vec<Appointment>,
-}
-
-#[derive(sqlx::FromRow)]
-struct AppointmentRow {
-    id: Uuid,
-    patient_id: Uuid,
-    doctor_id: Uuid,
-    department_id: Option<Uuid>,
-    start_at: DateTime<Utc>,
-    end_at: DateTime<Utc>,
-    local_date: NaiveDate,
-    reason: String,
-    status: String,
-    notes: Option<String>,
-    cancel_reason: Option<String>,
-    checked_in_at: Option<DateTime<Utc>>,
-    started_at: Option<DateTime<Utc>>,
-    completed_at: Option<DateTime<Utc>>,
-    cancelled_at: Option<DateTime<Utc>>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    version: i64,
 }
 
 const APPOINTMENT_COLUMNS: &str = "a.id, a.patient_id, a.doctor_id, a.department_id, a.start_at, \

@@ -20,6 +20,7 @@ use hms_domain::billing::{
 };
 use hms_domain::common::{BoundedText, Currency};
 use hms_domain::permissions::Operation;
+use hms_projections::projectors::{InvoiceLineRow, InvoicePaymentRow, InvoiceRow};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -191,8 +192,8 @@ impl InvoiceView {
     /// The billed items, in the order they were added.
     async fn lines(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<InvoiceLine>> {
         let scope = hospital_scope(ctx).await?;
-        let rows: Vec<LineRow> = sqlx::query_as(
-            "SELECT line_id, code, description, quantity, unit_price_minor, amount_minor, added_at \
+        let rows: Vec<InvoiceLineRow> = sqlx::query_as(
+            "SELECT line_id, invoice_id, code, description, quantity, unit_price_minor, amount_minor, added_at \
                FROM invoice_lines WHERE invoice_id = $1 ORDER BY added_at, line_id",
         )
         .bind(self.id)
@@ -216,8 +217,8 @@ impl InvoiceView {
     /// Payments and refunds, oldest first.
     async fn payments(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<InvoicePayment>> {
         let scope = hospital_scope(ctx).await?;
-        let rows: Vec<PaymentRow> = sqlx::query_as(
-            "SELECT id, kind, payment_id, method, amount_minor, reference, reason, at \
+        let rows: Vec<InvoicePaymentRow> = sqlx::query_as(
+            "SELECT id, invoice_id, kind, payment_id, method, amount_minor, reference, reason, at \
                FROM invoice_payments WHERE invoice_id = $1 ORDER BY at, id",
         )
         .bind(self.id)
@@ -280,55 +281,6 @@ const INVOICE_COLUMNS: &str = "i.id, i.number, i.patient_id, i.appointment_id, i
      i.subtotal_minor, i.discount_minor, i.tax_minor, i.total_minor, i.paid_minor, i.refunded_minor, \
      i.balance_minor, i.discount, i.tax_basis_points, i.due_date, i.issued_at, i.voided_at, i.void_reason, \
      i.created_at, i.updated_at, i.version";
-
-#[derive(sqlx::FromRow)]
-struct LineRow {
-    line_id: Uuid,
-    code: String,
-    description: String,
-    quantity: i32,
-    unit_price_minor: i64,
-    amount_minor: i64,
-    added_at: DateTime<Utc>,
-}
-
-#[derive(sqlx::FromRow)]
-struct PaymentRow {
-    id: Uuid,
-    kind: String,
-    payment_id: Uuid,
-    method: Option<String>,
-    amount_minor: i64,
-    reference: Option<String>,
-    reason: Option<String>,
-    at: DateTime<Utc>,
-}
-
-#[derive(sqlx::FromRow)]
-struct InvoiceRow {
-    id: Uuid,
-    number: String,
-    patient_id: Uuid,
-    appointment_id: Option<Uuid>,
-    currency: String,
-    status: String,
-    subtotal_minor: i64,
-    discount_minor: i64,
-    tax_minor: i64,
-    total_minor: i64,
-    paid_minor: i64,
-    refunded_minor: i64,
-    balance_minor: i64,
-    discount: serde_json::Value,
-    tax_basis_points: i32,
-    due_date: Option<NaiveDate>,
-    issued_at: Option<DateTime<Utc>>,
-    voided_at: Option<DateTime<Utc>>,
-    void_reason: Option<String>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    version: i64,
-}
 
 impl TryFrom<InvoiceRow> for InvoiceView {
     type Error = ApiError;

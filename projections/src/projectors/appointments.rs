@@ -13,29 +13,30 @@ use crate::{Projector, Result, StoredEvent};
 
 pub struct AppointmentProjector;
 
-/// A row of `appointments` (field names are column names).
-#[derive(Serialize, Deserialize)]
-struct AppointmentRow {
-    id: Uuid,
-    patient_id: Uuid,
-    doctor_id: Uuid,
-    department_id: Option<Uuid>,
-    start_at: DateTime<Utc>,
-    end_at: DateTime<Utc>,
+/// A row of `appointments` (field names are column names), as written here and read by
+/// the API.
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+pub struct AppointmentRow {
+    pub id: Uuid,
+    pub patient_id: Uuid,
+    pub doctor_id: Uuid,
+    pub department_id: Option<Uuid>,
+    pub start_at: DateTime<Utc>,
+    pub end_at: DateTime<Utc>,
     /// The hospital's local day of the start (a doctor's day).
-    local_date: NaiveDate,
-    reason: String,
-    status: String,
-    notes: Option<String>,
-    cancel_reason: Option<String>,
-    checked_in_at: Option<DateTime<Utc>>,
-    started_at: Option<DateTime<Utc>>,
-    completed_at: Option<DateTime<Utc>>,
-    cancelled_at: Option<DateTime<Utc>>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
+    pub local_date: NaiveDate,
+    pub reason: String,
+    pub status: String,
+    pub notes: Option<String>,
+    pub cancel_reason: Option<String>,
+    pub checked_in_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
     /// The stream's version: the sequence of the last event folded in.
-    version: i64,
+    pub version: i64,
 }
 
 super::stream_row!(AppointmentRow);

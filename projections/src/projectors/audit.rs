@@ -43,10 +43,14 @@ impl Projector for AuditIndexProjector {
                     attempt.commit().await?;
                     copied
                 }
-                Err(_) => {
+                // 22P02: a text that is no uuid. Any other failure is the batch's own.
+                Err(ProjectionError::Database(sqlx::Error::Database(e)))
+                    if e.code().as_deref() == Some("22P02") =>
+                {
                     attempt.rollback().await?;
                     copy_log_run(tx, first, last, events.len(), ACTOR_ID_CHECKED).await?
                 }
+                Err(e) => return Err(e),
             };
         if copied != events.len() as u64 {
             return Err(ProjectionError::ProjectorFailed {

@@ -17,33 +17,33 @@ use crate::{Projector, Result, StoredEvent};
 
 pub struct InvoiceProjector;
 
-/// A row of `invoices` (field names are column names). Money in integer minor units of
-/// `currency`, as the events carry it.
-#[derive(Serialize, Deserialize)]
-struct InvoiceRow {
-    id: Uuid,
-    number: String,
-    patient_id: Uuid,
-    appointment_id: Option<Uuid>,
-    currency: String,
-    status: String,
-    subtotal_minor: i64,
-    discount_minor: i64,
-    tax_minor: i64,
-    total_minor: i64,
-    paid_minor: i64,
-    refunded_minor: i64,
-    balance_minor: i64,
-    discount: Value,
-    tax_basis_points: i32,
-    due_date: Option<NaiveDate>,
-    issued_at: Option<DateTime<Utc>>,
-    voided_at: Option<DateTime<Utc>>,
-    void_reason: Option<String>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
+/// A row of `invoices` (field names are column names), as written here and read by the
+/// API. Money in integer minor units of `currency`, as the events carry it.
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+pub struct InvoiceRow {
+    pub id: Uuid,
+    pub number: String,
+    pub patient_id: Uuid,
+    pub appointment_id: Option<Uuid>,
+    pub currency: String,
+    pub status: String,
+    pub subtotal_minor: i64,
+    pub discount_minor: i64,
+    pub tax_minor: i64,
+    pub total_minor: i64,
+    pub paid_minor: i64,
+    pub refunded_minor: i64,
+    pub balance_minor: i64,
+    pub discount: Value,
+    pub tax_basis_points: i32,
+    pub due_date: Option<NaiveDate>,
+    pub issued_at: Option<DateTime<Utc>>,
+    pub voided_at: Option<DateTime<Utc>>,
+    pub void_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
     /// The stream's version: the sequence of the last event folded in.
-    version: i64,
+    pub version: i64,
 }
 
 super::stream_row!(InvoiceRow);
@@ -63,37 +63,37 @@ impl InvoiceRow {
 }
 
 /// A row of `invoice_lines`.
-#[derive(Serialize, Deserialize)]
-struct LineRow {
-    line_id: Uuid,
-    invoice_id: Uuid,
-    code: String,
-    description: String,
-    quantity: i32,
-    unit_price_minor: i64,
-    amount_minor: i64,
-    added_at: DateTime<Utc>,
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+pub struct InvoiceLineRow {
+    pub line_id: Uuid,
+    pub invoice_id: Uuid,
+    pub code: String,
+    pub description: String,
+    pub quantity: i32,
+    pub unit_price_minor: i64,
+    pub amount_minor: i64,
+    pub added_at: DateTime<Utc>,
 }
 
 /// A row of `invoice_payments`: a payment, or a refund naming the payment it refunds.
-#[derive(Serialize, Deserialize)]
-struct PaymentRow {
-    id: Uuid,
-    invoice_id: Uuid,
-    kind: String,
-    payment_id: Uuid,
-    method: Option<String>,
-    amount_minor: i64,
-    reference: Option<String>,
-    reason: Option<String>,
-    at: DateTime<Utc>,
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+pub struct InvoicePaymentRow {
+    pub id: Uuid,
+    pub invoice_id: Uuid,
+    pub kind: String,
+    pub payment_id: Uuid,
+    pub method: Option<String>,
+    pub amount_minor: i64,
+    pub reference: Option<String>,
+    pub reason: Option<String>,
+    pub at: DateTime<Utc>,
 }
 
 /// What one batch does to the three tables.
 struct Changes {
     invoices: RowSet<Uuid, InvoiceRow>,
-    lines: RowSet<Uuid, LineRow>,
-    payments: RowSet<Uuid, PaymentRow>,
+    lines: RowSet<Uuid, InvoiceLineRow>,
+    payments: RowSet<Uuid, InvoicePaymentRow>,
 }
 
 #[async_trait]
@@ -180,7 +180,7 @@ fn fold(changes: &mut Changes, id: Uuid, event: InvoiceEvent) {
     // Lines and payments are written even if the invoice row were missing, as before.
     match &event {
         InvoiceEvent::InvoiceLineAdded { line, at, .. } => {
-            let row = LineRow {
+            let row = InvoiceLineRow {
                 line_id: line.line_id,
                 invoice_id: id,
                 code: line.code.as_str().to_owned(),
@@ -201,7 +201,7 @@ fn fold(changes: &mut Changes, id: Uuid, event: InvoiceEvent) {
             at,
             ..
         } => {
-            let row = PaymentRow {
+            let row = InvoicePaymentRow {
                 id: *payment_id,
                 invoice_id: id,
                 kind: "PAYMENT".into(),
@@ -222,7 +222,7 @@ fn fold(changes: &mut Changes, id: Uuid, event: InvoiceEvent) {
             at,
             ..
         } => {
-            let row = PaymentRow {
+            let row = InvoicePaymentRow {
                 id: *refund_id,
                 invoice_id: id,
                 kind: "REFUND".into(),

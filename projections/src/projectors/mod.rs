@@ -1,4 +1,5 @@
-//! The read models. Each projector owns its tables and nothing else.
+//! The read models. Each projector owns its tables and nothing else. Where the API reads
+//! a table row for row, it uses the projector's row type, so the two cannot drift apart.
 
 mod appointments;
 mod audit;
@@ -9,10 +10,10 @@ pub mod seal;
 mod slot_holds;
 mod staff;
 
-pub use appointments::AppointmentProjector;
+pub use appointments::{AppointmentProjector, AppointmentRow};
 pub use audit::{AccessLogProjector, AuditIndexProjector};
 pub use hospital::HospitalProjector;
-pub use invoices::InvoiceProjector;
+pub use invoices::{InvoiceLineRow, InvoicePaymentRow, InvoiceProjector, InvoiceRow};
 pub use patients::PatientProjector;
 pub use seal::LogSealer;
 pub use slot_holds::SlotHoldProjector;
