@@ -6,14 +6,17 @@ use std::io::BufRead;
 use anyhow::{bail, Context};
 use hms_domain::common::{Email, Username};
 use tokio::net::TcpListener;
-use uuid::Uuid;
 
-use crate::auth::{password, TokenKeys};
-use crate::config::{Cli, Command, Environment, Secret, ServeConfig, SetupHospitalArgs};
-use crate::state::{signing_secret, AppState, Platform};
-use crate::tenancy::migrate::migrate_all;
-use crate::tenancy::provisioning::{NewHospital, ProvisionOutcome};
-use crate::tenancy::TenancyError;
+use hms_app::application::{Application, ServeSettings};
+use hms_app::auth::password;
+use hms_app::state::Platform;
+use hms_app::tenancy::migrate::migrate_all;
+use hms_app::tenancy::provisioning::{NewHospital, ProvisionOutcome};
+use hms_app::tenancy::TenancyError;
+
+use crate::config::{
+    Cli, Command, Environment, PlatformConfig, Secret, ServeConfig, SetupHospitalArgs,
+};
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.platform;
@@ -22,14 +25,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         .command
         .unwrap_or_else(|| Command::Serve(ServeConfig::from_env()))
     {
-        Command::Serve(serve_config) => {
-            let secret = signing_secret(
-                serve_config.jwt_secret.as_ref().map(Secret::expose),
-                production,
-            )?;
-            let platform = Platform::connect(&config).await?;
-            serve(platform, &serve_config, secret, production).await
-        }
+        Command::Serve(serve_config) => serve(&config, &serve_config, production).await,
         Command::Migrate { concurrency } => {
             let platform = Platform::connect(&config).await?;
             println!("platform database: up to date");
@@ -70,18 +66,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             password::check_policy(&password)?;
             let platform = Platform::connect(&config).await?;
             let hash = password::hash(password).await?;
-            let inserted = sqlx::query(
-                "INSERT INTO super_admins (id, username, email, password_hash) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(Uuid::new_v4())
-            .bind(username.as_str())
-            .bind(email.as_str())
-            .bind(hash)
-            .execute(&platform.control)
-            .await
-            .context("Failed to store the super administrator")?;
-            if inserted.rows_affected() == 0 {
+            let created =
+                hms_app::auth::create_super_admin(&platform.control, &username, &email, &hash)
+                    .await
+                    .context("Failed to store the super administrator")?;
+            if !created {
                 bail!("a super administrator named {username} exists already");
             }
             println!("super administrator {username} created");
@@ -115,15 +104,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn setup_hospital(
-    config: &crate::config::PlatformConfig,
-    args: SetupHospitalArgs,
-) -> anyhow::Result<()> {
+async fn setup_hospital(config: &PlatformConfig, args: SetupHospitalArgs) -> anyhow::Result<()> {
     let password = read_password(args.admin_password)?;
     password::check_policy(&password)?;
     // Validate everything before any connection is made; the hash comes last because
     // it is the slow part.
-    NewHospital::parse(
+    let mut request = NewHospital::parse(
         &args.code,
         &args.name,
         &args.plan,
@@ -132,16 +118,7 @@ async fn setup_hospital(
         &args.admin_name,
         String::new(),
     )?;
-    let hash = password::hash(password).await?;
-    let request = NewHospital::parse(
-        &args.code,
-        &args.name,
-        &args.plan,
-        &args.admin_username,
-        &args.admin_email,
-        &args.admin_name,
-        hash,
-    )?;
+    request.admin.password_hash = password::hash(password).await?;
     let platform = Platform::connect(config).await?;
     match platform.provisioner().provision(&request).await {
         Ok(ProvisionOutcome::Ready {
@@ -168,35 +145,26 @@ async fn setup_hospital(
 }
 
 async fn serve(
-    platform: Platform,
+    platform: &PlatformConfig,
     config: &ServeConfig,
-    secret: Vec<u8>,
     production: bool,
 ) -> anyhow::Result<()> {
-    let keys = TokenKeys::new(
-        &secret,
-        chrono::Duration::minutes(config.token_ttl_minutes.clamp(1, 24 * 60)),
-    );
-    let state = AppState::new(platform, keys, production);
-    let sweeper = state.registry.spawn_idle_sweeper();
-    let projections =
-        crate::projection_daemon::spawn(state.platform.clone(), std::time::Duration::from_secs(5));
-    let spares = state
-        .provisioner()
-        .spawn_spare_refiller(std::time::Duration::from_secs(30));
+    let settings = ServeSettings {
+        jwt_secret: config.jwt_secret.clone(),
+        token_ttl: chrono::Duration::minutes(config.token_ttl_minutes.clamp(1, 24 * 60)),
+        production,
+    };
+    let application = Application::build(platform, &settings).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("Failed to listen on {}", config.listen))?;
     tracing::info!(address = %config.listen, "serving GraphQL on http://{}/graphql", config.listen);
     let options = crate::http::HttpOptions::new(config.graphiql, &config.cors_origins)
         .map_err(anyhow::Error::msg)?;
-    let router = crate::http::app(state.clone(), options);
-    crate::http::run(listener, router, shutdown_signal()).await?;
-    sweeper.abort();
-    projections.abort();
-    spares.abort();
-    state.registry.close_all().await;
-    state.control.close().await;
+    let router = crate::http::app(application.state().clone(), options);
+    application
+        .run(crate::http::run(listener, router, shutdown_signal()))
+        .await?;
     Ok(())
 }
 

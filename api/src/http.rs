@@ -21,7 +21,8 @@ use uuid::Uuid;
 
 use crate::graphql::error::REQUEST_ID;
 use crate::graphql::{build_schema, HmsSchema, RequestContext};
-use crate::state::AppState;
+use hms_app::scope::RequestInfo;
+use hms_app::state::AppState;
 
 /// Largest request body accepted (GraphQL documents and variables).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -135,8 +136,10 @@ async fn graphql(
     };
     let span = tracing::info_span!("graphql", %request_id, tenant, actor);
     let context = RequestContext {
-        request_id: request_id.clone(),
-        client_addr: Some(peer.ip().to_string()),
+        info: RequestInfo {
+            request_id: request_id.clone(),
+            client_addr: Some(peer.ip().to_string()),
+        },
         auth,
     };
     let mut response = REQUEST_ID

@@ -18,7 +18,7 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use chrono::SecondsFormat;
-use hms_api::state::Platform;
+use hms_app::state::Platform;
 use hms_projections::StoredEvent;
 use serde::Serialize;
 use serde_json::{json, Map, Value};

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
-use hms_api::config::PlatformConfig;
+use hms_app::config::PlatformConfig;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -1,7 +1,7 @@
 //! Errors of the tool: one variant per layer it goes through, each with a message an
 //! operator can act on (the binary prints it on one line).
 
-use hms_api::tenancy::TenancyError;
+use hms_app::tenancy::TenancyError;
 use hms_projections::projectors::seal::SealError;
 use hms_projections::ProjectionError;
 

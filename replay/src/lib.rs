@@ -2,7 +2,7 @@
 //!
 //! The auditor's and operator's tool over a hospital's event log, the system of record.
 //! It finds hospitals through the platform database and reaches them with the server's
-//! own tenancy code (`hms_api::state::Platform`), and reads the log with the read side's
+//! own tenancy code (`hms_app::state::Platform`), and reads the log with the read side's
 //! reader and the domain's own decoders, upcasters and `apply`: nothing here is a second
 //! interpretation of the data.
 //!
@@ -23,7 +23,7 @@ pub mod cli;
 pub mod error;
 mod kinds;
 pub mod rebuild;
-pub mod redact;
+pub use hms_app::redact;
 pub mod seal;
 pub mod state;
 mod tenant;
@@ -31,7 +31,7 @@ pub mod verify;
 
 use std::io::Write;
 
-use hms_api::state::Platform;
+use hms_app::state::Platform;
 
 pub use cli::{Cli, Command};
 pub use error::{ReplayError, Result};

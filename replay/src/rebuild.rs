@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use hms_api::state::Platform;
+use hms_app::state::Platform;
 use hms_projections::rebuild::{self, RebuildProgress};
 use hms_projections::{ProjectionError, Projector};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};

@@ -5,7 +5,7 @@
 
 use std::io::Write;
 
-use hms_api::state::Platform;
+use hms_app::state::Platform;
 use hms_projections::projectors::seal::{self, SealHead};
 use hms_projections::projectors::LogSealer;
 use hms_projections::ProjectionRunner;

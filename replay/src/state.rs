@@ -7,7 +7,7 @@
 use std::io::Write;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use hms_api::state::Platform;
+use hms_app::state::Platform;
 use hms_projections::log;
 use serde::Serialize;
 use serde_json::Value;

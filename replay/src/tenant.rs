@@ -5,9 +5,9 @@
 //! history, so for those the tool opens a one-connection pool to the database the
 //! directory names; it never guesses a database name.
 
-use hms_api::state::Platform;
-use hms_api::tenancy::directory::ProvisioningStep;
-use hms_api::tenancy::{TenancyError, TenantLease};
+use hms_app::state::Platform;
+use hms_app::tenancy::directory::ProvisioningStep;
+use hms_app::tenancy::{TenancyError, TenantLease};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use chrono::SecondsFormat;
-use hms_api::state::Platform;
+use hms_app::state::Platform;
 use hms_projections::log::{self, LogCursor};
 use hms_projections::projectors::seal::{
     self, chain_hash, hex_digest, to_digest, RecordedHead, SealEncodings, SealHead, GENESIS,

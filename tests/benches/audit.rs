@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use futures::StreamExt;
-use hms_api::state::Platform;
+use hms_app::state::Platform;
 use hms_tests::drop_databases;
 use sqlx::Connection;
 use uuid::Uuid;

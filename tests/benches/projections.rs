@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use futures::TryStreamExt;
-use hms_api::state::Platform;
+use hms_app::state::Platform;
 use hms_tests::drop_databases;
 use sqlx::{Connection, Row};
 use uuid::Uuid;

@@ -14,10 +14,10 @@
 
 use std::time::{Duration, Instant};
 
-use hms_api::config::PlatformConfig;
-use hms_api::state::Platform;
-use hms_api::tenancy::names::quote_ident;
-use hms_api::tenancy::provisioning::NewHospital;
+use hms_app::config::PlatformConfig;
+use hms_app::state::Platform;
+use hms_app::tenancy::names::quote_ident;
+use hms_app::tenancy::provisioning::NewHospital;
 use hms_tests::{drop_databases, server_options, ADMIN_PASSWORD};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
@@ -58,7 +58,7 @@ async fn run(config: &PlatformConfig, prefix: &str, rounds: usize) -> anyhow::Re
     let platform = Platform::connect(config).await?;
     let cold = platform.provisioner().with_spares(0);
     let spare = platform.provisioner().with_spares(1);
-    let hash = hms_api::auth::password::hash(ADMIN_PASSWORD.to_owned()).await?;
+    let hash = hms_app::auth::password::hash(ADMIN_PASSWORD.to_owned()).await?;
     let request = |code: &str| {
         NewHospital::parse(
             code,

@@ -3,10 +3,10 @@
 
 use std::time::Instant;
 
-use hms_api::auth::password;
-use hms_api::config::{Environment, PlatformConfig, Secret};
-use hms_api::state::Platform;
-use hms_api::tenancy::provisioning::NewHospital;
+use hms_app::auth::password;
+use hms_app::config::{Environment, PlatformConfig, Secret};
+use hms_app::state::Platform;
+use hms_app::tenancy::provisioning::NewHospital;
 use sqlx::{Connection, PgConnection};
 
 use crate::{server_options, ADMIN_PASSWORD};
@@ -49,7 +49,7 @@ pub async fn hospital_with_log(
         hash,
     )?;
     let database = match platform.provisioner().provision(&hospital).await? {
-        hms_api::tenancy::provisioning::ProvisionOutcome::Ready { database_name, .. } => {
+        hms_app::tenancy::provisioning::ProvisionOutcome::Ready { database_name, .. } => {
             database_name
         }
         other => anyhow::bail!("provisioning stopped early: {other:?}"),

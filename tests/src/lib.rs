@@ -10,10 +10,11 @@ pub mod bench;
 
 use std::sync::Once;
 
-use hms_api::auth::{password, TokenKeys};
-use hms_api::config::{Environment, PlatformConfig, Secret};
-use hms_api::state::{AppState, Platform};
-use hms_api::tenancy::provisioning::{NewHospital, ProvisionOutcome};
+use hms_app::application::{Application, ServeSettings};
+use hms_app::auth::password;
+use hms_app::config::{Environment, PlatformConfig, Secret};
+use hms_app::state::AppState;
+use hms_app::tenancy::provisioning::{NewHospital, ProvisionOutcome};
 use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
@@ -65,6 +66,10 @@ impl Default for TestConfig {
     }
 }
 
+/// The tests' token-signing secret (32 bytes of `*`, i.e. `[42u8; 32]`), so a test can
+/// mint tokens the server accepts.
+pub const TEST_JWT_SECRET: &str = "********************************";
+
 pub struct TestApp {
     pub address: String,
     pub http: reqwest::Client,
@@ -101,9 +106,16 @@ pub async fn spawn_app_with(test_config: TestConfig) -> TestApp {
             Environment::Development
         },
     };
-    let platform = Platform::connect(&config).await.expect("platform starts");
-    let keys = TokenKeys::new(&[42u8; 32], chrono::Duration::minutes(15));
-    let state = AppState::new(platform, keys, test_config.production);
+    let settings = ServeSettings {
+        jwt_secret: Some(Secret::new(TEST_JWT_SECRET)),
+        token_ttl: chrono::Duration::minutes(15),
+        production: test_config.production,
+    };
+    let application = Application::build(&config, &settings)
+        .await
+        .expect("platform starts")
+        .without_workers();
+    let state = application.state().clone();
     let options = hms_api::http::HttpOptions::new(true, &["https://front.example".to_owned()])
         .expect("origins");
     let router = hms_api::http::app(state.clone(), options);
@@ -113,10 +125,11 @@ pub async fn spawn_app_with(test_config: TestConfig) -> TestApp {
     let address = format!("http://{}", listener.local_addr().expect("local addr"));
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        let _ = hms_api::http::run(listener, router, async {
-            let _ = rx.await;
-        })
-        .await;
+        let _ = application
+            .run(hms_api::http::run(listener, router, async {
+                let _ = rx.await;
+            }))
+            .await;
     });
     TestApp {
         address,
@@ -279,7 +292,7 @@ pub async fn drop_databases(prefix: &str) {
             .await
             .unwrap_or_default();
     for name in names {
-        let _ = hms_api::tenancy::provisioning::drop_database(&mut conn, &name).await;
+        let _ = hms_app::tenancy::provisioning::drop_database(&mut conn, &name).await;
     }
     let _ = conn.close().await;
 }

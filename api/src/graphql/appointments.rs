@@ -32,11 +32,12 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::audit::{self, AuditEntry};
-use super::error::ApiError;
-use super::pagination::{Keyset, Page, PageRequest};
-use super::session::{command_error, hospital_scope, Authorized, DomainErrorCode, MutationOptions};
+use super::error::{ApiError, Result};
+use super::pagination::{page_request, Keyset, Page, PageRequestExt};
+use super::session::{authorize, Authorized, DomainErrorCode, MutationOptions};
 use super::types::{check_date, check_instant};
-use crate::commands::{self, CommandError};
+use hms_app::commands::{self, CommandError};
+use hms_app::error::command_error;
 
 // ---------------------------------------------------------------------------------
 // Output types
@@ -109,19 +110,16 @@ impl Appointment {
         ctx: &Context<'_>,
         first: Option<i32>,
         after: Option<String>,
-    ) -> async_graphql::Result<Page<AuditEntry>> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::ViewAuditTrail)
-            .await?;
-        Ok(audit::history(
+    ) -> Result<Page<AuditEntry>> {
+        let auth = authorize(ctx, Operation::ViewAuditTrail).await?;
+        audit::history(
             auth.pool(),
             "appointment",
             &self.id.to_string(),
             first,
             after,
         )
-        .await?)
+        .await
     }
 }
 
@@ -213,12 +211,9 @@ impl AppointmentQuery {
         filter: Option<AppointmentFilter>,
         first: Option<i32>,
         after: Option<String>,
-    ) -> async_graphql::Result<Page<Appointment>> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::ViewAppointments)
-            .await?;
-        let page = PageRequest::new(first, after)?;
+    ) -> Result<Page<Appointment>> {
+        let auth = authorize(ctx, Operation::ViewAppointments).await?;
+        let page = page_request(first, after)?;
         let filter = filter.unwrap_or_default();
         let after = page
             .after
@@ -262,12 +257,9 @@ impl AppointmentQuery {
     }
 
     /// One appointment.
-    async fn appointment(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Appointment> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::ViewAppointments)
-            .await?;
-        Ok(load_appointment(auth.pool(), id).await?)
+    async fn appointment(&self, ctx: &Context<'_>, id: Uuid) -> Result<Appointment> {
+        let auth = authorize(ctx, Operation::ViewAppointments).await?;
+        load_appointment(auth.pool(), id).await
     }
 
     /// A doctor's appointments on one local day, in order of start; cancelled ones only
@@ -278,19 +270,16 @@ impl AppointmentQuery {
         doctor_id: Uuid,
         day: NaiveDate,
         #[graphql(default)] include_cancelled: bool,
-    ) -> async_graphql::Result<DoctorDay> {
+    ) -> Result<DoctorDay> {
         let day = check_date("day", day)?;
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::ViewAppointments)
-            .await?;
+        let auth = authorize(ctx, Operation::ViewAppointments).await?;
         let is_doctor: Option<String> = sqlx::query_scalar("SELECT role FROM staff WHERE id = $1")
             .bind(doctor_id)
             .fetch_optional(auth.pool())
             .await
             .map_err(ApiError::internal)?;
         if is_doctor.as_deref() != Some(Role::Doctor.as_str()) {
-            return Err(ApiError::NotFound.into());
+            return Err(ApiError::NotFound);
         }
         let rows: Vec<AppointmentRow> = sqlx::query_as(&format!(
             "SELECT {APPOINTMENT_COLUMNS} FROM appointments a \
@@ -605,7 +594,7 @@ impl<'s, 'a> Saga<'s, 'a> {
             }
             Err(e) => {
                 self.compensate().await;
-                Err(command_error(e))
+                Err(command_error(e).into())
             }
         }
     }
@@ -678,7 +667,7 @@ fn reservation_error(party: Party, e: CommandError<ScheduleError>) -> ApiError {
             "another booking for the {who} on that day was made at the same moment; \
              reload the schedule and try again"
         )),
-        other => command_error(other),
+        other => command_error(other).into(),
     }
 }
 
@@ -729,7 +718,9 @@ fn check_transition(
 ) -> Result<(), ApiError> {
     let from = appointment.status.ok_or(ApiError::NotFound)?;
     if transition(from, action).is_none() {
-        return Err(AppointmentError::IllegalTransition { from, action }.to_api_error());
+        return Err(ApiError::from(
+            AppointmentError::IllegalTransition { from, action }.to_app_error(),
+        ));
     }
     Ok(())
 }
@@ -745,7 +736,7 @@ async fn appointment_command(
     auth.idempotent(options, input, || async {
         auth.execute::<AppointmentAggregate>(&id.to_string(), command, options.expected_version)
             .await?;
-        Ok(id.to_string())
+        Ok::<_, ApiError>(id.to_string())
     })
     .await?;
     load_appointment(auth.pool(), id).await
@@ -778,7 +769,7 @@ async fn end_and_release(
             saga.release_after(Party::Patient, patient, day, reason)
                 .await;
         }
-        Ok(id.to_string())
+        Ok::<_, ApiError>(id.to_string())
     })
     .await?;
     load_appointment(auth.pool(), id).await
@@ -793,11 +784,8 @@ impl AppointmentMutation {
         &self,
         ctx: &Context<'_>,
         input: ScheduleAppointmentInput,
-    ) -> async_graphql::Result<Appointment> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::ScheduleAppointment)
-            .await?;
+    ) -> Result<Appointment> {
+        let auth = authorize(ctx, Operation::ScheduleAppointment).await?;
         let options = MutationOptions::new(None, input.idempotency_key.clone())?;
         let policy = BookingPolicy::from(&auth.hospital.settings);
         let minutes = duration_minutes(input.duration_minutes, policy.slot_length.get())?;
@@ -809,9 +797,10 @@ impl AppointmentMutation {
                 .department(department)
                 .ok_or(ApiError::NotFound)?;
             if !department.active {
-                return Err(
-                    ApiError::validation("departmentId", "the department is inactive").into(),
-                );
+                return Err(ApiError::validation(
+                    "departmentId",
+                    "the department is inactive",
+                ));
             }
         }
         let doctor = doctor_facts(auth.pool(), input.doctor_id).await?;
@@ -819,17 +808,22 @@ impl AppointmentMutation {
         let start = local_time(&auth, whole_minutes(check_instant("start", input.start)?)?).await?;
         // Fail fast, before any slot is held; `Schedule` checks all of it again.
         if doctor.role != Role::Doctor {
-            return Err(AppointmentError::NotADoctor(doctor.role)
-                .to_api_error()
-                .into());
+            return Err(ApiError::from(
+                AppointmentError::NotADoctor(doctor.role).to_app_error(),
+            ));
         }
         if !doctor.active {
-            return Err(AppointmentError::DoctorInactive.to_api_error().into());
+            return Err(ApiError::from(
+                AppointmentError::DoctorInactive.to_app_error(),
+            ));
         }
         if !patient_active {
-            return Err(AppointmentError::PatientInactive.to_api_error().into());
+            return Err(ApiError::from(
+                AppointmentError::PatientInactive.to_app_error(),
+            ));
         }
-        validate_slot(start, minutes, &policy, auth.now).map_err(|e| e.to_api_error())?;
+        validate_slot(start, minutes, &policy, auth.now)
+            .map_err(|e| ApiError::from(e.to_app_error()))?;
 
         let id = auth
             .idempotent_id(&options, &input, || async {
@@ -858,11 +852,11 @@ impl AppointmentMutation {
                     .await
                 {
                     Ok(()) => Ok(appointment_id),
-                    Err(e) => Err(saga.fail(e).await),
+                    Err(e) => Err(saga.fail(e.into()).await),
                 }
             })
             .await?;
-        Ok(load_appointment(auth.pool(), id).await?)
+        load_appointment(auth.pool(), id).await
     }
 
     /// Moves a scheduled appointment: the new time is held before the old one is given
@@ -872,11 +866,8 @@ impl AppointmentMutation {
         &self,
         ctx: &Context<'_>,
         input: RescheduleAppointmentInput,
-    ) -> async_graphql::Result<Appointment> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::RescheduleAppointment)
-            .await?;
+    ) -> Result<Appointment> {
+        let auth = authorize(ctx, Operation::RescheduleAppointment).await?;
         let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
         let id = input.appointment_id;
         let (current, version) = auth.load::<AppointmentAggregate>(&id.to_string()).await?;
@@ -888,14 +879,15 @@ impl AppointmentMutation {
             current.end,
             current.local_date,
         ) else {
-            return Err(ApiError::NotFound.into());
+            return Err(ApiError::NotFound);
         };
         let old_minutes =
             u32::try_from((old_end - old_start).num_minutes()).map_err(ApiError::internal)?;
         let policy = BookingPolicy::from(&auth.hospital.settings);
         let minutes = duration_minutes(input.duration_minutes, old_minutes)?;
         let start = local_time(&auth, whole_minutes(check_instant("start", input.start)?)?).await?;
-        validate_slot(start, minutes, &policy, auth.now).map_err(|e| e.to_api_error())?;
+        validate_slot(start, minutes, &policy, auth.now)
+            .map_err(|e| ApiError::from(e.to_app_error()))?;
         let old_local = local_time(&auth, old_start).await?;
         let same_day = start.date_naive() == old_day;
 
@@ -903,7 +895,9 @@ impl AppointmentMutation {
             // A stale version is refused before any slot is touched (inside the
             // idempotent block: a retry of a request that succeeded gets its answer).
             if stale {
-                return Err(command_error::<AppointmentError>(CommandError::Conflict));
+                return Err(ApiError::from(command_error::<AppointmentError>(
+                    CommandError::Conflict,
+                )));
             }
             check_transition(&current, AppointmentAction::Reschedule)?;
             let mut saga = Saga::new(&auth, id);
@@ -927,7 +921,7 @@ impl AppointmentMutation {
                 .execute::<AppointmentAggregate>(&id.to_string(), command, options.expected_version)
                 .await
             {
-                return Err(saga.fail(e).await);
+                return Err(saga.fail(e.into()).await);
             }
             if !same_day {
                 saga.release_after(Party::Doctor, doctor, old_day, ReleaseReason::Rescheduled)
@@ -935,10 +929,10 @@ impl AppointmentMutation {
                 saga.release_after(Party::Patient, patient, old_day, ReleaseReason::Rescheduled)
                     .await;
             }
-            Ok(id.to_string())
+            Ok::<_, ApiError>(id.to_string())
         })
         .await?;
-        Ok(load_appointment(auth.pool(), id).await?)
+        load_appointment(auth.pool(), id).await
     }
 
     /// The patient has arrived.
@@ -946,17 +940,14 @@ impl AppointmentMutation {
         &self,
         ctx: &Context<'_>,
         input: AppointmentActionInput,
-    ) -> async_graphql::Result<Appointment> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::CheckInAppointment)
-            .await?;
+    ) -> Result<Appointment> {
+        let auth = authorize(ctx, Operation::CheckInAppointment).await?;
         let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
         let command = AppointmentCommand::CheckIn {
             actor: auth.actor(),
             now: auth.now,
         };
-        Ok(appointment_command(&auth, &options, &input, input.appointment_id, command).await?)
+        appointment_command(&auth, &options, &input, input.appointment_id, command).await
     }
 
     /// The consultation starts (the appointment's own DOCTOR).
@@ -964,17 +955,14 @@ impl AppointmentMutation {
         &self,
         ctx: &Context<'_>,
         input: AppointmentActionInput,
-    ) -> async_graphql::Result<Appointment> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::StartAppointment)
-            .await?;
+    ) -> Result<Appointment> {
+        let auth = authorize(ctx, Operation::StartAppointment).await?;
         let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
         let command = AppointmentCommand::Start {
             actor: auth.actor(),
             now: auth.now,
         };
-        Ok(appointment_command(&auth, &options, &input, input.appointment_id, command).await?)
+        appointment_command(&auth, &options, &input, input.appointment_id, command).await
     }
 
     /// The consultation ends, with the doctor's notes (the appointment's own DOCTOR).
@@ -982,11 +970,8 @@ impl AppointmentMutation {
         &self,
         ctx: &Context<'_>,
         input: CompleteAppointmentInput,
-    ) -> async_graphql::Result<Appointment> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::CompleteAppointment)
-            .await?;
+    ) -> Result<Appointment> {
+        let auth = authorize(ctx, Operation::CompleteAppointment).await?;
         let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
         let notes = match input.notes.as_deref().map(str::trim) {
             None | Some("") => None,
@@ -999,7 +984,7 @@ impl AppointmentMutation {
             notes,
             now: auth.now,
         };
-        Ok(appointment_command(&auth, &options, &input, input.appointment_id, command).await?)
+        appointment_command(&auth, &options, &input, input.appointment_id, command).await
     }
 
     /// Cancels a scheduled or checked-in appointment and frees the doctor's and the
@@ -1008,11 +993,8 @@ impl AppointmentMutation {
         &self,
         ctx: &Context<'_>,
         input: CancelAppointmentInput,
-    ) -> async_graphql::Result<Appointment> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::CancelAppointment)
-            .await?;
+    ) -> Result<Appointment> {
+        let auth = authorize(ctx, Operation::CancelAppointment).await?;
         let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
         let reason = BoundedText::parse("reason", &input.reason, MAX_REASON_CHARS)
             .map_err(ApiError::from)?;
@@ -1022,7 +1004,7 @@ impl AppointmentMutation {
             reason,
             now: auth.now,
         };
-        Ok(end_and_release(
+        end_and_release(
             &auth,
             &options,
             &input,
@@ -1030,7 +1012,7 @@ impl AppointmentMutation {
             command,
             ReleaseReason::Cancelled,
         )
-        .await?)
+        .await
     }
 
     /// The patient did not come (at or after the start); frees the time.
@@ -1038,60 +1020,17 @@ impl AppointmentMutation {
         &self,
         ctx: &Context<'_>,
         input: AppointmentActionInput,
-    ) -> async_graphql::Result<Appointment> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::MarkNoShow)
-            .await?;
+    ) -> Result<Appointment> {
+        let auth = authorize(ctx, Operation::MarkNoShow).await?;
         let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
         let id = input.appointment_id;
         let command = AppointmentCommand::MarkNoShow {
             actor: auth.actor(),
             now: auth.now,
         };
-        Ok(end_and_release(&auth, &options, &input, id, command, ReleaseReason::NoShow).await?)
+        end_and_release(&auth, &options, &input, id, command, ReleaseReason::NoShow).await
     }
 }
 
 // ---------------------------------------------------------------------------------
 // Errors
-
-impl DomainErrorCode for AppointmentError {
-    fn to_api_error(&self) -> ApiError {
-        use AppointmentError as E;
-        let message = self.to_string();
-        match self {
-            E::NotFound => ApiError::NotFound,
-            E::AlreadyScheduled
-            | E::IllegalTransition { .. }
-            | E::DoctorInactive
-            | E::PatientInactive
-            | E::NoShowBeforeStart => ApiError::Conflict(message),
-            E::InThePast | E::ClosedThatDay | E::OutsideWorkingHours | E::NotOnSlotGrid(_) => {
-                ApiError::validation("start", message)
-            }
-            E::NotADoctor(_) => ApiError::validation("doctorId", message),
-            E::NotTheAppointmentsDoctor | E::Forbidden(_) => ApiError::Forbidden,
-            E::Validation(e) => ApiError::validation(e.field, e.message.clone()),
-        }
-    }
-}
-
-impl DomainErrorCode for ScheduleError {
-    fn to_api_error(&self) -> ApiError {
-        use ScheduleError as E;
-        match self {
-            E::SlotTaken { .. } => ApiError::Conflict(
-                "the time slot is already taken by an overlapping appointment".into(),
-            ),
-            E::AlreadyReservedDifferently(_) | E::NotReserved(_) => {
-                ApiError::Conflict(self.to_string())
-            }
-            E::CrossesMidnight => ApiError::validation("start", self.to_string()),
-            // Stream ids are made here from the owner and the day: a mismatch is a bug.
-            E::WrongStream { .. } => ApiError::internal(self),
-            E::Forbidden(_) => ApiError::Forbidden,
-            E::Validation(e) => ApiError::validation(e.field, e.message.clone()),
-        }
-    }
-}

@@ -17,11 +17,11 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::audit::{self, AuditActor, AuditEntry, AuditFilter};
-use super::error::ApiError;
-use super::pagination::{Keyset, Page, PageRequest};
-use super::session::{hospital_scope, Authorized};
+use super::error::{ApiError, Result};
+use super::pagination::{page_request, Keyset, Page, PageRequestExt};
+use super::session::{authorize, Authorized};
 use super::types::{check_filter_text, check_instant};
-use crate::commands;
+use hms_app::commands;
 
 /// Longest accepted text filter of `auditTrail`.
 const MAX_FILTER_CHARS: usize = 200;
@@ -156,14 +156,11 @@ impl AuditQuery {
         filter: Option<AuditTrailFilter>,
         first: Option<i32>,
         after: Option<String>,
-    ) -> async_graphql::Result<Page<AuditEntry>> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::ViewAuditTrail)
-            .await?;
+    ) -> Result<Page<AuditEntry>> {
+        let auth = authorize(ctx, Operation::ViewAuditTrail).await?;
         let filter = filter.unwrap_or_default().into_filter()?;
-        let page = PageRequest::new(first, after)?;
-        Ok(audit::trail(auth.pool(), &filter, &page).await?)
+        let page = page_request(first, after)?;
+        audit::trail(auth.pool(), &filter, &page).await
     }
 
     /// The patient as the record stood at `at`, rebuilt from its events recorded at or
@@ -174,12 +171,9 @@ impl AuditQuery {
         ctx: &Context<'_>,
         id: Uuid,
         at: DateTime<Utc>,
-    ) -> async_graphql::Result<Option<PatientAsOf>> {
+    ) -> Result<Option<PatientAsOf>> {
         let at = check_instant("at", at)?;
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::ViewAuditTrail)
-            .await?;
+        let auth = authorize(ctx, Operation::ViewAuditTrail).await?;
         let patient_id = id;
         let events = {
             let mut conn = auth.pool().acquire().await.map_err(ApiError::internal)?;
@@ -188,7 +182,7 @@ impl AuditQuery {
                 .map_err(ApiError::internal)?
         };
         if events.is_empty() {
-            return Err(ApiError::NotFound.into());
+            return Err(ApiError::NotFound);
         }
         let upcasters = hms_domain::upcasters();
         let mut patient = Patient::default();
@@ -222,12 +216,9 @@ impl AuditQuery {
         patient_id: Uuid,
         first: Option<i32>,
         after: Option<String>,
-    ) -> async_graphql::Result<Page<PatientAccessEntry>> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::ViewAuditTrail)
-            .await?;
-        let page = PageRequest::new(first, after)?;
+    ) -> Result<Page<PatientAccessEntry>> {
+        let auth = authorize(ctx, Operation::ViewAuditTrail).await?;
+        let page = page_request(first, after)?;
         let exists: bool =
             sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM patients WHERE id = $1)")
                 .bind(patient_id)
@@ -235,7 +226,7 @@ impl AuditQuery {
                 .await
                 .map_err(ApiError::internal)?;
         if !exists {
-            return Err(ApiError::NotFound.into());
+            return Err(ApiError::NotFound);
         }
         let (after_at, after_id) = match &page.after {
             Some(k) => {

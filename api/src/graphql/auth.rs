@@ -4,10 +4,10 @@ use async_graphql::{Context, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::error::ApiError;
+use super::error::{ApiError, Result};
 use super::types::{HospitalRef, Role};
 use super::{principal, state};
-use crate::auth::AuthError;
+use hms_app::auth::AuthError;
 
 #[derive(InputObject)]
 pub struct LoginInput {
@@ -40,7 +40,7 @@ pub struct AuthQuery;
 #[Object]
 impl AuthQuery {
     /// The signed-in user.
-    async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Me> {
+    async fn me(&self, ctx: &Context<'_>) -> Result<Me> {
         let principal = principal(ctx)?;
         let hospital = match &principal.tenant {
             None => None,
@@ -62,11 +62,7 @@ pub struct AuthMutation;
 impl AuthMutation {
     /// Exchanges credentials for a short-lived access token. Every kind of failure
     /// answers the same way.
-    async fn login(
-        &self,
-        ctx: &Context<'_>,
-        input: LoginInput,
-    ) -> async_graphql::Result<LoginPayload> {
+    async fn login(&self, ctx: &Context<'_>, input: LoginInput) -> Result<LoginPayload> {
         let state = state(ctx);
         let outcome = state
             .auth
@@ -74,7 +70,7 @@ impl AuthMutation {
                 input.hospital_code.as_deref(),
                 &input.username,
                 input.password,
-                super::request(ctx).client_addr.as_deref(),
+                super::request(ctx).info.client_addr.as_deref(),
             )
             .await
             .map_err(|e| match e {
@@ -104,7 +100,7 @@ impl AuthMutation {
 
 async fn hospital_ref(ctx: &Context<'_>, code: &str) -> Result<HospitalRef, ApiError> {
     let lease = state(ctx).registry.get(code).await.map_err(|e| match e {
-        crate::tenancy::TenancyError::NotFound(_) => ApiError::NotFound,
+        hms_app::tenancy::TenancyError::NotFound(_) => ApiError::NotFound,
         other => ApiError::internal(other),
     })?;
     let (code, name): (String, String) =

@@ -15,9 +15,7 @@ use async_graphql::{
     ScalarType, SimpleObject, Value,
 };
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
-use hms_domain::billing::{
-    self as domain, InvoiceCommand, InvoiceError, InvoiceNumber, MoneyError,
-};
+use hms_domain::billing::{self as domain, InvoiceCommand, InvoiceNumber};
 use hms_domain::common::{BoundedText, Currency};
 use hms_domain::permissions::Operation;
 use hms_projections::projectors::{InvoiceLineRow, InvoicePaymentRow, InvoiceRow};
@@ -26,9 +24,9 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::audit::{self, AuditEntry};
-use super::error::ApiError;
-use super::pagination::{Keyset, Page, PageRequest};
-use super::session::{hospital_scope, Authorized, DomainErrorCode, MutationOptions};
+use super::error::{ApiError, Result};
+use super::pagination::{page_request, Keyset, Page, PageRequestExt};
+use super::session::{authorize, hospital_scope, Authorized, MutationOptions};
 use super::types::check_instant;
 
 /// The largest amount accepted: 2^53 − 1, exact in every JSON and JavaScript client.
@@ -190,7 +188,7 @@ pub struct InvoicePayment {
 #[ComplexObject]
 impl InvoiceView {
     /// The billed items, in the order they were added.
-    async fn lines(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<InvoiceLine>> {
+    async fn lines(&self, ctx: &Context<'_>) -> Result<Vec<InvoiceLine>> {
         let scope = hospital_scope(ctx).await?;
         let rows: Vec<InvoiceLineRow> = sqlx::query_as(
             "SELECT line_id, invoice_id, code, description, quantity, unit_price_minor, amount_minor, added_at \
@@ -215,7 +213,7 @@ impl InvoiceView {
     }
 
     /// Payments and refunds, oldest first.
-    async fn payments(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<InvoicePayment>> {
+    async fn payments(&self, ctx: &Context<'_>) -> Result<Vec<InvoicePayment>> {
         let scope = hospital_scope(ctx).await?;
         let rows: Vec<InvoicePaymentRow> = sqlx::query_as(
             "SELECT id, invoice_id, kind, payment_id, method, amount_minor, reference, reason, at \
@@ -264,13 +262,10 @@ impl InvoiceView {
         ctx: &Context<'_>,
         first: Option<i32>,
         after: Option<String>,
-    ) -> async_graphql::Result<Page<AuditEntry>> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::ViewAuditTrail)
-            .await?;
+    ) -> Result<Page<AuditEntry>> {
+        let auth = authorize(ctx, Operation::ViewAuditTrail).await?;
         let id = self.id.to_string();
-        Ok(audit::history(auth.pool(), INVOICE_TYPE, &id, first, after).await?)
+        audit::history(auth.pool(), INVOICE_TYPE, &id, first, after).await
     }
 }
 
@@ -388,47 +383,6 @@ fn optional_text(
     match raw {
         Some(s) if !s.trim().is_empty() => Ok(Some(BoundedText::parse(field, s, max)?)),
         _ => Ok(None),
-    }
-}
-
-impl DomainErrorCode for InvoiceError {
-    fn to_api_error(&self) -> ApiError {
-        use InvoiceError as E;
-        match self {
-            E::NotFound | E::LineNotFound(_) | E::PaymentNotFound(_) => ApiError::NotFound,
-            // States that forbid the request whatever its values: reload and rethink.
-            E::AlreadyDrafted
-            | E::NotDraft(_)
-            | E::DuplicateLine(_)
-            | E::NoLines
-            | E::NothingToBill
-            | E::NotPayable(_)
-            | E::DuplicatePayment(_)
-            | E::DuplicateRefund(_)
-            | E::HasPayments
-            | E::NotVoidable(_) => ApiError::Conflict(self.to_string()),
-            // The amount given is wrong for this invoice: the client fixes the field.
-            E::NonPositiveAmount | E::Overpayment { .. } | E::RefundExceedsPayment { .. } => {
-                ApiError::validation("amountMinor", self.to_string())
-            }
-            E::Money(MoneyError::CurrencyMismatch { .. }) => {
-                ApiError::validation("currency", self.to_string())
-            }
-            E::Money(MoneyError::Overflow) => ApiError::validation("amountMinor", self.to_string()),
-            E::Forbidden(_) => ApiError::Forbidden,
-            E::Validation(v) => ApiError::validation(api_field(v.field), v.message.clone()),
-        }
-    }
-}
-
-/// The input field a domain validation error is about.
-fn api_field(domain_field: &str) -> &str {
-    match domain_field {
-        "unit_price" => "unitPriceMinor",
-        "discount" => "discount",
-        "tax" => "basisPoints",
-        "invoice_number" => "number",
-        other => other,
     }
 }
 
@@ -562,12 +516,9 @@ impl BillingQuery {
         filter: Option<InvoiceFilter>,
         first: Option<i32>,
         after: Option<String>,
-    ) -> async_graphql::Result<Page<InvoiceView>> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::ViewInvoices)
-            .await?;
-        let page = PageRequest::new(first, after)?;
+    ) -> Result<Page<InvoiceView>> {
+        let auth = authorize(ctx, Operation::ViewInvoices).await?;
+        let page = page_request(first, after)?;
         let filter = filter.unwrap_or_default();
         let patient_id = filter.patient_id;
         let status = filter.status.map(|s| status_name(s.into()));
@@ -616,12 +567,9 @@ impl BillingQuery {
     }
 
     /// One invoice with its lines and payments.
-    async fn invoice(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<InvoiceView> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::ViewInvoices)
-            .await?;
-        Ok(invoice_or_not_found(auth.pool(), id).await?)
+    async fn invoice(&self, ctx: &Context<'_>, id: Uuid) -> Result<InvoiceView> {
+        let auth = authorize(ctx, Operation::ViewInvoices).await?;
+        invoice_or_not_found(auth.pool(), id).await
     }
 }
 
@@ -646,15 +594,15 @@ async fn edit(
     options: &MutationOptions,
     input: &impl Serialize,
     command: InvoiceCommand,
-) -> async_graphql::Result<InvoiceView> {
+) -> Result<InvoiceView> {
     let id = invoice.id;
     auth.idempotent(options, input, || async {
         auth.execute::<domain::Invoice>(&id.to_string(), command, options.expected_version)
             .await?;
-        Ok(id.to_string())
+        Ok::<_, ApiError>(id.to_string())
     })
     .await?;
-    Ok(invoice_or_not_found(auth.pool(), id).await?)
+    invoice_or_not_found(auth.pool(), id).await
 }
 
 /// Authorizes `operation` and finds the invoice the input names.
@@ -665,7 +613,7 @@ async fn prepare<'a>(
     expected_version: Option<i64>,
     idempotency_key: Option<String>,
 ) -> Result<(Authorized<'a>, InvoiceView, MutationOptions), ApiError> {
-    let auth = hospital_scope(ctx).await?.authorize(operation).await?;
+    let auth = authorize(ctx, operation).await?;
     let options = MutationOptions::new(expected_version, idempotency_key)?;
     let invoice = invoice_or_not_found(auth.pool(), invoice_id).await?;
     Ok((auth, invoice, options))
@@ -679,11 +627,8 @@ impl BillingMutation {
         &self,
         ctx: &Context<'_>,
         input: CreateInvoiceInput,
-    ) -> async_graphql::Result<InvoiceView> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::DraftInvoice)
-            .await?;
+    ) -> Result<InvoiceView> {
+        let auth = authorize(ctx, Operation::DraftInvoice).await?;
         let options = MutationOptions::new(None, input.idempotency_key.clone())?;
         let patient_id = input.patient_id;
         let appointment_id = input.appointment_id;
@@ -694,13 +639,12 @@ impl BillingMutation {
                 .await
                 .map_err(ApiError::internal)?;
         match patient {
-            None => return Err(ApiError::NotFound.into()),
+            None => return Err(ApiError::NotFound),
             Some((status, survivor)) if status == "MERGED" => {
                 let survivor = survivor.map(|s| s.to_string()).unwrap_or_default();
                 return Err(ApiError::Conflict(format!(
                     "the patient was merged into {survivor}; bill that record"
-                ))
-                .into());
+                )));
             }
             Some(_) => {}
         }
@@ -712,13 +656,12 @@ impl BillingMutation {
                     .await
                     .map_err(ApiError::internal)?;
             match owner {
-                None => return Err(ApiError::NotFound.into()),
+                None => return Err(ApiError::NotFound),
                 Some(owner) if owner != patient_id => {
                     return Err(ApiError::validation(
                         "appointmentId",
                         "is an appointment of another patient",
-                    )
-                    .into())
+                    ))
                 }
                 Some(_) => {}
             }
@@ -730,8 +673,7 @@ impl BillingMutation {
                 return Err(ApiError::validation(
                     "currency",
                     "the hospital profile names no currency; give one",
-                )
-                .into())
+                ))
             }
         };
         let id = auth
@@ -756,10 +698,10 @@ impl BillingMutation {
                 };
                 auth.execute::<domain::Invoice>(&invoice_id.to_string(), command, Some(0))
                     .await?;
-                Ok(invoice_id)
+                Ok::<_, ApiError>(invoice_id)
             })
             .await?;
-        Ok(invoice_or_not_found(auth.pool(), id).await?)
+        invoice_or_not_found(auth.pool(), id).await
     }
 
     /// Adds a line to a DRAFT invoice.
@@ -767,7 +709,7 @@ impl BillingMutation {
         &self,
         ctx: &Context<'_>,
         input: AddInvoiceLineInput,
-    ) -> async_graphql::Result<InvoiceView> {
+    ) -> Result<InvoiceView> {
         let (auth, invoice, options) = prepare(
             ctx,
             Operation::EditInvoice,
@@ -804,7 +746,7 @@ impl BillingMutation {
         &self,
         ctx: &Context<'_>,
         input: RemoveInvoiceLineInput,
-    ) -> async_graphql::Result<InvoiceView> {
+    ) -> Result<InvoiceView> {
         let (auth, invoice, options) = prepare(
             ctx,
             Operation::EditInvoice,
@@ -826,7 +768,7 @@ impl BillingMutation {
         &self,
         ctx: &Context<'_>,
         input: SetInvoiceDiscountInput,
-    ) -> async_graphql::Result<InvoiceView> {
+    ) -> Result<InvoiceView> {
         let (auth, invoice, options) = prepare(
             ctx,
             Operation::EditInvoice,
@@ -840,8 +782,7 @@ impl BillingMutation {
                 return Err(ApiError::validation(
                     "discount",
                     "give either percentBasisPoints or fixedAmountMinor, not both",
-                )
-                .into())
+                ))
             }
             (Some(bp), None) => domain::Discount::Percent {
                 basis_points: basis_points("percentBasisPoints", bp)?,
@@ -867,7 +808,7 @@ impl BillingMutation {
         &self,
         ctx: &Context<'_>,
         input: SetInvoiceTaxInput,
-    ) -> async_graphql::Result<InvoiceView> {
+    ) -> Result<InvoiceView> {
         let (auth, invoice, options) = prepare(
             ctx,
             Operation::EditInvoice,
@@ -889,7 +830,7 @@ impl BillingMutation {
         &self,
         ctx: &Context<'_>,
         input: IssueInvoiceInput,
-    ) -> async_graphql::Result<InvoiceView> {
+    ) -> Result<InvoiceView> {
         let (auth, invoice, options) = prepare(
             ctx,
             Operation::IssueInvoice,
@@ -912,7 +853,7 @@ impl BillingMutation {
         &self,
         ctx: &Context<'_>,
         input: RecordPaymentInput,
-    ) -> async_graphql::Result<InvoiceView> {
+    ) -> Result<InvoiceView> {
         let (auth, invoice, options) = prepare(
             ctx,
             Operation::RecordPayment,
@@ -942,7 +883,7 @@ impl BillingMutation {
         &self,
         ctx: &Context<'_>,
         input: RefundPaymentInput,
-    ) -> async_graphql::Result<InvoiceView> {
+    ) -> Result<InvoiceView> {
         let (auth, invoice, options) = prepare(
             ctx,
             Operation::RefundPayment,
@@ -972,7 +913,7 @@ impl BillingMutation {
         &self,
         ctx: &Context<'_>,
         input: VoidInvoiceInput,
-    ) -> async_graphql::Result<InvoiceView> {
+    ) -> Result<InvoiceView> {
         let (auth, invoice, options) = prepare(
             ctx,
             Operation::VoidInvoice,

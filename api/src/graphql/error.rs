@@ -101,3 +101,51 @@ impl From<hms_domain::common::ValidationError> for ApiError {
         ApiError::validation(e.field, e.message)
     }
 }
+
+/// What a resolver returns: async-graphql turns `ApiError` into the client's error.
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+/// The one mapping from the application's error to the client's. An internal cause is
+/// logged here, with the request id, and never sent.
+impl From<hms_app::AppError> for ApiError {
+    fn from(e: hms_app::AppError) -> Self {
+        use hms_app::AppError as A;
+        match e {
+            A::Unauthenticated => ApiError::Unauthenticated,
+            A::InvalidCredentials => ApiError::InvalidCredentials,
+            A::Forbidden => ApiError::Forbidden,
+            A::NotFound => ApiError::NotFound,
+            A::Validation { field, message } => ApiError::Validation { field, message },
+            A::Conflict(m) => ApiError::Conflict(m),
+            A::SubscriptionInactive(m) => ApiError::SubscriptionInactive(m),
+            A::ModuleDisabled(m) => ApiError::ModuleDisabled(m),
+            A::RateLimited => ApiError::RateLimited,
+            A::Internal(cause) => {
+                let request_id = current_request_id();
+                tracing::error!(%request_id, error = ?cause, "internal error");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+/// Transitional: lets resolver code that still builds `ApiError`s run inside an
+/// application-layer closure (idempotent work). The cause of an internal error was
+/// logged when the `ApiError` was made.
+impl From<ApiError> for hms_app::AppError {
+    fn from(e: ApiError) -> Self {
+        use hms_app::AppError as A;
+        match e {
+            ApiError::Unauthenticated => A::Unauthenticated,
+            ApiError::InvalidCredentials => A::InvalidCredentials,
+            ApiError::Forbidden => A::Forbidden,
+            ApiError::NotFound => A::NotFound,
+            ApiError::Validation { field, message } => A::Validation { field, message },
+            ApiError::Conflict(m) => A::Conflict(m),
+            ApiError::SubscriptionInactive(m) => A::SubscriptionInactive(m),
+            ApiError::ModuleDisabled(m) => A::ModuleDisabled(m),
+            ApiError::RateLimited => A::RateLimited,
+            ApiError::Internal => A::internal("internal error (logged)"),
+        }
+    }
+}

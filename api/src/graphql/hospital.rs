@@ -6,20 +6,20 @@ use chrono::{DateTime, Datelike, Duration, NaiveTime, Utc, Weekday};
 use hms_domain::access::{LimitedResource, PlanLimitReached};
 use hms_domain::common::{BoundedText, Currency, Email, Phone, Username, ValidationError};
 use hms_domain::hospital::{
-    Branding, HexColor, Hospital as HospitalAggregate, HospitalCommand, HospitalError,
-    HospitalProfile, HospitalSettings, InvoicePrefix, SlotLength, TimeZoneName, WorkingHours,
-    WorkingWeek, MAX_NAME_CHARS,
+    Branding, HexColor, Hospital as HospitalAggregate, HospitalCommand, HospitalProfile,
+    HospitalSettings, InvoicePrefix, SlotLength, TimeZoneName, WorkingHours, WorkingWeek,
+    MAX_NAME_CHARS,
 };
 use hms_domain::permissions::Operation;
-use hms_domain::user::{user_id_for, User, UserCommand, UserError, MAX_FULL_NAME_CHARS};
+use hms_domain::user::{user_id_for, User, UserCommand, MAX_FULL_NAME_CHARS};
 use uuid::Uuid;
 
 use super::audit::{self, AuditEntry};
-use super::error::ApiError;
-use super::pagination::{Keyset, Page, PageRequest};
-use super::session::{hospital_scope, Authorized, DomainErrorCode, MutationOptions};
+use super::error::{ApiError, Result};
+use super::pagination::{page_request, Keyset, Page, PageRequestExt};
+use super::session::{authorize, hospital_scope, Authorized, MutationOptions};
 use super::types::{AddressInput, AddressOut, Role};
-use crate::auth::password;
+use hms_app::auth::password;
 
 // ---------------------------------------------------------------------------------
 // Output types
@@ -190,9 +190,9 @@ impl Hospital {
         self.updated_at
     }
     /// Every department, active or not.
-    async fn departments(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Department>> {
+    async fn departments(&self, ctx: &Context<'_>) -> Result<Vec<Department>> {
         let scope = hospital_scope(ctx).await?;
-        Ok(departments(scope.pool()).await?)
+        departments(scope.pool()).await
     }
     /// The hospital's change history (needs the audit permission).
     async fn history(
@@ -200,12 +200,9 @@ impl Hospital {
         ctx: &Context<'_>,
         first: Option<i32>,
         after: Option<String>,
-    ) -> async_graphql::Result<Page<AuditEntry>> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::ViewAuditTrail)
-            .await?;
-        Ok(audit::history(auth.pool(), "hospital", &self.code, first, after).await?)
+    ) -> Result<Page<AuditEntry>> {
+        let auth = authorize(ctx, Operation::ViewAuditTrail).await?;
+        audit::history(auth.pool(), "hospital", &self.code, first, after).await
     }
 }
 
@@ -324,7 +321,7 @@ pub struct StaffUser {
 
 #[async_graphql::ComplexObject]
 impl StaffUser {
-    async fn role(&self) -> async_graphql::Result<Role> {
+    async fn role(&self) -> Result<Role> {
         let role = hms_domain::Role::parse(&self.role_name).map_err(ApiError::internal)?;
         Ok(role.into())
     }
@@ -334,12 +331,9 @@ impl StaffUser {
         ctx: &Context<'_>,
         first: Option<i32>,
         after: Option<String>,
-    ) -> async_graphql::Result<Page<AuditEntry>> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::ViewAuditTrail)
-            .await?;
-        Ok(audit::history(auth.pool(), "user", &self.id.to_string(), first, after).await?)
+    ) -> Result<Page<AuditEntry>> {
+        let auth = authorize(ctx, Operation::ViewAuditTrail).await?;
+        audit::history(auth.pool(), "user", &self.id.to_string(), first, after).await
     }
 }
 
@@ -375,9 +369,9 @@ const STAFF_COLUMNS: &str =
 #[Object]
 impl HospitalQuery {
     /// The caller's hospital.
-    async fn hospital(&self, ctx: &Context<'_>) -> async_graphql::Result<Hospital> {
+    async fn hospital(&self, ctx: &Context<'_>) -> Result<Hospital> {
         let scope = hospital_scope(ctx).await?;
-        Ok(load_hospital(scope.pool()).await?)
+        load_hospital(scope.pool()).await
     }
 
     /// The hospital's departments.
@@ -385,7 +379,7 @@ impl HospitalQuery {
         &self,
         ctx: &Context<'_>,
         active_only: Option<bool>,
-    ) -> async_graphql::Result<Vec<Department>> {
+    ) -> Result<Vec<Department>> {
         let scope = hospital_scope(ctx).await?;
         let all = departments(scope.pool()).await?;
         Ok(all
@@ -403,12 +397,9 @@ impl HospitalQuery {
         active: Option<bool>,
         first: Option<i32>,
         after: Option<String>,
-    ) -> async_graphql::Result<Page<StaffUser>> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::ViewStaff)
-            .await?;
-        let page = PageRequest::new(first, after)?;
+    ) -> Result<Page<StaffUser>> {
+        let auth = authorize(ctx, Operation::ViewStaff).await?;
+        let page = page_request(first, after)?;
         let (after_key, after_id) = page.after_or("");
         let after_id = if after_id.is_empty() {
             Uuid::nil()
@@ -441,21 +432,15 @@ impl HospitalQuery {
     }
 
     /// One staff account.
-    async fn user(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<StaffUser> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::ViewStaff)
-            .await?;
-        Ok(load_user(auth.pool(), id).await?)
+    async fn user(&self, ctx: &Context<'_>, id: Uuid) -> Result<StaffUser> {
+        let auth = authorize(ctx, Operation::ViewStaff).await?;
+        load_user(auth.pool(), id).await
     }
 
     /// Figures for the hospital dashboard.
-    async fn hospital_stats(&self, ctx: &Context<'_>) -> async_graphql::Result<HospitalStats> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::ViewReports)
-            .await?;
-        Ok(hospital_stats(&auth).await?)
+    async fn hospital_stats(&self, ctx: &Context<'_>) -> Result<HospitalStats> {
+        let auth = authorize(ctx, Operation::ViewReports).await?;
+        hospital_stats(&auth).await
     }
 }
 
@@ -653,11 +638,8 @@ impl HospitalMutation {
         &self,
         ctx: &Context<'_>,
         input: UpdateHospitalProfileInput,
-    ) -> async_graphql::Result<Hospital> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::UpdateHospitalProfile)
-            .await?;
+    ) -> Result<Hospital> {
+        let auth = authorize(ctx, Operation::UpdateHospitalProfile).await?;
         let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
         let profile = HospitalProfile {
             name: BoundedText::parse("name", &input.name, MAX_NAME_CHARS)
@@ -695,11 +677,8 @@ impl HospitalMutation {
         &self,
         ctx: &Context<'_>,
         input: UpdateHospitalSettingsInput,
-    ) -> async_graphql::Result<Hospital> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::UpdateHospitalSettings)
-            .await?;
+    ) -> Result<Hospital> {
+        let auth = authorize(ctx, Operation::UpdateHospitalSettings).await?;
         let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
         let minutes = u32::try_from(input.slot_length_minutes)
             .map_err(|_| ApiError::validation("slotLengthMinutes", "must be positive"))?;
@@ -721,11 +700,8 @@ impl HospitalMutation {
         &self,
         ctx: &Context<'_>,
         input: UpdateBrandingInput,
-    ) -> async_graphql::Result<Hospital> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::UpdateHospitalBranding)
-            .await?;
+    ) -> Result<Hospital> {
+        let auth = authorize(ctx, Operation::UpdateHospitalBranding).await?;
         let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
         let color = |field: &'static str, v: &Option<String>| {
             v.as_deref().map(|c| HexColor::parse(field, c)).transpose()
@@ -754,15 +730,12 @@ impl HospitalMutation {
         ctx: &Context<'_>,
         name: String,
         idempotency_key: Option<String>,
-    ) -> async_graphql::Result<Department> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::ManageDepartments)
-            .await?;
+    ) -> Result<Department> {
+        let auth = authorize(ctx, Operation::ManageDepartments).await?;
         let options = MutationOptions::new(None, idempotency_key)?;
         let name = BoundedText::parse("name", &name, MAX_NAME_CHARS).map_err(ApiError::from)?;
         let id = auth.new_id(&options);
-        let code = auth.scope.code.to_owned();
+        let code = auth.scope.code.to_string();
         let request = name.to_string();
         let id = auth
             .idempotent_id(&options, &request, || async {
@@ -774,10 +747,10 @@ impl HospitalMutation {
                 };
                 auth.execute::<HospitalAggregate>(&code, command, None)
                     .await?;
-                Ok(id)
+                Ok::<_, ApiError>(id)
             })
             .await?;
-        Ok(load_department(auth.pool(), id).await?)
+        load_department(auth.pool(), id).await
     }
 
     /// Renames a department.
@@ -787,11 +760,8 @@ impl HospitalMutation {
         department_id: Uuid,
         name: String,
         expected_version: Option<i64>,
-    ) -> async_graphql::Result<Department> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::ManageDepartments)
-            .await?;
+    ) -> Result<Department> {
+        let auth = authorize(ctx, Operation::ManageDepartments).await?;
         let options = MutationOptions::new(expected_version, None)?;
         let name = BoundedText::parse("name", &name, MAX_NAME_CHARS).map_err(ApiError::from)?;
         let command = HospitalCommand::RenameDepartment {
@@ -800,9 +770,13 @@ impl HospitalMutation {
             name,
             now: auth.now,
         };
-        auth.execute::<HospitalAggregate>(auth.scope.code, command, options.expected_version)
-            .await?;
-        Ok(load_department(auth.pool(), department_id).await?)
+        auth.execute::<HospitalAggregate>(
+            auth.scope.code.as_str(),
+            command,
+            options.expected_version,
+        )
+        .await?;
+        load_department(auth.pool(), department_id).await
     }
 
     /// Deactivates a department (its history stays).
@@ -810,19 +784,16 @@ impl HospitalMutation {
         &self,
         ctx: &Context<'_>,
         department_id: Uuid,
-    ) -> async_graphql::Result<Department> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::ManageDepartments)
-            .await?;
+    ) -> Result<Department> {
+        let auth = authorize(ctx, Operation::ManageDepartments).await?;
         let command = HospitalCommand::DeactivateDepartment {
             actor: auth.actor(),
             department_id,
             now: auth.now,
         };
-        auth.execute::<HospitalAggregate>(auth.scope.code, command, None)
+        auth.execute::<HospitalAggregate>(auth.scope.code.as_str(), command, None)
             .await?;
-        Ok(load_department(auth.pool(), department_id).await?)
+        load_department(auth.pool(), department_id).await
     }
 
     /// Reactivates a department.
@@ -830,71 +801,47 @@ impl HospitalMutation {
         &self,
         ctx: &Context<'_>,
         department_id: Uuid,
-    ) -> async_graphql::Result<Department> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::ManageDepartments)
-            .await?;
+    ) -> Result<Department> {
+        let auth = authorize(ctx, Operation::ManageDepartments).await?;
         let command = HospitalCommand::ReactivateDepartment {
             actor: auth.actor(),
             department_id,
             now: auth.now,
         };
-        auth.execute::<HospitalAggregate>(auth.scope.code, command, None)
+        auth.execute::<HospitalAggregate>(auth.scope.code.as_str(), command, None)
             .await?;
-        Ok(load_department(auth.pool(), department_id).await?)
+        load_department(auth.pool(), department_id).await
     }
 
     /// Switches a module on, within what the plan allows.
-    async fn enable_module(
-        &self,
-        ctx: &Context<'_>,
-        module: Module,
-    ) -> async_graphql::Result<Hospital> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::ManageModules)
-            .await?;
+    async fn enable_module(&self, ctx: &Context<'_>, module: Module) -> Result<Hospital> {
+        let auth = authorize(ctx, Operation::ManageModules).await?;
         let command = HospitalCommand::EnableModule {
             actor: auth.actor(),
             module: module.into(),
             now: auth.now,
         };
-        auth.execute::<HospitalAggregate>(auth.scope.code, command, None)
+        auth.execute::<HospitalAggregate>(auth.scope.code.as_str(), command, None)
             .await?;
-        Ok(load_hospital(auth.pool()).await?)
+        load_hospital(auth.pool()).await
     }
 
     /// Switches a module off (appointments and patients are always on).
-    async fn disable_module(
-        &self,
-        ctx: &Context<'_>,
-        module: Module,
-    ) -> async_graphql::Result<Hospital> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::ManageModules)
-            .await?;
+    async fn disable_module(&self, ctx: &Context<'_>, module: Module) -> Result<Hospital> {
+        let auth = authorize(ctx, Operation::ManageModules).await?;
         let command = HospitalCommand::DisableModule {
             actor: auth.actor(),
             module: module.into(),
             now: auth.now,
         };
-        auth.execute::<HospitalAggregate>(auth.scope.code, command, None)
+        auth.execute::<HospitalAggregate>(auth.scope.code.as_str(), command, None)
             .await?;
-        Ok(load_hospital(auth.pool()).await?)
+        load_hospital(auth.pool()).await
     }
 
     /// Creates a staff account. Usernames are unique in the hospital, ignoring case.
-    async fn create_user(
-        &self,
-        ctx: &Context<'_>,
-        input: CreateUserInput,
-    ) -> async_graphql::Result<StaffUser> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::CreateUser)
-            .await?;
+    async fn create_user(&self, ctx: &Context<'_>, input: CreateUserInput) -> Result<StaffUser> {
+        let auth = authorize(ctx, Operation::CreateUser).await?;
         let options = MutationOptions::new(None, input.idempotency_key.clone())?;
         let username = Username::parse(&input.username).map_err(ApiError::from)?;
         let email = Email::parse(&input.email).map_err(ApiError::from)?;
@@ -943,11 +890,11 @@ impl HospitalMutation {
                         now: auth.now,
                     };
                     auth.execute::<User>(&id.to_string(), command, None).await?;
-                    Ok(id)
+                    Ok::<_, ApiError>(id)
                 },
             )
             .await?;
-        Ok(load_user(auth.pool(), id).await?)
+        load_user(auth.pool(), id).await
     }
 
     /// Gives a staff account another role (the hospital keeps at least one active admin).
@@ -957,11 +904,8 @@ impl HospitalMutation {
         user_id: Uuid,
         role: Role,
         expected_version: Option<i64>,
-    ) -> async_graphql::Result<StaffUser> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::ChangeUserRole)
-            .await?;
+    ) -> Result<StaffUser> {
+        let auth = authorize(ctx, Operation::ChangeUserRole).await?;
         let options = MutationOptions::new(expected_version, None)?;
         let command = UserCommand::ChangeRole {
             actor: auth.actor(),
@@ -978,11 +922,8 @@ impl HospitalMutation {
         ctx: &Context<'_>,
         user_id: Uuid,
         department_id: Option<Uuid>,
-    ) -> async_graphql::Result<StaffUser> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::ChangeUserDepartment)
-            .await?;
+    ) -> Result<StaffUser> {
+        let auth = authorize(ctx, Operation::ChangeUserDepartment).await?;
         if let Some(dept) = department_id {
             load_department(auth.pool(), dept)
                 .await
@@ -1002,11 +943,8 @@ impl HospitalMutation {
         ctx: &Context<'_>,
         user_id: Uuid,
         expected_version: Option<i64>,
-    ) -> async_graphql::Result<StaffUser> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::DeactivateUser)
-            .await?;
+    ) -> Result<StaffUser> {
+        let auth = authorize(ctx, Operation::DeactivateUser).await?;
         let options = MutationOptions::new(expected_version, None)?;
         let command = UserCommand::DeactivateUserChecked {
             actor: auth.actor(),
@@ -1017,15 +955,8 @@ impl HospitalMutation {
     }
 
     /// Reactivates a staff account.
-    async fn reactivate_user(
-        &self,
-        ctx: &Context<'_>,
-        user_id: Uuid,
-    ) -> async_graphql::Result<StaffUser> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::ReactivateUser)
-            .await?;
+    async fn reactivate_user(&self, ctx: &Context<'_>, user_id: Uuid) -> Result<StaffUser> {
+        let auth = authorize(ctx, Operation::ReactivateUser).await?;
         load_user(auth.pool(), user_id).await?;
         auth.execute::<User>(
             &user_id.to_string(),
@@ -1033,7 +964,7 @@ impl HospitalMutation {
             None,
         )
         .await?;
-        Ok(load_user(auth.pool(), user_id).await?)
+        load_user(auth.pool(), user_id).await
     }
 
     /// Sets a new password for a staff account; its earlier tokens stop working.
@@ -1042,11 +973,8 @@ impl HospitalMutation {
         ctx: &Context<'_>,
         user_id: Uuid,
         new_password: String,
-    ) -> async_graphql::Result<StaffUser> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::ResetUserPassword)
-            .await?;
+    ) -> Result<StaffUser> {
+        let auth = authorize(ctx, Operation::ResetUserPassword).await?;
         let password_hash = password::hash(new_password)
             .await
             .map_err(|e| ApiError::validation("newPassword", e.to_string()))?;
@@ -1064,11 +992,8 @@ impl HospitalMutation {
         ctx: &Context<'_>,
         current_password: String,
         new_password: String,
-    ) -> async_graphql::Result<bool> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::ChangeOwnPassword)
-            .await?;
+    ) -> Result<bool> {
+        let auth = authorize(ctx, Operation::ChangeOwnPassword).await?;
         let id = auth.scope.principal.user_id;
         let stored: Option<String> =
             sqlx::query_scalar("SELECT password_hash FROM staff WHERE id = $1")
@@ -1077,9 +1002,10 @@ impl HospitalMutation {
                 .await
                 .map_err(ApiError::internal)?;
         if !password::verify(current_password, stored).await {
-            return Err(
-                ApiError::validation("currentPassword", "is not your current password").into(),
-            );
+            return Err(ApiError::validation(
+                "currentPassword",
+                "is not your current password",
+            ));
         }
         let password_hash = password::hash(new_password)
             .await
@@ -1103,15 +1029,15 @@ async fn hospital_command(
     options: &MutationOptions,
     input: &impl serde::Serialize,
     command: HospitalCommand,
-) -> async_graphql::Result<Hospital> {
-    let code = auth.scope.code.to_owned();
+) -> Result<Hospital> {
+    let code = auth.scope.code.to_string();
     auth.idempotent(options, input, || async {
         auth.execute::<HospitalAggregate>(&code, command, options.expected_version)
             .await?;
-        Ok(code.clone())
+        Ok::<_, ApiError>(code.clone())
     })
     .await?;
-    Ok(load_hospital(auth.pool()).await?)
+    load_hospital(auth.pool()).await
 }
 
 /// Runs a command on an existing staff account and returns the account.
@@ -1120,12 +1046,12 @@ async fn user_command(
     user_id: Uuid,
     command: UserCommand,
     expected_version: Option<u64>,
-) -> async_graphql::Result<StaffUser> {
+) -> Result<StaffUser> {
     // An id of another hospital (or none) is simply not found here.
     load_user(auth.pool(), user_id).await?;
     auth.execute::<User>(&user_id.to_string(), command, expected_version)
         .await?;
-    Ok(load_user(auth.pool(), user_id).await?)
+    load_user(auth.pool(), user_id).await
 }
 
 fn limit_error(e: PlanLimitReached) -> ApiError {
@@ -1138,53 +1064,4 @@ fn limit_error(e: PlanLimitReached) -> ApiError {
             LimitedResource::Patients => "patients",
         }
     ))
-}
-
-impl DomainErrorCode for HospitalError {
-    fn to_api_error(&self) -> ApiError {
-        match self {
-            HospitalError::NotRegistered | HospitalError::DepartmentNotFound(_) => {
-                ApiError::NotFound
-            }
-            HospitalError::Forbidden(_) => ApiError::Forbidden,
-            HospitalError::Subscription(e) => ApiError::SubscriptionInactive(e.to_string()),
-            HospitalError::Module(e) => ApiError::ModuleDisabled(e.to_string()),
-            HospitalError::Validation(e) => ApiError::from(e.clone()),
-            HospitalError::TrialIsNotAPaidPlan => ApiError::validation("plan", self.to_string()),
-            HospitalError::PeriodEndNotInFuture => {
-                ApiError::validation("periodEndsAt", self.to_string())
-            }
-            HospitalError::CoreModule(_) => ApiError::validation("module", self.to_string()),
-            HospitalError::AlreadyRegistered
-            | HospitalError::DuplicateDepartment(_)
-            | HospitalError::DepartmentIdTaken(_)
-            | HospitalError::DepartmentAlreadyInactive(_)
-            | HospitalError::DepartmentAlreadyActive(_)
-            | HospitalError::ModuleAlreadyEnabled(_)
-            | HospitalError::ModuleAlreadyDisabled(_)
-            | HospitalError::IllegalSubscriptionChange { .. } => {
-                ApiError::Conflict(self.to_string())
-            }
-        }
-    }
-}
-
-impl DomainErrorCode for UserError {
-    fn to_api_error(&self) -> ApiError {
-        match self {
-            UserError::NotFound => ApiError::NotFound,
-            UserError::Forbidden(_) => ApiError::Forbidden,
-            UserError::Validation(e) => ApiError::from(e.clone()),
-            UserError::RoleNotAllowed(_) => ApiError::validation("role", self.to_string()),
-            UserError::InvalidPasswordHash => ApiError::internal(self),
-            UserError::AlreadyExists => {
-                ApiError::Conflict("a user with this username exists already".into())
-            }
-            UserError::AlreadyDeactivated
-            | UserError::AlreadyActive
-            | UserError::RoleUnchanged(_)
-            | UserError::LastActiveAdmin
-            | UserError::CannotDeactivateSelf => ApiError::Conflict(self.to_string()),
-        }
-    }
 }

@@ -18,9 +18,10 @@ pub mod types;
 
 use async_graphql::{Context, EmptySubscription, MergedObject, Schema};
 
-use crate::auth::{AuthError, Principal};
-use crate::state::AppState;
 use error::ApiError;
+use hms_app::auth::{AuthError, Principal};
+use hms_app::scope::RequestInfo;
+use hms_app::state::AppState;
 
 // One line per area, so areas can be added independently.
 #[derive(MergedObject, Default)]
@@ -52,8 +53,8 @@ pub const MAX_COMPLEXITY: usize = 1_000;
 
 /// Per-request facts attached before execution.
 pub struct RequestContext {
-    pub request_id: String,
-    pub client_addr: Option<String>,
+    /// Request id and client address, recorded on every event the request causes.
+    pub info: RequestInfo,
     /// `None` when no token was sent.
     pub auth: Option<Result<Principal, AuthError>>,
 }

@@ -11,14 +11,14 @@ use async_graphql::{
 };
 use chrono::{DateTime, NaiveDate, Utc};
 use hms_domain::access::{LimitedResource, PlanLimitReached};
-use hms_domain::common::{BoundedText, Email, HospitalCode, Phone};
+use hms_domain::common::{BoundedText, Email, Phone};
 use hms_domain::patient::{
     Allergy as DomainAllergy, Demographics, EmergencyContact as DomainEmergencyContact, Mrn,
     Patient as PatientAggregate, PatientCommand, PatientError, PatientStatus as DomainStatus,
     MAX_CLINICAL_TEXT_CHARS, MAX_PERSON_NAME_CHARS,
 };
 use hms_domain::permissions::Operation;
-use hms_domain::record_access::{RecordAccess, RecordAccessCommand, RecordAccessError};
+use hms_domain::record_access::{RecordAccess, RecordAccessCommand};
 use hms_projections::projectors::search_key;
 use serde::Serialize;
 use serde_json::Value;
@@ -26,9 +26,9 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::audit::{self, AuditEntry};
-use super::error::ApiError;
-use super::pagination::{Keyset, Page, PageRequest};
-use super::session::{hospital_scope, Authorized, DomainErrorCode, MutationOptions};
+use super::error::{ApiError, Result};
+use super::pagination::{page_request, Keyset, Page, PageRequest, PageRequestExt};
+use super::session::{authorize, Authorized, DomainErrorCode, MutationOptions};
 use super::types::check_filter_text;
 use super::types::{AddressInput, AddressOut};
 
@@ -170,15 +170,12 @@ impl Patient {
         ctx: &Context<'_>,
         first: Option<i32>,
         after: Option<String>,
-    ) -> async_graphql::Result<Page<AuditEntry>> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::ViewAuditTrail)
-            .await?;
+    ) -> Result<Page<AuditEntry>> {
+        let auth = authorize(ctx, Operation::ViewAuditTrail).await?;
         // A bad page request is refused before a view is recorded.
-        PageRequest::new(first, after.clone())?;
+        page_request(first, after.clone())?;
         record_patient_view(&auth, self.id, "history").await?;
-        Ok(audit::history(auth.pool(), "patient", &self.id.to_string(), first, after).await?)
+        audit::history(auth.pool(), "patient", &self.id.to_string(), first, after).await
     }
 }
 
@@ -300,8 +297,9 @@ pub(crate) async fn record_patient_view(
         purpose: purpose.to_owned(),
         now: auth.now,
     };
-    auth.execute::<RecordAccess>(&Uuid::new_v4().to_string(), command, None)
-        .await
+    Ok(auth
+        .execute::<RecordAccess>(&Uuid::new_v4().to_string(), command, None)
+        .await?)
 }
 
 // ---------------------------------------------------------------------------------
@@ -466,23 +464,17 @@ impl PatientQuery {
         search: Option<String>,
         first: Option<i32>,
         after: Option<String>,
-    ) -> async_graphql::Result<Page<Patient>> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::ViewPatient)
-            .await?;
-        let page = PageRequest::new(first, after)?;
+    ) -> Result<Page<Patient>> {
+        let auth = authorize(ctx, Operation::ViewPatient).await?;
+        let page = page_request(first, after)?;
         let search = classify(search.as_deref())?;
-        Ok(search_patients(auth.pool(), &search, &page).await?)
+        search_patients(auth.pool(), &search, &page).await
     }
 
     /// One patient's record. The view is recorded (who, when, from where) before the
     /// record is returned.
-    async fn patient(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Patient> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::ViewPatient)
-            .await?;
+    async fn patient(&self, ctx: &Context<'_>, id: Uuid) -> Result<Patient> {
+        let auth = authorize(ctx, Operation::ViewPatient).await?;
         let patient = load_patient(auth.pool(), id).await?;
         record_patient_view(&auth, id, "patient").await?;
         Ok(patient)
@@ -767,7 +759,7 @@ async fn patient_command(
     auth.idempotent(options, input, || async {
         auth.execute::<PatientAggregate>(&id.to_string(), command, options.expected_version)
             .await?;
-        Ok(id.to_string())
+        Ok::<_, ApiError>(id.to_string())
     })
     .await?;
     load_patient(auth.pool(), id).await
@@ -787,11 +779,8 @@ impl PatientMutation {
         &self,
         ctx: &Context<'_>,
         input: RegisterPatientInput,
-    ) -> async_graphql::Result<Patient> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::RegisterPatient)
-            .await?;
+    ) -> Result<Patient> {
+        let auth = authorize(ctx, Operation::RegisterPatient).await?;
         let options = MutationOptions::new(None, input.idempotency_key.clone())?;
         let demographics = input.demographics()?;
         let allergies = input
@@ -799,7 +788,7 @@ impl PatientMutation {
             .iter()
             .map(AllergyInput::parse)
             .collect::<Result<Vec<_>, _>>()?;
-        let hospital = HospitalCode::parse(auth.scope.code).map_err(ApiError::internal)?;
+        let hospital = auth.scope.code.clone();
         let id = auth
             .idempotent_id(&options, &input, || async {
                 let count: i64 =
@@ -831,10 +820,10 @@ impl PatientMutation {
                 };
                 auth.execute::<PatientAggregate>(&patient_id.to_string(), command, Some(0))
                     .await?;
-                Ok(patient_id)
+                Ok::<_, ApiError>(patient_id)
             })
             .await?;
-        Ok(load_patient(auth.pool(), id).await?)
+        load_patient(auth.pool(), id).await
     }
 
     /// Changes a patient's demographics (only the fields given).
@@ -842,15 +831,14 @@ impl PatientMutation {
         &self,
         ctx: &Context<'_>,
         input: UpdatePatientInput,
-    ) -> async_graphql::Result<Patient> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::UpdatePatient)
-            .await?;
+    ) -> Result<Patient> {
+        let auth = authorize(ctx, Operation::UpdatePatient).await?;
         let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
         let (current, version) = auth.load::<PatientAggregate>(&input.id.to_string()).await?;
         if let Some(DomainStatus::Merged { survivor_id }) = current.status {
-            return Err(PatientError::Merged { survivor_id }.to_api_error().into());
+            return Err(ApiError::from(
+                PatientError::Merged { survivor_id }.to_app_error(),
+            ));
         }
         let demographics = input.apply(current.demographics.ok_or(ApiError::NotFound)?)?;
         // The change is computed from the state just loaded: without an expected version
@@ -864,7 +852,7 @@ impl PatientMutation {
             demographics,
             now: auth.now,
         };
-        Ok(patient_command(&auth, &options, &input, input.id, command).await?)
+        patient_command(&auth, &options, &input, input.id, command).await
     }
 
     /// Records an allergy (one entry per substance).
@@ -872,18 +860,15 @@ impl PatientMutation {
         &self,
         ctx: &Context<'_>,
         input: RecordAllergyInput,
-    ) -> async_graphql::Result<Patient> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::ManageAllergiesAndAlerts)
-            .await?;
+    ) -> Result<Patient> {
+        let auth = authorize(ctx, Operation::ManageAllergiesAndAlerts).await?;
         let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
         let command = PatientCommand::RecordAllergy {
             actor: auth.actor(),
             allergy: input.allergy.parse()?,
             now: auth.now,
         };
-        Ok(patient_command(&auth, &options, &input, input.patient_id, command).await?)
+        patient_command(&auth, &options, &input, input.patient_id, command).await
     }
 
     /// Removes a recorded allergy.
@@ -891,11 +876,8 @@ impl PatientMutation {
         &self,
         ctx: &Context<'_>,
         input: RemoveAllergyInput,
-    ) -> async_graphql::Result<Patient> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::ManageAllergiesAndAlerts)
-            .await?;
+    ) -> Result<Patient> {
+        let auth = authorize(ctx, Operation::ManageAllergiesAndAlerts).await?;
         let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
         let command = PatientCommand::RemoveAllergy {
             actor: auth.actor(),
@@ -903,7 +885,7 @@ impl PatientMutation {
                 .map_err(ApiError::from)?,
             now: auth.now,
         };
-        Ok(patient_command(&auth, &options, &input, input.patient_id, command).await?)
+        patient_command(&auth, &options, &input, input.patient_id, command).await
     }
 
     /// Adds a clinical alert shown whenever the record is opened.
@@ -911,11 +893,8 @@ impl PatientMutation {
         &self,
         ctx: &Context<'_>,
         input: AddPatientAlertInput,
-    ) -> async_graphql::Result<Patient> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::ManageAllergiesAndAlerts)
-            .await?;
+    ) -> Result<Patient> {
+        let auth = authorize(ctx, Operation::ManageAllergiesAndAlerts).await?;
         let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
         let command = PatientCommand::AddAlert {
             actor: auth.actor(),
@@ -924,7 +903,7 @@ impl PatientMutation {
                 .map_err(ApiError::from)?,
             now: auth.now,
         };
-        Ok(patient_command(&auth, &options, &input, input.patient_id, command).await?)
+        patient_command(&auth, &options, &input, input.patient_id, command).await
     }
 
     /// Resolves (removes) a clinical alert.
@@ -932,18 +911,15 @@ impl PatientMutation {
         &self,
         ctx: &Context<'_>,
         input: ResolvePatientAlertInput,
-    ) -> async_graphql::Result<Patient> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::ManageAllergiesAndAlerts)
-            .await?;
+    ) -> Result<Patient> {
+        let auth = authorize(ctx, Operation::ManageAllergiesAndAlerts).await?;
         let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
         let command = PatientCommand::ResolveAlert {
             actor: auth.actor(),
             alert_id: input.alert_id,
             now: auth.now,
         };
-        Ok(patient_command(&auth, &options, &input, input.patient_id, command).await?)
+        patient_command(&auth, &options, &input, input.patient_id, command).await
     }
 
     /// Records the patient's death (DOCTOR).
@@ -951,18 +927,15 @@ impl PatientMutation {
         &self,
         ctx: &Context<'_>,
         input: MarkPatientDeceasedInput,
-    ) -> async_graphql::Result<Patient> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::MarkPatientDeceased)
-            .await?;
+    ) -> Result<Patient> {
+        let auth = authorize(ctx, Operation::MarkPatientDeceased).await?;
         let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
         let command = PatientCommand::MarkDeceased {
             actor: auth.actor(),
             died_at: input.died_at,
             now: auth.now,
         };
-        Ok(patient_command(&auth, &options, &input, input.patient_id, command).await?)
+        patient_command(&auth, &options, &input, input.patient_id, command).await
     }
 
     /// Deactivates an active patient: no new appointments or invoices until reactivated.
@@ -970,11 +943,8 @@ impl PatientMutation {
         &self,
         ctx: &Context<'_>,
         input: DeactivatePatientInput,
-    ) -> async_graphql::Result<Patient> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::DeactivatePatient)
-            .await?;
+    ) -> Result<Patient> {
+        let auth = authorize(ctx, Operation::DeactivatePatient).await?;
         let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
         let command = PatientCommand::DeactivatePatient {
             actor: auth.actor(),
@@ -982,7 +952,7 @@ impl PatientMutation {
                 .map_err(ApiError::from)?,
             now: auth.now,
         };
-        Ok(patient_command(&auth, &options, &input, input.patient_id, command).await?)
+        patient_command(&auth, &options, &input, input.patient_id, command).await
     }
 
     /// Reactivates an inactive patient.
@@ -990,17 +960,14 @@ impl PatientMutation {
         &self,
         ctx: &Context<'_>,
         input: ReactivatePatientInput,
-    ) -> async_graphql::Result<Patient> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::DeactivatePatient)
-            .await?;
+    ) -> Result<Patient> {
+        let auth = authorize(ctx, Operation::DeactivatePatient).await?;
         let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
         let command = PatientCommand::ReactivatePatient {
             actor: auth.actor(),
             now: auth.now,
         };
-        Ok(patient_command(&auth, &options, &input, input.patient_id, command).await?)
+        patient_command(&auth, &options, &input, input.patient_id, command).await
     }
 
     /// Merges a duplicate record into its survivor and returns the survivor. The
@@ -1011,15 +978,14 @@ impl PatientMutation {
         &self,
         ctx: &Context<'_>,
         input: MergePatientsInput,
-    ) -> async_graphql::Result<Patient> {
-        let auth = hospital_scope(ctx)
-            .await?
-            .authorize(Operation::MergePatients)
-            .await?;
+    ) -> Result<Patient> {
+        let auth = authorize(ctx, Operation::MergePatients).await?;
         let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
         let (duplicate_id, survivor_id) = (input.duplicate_id, input.survivor_id);
         if duplicate_id == survivor_id {
-            return Err(PatientError::CannotMergeIntoSelf.to_api_error().into());
+            return Err(ApiError::from(
+                PatientError::CannotMergeIntoSelf.to_app_error(),
+            ));
         }
         let (duplicate, _) = auth
             .load::<PatientAggregate>(&duplicate_id.to_string())
@@ -1030,7 +996,7 @@ impl PatientMutation {
         let (Some(duplicate_mrn), Some(survivor_mrn)) =
             (duplicate.mrn.clone(), survivor.mrn.clone())
         else {
-            return Err(ApiError::NotFound.into());
+            return Err(ApiError::NotFound);
         };
         auth.idempotent(&options, &input, || async {
             let first_half_done = duplicate.status == Some(DomainStatus::Merged { survivor_id });
@@ -1066,49 +1032,12 @@ impl PatientMutation {
             Ok(survivor_id.to_string())
         })
         .await?;
-        Ok(load_patient(auth.pool(), survivor_id).await?)
+        load_patient(auth.pool(), survivor_id).await
     }
 }
 
 // ---------------------------------------------------------------------------------
 // Errors
-
-impl DomainErrorCode for PatientError {
-    fn to_api_error(&self) -> ApiError {
-        use PatientError as E;
-        let message = self.to_string();
-        match self {
-            E::NotFound | E::AlertNotFound(_) => ApiError::NotFound,
-            E::AlreadyRegistered
-            | E::AllergyAlreadyRecorded(_)
-            | E::AlertAlreadyExists(_)
-            | E::AlreadyDeceased
-            | E::NotActive(_)
-            | E::NotInactive
-            | E::Merged { .. }
-            | E::SurvivorNotActive => ApiError::Conflict(message),
-            E::DateOfBirthInFuture | E::DateOfBirthTooOld => {
-                ApiError::validation("dateOfBirth", message)
-            }
-            E::DeathInFuture | E::DeathBeforeBirth => ApiError::validation("diedAt", message),
-            E::AllergyNotFound(_) => ApiError::validation("substance", message),
-            E::CannotMergeIntoSelf => ApiError::validation("survivorId", message),
-            // The MRN is made by this API from the tenant's own code: a mismatch is a bug.
-            E::MrnFromAnotherHospital { .. } => ApiError::internal(message),
-            E::Forbidden(_) => ApiError::Forbidden,
-            E::Validation(e) => ApiError::validation(e.field, e.message.clone()),
-        }
-    }
-}
-
-impl DomainErrorCode for RecordAccessError {
-    fn to_api_error(&self) -> ApiError {
-        match self {
-            // Each view has a fresh stream id, so this means the id was reused: a bug.
-            RecordAccessError::AlreadyRecorded => ApiError::internal(self),
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -3,7 +3,7 @@
 //! booking of a doctor or a patient, also under 20 concurrent requests.
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc, Weekday};
-use hms_api::commands;
+use hms_app::commands;
 use hms_domain::common::{BoundedText, Currency, Username};
 use hms_domain::hospital::{Hospital, HospitalCommand, HospitalProfile, TimeZoneName};
 use hms_domain::user::user_id_for;
@@ -727,7 +727,7 @@ fn test_actor(code: &str, username: &str, role: Role) -> (Actor, EventMetadata) 
 
 #[tokio::test]
 async fn slots_left_held_by_broken_bookings_are_released_by_the_sweep() {
-    use hms_api::reservation_sweep::{sweep, GRACE};
+    use hms_app::workers::reservation_sweep::{sweep, GRACE};
     use hms_domain::appointment::{Appointment, AppointmentCommand};
     use hms_domain::schedule::{DoctorSchedule, ScheduleCommand};
 

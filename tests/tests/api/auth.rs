@@ -1,5 +1,5 @@
-use hms_api::commands;
-use hms_api::tenancy::TenantStatus;
+use hms_app::commands;
+use hms_app::tenancy::TenantStatus;
 use hms_domain::common::Username;
 use hms_domain::user::{user_id_for, User, UserCommand};
 use hms_domain::{Actor, EventMetadata};
@@ -140,7 +140,7 @@ async fn deactivating_a_user_or_changing_a_password_revokes_earlier_tokens() {
     let id = user_id_for(&Username::parse(&admin).expect("valid")).to_string();
 
     let token = app.login(Some("DMC001"), &admin, ADMIN_PASSWORD).await;
-    let new_hash = hms_api::auth::password::hash("another long password".into())
+    let new_hash = hms_app::auth::password::hash("another long password".into())
         .await
         .expect("hash");
     let change = UserCommand::ChangePassword {
@@ -189,7 +189,7 @@ async fn deactivating_a_user_or_changing_a_password_revokes_earlier_tokens() {
 async fn forged_and_malformed_tokens_are_unauthenticated() {
     let app = spawn_app().await;
     app.setup_hospital("DMC001").await;
-    let other_keys = hms_api::auth::TokenKeys::new(&[1u8; 32], chrono::Duration::minutes(5));
+    let other_keys = hms_app::auth::TokenKeys::new(&[1u8; 32], chrono::Duration::minutes(5));
     let (forged, _) = other_keys.issue(
         uuid::Uuid::new_v4(),
         Some("DMC001".into()),
@@ -207,7 +207,7 @@ async fn forged_and_malformed_tokens_are_unauthenticated() {
 async fn repeated_failed_logins_are_throttled_even_with_the_right_password() {
     let app = spawn_app().await;
     let admin = app.setup_hospital("THR001").await;
-    for _ in 0..hms_api::auth::throttle::MAX_FAILURES {
+    for _ in 0..hms_app::auth::throttle::MAX_FAILURES {
         let response = app
             .login_response(Some("THR001"), &admin, "wrong password!")
             .await;

@@ -2,7 +2,7 @@
 //! refusal with its code, role checks, tenant isolation, concurrency and idempotency.
 
 use chrono::{NaiveDate, Utc};
-use hms_api::commands;
+use hms_app::commands;
 use hms_domain::common::{BoundedText, Currency, Email, HospitalCode, Username};
 use hms_domain::hospital::{Hospital, HospitalCommand, HospitalProfile, TimeZoneName};
 use hms_domain::patient::{Demographics, Mrn, Patient, PatientCommand, Sex};
@@ -40,7 +40,7 @@ pub(crate) async fn staff(app: &TestApp, code: &str, username: &str, role: Role)
     let lease = app.state.registry.get(code).await.expect("tenant");
     let name = Username::parse(username).expect("valid username");
     let id = user_id_for(&name).to_string();
-    let hash = hms_api::auth::password::hash(ADMIN_PASSWORD.to_owned())
+    let hash = hms_app::auth::password::hash(ADMIN_PASSWORD.to_owned())
         .await
         .expect("hash");
     let command = UserCommand::CreateUser {

@@ -1,4 +1,4 @@
-use hms_api::tenancy::migrate::migrate_all;
+use hms_app::tenancy::migrate::migrate_all;
 use hms_tests::{spawn_app, ADMIN_PASSWORD};
 
 #[tokio::test]
@@ -9,7 +9,7 @@ async fn migrate_brings_every_tenant_database_up_to_date_and_is_safe_to_rerun() 
     }
     // Roll the staff/hospital read-model migration back by hand in two tenants, as if
     // they were created before it was released.
-    let latest = hms_api::tenancy::platform::TENANT_MIGRATOR
+    let latest = hms_app::tenancy::platform::TENANT_MIGRATOR
         .iter()
         .find(|m| m.description.contains("hospital staff"))
         .map(|m| m.version)

@@ -1,7 +1,7 @@
 //! Patients through the API: registration with MRNs, search, updates, allergies and
 //! alerts, death, deactivation, merging, the access log, and each refusal.
 
-use hms_api::commands;
+use hms_app::commands;
 use hms_domain::common::{BoundedText, Email, Username};
 use hms_domain::user::{user_id_for, User, UserCommand};
 use hms_domain::{Actor, EventMetadata, Role};
@@ -39,7 +39,7 @@ pub async fn create_user(app: &TestApp, code: &str, username: &str, role: Role) 
     };
     let name = Username::parse(username).expect("valid username");
     let id = user_id_for(&name);
-    let hash = hms_api::auth::password::hash(ADMIN_PASSWORD.to_owned())
+    let hash = hms_app::auth::password::hash(ADMIN_PASSWORD.to_owned())
         .await
         .expect("hash");
     let command = UserCommand::CreateUser {

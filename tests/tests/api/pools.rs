@@ -21,7 +21,7 @@ async fn two_hundred_hospitals_are_served_within_the_connection_budget() {
         production: false,
     })
     .await;
-    let hash = hms_api::auth::password::hash(ADMIN_PASSWORD.to_owned())
+    let hash = hms_app::auth::password::hash(ADMIN_PASSWORD.to_owned())
         .await
         .expect("hash");
     let codes: Vec<String> = (0..TENANTS).map(|i| format!("POOL{i:03}")).collect();

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Datelike, Duration, FixedOffset, NaiveDate, Utc};
 use cqrs_es::Aggregate;
 use futures::future::join_all;
-use hms_api::commands::{self, CommandError};
+use hms_app::commands::{self, CommandError};
 use hms_domain::appointment::{Appointment, AppointmentCommand, BookingPolicy, DoctorFacts};
 use hms_domain::billing::{Invoice, InvoiceCommand, InvoiceNumber, Money, PaymentMethod};
 use hms_domain::common::{BoundedText, Currency, HospitalCode, Phone};

@@ -1,14 +1,14 @@
 use hms_api::config::{Cli, Command};
-use hms_api::tenancy::directory::ProvisioningStep;
-use hms_api::tenancy::provisioning::{NewHospital, ProvisionOutcome};
-use hms_api::tenancy::TenancyError;
+use hms_app::tenancy::directory::ProvisioningStep;
+use hms_app::tenancy::provisioning::{NewHospital, ProvisionOutcome};
+use hms_app::tenancy::TenancyError;
 use hms_tests::{spawn_app, ADMIN_PASSWORD};
 
 /// The hash of [`ADMIN_PASSWORD`], made once per test binary.
 async fn admin_hash() -> String {
     static HASH: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
     HASH.get_or_init(|| async {
-        hms_api::auth::password::hash(ADMIN_PASSWORD.to_owned())
+        hms_app::auth::password::hash(ADMIN_PASSWORD.to_owned())
             .await
             .expect("hash")
     })
@@ -253,7 +253,7 @@ async fn a_template_dropped_behind_the_servers_back_is_made_again() {
         .await
         .expect("first hospital");
     let mut server = app.connect("postgres").await;
-    hms_api::tenancy::provisioning::drop_database(
+    hms_app::tenancy::provisioning::drop_database(
         &mut server,
         &app.state.naming.template_database(),
     )
@@ -423,7 +423,7 @@ async fn unusable_spares_are_discarded_by_the_next_refill() {
         .expect("copy");
     }
     let mut control = app.connect(&format!("{}_control", app.prefix)).await;
-    let latest = hms_api::tenancy::platform::latest_tenant_migration();
+    let latest = hms_app::tenancy::platform::latest_tenant_migration();
     // A spare of an older template, and a row whose database was dropped by hand.
     for (name, version) in [(&stale, latest - 1), (&gone, latest)] {
         sqlx::query(
@@ -495,7 +495,7 @@ async fn a_spare_whose_rename_is_refused_is_left_as_it_was() {
 async fn two_processes_share_the_spares_without_making_or_taking_one_twice() {
     let app = spawn_app().await;
     // A second server process on the same platform.
-    let other = hms_api::state::Platform::connect(&app.config)
+    let other = hms_app::state::Platform::connect(&app.config)
         .await
         .expect("second process");
     let first = app.state.provisioner().with_spares(1);

@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use clap::Parser;
-use hms_api::commands::execute;
+use hms_app::commands::execute;
 use hms_domain::common::{BoundedText, Email, Username};
 use hms_domain::user::{user_id_for, User, UserCommand};
 use hms_domain::{Actor, EventMetadata, Role};

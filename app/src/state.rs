@@ -1,4 +1,5 @@
-//! Start-up: everything a running server (or an admin subcommand) shares, built once.
+//! Start-up: everything a running server (or an admin subcommand, or `hms-replay`)
+//! shares, built once.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,4 +1,5 @@
-//! Redaction of secrets in payloads and states. Password hashes are stored in events
+//! Redaction of secrets in payloads and states, the one rule for every reader of the
+//! log (GraphQL audit payloads, `hms-replay` exports and state dumps). Password hashes are stored in events
 //! (login needs them) but an audit export or a state dump is read by people and
 //! systems that must never see them, whatever the format.
 
@@ -15,7 +16,7 @@ pub fn is_secret_key(key: &str) -> bool {
     key == "password"
         || key.ends_with("_password")
         || key.contains("password_hash")
-        || key.ends_with("secret")
+        || key.contains("secret")
         || key == "token"
         || key.ends_with("_token")
 }

@@ -122,7 +122,7 @@ pub async fn catch_up(platform: &Platform, code: &str) {
     }
     // The super administrator's dashboard reads these figures from the platform
     // database instead of visiting every tenant on each request.
-    if let Err(e) = crate::graphql::platform::refresh_tenant_stats_if_stale(
+    if let Err(e) = crate::usecases::platform::refresh_tenant_stats_if_stale(
         &platform.control,
         code,
         &lease.pool,
@@ -135,15 +135,15 @@ pub async fn catch_up(platform: &Platform, code: &str) {
 }
 
 /// Releases the slots a broken booking left held in one hospital (see
-/// [`crate::reservation_sweep`]); failures are logged and retried on the next sweep.
+/// [`super::reservation_sweep`]); failures are logged and retried on the next sweep.
 async fn sweep_reservations(platform: &Platform, code: &str) {
     let Ok(lease) = platform.registry.get(code).await else {
         return;
     };
-    let swept = crate::reservation_sweep::sweep(
+    let swept = super::reservation_sweep::sweep(
         &lease.pool,
         code,
-        crate::reservation_sweep::GRACE,
+        super::reservation_sweep::GRACE,
         chrono::Utc::now(),
     )
     .await;

@@ -151,13 +151,71 @@ impl TenantDirectory {
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
+    /// Sets a hospital's directory status unconditionally (operators and tests).
     pub async fn set_status(&self, code: &str, status: TenantStatus) -> Result<bool> {
-        let done =
-            sqlx::query("UPDATE tenants SET status = $2, updated_at = now() WHERE code = $1")
-                .bind(code)
-                .bind(status.as_str())
-                .execute(&self.pool)
-                .await?;
+        let all = [
+            TenantStatus::Provisioning,
+            TenantStatus::Active,
+            TenantStatus::Suspended,
+            TenantStatus::Cancelled,
+        ];
+        self.change_status(code, &all, status, None, None, false)
+            .await
+    }
+
+    /// Closes an open, provisioned hospital (status SUSPENDED, with the reason and who
+    /// closed it); `false` when it is not open.
+    pub async fn close(&self, code: &str, reason: &str, by: &str) -> Result<bool> {
+        self.change_status(
+            code,
+            &[TenantStatus::Active],
+            TenantStatus::Suspended,
+            Some(reason),
+            Some(by),
+            true,
+        )
+        .await
+    }
+
+    /// Reopens a closed, provisioned hospital; `false` when it is not closed.
+    pub async fn reopen(&self, code: &str, by: &str) -> Result<bool> {
+        self.change_status(
+            code,
+            &[TenantStatus::Suspended, TenantStatus::Cancelled],
+            TenantStatus::Active,
+            None,
+            Some(by),
+            true,
+        )
+        .await
+    }
+
+    /// The one place a directory status is written: only from one of `from`, and, when
+    /// `require_ready`, only once provisioning is done.
+    async fn change_status(
+        &self,
+        code: &str,
+        from: &[TenantStatus],
+        to: TenantStatus,
+        reason: Option<&str>,
+        by: Option<&str>,
+        require_ready: bool,
+    ) -> Result<bool> {
+        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        let done = sqlx::query(
+            "UPDATE tenants SET status = $2, status_reason = $3, \
+                    status_changed_by = coalesce($4, status_changed_by), updated_at = now() \
+              WHERE code = $1 AND status = ANY($5) \
+                AND (NOT $6 OR provisioning_step = 'READY')",
+        )
+        .bind(code)
+        .bind(to.as_str())
+        .bind(reason)
+        .bind(by)
+        .bind(&from)
+        .bind(require_ready)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 }

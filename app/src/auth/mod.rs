@@ -213,3 +213,23 @@ impl Authenticator {
         }
     }
 }
+
+/// Stores a new platform super administrator; `false` when the username is taken.
+pub async fn create_super_admin(
+    control: &PgPool,
+    username: &hms_domain::common::Username,
+    email: &hms_domain::common::Email,
+    password_hash: &str,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO super_admins (id, username, email, password_hash) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(Uuid::new_v4())
+    .bind(username.as_str())
+    .bind(email.as_str())
+    .bind(password_hash)
+    .execute(control)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}

@@ -1,0 +1,146 @@
+//! The application layer's error: what a use case tells its caller, in categories a
+//! client can act on (each maps to one stable API code), with the cause of an
+//! infrastructure failure kept whole for the log — never flattened into a string the
+//! client could see.
+
+use std::error::Error as StdError;
+use std::fmt;
+
+use hms_domain::access::AccessError;
+use hms_domain::common::ValidationError;
+
+use crate::commands::CommandError;
+use crate::tenancy::TenancyError;
+
+pub type Result<T, E = AppError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("authentication required")]
+    Unauthenticated,
+    #[error("invalid hospital, username or password")]
+    InvalidCredentials,
+    #[error("you are not allowed to do this")]
+    Forbidden,
+    #[error("not found")]
+    NotFound,
+    #[error("{field}: {message}")]
+    Validation { field: String, message: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    SubscriptionInactive(String),
+    #[error("{0}")]
+    ModuleDisabled(String),
+    #[error("too many requests; try again later")]
+    RateLimited,
+    /// Infrastructure failed; the cause is for the log only.
+    #[error("internal error: {0}")]
+    Internal(#[source] Internal),
+}
+
+/// The cause of an internal error, with its chain of sources.
+pub struct Internal(Box<dyn StdError + Send + Sync>);
+
+impl Internal {
+    pub fn cause(&self) -> &(dyn StdError + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+impl fmt::Display for Internal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// The whole chain of causes, so a log line says why.
+impl fmt::Debug for Internal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, "\n  caused by: {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+impl StdError for Internal {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.0.source()
+    }
+}
+
+impl AppError {
+    /// An infrastructure failure; `cause` is kept for the log.
+    pub fn internal(cause: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        AppError::Internal(Internal(cause.into()))
+    }
+
+    pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
+        AppError::Validation {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ValidationError> for AppError {
+    fn from(e: ValidationError) -> Self {
+        AppError::validation(e.field, e.message)
+    }
+}
+
+impl From<sqlx::Error> for AppError {
+    fn from(e: sqlx::Error) -> Self {
+        AppError::internal(e)
+    }
+}
+
+impl From<hms_projections::ProjectionError> for AppError {
+    fn from(e: hms_projections::ProjectionError) -> Self {
+        AppError::internal(e)
+    }
+}
+
+impl From<AccessError> for AppError {
+    fn from(e: AccessError) -> Self {
+        match e {
+            AccessError::Forbidden(_) => AppError::Forbidden,
+            AccessError::Subscription(e) => AppError::SubscriptionInactive(e.to_string()),
+            AccessError::Module(e) => AppError::ModuleDisabled(e.to_string()),
+        }
+    }
+}
+
+/// How a tenancy failure reaches a client that asked about a hospital.
+impl From<TenancyError> for AppError {
+    fn from(e: TenancyError) -> Self {
+        match e {
+            TenancyError::NotFound(_) => AppError::NotFound,
+            TenancyError::Invalid(e) => e.into(),
+            TenancyError::Busy => AppError::RateLimited,
+            other => AppError::internal(other),
+        }
+    }
+}
+
+/// How an aggregate's refusal reaches the client. Implemented once per aggregate error
+/// type (in [`crate::domain_errors`]).
+pub trait DomainErrorCode: StdError {
+    fn to_app_error(&self) -> AppError;
+}
+
+/// Maps a command failure to what the client sees.
+pub fn command_error<E: DomainErrorCode + Send + Sync + 'static>(e: CommandError<E>) -> AppError {
+    match e {
+        CommandError::Rejected(e) => e.to_app_error(),
+        CommandError::Conflict => AppError::Conflict(
+            "the record was changed by someone else; reload and try again".into(),
+        ),
+        CommandError::Store(e) => AppError::internal(e),
+        CommandError::Projection(e) => AppError::internal(e),
+    }
+}

@@ -1,0 +1,37 @@
+//! # hms-app
+//!
+//! The application layer of HMS: everything between a transport (GraphQL over HTTP, a
+//! CLI) and the domain. No axum, no async-graphql: the server (`hms-api`) and the
+//! auditor's tool (`hms-replay`) both build on it, and data flows one way:
+//! `api → app → {projections, domain}`.
+//!
+//! - [`config`], [`state`]: platform settings, the platform connection ([`Platform`])
+//!   and the state a serving process shares ([`AppState`]); [`application`] builds and
+//!   runs a serving process with its workers.
+//! - [`tenancy`]: directory, pools, provisioning, spares, migrate.
+//! - [`commands`]: the command path through cqrs-es/postgres-es, with read-your-writes.
+//! - [`auth`]: passwords, tokens, throttling; [`scope`]: the request capability
+//!   (`HospitalScope` → `Authorized`); [`idempotency`]: retried mutations.
+//! - [`usecases`]: one module per area; each takes typed input and returns domain or
+//!   read-model types.
+//! - [`workers`]: projection daemon and reservation sweep.
+//! - [`error`], [`domain_errors`]: the layer's error and how domain refusals map to it.
+//! - [`page`]: keyset pagination.
+
+pub mod application;
+pub mod auth;
+pub mod commands;
+pub mod config;
+pub mod domain_errors;
+pub mod error;
+pub mod idempotency;
+pub mod page;
+pub mod redact;
+pub mod scope;
+pub mod state;
+pub mod tenancy;
+pub mod usecases;
+pub mod workers;
+
+pub use error::{AppError, Result};
+pub use state::{AppState, Platform};

@@ -1,0 +1,27 @@
+//! The use cases, one module per area. Each takes typed input with its caller (a
+//! capability from [`crate::scope`], or [`platform::PlatformScope`]) and returns domain
+//! or read-model types; the transports only parse input and map errors.
+
+pub mod platform;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{AppError, Result};
+
+/// Parses a stored enum name (`PAST_DUE`) with the type's serde names: the one way an
+/// enum's stored text becomes its value.
+pub fn stored<T: DeserializeOwned>(raw: &str) -> Result<T> {
+    serde_json::from_value(serde_json::Value::String(raw.to_owned()))
+        .map_err(|e| AppError::internal(format!("unexpected stored value {raw:?}: {e}")))
+}
+
+/// The stored name of an enum value (its serde name), the inverse of [`stored`].
+pub fn stored_name<T: Serialize>(value: &T) -> Result<String> {
+    match serde_json::to_value(value).map_err(AppError::internal)? {
+        serde_json::Value::String(name) => Ok(name),
+        other => Err(AppError::internal(format!(
+            "{other} is not stored as a name"
+        ))),
+    }
+}

@@ -1,0 +1,9 @@
+//! Background work every `hms serve` process runs; each worker calls the application
+//! layer, never a resolver.
+//!
+//! - [`projection_daemon`]: keeps every active hospital's read models moving (hints
+//!   from other processes on the platform channel, and a timer).
+//! - [`reservation_sweep`]: releases slots a broken booking left held (ADR 0002).
+
+pub mod projection_daemon;
+pub mod reservation_sweep;
