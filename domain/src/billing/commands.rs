@@ -1,0 +1,103 @@
+//! The commands of the invoice aggregate and the permission each one needs.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use uuid::Uuid;
+
+use super::{Discount, InvoiceNumber, Money, PaymentMethod};
+use crate::common::{Actor, BoundedText, Currency};
+use crate::permissions::Operation;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum InvoiceCommand {
+    DraftInvoice {
+        actor: Actor,
+        invoice_id: Uuid,
+        /// Formatted by the caller from the hospital's prefix and a per-tenant sequence.
+        number: InvoiceNumber,
+        patient_id: Uuid,
+        appointment_id: Option<Uuid>,
+        currency: Currency,
+        now: DateTime<Utc>,
+    },
+    AddLine {
+        actor: Actor,
+        line_id: Uuid,
+        code: BoundedText,
+        description: BoundedText,
+        quantity: u32,
+        unit_price: Money,
+        now: DateTime<Utc>,
+    },
+    RemoveLine {
+        actor: Actor,
+        line_id: Uuid,
+        now: DateTime<Utc>,
+    },
+    SetDiscount {
+        actor: Actor,
+        discount: Discount,
+        now: DateTime<Utc>,
+    },
+    SetTax {
+        actor: Actor,
+        basis_points: u32,
+        now: DateTime<Utc>,
+    },
+    Issue {
+        actor: Actor,
+        due_date: Option<NaiveDate>,
+        now: DateTime<Utc>,
+    },
+    RecordPayment {
+        actor: Actor,
+        payment_id: Uuid,
+        amount: Money,
+        method: PaymentMethod,
+        reference: Option<BoundedText>,
+        now: DateTime<Utc>,
+    },
+    RefundPayment {
+        actor: Actor,
+        refund_id: Uuid,
+        payment_id: Uuid,
+        amount: Money,
+        reason: BoundedText,
+        now: DateTime<Utc>,
+    },
+    VoidInvoice {
+        actor: Actor,
+        reason: BoundedText,
+        now: DateTime<Utc>,
+    },
+}
+
+impl InvoiceCommand {
+    pub fn actor(&self) -> &Actor {
+        use InvoiceCommand as C;
+        match self {
+            C::DraftInvoice { actor, .. }
+            | C::AddLine { actor, .. }
+            | C::RemoveLine { actor, .. }
+            | C::SetDiscount { actor, .. }
+            | C::SetTax { actor, .. }
+            | C::Issue { actor, .. }
+            | C::RecordPayment { actor, .. }
+            | C::RefundPayment { actor, .. }
+            | C::VoidInvoice { actor, .. } => actor,
+        }
+    }
+
+    pub fn operation(&self) -> Operation {
+        use InvoiceCommand as C;
+        match self {
+            C::DraftInvoice { .. } => Operation::DraftInvoice,
+            C::AddLine { .. } | C::RemoveLine { .. } | C::SetDiscount { .. } | C::SetTax { .. } => {
+                Operation::EditInvoice
+            }
+            C::Issue { .. } => Operation::IssueInvoice,
+            C::RecordPayment { .. } => Operation::RecordPayment,
+            C::RefundPayment { .. } => Operation::RefundPayment,
+            C::VoidInvoice { .. } => Operation::VoidInvoice,
+        }
+    }
+}
