@@ -8,6 +8,8 @@
 
 pub mod bench;
 
+pub mod fixtures;
+
 use std::sync::Once;
 
 use hms_app::application::{Application, ServeSettings};

@@ -8,11 +8,10 @@ use hms_domain::common::{BoundedText, Currency, Username};
 use hms_domain::hospital::{Hospital, HospitalCommand, HospitalProfile, TimeZoneName};
 use hms_domain::user::user_id_for;
 use hms_domain::{Actor, EventMetadata, Role};
+use hms_tests::fixtures::{hospital_with_staff, register_simple};
 use hms_tests::{error_code, spawn_app, spawn_app_with, TestApp, TestConfig};
 use serde_json::{json, Value};
 use uuid::Uuid;
-
-use super::patients::{hospital_with_staff, register_simple};
 
 const APPOINTMENT_FIELDS: &str = "id patientId doctorId departmentId start end localDate reason \
     status notes cancelReason checkedInAt startedAt completedAt cancelledAt version";

@@ -2,11 +2,10 @@
 //! as of an instant, and the access log of who read a record.
 
 use hms_domain::Role;
+use hms_tests::fixtures::{register_patient, rename_patient, staff, user_id};
 use hms_tests::{error_code, spawn_app, ADMIN_PASSWORD};
 use serde_json::{json, Value};
 use uuid::Uuid;
-
-use crate::billing::{register_patient, rename_patient, staff, user_id};
 
 const TRAIL: &str = "query($filter: AuditTrailFilter, $first: Int, $after: String) { \
     auditTrail(filter: $filter, first: $first, after: $after) { \

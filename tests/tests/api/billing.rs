@@ -1,139 +1,15 @@
 //! Billing through the API: invoicing a patient from draft to payment and refund, every
 //! refusal with its code, role checks, tenant isolation, concurrency and idempotency.
 
-use chrono::{NaiveDate, Utc};
+use chrono::Utc;
 use hms_app::commands;
-use hms_domain::common::{BoundedText, Currency, Email, HospitalCode, Username};
+use hms_domain::common::{BoundedText, Currency};
 use hms_domain::hospital::{Hospital, HospitalCommand, HospitalProfile, TimeZoneName};
-use hms_domain::patient::{Demographics, Mrn, Patient, PatientCommand, Sex};
-use hms_domain::user::{user_id_for, User, UserCommand};
-use hms_domain::{Actor, EventMetadata, Role};
+use hms_domain::Role;
+use hms_tests::fixtures::{admin_actor, metadata, register_patient, staff};
 use hms_tests::{error_code, spawn_app, TestApp, ADMIN_PASSWORD};
 use serde_json::{json, Value};
 use uuid::Uuid;
-
-// ----------------------------------------------------------------------------------------
-// Support shared with the audit tests.
-
-pub(crate) fn metadata(code: &str, actor: Actor) -> EventMetadata {
-    EventMetadata {
-        actor,
-        tenant: code.to_owned(),
-        request_id: "test".into(),
-        client_addr: None,
-        at: Utc::now(),
-    }
-}
-
-/// The hospital's first administrator, as an actor.
-pub(crate) fn admin_actor(code: &str) -> Actor {
-    let username = format!("{}_admin", code.to_ascii_lowercase());
-    Actor {
-        user_id: user_id_for(&Username::parse(&username).expect("valid")),
-        username,
-        role: Role::HospitalAdmin,
-    }
-}
-
-/// Creates a user with `role` (password [`ADMIN_PASSWORD`]) and returns their token.
-pub(crate) async fn staff(app: &TestApp, code: &str, username: &str, role: Role) -> String {
-    let lease = app.state.registry.get(code).await.expect("tenant");
-    let name = Username::parse(username).expect("valid username");
-    let id = user_id_for(&name).to_string();
-    let hash = hms_app::auth::password::hash(ADMIN_PASSWORD.to_owned())
-        .await
-        .expect("hash");
-    let command = UserCommand::CreateUser {
-        username: name,
-        email: Email::parse(&format!("{username}@hospital.example")).expect("email"),
-        full_name: BoundedText::parse("full_name", username, 100).expect("name"),
-        role,
-        department_id: None,
-        password_hash: hash,
-        now: Utc::now(),
-    };
-    commands::execute::<User>(
-        &lease.pool,
-        &app.state.runner,
-        &id,
-        command,
-        (),
-        &metadata(code, admin_actor(code)),
-    )
-    .await
-    .expect("user created");
-    app.login(Some(code), username, ADMIN_PASSWORD).await
-}
-
-pub(crate) fn user_id(username: &str) -> String {
-    user_id_for(&Username::parse(username).expect("valid")).to_string()
-}
-
-fn demographics(family_name: &str) -> Demographics {
-    Demographics {
-        given_name: Some(BoundedText::parse("given_name", "Amina", 100).expect("valid")),
-        middle_name: None,
-        family_name: BoundedText::parse("family_name", family_name, 100).expect("valid"),
-        date_of_birth: NaiveDate::from_ymd_opt(1990, 4, 12).expect("date"),
-        sex: Sex::Female,
-        phone: None,
-        email: None,
-        address: None,
-        emergency_contact: None,
-        blood_type: None,
-    }
-}
-
-/// Registers a patient directly through the command path and returns their id.
-pub(crate) async fn register_patient(app: &TestApp, code: &str, family_name: &str) -> Uuid {
-    let lease = app.state.registry.get(code).await.expect("tenant");
-    let sequence: i64 = sqlx::query_scalar("SELECT nextval('mrn_seq')")
-        .fetch_one(&lease.pool)
-        .await
-        .expect("mrn sequence");
-    let hospital = HospitalCode::parse(code).expect("code");
-    let id = Uuid::new_v4();
-    let command = PatientCommand::RegisterPatient {
-        actor: admin_actor(code),
-        patient_id: id,
-        mrn: Mrn::new(&hospital, u64::try_from(sequence).expect("positive")).expect("mrn"),
-        hospital,
-        demographics: demographics(family_name),
-        allergies: vec![],
-        now: Utc::now(),
-    };
-    commands::execute::<Patient>(
-        &lease.pool,
-        &app.state.runner,
-        &id.to_string(),
-        command,
-        (),
-        &metadata(code, admin_actor(code)),
-    )
-    .await
-    .expect("patient registered");
-    id
-}
-
-/// Changes a patient's family name directly through the command path.
-pub(crate) async fn rename_patient(app: &TestApp, code: &str, id: Uuid, family_name: &str) {
-    let lease = app.state.registry.get(code).await.expect("tenant");
-    let command = PatientCommand::UpdateDemographics {
-        actor: admin_actor(code),
-        demographics: demographics(family_name),
-        now: Utc::now(),
-    };
-    commands::execute::<Patient>(
-        &lease.pool,
-        &app.state.runner,
-        &id.to_string(),
-        command,
-        (),
-        &metadata(code, admin_actor(code)),
-    )
-    .await
-    .expect("patient updated");
-}
 
 async fn set_hospital_currency(app: &TestApp, code: &str, currency: &str) {
     let lease = app.state.registry.get(code).await.expect("tenant");

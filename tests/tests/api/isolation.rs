@@ -10,7 +10,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{Datelike, Duration, NaiveDate, Utc, Weekday};
+use chrono::{Duration, Utc};
+use hms_tests::fixtures::{assert_no_leak, codes, event_count, next_monday};
 use hms_tests::{error_code, spawn_app, TestApp, ADMIN_PASSWORD};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
@@ -28,101 +29,6 @@ pub(crate) const REFUSALS: &[&str] = &[
     "SUBSCRIPTION_INACTIVE",
     "MODULE_DISABLED",
 ];
-
-// ----------------------------------------------------------------------------------------
-// Support shared with the security tests.
-
-/// Rows in a hospital's event store.
-pub(crate) async fn event_count(app: &TestApp, code: &str) -> i64 {
-    let mut conn = app.connect(&app.database_for(code)).await;
-    sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&mut conn)
-        .await
-        .expect("count events")
-}
-
-/// The events of a hospital's log after the first `count`, as
-/// `aggregate_type/event_type payload`, to show what a call appended.
-pub(crate) async fn events_after(app: &TestApp, code: &str, count: i64) -> Vec<String> {
-    let mut conn = app.connect(&app.database_for(code)).await;
-    sqlx::query_scalar(
-        "SELECT aggregate_type || '/' || event_type || ' ' || payload::text FROM events \
-         ORDER BY position OFFSET $1",
-    )
-    .bind(count)
-    .fetch_all(&mut conn)
-    .await
-    .expect("read events")
-}
-
-/// Fragments that betray SQL or a stack trace in a client-facing message: SQL keywords
-/// as SQL writes them (an English "update" is fine), the rest in any case.
-const SQL_LEAKS: &[&str] = &[
-    "SELECT ",
-    "INSERT INTO",
-    "UPDATE ",
-    "DELETE FROM",
-    " WHERE ",
-    "SQLSTATE",
-    "relation \"",
-    "src/",
-    ".rs:",
-];
-const LEAKS_ANY_CASE: &[&str] = &[
-    "constraint",
-    "duplicate key",
-    "violates",
-    "sqlx",
-    "postgres",
-    "panicked",
-    "backtrace",
-];
-
-/// Panics when any error of `response` carries SQL, a constraint name or a stack
-/// trace; `what` names the call in the failure.
-pub(crate) fn assert_no_leak(what: &str, response: &Value) {
-    let Some(errors) = response["errors"].as_array() else {
-        return;
-    };
-    for error in errors {
-        let text = error.to_string();
-        let lower = text.to_lowercase();
-        for leak in SQL_LEAKS {
-            assert!(
-                !text.contains(leak),
-                "{what}: an error leaks `{leak}`: {error}"
-            );
-        }
-        for leak in LEAKS_ANY_CASE {
-            assert!(
-                !lower.contains(leak),
-                "{what}: an error leaks `{leak}`: {error}"
-            );
-        }
-    }
-}
-
-/// Every error code of a response, in order (`None` for an error without one).
-pub(crate) fn codes(response: &Value) -> Vec<Option<String>> {
-    response["errors"]
-        .as_array()
-        .map(|errors| {
-            errors
-                .iter()
-                .map(|e| e["extensions"]["code"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// A Monday at least a week ahead (the default working week is Monday to Friday).
-pub(crate) fn next_monday() -> NaiveDate {
-    let mut day = Utc::now().date_naive() + Duration::days(7);
-    while day.weekday() != Weekday::Mon {
-        day += Duration::days(1);
-    }
-    day
-}
 
 // ----------------------------------------------------------------------------------------
 // The schema, as introspection shows it.

@@ -5,11 +5,10 @@
 
 use hms_domain::permissions::{allows, Operation};
 use hms_domain::Role;
+use hms_tests::fixtures::{assert_no_leak, codes, event_count, events_after, next_monday};
 use hms_tests::{error_code, spawn_app, spawn_app_with, TestApp, TestConfig, ADMIN_PASSWORD};
 use serde_json::{json, Value};
 use uuid::Uuid;
-
-use super::isolation::{assert_no_leak, codes, event_count, events_after, next_monday};
 
 const STAFF_PASSWORD: &str = "security staff password";
 
