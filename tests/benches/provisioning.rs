@@ -10,7 +10,7 @@
 //!
 //! Run: `cargo bench -p hms-tests --bench provisioning` (uses HMS_TEST_DATABASE_URL).
 //! Set `HMS_BENCH_ROUNDS` to change the number of rounds (default 20), and
-//! `RUST_LOG=hms_api=debug` for each step's time.
+//! `RUST_LOG=hms_app=debug` for each step's time.
 
 use std::time::{Duration, Instant};
 

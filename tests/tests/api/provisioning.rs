@@ -278,7 +278,7 @@ async fn a_template_dropped_behind_the_servers_back_is_made_again() {
         .await;
 }
 
-// Spare databases (api/src/tenancy/spares.rs).
+// Spare databases (app/src/tenancy/spares.rs).
 
 /// Names of this test's spare databases that exist now.
 async fn spare_databases_on_server(app: &hms_tests::TestApp) -> Vec<String> {
