@@ -7,7 +7,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use hms_domain::billing::{Invoice, InvoiceEvent, InvoiceTotals};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use super::StreamRow;
@@ -49,6 +49,23 @@ pub struct InvoiceRow {
 super::stream_row!(InvoiceRow);
 
 impl InvoiceRow {
+    /// The columns of a row, for the read side's SELECTs (`SELECT {COLUMNS} FROM invoices`).
+    pub const COLUMNS: &'static str = "id, number, patient_id, appointment_id, currency, status, \
+         subtotal_minor, discount_minor, tax_minor, total_minor, paid_minor, refunded_minor, \
+         balance_minor, discount, tax_basis_points, due_date, issued_at, voided_at, void_reason, \
+         created_at, updated_at, version";
+
+    /// The invoice `id`, if the read model has it.
+    pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<Self>> {
+        sqlx::query_as(&format!(
+            "SELECT {} FROM invoices WHERE id = $1",
+            Self::COLUMNS
+        ))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+    }
+
     /// The totals an event carries; a draft's balance is its total.
     fn set_totals(&mut self, totals: &InvoiceTotals, at: DateTime<Utc>) {
         self.subtotal_minor = totals.subtotal.minor();
@@ -75,6 +92,19 @@ pub struct InvoiceLineRow {
     pub added_at: DateTime<Utc>,
 }
 
+impl InvoiceLineRow {
+    /// The lines of an invoice, in the order they were added.
+    pub async fn of_invoice(db: impl PgExecutor<'_>, invoice_id: Uuid) -> sqlx::Result<Vec<Self>> {
+        sqlx::query_as(
+            "SELECT line_id, invoice_id, code, description, quantity, unit_price_minor, amount_minor, added_at \
+               FROM invoice_lines WHERE invoice_id = $1 ORDER BY added_at, line_id",
+        )
+        .bind(invoice_id)
+        .fetch_all(db)
+        .await
+    }
+}
+
 /// A row of `invoice_payments`: a payment, or a refund naming the payment it refunds.
 #[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
 pub struct InvoicePaymentRow {
@@ -87,6 +117,19 @@ pub struct InvoicePaymentRow {
     pub reference: Option<String>,
     pub reason: Option<String>,
     pub at: DateTime<Utc>,
+}
+
+impl InvoicePaymentRow {
+    /// The payments and refunds of an invoice, oldest first.
+    pub async fn of_invoice(db: impl PgExecutor<'_>, invoice_id: Uuid) -> sqlx::Result<Vec<Self>> {
+        sqlx::query_as(
+            "SELECT id, invoice_id, kind, payment_id, method, amount_minor, reference, reason, at \
+               FROM invoice_payments WHERE invoice_id = $1 ORDER BY at, id",
+        )
+        .bind(invoice_id)
+        .fetch_all(db)
+        .await
+    }
 }
 
 /// What one batch does to the three tables.
