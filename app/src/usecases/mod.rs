@@ -2,7 +2,9 @@
 //! capability from [`crate::scope`], or [`platform::PlatformScope`]) and returns domain
 //! or read-model types; the transports only parse input and map errors.
 
+pub mod appointments;
 pub mod billing;
+pub mod booking;
 pub mod platform;
 
 use serde::de::DeserializeOwned;

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
-use hms_domain::appointment::{Appointment, AppointmentEvent};
+use hms_domain::appointment::{Appointment, AppointmentEvent, AppointmentStatus};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -14,7 +14,7 @@ use crate::{Projector, Result, StoredEvent};
 pub struct AppointmentProjector;
 
 /// A row of `appointments` (field names are column names), as written here and read by
-/// the API.
+/// the application layer (with [`AppointmentRow::COLUMNS`]).
 #[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
 pub struct AppointmentRow {
     pub id: Uuid,
@@ -40,6 +40,13 @@ pub struct AppointmentRow {
 }
 
 super::stream_row!(AppointmentRow);
+
+impl AppointmentRow {
+    /// The columns of the row, in order, for a `SELECT` of `appointments` read into it.
+    pub const COLUMNS: &'static str = "id, patient_id, doctor_id, department_id, start_at, \
+        end_at, local_date, reason, status, notes, cancel_reason, checked_in_at, started_at, \
+        completed_at, cancelled_at, created_at, updated_at, version";
+}
 
 #[async_trait]
 impl Projector for AppointmentProjector {
@@ -129,29 +136,29 @@ fn fold(
             row.updated_at = at;
         }
         AppointmentEvent::AppointmentCheckedIn { at } => {
-            row.status = "CHECKED_IN".into();
+            row.status = enum_name(&AppointmentStatus::CheckedIn);
             row.checked_in_at = Some(at);
             row.updated_at = at;
         }
         AppointmentEvent::AppointmentStarted { at } => {
-            row.status = "IN_PROGRESS".into();
+            row.status = enum_name(&AppointmentStatus::InProgress);
             row.started_at = Some(at);
             row.updated_at = at;
         }
         AppointmentEvent::AppointmentCompleted { notes, at } => {
-            row.status = "COMPLETED".into();
+            row.status = enum_name(&AppointmentStatus::Completed);
             row.notes = notes;
             row.completed_at = Some(at);
             row.updated_at = at;
         }
         AppointmentEvent::AppointmentCancelled { reason, at } => {
-            row.status = "CANCELLED".into();
+            row.status = enum_name(&AppointmentStatus::Cancelled);
             row.cancel_reason = Some(reason);
             row.cancelled_at = Some(at);
             row.updated_at = at;
         }
         AppointmentEvent::AppointmentNoShow { at } => {
-            row.status = "NO_SHOW".into();
+            row.status = enum_name(&AppointmentStatus::NoShow);
             row.updated_at = at;
         }
     }

@@ -1,0 +1,636 @@
+//! The booking process manager: the use cases that hold or give back a doctor's and a
+//! patient's time (book, reschedule, cancel, no-show).
+//!
+//! No double booking is decided by the per-day schedule streams of the doctor and the
+//! patient (ADR 0002). Booking is a short process run here:
+//! 1. `Reserve` on the doctor's schedule for the local day of the start;
+//! 2. `Reserve` on the patient's schedule (on failure, release step 1);
+//! 3. `Schedule` on the new appointment (on failure, release both).
+//!
+//! Every step that succeeded is undone in reverse order when a later one fails
+//! ([`Booking`]). The schedule steps are appended without waiting for the read models;
+//! only the appointment's own command waits (read-your-writes covers everything appended
+//! before it). A crash between steps leaves a slot held, never a double booking; the
+//! reservation sweep releases it.
+//!
+//! Times arrive as instants; the hospital's time zone (PostgreSQL's tz database, so the
+//! domain needs none) turns them into local, offset-carrying times.
+
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, Timelike, Utc};
+use hms_domain::appointment::{
+    validate_slot, Appointment as AppointmentAggregate, AppointmentAction, AppointmentCommand,
+    AppointmentError, BookingPolicy, DoctorFacts, MAX_REASON_CHARS,
+};
+use hms_domain::common::{BoundedText, Role};
+use hms_domain::patient::PatientStatus;
+use hms_domain::permissions::Operation;
+use hms_domain::schedule::{
+    DoctorSchedule, PatientSchedule, ReleaseReason, ScheduleCommand, ScheduleError,
+    MAX_APPOINTMENT_MINUTES,
+};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::appointments::{
+    check_transition, load_appointment, load_for, require, Appointment, AppointmentChange,
+};
+use crate::commands::{self, CommandError};
+use crate::error::{command_error, AppError, DomainErrorCode, Result};
+use crate::scope::{Authorized, MutationOptions};
+use crate::usecases::stored_name;
+
+// ---------------------------------------------------------------------------------
+// Input
+
+/// A booking. Serialized as the request whose idempotency key it carries.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScheduleAppointment {
+    pub patient_id: Uuid,
+    /// A user with the DOCTOR role.
+    pub doctor_id: Uuid,
+    pub department_id: Option<Uuid>,
+    /// The start as an instant; booked in the hospital's local time, on the slot grid
+    /// and inside working hours.
+    pub start: DateTime<Utc>,
+    /// Length in minutes, a multiple of the slot length; one slot when `None`.
+    pub duration_minutes: Option<i32>,
+    pub reason: String,
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RescheduleAppointment {
+    pub appointment_id: Uuid,
+    pub start: DateTime<Utc>,
+    /// Length in minutes; the current length when `None`.
+    pub duration_minutes: Option<i32>,
+    pub expected_version: Option<i64>,
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CancelAppointment {
+    pub appointment_id: Uuid,
+    pub reason: String,
+    pub expected_version: Option<i64>,
+    pub idempotency_key: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------
+// Use cases
+
+/// Books an appointment (ScheduleAppointment): holds the doctor's and the patient's time
+/// (neither can be double booked, also under concurrent requests), then records the
+/// appointment. An overlapping booking is a CONFLICT.
+pub async fn schedule_appointment(
+    auth: &Authorized<'_>,
+    input: &ScheduleAppointment,
+) -> Result<Appointment> {
+    require(auth, Operation::ScheduleAppointment)?;
+    let options = MutationOptions::new(None, input.idempotency_key.clone())?;
+    let policy = BookingPolicy::from(&auth.hospital.settings);
+    let minutes = duration_minutes(input.duration_minutes, policy.slot_length.get())?;
+    let reason = BoundedText::parse("reason", &input.reason, MAX_REASON_CHARS)?;
+    if let Some(department) = input.department_id {
+        let department = auth
+            .hospital
+            .department(department)
+            .ok_or(AppError::NotFound)?;
+        if !department.active {
+            return Err(AppError::validation(
+                "departmentId",
+                "the department is inactive",
+            ));
+        }
+    }
+    let doctor = doctor_facts(auth, input.doctor_id).await?;
+    let patient_active = patient_active(auth, input.patient_id).await?;
+    let start = local_time(auth, whole_minutes(input.start)?).await?;
+    // Fail fast, before any slot is held; `Schedule` checks all of it again.
+    if doctor.role != Role::Doctor {
+        return Err(AppointmentError::NotADoctor(doctor.role).to_app_error());
+    }
+    if !doctor.active {
+        return Err(AppointmentError::DoctorInactive.to_app_error());
+    }
+    if !patient_active {
+        return Err(AppointmentError::PatientInactive.to_app_error());
+    }
+    validate_slot(start, minutes, &policy, auth.now).map_err(|e| e.to_app_error())?;
+
+    let id = auth
+        .idempotent_id(&options, input, || async {
+            let appointment_id = auth.new_id(&options);
+            let mut booking = Booking::new(auth, appointment_id);
+            booking
+                .reserve(Party::Doctor, input.doctor_id, start, minutes)
+                .await?;
+            booking
+                .reserve(Party::Patient, input.patient_id, start, minutes)
+                .await?;
+            let command = AppointmentCommand::Schedule {
+                actor: auth.actor(),
+                appointment_id,
+                patient_id: input.patient_id,
+                doctor_id: input.doctor_id,
+                department_id: input.department_id,
+                start,
+                minutes,
+                reason,
+                policy,
+                doctor,
+                patient_active,
+                now: auth.now,
+            };
+            match auth
+                .execute::<AppointmentAggregate>(&appointment_id.to_string(), command, Some(0))
+                .await
+            {
+                Ok(()) => Ok(appointment_id),
+                Err(e) => Err(booking.fail(e).await),
+            }
+        })
+        .await?;
+    load_appointment(auth, id).await
+}
+
+/// Moves a scheduled appointment (RescheduleAppointment): the new time is held before
+/// the old one is given back (on the same day the old slot is given back first and
+/// taken back if the new one cannot be held).
+pub async fn reschedule_appointment(
+    auth: &Authorized<'_>,
+    input: &RescheduleAppointment,
+) -> Result<Appointment> {
+    require(auth, Operation::RescheduleAppointment)?;
+    let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
+    let id = input.appointment_id;
+    let (current, version) = auth.load::<AppointmentAggregate>(&id.to_string()).await?;
+    let stale = options.expected_version.is_some_and(|v| v != version);
+    let (Some(doctor), Some(patient), Some(old_start), Some(old_end), Some(old_day)) = (
+        current.doctor_id,
+        current.patient_id,
+        current.start,
+        current.end,
+        current.local_date,
+    ) else {
+        return Err(AppError::NotFound);
+    };
+    let old_minutes =
+        u32::try_from((old_end - old_start).num_minutes()).map_err(AppError::internal)?;
+    let policy = BookingPolicy::from(&auth.hospital.settings);
+    let minutes = duration_minutes(input.duration_minutes, old_minutes)?;
+    let start = local_time(auth, whole_minutes(input.start)?).await?;
+    validate_slot(start, minutes, &policy, auth.now).map_err(|e| e.to_app_error())?;
+    let old_local = local_time(auth, old_start).await?;
+    let same_day = start.date_naive() == old_day;
+
+    auth.idempotent(&options, input, || async {
+        // A stale version is refused before any slot is touched (inside the idempotent
+        // block: a retry of a request that succeeded gets its answer).
+        if stale {
+            return Err(command_error::<AppointmentError>(CommandError::Conflict));
+        }
+        check_transition(&current, AppointmentAction::Reschedule)?;
+        let mut booking = Booking::new(auth, id);
+        for (party, owner) in [(Party::Doctor, doctor), (Party::Patient, patient)] {
+            if same_day {
+                // One stream holds both slots, and it refuses a second slot for the
+                // same appointment: give the old one back first.
+                booking
+                    .release_for_move(party, owner, old_local, old_minutes)
+                    .await?;
+            }
+            booking.reserve(party, owner, start, minutes).await?;
+        }
+        let command = AppointmentCommand::Reschedule {
+            actor: auth.actor(),
+            start,
+            minutes,
+            policy,
+            now: auth.now,
+        };
+        if let Err(e) = auth
+            .execute::<AppointmentAggregate>(&id.to_string(), command, options.expected_version)
+            .await
+        {
+            return Err(booking.fail(e).await);
+        }
+        if !same_day {
+            booking
+                .release_after(Party::Doctor, doctor, old_day, ReleaseReason::Rescheduled)
+                .await;
+            booking
+                .release_after(Party::Patient, patient, old_day, ReleaseReason::Rescheduled)
+                .await;
+        }
+        Ok::<_, AppError>(id.to_string())
+    })
+    .await?;
+    load_appointment(auth, id).await
+}
+
+/// Cancels a scheduled or checked-in appointment and frees the doctor's and the
+/// patient's time (CancelAppointment).
+pub async fn cancel_appointment(
+    auth: &Authorized<'_>,
+    input: &CancelAppointment,
+) -> Result<Appointment> {
+    require(auth, Operation::CancelAppointment)?;
+    let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
+    let reason = BoundedText::parse("reason", &input.reason, MAX_REASON_CHARS)?;
+    let command = AppointmentCommand::Cancel {
+        actor: auth.actor(),
+        reason,
+        now: auth.now,
+    };
+    end_and_release(
+        auth,
+        &options,
+        input,
+        input.appointment_id,
+        command,
+        ReleaseReason::Cancelled,
+    )
+    .await
+}
+
+/// The patient did not come (at or after the start); frees the time (MarkNoShow).
+pub async fn mark_no_show(auth: &Authorized<'_>, input: &AppointmentChange) -> Result<Appointment> {
+    require(auth, Operation::MarkNoShow)?;
+    let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
+    let command = AppointmentCommand::MarkNoShow {
+        actor: auth.actor(),
+        now: auth.now,
+    };
+    end_and_release(
+        auth,
+        &options,
+        input,
+        input.appointment_id,
+        command,
+        ReleaseReason::NoShow,
+    )
+    .await
+}
+
+/// Cancel or no-show: the appointment first (so a slot is never free while the
+/// appointment still holds it), then both slots.
+async fn end_and_release(
+    auth: &Authorized<'_>,
+    options: &MutationOptions,
+    input: &impl Serialize,
+    id: Uuid,
+    command: AppointmentCommand,
+    reason: ReleaseReason,
+) -> Result<Appointment> {
+    let action = command
+        .action()
+        .ok_or_else(|| AppError::internal("end_and_release needs a status change"))?;
+    auth.idempotent(options, input, || async {
+        let appointment = load_for(auth, id, action).await?;
+        auth.execute::<AppointmentAggregate>(&id.to_string(), command, options.expected_version)
+            .await?;
+        if let (Some(doctor), Some(patient), Some(day)) = (
+            appointment.doctor_id,
+            appointment.patient_id,
+            appointment.local_date,
+        ) {
+            let booking = Booking::new(auth, id);
+            booking
+                .release_after(Party::Doctor, doctor, day, reason)
+                .await;
+            booking
+                .release_after(Party::Patient, patient, day, reason)
+                .await;
+        }
+        Ok::<_, AppError>(id.to_string())
+    })
+    .await?;
+    load_appointment(auth, id).await
+}
+
+// ---------------------------------------------------------------------------------
+// What a booking needs to know
+
+fn duration_minutes(raw: Option<i32>, default: u32) -> Result<u32> {
+    match raw {
+        None => Ok(default),
+        Some(m) => u32::try_from(m)
+            .ok()
+            .filter(|m| (1..=MAX_APPOINTMENT_MINUTES).contains(m))
+            .ok_or_else(|| {
+                AppError::validation(
+                    "durationMinutes",
+                    format!("must be 1 to {MAX_APPOINTMENT_MINUTES} minutes"),
+                )
+            }),
+    }
+}
+
+fn whole_minutes(start: DateTime<Utc>) -> Result<DateTime<Utc>> {
+    if start.second() != 0 || start.nanosecond() != 0 {
+        return Err(AppError::validation("start", "must be on a whole minute"));
+    }
+    Ok(start)
+}
+
+/// `instant` in the hospital's local time, with the UTC offset in force at that instant
+/// (from PostgreSQL's time-zone database). A zone PostgreSQL does not know is a CONFLICT
+/// an administrator must resolve.
+async fn local_time(
+    auth: &Authorized<'_>,
+    instant: DateTime<Utc>,
+) -> Result<DateTime<FixedOffset>> {
+    let zone = auth
+        .hospital
+        .profile
+        .as_ref()
+        .map_or("UTC", |p| p.time_zone.as_str());
+    let local: NaiveDateTime = sqlx::query_scalar("SELECT ($1::timestamptz AT TIME ZONE $2)")
+        .bind(instant)
+        .bind(zone)
+        .fetch_one(auth.pool())
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("22023") => {
+                AppError::Conflict(format!(
+                    "the hospital's time zone {zone} is not known; an administrator must correct it"
+                ))
+            }
+            _ => AppError::internal(e),
+        })?;
+    let offset = (local - instant.naive_utc()).num_seconds();
+    let offset = i32::try_from(offset)
+        .ok()
+        .and_then(FixedOffset::east_opt)
+        .ok_or_else(|| AppError::internal(format!("time zone {zone}: offset {offset}s")))?;
+    Ok(instant.with_timezone(&offset))
+}
+
+/// The facts `Schedule` needs about the doctor, from the staff read model; NOT_FOUND for
+/// an unknown user.
+async fn doctor_facts(auth: &Authorized<'_>, doctor_id: Uuid) -> Result<DoctorFacts> {
+    let row: Option<(String, bool)> =
+        sqlx::query_as("SELECT role, active FROM staff WHERE id = $1")
+            .bind(doctor_id)
+            .fetch_optional(auth.pool())
+            .await?;
+    let (role, active) = row.ok_or(AppError::NotFound)?;
+    let role = Role::parse(&role).map_err(AppError::internal)?;
+    Ok(DoctorFacts { active, role })
+}
+
+/// Whether the patient may be booked, from the patients read model; NOT_FOUND for an
+/// unknown patient.
+async fn patient_active(auth: &Authorized<'_>, patient_id: Uuid) -> Result<bool> {
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM patients WHERE id = $1")
+        .bind(patient_id)
+        .fetch_optional(auth.pool())
+        .await?;
+    Ok(status.ok_or(AppError::NotFound)? == stored_name(&PatientStatus::Active)?)
+}
+
+// ---------------------------------------------------------------------------------
+// The process manager
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Party {
+    Doctor,
+    Patient,
+}
+
+impl Party {
+    /// The id of the owner's schedule stream for local day `day`.
+    fn stream(self, owner: Uuid, day: NaiveDate) -> String {
+        match self {
+            Party::Doctor => DoctorSchedule::id_for(owner, day),
+            Party::Patient => PatientSchedule::id_for(owner, day),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Party::Doctor => "doctor",
+            Party::Patient => "patient",
+        }
+    }
+}
+
+/// A step that succeeded and how to take it back.
+#[derive(Debug, Clone)]
+enum Undo {
+    /// Give back a slot that was reserved.
+    Release {
+        party: Party,
+        owner: Uuid,
+        day: NaiveDate,
+    },
+    /// Take back a slot that was released (a same-day reschedule that failed).
+    Reserve {
+        party: Party,
+        owner: Uuid,
+        start: DateTime<FixedOffset>,
+        minutes: u32,
+    },
+}
+
+/// The schedule steps of one booking, rescheduling or cancellation of appointment `id`,
+/// with what to undo if a later step fails.
+struct Booking<'s, 'a> {
+    auth: &'s Authorized<'a>,
+    appointment_id: Uuid,
+    done: Vec<Undo>,
+}
+
+impl<'s, 'a> Booking<'s, 'a> {
+    fn new(auth: &'s Authorized<'a>, appointment_id: Uuid) -> Self {
+        Self {
+            auth,
+            appointment_id,
+            done: Vec::new(),
+        }
+    }
+
+    /// Appends one schedule command without waiting for the read models (the
+    /// appointment's own command, last, waits). The domain's refusal stays typed: a
+    /// taken slot, a concurrent booking and a slot already given back are told apart.
+    async fn append(
+        &self,
+        party: Party,
+        stream: &str,
+        command: ScheduleCommand,
+    ) -> Result<(), CommandError<ScheduleError>> {
+        let auth = self.auth;
+        let metadata = auth.metadata();
+        match party {
+            Party::Doctor => {
+                commands::append::<DoctorSchedule>(auth.pool(), stream, command, (), &metadata)
+                    .await
+            }
+            Party::Patient => {
+                commands::append::<PatientSchedule>(auth.pool(), stream, command, (), &metadata)
+                    .await
+            }
+        }
+    }
+
+    async fn try_reserve(
+        &self,
+        party: Party,
+        owner: Uuid,
+        start: DateTime<FixedOffset>,
+        minutes: u32,
+    ) -> Result<(), CommandError<ScheduleError>> {
+        let command = ScheduleCommand::Reserve {
+            actor: self.auth.actor(),
+            owner_id: owner,
+            appointment_id: self.appointment_id,
+            start,
+            minutes,
+            now: self.auth.now,
+        };
+        self.append(party, &party.stream(owner, start.date_naive()), command)
+            .await
+    }
+
+    async fn try_release(
+        &self,
+        party: Party,
+        owner: Uuid,
+        day: NaiveDate,
+        reason: ReleaseReason,
+    ) -> Result<(), CommandError<ScheduleError>> {
+        let command = ScheduleCommand::Release {
+            actor: self.auth.actor(),
+            appointment_id: self.appointment_id,
+            reason,
+            now: self.auth.now,
+        };
+        self.append(party, &party.stream(owner, day), command).await
+    }
+
+    /// Reserves the slot; on success remembers to release it if a later step fails.
+    async fn reserve(
+        &mut self,
+        party: Party,
+        owner: Uuid,
+        start: DateTime<FixedOffset>,
+        minutes: u32,
+    ) -> Result<()> {
+        match self.try_reserve(party, owner, start, minutes).await {
+            Ok(()) => {
+                self.done.push(Undo::Release {
+                    party,
+                    owner,
+                    day: start.date_naive(),
+                });
+                Ok(())
+            }
+            Err(e) => {
+                let error = reservation_error(party, e);
+                self.compensate().await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Releases the slot held for `start`; on success remembers to take it back if a
+    /// later step fails.
+    async fn release_for_move(
+        &mut self,
+        party: Party,
+        owner: Uuid,
+        start: DateTime<FixedOffset>,
+        minutes: u32,
+    ) -> Result<()> {
+        match self
+            .try_release(party, owner, start.date_naive(), ReleaseReason::Rescheduled)
+            .await
+        {
+            Ok(()) => {
+                self.done.push(Undo::Reserve {
+                    party,
+                    owner,
+                    start,
+                    minutes,
+                });
+                Ok(())
+            }
+            Err(e) => {
+                self.compensate().await;
+                Err(command_error(e))
+            }
+        }
+    }
+
+    /// Fails the process after a non-schedule step failed: undoes what was done.
+    async fn fail(mut self, error: AppError) -> AppError {
+        self.compensate().await;
+        error
+    }
+
+    /// Undoes the steps that succeeded, newest first. An undo that fails leaves a slot
+    /// held (never a double booking); it is logged for the operators' sweep.
+    async fn compensate(&mut self) {
+        while let Some(step) = self.done.pop() {
+            let result = match &step {
+                Undo::Release { party, owner, day } => {
+                    self.try_release(*party, *owner, *day, ReleaseReason::Compensation)
+                        .await
+                }
+                Undo::Reserve {
+                    party,
+                    owner,
+                    start,
+                    minutes,
+                } => self.try_reserve(*party, *owner, *start, *minutes).await,
+            };
+            if let Err(e) = result {
+                tracing::error!(
+                    appointment_id = %self.appointment_id,
+                    ?step,
+                    error = %e,
+                    "compensating a booking step failed; the slot needs a manual release"
+                );
+            }
+        }
+    }
+
+    /// Releases a slot after the appointment itself has changed (cancel, no-show, the
+    /// old day of a reschedule). The appointment is already final, so a failure is
+    /// logged rather than undoing it; a slot already released is fine.
+    async fn release_after(
+        &self,
+        party: Party,
+        owner: Uuid,
+        day: NaiveDate,
+        reason: ReleaseReason,
+    ) {
+        match self.try_release(party, owner, day, reason).await {
+            Ok(()) | Err(CommandError::Rejected(ScheduleError::NotReserved(_))) => {}
+            Err(e) => tracing::error!(
+                appointment_id = %self.appointment_id,
+                party = party.name(),
+                %owner,
+                %day,
+                error = %e,
+                "releasing a slot failed; it stays held until released by an operator"
+            ),
+        }
+    }
+}
+
+/// A refused reservation, in words that say whose time is taken.
+fn reservation_error(party: Party, e: CommandError<ScheduleError>) -> AppError {
+    let who = party.name();
+    match e {
+        CommandError::Rejected(ScheduleError::SlotTaken { .. }) => AppError::Conflict(format!(
+            "the {who} already has an appointment at an overlapping time"
+        )),
+        CommandError::Conflict => AppError::Conflict(format!(
+            "another booking for the {who} on that day was made at the same moment; \
+             reload the schedule and try again"
+        )),
+        other => command_error(other),
+    }
+}
