@@ -14,7 +14,7 @@ pub use appointments::{AppointmentProjector, AppointmentRow};
 pub use audit::{AccessLogProjector, AuditIndexProjector};
 pub use hospital::HospitalProjector;
 pub use invoices::{InvoiceLineRow, InvoicePaymentRow, InvoiceProjector, InvoiceRow};
-pub use patients::PatientProjector;
+pub use patients::{PatientProjector, PatientRecordStatus, PatientRow};
 pub use seal::LogSealer;
 pub use slot_holds::SlotHoldProjector;
 pub use staff::StaffProjector;

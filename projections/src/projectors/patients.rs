@@ -15,36 +15,74 @@ use crate::{Projector, Result, StoredEvent};
 
 pub struct PatientProjector;
 
-/// A row of `patients` (field names are column names).
-#[derive(Serialize, Deserialize)]
-struct PatientRow {
-    id: Uuid,
-    mrn: String,
-    given_name: Option<String>,
-    middle_name: Option<String>,
-    family_name: String,
+/// A row of `patients` (field names are column names), as written here and read by the
+/// application layer ([`PatientRow::COLUMNS`], [`PatientRow::find`]).
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+pub struct PatientRow {
+    pub id: Uuid,
+    pub mrn: String,
+    pub given_name: Option<String>,
+    pub middle_name: Option<String>,
+    pub family_name: String,
     /// Lower-case, accent-free forms for search ([`search_key`]).
-    given_key: String,
-    family_key: String,
-    date_of_birth: NaiveDate,
-    sex: String,
-    phone: Option<String>,
+    pub given_key: String,
+    pub family_key: String,
+    pub date_of_birth: NaiveDate,
+    pub sex: String,
+    pub phone: Option<String>,
     /// Digits only, for phone search regardless of formatting.
-    phone_digits: Option<String>,
-    email: Option<String>,
-    demographics: Value,
-    allergies: Vec<Allergy>,
-    alerts: Vec<Alert>,
-    status: String,
-    died_at: Option<DateTime<Utc>>,
-    merged_into: Option<Uuid>,
-    registered_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
+    pub phone_digits: Option<String>,
+    pub email: Option<String>,
+    /// The domain's `Demographics`, whole.
+    pub demographics: Value,
+    #[sqlx(json)]
+    pub allergies: Vec<Allergy>,
+    #[sqlx(json)]
+    pub alerts: Vec<Alert>,
+    /// A [`PatientRecordStatus`] by its stored name.
+    pub status: String,
+    pub died_at: Option<DateTime<Utc>>,
+    pub merged_into: Option<Uuid>,
+    pub registered_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
     /// The stream's version: the sequence of the last event folded in.
-    version: i64,
+    pub version: i64,
+}
+
+/// Where a record stands in the register (the `status` column, by serde name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PatientRecordStatus {
+    Active,
+    Inactive,
+    Deceased,
+    /// A duplicate merged into another record (`merged_into`); read-only.
+    Merged,
 }
 
 super::stream_row!(PatientRow);
+
+impl PatientRow {
+    /// Every column of [`PatientRow`], qualified by the alias `p`, for a `SELECT`.
+    pub const COLUMNS: &'static str = "p.id, p.mrn, p.given_name, p.middle_name, p.family_name, \
+         p.given_key, p.family_key, p.date_of_birth, p.sex, p.phone, p.phone_digits, p.email, \
+         p.demographics, p.allergies, p.alerts, p.status, p.died_at, p.merged_into, \
+         p.registered_at, p.updated_at, p.version";
+
+    /// The row of patient `id`, if there is one.
+    pub async fn find<'e>(
+        executor: impl sqlx::PgExecutor<'e>,
+        id: Uuid,
+    ) -> std::result::Result<Option<Self>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "SELECT {} FROM patients p WHERE p.id = $1",
+            Self::COLUMNS
+        ))
+        .bind(id)
+        .fetch_optional(executor)
+        .await
+    }
+}
 
 impl PatientRow {
     /// Every column that follows from the demographics.
@@ -126,7 +164,7 @@ fn fold(patients: &mut RowSet<Uuid, PatientRow>, id: Uuid, _: &StoredEvent, even
             demographics: Value::Null,
             allergies,
             alerts,
-            status: "ACTIVE".into(),
+            status: enum_name(&PatientRecordStatus::Active),
             died_at: None,
             merged_into: None,
             registered_at,
@@ -167,22 +205,22 @@ fn fold(patients: &mut RowSet<Uuid, PatientRow>, id: Uuid, _: &StoredEvent, even
             row.updated_at = at;
         }
         PatientEvent::PatientDeceased { died_at, at } => {
-            row.status = "DECEASED".into();
+            row.status = enum_name(&PatientRecordStatus::Deceased);
             row.died_at = Some(died_at);
             row.updated_at = at;
         }
         PatientEvent::PatientDeactivated { at, .. } => {
-            row.status = "INACTIVE".into();
+            row.status = enum_name(&PatientRecordStatus::Inactive);
             row.updated_at = at;
         }
         PatientEvent::PatientReactivated { at } => {
-            row.status = "ACTIVE".into();
+            row.status = enum_name(&PatientRecordStatus::Active);
             row.updated_at = at;
         }
         PatientEvent::PatientMergedInto {
             survivor_id, at, ..
         } => {
-            row.status = "MERGED".into();
+            row.status = enum_name(&PatientRecordStatus::Merged);
             row.merged_into = Some(survivor_id);
             row.updated_at = at;
         }
