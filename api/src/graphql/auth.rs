@@ -1,13 +1,15 @@
-//! `login` and `me`.
+//! `login` and `me`. The rules (one answer for every login failure, the caller's
+//! hospital) live in [`hms_app::auth::session`]; here inputs are parsed and results
+//! shaped.
 
 use async_graphql::{Context, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
+use hms_app::auth::session;
 use uuid::Uuid;
 
-use super::error::{ApiError, Result};
+use super::error::Result;
 use super::types::{HospitalRef, Role};
-use super::{principal, state};
-use hms_app::auth::AuthError;
+use super::{principal, request, state};
 
 #[derive(InputObject)]
 pub struct LoginInput {
@@ -34,6 +36,30 @@ pub struct Me {
     pub hospital: Option<HospitalRef>,
 }
 
+impl From<session::Me> for Me {
+    fn from(me: session::Me) -> Self {
+        Self {
+            id: me.id,
+            username: me.username,
+            role: me.role.into(),
+            hospital: me.hospital.map(|h| HospitalRef {
+                code: h.code,
+                name: h.name,
+            }),
+        }
+    }
+}
+
+impl From<session::SignedIn> for LoginPayload {
+    fn from(s: session::SignedIn) -> Self {
+        Self {
+            token: s.token,
+            expires_at: s.expires_at,
+            me: s.me.into(),
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct AuthQuery;
 
@@ -42,16 +68,7 @@ impl AuthQuery {
     /// The signed-in user.
     async fn me(&self, ctx: &Context<'_>) -> Result<Me> {
         let principal = principal(ctx)?;
-        let hospital = match &principal.tenant {
-            None => None,
-            Some(code) => Some(hospital_ref(ctx, code).await?),
-        };
-        Ok(Me {
-            id: principal.user_id,
-            username: principal.username.clone(),
-            role: principal.role.into(),
-            hospital,
-        })
+        Ok(session::me(state(ctx), principal).await?.into())
     }
 }
 
@@ -63,51 +80,14 @@ impl AuthMutation {
     /// Exchanges credentials for a short-lived access token. Every kind of failure
     /// answers the same way.
     async fn login(&self, ctx: &Context<'_>, input: LoginInput) -> Result<LoginPayload> {
-        let state = state(ctx);
-        let outcome = state
-            .auth
-            .login(
-                input.hospital_code.as_deref(),
-                &input.username,
-                input.password,
-                super::request(ctx).info.client_addr.as_deref(),
-            )
-            .await
-            .map_err(|e| match e {
-                AuthError::Throttled => ApiError::RateLimited,
-                AuthError::InvalidCredentials | AuthError::Unauthenticated => {
-                    ApiError::InvalidCredentials
-                }
-                other => ApiError::internal(other),
-            })?;
-        let p = &outcome.principal;
-        let hospital = match &p.tenant {
-            None => None,
-            Some(code) => Some(hospital_ref(ctx, code).await?),
+        let credentials = session::Credentials {
+            hospital_code: input.hospital_code,
+            username: input.username,
+            password: input.password,
         };
-        Ok(LoginPayload {
-            token: outcome.token,
-            expires_at: outcome.expires_at,
-            me: Me {
-                id: p.user_id,
-                username: p.username.clone(),
-                role: p.role.into(),
-                hospital,
-            },
-        })
+        let client_addr = request(ctx).info.client_addr.as_deref();
+        Ok(session::login(state(ctx), credentials, client_addr)
+            .await?
+            .into())
     }
-}
-
-async fn hospital_ref(ctx: &Context<'_>, code: &str) -> Result<HospitalRef, ApiError> {
-    let lease = state(ctx).registry.get(code).await.map_err(|e| match e {
-        hms_app::tenancy::TenancyError::NotFound(_) => ApiError::NotFound,
-        other => ApiError::internal(other),
-    })?;
-    let (code, name): (String, String) =
-        sqlx::query_as("SELECT code, name FROM hospital_profile LIMIT 1")
-            .fetch_optional(&lease.pool)
-            .await
-            .map_err(ApiError::internal)?
-            .ok_or(ApiError::NotFound)?;
-    Ok(HospitalRef { code, name })
 }

@@ -6,12 +6,14 @@
 //! nothing about which part was wrong.
 
 pub mod password;
+pub mod session;
 pub mod throttle;
 pub mod token;
 
 use chrono::{DateTime, Utc};
 use hms_domain::common::HospitalCode;
 use hms_domain::Role;
+use hms_projections::projectors::StaffRow;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -55,7 +57,8 @@ pub struct LoginOutcome {
     pub principal: Principal,
 }
 
-/// What login and authentication need to know about an account.
+/// What login and authentication need to know about an account: a super administrator
+/// (platform database) or a staff account (read through the projector's [`StaffRow`]).
 #[derive(sqlx::FromRow)]
 struct Account {
     id: Uuid,
@@ -66,8 +69,19 @@ struct Account {
     password_changed_at: DateTime<Utc>,
 }
 
-const STAFF_ACCOUNT: &str =
-    "SELECT id, username, role, active, password_hash, password_changed_at FROM staff";
+impl From<StaffRow> for Account {
+    fn from(r: StaffRow) -> Self {
+        Self {
+            id: r.id,
+            username: r.username,
+            role: r.role,
+            active: r.active,
+            password_hash: r.password_hash,
+            password_changed_at: r.password_changed_at,
+        }
+    }
+}
+
 const SUPERADMIN_ACCOUNT: &str = "SELECT id, username, 'SUPERADMIN' AS role, active, password_hash, password_changed_at FROM super_admins";
 
 #[derive(Clone)]
@@ -127,14 +141,9 @@ impl Authenticator {
             }
             Some(code) => match self.open_tenant(code).await? {
                 None => None,
-                Some(lease) => {
-                    sqlx::query_as::<_, Account>(&format!(
-                        "{STAFF_ACCOUNT} WHERE lower(username) = lower($1)"
-                    ))
-                    .bind(username)
-                    .fetch_optional(&lease.pool)
+                Some(lease) => StaffRow::find_by_username(&lease.pool, username)
                     .await?
-                }
+                    .map(Account::from),
             },
         };
         let verified =
@@ -183,10 +192,9 @@ impl Authenticator {
                     .open_tenant(code)
                     .await?
                     .ok_or(AuthError::Unauthenticated)?;
-                sqlx::query_as::<_, Account>(&format!("{STAFF_ACCOUNT} WHERE id = $1"))
-                    .bind(claims.sub)
-                    .fetch_optional(&lease.pool)
+                StaffRow::find(&lease.pool, claims.sub)
                     .await?
+                    .map(Account::from)
             }
         };
         let account = account.ok_or(AuthError::Unauthenticated)?;

@@ -5,6 +5,7 @@
 pub mod appointments;
 pub mod billing;
 pub mod booking;
+pub mod hospital;
 pub mod patients;
 pub mod platform;
 

@@ -5,13 +5,81 @@ use chrono::{DateTime, Utc};
 use hms_domain::hospital::{Hospital, HospitalEvent, HospitalSettings, SubscriptionStatus};
 use hms_domain::plan::Module;
 use serde_json::Value;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use super::{enum_name, json};
 use crate::{Projector, Result, StoredEvent};
 
 pub struct HospitalProjector;
+
+/// The row of `hospital_profile` (there is one), as read by the API. The value objects
+/// (`profile`, `branding`, `settings`) are the JSON the events carry.
+#[derive(Debug, sqlx::FromRow)]
+pub struct HospitalProfileRow {
+    pub code: String,
+    pub name: String,
+    pub plan: String,
+    pub billing_cycle: Option<String>,
+    pub subscription_status: String,
+    pub trial_ends_at: Option<DateTime<Utc>>,
+    pub period_ends_at: Option<DateTime<Utc>>,
+    pub status_reason: Option<String>,
+    /// Stored module names, in the order they were enabled.
+    pub modules: Vec<String>,
+    pub profile: Option<Value>,
+    pub branding: Value,
+    pub settings: Option<Value>,
+    pub registered_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl HospitalProfileRow {
+    /// The hospital's row; `None` before its registration is projected.
+    pub async fn load<'e>(db: impl PgExecutor<'e>) -> sqlx::Result<Option<Self>> {
+        sqlx::query_as(
+            "SELECT code, name, plan, billing_cycle, subscription_status, trial_ends_at, \
+                    period_ends_at, status_reason, modules, profile, branding, settings, \
+                    registered_at, updated_at \
+               FROM hospital_profile LIMIT 1",
+        )
+        .fetch_optional(db)
+        .await
+    }
+}
+
+/// A row of `departments`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DepartmentRow {
+    pub id: Uuid,
+    pub name: String,
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const DEPARTMENT_COLUMNS: &str = "id, name, active, created_at, updated_at";
+
+impl DepartmentRow {
+    /// Every department, active or not, by name ignoring case.
+    pub async fn all<'e>(db: impl PgExecutor<'e>) -> sqlx::Result<Vec<Self>> {
+        sqlx::query_as(&format!(
+            "SELECT {DEPARTMENT_COLUMNS} FROM departments ORDER BY lower(name), id"
+        ))
+        .fetch_all(db)
+        .await
+    }
+
+    /// The department with this id.
+    pub async fn find<'e>(db: impl PgExecutor<'e>, id: Uuid) -> sqlx::Result<Option<Self>> {
+        sqlx::query_as(&format!(
+            "SELECT {DEPARTMENT_COLUMNS} FROM departments WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+    }
+}
 
 fn module_names(modules: &[Module]) -> Vec<String> {
     modules.iter().map(enum_name).collect()

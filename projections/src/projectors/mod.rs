@@ -12,12 +12,12 @@ mod staff;
 
 pub use appointments::{AppointmentProjector, AppointmentRow};
 pub use audit::{AccessLogProjector, AuditIndexProjector};
-pub use hospital::HospitalProjector;
+pub use hospital::{DepartmentRow, HospitalProfileRow, HospitalProjector};
 pub use invoices::{InvoiceLineRow, InvoicePaymentRow, InvoiceProjector, InvoiceRow};
 pub use patients::{PatientProjector, PatientRecordStatus, PatientRow};
 pub use seal::LogSealer;
 pub use slot_holds::SlotHoldProjector;
-pub use staff::StaffProjector;
+pub use staff::{StaffFilter, StaffProjector, StaffRow, STAFF_COLUMNS};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
