@@ -1,7 +1,8 @@
 //! Builders shared by the tests of this crate (invoices, lines, payments).
 
 use super::*;
-use crate::common::{Actor, Role};
+use crate::common::{Actor, BoundedText, Role};
+use crate::hospital::InvoicePrefix;
 use chrono::{DateTime, Utc};
 
 pub const INVOICE: Uuid = Uuid::from_u128(0x1111);

@@ -3,6 +3,7 @@
 use super::test_support::*;
 use super::*;
 use crate::common::{Actor, Role};
+use crate::hospital::InvoicePrefix;
 use crate::permissions::{Operation, PermissionDenied};
 use cqrs_es::test::TestFramework;
 

@@ -1,7 +1,7 @@
 //! Builders shared by the tests of this crate.
 
 use super::*;
-use crate::common::{HospitalCode, Role};
+use crate::common::{BoundedText, HospitalCode, Role};
 
 pub fn now() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-01-05T08:00:00Z")

@@ -3,8 +3,9 @@
 use super::test_support::*;
 use super::*;
 use crate::access::SubscriptionError;
-use crate::common::{CountryCode, Role};
+use crate::common::{Address, CountryCode, Currency, Email, Phone, Role};
 use crate::permissions::PermissionDenied;
+use chrono::{NaiveTime, Weekday};
 use cqrs_es::test::TestFramework;
 
 fn basic() -> Vec<HospitalEvent> {
