@@ -249,3 +249,241 @@ pub async fn read_stream(
         .fetch_all(conn)
         .await?)
 }
+
+/// The readable horizon ([`HORIZON`]) now, as a transaction id: a reader that stops
+/// there repeats itself exactly, whatever commits meanwhile.
+pub async fn read_horizon(conn: &mut PgConnection) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar(&format!("SELECT {HORIZON}::text::bigint"))
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+/// What an export of the log selects; all optional, combined with AND.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    /// One record: its aggregate type and id.
+    pub aggregate: Option<(String, String)>,
+    /// A user id or a username (any case).
+    pub actor: Option<String>,
+    /// Recorded at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Recorded before.
+    pub until: Option<DateTime<Utc>>,
+    pub event_type: Option<String>,
+}
+
+/// Up to `limit` events after `after` and below `horizon` (from [`read_horizon`], taken
+/// once when the reading starts) that match `filter`, in commit order. Only fixed SQL
+/// fragments are concatenated; every value is a bind parameter, and only the filters
+/// given appear, so each shape of query keeps its own plan.
+pub async fn read_filtered_batch(
+    conn: &mut PgConnection,
+    filter: &LogFilter,
+    after: LogCursor,
+    horizon: i64,
+    limit: i64,
+) -> Result<Vec<StoredEvent>> {
+    enum Bind<'a> {
+        Text(&'a str),
+        Time(DateTime<Utc>),
+    }
+    let mut sql = format!(
+        "SELECT {SELECT_COLUMNS} FROM public.events \
+          WHERE (transaction_id, position) > ($1::text::xid8, $2) \
+            AND transaction_id < $3::text::xid8"
+    );
+    /// Appends `fragment` with its `?` numbered after the fixed parameters.
+    fn add<'a>(sql: &mut String, binds: &mut Vec<Bind<'a>>, fragment: &str, bind: Bind<'a>) {
+        binds.push(bind);
+        sql.push_str(&fragment.replace('?', &format!("${}", binds.len() + 4)));
+    }
+    let mut binds = Vec::new();
+    let binds = &mut binds;
+    if let Some((aggregate_type, aggregate_id)) = &filter.aggregate {
+        add(
+            &mut sql,
+            binds,
+            " AND aggregate_type = ?",
+            Bind::Text(aggregate_type),
+        );
+        add(
+            &mut sql,
+            binds,
+            " AND aggregate_id = ?",
+            Bind::Text(aggregate_id),
+        );
+    }
+    if let Some(actor) = &filter.actor {
+        add(
+            &mut sql,
+            binds,
+            " AND (metadata->>'actor_id' = ? OR lower(metadata->>'actor_username') = lower(?))",
+            Bind::Text(actor),
+        );
+    }
+    if let Some(since) = filter.since {
+        add(&mut sql, binds, " AND recorded_at >= ?", Bind::Time(since));
+    }
+    if let Some(until) = filter.until {
+        add(&mut sql, binds, " AND recorded_at < ?", Bind::Time(until));
+    }
+    if let Some(event_type) = &filter.event_type {
+        add(
+            &mut sql,
+            binds,
+            " AND event_type = ?",
+            Bind::Text(event_type),
+        );
+    }
+    // Qualified: a bare `transaction_id` would name the bigint output column, and
+    // sorting by that cannot use the log's index (every batch would sort the rest of
+    // the log).
+    sql.push_str(" ORDER BY events.transaction_id, events.position LIMIT $4");
+    let mut query = sqlx::query_as::<_, StoredEvent>(&sql)
+        .bind(after.transaction_id.to_string())
+        .bind(after.position)
+        .bind(horizon.to_string())
+        .bind(limit);
+    for bind in binds.drain(..) {
+        query = match bind {
+            Bind::Text(s) => query.bind(s),
+            Bind::Time(t) => query.bind(t),
+        };
+    }
+    Ok(query.fetch_all(conn).await?)
+}
+
+/// Filters of the audit trail (the audit index joined with the log); all optional,
+/// combined with AND.
+#[derive(Debug, Clone, Default)]
+pub struct TrailFilter {
+    pub aggregate_type: Option<String>,
+    pub aggregate_id: Option<String>,
+    pub actor_id: Option<uuid::Uuid>,
+    pub event_type: Option<String>,
+    /// Recorded at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Recorded before.
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// One event of the audit trail: the audit index's columns with the payload and
+/// metadata from the log.
+#[derive(Debug, Clone, FromRow)]
+pub struct TrailEvent {
+    pub position: i64,
+    pub transaction_id: i64,
+    pub recorded_at: DateTime<Utc>,
+    pub actor_id: Option<uuid::Uuid>,
+    pub actor_username: Option<String>,
+    pub actor_role: Option<String>,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Value,
+    pub metadata: Value,
+}
+
+/// Up to `limit` events of the audit trail after `after` (the start when `None`) that
+/// match `filter`, in commit order. It reads what the audit index has indexed, so it
+/// needs no horizon of its own.
+///
+/// One record's trail is found through the events table's primary key, and each of its
+/// audit rows through the audit index's (transaction_id, position) key; the other
+/// filters go through the audit index's own indexes.
+pub async fn read_audit_trail(
+    conn: &mut PgConnection,
+    filter: &TrailFilter,
+    after: Option<LogCursor>,
+    limit: i64,
+) -> Result<Vec<TrailEvent>> {
+    let after = after.unwrap_or(LogCursor {
+        transaction_id: -1,
+        position: -1,
+    });
+    Ok(sqlx::query_as(
+        "SELECT a.position, a.transaction_id, a.recorded_at, a.actor_id, a.actor_username, a.actor_role, \
+                a.aggregate_type, a.aggregate_id, a.sequence, a.event_type, a.event_version, e.payload, e.metadata \
+           FROM audit_index a \
+           JOIN events e ON e.aggregate_type = a.aggregate_type AND e.aggregate_id = a.aggregate_id \
+                        AND e.sequence = a.sequence \
+                        AND a.transaction_id = e.transaction_id::text::bigint AND a.position = e.position \
+          WHERE (a.transaction_id, a.position) > ($1, $2) \
+            AND ($3::text IS NULL OR e.aggregate_type = $3) \
+            AND ($4::text IS NULL OR e.aggregate_id = $4) \
+            AND ($5::uuid IS NULL OR a.actor_id = $5) \
+            AND ($6::text IS NULL OR a.event_type = $6) \
+            AND ($7::timestamptz IS NULL OR a.recorded_at >= $7) \
+            AND ($8::timestamptz IS NULL OR a.recorded_at < $8) \
+          ORDER BY a.transaction_id, a.position \
+          LIMIT $9",
+    )
+    .bind(after.transaction_id)
+    .bind(after.position)
+    .bind(&filter.aggregate_type)
+    .bind(&filter.aggregate_id)
+    .bind(filter.actor_id)
+    .bind(&filter.event_type)
+    .bind(filter.from)
+    .bind(filter.to)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// The version of one aggregate stream: the sequence of its newest event, 0 for none.
+pub async fn stream_version(
+    conn: &mut PgConnection,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT coalesce(max(sequence), 0) FROM public.events \
+          WHERE aggregate_type = $1 AND aggregate_id = $2",
+    )
+    .bind(aggregate_type)
+    .bind(aggregate_id)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// When the newest event in commit order was recorded (the log's last activity), if any.
+pub async fn last_recorded_at(conn: &mut PgConnection) -> Result<Option<DateTime<Utc>>> {
+    Ok(sqlx::query_scalar(
+        "SELECT recorded_at FROM public.events \
+          ORDER BY transaction_id DESC, position DESC LIMIT 1",
+    )
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// An event whose sequence does not follow its stream's previous one.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct SequenceGap {
+    pub position: i64,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    /// The stream's previous sequence; `None` for its first event.
+    pub prev: Option<i64>,
+}
+
+/// Every event whose sequence breaks its stream's 1, 2, 3… run, in position order; the
+/// database walks the primary key and returns only the offenders.
+pub async fn sequence_gaps(conn: &mut PgConnection) -> Result<Vec<SequenceGap>> {
+    Ok(sqlx::query_as(
+        "SELECT position, aggregate_type, aggregate_id, sequence, prev FROM ( \
+            SELECT position, aggregate_type, aggregate_id, sequence, \
+                   lag(sequence) OVER (PARTITION BY aggregate_type, aggregate_id \
+                                       ORDER BY sequence) AS prev \
+              FROM public.events) AS s \
+          WHERE (prev IS NULL AND sequence <> 1) OR (prev IS NOT NULL AND sequence <> prev + 1) \
+          ORDER BY position",
+    )
+    .fetch_all(conn)
+    .await?)
+}

@@ -19,6 +19,7 @@ use std::path::Path;
 
 use chrono::SecondsFormat;
 use hms_app::state::Platform;
+use hms_projections::log::{self, LogCursor, LogFilter};
 use hms_projections::StoredEvent;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -75,15 +76,10 @@ async fn export_to_file(pool: &PgPool, args: &AuditArgs, path: &Path) -> Result<
 
 /// Streams the events `args` selects to `out`; returns how many were written.
 pub async fn export(pool: &PgPool, args: &AuditArgs, out: &mut (dyn Write + Send)) -> Result<u64> {
-    let query = EventQuery::new(args);
-    let horizon: i64 = sqlx::query_scalar(&format!(
-        "SELECT {}::text::bigint",
-        hms_projections::log::HORIZON
-    ))
-    .fetch_one(pool)
-    .await?;
+    let filter = log_filter(args);
+    let horizon = log::read_horizon(&mut *pool.acquire().await?).await?;
     let (tx, mut rx) = mpsc::channel(1);
-    let producer = tokio::spawn(produce(pool.clone(), query, horizon, tx));
+    let producer = tokio::spawn(produce(pool.clone(), filter, horizon, tx));
     let mut buf = Vec::with_capacity(4096);
     header(args.format, &mut buf);
     out.write_all(&buf)?;
@@ -108,17 +104,17 @@ pub async fn export(pool: &PgPool, args: &AuditArgs, out: &mut (dyn Write + Send
 
 async fn produce(
     pool: PgPool,
-    query: EventQuery,
+    filter: LogFilter,
     horizon: i64,
     tx: mpsc::Sender<Result<Vec<StoredEvent>>>,
 ) {
-    let mut after = (0i64, 0i64);
+    let mut after = LogCursor::START;
     loop {
-        let batch = query.fetch(&pool, after, horizon).await;
+        let batch = fetch(&pool, &filter, after, horizon).await;
         let (done, next) = match &batch {
             Ok(events) => (
                 (events.len() as i64) < BATCH,
-                events.last().map(|e| (e.transaction_id, e.position)),
+                events.last().map(StoredEvent::cursor),
             ),
             Err(_) => (true, None),
         };
@@ -132,89 +128,28 @@ async fn produce(
     }
 }
 
-/// The SELECT for the filters given. Only fixed SQL fragments are concatenated; every
-/// value is a bind parameter.
-struct EventQuery {
-    sql: String,
-    binds: Vec<Bind>,
+/// One batch through the log reader, on a connection held only for it.
+async fn fetch(
+    pool: &PgPool,
+    filter: &LogFilter,
+    after: LogCursor,
+    horizon: i64,
+) -> Result<Vec<StoredEvent>> {
+    let mut conn = pool.acquire().await?;
+    Ok(log::read_filtered_batch(&mut conn, filter, after, horizon, BATCH).await?)
 }
 
-enum Bind {
-    Text(String),
-    Time(chrono::DateTime<chrono::Utc>),
-}
-
-impl EventQuery {
-    fn new(args: &AuditArgs) -> Self {
-        let mut sql = String::from(
-            "SELECT position, transaction_id::text::bigint AS transaction_id, aggregate_type, \
-                    aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at \
-               FROM public.events \
-              WHERE (transaction_id, position) > ($1::text::xid8, $2) \
-                AND transaction_id < $3::text::xid8",
-        );
-        let mut binds = Vec::new();
-        let mut add = |sql: &mut String, fragment: &str, bind: Bind| {
-            binds.push(bind);
-            sql.push_str(&fragment.replace('?', &format!("${}", binds.len() + 4)));
-        };
-        if let Some(aggregate) = &args.aggregate {
-            add(
-                &mut sql,
-                " AND aggregate_type = ?",
-                Bind::Text(aggregate.aggregate_type.clone()),
-            );
-            add(
-                &mut sql,
-                " AND aggregate_id = ?",
-                Bind::Text(aggregate.aggregate_id.clone()),
-            );
-        }
-        if let Some(actor) = &args.actor {
-            add(
-                &mut sql,
-                " AND (metadata->>'actor_id' = ? OR lower(metadata->>'actor_username') = lower(?))",
-                Bind::Text(actor.clone()),
-            );
-        }
-        if let Some(since) = args.since {
-            add(&mut sql, " AND recorded_at >= ?", Bind::Time(since));
-        }
-        if let Some(until) = args.until {
-            add(&mut sql, " AND recorded_at < ?", Bind::Time(until));
-        }
-        if let Some(event_type) = &args.event_type {
-            add(
-                &mut sql,
-                " AND event_type = ?",
-                Bind::Text(event_type.clone()),
-            );
-        }
-        // Qualified: a bare `transaction_id` would name the bigint output column, and
-        // sorting by that cannot use the log's index (every batch would sort the rest
-        // of the log).
-        sql.push_str(" ORDER BY events.transaction_id, events.position LIMIT $4");
-        Self { sql, binds }
-    }
-
-    async fn fetch(
-        &self,
-        pool: &PgPool,
-        after: (i64, i64),
-        horizon: i64,
-    ) -> Result<Vec<StoredEvent>> {
-        let mut query = sqlx::query_as::<_, StoredEvent>(&self.sql)
-            .bind(after.0.to_string())
-            .bind(after.1)
-            .bind(horizon.to_string())
-            .bind(BATCH);
-        for bind in &self.binds {
-            query = match bind {
-                Bind::Text(s) => query.bind(s.as_str()),
-                Bind::Time(t) => query.bind(*t),
-            };
-        }
-        Ok(query.fetch_all(pool).await?)
+/// The log reader's filter for the command line's options.
+fn log_filter(args: &AuditArgs) -> LogFilter {
+    LogFilter {
+        aggregate: args
+            .aggregate
+            .as_ref()
+            .map(|a| (a.aggregate_type.clone(), a.aggregate_id.clone())),
+        actor: args.actor.clone(),
+        since: args.since,
+        until: args.until,
+        event_type: args.event_type.clone(),
     }
 }
 

@@ -8,7 +8,7 @@ use std::io::Write;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use hms_app::state::Platform;
-use hms_projections::log;
+use hms_app::usecases::audit::{state_as_of, AsOf, StateAsOf};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -43,56 +43,50 @@ pub async fn run(
     Ok(Outcome::Clean)
 }
 
-/// Rebuilds the record named by `args`.
+/// Rebuilds the record named by `args`, with the application's one "state as of"
+/// ([`hms_app::usecases::audit::state_as_of`], which the API's `patientAsOf` uses too).
 pub async fn state_of(platform: &Platform, args: &StateArgs) -> Result<StateView> {
     let aggregate = &args.aggregate;
     let kind = kinds::find_or_err(&aggregate.aggregate_type)?;
+    let point = match (args.as_of, args.at_sequence) {
+        (_, Some(n)) => AsOf::Sequence(n),
+        (Some(t), None) => AsOf::Instant(t),
+        (None, None) => AsOf::Latest,
+    };
     let tenant = tenant::open(platform, &args.hospital).await?;
-    let stream = async {
-        let mut conn = tenant.pool().acquire().await?;
-        Ok::<_, ReplayError>(
-            log::read_stream(
-                &mut conn,
-                &aggregate.aggregate_type,
-                &aggregate.aggregate_id,
-            )
-            .await?,
-        )
-    }
+    let outcome = state_as_of(
+        tenant.pool(),
+        &aggregate.aggregate_type,
+        &aggregate.aggregate_id,
+        point,
+        |events| (kind.fold)(events, &hms_domain::upcasters()),
+    )
     .await;
     tenant.close().await;
-    let mut stream = stream?;
-    if stream.is_empty() {
-        return Err(ReplayError::NotFound(format!(
-            "{} has no events in hospital {}",
-            aggregate, args.hospital
-        )));
-    }
-    let keep = stream
-        .iter()
-        .take_while(|e| match (args.as_of, args.at_sequence) {
-            (_, Some(n)) => e.sequence <= n,
-            (Some(t), None) => e.recorded_at <= t,
-            (None, None) => true,
-        })
-        .count();
-    stream.truncate(keep);
-    let Some(last) = stream.last() else {
-        return Err(ReplayError::NotFound(match args.as_of {
-            Some(t) => format!("{aggregate} did not exist yet at {}", rfc3339(t)),
-            None => format!("{aggregate} has no event number {:?}", args.at_sequence),
-        }));
+    let found = match outcome? {
+        StateAsOf::Unknown => {
+            return Err(ReplayError::NotFound(format!(
+                "{} has no events in hospital {}",
+                aggregate, args.hospital
+            )))
+        }
+        StateAsOf::NotYet => {
+            return Err(ReplayError::NotFound(match args.as_of {
+                Some(t) => format!("{aggregate} did not exist yet at {}", rfc3339(t)),
+                None => format!("{aggregate} has no event number {:?}", args.at_sequence),
+            }))
+        }
+        StateAsOf::Found(found) => found,
     };
-    let (sequence, position, recorded_at) = (last.sequence, last.position, last.recorded_at);
-    let mut state = (kind.fold)(&stream, &hms_domain::upcasters())?;
+    let mut state = found.state;
     redact(&mut state);
     Ok(StateView {
         hospital: args.hospital.clone(),
         aggregate_type: aggregate.aggregate_type.clone(),
         aggregate_id: aggregate.aggregate_id.clone(),
-        sequence,
-        position,
-        recorded_at: rfc3339(recorded_at),
+        sequence: found.sequence,
+        position: found.position,
+        recorded_at: rfc3339(found.recorded_at),
         as_of: args.as_of.map(rfc3339),
         state,
     })

@@ -591,23 +591,16 @@ impl<'a> Verifier<'a> {
     /// Sequences per record start at 1 and have no gaps; the database walks the
     /// primary key and returns only the offenders.
     async fn check_sequences(&mut self, conn: &mut PgConnection) -> Result<()> {
-        let rows: Vec<(i64, String, String, i64, Option<i64>)> = sqlx::query_as(
-            "SELECT position, aggregate_type, aggregate_id, sequence, prev FROM ( \
-                SELECT position, aggregate_type, aggregate_id, sequence, \
-                       lag(sequence) OVER (PARTITION BY aggregate_type, aggregate_id \
-                                           ORDER BY sequence) AS prev \
-                  FROM public.events) AS s \
-              WHERE (prev IS NULL AND sequence <> 1) OR (prev IS NOT NULL AND sequence <> prev + 1) \
-              ORDER BY position",
-        )
-        .fetch_all(&mut *conn)
-        .await?;
-        for (position, aggregate_type, aggregate_id, sequence, prev) in rows {
-            let expected = prev.map_or(1, |p| p + 1);
+        let gaps = log::sequence_gaps(conn).await?;
+        for gap in gaps {
+            let expected = gap.prev.map_or(1, |p| p + 1);
             self.problem(
-                position,
+                gap.position,
                 ProblemKind::SequenceGap,
-                format!("{aggregate_type}/{aggregate_id} has event #{sequence} where #{expected} was expected"),
+                format!(
+                    "{}/{} has event #{} where #{expected} was expected",
+                    gap.aggregate_type, gap.aggregate_id, gap.sequence
+                ),
             );
         }
         Ok(())

@@ -128,24 +128,3 @@ impl From<hms_app::AppError> for ApiError {
         }
     }
 }
-
-/// Transitional: lets resolver code that still builds `ApiError`s run inside an
-/// application-layer closure (idempotent work). The cause of an internal error was
-/// logged when the `ApiError` was made.
-impl From<ApiError> for hms_app::AppError {
-    fn from(e: ApiError) -> Self {
-        use hms_app::AppError as A;
-        match e {
-            ApiError::Unauthenticated => A::Unauthenticated,
-            ApiError::InvalidCredentials => A::InvalidCredentials,
-            ApiError::Forbidden => A::Forbidden,
-            ApiError::NotFound => A::NotFound,
-            ApiError::Validation { field, message } => A::Validation { field, message },
-            ApiError::Conflict(m) => A::Conflict(m),
-            ApiError::SubscriptionInactive(m) => A::SubscriptionInactive(m),
-            ApiError::ModuleDisabled(m) => A::ModuleDisabled(m),
-            ApiError::RateLimited => A::RateLimited,
-            ApiError::Internal => A::internal("internal error (logged)"),
-        }
-    }
-}

@@ -5,7 +5,6 @@
 
 pub mod appointments;
 pub mod audit;
-pub mod audit_queries;
 pub mod auth;
 pub mod billing;
 pub mod error;
@@ -31,7 +30,7 @@ pub struct QueryRoot(
     patients::PatientQuery,
     appointments::AppointmentQuery,
     billing::BillingQuery,
-    audit_queries::AuditQuery,
+    audit::AuditQuery,
     platform::PlatformQuery,
 );
 

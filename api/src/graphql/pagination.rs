@@ -36,19 +36,3 @@ pub fn connection<T: OutputType>(page: hms_app::page::Page<T>) -> Page<T> {
     );
     out
 }
-
-/// Legacy helpers for areas that still page in the resolver.
-pub trait PageRequestExt {
-    fn from_args(first: Option<i32>, after: Option<String>) -> Result<PageRequest, ApiError>;
-    fn connection<T: OutputType>(&self, rows: Vec<T>, keyset: impl Fn(&T) -> Keyset) -> Page<T>;
-}
-
-impl PageRequestExt for PageRequest {
-    fn from_args(first: Option<i32>, after: Option<String>) -> Result<PageRequest, ApiError> {
-        page_request(first, after)
-    }
-
-    fn connection<T: OutputType>(&self, rows: Vec<T>, keyset: impl Fn(&T) -> Keyset) -> Page<T> {
-        connection(self.page(rows, keyset))
-    }
-}

@@ -333,7 +333,10 @@ pub(crate) async fn load_for(
 }
 
 /// NOT_FOUND for an appointment that does not exist, CONFLICT for an illegal `action`.
-pub(crate) fn check_transition(appointment: &AppointmentAggregate, action: AppointmentAction) -> Result<()> {
+pub(crate) fn check_transition(
+    appointment: &AppointmentAggregate,
+    action: AppointmentAction,
+) -> Result<()> {
     let from = appointment.status.ok_or(AppError::NotFound)?;
     if transition(from, action).is_none() {
         return Err(AppointmentError::IllegalTransition { from, action }.to_app_error());

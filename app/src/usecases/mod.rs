@@ -3,6 +3,7 @@
 //! or read-model types; the transports only parse input and map errors.
 
 pub mod appointments;
+pub mod audit;
 pub mod billing;
 pub mod booking;
 pub mod hospital;

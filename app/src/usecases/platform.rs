@@ -24,6 +24,7 @@ use hms_domain::hospital::{BillingCycle, Hospital, HospitalCommand, Subscription
 use hms_domain::permissions::{ensure_allowed, Operation};
 use hms_domain::plan::Plan;
 use hms_domain::{Actor, EventMetadata};
+use hms_projections::log;
 use sqlx::PgPool;
 
 use super::stored;
@@ -418,8 +419,6 @@ struct TenantFigures {
     trial_ends_at: Option<DateTime<Utc>>,
     period_ends_at: Option<DateTime<Utc>>,
     status_reason: Option<String>,
-    hospital_version: i64,
-    last_activity_at: Option<DateTime<Utc>>,
     users: i64,
     active_users: i64,
     patients: i64,
@@ -448,10 +447,6 @@ pub async fn refresh_tenant_stats(
     let figures: Option<TenantFigures> = sqlx::query_as(
         "SELECT h.plan, h.subscription_status, h.billing_cycle, h.trial_ends_at, h.period_ends_at, \
                 h.status_reason, \
-                (SELECT coalesce(max(sequence), 0) FROM events \
-                  WHERE aggregate_type = $2 AND aggregate_id = h.code) AS hospital_version, \
-                (SELECT recorded_at FROM events \
-                  ORDER BY transaction_id DESC, position DESC LIMIT 1) AS last_activity_at, \
                 (SELECT count(*) FROM staff) AS users, \
                 (SELECT count(*) FROM staff WHERE active) AS active_users, \
                 (SELECT count(*) FROM patients WHERE status <> 'MERGED') AS patients, \
@@ -460,12 +455,18 @@ pub async fn refresh_tenant_stats(
            FROM hospital_profile h WHERE h.code = $1",
     )
     .bind(code)
-    .bind(Hospital::TYPE)
     .fetch_optional(&mut *snapshot)
     .await?;
     let Some(figures) = figures else {
         return Ok(false);
     };
+    // The hospital's version and last activity come from its log, in the same snapshot.
+    let hospital_version = log::stream_version(&mut snapshot, Hospital::TYPE, code)
+        .await
+        .map_err(log_error)?;
+    let last_activity_at = log::last_recorded_at(&mut snapshot)
+        .await
+        .map_err(log_error)?;
     let revenue: Vec<(String, i64, i64)> = sqlx::query_as(
         "SELECT currency, coalesce(sum(paid_minor), 0)::bigint, \
                 coalesce(sum(refunded_minor), 0)::bigint \
@@ -499,8 +500,8 @@ pub async fn refresh_tenant_stats(
     .bind(figures.trial_ends_at)
     .bind(figures.period_ends_at)
     .bind(&figures.status_reason)
-    .bind(figures.hospital_version)
-    .bind(figures.last_activity_at)
+    .bind(hospital_version)
+    .bind(last_activity_at)
     .bind(figures.users)
     .bind(figures.active_users)
     .bind(figures.patients)
@@ -539,6 +540,14 @@ pub async fn refresh_tenant_stats(
         .await?;
     tx.commit().await?;
     Ok(true)
+}
+
+/// A failure of the log reader as the database error it is (its reads only fail so).
+fn log_error(e: hms_projections::ProjectionError) -> sqlx::Error {
+    match e {
+        hms_projections::ProjectionError::Database(e) => e,
+        other => sqlx::Error::Protocol(other.to_string()),
+    }
 }
 
 /// [`refresh_tenant_stats`], unless the hospital's figures are younger than `max_age`:

@@ -14,6 +14,7 @@ mod platform;
 mod pools;
 mod projections;
 mod provisioning;
+mod redaction;
 mod replay;
 mod schema;
 mod security;
