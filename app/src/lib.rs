@@ -14,7 +14,8 @@
 //!   (`HospitalScope` → `Authorized`); [`idempotency`]: retried mutations.
 //! - [`usecases`]: one module per area; each takes typed input and returns domain or
 //!   read-model types.
-//! - [`workers`]: projection daemon and reservation sweep.
+//! - [`workers`]: projection daemon and reservation sweep; [`hints`]: the "new events"
+//!   channel between processes; [`tenant_stats`]: per-hospital figures for the platform.
 //! - [`error`], [`domain_errors`]: the layer's error and how domain refusals map to it.
 //! - [`page`]: keyset pagination.
 
@@ -24,12 +25,14 @@ pub mod commands;
 pub mod config;
 pub mod domain_errors;
 pub mod error;
+pub mod hints;
 pub mod idempotency;
 pub mod page;
 pub mod redact;
 pub mod scope;
 pub mod state;
 pub mod tenancy;
+pub mod tenant_stats;
 pub mod usecases;
 pub mod workers;
 

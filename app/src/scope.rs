@@ -216,8 +216,7 @@ impl Authorized<'_> {
 
     /// Other server processes learn of new events from this hint.
     pub async fn notify(&self) {
-        crate::workers::projection_daemon::notify(&self.scope.state.control, self.code().as_str())
-            .await;
+        crate::hints::notify(&self.scope.state.control, self.code().as_str()).await;
     }
 
     /// The current state and version of aggregate `id`.

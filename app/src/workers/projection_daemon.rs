@@ -13,26 +13,12 @@ use std::time::Duration;
 
 use hms_projections::projectors::seal;
 use sqlx::postgres::PgListener;
-use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
+use sqlx::PgPool;
+
+use crate::hints::CHANNEL;
 use crate::state::Platform;
-
-/// The platform-database channel carrying "tenant X has new events" hints.
-pub const CHANNEL: &str = "hms_events";
-
-/// Tells every server process that `code` has new events. Best effort, after the commit:
-/// the timer covers a lost hint.
-pub async fn notify(control: &PgPool, code: &str) {
-    if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHANNEL)
-        .bind(code)
-        .execute(control)
-        .await
-    {
-        tracing::debug!(error = %e, code, "could not send the projection hint");
-    }
-}
 
 /// How often the recently active hospitals are swept for slots a broken booking left held.
 const SWEEP_PERIOD: Duration = Duration::from_secs(60);
@@ -122,7 +108,7 @@ pub async fn catch_up(platform: &Platform, code: &str) {
     }
     // The super administrator's dashboard reads these figures from the platform
     // database instead of visiting every tenant on each request.
-    if let Err(e) = crate::usecases::platform::refresh_tenant_stats_if_stale(
+    if let Err(e) = crate::tenant_stats::refresh_tenant_stats_if_stale(
         &platform.control,
         code,
         &lease.pool,

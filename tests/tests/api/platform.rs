@@ -2,7 +2,7 @@
 //! subscriptions (read-only when suspended or cancelled), closing and reopening, the
 //! directory and platform-wide figures; and that nobody else gets any of it.
 
-use hms_app::usecases::platform::{refresh_tenant_stats, refresh_tenant_stats_if_stale};
+use hms_app::tenant_stats::{refresh_tenant_stats, refresh_tenant_stats_if_stale};
 use hms_tests::{error_code, spawn_app, TestApp, ADMIN_PASSWORD};
 use serde_json::{json, Value};
 

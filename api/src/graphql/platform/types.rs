@@ -1,27 +1,9 @@
-//! The platform super administrator's operations over GraphQL: the directory of
-//! hospitals, their subscriptions and platform-wide figures. The rules live in
-//! [`hms_app::usecases::platform`]; here inputs are parsed and results shaped.
+//! The platform operator's view as GraphQL types: mirrors of the domain's enums and the
+//! use cases' results, and the inputs of the platform mutations.
 
-use async_graphql::{Context, Enum, InputObject, Object, SimpleObject};
+use async_graphql::{Enum, InputObject, SimpleObject};
 use chrono::{DateTime, Utc};
 use hms_app::usecases::platform as uc;
-use hms_app::usecases::platform::PlatformScope;
-
-use super::error::Result;
-use super::pagination::{connection, page_request, Page};
-use super::{principal, request, state};
-
-/// The caller as a platform super administrator, or UNAUTHENTICATED / FORBIDDEN.
-fn platform_scope<'a>(ctx: &Context<'a>) -> Result<PlatformScope<'a>> {
-    Ok(PlatformScope::open(
-        state(ctx),
-        principal(ctx)?,
-        &request(ctx).info,
-    )?)
-}
-
-// ---------------------------------------------------------------------------------------
-// Types
 
 /// A subscription plan.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
@@ -267,47 +249,6 @@ impl From<uc::PlatformStats> for PlatformStats {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// Queries
-
-#[derive(Default)]
-pub struct PlatformQuery;
-
-#[Object]
-impl PlatformQuery {
-    /// Every hospital on the platform, by code (super administrator only).
-    async fn hospitals(
-        &self,
-        ctx: &Context<'_>,
-        first: Option<i32>,
-        after: Option<String>,
-        #[graphql(desc = "Only hospitals with this directory status.")] status: Option<
-            TenantStatus,
-        >,
-    ) -> Result<Page<PlatformHospital>> {
-        let scope = platform_scope(ctx)?;
-        let page = page_request(first, after)?;
-        let hospitals = scope.hospitals(&page, status.map(Into::into)).await?;
-        Ok(connection(hospitals.map(PlatformHospital::from)))
-    }
-
-    /// One hospital by code (super administrator only). Its subscription and figures
-    /// are first refreshed from its own database when it is open, so `version` is
-    /// current; lists show the figures as last refreshed.
-    async fn platform_hospital(&self, ctx: &Context<'_>, code: String) -> Result<PlatformHospital> {
-        Ok(platform_scope(ctx)?.hospital(&code).await?.into())
-    }
-
-    /// Hospitals by status and plan, and activity totals across them, as of each
-    /// hospital's last statistics refresh (super administrator only).
-    async fn platform_stats(&self, ctx: &Context<'_>) -> Result<PlatformStats> {
-        Ok(platform_scope(ctx)?.stats().await?.into())
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Mutations
-
 #[derive(InputObject)]
 pub struct CreateHospitalInput {
     /// 3 to 16 characters: an upper-case letter, then upper-case letters or digits. It
@@ -369,121 +310,4 @@ pub struct CloseHospitalInput {
 #[derive(InputObject)]
 pub struct ReopenHospitalInput {
     pub code: String,
-}
-
-#[derive(Default)]
-pub struct PlatformMutation;
-
-#[Object]
-impl PlatformMutation {
-    /// Onboards a hospital exactly as `hms setup-hospital` does: its own database,
-    /// its registration and its first administrator. A code in use is a CONFLICT.
-    /// Retrying after an interruption completes the first request.
-    async fn create_hospital(
-        &self,
-        ctx: &Context<'_>,
-        input: CreateHospitalInput,
-    ) -> Result<PlatformHospital> {
-        let scope = platform_scope(ctx)?;
-        let input = uc::CreateHospital {
-            code: input.code,
-            name: input.name,
-            plan: input.plan.unwrap_or(Plan::Trial).into(),
-            admin_username: input.admin_username,
-            admin_email: input.admin_email,
-            admin_name: input.admin_name,
-            admin_password: input.admin_password,
-        };
-        Ok(scope.create_hospital(input).await?.into())
-    }
-
-    /// Moves the hospital to a paid plan (from a trial, an active or a past-due
-    /// subscription). Modules the plan lacks are switched off.
-    async fn change_subscription(
-        &self,
-        ctx: &Context<'_>,
-        input: ChangeSubscriptionInput,
-    ) -> Result<PlatformHospital> {
-        let scope = platform_scope(ctx)?;
-        let period = uc::PaidPeriod {
-            code: input.code,
-            plan: input.plan.into(),
-            cycle: input.cycle.into(),
-            period_ends_at: input.period_ends_at,
-            expected_version: input.expected_version,
-        };
-        Ok(scope.change_subscription(period).await?.into())
-    }
-
-    /// Suspends the subscription: the hospital's staff still sign in and read, but
-    /// every write is refused (SUBSCRIPTION_INACTIVE) until `reactivateHospital`. To
-    /// shut a hospital out entirely, use `closeHospital`.
-    async fn suspend_hospital(
-        &self,
-        ctx: &Context<'_>,
-        input: SuspendHospitalInput,
-    ) -> Result<PlatformHospital> {
-        let scope = platform_scope(ctx)?;
-        Ok(scope
-            .suspend_hospital(&input.code, &input.reason, input.expected_version)
-            .await?
-            .into())
-    }
-
-    /// Lifts a suspension onto a paid plan: writes work again.
-    async fn reactivate_hospital(
-        &self,
-        ctx: &Context<'_>,
-        input: ReactivateHospitalInput,
-    ) -> Result<PlatformHospital> {
-        let scope = platform_scope(ctx)?;
-        let period = uc::PaidPeriod {
-            code: input.code,
-            plan: input.plan.into(),
-            cycle: input.cycle.into(),
-            period_ends_at: input.period_ends_at,
-            expected_version: input.expected_version,
-        };
-        Ok(scope.reactivate_hospital(period).await?.into())
-    }
-
-    /// Cancels the subscription for good: the hospital keeps its history and can still
-    /// sign in and read it (e.g. to export), but never writes again.
-    async fn cancel_hospital(
-        &self,
-        ctx: &Context<'_>,
-        input: CancelHospitalInput,
-    ) -> Result<PlatformHospital> {
-        let scope = platform_scope(ctx)?;
-        Ok(scope
-            .cancel_hospital(&input.code, &input.reason, input.expected_version)
-            .await?
-            .into())
-    }
-
-    /// Closes the hospital (directory status SUSPENDED): nobody can sign in and tokens
-    /// already issued stop working, whatever the subscription. The operator's emergency
-    /// brake; for unpaid bills use `suspendHospital`, which keeps reads open.
-    async fn close_hospital(
-        &self,
-        ctx: &Context<'_>,
-        input: CloseHospitalInput,
-    ) -> Result<PlatformHospital> {
-        let scope = platform_scope(ctx)?;
-        Ok(scope
-            .close_hospital(&input.code, &input.reason)
-            .await?
-            .into())
-    }
-
-    /// Reopens a closed hospital: its staff can sign in again (what they may do then
-    /// depends on the subscription).
-    async fn reopen_hospital(
-        &self,
-        ctx: &Context<'_>,
-        input: ReopenHospitalInput,
-    ) -> Result<PlatformHospital> {
-        let scope = platform_scope(ctx)?;
-        Ok(scope.reopen_hospital(&input.code).await?.into())
-    }
 }

@@ -1,0 +1,125 @@
+//! The super administrator's mutations: onboarding, subscriptions, closing and reopening.
+
+use async_graphql::{Context, Object};
+use hms_app::usecases::platform as uc;
+
+use super::platform_scope;
+use super::types::*;
+use crate::graphql::error::Result;
+
+#[derive(Default)]
+pub struct PlatformMutation;
+
+#[Object]
+impl PlatformMutation {
+    /// Onboards a hospital exactly as `hms setup-hospital` does: its own database,
+    /// its registration and its first administrator. A code in use is a CONFLICT.
+    /// Retrying after an interruption completes the first request.
+    async fn create_hospital(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateHospitalInput,
+    ) -> Result<PlatformHospital> {
+        let scope = platform_scope(ctx)?;
+        let input = uc::CreateHospital {
+            code: input.code,
+            name: input.name,
+            plan: input.plan.unwrap_or(Plan::Trial).into(),
+            admin_username: input.admin_username,
+            admin_email: input.admin_email,
+            admin_name: input.admin_name,
+            admin_password: input.admin_password,
+        };
+        Ok(scope.create_hospital(input).await?.into())
+    }
+
+    /// Moves the hospital to a paid plan (from a trial, an active or a past-due
+    /// subscription). Modules the plan lacks are switched off.
+    async fn change_subscription(
+        &self,
+        ctx: &Context<'_>,
+        input: ChangeSubscriptionInput,
+    ) -> Result<PlatformHospital> {
+        let scope = platform_scope(ctx)?;
+        let period = uc::PaidPeriod {
+            code: input.code,
+            plan: input.plan.into(),
+            cycle: input.cycle.into(),
+            period_ends_at: input.period_ends_at,
+            expected_version: input.expected_version,
+        };
+        Ok(scope.change_subscription(period).await?.into())
+    }
+
+    /// Suspends the subscription: the hospital's staff still sign in and read, but
+    /// every write is refused (SUBSCRIPTION_INACTIVE) until `reactivateHospital`. To
+    /// shut a hospital out entirely, use `closeHospital`.
+    async fn suspend_hospital(
+        &self,
+        ctx: &Context<'_>,
+        input: SuspendHospitalInput,
+    ) -> Result<PlatformHospital> {
+        let scope = platform_scope(ctx)?;
+        Ok(scope
+            .suspend_hospital(&input.code, &input.reason, input.expected_version)
+            .await?
+            .into())
+    }
+
+    /// Lifts a suspension onto a paid plan: writes work again.
+    async fn reactivate_hospital(
+        &self,
+        ctx: &Context<'_>,
+        input: ReactivateHospitalInput,
+    ) -> Result<PlatformHospital> {
+        let scope = platform_scope(ctx)?;
+        let period = uc::PaidPeriod {
+            code: input.code,
+            plan: input.plan.into(),
+            cycle: input.cycle.into(),
+            period_ends_at: input.period_ends_at,
+            expected_version: input.expected_version,
+        };
+        Ok(scope.reactivate_hospital(period).await?.into())
+    }
+
+    /// Cancels the subscription for good: the hospital keeps its history and can still
+    /// sign in and read it (e.g. to export), but never writes again.
+    async fn cancel_hospital(
+        &self,
+        ctx: &Context<'_>,
+        input: CancelHospitalInput,
+    ) -> Result<PlatformHospital> {
+        let scope = platform_scope(ctx)?;
+        Ok(scope
+            .cancel_hospital(&input.code, &input.reason, input.expected_version)
+            .await?
+            .into())
+    }
+
+    /// Closes the hospital (directory status SUSPENDED): nobody can sign in and tokens
+    /// already issued stop working, whatever the subscription. The operator's emergency
+    /// brake; for unpaid bills use `suspendHospital`, which keeps reads open.
+    async fn close_hospital(
+        &self,
+        ctx: &Context<'_>,
+        input: CloseHospitalInput,
+    ) -> Result<PlatformHospital> {
+        let scope = platform_scope(ctx)?;
+        Ok(scope
+            .close_hospital(&input.code, &input.reason)
+            .await?
+            .into())
+    }
+
+    /// Reopens a closed hospital: its staff can sign in again (what they may do then
+    /// depends on the subscription).
+    async fn reopen_hospital(
+        &self,
+        ctx: &Context<'_>,
+        input: ReopenHospitalInput,
+    ) -> Result<PlatformHospital> {
+        let scope = platform_scope(ctx)?;
+        Ok(scope.reopen_hospital(&input.code).await?.into())
+    }
+}
