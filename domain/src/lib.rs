@@ -52,3 +52,22 @@ pub fn upcasters() -> Vec<Box<dyn cqrs_es::persist::EventUpcaster>> {
     all.extend(patient::upcasters());
     all
 }
+
+/// Something done once per aggregate type of the domain.
+pub trait AggregateVisitor {
+    fn visit<A: cqrs_es::Aggregate + 'static>(&mut self);
+}
+
+/// Visits every aggregate of the domain, so that a tool which handles events by their
+/// persisted aggregate type (`hms-replay verify` and `state`) covers each one. A new
+/// aggregate is added here, next to its module.
+pub fn visit_aggregates(visitor: &mut impl AggregateVisitor) {
+    visitor.visit::<hospital::Hospital>();
+    visitor.visit::<user::User>();
+    visitor.visit::<patient::Patient>();
+    visitor.visit::<appointment::Appointment>();
+    visitor.visit::<schedule::DoctorSchedule>();
+    visitor.visit::<schedule::PatientSchedule>();
+    visitor.visit::<billing::Invoice>();
+    visitor.visit::<record_access::RecordAccess>();
+}

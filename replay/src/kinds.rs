@@ -1,15 +1,13 @@
 //! The aggregate types of the domain, by their persisted name: how to decode their
-//! events (through the upcasters) and how to fold a stream into state. One table, so
-//! `verify` and `state` cover a new aggregate as soon as it is listed here.
+//! events (through the upcasters) and how to fold a stream into state. The list comes
+//! from the domain ([`hms_domain::visit_aggregates`]), so `verify` and `state` cover every
+//! aggregate, new ones included.
+
+use std::sync::OnceLock;
 
 use cqrs_es::persist::EventUpcaster;
 use cqrs_es::Aggregate;
-use hms_domain::appointment::Appointment;
-use hms_domain::billing::Invoice;
-use hms_domain::hospital::Hospital;
-use hms_domain::patient::Patient;
-use hms_domain::record_access::RecordAccess;
-use hms_domain::user::User;
+use hms_domain::AggregateVisitor;
 use hms_projections::{ProjectionError, StoredEvent};
 use serde_json::Value;
 
@@ -25,25 +23,29 @@ pub(crate) struct Kind {
     pub fold: fn(&[StoredEvent], &Upcasters) -> Result<Value>,
 }
 
-const fn kind<A: Aggregate>() -> Kind {
-    Kind {
-        aggregate_type: A::TYPE,
-        check: check::<A>,
-        fold: fold::<A>,
+struct Collect(Vec<Kind>);
+
+impl AggregateVisitor for Collect {
+    fn visit<A: Aggregate + 'static>(&mut self) {
+        self.0.push(Kind {
+            aggregate_type: A::TYPE,
+            check: check::<A>,
+            fold: fold::<A>,
+        });
     }
 }
 
-static KINDS: [Kind; 6] = [
-    kind::<Hospital>(),
-    kind::<User>(),
-    kind::<Patient>(),
-    kind::<Appointment>(),
-    kind::<Invoice>(),
-    kind::<RecordAccess>(),
-];
+fn kinds() -> &'static [Kind] {
+    static KINDS: OnceLock<Vec<Kind>> = OnceLock::new();
+    KINDS.get_or_init(|| {
+        let mut all = Collect(Vec::new());
+        hms_domain::visit_aggregates(&mut all);
+        all.0
+    })
+}
 
 pub(crate) fn find(aggregate_type: &str) -> Option<&'static Kind> {
-    KINDS.iter().find(|k| k.aggregate_type == aggregate_type)
+    kinds().iter().find(|k| k.aggregate_type == aggregate_type)
 }
 
 pub(crate) fn find_or_err(aggregate_type: &str) -> Result<&'static Kind> {
@@ -54,7 +56,7 @@ pub(crate) fn find_or_err(aggregate_type: &str) -> Result<&'static Kind> {
 }
 
 pub(crate) fn known() -> String {
-    KINDS
+    kinds()
         .iter()
         .map(|k| k.aggregate_type)
         .collect::<Vec<_>>()
@@ -72,9 +74,6 @@ fn fold<A: Aggregate>(
     events: &[StoredEvent],
     upcasters: &[Box<dyn EventUpcaster>],
 ) -> Result<Value> {
-    let mut aggregate = A::default();
-    for event in events {
-        aggregate.apply(event.decode::<A>(upcasters)?);
-    }
+    let aggregate = hms_app::usecases::audit::fold_with::<A>(events, upcasters)?;
     Ok(serde_json::to_value(&aggregate)?)
 }

@@ -240,10 +240,17 @@ pub async fn state_as_of<S, E: From<ProjectionError>>(
 /// Applies `events` (one stream, in sequence order) to a fresh aggregate, decoding each
 /// through the domain's upcasters.
 pub fn fold<A: Aggregate>(events: &[StoredEvent]) -> std::result::Result<A, ProjectionError> {
-    let upcasters = hms_domain::upcasters();
+    fold_with(events, &hms_domain::upcasters())
+}
+
+/// [`fold`] with upcasters the caller made once (a tool folding many streams).
+pub fn fold_with<A: Aggregate>(
+    events: &[StoredEvent],
+    upcasters: &[Box<dyn cqrs_es::persist::EventUpcaster>],
+) -> std::result::Result<A, ProjectionError> {
     let mut aggregate = A::default();
     for event in events {
-        aggregate.apply(event.decode::<A>(&upcasters)?);
+        aggregate.apply(event.decode::<A>(upcasters)?);
     }
     Ok(aggregate)
 }

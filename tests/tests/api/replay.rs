@@ -13,8 +13,9 @@ use hms_projections::log::{self, LogCursor};
 use hms_projections::projectors::seal::{chain_hash, SealEncoding, GENESIS};
 use hms_replay::verify::{verify_tenant, ProblemKind, TenantReport};
 use hms_replay::{Cli, Outcome, ReplayError};
+use hms_tests::fixtures::{hospital_with_staff, next_monday, register_simple};
 use hms_tests::{spawn_app, TestApp};
-use serde_json::Value;
+use serde_json::{json, Value};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -722,4 +723,67 @@ async fn state_as_of_before_and_after_an_update_gives_the_two_versions() {
     .await;
     let error = result.expect_err("unknown type").to_string();
     assert!(error.contains("unknown aggregate type 'ward'"), "{error}");
+}
+
+/// Item 13 of the authority issue: a hospital that has booked an appointment has schedule
+/// streams (`doctor_schedule`, `patient_schedule`); `verify` must know every aggregate
+/// of the domain and pass, and `state` must rebuild a schedule.
+#[tokio::test]
+async fn verify_and_state_cover_every_aggregate_including_schedules() {
+    const CODE: &str = "RPL009";
+    let app = spawn_app().await;
+    let staff = hospital_with_staff(&app, CODE).await;
+    let patient = register_simple(&app, &staff.receptionist, "Wanjiku", "Kamau").await;
+    let start = format!("{}T10:00:00Z", next_monday());
+    let booked = app
+        .graphql(
+            "mutation($input: ScheduleAppointmentInput!) { scheduleAppointment(input: $input) { id } }",
+            json!({ "input": { "patientId": patient, "doctorId": staff.doctor_id, "start": start,
+                               "durationMinutes": 30, "reason": "Check-up" } }),
+            Some(&staff.receptionist),
+        )
+        .await;
+    assert!(
+        booked["data"]["scheduleAppointment"]["id"].is_string(),
+        "booked: {booked}"
+    );
+    let mut conn = app.connect(&app.database_for(CODE)).await;
+    let types: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT aggregate_type FROM events ORDER BY 1")
+            .fetch_all(&mut conn)
+            .await
+            .expect("aggregate types");
+    for expected in ["appointment", "doctor_schedule", "patient_schedule"] {
+        assert!(
+            types.iter().any(|t| t == expected),
+            "{expected} in {types:?}"
+        );
+    }
+
+    let out = replay_ok(&app, &["verify", "--hospital", CODE]).await;
+    assert!(out.contains("OK"), "verify: {out}");
+
+    let schedule: String = sqlx::query_scalar(
+        "SELECT aggregate_id FROM events WHERE aggregate_type = 'doctor_schedule' LIMIT 1",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("a doctor's schedule");
+    let aggregate = format!("doctor_schedule/{schedule}");
+    let out = replay_ok(
+        &app,
+        &[
+            "state",
+            "--hospital",
+            CODE,
+            "--aggregate",
+            &aggregate,
+            "--at-sequence",
+            "1",
+        ],
+    )
+    .await;
+    let state: Value = serde_json::from_str(&out).expect("state is JSON");
+    assert_eq!(state["aggregate_type"], "doctor_schedule", "{out}");
+    assert_eq!(state["sequence"], 1, "{out}");
 }
