@@ -205,6 +205,11 @@ pub struct User {
     pub full_name: String,
     pub email: String,
     pub department_id: Option<Uuid>,
+    /// Bumped by every event that must end the sessions opened before it (a password
+    /// change, a deactivation). An access token names the version it was issued at, so a
+    /// token issued before a deactivation stays dead after a reactivation.
+    #[serde(default)]
+    pub credentials_version: u64,
 }
 
 fn check_hash(hash: &str) -> Result<(), UserError> {
@@ -410,8 +415,12 @@ impl Aggregate for User {
             }
             UserEvent::PasswordChanged { changed_at, .. } => {
                 self.password_changed_at = Some(changed_at);
+                self.credentials_version += 1;
             }
-            UserEvent::UserDeactivated { .. } => self.active = false,
+            UserEvent::UserDeactivated { .. } => {
+                self.active = false;
+                self.credentials_version += 1;
+            }
             UserEvent::UserReactivated { .. } => self.active = true,
             UserEvent::UserRoleChanged { role, .. } => self.role = Some(role),
             UserEvent::UserDepartmentChanged { department_id, .. } => {
@@ -521,6 +530,32 @@ mod tests {
             .given(vec![created("bob")])
             .when(UserCommand::ReactivateUser { now: now() })
             .then_expect_error(UserError::AlreadyActive);
+    }
+
+    #[test]
+    fn a_password_change_or_a_deactivation_bumps_the_credentials_version_and_reactivation_does_not()
+    {
+        let mut user = User::default();
+        user.apply(created("alice"));
+        assert_eq!(user.credentials_version, 0);
+        user.apply(UserEvent::UserDeactivated { at: now() });
+        assert_eq!(user.credentials_version, 1);
+        user.apply(UserEvent::UserReactivated { at: now() });
+        assert_eq!(user.credentials_version, 1, "reactivation revives no token");
+        user.apply(UserEvent::PasswordChanged {
+            password_hash: "$argon2id$x".into(),
+            changed_at: now(),
+        });
+        assert_eq!(user.credentials_version, 2);
+        user.apply(UserEvent::UserRoleChanged {
+            previous_role: Role::Nurse,
+            role: Role::Staff,
+            at: now(),
+        });
+        assert_eq!(
+            user.credentials_version, 2,
+            "a role change is read fresh on every request instead"
+        );
     }
 
     #[test]

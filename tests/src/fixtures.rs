@@ -342,3 +342,23 @@ pub fn next_monday() -> NaiveDate {
     }
     day
 }
+
+// ----------------------------------------------------------------------------------------
+// The platform operator.
+
+/// The super administrator's username in tests.
+pub const SUPER_ADMIN: &str = "root_admin";
+
+/// Creates the super administrator the way `hms create-superadmin` does and signs in.
+pub async fn super_admin(app: &TestApp) -> String {
+    let cli = hms_api::config::Cli {
+        platform: app.config.clone(),
+        command: Some(hms_api::config::Command::CreateSuperadmin {
+            username: SUPER_ADMIN.into(),
+            email: "root@hms.example".into(),
+            password: hms_api::config::Secret::new(ADMIN_PASSWORD),
+        }),
+    };
+    hms_api::cli::run(cli).await.expect("super admin created");
+    app.login(None, SUPER_ADMIN, ADMIN_PASSWORD).await
+}

@@ -144,6 +144,77 @@ pub async fn spawn_app_with(test_config: TestConfig) -> TestApp {
     }
 }
 
+/// A second `hms serve` process on a test's platform: its own application (pool registry,
+/// authenticator, caches) and port, the same platform and tenant databases. Dropping it
+/// stops it; the databases belong to the [`TestApp`].
+pub struct Replica {
+    pub address: String,
+    pub http: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl TestApp {
+    /// Starts another server process on this test's platform, as a second replica would.
+    pub async fn spawn_replica(&self) -> Replica {
+        let settings = ServeSettings {
+            jwt_secret: Some(Secret::new(TEST_JWT_SECRET)),
+            token_ttl: chrono::Duration::minutes(15),
+            production: false,
+        };
+        let application = Application::build(&self.config, &settings)
+            .await
+            .expect("replica starts")
+            .without_workers();
+        let options = hms_api::http::HttpOptions::new(true, &[]).expect("origins");
+        let router = hms_api::http::app(application.state().clone(), options);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind port 0");
+        let address = format!("http://{}", listener.local_addr().expect("local addr"));
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = application
+                .run(hms_api::http::run(listener, router, async {
+                    let _ = rx.await;
+                }))
+                .await;
+        });
+        Replica {
+            address,
+            http: reqwest::Client::new(),
+            shutdown: Some(tx),
+        }
+    }
+}
+
+impl Replica {
+    /// Runs a GraphQL document on this replica and returns the whole response body.
+    pub async fn graphql(&self, query: &str, variables: Value, token: Option<&str>) -> Value {
+        let mut request = self
+            .http
+            .post(format!("{}/graphql", self.address))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request
+            .send()
+            .await
+            .expect("request is sent")
+            .json()
+            .await
+            .expect("GraphQL answers JSON")
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
 /// The URL form of connect options (the tests' server has no password).
 fn url_of(options: &PgConnectOptions) -> String {
     format!(

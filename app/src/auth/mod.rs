@@ -12,11 +12,13 @@ pub mod token;
 
 use chrono::{DateTime, Utc};
 use hms_domain::common::HospitalCode;
+use hms_domain::user::User;
 use hms_domain::Role;
 use hms_projections::projectors::StaffRow;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::commands;
 use crate::tenancy::{PoolRegistry, TenancyError, TenantLease};
 pub use token::{Claims, TokenKeys};
 
@@ -63,7 +65,6 @@ pub struct LoginOutcome {
 struct Account {
     id: Uuid,
     username: String,
-    role: String,
     active: bool,
     password_hash: String,
     password_changed_at: DateTime<Utc>,
@@ -74,7 +75,6 @@ impl From<StaffRow> for Account {
         Self {
             id: r.id,
             username: r.username,
-            role: r.role,
             active: r.active,
             password_hash: r.password_hash,
             password_changed_at: r.password_changed_at,
@@ -82,7 +82,8 @@ impl From<StaffRow> for Account {
     }
 }
 
-const SUPERADMIN_ACCOUNT: &str = "SELECT id, username, 'SUPERADMIN' AS role, active, password_hash, password_changed_at FROM super_admins";
+const SUPERADMIN_ACCOUNT: &str =
+    "SELECT id, username, active, password_hash, password_changed_at FROM super_admins";
 
 #[derive(Clone)]
 pub struct Authenticator {
@@ -152,15 +153,28 @@ impl Authenticator {
             Some(a) if verified && a.active => a,
             _ => return Err(AuthError::InvalidCredentials),
         };
-        let role = Role::parse(&account.role).map_err(|e| AuthError::Internal(e.to_string()))?;
         let tenant = hospital_code.map(str::to_owned);
-        let (token, expires_at) = self.keys.issue(
-            account.id,
-            tenant.clone(),
-            role,
-            account.password_changed_at,
-            Utc::now(),
-        );
+        // What the token will name is read from the write side, like every request after.
+        let (role, version) = match &tenant {
+            None => (
+                Role::SuperAdmin,
+                account.password_changed_at.timestamp_micros(),
+            ),
+            Some(code) => {
+                let lease = self
+                    .open_tenant(code)
+                    .await?
+                    .ok_or(AuthError::InvalidCredentials)?;
+                let user = self.user(&lease, account.id).await?;
+                match (user.active, user.role) {
+                    (true, Some(role)) => (role, credentials_version(&user)),
+                    _ => return Err(AuthError::InvalidCredentials),
+                }
+            }
+        };
+        let (token, expires_at) =
+            self.keys
+                .issue(account.id, tenant.clone(), role, version, Utc::now());
         Ok(LoginOutcome {
             token,
             expires_at,
@@ -173,40 +187,68 @@ impl Authenticator {
         })
     }
 
-    /// The principal behind a bearer token, checked against the account as it is now:
-    /// a deactivated account, a changed password or a closed hospital revoke the token.
+    /// The principal behind a bearer token, with the rights the account has *now*: the
+    /// role, status and credentials version come from the write side (the user's own
+    /// event stream, current at commit — never a read model that may lag, and never the
+    /// token's claims), and the hospital's status from the platform database (re-checked
+    /// within [`crate::tenancy::pools::STATUS_RECHECK`]). A deactivation, a password change
+    /// or closing the hospital revokes every token issued before it, also after a
+    /// reactivation or reopening.
     pub async fn authenticate(&self, bearer: &str) -> Result<Principal, AuthError> {
         let claims = self
             .keys
             .verify(bearer)
             .map_err(|_| AuthError::Unauthenticated)?;
-        let account = match &claims.tenant {
+        match &claims.tenant {
             None => {
-                sqlx::query_as::<_, Account>(&format!("{SUPERADMIN_ACCOUNT} WHERE id = $1"))
-                    .bind(claims.sub)
-                    .fetch_optional(&self.control)
-                    .await?
+                let account =
+                    sqlx::query_as::<_, Account>(&format!("{SUPERADMIN_ACCOUNT} WHERE id = $1"))
+                        .bind(claims.sub)
+                        .fetch_optional(&self.control)
+                        .await?
+                        .ok_or(AuthError::Unauthenticated)?;
+                if !account.active || account.password_changed_at.timestamp_micros() != claims.ver {
+                    return Err(AuthError::Unauthenticated);
+                }
+                Ok(Principal {
+                    user_id: account.id,
+                    username: account.username,
+                    role: Role::SuperAdmin,
+                    tenant: None,
+                })
             }
             Some(code) => {
                 let lease = self
                     .open_tenant(code)
                     .await?
                     .ok_or(AuthError::Unauthenticated)?;
-                StaffRow::find(&lease.pool, claims.sub)
-                    .await?
-                    .map(Account::from)
+                if lease
+                    .tokens_not_before
+                    .is_some_and(|t| claims.iat_us < t.timestamp_micros())
+                {
+                    return Err(AuthError::Unauthenticated);
+                }
+                let user = self.user(&lease, claims.sub).await?;
+                let role = match (user.id, user.active, user.role) {
+                    (Some(_), true, Some(role)) if credentials_version(&user) == claims.ver => role,
+                    _ => return Err(AuthError::Unauthenticated),
+                };
+                Ok(Principal {
+                    user_id: claims.sub,
+                    username: user.username,
+                    role,
+                    tenant: claims.tenant,
+                })
             }
-        };
-        let account = account.ok_or(AuthError::Unauthenticated)?;
-        if !account.active || account.password_changed_at.timestamp_micros() != claims.pwv {
-            return Err(AuthError::Unauthenticated);
         }
-        Ok(Principal {
-            user_id: account.id,
-            username: account.username,
-            role: claims.role,
-            tenant: claims.tenant,
-        })
+    }
+
+    /// The user's account as its own event stream has it now.
+    async fn user(&self, lease: &TenantLease, id: Uuid) -> Result<User, AuthError> {
+        commands::load::<User>(&lease.pool, &id.to_string())
+            .await
+            .map(|(user, _)| user)
+            .map_err(|e| AuthError::Internal(e.to_string()))
     }
 
     /// The hospital's pool, or `None` if there is no open hospital with this code.
@@ -240,4 +282,9 @@ pub async fn create_super_admin(
     .execute(control)
     .await?;
     Ok(inserted.rows_affected() == 1)
+}
+
+/// The version a staff token carries (see [`token::Claims::ver`]).
+fn credentials_version(user: &User) -> i64 {
+    i64::try_from(user.credentials_version).unwrap_or(i64::MAX)
 }

@@ -1,7 +1,10 @@
-//! Signed, short-lived access tokens (HS256). A token names the tenant and the user;
-//! it also carries the instant the user's password last changed, so that changing a
-//! password (or deactivating the account, checked on every request) revokes every
-//! token issued before.
+//! Signed, short-lived access tokens (HS256). A token names the tenant and the user and
+//! nothing the server trusts beyond that: the caller's role, status and rights are read
+//! from the write side on every request (see [`super::Authenticator::authenticate`]). It
+//! also carries the account's credentials version at issue time (bumped by a password
+//! change or a deactivation), so those revoke every token issued before, for good, and
+//! the instant it was issued, so closing a hospital revokes the tokens issued before the
+//! closure even after the hospital reopens.
 
 use chrono::{DateTime, Duration, Utc};
 use hms_domain::Role;
@@ -17,10 +20,15 @@ pub struct Claims {
     pub sub: Uuid,
     /// The hospital code; `None` for a super administrator.
     pub tenant: Option<String>,
+    /// The role at issue time: informational only, never used to decide.
     pub role: Role,
-    /// `password_changed_at` of the account when the token was issued, in microseconds.
-    pub pwv: i64,
+    /// The account's credentials version when the token was issued: for staff, the
+    /// `credentials_version` of the user's stream; for a super administrator, the
+    /// instant their password last changed, in microseconds.
+    pub ver: i64,
     pub iat: i64,
+    /// The issue instant in microseconds (`iat` is whole seconds).
+    pub iat_us: i64,
     pub exp: i64,
     pub iss: String,
 }
@@ -50,7 +58,7 @@ impl TokenKeys {
         user: Uuid,
         tenant: Option<String>,
         role: Role,
-        password_changed_at: DateTime<Utc>,
+        credentials_version: i64,
         now: DateTime<Utc>,
     ) -> (String, DateTime<Utc>) {
         let expires = now + self.ttl;
@@ -58,8 +66,9 @@ impl TokenKeys {
             sub: user,
             tenant,
             role,
-            pwv: password_changed_at.timestamp_micros(),
+            ver: credentials_version,
             iat: now.timestamp(),
+            iat_us: now.timestamp_micros(),
             exp: expires.timestamp(),
             iss: ISSUER.to_owned(),
         };
@@ -87,7 +96,7 @@ mod tests {
     fn a_token_round_trips_and_a_forged_one_does_not() {
         let keys = TokenKeys::new(&[7u8; 32], Duration::minutes(5));
         let now = Utc::now();
-        let (token, _) = keys.issue(Uuid::nil(), Some("DMC001".into()), Role::Doctor, now, now);
+        let (token, _) = keys.issue(Uuid::nil(), Some("DMC001".into()), Role::Doctor, 0, now);
         let claims = keys.verify(&token).expect("valid");
         assert_eq!(claims.tenant.as_deref(), Some("DMC001"));
         let other = TokenKeys::new(&[8u8; 32], Duration::minutes(5));
@@ -98,7 +107,7 @@ mod tests {
     fn an_expired_token_is_refused() {
         let keys = TokenKeys::new(&[7u8; 32], Duration::minutes(5));
         let then = Utc::now() - Duration::hours(1);
-        let (token, _) = keys.issue(Uuid::nil(), None, Role::SuperAdmin, then, then);
+        let (token, _) = keys.issue(Uuid::nil(), None, Role::SuperAdmin, 0, then);
         assert!(keys.verify(&token).is_err());
     }
 }

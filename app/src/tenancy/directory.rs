@@ -80,6 +80,7 @@ struct TenantRow {
     pending_admin: Option<serde_json::Value>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    tokens_not_before: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone)]
@@ -94,6 +95,9 @@ pub struct TenantRecord {
     pub pending_admin: Option<serde_json::Value>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Access tokens issued before this instant are refused (set when the hospital is
+    /// closed, so reopening it revives none of them).
+    pub tokens_not_before: Option<DateTime<Utc>>,
 }
 
 impl TenantRecord {
@@ -118,12 +122,13 @@ impl From<TenantRow> for TenantRecord {
             pending_admin: r.pending_admin,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            tokens_not_before: r.tokens_not_before,
         }
     }
 }
 
 const COLUMNS: &str = "code, name, database_name, db_server, status, plan, provisioning_step, \
-                       pending_admin, created_at, updated_at";
+                       pending_admin, created_at, updated_at, tokens_not_before";
 
 #[derive(Clone)]
 pub struct TenantDirectory {
@@ -204,7 +209,9 @@ impl TenantDirectory {
         let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
         let done = sqlx::query(
             "UPDATE tenants SET status = $2, status_reason = $3, \
-                    status_changed_by = coalesce($4, status_changed_by), updated_at = now() \
+                    status_changed_by = coalesce($4, status_changed_by), updated_at = now(), \
+                    tokens_not_before = CASE WHEN $2 <> 'ACTIVE' THEN now() \
+                                             ELSE tokens_not_before END \
               WHERE code = $1 AND status = ANY($5) \
                 AND (NOT $6 OR provisioning_step = 'READY')",
         )

@@ -6,12 +6,18 @@
 //! `budget` tenant connections. A pool is closed (and its connections returned) before
 //! a new one takes its place, and a pool is only closed while nobody holds a lease on
 //! it. Pools unused for `idle_ttl` are closed by a sweeper.
+//!
+//! Whether a hospital is open is the platform database's fact, not this process's: an
+//! open pool is re-checked against the directory when its last check is older than
+//! [`STATUS_RECHECK`], so a hospital closed through any replica stops being served by
+//! every replica within that bound.
 
 use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -21,6 +27,10 @@ use super::{Result, TenancyError};
 
 /// How long `get` waits for a lease to be released when the budget is exhausted.
 const WAIT_FOR_CAPACITY: Duration = Duration::from_secs(10);
+
+/// How stale this process's knowledge that a hospital is open may be: a hospital closed
+/// by another replica is refused here within this bound.
+pub const STATUS_RECHECK: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
@@ -46,6 +56,9 @@ pub struct TenantDb {
 pub struct TenantLease {
     db: Option<Arc<TenantDb>>,
     released: Arc<Notify>,
+    /// Access tokens issued before this instant are refused (the hospital was closed
+    /// then), as the directory said at most [`STATUS_RECHECK`] ago.
+    pub tokens_not_before: Option<DateTime<Utc>>,
 }
 
 impl Deref for TenantLease {
@@ -68,6 +81,9 @@ impl Drop for TenantLease {
 struct Entry {
     db: Arc<TenantDb>,
     last_used: Instant,
+    /// When the directory last said this hospital is open.
+    checked_at: Instant,
+    tokens_not_before: Option<DateTime<Utc>>,
 }
 
 impl Entry {
@@ -87,6 +103,13 @@ struct Inner {
 #[derive(Clone)]
 pub struct PoolRegistry {
     inner: Arc<Inner>,
+}
+
+/// What `touch` saw of an open pool.
+struct Touched {
+    db: Arc<TenantDb>,
+    checked_at: Instant,
+    tokens_not_before: Option<DateTime<Utc>>,
 }
 
 enum Step {
@@ -145,8 +168,11 @@ impl PoolRegistry {
             tokio::pin!(released);
             released.as_mut().enable();
 
-            if let Some(db) = self.touch(code) {
-                return Ok(self.lease(db));
+            if let Some(entry) = self.touch(code) {
+                if entry.checked_at.elapsed() < STATUS_RECHECK {
+                    return Ok(self.lease(entry.db, entry.tokens_not_before));
+                }
+                return self.recheck(code, entry.db).await;
             }
             let record = match looked_up.take() {
                 Some(r) => r,
@@ -158,8 +184,12 @@ impl PoolRegistry {
                     .filter(|r| r.is_open())
                     .ok_or_else(|| TenancyError::NotFound(code.to_owned()))?,
             };
-            match self.reserve(&record.code, &record.database_name) {
-                Step::Ready(db) => return Ok(self.lease(db)),
+            match self.reserve(
+                &record.code,
+                &record.database_name,
+                record.tokens_not_before,
+            ) {
+                Step::Ready(db) => return Ok(self.lease(db, record.tokens_not_before)),
                 Step::Close(victim) => {
                     victim.pool.close().await;
                     looked_up = Some(record);
@@ -177,23 +207,67 @@ impl PoolRegistry {
         }
     }
 
-    fn lease(&self, db: Arc<TenantDb>) -> TenantLease {
+    /// Asks the directory again whether an open pool's hospital is still open: if so the
+    /// check is renewed; if it was closed (by any replica) the pool is dropped here and the
+    /// hospital is `NotFound`.
+    async fn recheck(&self, code: &str, db: Arc<TenantDb>) -> Result<TenantLease> {
+        let record = self
+            .inner
+            .directory
+            .get(code)
+            .await?
+            .filter(|r| r.is_open() && r.database_name == db.database_name);
+        let Some(record) = record else {
+            let removed = {
+                let mut open = self.open_map();
+                match open.get(code) {
+                    Some(entry) if Arc::ptr_eq(&entry.db, &db) => open.remove(code),
+                    _ => None,
+                }
+            };
+            if let Some(entry) = removed {
+                tracing::info!(code, "hospital closed: its pool is dropped in this process");
+                // Closing waits for connections in use; no request waits for that.
+                tokio::spawn(async move { entry.db.pool.close().await });
+            }
+            return Err(TenancyError::NotFound(code.to_owned()));
+        };
+        if let Some(entry) = self.open_map().get_mut(code) {
+            if Arc::ptr_eq(&entry.db, &db) {
+                entry.checked_at = Instant::now();
+                entry.tokens_not_before = record.tokens_not_before;
+            }
+        }
+        Ok(self.lease(db, record.tokens_not_before))
+    }
+
+    fn lease(&self, db: Arc<TenantDb>, tokens_not_before: Option<DateTime<Utc>>) -> TenantLease {
         TenantLease {
             db: Some(db),
             released: self.inner.released.clone(),
+            tokens_not_before,
         }
     }
 
-    fn touch(&self, code: &str) -> Option<Arc<TenantDb>> {
+    fn touch(&self, code: &str) -> Option<Touched> {
         let mut open = self.open_map();
         let entry = open.get_mut(code)?;
         entry.last_used = Instant::now();
-        Some(entry.db.clone())
+        Some(Touched {
+            db: entry.db.clone(),
+            checked_at: entry.checked_at,
+            tokens_not_before: entry.tokens_not_before,
+        })
     }
 
     /// Under the lock: open a pool if the budget allows, else pick the least recently
     /// used unleased pool to close, else wait.
-    fn reserve(&self, code: &str, database_name: &str) -> Step {
+    fn reserve(
+        &self,
+        code: &str,
+        database_name: &str,
+        tokens_not_before: Option<DateTime<Utc>>,
+    ) -> Step {
         let settings = &self.inner.settings;
         let mut open = self.open_map();
         if let Some(entry) = open.get_mut(code) {
@@ -218,6 +292,8 @@ impl PoolRegistry {
                 Entry {
                     db: db.clone(),
                     last_used: Instant::now(),
+                    checked_at: Instant::now(),
+                    tokens_not_before,
                 },
             );
             return Step::Ready(db);

@@ -194,7 +194,7 @@ async fn forged_and_malformed_tokens_are_unauthenticated() {
         uuid::Uuid::new_v4(),
         Some("DMC001".into()),
         hms_domain::Role::HospitalAdmin,
-        chrono::Utc::now(),
+        0,
         chrono::Utc::now(),
     );
     for token in [forged.as_str(), "garbage", ""] {

@@ -4,6 +4,7 @@
 mod appointments;
 mod audit;
 mod auth;
+mod authority;
 mod billing;
 mod hospital;
 mod http;

@@ -6,26 +6,12 @@ use hms_app::tenant_stats::{refresh_tenant_stats, refresh_tenant_stats_if_stale}
 use hms_tests::{error_code, spawn_app, TestApp, ADMIN_PASSWORD};
 use serde_json::{json, Value};
 
-const ROOT: &str = "root_admin";
+use hms_tests::fixtures::{super_admin, SUPER_ADMIN as ROOT};
 
 const HOSPITAL_FIELDS: &str = "code name status closedReason closedBy plan databaseServer \
     databaseName createdAt subscription { status plan cycle trialEndsAt periodEndsAt reason \
     canWrite version } statistics { users activeUsers patients appointments invoices \
     revenue { currency paidMinor refundedMinor netMinor } lastActivityAt refreshedAt }";
-
-/// Creates the super administrator the way `hms create-superadmin` does and signs in.
-async fn super_admin(app: &TestApp) -> String {
-    let cli = hms_api::config::Cli {
-        platform: app.config.clone(),
-        command: Some(hms_api::config::Command::CreateSuperadmin {
-            username: ROOT.into(),
-            email: "root@hms.example".into(),
-            password: hms_api::config::Secret::new(ADMIN_PASSWORD),
-        }),
-    };
-    hms_api::cli::run(cli).await.expect("super admin created");
-    app.login(None, ROOT, ADMIN_PASSWORD).await
-}
 
 fn field(response: &Value) -> Option<&str> {
     response["errors"][0]["extensions"]["field"].as_str()

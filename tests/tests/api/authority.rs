@@ -1,0 +1,210 @@
+//! Authority is read where it is true at that moment: a user's rights and revocation from
+//! the write side (their own event stream, current at commit), a hospital's status from
+//! the platform database, re-checked by every replica within a stated bound. Never from a
+//! token's claims, a lagging read model, or one process's memory.
+
+use std::time::{Duration, Instant};
+
+use hms_app::commands;
+use hms_app::tenancy::pools::STATUS_RECHECK;
+use hms_domain::user::{User, UserCommand};
+use hms_tests::fixtures::{admin_actor, metadata, super_admin, user_id};
+use hms_tests::{error_code, spawn_app, TestApp, ADMIN_PASSWORD};
+use serde_json::{json, Value};
+
+const PASSWORD: &str = "staff password 123";
+const ME: &str = "{ me { username role } }";
+
+async fn admin(app: &TestApp, code: &str) -> String {
+    let admin = app.setup_hospital(code).await;
+    app.login(Some(code), &admin, ADMIN_PASSWORD).await
+}
+
+async fn create_user(app: &TestApp, token: &str, username: &str, role: &str) -> Value {
+    app.graphql(
+        "mutation($input: CreateUserInput!) { createUser(input: $input) { id role } }",
+        json!({ "input": { "username": username, "email": format!("{username}@h.example"),
+                           "fullName": "Staff Member", "role": role, "password": PASSWORD } }),
+        Some(token),
+    )
+    .await
+}
+
+async fn user_mutation(app: &TestApp, token: &str, mutation: &str, id: &str) -> Value {
+    let response = app
+        .graphql(
+            &format!("mutation($id: UUID!) {{ {mutation} }}"),
+            json!({ "id": id }),
+            Some(token),
+        )
+        .await;
+    assert!(response["errors"].is_null(), "{mutation}: {response}");
+    response
+}
+
+#[tokio::test]
+async fn a_demoted_admin_cannot_use_an_old_token_to_create_another_admin() {
+    let app = spawn_app().await;
+    let root = admin(&app, "AUT001").await;
+    let created = create_user(&app, &root, "second_admin", "HOSPITAL_ADMIN").await;
+    let id = created["data"]["createUser"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("created: {created}"))
+        .to_owned();
+    let old_token = app.login(Some("AUT001"), "second_admin", PASSWORD).await;
+
+    user_mutation(
+        &app,
+        &root,
+        "changeUserRole(userId: $id, role: STAFF) { role }",
+        &id,
+    )
+    .await;
+
+    // The very next request with the token issued as an admin has the rights of STAFF.
+    let me = app.graphql(ME, json!({}), Some(&old_token)).await;
+    assert_eq!(me["data"]["me"]["role"], "STAFF", "{me}");
+    let escalation = create_user(&app, &old_token, "sneaky_admin", "HOSPITAL_ADMIN").await;
+    assert_eq!(error_code(&escalation), Some("FORBIDDEN"), "{escalation}");
+    let login = app
+        .login_response(Some("AUT001"), "sneaky_admin", PASSWORD)
+        .await;
+    assert!(
+        login["data"]["login"].is_null(),
+        "no account was made: {login}"
+    );
+}
+
+#[tokio::test]
+async fn a_token_issued_before_a_deactivation_stays_dead_after_the_reactivation() {
+    let app = spawn_app().await;
+    let root = admin(&app, "AUT002").await;
+    let created = create_user(&app, &root, "nurse_ann", "NURSE").await;
+    let id = created["data"]["createUser"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("created: {created}"))
+        .to_owned();
+    let old_token = app.login(Some("AUT002"), "nurse_ann", PASSWORD).await;
+
+    user_mutation(&app, &root, "deactivateUser(userId: $id) { active }", &id).await;
+    let me = app.graphql(ME, json!({}), Some(&old_token)).await;
+    assert_eq!(error_code(&me), Some("UNAUTHENTICATED"), "{me}");
+
+    user_mutation(&app, &root, "reactivateUser(userId: $id) { active }", &id).await;
+    let me = app.graphql(ME, json!({}), Some(&old_token)).await;
+    assert_eq!(
+        error_code(&me),
+        Some("UNAUTHENTICATED"),
+        "reactivation revived a token: {me}"
+    );
+    let fresh = app.login(Some("AUT002"), "nurse_ann", PASSWORD).await;
+    let me = app.graphql(ME, json!({}), Some(&fresh)).await;
+    assert_eq!(me["data"]["me"]["username"], "nurse_ann", "{me}");
+}
+
+#[tokio::test]
+async fn a_deactivation_revokes_tokens_at_commit_even_when_the_read_models_lag() {
+    let app = spawn_app().await;
+    let root = admin(&app, "AUT003").await;
+    create_user(&app, &root, "desk_bob", "RECEPTIONIST").await;
+    let token = app.login(Some("AUT003"), "desk_bob", PASSWORD).await;
+    let me = app.graphql(ME, json!({}), Some(&token)).await;
+    assert_eq!(me["data"]["me"]["username"], "desk_bob", "{me}");
+
+    // Appended without running any projector: the `staff` read model still shows the
+    // account as active.
+    let lease = app.state.registry.get("AUT003").await.expect("tenant");
+    commands::append::<User>(
+        &lease.pool,
+        &user_id("desk_bob"),
+        UserCommand::DeactivateUser {
+            now: chrono::Utc::now(),
+        },
+        (),
+        &metadata("AUT003", admin_actor("AUT003")),
+    )
+    .await
+    .expect("deactivated");
+    let still_active: bool =
+        sqlx::query_scalar("SELECT active FROM staff WHERE lower(username) = 'desk_bob'")
+            .fetch_one(&lease.pool)
+            .await
+            .expect("staff row");
+    assert!(still_active, "the read model lags on purpose");
+    drop(lease);
+
+    let me = app.graphql(ME, json!({}), Some(&token)).await;
+    assert_eq!(error_code(&me), Some("UNAUTHENTICATED"), "{me}");
+}
+
+#[tokio::test]
+async fn a_token_issued_before_a_hospital_was_closed_stays_dead_after_it_reopens() {
+    let app = spawn_app().await;
+    let staff_token = admin(&app, "AUT004").await;
+    let root = super_admin(&app).await;
+    for mutation in [
+        "mutation { closeHospital(input: { code: \"AUT004\", reason: \"legal hold\" }) { code } }",
+        "mutation { reopenHospital(input: { code: \"AUT004\" }) { code } }",
+    ] {
+        let done = app.graphql(mutation, json!({}), Some(&root)).await;
+        assert!(done["errors"].is_null(), "{mutation}: {done}");
+    }
+    let me = app.graphql(ME, json!({}), Some(&staff_token)).await;
+    assert_eq!(
+        error_code(&me),
+        Some("UNAUTHENTICATED"),
+        "reopening revived a token: {me}"
+    );
+    let fresh = app
+        .login(Some("AUT004"), "aut004_admin", ADMIN_PASSWORD)
+        .await;
+    let me = app.graphql(ME, json!({}), Some(&fresh)).await;
+    assert_eq!(me["data"]["me"]["role"], "HOSPITAL_ADMIN", "{me}");
+}
+
+#[tokio::test]
+async fn closing_a_hospital_through_one_replica_stops_it_on_another_within_the_bound() {
+    let app = spawn_app().await;
+    let token = admin(&app, "AUT005").await;
+    let root = super_admin(&app).await;
+    let replica = app.spawn_replica().await;
+    // The replica opens the hospital's pool and serves it.
+    let me = replica.graphql(ME, json!({}), Some(&token)).await;
+    assert_eq!(me["data"]["me"]["role"], "HOSPITAL_ADMIN", "{me}");
+
+    let closed = app
+        .graphql(
+            "mutation { closeHospital(input: { code: \"AUT005\", reason: \"abuse\" }) { code } }",
+            json!({}),
+            Some(&root),
+        )
+        .await;
+    assert!(closed["errors"].is_null(), "{closed}");
+    let started = Instant::now();
+    let bound = STATUS_RECHECK + Duration::from_secs(1);
+    assert!(
+        bound <= Duration::from_secs(5),
+        "the stated bound is at most 5 s"
+    );
+    loop {
+        let me = replica.graphql(ME, json!({}), Some(&token)).await;
+        if error_code(&me) == Some("UNAUTHENTICATED") {
+            break;
+        }
+        assert!(
+            started.elapsed() < bound,
+            "the replica still serves the closed hospital after {:?}: {me}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Work through the replica is refused too, not only `me`.
+    let users = replica
+        .graphql(
+            "{ users(first: 5) { edges { node { id } } } }",
+            json!({}),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(error_code(&users), Some("UNAUTHENTICATED"), "{users}");
+}
