@@ -451,6 +451,13 @@ pub async fn stream_version(
     .await?)
 }
 
+/// How many events the log holds (a progress bar's total).
+pub async fn event_count(conn: &mut PgConnection) -> Result<i64> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM public.events")
+        .fetch_one(conn)
+        .await?)
+}
+
 /// When the newest event in commit order was recorded (the log's last activity), if any.
 pub async fn last_recorded_at(conn: &mut PgConnection) -> Result<Option<DateTime<Utc>>> {
     Ok(sqlx::query_scalar(

@@ -37,9 +37,10 @@ pub async fn run(
     let mut total = 0u64;
     for code in &codes {
         let tenant = tenant::open(platform, code).await?;
-        let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-            .fetch_one(tenant.pool())
-            .await?;
+        let events = {
+            let mut conn = tenant.pool().acquire().await?;
+            hms_projections::log::event_count(&mut conn).await?
+        };
         for projector in &projectors {
             let bar = progress_bar(
                 args.quiet,

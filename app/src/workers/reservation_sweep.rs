@@ -56,13 +56,14 @@ pub async fn sweep(
         "SELECT h.schedule_type, h.schedule_id, h.appointment_id, h.start_at, h.end_at \
            FROM slot_holds h LEFT JOIN appointments a ON a.id = h.appointment_id \
           WHERE h.end_at > $1 AND h.reserved_at <= $2 \
-            AND (a.id IS NULL OR a.status IN ('CANCELLED', 'NO_SHOW') \
+            AND (a.id IS NULL OR a.status = ANY($4) \
                  OR a.start_at <> h.start_at OR a.end_at <> h.end_at) \
           ORDER BY h.start_at LIMIT $3",
     )
     .bind(now)
     .bind(now - grace)
     .bind(MAX_PER_SWEEP)
+    .bind(released_statuses()?)
     .fetch_all(pool)
     .await?;
     let mut released = 0;
@@ -132,4 +133,12 @@ pub enum SweepError {
     Database(#[from] sqlx::Error),
     #[error("{0}")]
     Command(String),
+}
+
+/// The appointment statuses that hold no time, by their stored names.
+fn released_statuses() -> Result<Vec<String>, SweepError> {
+    [AppointmentStatus::Cancelled, AppointmentStatus::NoShow]
+        .iter()
+        .map(|s| crate::usecases::stored_name(s).map_err(|e| SweepError::Command(e.to_string())))
+        .collect()
 }
