@@ -176,12 +176,30 @@ impl StoredEvent {
 /// row is hidden from this role, one that ended between the two looks) still counts, so
 /// the horizon is never later than it may be. Transactions that start after the snapshot
 /// get ids at or above its `xmax`.
-pub const HORIZON: &str = "(SELECT least(pg_snapshot_xmax(s), \
+///
+/// Two details make that hold everywhere the expression is evaluated:
+///
+/// - PostgreSQL reads `pg_stat_activity` once per transaction and keeps that copy until
+///   the transaction ends. A reader inside a long transaction (a catch-up batch, a
+///   rebuild) would otherwise place transactions by a stale list, and count every
+///   transaction started since in another database. `pg_stat_clear_snapshot()` drops the
+///   copy first: the `CASE` evaluates its condition before its result, so the activity
+///   is read afresh, after the clear, in the same statement (no extra round trip).
+/// - On a hot standby, `pg_current_snapshot()` lists no in-flight transactions (the
+///   primary's are kept elsewhere in a recovery snapshot) and `pg_stat_activity` shows
+///   none of the primary's sessions, so the rule above would read up to `xmax`, past
+///   transactions still running on the primary. There the plain `pg_snapshot_xmin` rule
+///   holds instead (the oldest transaction the standby knows to be running).
+pub const HORIZON: &str = "(SELECT CASE \
+       WHEN pg_catalog.pg_stat_clear_snapshot() IS NULL THEN NULL::xid8 \
+       WHEN pg_catalog.pg_is_in_recovery() THEN pg_snapshot_xmin(s) \
+       ELSE least(pg_snapshot_xmax(s), \
        (SELECT min(x) FROM pg_snapshot_xip(s) AS x \
          WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a \
                             WHERE a.backend_xid::text::bigint = x::text::bigint % 4294967296 \
                               AND a.datid <> (SELECT oid FROM pg_catalog.pg_database \
                                                WHERE datname = current_database())))) \
+       END \
      FROM pg_current_snapshot() AS s)";
 
 // xid8 has no sqlx mapping; it travels as text and is compared in SQL. A 64-bit

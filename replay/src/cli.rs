@@ -142,6 +142,13 @@ pub struct SealArgs {
     /// Every provisioned hospital of the platform.
     #[arg(long)]
     pub all: bool,
+    /// Record the newest seal as the head of a hospital whose events are sealed but
+    /// whose head is missing from the platform database (`verify` reports `head-missing`).
+    /// Without it `seal` refuses: recording then would bless a rewritten chain. Use it
+    /// only once the log is known to be good (e.g. against an auditor's kept digest), or
+    /// once for hospitals onboarded before heads were recorded at provisioning.
+    #[arg(long)]
+    pub accept_missing_head: bool,
 }
 
 /// A record of the log: its aggregate type and id.

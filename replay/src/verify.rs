@@ -10,7 +10,17 @@
 //!   seal; a row moved in commit order meets its seal out of turn.
 //! - *the recomputed chain*, from the events alone: it must pass through the head
 //!   recorded in the platform database. This catches what rewriting the seals along
-//!   with the events would hide, and a truncated tail.
+//!   with the events would hide, and a truncated tail. Sealed events with no recorded
+//!   head at all are a finding of their own (`head-missing`): nothing outside the
+//!   hospital's database vouches for such a chain.
+//!
+//! A link that does not hold is judged at the next seal, so that a seal row changed or
+//! removed by hand is reported once, at the seal, and nothing against untouched events:
+//! if the next seal links from the stored one, the event was changed (`altered`); if it
+//! links from the hash the event gives, the seal was (`seal-chain-broken`). Events
+//! without a seal that the next seal's chain skips exactly, and links through, were
+//! sealed and lost their seal rows. At the end of the chain the recorded head decides:
+//! where the events still recompute to it, every event up to it is as sealed.
 //!
 //! Per-record sequences are checked by the database (a window over the primary key),
 //! so they cost no memory here.
@@ -68,6 +78,10 @@ pub enum ProblemKind {
     HeadMismatch,
     /// The recorded head's event is not in the log: the tail was cut off.
     Truncated,
+    /// Events are sealed but the platform database records no head for the hospital:
+    /// the head row was removed (or never recorded), so a chain rewritten with its seals
+    /// could not be told from the original.
+    HeadMissing,
 }
 
 impl ProblemKind {
@@ -84,6 +98,7 @@ impl ProblemKind {
             ProblemKind::SealChainBroken => "seal-chain-broken",
             ProblemKind::HeadMismatch => "head-mismatch",
             ProblemKind::Truncated => "truncated",
+            ProblemKind::HeadMissing => "head-missing",
         }
     }
 }
@@ -173,11 +188,7 @@ fn write_report(out: &mut (dyn Write + Send), r: &TenantReport) -> Result<()> {
             rec.head.digest(),
             rec.sealed_at.to_rfc3339_opts(SecondsFormat::Secs, true)
         )?,
-        None => writeln!(
-            out,
-            "{}: no head recorded in the platform database yet (run `hms-replay seal`)",
-            r.code
-        )?,
+        None => writeln!(out, "{}: no head recorded in the platform database", r.code)?,
     }
     if r.problems.is_empty() {
         writeln!(out, "{}: OK", r.code)?;
@@ -193,26 +204,55 @@ pub async fn verify_tenant(platform: &Platform, code: &str) -> Result<TenantRepo
     let tenant = tenant::open(platform, code).await?;
     let result = async {
         let mut conn = tenant.pool().acquire().await?;
-        Verifier::new(code, recorded).run(&mut conn).await
+        let mut report = Verifier::new(code, recorded).run(&mut conn).await?;
+        if recorded.is_none() {
+            if let Some(sealed) = seal::sealed_head(&mut conn).await? {
+                report.problems.push(Problem {
+                    position: sealed.position,
+                    kind: ProblemKind::HeadMissing,
+                    detail: format!(
+                        "{} events are sealed (newest seal {}) but the platform database \
+                         records no head: nothing outside this database vouches for the \
+                         chain (the head row was removed, or never recorded); once the log \
+                         is known to be good, record one with `hms-replay seal --hospital \
+                         {code} --accept-missing-head`",
+                        sealed.chain_index,
+                        sealed.digest()
+                    ),
+                });
+                report.problems.sort_by_key(|p| (p.position, p.kind));
+            }
+        }
+        Ok(report)
     }
     .await;
     tenant.close().await;
     result
 }
 
-/// A seal as the reader hands it out: with the hash of the seal before it.
+/// A seal as the reader hands it out: with the hash of the seal read before it.
 #[derive(Debug, Clone)]
 struct Link {
     chain_index: i64,
     position: i64,
+    /// The position of the event sealed before, as this seal records it.
+    prev_position: Option<i64>,
     prev_hash: [u8; 32],
     hash: [u8; 32],
-    /// The seal does not follow the one before it (already reported): its link cannot
-    /// be checked.
-    broken: bool,
+    /// The seal read before this one (chain index, position); `(0, None)` for the first.
+    after_index: i64,
+    after_position: Option<i64>,
 }
 
-/// Streams `event_seals` in chain order, checking that the seals form one chain.
+impl Link {
+    /// The seal does not follow the one read before it: seals were removed, inserted or
+    /// rewritten in between.
+    fn broken(&self) -> bool {
+        self.chain_index != self.after_index + 1 || self.prev_position != self.after_position
+    }
+}
+
+/// Streams `event_seals` in chain order.
 struct SealReader {
     buffer: std::collections::VecDeque<(i64, i64, Option<i64>, Vec<u8>)>,
     after: i64,
@@ -254,42 +294,56 @@ impl SealReader {
         Ok(self.buffer.front().map(|r| (r.0, r.1)))
     }
 
-    async fn next(
-        &mut self,
-        conn: &mut PgConnection,
-        problems: &mut Vec<Problem>,
-    ) -> Result<Option<Link>> {
+    async fn next(&mut self, conn: &mut PgConnection) -> Result<Option<Link>> {
         self.fill(conn).await?;
         let Some((chain_index, position, prev_position, hash)) = self.buffer.pop_front() else {
             return Ok(None);
         };
         let hash = to_digest(&hash);
-        let (expected_index, expected_prev, prev_hash) = match self.last {
-            Some((i, p, h)) => (i + 1, Some(p), h),
-            None => (1, None, GENESIS),
+        let (after_index, after_position, prev_hash) = match self.last {
+            Some((i, p, h)) => (i, Some(p), h),
+            None => (0, None, GENESIS),
         };
-        let broken = chain_index != expected_index || prev_position != expected_prev;
-        if broken {
-            problems.push(Problem {
-                position,
-                kind: ProblemKind::SealChainBroken,
-                detail: format!(
-                    "seal number {chain_index} follows seal number {} (position {}): \
-                     seals were removed or rewritten",
-                    expected_index - 1,
-                    expected_prev.map_or("none".to_owned(), |p| p.to_string()),
-                ),
-            });
-        }
         self.last = Some((chain_index, position, hash));
         Ok(Some(Link {
             chain_index,
             position,
+            prev_position,
             prev_hash,
             hash,
-            broken,
+            after_index,
+            after_position,
         }))
     }
+}
+
+/// An event whose seal does not match it. Whether the event or its seal was changed is
+/// only known at the next seal: if that one links from the stored seal, the event was
+/// changed; if it links from the hash the event gives, the seal was.
+#[derive(Debug, Clone)]
+struct Suspect {
+    position: i64,
+    chain_index: i64,
+    /// `SHA-256(previous seal || this event)`: what the seal would hold were the event
+    /// unchanged.
+    derived: [u8; 32],
+    /// The report should the event turn out to be the one changed.
+    altered: String,
+}
+
+/// An event without a seal at a place the sealer has passed: inserted behind its back,
+/// or sealed and its seal row removed. The next seal settles it: a seal whose chain skips
+/// exactly these events, and links from the hash they give, proves the events were
+/// sealed as they are.
+#[derive(Debug, Clone)]
+struct Unsealed {
+    position: i64,
+    /// The event's number in the log (1, 2, 3 … in commit order).
+    number: u64,
+    /// The chain through this event, from the last seal read before it.
+    derived: [u8; 32],
+    /// The report should the event turn out to have been inserted.
+    inserted: String,
 }
 
 struct Verifier<'a> {
@@ -312,6 +366,13 @@ struct Verifier<'a> {
     sealed: u64,
     unsealed_tail: u64,
     head_seen: bool,
+    /// The event number of the recorded head, once met, and whether the chain recomputed
+    /// from the events passed through it: then every event up to it is as sealed, and a
+    /// seal that disagrees there is the one changed.
+    head_number: Option<u64>,
+    head_matched: bool,
+    suspect: Option<Suspect>,
+    unsealed_run: Vec<Unsealed>,
 }
 
 impl<'a> Verifier<'a> {
@@ -330,6 +391,10 @@ impl<'a> Verifier<'a> {
             sealed: 0,
             unsealed_tail: 0,
             head_seen: false,
+            head_number: None,
+            head_matched: false,
+            suspect: None,
+            unsealed_run: Vec::new(),
         }
     }
 
@@ -422,7 +487,9 @@ impl<'a> Verifier<'a> {
         if let Some(recorded) = self.recorded {
             if recorded.head.position == position && !self.head_seen {
                 self.head_seen = true;
-                if recorded.head.chain_hash != self.recomputed {
+                self.head_number = Some(self.events);
+                self.head_matched = recorded.head.chain_hash == self.recomputed;
+                if !self.head_matched {
                     self.problem(
                         position,
                         ProblemKind::HeadMismatch,
@@ -450,7 +517,7 @@ impl<'a> Verifier<'a> {
                     link.chain_index
                 ),
             );
-            self.check_link(&link, event);
+            self.check_moved_link(&link, event);
             return Ok(());
         }
         loop {
@@ -459,7 +526,7 @@ impl<'a> Verifier<'a> {
                 return Ok(());
             };
             if next_position == position {
-                if let Some(link) = self.seals.next(conn, &mut self.problems).await? {
+                if let Some(link) = self.seals.next(conn).await? {
                     self.check_link(&link, event);
                 }
                 return Ok(());
@@ -481,7 +548,8 @@ impl<'a> Verifier<'a> {
                         if i >= index {
                             break;
                         }
-                        if let Some(link) = self.seals.next(conn, &mut self.problems).await? {
+                        if let Some(link) = self.seals.next(conn).await? {
+                            self.report_broken(&link);
                             self.pending.insert(link.position, link);
                         }
                     }
@@ -501,36 +569,135 @@ impl<'a> Verifier<'a> {
         }
     }
 
-    fn check_link(&mut self, link: &Link, event: &StoredEvent) {
-        self.sealed += 1;
-        let encoding = self.encodings.at(link.chain_index);
-        if !link.broken && chain_hash(&link.prev_hash, event, encoding) != link.hash {
+    /// Reports a seal that does not follow the one read before it.
+    fn report_broken(&mut self, link: &Link) {
+        if link.broken() {
             self.problem(
-                event.position,
-                ProblemKind::Altered,
+                link.position,
+                ProblemKind::SealChainBroken,
                 format!(
-                    "{}/{} #{} {} differs from what was sealed as event number {}",
-                    event.aggregate_type,
-                    event.aggregate_id,
-                    event.sequence,
-                    event.event_type,
-                    link.chain_index
+                    "seal number {} follows seal number {} (position {}): \
+                     seals were removed or rewritten",
+                    link.chain_index,
+                    link.after_index,
+                    link.after_position
+                        .map_or("none".to_owned(), |p| p.to_string()),
                 ),
             );
         }
     }
 
+    fn altered_detail(event: &StoredEvent, chain_index: i64) -> String {
+        format!(
+            "{}/{} #{} {} differs from what was sealed as event number {chain_index}",
+            event.aggregate_type, event.aggregate_id, event.sequence, event.event_type,
+        )
+    }
+
+    /// A seal met out of commit order (already reported as reordered): its own link.
+    fn check_moved_link(&mut self, link: &Link, event: &StoredEvent) {
+        self.sealed += 1;
+        let encoding = self.encodings.at(link.chain_index);
+        if !link.broken() && chain_hash(&link.prev_hash, event, encoding) != link.hash {
+            let detail = Self::altered_detail(event, link.chain_index);
+            self.problem(event.position, ProblemKind::Altered, detail);
+        }
+    }
+
+    /// The seal of `event`, met in chain order. A mismatch is judged one seal later (see
+    /// [`Suspect`]), and events left without a seal just before are judged here (see
+    /// [`Unsealed`]), so that a changed or removed seal row is reported as such, at the
+    /// seal, and not as changed or inserted events.
+    fn check_link(&mut self, link: &Link, event: &StoredEvent) {
+        self.sealed += 1;
+        let encoding = self.encodings.at(link.chain_index);
+        let run = std::mem::take(&mut self.unsealed_run);
+        let skipped_exactly_the_run = run.last().is_some_and(|last| {
+            link.prev_position == Some(last.position)
+                && link.chain_index == link.after_index + run.len() as i64 + 1
+        });
+        // The hash this seal must build on.
+        let prev = if !link.broken() {
+            self.settle_as_inserted(run);
+            link.prev_hash
+        } else if skipped_exactly_the_run {
+            let derived = run.last().map_or(link.prev_hash, |last| last.derived);
+            for (i, unsealed) in run.into_iter().enumerate() {
+                self.problem(
+                    unsealed.position,
+                    ProblemKind::SealChainBroken,
+                    format!(
+                        "the row of seal number {} was removed: the seal after it names this \
+                         event, and the chain through the event still reaches it",
+                        link.after_index + i as i64 + 1
+                    ),
+                );
+            }
+            derived
+        } else {
+            self.settle_as_inserted(run);
+            self.report_broken(link);
+            if let Some(suspect) = self.suspect.take() {
+                self.problem(suspect.position, ProblemKind::Altered, suspect.altered);
+            }
+            return;
+        };
+        let derived = chain_hash(&prev, event, encoding);
+        let holds = derived == link.hash;
+        if let Some(suspect) = self.suspect.take() {
+            if holds {
+                // The chain goes on from the stored seal: the event before was changed.
+                self.problem(suspect.position, ProblemKind::Altered, suspect.altered);
+                return;
+            }
+            if link.prev_position == Some(suspect.position)
+                && chain_hash(&suspect.derived, event, encoding) == link.hash
+            {
+                // The chain goes on from what the event gives: its seal was changed.
+                self.problem(
+                    suspect.position,
+                    ProblemKind::SealChainBroken,
+                    format!(
+                        "the row of seal number {} was changed: it no longer holds the \
+                         chain's hash, while the event and the seal after it still link",
+                        suspect.chain_index
+                    ),
+                );
+                return;
+            }
+            self.problem(suspect.position, ProblemKind::Altered, suspect.altered);
+        }
+        if !holds {
+            self.suspect = Some(Suspect {
+                position: event.position,
+                chain_index: link.chain_index,
+                derived,
+                altered: Self::altered_detail(event, link.chain_index),
+            });
+        }
+    }
+
+    fn settle_as_inserted(&mut self, run: Vec<Unsealed>) {
+        for unsealed in run {
+            self.problem(unsealed.position, ProblemKind::Inserted, unsealed.inserted);
+        }
+    }
+
     fn unsealed(&mut self, event: &StoredEvent) {
         if event.cursor() <= self.checkpoint {
-            self.problem(
-                event.position,
-                ProblemKind::Inserted,
-                format!(
+            let (last_index, last_hash) = self.seals.last.map_or((0, GENESIS), |l| (l.0, l.2));
+            let prev = self.unsealed_run.last().map_or(last_hash, |u| u.derived);
+            let index = last_index + self.unsealed_run.len() as i64 + 1;
+            self.unsealed_run.push(Unsealed {
+                position: event.position,
+                number: self.events,
+                derived: chain_hash(&prev, event, self.encodings.at(index)),
+                inserted: format!(
                     "{}/{} #{} {} has no seal although the sealer has passed its place: \
                      it was inserted behind the system's back",
                     event.aggregate_type, event.aggregate_id, event.sequence, event.event_type
                 ),
-            );
+            });
         } else {
             self.unsealed_tail += 1;
         }
@@ -538,7 +705,8 @@ impl<'a> Verifier<'a> {
 
     async fn finish(&mut self, conn: &mut PgConnection) -> Result<()> {
         let mut missing: Vec<Link> = self.pending.drain().map(|(_, link)| link).collect();
-        while let Some(link) = self.seals.next(conn, &mut self.problems).await? {
+        while let Some(link) = self.seals.next(conn).await? {
+            self.report_broken(&link);
             missing.push(link);
         }
         missing.sort_by_key(|l| l.chain_index);
@@ -551,6 +719,45 @@ impl<'a> Verifier<'a> {
                     link.chain_index
                 ),
             );
+        }
+        // What the last seals leave open is settled by the recorded head: if the chain
+        // recomputed from the events passes through it, every event up to it is as sealed.
+        let covered = |number: u64, head: Option<u64>, matched: bool| {
+            matched && head.is_some_and(|n| number <= n)
+        };
+        if let Some(suspect) = self.suspect.take() {
+            let head_seal = self.recorded.is_some_and(|r| {
+                self.head_matched
+                    && r.head.chain_index == suspect.chain_index
+                    && r.head.position == suspect.position
+                    && r.head.chain_hash == suspect.derived
+            });
+            if head_seal {
+                self.problem(
+                    suspect.position,
+                    ProblemKind::SealChainBroken,
+                    format!(
+                        "the row of seal number {} was changed: the events still recompute \
+                         to the head recorded in the platform database",
+                        suspect.chain_index
+                    ),
+                );
+            } else {
+                self.problem(suspect.position, ProblemKind::Altered, suspect.altered);
+            }
+        }
+        for unsealed in std::mem::take(&mut self.unsealed_run) {
+            if covered(unsealed.number, self.head_number, self.head_matched) {
+                self.problem(
+                    unsealed.position,
+                    ProblemKind::SealChainBroken,
+                    "its seal row was removed: the chain recomputed from the events still \
+                     passes through the head recorded in the platform database"
+                        .to_owned(),
+                );
+            } else {
+                self.problem(unsealed.position, ProblemKind::Inserted, unsealed.inserted);
+            }
         }
         let Some(recorded) = self.recorded else {
             return Ok(());
@@ -574,12 +781,30 @@ impl<'a> Verifier<'a> {
         .await?;
         let intact = matches!(&seal_at_head, Some((p, h))
             if *p == recorded.head.position && h.as_slice() == recorded.head.chain_hash);
-        if !intact {
+        if intact {
+            return Ok(());
+        }
+        if !self.head_matched {
             self.problem(
                 recorded.head.position,
                 ProblemKind::HeadMismatch,
                 format!(
                     "the seals no longer hold the recorded head {} as seal number {}",
+                    recorded.head.digest(),
+                    recorded.head.chain_index
+                ),
+            );
+        } else if !self
+            .problems
+            .iter()
+            .any(|p| p.position == recorded.head.position && p.kind == ProblemKind::SealChainBroken)
+        {
+            self.problem(
+                recorded.head.position,
+                ProblemKind::SealChainBroken,
+                format!(
+                    "the seals no longer hold the recorded head {} as seal number {}, \
+                     though the events still recompute to it: the seals were changed",
                     recorded.head.digest(),
                     recorded.head.chain_index
                 ),

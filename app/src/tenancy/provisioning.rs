@@ -400,6 +400,18 @@ impl Provisioner {
                 TenancyError::Command(format!("projecting the registration failed: {e}"))
             })?;
             tracing::debug!(elapsed_ms = elapsed_ms(step), "registration: projected");
+            // The first head: from now on a hospital with sealed events and no recorded
+            // head is a finding (`hms-replay verify`), and the server never records one
+            // where none exists. The hospital is not open yet and this process sealed its
+            // events, so there is nothing to bless.
+            hms_projections::projectors::seal::record_head(
+                &self.control,
+                hospital.code.as_str(),
+                &pool,
+                hms_projections::projectors::seal::MissingHead::Accept,
+            )
+            .await
+            .map_err(|e| TenancyError::Command(format!("recording the log's head failed: {e}")))?;
             Ok(())
         }
         .await;

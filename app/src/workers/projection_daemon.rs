@@ -99,10 +99,23 @@ pub async fn catch_up(platform: &Platform, code: &str) {
     }
     // Move the log's recorded head forward (an auditor's digest lives in the platform
     // database, out of reach of whoever can write the tenant database).
-    match seal::record_head(&platform.control, code, &lease.pool).await {
+    // Where the head row is gone but events are sealed, it refuses: recording the
+    // tenant's newest seal then would bless a rewritten chain (an operator decides, with
+    // `hms-replay seal --accept-missing-head`).
+    match seal::record_head(
+        &platform.control,
+        code,
+        &lease.pool,
+        seal::MissingHead::Refuse,
+    )
+    .await
+    {
         Ok(_) => {}
         Err(e @ seal::SealError::HeadDiverged { .. }) => {
             tracing::error!(code, error = %e, "ALERT: the event log no longer matches its recorded head");
+        }
+        Err(e @ seal::SealError::HeadMissing { .. }) => {
+            tracing::error!(code, error = %e, "ALERT: the event log's recorded head is missing");
         }
         Err(e) => tracing::warn!(code, error = %e, "could not record the log head; will retry"),
     }

@@ -384,6 +384,29 @@ pub enum SealError {
         recorded: String,
         found: String,
     },
+    /// The tenant has sealed events but the platform database holds no head for it: the
+    /// head row was removed (or never recorded). Recording the tenant's newest seal now
+    /// would bless whatever its seals say, a rewritten chain included, so nothing is
+    /// written unless an operator accepts it ([`MissingHead::Accept`]).
+    #[error(
+        "{code} has sealed events (newest seal {found}) but no head recorded in the platform \
+         database; refusing to record one over a chain nobody can check (run `hms-replay \
+         verify --hospital {code}`, then `hms-replay seal --hospital {code} \
+         --accept-missing-head` if the log is known to be good)"
+    )]
+    HeadMissing { code: String, found: String },
+}
+
+/// What [`record_head`] does when the platform database holds no head for a tenant
+/// whose events are sealed already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingHead {
+    /// Refuse ([`SealError::HeadMissing`]): the server, after its catch-ups.
+    Refuse,
+    /// Record the tenant's newest seal as the first head: provisioning (the hospital was
+    /// just created, its first events sealed by this process) and an operator who says so
+    /// (`hms-replay seal --accept-missing-head`).
+    Accept,
 }
 
 /// The newest row of `event_seals` in a tenant database.
@@ -430,15 +453,24 @@ pub async fn recorded_head(
 /// Call it after the sealer has caught up. It only moves the head forward, and only if
 /// the tenant's seals still contain the previously recorded head at the same place with
 /// the same hash (one indexed lookup): otherwise nothing is written and
-/// [`SealError::HeadDiverged`] is returned. Returns the head now recorded.
+/// [`SealError::HeadDiverged`] is returned. Where no head is recorded but events are
+/// sealed, `missing` decides ([`MissingHead`]). Returns the head now recorded.
 pub async fn record_head(
     control: &PgPool,
     code: &str,
     tenant: &PgPool,
+    missing: MissingHead,
 ) -> Result<Option<SealHead>, SealError> {
     let mut conn = tenant.acquire().await?;
     let head = sealed_head(&mut conn).await?;
-    if let Some(recorded) = recorded_head(control, code).await? {
+    let recorded = recorded_head(control, code).await?;
+    if let (None, Some(head), MissingHead::Refuse) = (&recorded, &head, missing) {
+        return Err(SealError::HeadMissing {
+            code: code.to_owned(),
+            found: head.digest(),
+        });
+    }
+    if let Some(recorded) = recorded {
         let at_recorded: Option<(i64, Vec<u8>)> = sqlx::query_as(
             "SELECT position, chain_hash FROM public.event_seals WHERE chain_index = $1",
         )

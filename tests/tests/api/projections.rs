@@ -990,3 +990,51 @@ async fn hms_replay_rebuild_while_commands_arrive_ends_equal_to_a_full_replay() 
     }
     assert_eq!(after_online_rebuild, checksums(&pool, runner).await);
 }
+
+/// Item 16 of the authority issue: a reader inside one long transaction (a catch-up
+/// batch, a rebuild) reads the horizon again and again. PostgreSQL keeps the first copy
+/// of `pg_stat_activity` for the whole transaction, so without clearing it a transaction
+/// begun afterwards in another database could not be placed there and held this
+/// hospital's reader back; one begun in this hospital's database must still hold it.
+#[tokio::test]
+async fn the_horizon_read_again_in_one_transaction_places_transactions_begun_in_between() {
+    let app = spawn_app().await;
+    let pool = tenant_pool(&app, "HZN001").await;
+    let mut reader = pool.begin().await.expect("begin");
+    let first = hms_projections::log::read_horizon(&mut reader)
+        .await
+        .expect("first horizon");
+
+    // After the first read: a transaction on the platform database, then one writing to
+    // this hospital's database, both holding a transaction id.
+    let mut elsewhere = app.state.platform.control.begin().await.expect("begin");
+    let elsewhere_xid: i64 = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
+        .fetch_one(&mut *elsewhere)
+        .await
+        .expect("xid on the platform");
+    let mut writer = pool.begin().await.expect("begin");
+    let writer_xid: i64 = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
+        .fetch_one(&mut *writer)
+        .await
+        .expect("xid in the hospital");
+    assert!(first <= elsewhere_xid && elsewhere_xid < writer_xid);
+
+    let second = hms_projections::log::read_horizon(&mut reader)
+        .await
+        .expect("second horizon");
+    println!(
+        "first {first}, platform transaction {elsewhere_xid}, hospital writer {writer_xid}, second {second}"
+    );
+    assert!(
+        second <= writer_xid,
+        "the writer in this hospital's database holds the horizon back: {second} > {writer_xid}"
+    );
+    assert!(
+        second > elsewhere_xid,
+        "the transaction in another database does not hold the horizon back: \
+         {second} <= {elsewhere_xid}"
+    );
+    writer.rollback().await.expect("rollback");
+    elsewhere.rollback().await.expect("rollback");
+    reader.rollback().await.expect("rollback");
+}

@@ -10,7 +10,9 @@ use hms_domain::common::{BoundedText, Email, Username};
 use hms_domain::user::{user_id_for, User, UserCommand};
 use hms_domain::{Actor, EventMetadata, Role};
 use hms_projections::log::{self, LogCursor};
-use hms_projections::projectors::seal::{chain_hash, SealEncoding, GENESIS};
+use hms_projections::projectors::seal::{
+    chain_hash, recorded_head, SealEncoding, SealError, GENESIS,
+};
 use hms_replay::verify::{verify_tenant, ProblemKind, TenantReport};
 use hms_replay::{Cli, Outcome, ReplayError};
 use hms_tests::fixtures::{hospital_with_staff, next_monday, register_simple};
@@ -140,8 +142,34 @@ async fn seeded() -> Seeded {
 }
 
 impl Seeded {
+    /// A connection of the tampering kind: the log is append-only in the database
+    /// (tenant migration `append_only_log`) unless the session turns on `hms.log_repair`.
     async fn tenant_db(&self) -> PgConnection {
-        self.app.connect(&self.app.database_for(HOSPITAL)).await
+        let mut db = self.app.connect(&self.app.database_for(HOSPITAL)).await;
+        sqlx::query("SET hms.log_repair = 'on'")
+            .execute(&mut db)
+            .await
+            .expect("operator setting");
+        db
+    }
+
+    /// Rewrites every seal from the events as they are now (what a careful attacker does
+    /// after changing events).
+    async fn reseal(&self) {
+        let mut db = self.tenant_db().await;
+        let events = log::read_batch(&mut db, LogCursor::START, 1_000)
+            .await
+            .expect("the log");
+        let mut hash = GENESIS;
+        for (i, event) in events.iter().enumerate() {
+            hash = chain_hash(&hash, event, SealEncoding::V2);
+            sqlx::query("UPDATE event_seals SET chain_hash = $2 WHERE chain_index = $1")
+                .bind(i as i64 + 1)
+                .bind(hash.as_slice())
+                .execute(&mut db)
+                .await
+                .expect("reseal");
+        }
     }
 
     /// (position, aggregate_type, aggregate_id, sequence, event_type) in commit order.
@@ -203,9 +231,10 @@ async fn verify_passes_on_a_clean_platform_and_seals_every_event() {
     let seeded = seeded().await;
     let app = &seeded.app;
     app.setup_hospital("RPL002").await;
-    // Before any head is recorded for RPL002, verify is still clean (it says so).
+    // Provisioning recorded RPL002's first head (a hospital with sealed events and no
+    // head is a finding, see item 15), and verify is clean.
     let out = replay_ok(app, &["verify", "--all"]).await;
-    assert!(out.contains("RPL002: no head recorded"), "{out}");
+    assert!(out.contains("RPL002: recorded head 2:"), "{out}");
     let out = replay_ok(app, &["seal", "--all"]).await;
     assert!(out.contains("RPL002:"), "{out}");
     let out = replay_ok(app, &["verify", "--all"]).await;
@@ -786,4 +815,214 @@ async fn verify_and_state_cover_every_aggregate_including_schedules() {
     let state: Value = serde_json::from_str(&out).expect("state is JSON");
     assert_eq!(state["aggregate_type"], "doctor_schedule", "{out}");
     assert_eq!(state["sequence"], 1, "{out}");
+}
+
+/// The problems of a report as (position, kind), in order.
+fn findings(report: &TenantReport) -> Vec<(i64, ProblemKind)> {
+    report
+        .problems
+        .iter()
+        .map(|p| (p.position, p.kind))
+        .collect()
+}
+
+/// Item 14 of the authority issue: a seal row changed by hand used to be reported as two
+/// altered events (its own and the next). The seal after it links from the hash the
+/// event gives, so it is the seal that changed: one `seal-chain-broken`, at the seal.
+#[tokio::test]
+async fn a_seal_row_changed_by_hand_is_reported_at_the_seal_and_not_against_its_events() {
+    let seeded = seeded().await;
+    let middle = seeded.position_of(seeded.users[1], "UserCreated").await;
+    let head = seeded.log().await.last().expect("events").0;
+    for (name, position) in [("a seal in the middle", middle), ("the head seal", head)] {
+        let mut db = seeded.tenant_db().await;
+        let original: Vec<u8> =
+            sqlx::query_scalar("SELECT chain_hash FROM event_seals WHERE position = $1")
+                .bind(position)
+                .fetch_one(&mut db)
+                .await
+                .expect("the seal");
+        seeded
+            .tamper(&format!(
+                "UPDATE event_seals SET chain_hash = sha256('forged'::bytea) WHERE position = {position}"
+            ))
+            .await;
+        let report = seeded.report().await;
+        println!("{name}: {:?}", findings(&report));
+        assert_eq!(
+            findings(&report),
+            vec![(position, ProblemKind::SealChainBroken)],
+            "{name}: {report:#?}"
+        );
+        let out = seeded.verify_fails().await;
+        assert!(
+            out.contains(&format!("position {position}: seal-chain-broken")),
+            "{out}"
+        );
+        sqlx::query("UPDATE event_seals SET chain_hash = $2 WHERE position = $1")
+            .bind(position)
+            .bind(original)
+            .execute(&mut db)
+            .await
+            .expect("restore the seal");
+        assert!(seeded.report().await.problems.is_empty());
+    }
+}
+
+/// Item 14: a seal row deleted used to add a false `inserted` for its untouched event
+/// (and a `seal-chain-broken` at the next seal). The next seal names the event and links
+/// through it, or (for the head) the events still recompute to the recorded head: one
+/// `seal-chain-broken`, at the removed seal's event.
+#[tokio::test]
+async fn a_seal_row_deleted_is_reported_at_the_seal_and_not_as_an_inserted_event() {
+    let seeded = seeded().await;
+    let middle = seeded.position_of(seeded.users[1], "UserCreated").await;
+    let head = seeded.log().await.last().expect("events").0;
+    for (name, position) in [("a seal in the middle", middle), ("the head seal", head)] {
+        let mut db = seeded.tenant_db().await;
+        let (index, prev, hash): (i64, Option<i64>, Vec<u8>) = sqlx::query_as(
+            "SELECT chain_index, prev_position, chain_hash FROM event_seals WHERE position = $1",
+        )
+        .bind(position)
+        .fetch_one(&mut db)
+        .await
+        .expect("the seal");
+        seeded
+            .tamper(&format!(
+                "DELETE FROM event_seals WHERE position = {position}"
+            ))
+            .await;
+        let report = seeded.report().await;
+        println!("{name}: {:?}", findings(&report));
+        assert_eq!(
+            findings(&report),
+            vec![(position, ProblemKind::SealChainBroken)],
+            "{name}: {report:#?}"
+        );
+        let out = seeded.verify_fails().await;
+        assert!(
+            out.contains(&format!("position {position}: seal-chain-broken")),
+            "{out}"
+        );
+        sqlx::query("INSERT INTO event_seals VALUES ($1, $2, $3, $4)")
+            .bind(index)
+            .bind(position)
+            .bind(prev)
+            .bind(hash)
+            .execute(&mut db)
+            .await
+            .expect("restore the seal");
+        assert!(seeded.report().await.problems.is_empty());
+    }
+}
+
+/// Item 15 of the authority issue: with the platform's head row deleted, events and
+/// seals rewritten together used to verify OK, and the server then recorded the forged
+/// head. Sealed events without a recorded head are now a finding, and neither the server
+/// nor `seal` records a head over them unless an operator says so.
+#[tokio::test]
+async fn a_missing_head_is_a_finding_and_no_head_is_recorded_over_the_rewritten_chain() {
+    let seeded = seeded().await;
+    let app = &seeded.app;
+    let control = &app.state.platform.control;
+    sqlx::query("DELETE FROM tenant_log_heads WHERE code = $1")
+        .bind(HOSPITAL)
+        .execute(control)
+        .await
+        .expect("delete the head");
+    let bob = seeded.position_of(seeded.users[1], "UserCreated").await;
+    seeded
+        .tamper(&format!(
+            "UPDATE events SET payload = jsonb_set(payload, '{{UserCreated,email}}', '\"eve@example.com\"') \
+              WHERE position = {bob}"
+        ))
+        .await;
+    seeded.reseal().await;
+    let head = seeded.log().await.last().expect("events").0;
+
+    let report = seeded.report().await;
+    println!("{:?}", findings(&report));
+    assert_eq!(
+        findings(&report),
+        vec![(head, ProblemKind::HeadMissing)],
+        "{report:#?}"
+    );
+    let out = seeded.verify_fails().await;
+    assert!(
+        out.contains(&format!("position {head}: head-missing")),
+        "{out}"
+    );
+
+    // `seal` refuses to bless the chain, and so does the server after a catch-up.
+    let (result, _) = replay(app, &["seal", "--hospital", HOSPITAL]).await;
+    assert!(
+        matches!(
+            result,
+            Err(ReplayError::Seal(SealError::HeadMissing { .. }))
+        ),
+        "seal must refuse: {result:?}"
+    );
+    hms_app::workers::projection_daemon::catch_up(&app.state.platform, HOSPITAL).await;
+    assert_eq!(
+        recorded_head(control, HOSPITAL).await.expect("read"),
+        None,
+        "the server recorded a head over a chain nobody can check"
+    );
+
+    // An operator who vouches for the log records it, warned.
+    let out = replay_ok(
+        app,
+        &["seal", "--hospital", HOSPITAL, "--accept-missing-head"],
+    )
+    .await;
+    assert!(out.contains("WARNING"), "{out}");
+    let out = replay_ok(app, &["verify", "--hospital", HOSPITAL]).await;
+    assert!(out.contains(&format!("{HOSPITAL}: OK")), "{out}");
+}
+
+/// Item 15, part two (the minimum): the log is append-only in the database. Through the
+/// server's own tenant pool, UPDATE, DELETE and TRUNCATE of the events, the seals and
+/// their encodings fail; only a session that turned on `hms.log_repair` may.
+#[tokio::test]
+async fn the_servers_tenant_pool_cannot_update_or_delete_the_event_log() {
+    const CODE: &str = "RPL010";
+    let app = spawn_app().await;
+    app.setup_hospital(CODE).await;
+    let lease = app.state.registry.get(CODE).await.expect("tenant pool");
+    let count = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM event_seals)",
+        )
+        .fetch_one(&lease.pool)
+        .await
+        .expect("count")
+    };
+    let before = count().await;
+    assert!(before > 0);
+    for sql in [
+        "UPDATE events SET payload = '{}'::jsonb",
+        "DELETE FROM events",
+        "TRUNCATE events",
+        "UPDATE event_seals SET chain_hash = sha256('x'::bytea)",
+        "DELETE FROM event_seals",
+        "DELETE FROM event_seal_encodings",
+    ] {
+        let result = sqlx::query(sql).execute(&lease.pool).await;
+        println!("{sql}: {result:?}");
+        let error = result.expect_err(sql).to_string();
+        assert!(error.contains("append-only"), "{sql}: {error}");
+    }
+    assert_eq!(count().await, before);
+    replay_ok(&app, &["verify", "--hospital", CODE]).await;
+
+    let mut tx = lease.pool.begin().await.expect("begin");
+    sqlx::query("SET LOCAL hms.log_repair = 'on'")
+        .execute(&mut *tx)
+        .await
+        .expect("operator setting");
+    sqlx::query("UPDATE events SET payload = payload")
+        .execute(&mut *tx)
+        .await
+        .expect("an operator's repair session may");
+    tx.rollback().await.expect("rollback");
 }
