@@ -16,5 +16,6 @@ mod projections;
 mod provisioning;
 mod redaction;
 mod replay;
+mod retries;
 mod schema;
 mod security;
