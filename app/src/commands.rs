@@ -3,7 +3,27 @@
 //!
 //! A framework is built per command: it is a handful of pool clones, and building it
 //! fresh lets each command carry its own expected version.
+//!
+//! Two kinds of retry are the command path's own (docs/adr/0004):
+//! - a command that lost an optimistic-concurrency race, when the client named no
+//!   expected version, is decided again on fresh state, a bounded number of times with
+//!   jittered backoff ([`MAX_ATTEMPTS`]); only a refusal on fresh state, or running out
+//!   of attempts ([`CommandError::Contended`]), reaches the client;
+//! - inside keyed work ([`crate::idempotency`]) every event carries the run's id, and a
+//!   command whose stream already holds an event of that run is not executed again: an
+//!   earlier attempt of the same request committed it.
+//!
+//! Once events are committed the command has succeeded, whatever the read side does next.
+//!
+//! Within one process, commands on the same stream take turns ([`StreamTurns`]) instead
+//! of racing: a hot record (one invoice paid from many tills) would otherwise have its
+//! writers load, lose the race and retry over and over. The turn is only an
+//! optimization; the database's optimistic concurrency stays the authority (several
+//! processes serve the same hospital).
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex as StdMutex};
 use std::time::Duration;
 
 use cqrs_es::persist::{
@@ -14,23 +34,39 @@ use cqrs_es::{Aggregate, AggregateError, CqrsFramework, EventStore};
 use hms_domain::EventMetadata;
 use hms_projections::{log, ProjectionRunner};
 use postgres_es::PostgresEventRepository;
+use rand::Rng;
 use serde_json::Value;
 use sqlx::PgPool;
+
+use crate::idempotency::{current_run, RUN_METADATA_KEY};
 
 /// How long a command waits for the read models to show its own events. The wait can be
 /// long when any transaction on the server is slow to commit (the log is read only below
 /// the oldest transaction in flight, cluster-wide).
 pub const READ_YOUR_WRITES_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How many times a command without an expected version is decided when concurrent
+/// writers keep winning the race for its aggregate.
+pub const MAX_ATTEMPTS: u32 = 12;
+
+/// The first backoff after a lost race, doubled per attempt up to [`MAX_BACKOFF`]; each
+/// pause is drawn uniformly below that bound (full jitter), so racers spread out.
+const FIRST_BACKOFF: Duration = Duration::from_millis(4);
+const MAX_BACKOFF: Duration = Duration::from_millis(250);
+
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError<E: std::error::Error> {
     /// The domain refused the command.
     #[error(transparent)]
     Rejected(E),
-    /// Another command changed the aggregate first, or the client's expected version
-    /// is stale (optimistic concurrency).
+    /// The client's expected version is stale (optimistic concurrency): a final answer,
+    /// the client reloads.
     #[error("the record was changed by someone else; reload and try again")]
     Conflict,
+    /// Concurrent writers won the race for the aggregate on every one of
+    /// [`MAX_ATTEMPTS`] attempts: the same request may succeed if sent again.
+    #[error("the record is being changed by many requests at once; try again")]
+    Contended,
     #[error("event store failure: {0}")]
     Store(String),
     #[error("read models did not catch up: {0}")]
@@ -50,9 +86,29 @@ impl<E: std::error::Error> From<AggregateError<E>> for CommandError<E> {
 /// postgres-es's repository, plus an exact check of the version the client last saw:
 /// the first new event must be `expected + 1`. Done at persist time, after loading, so
 /// it cannot race: a concurrent writer makes either this check or the primary key fail.
+///
+/// With a `run` (keyed work), loading notes whether the stream already holds an event of
+/// that run (`seen`), and then nothing is persisted: the run's command on this stream
+/// committed in an earlier attempt. The note is taken from the very events the decision
+/// was made on, so it cannot race either: an event of the run committed after the load
+/// makes the append fail on the primary key, and the retry sees it.
 struct ExpectingRepository {
     inner: PostgresEventRepository,
     expected: Option<u64>,
+    run: Option<String>,
+    seen: Arc<AtomicBool>,
+}
+
+impl ExpectingRepository {
+    fn note_run(&self, events: &[SerializedEvent]) {
+        let Some(run) = &self.run else { return };
+        let ours = |e: &SerializedEvent| {
+            e.metadata.get(RUN_METADATA_KEY).and_then(Value::as_str) == Some(run.as_str())
+        };
+        if events.iter().any(ours) {
+            self.seen.store(true, Ordering::SeqCst);
+        }
+    }
 }
 
 impl PersistedEventRepository for ExpectingRepository {
@@ -60,7 +116,9 @@ impl PersistedEventRepository for ExpectingRepository {
         &self,
         id: &str,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        self.inner.get_events::<A>(id).await
+        let events = self.inner.get_events::<A>(id).await?;
+        self.note_run(&events);
+        Ok(events)
     }
 
     async fn get_last_events<A: Aggregate>(
@@ -68,7 +126,9 @@ impl PersistedEventRepository for ExpectingRepository {
         id: &str,
         last_sequence: usize,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        self.inner.get_last_events::<A>(id, last_sequence).await
+        let events = self.inner.get_last_events::<A>(id, last_sequence).await?;
+        self.note_run(&events);
+        Ok(events)
     }
 
     async fn get_snapshot<A: Aggregate>(
@@ -83,6 +143,11 @@ impl PersistedEventRepository for ExpectingRepository {
         events: &[SerializedEvent],
         snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
+        if self.seen.load(Ordering::SeqCst) {
+            return Err(PersistenceError::UnknownError(
+                "the stream holds this run's command already".into(),
+            ));
+        }
         if let (Some(expected), Some(first)) = (self.expected, events.first()) {
             if first.sequence as u64 != expected + 1 {
                 return Err(PersistenceError::OptimisticLockError);
@@ -106,10 +171,14 @@ impl PersistedEventRepository for ExpectingRepository {
 fn store<A: Aggregate>(
     pool: &PgPool,
     expected: Option<u64>,
+    run: Option<String>,
+    seen: Arc<AtomicBool>,
 ) -> PersistedEventStore<ExpectingRepository, A> {
     let repo = ExpectingRepository {
         inner: PostgresEventRepository::new(pool.clone()),
         expected,
+        run,
+        seen,
     };
     PersistedEventStore::<_, A>::new_event_store(repo).with_upcasters(hms_domain::upcasters())
 }
@@ -126,6 +195,8 @@ pub async fn execute<A>(
 ) -> Result<(), CommandError<A::Error>>
 where
     A: Aggregate + 'static,
+    A::Command: Clone,
+    A::Services: Clone,
 {
     execute_expecting::<A>(pool, runner, id, command, services, metadata, None).await
 }
@@ -143,21 +214,21 @@ pub async fn execute_expecting<A>(
 ) -> Result<(), CommandError<A::Error>>
 where
     A: Aggregate + 'static,
+    A::Command: Clone,
+    A::Services: Clone,
 {
     append_expecting::<A>(pool, id, command, services, metadata, expected).await?;
-    match wait_for_stream::<A>(pool, runner, id, READ_YOUR_WRITES_TIMEOUT).await {
-        // The write stands: reporting it as failed would invite a retry that repeats it.
-        // The client may read a read model that is still behind; the runner catches up.
-        Err(hms_projections::ProjectionError::CatchUpTimeout(waited)) => {
-            tracing::warn!(
-                ?waited,
-                stream = id,
-                "read models are behind the command just written"
-            );
-            Ok(())
-        }
-        other => Ok(other?),
+    // The write stands whatever the read side does now: reporting it as failed would
+    // invite a retry that repeats it. The client may read a read model that is behind
+    // (or answer from the write side); the runner catches up.
+    if let Err(error) = wait_for_stream::<A>(pool, runner, id, READ_YOUR_WRITES_TIMEOUT).await {
+        tracing::warn!(
+            %error,
+            stream = id,
+            "read models are behind the command just written"
+        );
     }
+    Ok(())
 }
 
 /// Executes `command` and appends its events, without waiting for the read models.
@@ -170,10 +241,65 @@ pub async fn append<A>(
 ) -> Result<(), CommandError<A::Error>>
 where
     A: Aggregate + 'static,
+    A::Command: Clone,
+    A::Services: Clone,
 {
     append_expecting::<A>(pool, id, command, services, metadata, None).await
 }
 
+/// One stream of one database, as [`StreamTurns`] knows it.
+type StreamKey = (String, String, &'static str, String);
+
+/// The commands of this process take turns per stream: one loads, decides and appends
+/// while the others wait. Entries live while someone holds or awaits the turn.
+#[derive(Default)]
+struct StreamTurns(StdMutex<HashMap<StreamKey, Arc<tokio::sync::Mutex<()>>>>);
+
+static TURNS: LazyLock<StreamTurns> = LazyLock::new(StreamTurns::default);
+
+/// The turn of one command on one stream; the next waiter goes when it is dropped.
+struct Turn {
+    key: StreamKey,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl StreamTurns {
+    async fn take<A: Aggregate>(&'static self, pool: &PgPool, id: &str) -> Turn {
+        let options = pool.connect_options();
+        let key = (
+            options.get_host().to_owned(),
+            options.get_database().unwrap_or_default().to_owned(),
+            A::TYPE,
+            id.to_owned(),
+        );
+        let gate = {
+            let mut turns = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            turns.entry(key.clone()).or_default().clone()
+        };
+        Turn {
+            key,
+            guard: Some(gate.lock_owned().await),
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut turns = TURNS.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Only the map still holds the gate: nobody holds or awaits this turn.
+        if turns
+            .get(&self.key)
+            .is_some_and(|gate| Arc::strong_count(gate) == 1)
+        {
+            turns.remove(&self.key);
+        }
+    }
+}
+
+/// Decides `command` on the aggregate and appends its events. Without an expected
+/// version a lost race is retried on fresh state (bounded, jittered); inside keyed work
+/// a stream that already holds the run's event is left alone (see the module notes).
 async fn append_expecting<A>(
     pool: &PgPool,
     id: &str,
@@ -184,11 +310,76 @@ async fn append_expecting<A>(
 ) -> Result<(), CommandError<A::Error>>
 where
     A: Aggregate + 'static,
+    A::Command: Clone,
+    A::Services: Clone,
 {
-    let cqrs = CqrsFramework::new(store::<A>(pool, expected), vec![], services);
-    cqrs.execute_with_metadata(id, command, metadata.to_map())
+    let run = current_run().map(|run| run.to_string());
+    let mut map = metadata.to_map();
+    if let Some(run) = &run {
+        map.insert(RUN_METADATA_KEY.to_owned(), run.clone());
+    }
+    let mut backoff = FIRST_BACKOFF;
+    for attempt in 1..=MAX_ATTEMPTS {
+        // Each attempt has its own note of whether the stream holds this run's event.
+        let seen = Arc::new(AtomicBool::new(false));
+        let framework = CqrsFramework::new(
+            store::<A>(pool, expected, run.clone(), seen.clone()),
+            vec![],
+            services.clone(),
+        );
+        let outcome = {
+            let _turn = TURNS.take::<A>(pool, id).await;
+            framework
+                .execute_with_metadata(id, command.clone(), map.clone())
+                .await
+        };
+        if seen.load(Ordering::SeqCst) {
+            // An earlier attempt of this request committed this command already.
+            return Ok(());
+        }
+        match outcome {
+            Ok(()) => return Ok(()),
+            Err(AggregateError::AggregateConflict) => {
+                if expected.is_some() {
+                    // The client decided on the version it saw: its answer is final,
+                    // unless the event that got in first is this run's own.
+                    if run.is_some() && holds_run::<A>(pool, id, run.clone()).await? {
+                        return Ok(());
+                    }
+                    return Err(CommandError::Conflict);
+                }
+                if attempt == MAX_ATTEMPTS {
+                    break;
+                }
+                let pause = rand::thread_rng().gen_range(Duration::ZERO..=backoff);
+                tokio::time::sleep(pause).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Err(other) => return Err(other.into()),
+        }
+    }
+    tracing::warn!(
+        stream = id,
+        attempts = MAX_ATTEMPTS,
+        "concurrent writers won every attempt"
+    );
+    Err(CommandError::Contended)
+}
+
+/// Whether stream `id` holds an event of keyed-work run `run`.
+async fn holds_run<A>(
+    pool: &PgPool,
+    id: &str,
+    run: Option<String>,
+) -> Result<bool, CommandError<A::Error>>
+where
+    A: Aggregate + 'static,
+{
+    let seen = Arc::new(AtomicBool::new(false));
+    store::<A>(pool, None, run, seen.clone())
+        .load_aggregate(id)
         .await?;
-    Ok(())
+    Ok(seen.load(Ordering::SeqCst))
 }
 
 /// The aggregate's current state and version (sequence of its last event, 0 if none),
@@ -197,7 +388,9 @@ pub async fn load<A>(pool: &PgPool, id: &str) -> Result<(A, u64), CommandError<A
 where
     A: Aggregate + 'static,
 {
-    let context = store::<A>(pool, None).load_aggregate(id).await?;
+    let context = store::<A>(pool, None, None, Arc::default())
+        .load_aggregate(id)
+        .await?;
     Ok((context.aggregate, context.current_sequence as u64))
 }
 

@@ -26,8 +26,15 @@ pub enum AppError {
     NotFound,
     #[error("{field}: {message}")]
     Validation { field: String, message: String },
+    /// A final refusal: the request cannot succeed as it stands (the record's state
+    /// forbids it, or the client's expected version is stale).
     #[error("{0}")]
     Conflict(String),
+    /// Concurrent changes got in the way and the server's own retries ran out (or the
+    /// first attempt with the same idempotency key is still running): the same request
+    /// may succeed if sent again.
+    #[error("{0}")]
+    Contended(String),
     #[error("{0}")]
     SubscriptionInactive(String),
     #[error("{0}")]
@@ -139,6 +146,9 @@ pub fn command_error<E: DomainErrorCode + Send + Sync + 'static>(e: CommandError
         CommandError::Rejected(e) => e.to_app_error(),
         CommandError::Conflict => AppError::Conflict(
             "the record was changed by someone else; reload and try again".into(),
+        ),
+        CommandError::Contended => AppError::Contended(
+            "the record is being changed by many requests at once; try again".into(),
         ),
         CommandError::Store(e) => AppError::internal(e),
         CommandError::Projection(e) => AppError::internal(e),

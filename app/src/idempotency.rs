@@ -1,7 +1,17 @@
 //! Idempotency keys: a retried mutation with the same key and input appends nothing new
 //! and answers with what the first attempt produced. The key is claimed in the tenant
 //! database (table `idempotency_keys`), so every server process sees the same claim.
+//!
+//! A claim is a lease (docs/adr/0004): the attempt that owns it renews `claimed_at` while
+//! its work runs, so a claim left behind by a request that died (kill -9, a client that
+//! went away, the request timeout) goes stale after [`CLAIM_LEASE`] and a retry takes it
+//! over. Every event the work appends carries the claim's run id (metadata
+//! [`RUN_METADATA_KEY`]), and the command path skips a command whose stream already holds
+//! an event of the same run ([`crate::commands`]): re-running the work after a takeover
+//! appends nothing twice and computes the first attempt's answer, whether or not that
+//! attempt got as far as committing.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::time::Duration;
 
@@ -13,6 +23,42 @@ use crate::scope::{Authorized, MutationOptions};
 
 /// How long a retry waits for the first request with the same key to finish.
 const IDEMPOTENCY_WAIT: Duration = Duration::from_secs(10);
+
+/// A claim not renewed for this long belongs to an attempt that is gone.
+pub const CLAIM_LEASE: Duration = Duration::from_secs(10);
+
+/// How often a live attempt renews its claim (well inside the lease).
+const HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// The event-metadata key that names the run of keyed work that appended the event.
+pub const RUN_METADATA_KEY: &str = "idempotency_run";
+
+tokio::task_local! {
+    /// The run of keyed work being executed, for the command path.
+    static RUN: Uuid;
+}
+
+/// The run of keyed work the current task is executing, if any: its commands stamp their
+/// events with it and skip streams that already hold an event of it.
+pub fn current_run() -> Option<Uuid> {
+    RUN.try_with(|run| *run).ok()
+}
+
+/// What identifies a retry: the SHA-256 of the input's serialized form.
+pub fn request_hash(input: &impl serde::Serialize) -> Result<String> {
+    let bytes = serde_json::to_vec(input).map_err(AppError::internal)?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+/// The claim of one (actor, key), as another attempt finds it.
+#[derive(sqlx::FromRow)]
+struct Claim {
+    operation: String,
+    request_hash: String,
+    result: Option<String>,
+    owner: Option<Uuid>,
+    stale: bool,
+}
 
 impl Authorized<'_> {
     /// [`Self::idempotent`] for work that creates a record and answers with its id.
@@ -39,6 +85,10 @@ impl Authorized<'_> {
     /// the first answer (the id `work` produced) without running it again; the same key
     /// with other input is refused. Without a key, `work` just runs. `work`'s error is
     /// the caller's own (anything an application error converts into).
+    ///
+    /// `work` must derive the ids of what it creates from the key
+    /// ([`Authorized::new_id`]) and issue at most one command per stream that matters: a
+    /// takeover re-runs it, and the command path skips every stream the run reached.
     pub async fn idempotent<F, Fut, E>(
         &self,
         options: &MutationOptions,
@@ -54,79 +104,171 @@ impl Authorized<'_> {
             return work().await;
         };
         let operation = self.operation.to_string();
-        let hash = {
-            let bytes = serde_json::to_vec(input).map_err(AppError::internal)?;
-            hex::encode(Sha256::digest(&bytes))
-        };
+        let hash = request_hash(input)?;
         let actor = self.scope.principal.user_id;
-        let claimed = sqlx::query(
-            "INSERT INTO idempotency_keys (actor_id, key, operation, request_hash) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(actor)
-        .bind(key)
-        .bind(&operation)
-        .bind(&hash)
-        .execute(self.pool())
-        .await
-        .map_err(AppError::from)?
-        .rows_affected()
-            == 1;
-        if claimed {
-            return match work().await {
-                Ok(result) => {
-                    sqlx::query(
-                        "UPDATE idempotency_keys SET result = $3, completed_at = now() WHERE actor_id = $1 AND key = $2",
-                    )
-                    .bind(actor)
-                    .bind(key)
-                    .bind(&result)
-                    .execute(self.pool())
-                    .await
-                    .map_err(AppError::from)?;
-                    Ok(result)
-                }
-                Err(e) => {
-                    // Nothing to replay: let a retry try again.
-                    let _ = sqlx::query("DELETE FROM idempotency_keys WHERE actor_id = $1 AND key = $2 AND result IS NULL")
-                        .bind(actor)
-                        .bind(key)
-                        .execute(self.pool())
-                        .await;
-                    Err(e)
-                }
-            };
-        }
         let deadline = tokio::time::Instant::now() + IDEMPOTENCY_WAIT;
+        let mut pause = Duration::from_millis(10);
         loop {
-            let row: Option<(String, String, Option<String>)> = sqlx::query_as(
-                "SELECT operation, request_hash, result FROM idempotency_keys WHERE actor_id = $1 AND key = $2",
+            let owner = Uuid::new_v4();
+            let fresh: Option<Uuid> = sqlx::query_scalar(
+                "INSERT INTO idempotency_keys (actor_id, key, operation, request_hash, run_id, owner, claimed_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, now()) ON CONFLICT DO NOTHING RETURNING run_id",
             )
             .bind(actor)
             .bind(key)
+            .bind(&operation)
+            .bind(&hash)
+            .bind(Uuid::new_v4())
+            .bind(owner)
             .fetch_optional(self.pool())
             .await
             .map_err(AppError::from)?;
-            match row {
-                Some((op, h, _)) if op != operation || h != hash => {
+            if let Some(run) = fresh {
+                return self.run_claimed(key, run, owner, work).await;
+            }
+            let claim: Option<Claim> = sqlx::query_as(
+                "SELECT operation, request_hash, result, owner, claimed_at < now() - make_interval(secs => $3) AS stale \
+                   FROM idempotency_keys WHERE actor_id = $1 AND key = $2",
+            )
+            .bind(actor)
+            .bind(key)
+            .bind(CLAIM_LEASE.as_secs_f64())
+            .fetch_optional(self.pool())
+            .await
+            .map_err(AppError::from)?;
+            match claim {
+                // The first request failed and released the key: claim it now.
+                None => continue,
+                Some(c) if c.operation != operation || c.request_hash != hash => {
                     return Err(AppError::validation(
                         "idempotencyKey",
                         "this key was used for a different request",
                     )
                     .into())
                 }
-                Some((_, _, Some(result))) => return Ok(result),
-                // The first request failed and released the key: run it now.
-                None => return Box::pin(self.idempotent(options, input, work)).await,
-                Some((_, _, None)) => {
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(AppError::Conflict(
-                            "a request with this idempotency key is still in progress".into(),
-                        )
-                        .into());
+                Some(Claim {
+                    result: Some(result),
+                    ..
+                }) => return Ok(result),
+                Some(Claim {
+                    owner: previous,
+                    stale: true,
+                    ..
+                }) => {
+                    // The attempt that holds the claim stopped renewing it: it is gone.
+                    // Take the claim over (keeping its run) and finish its work.
+                    let taken: Option<Uuid> = sqlx::query_scalar(
+                        "UPDATE idempotency_keys SET owner = $3, claimed_at = now() \
+                          WHERE actor_id = $1 AND key = $2 AND result IS NULL \
+                            AND owner IS NOT DISTINCT FROM $4 \
+                            AND claimed_at < now() - make_interval(secs => $5) \
+                         RETURNING run_id",
+                    )
+                    .bind(actor)
+                    .bind(key)
+                    .bind(owner)
+                    .bind(previous)
+                    .bind(CLAIM_LEASE.as_secs_f64())
+                    .fetch_optional(self.pool())
+                    .await
+                    .map_err(AppError::from)?;
+                    if let Some(run) = taken {
+                        tracing::warn!(
+                            operation,
+                            "took over the stale claim of an idempotency key; finishing its work"
+                        );
+                        return self.run_claimed(key, run, owner, work).await;
                     }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    // Someone else took it over first: wait for their answer.
                 }
+                Some(_) => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(AppError::Contended(
+                    "a request with this idempotency key is still in progress; try again".into(),
+                )
+                .into());
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// Runs `work` as `owner` of the claim on `key` (run `run`), renewing the claim while
+    /// it runs, and records the answer (or releases the claim when the work failed).
+    async fn run_claimed<F, Fut, E>(
+        &self,
+        key: &str,
+        run: Uuid,
+        owner: Uuid,
+        work: F,
+    ) -> Result<String, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<String, E>>,
+        E: From<AppError>,
+    {
+        let actor = self.scope.principal.user_id;
+        let outcome = {
+            let work = RUN.scope(run, work());
+            tokio::pin!(work);
+            tokio::select! {
+                outcome = &mut work => outcome,
+                never = self.renew_claim(key, owner) => match never {},
+            }
+        };
+        match outcome {
+            Ok(result) => {
+                let recorded = sqlx::query(
+                    "UPDATE idempotency_keys SET result = $3, completed_at = now(), owner = NULL \
+                      WHERE actor_id = $1 AND key = $2 AND result IS NULL",
+                )
+                .bind(actor)
+                .bind(key)
+                .bind(&result)
+                .execute(self.pool())
+                .await;
+                if let Err(e) = recorded {
+                    // The work is done and stands: answer it. A retry finds the claim
+                    // stale, re-runs the work (every command of the run is skipped) and
+                    // records the same answer.
+                    tracing::warn!(error = %e, "could not record the answer of an idempotency key");
+                }
+                Ok(result)
+            }
+            Err(e) => {
+                // Nothing to replay: let a retry try again, as a new run.
+                let _ = sqlx::query(
+                    "DELETE FROM idempotency_keys \
+                      WHERE actor_id = $1 AND key = $2 AND owner = $3 AND result IS NULL",
+                )
+                .bind(actor)
+                .bind(key)
+                .bind(owner)
+                .execute(self.pool())
+                .await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Renews the claim of `owner` on `key` until dropped (when the work ends, or with the
+    /// request when it is cut off).
+    async fn renew_claim(&self, key: &str, owner: Uuid) -> Infallible {
+        let actor = self.scope.principal.user_id;
+        loop {
+            tokio::time::sleep(HEARTBEAT).await;
+            let renewed = sqlx::query(
+                "UPDATE idempotency_keys SET claimed_at = now() \
+                  WHERE actor_id = $1 AND key = $2 AND owner = $3 AND result IS NULL",
+            )
+            .bind(actor)
+            .bind(key)
+            .bind(owner)
+            .execute(self.pool())
+            .await;
+            if let Err(e) = renewed {
+                tracing::warn!(error = %e, "could not renew the claim of an idempotency key");
             }
         }
     }

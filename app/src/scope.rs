@@ -185,6 +185,7 @@ impl Authorized<'_> {
     ) -> Result<()>
     where
         A: Aggregate<Services = ()> + 'static,
+        A::Command: Clone,
         A::Error: DomainErrorCode + Send + Sync + 'static,
     {
         commands::execute_expecting::<A>(
@@ -207,6 +208,7 @@ impl Authorized<'_> {
     pub async fn append<A>(&self, id: &str, command: A::Command) -> Result<()>
     where
         A: Aggregate<Services = ()> + 'static,
+        A::Command: Clone,
         A::Error: DomainErrorCode + Send + Sync + 'static,
     {
         commands::append::<A>(self.pool(), id, command, (), &self.metadata())

@@ -94,6 +94,15 @@ where
         }
     }
 
+    /// The row with this key as the batch leaves it, taken out of the set (for a fold
+    /// done in memory, never stored).
+    pub(crate) fn take(&mut self, key: &K) -> Option<R> {
+        match self.rows.remove(key)? {
+            Slot::Loaded(row) | Slot::Changed(row) | Slot::New(row) => Some(row),
+            Slot::Removed => None,
+        }
+    }
+
     /// Adds a row. A key that exists already is the caller's bug, reported by the
     /// table's primary key when the batch is stored (as a plain `INSERT` would be).
     pub(crate) fn insert(&mut self, key: K, row: R) {

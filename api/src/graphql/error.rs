@@ -23,7 +23,11 @@ pub enum ApiError {
         field: String,
         message: String,
     },
+    /// A final refusal (`retryable: false`).
     Conflict(String),
+    /// A concurrent change got in the way; the same request may succeed if sent again
+    /// (code CONFLICT, `retryable: true`).
+    Contended(String),
     SubscriptionInactive(String),
     ModuleDisabled(String),
     RateLimited,
@@ -52,7 +56,7 @@ impl ApiError {
             ApiError::Forbidden => "FORBIDDEN",
             ApiError::NotFound => "NOT_FOUND",
             ApiError::Validation { .. } => "VALIDATION",
-            ApiError::Conflict(_) => "CONFLICT",
+            ApiError::Conflict(_) | ApiError::Contended(_) => "CONFLICT",
             ApiError::SubscriptionInactive(_) => "SUBSCRIPTION_INACTIVE",
             ApiError::ModuleDisabled(_) => "MODULE_DISABLED",
             ApiError::RateLimited => "RATE_LIMITED",
@@ -68,6 +72,7 @@ impl ApiError {
             ApiError::NotFound => "not found".into(),
             ApiError::Validation { field, message } => format!("{field}: {message}"),
             ApiError::Conflict(m)
+            | ApiError::Contended(m)
             | ApiError::SubscriptionInactive(m)
             | ApiError::ModuleDisabled(m) => m.clone(),
             ApiError::RateLimited => "too many requests; try again later".into(),
@@ -90,6 +95,9 @@ impl From<ApiError> for async_graphql::Error {
             match &err {
                 ApiError::Validation { field, .. } => ext.set("field", field.as_str()),
                 ApiError::Internal => ext.set("requestId", current_request_id()),
+                // Tells "send it again" from a final refusal; both are CONFLICT.
+                ApiError::Conflict(_) => ext.set("retryable", false),
+                ApiError::Contended(_) => ext.set("retryable", true),
                 _ => {}
             }
         })
@@ -117,6 +125,7 @@ impl From<hms_app::AppError> for ApiError {
             A::NotFound => ApiError::NotFound,
             A::Validation { field, message } => ApiError::Validation { field, message },
             A::Conflict(m) => ApiError::Conflict(m),
+            A::Contended(m) => ApiError::Contended(m),
             A::SubscriptionInactive(m) => ApiError::SubscriptionInactive(m),
             A::ModuleDisabled(m) => ApiError::ModuleDisabled(m),
             A::RateLimited => ApiError::RateLimited,

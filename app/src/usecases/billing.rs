@@ -15,6 +15,7 @@ use hms_domain::billing::{
 };
 use hms_domain::common::{BoundedText, Currency};
 use hms_domain::permissions::Operation;
+use hms_projections::log;
 use hms_projections::projectors::{InvoiceLineRow, InvoicePaymentRow, InvoiceRow};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -140,6 +141,54 @@ impl TryFrom<InvoiceRow> for InvoiceView {
 async fn invoice_or_not_found(auth: &Authorized<'_>, id: Uuid) -> Result<InvoiceView> {
     InvoiceRow::find(auth.pool(), id)
         .await?
+        .map(InvoiceView::try_from)
+        .transpose()?
+        .ok_or(AppError::NotFound)
+}
+
+/// The invoice after this request wrote to it: the read model when it shows the
+/// stream's newest event, otherwise the same row folded from the write side (the read
+/// side is behind or unavailable). A committed write is a success either way.
+async fn invoice_after_write(auth: &Authorized<'_>, id: Uuid) -> Result<InvoiceView> {
+    let mut conn = auth.pool().acquire().await?;
+    let version = log::stream_version(&mut conn, INVOICE_TYPE, &id.to_string()).await?;
+    match InvoiceRow::find(&mut *conn, id).await {
+        Ok(Some(row)) if row.version >= version => InvoiceView::try_from(row),
+        Ok(_) => invoice_from_write_side(&mut conn, id).await,
+        Err(error) => {
+            tracing::warn!(
+                %error,
+                invoice = %id,
+                "the invoices read model is unavailable; answering from the write side"
+            );
+            invoice_from_write_side(&mut conn, id).await
+        }
+    }
+}
+
+/// The invoice an edit starts from: the read model, or the write side when the read
+/// model cannot say (unavailable, or not showing the invoice yet).
+async fn invoice_for_edit(auth: &Authorized<'_>, id: Uuid) -> Result<InvoiceView> {
+    let mut conn = auth.pool().acquire().await?;
+    match InvoiceRow::find(&mut *conn, id).await {
+        Ok(Some(row)) => InvoiceView::try_from(row),
+        Ok(None) => invoice_from_write_side(&mut conn, id).await,
+        Err(error) => {
+            tracing::warn!(
+                %error,
+                invoice = %id,
+                "the invoices read model is unavailable; reading the write side"
+            );
+            invoice_from_write_side(&mut conn, id).await
+        }
+    }
+}
+
+/// The invoice row folded from its stream, as the projector would write it; NOT_FOUND
+/// for a stream that does not exist in this hospital.
+async fn invoice_from_write_side(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<InvoiceView> {
+    let events = log::read_stream(conn, INVOICE_TYPE, &id.to_string()).await?;
+    InvoiceRow::fold_stream(&events)?
         .map(InvoiceView::try_from)
         .transpose()?
         .ok_or(AppError::NotFound)
@@ -321,7 +370,7 @@ async fn prepare(
     idempotency_key: Option<String>,
 ) -> Result<(InvoiceView, MutationOptions)> {
     let options = MutationOptions::new(expected_version, idempotency_key)?;
-    let invoice = invoice_or_not_found(auth, invoice_id).await?;
+    let invoice = invoice_for_edit(auth, invoice_id).await?;
     Ok((invoice, options))
 }
 
@@ -354,7 +403,7 @@ async fn edit(
         Ok::<_, AppError>(id.to_string())
     })
     .await?;
-    invoice_or_not_found(auth, id).await
+    invoice_after_write(auth, id).await
 }
 
 /// A new invoice, as entered. Its serialized form identifies a retry.
@@ -444,7 +493,7 @@ pub async fn create_invoice(auth: &Authorized<'_>, input: CreateInvoice) -> Resu
             Ok::<_, AppError>(invoice_id)
         })
         .await?;
-    invoice_or_not_found(auth, id).await
+    invoice_after_write(auth, id).await
 }
 
 /// A line to add, as entered.

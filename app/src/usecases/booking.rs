@@ -631,6 +631,10 @@ fn reservation_error(party: Party, e: CommandError<ScheduleError>) -> AppError {
             "another booking for the {who} on that day was made at the same moment; \
              reload the schedule and try again"
         )),
+        CommandError::Contended => AppError::Contended(format!(
+            "many bookings for the {who} on that day are being made at the same moment; \
+             try again"
+        )),
         other => command_error(other),
     }
 }

@@ -120,7 +120,8 @@ pub async fn sweep(
             }
             // Released meanwhile (by the saga's retry or another process): nothing to do.
             Err(CommandError::Rejected(ScheduleError::NotReserved(_)))
-            | Err(CommandError::Conflict) => {}
+            | Err(CommandError::Conflict)
+            | Err(CommandError::Contended) => {}
             Err(e) => return Err(SweepError::Command(e.to_string())),
         }
     }

@@ -66,6 +66,26 @@ impl InvoiceRow {
         .await
     }
 
+    /// The row this projector makes of one invoice's whole stream (`events`, in sequence
+    /// order), folded in memory: the write side's view of the record, for an answer
+    /// while the read model is behind or unavailable. `None` for an empty stream.
+    pub fn fold_stream(events: &[StoredEvent]) -> Result<Option<Self>> {
+        let mut changes = Changes {
+            invoices: RowSet::new("invoices", "id"),
+            lines: RowSet::new("invoice_lines", "line_id"),
+            payments: RowSet::new("invoice_payments", "id"),
+        };
+        let mut last = None;
+        for (id, stored, event) in decode_batch::<Invoice>("invoices", events)? {
+            fold(&mut changes, id, event);
+            if let Some(invoice) = changes.invoices.get_mut(&id) {
+                invoice.set_version(stored.sequence);
+            }
+            last = Some(id);
+        }
+        Ok(last.and_then(|id| changes.invoices.take(&id)))
+    }
+
     /// The totals an event carries; a draft's balance is its total.
     fn set_totals(&mut self, totals: &InvoiceTotals, at: DateTime<Utc>) {
         self.subtotal_minor = totals.subtotal.minor();

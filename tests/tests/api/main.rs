@@ -17,5 +17,6 @@ mod projections;
 mod provisioning;
 mod redaction;
 mod replay;
+mod retries;
 mod schema;
 mod security;

@@ -95,6 +95,7 @@ async fn append<A>(
 ) -> Result<(), CommandError<A::Error>>
 where
     A: Aggregate<Services = ()> + 'static,
+    A::Command: Clone,
 {
     commands::append::<A>(pool, id, command, (), &metadata(code, actor)).await
 }
@@ -917,7 +918,9 @@ async fn a_patients_balance_fed_by_many_invoices_loses_no_update_under_200_concu
                 .await
                 {
                     Ok(()) => return,
-                    Err(CommandError::Conflict) => tokio::task::yield_now().await,
+                    Err(CommandError::Conflict | CommandError::Contended) => {
+                        tokio::task::yield_now().await
+                    }
                     Err(e) => panic!("payment failed: {e}"),
                 }
             }
