@@ -18,3 +18,4 @@ mod redaction;
 mod replay;
 mod schema;
 mod security;
+mod throttle;
