@@ -153,6 +153,7 @@ async fn serve(
         jwt_secret: config.jwt_secret.clone(),
         token_ttl: chrono::Duration::minutes(config.token_ttl_minutes.clamp(1, 24 * 60)),
         production,
+        max_concurrent_hashes: config.max_concurrent_password_hashes,
     };
     let application = Application::build(platform, &settings).await?;
     let listener = TcpListener::bind(config.listen)
@@ -160,6 +161,7 @@ async fn serve(
         .with_context(|| format!("Failed to listen on {}", config.listen))?;
     tracing::info!(address = %config.listen, "serving GraphQL on http://{}/graphql", config.listen);
     let options = crate::http::HttpOptions::new(config.graphiql, &config.cors_origins)
+        .and_then(|o| o.with_trusted_proxies(&config.trusted_proxies))
         .map_err(anyhow::Error::msg)?;
     let router = crate::http::app(application.state().clone(), options);
     application

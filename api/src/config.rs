@@ -98,4 +98,13 @@ pub struct ServeConfig {
     /// Serve GraphiQL on GET /graphql (always off in production).
     #[arg(long, env = "HMS_GRAPHIQL", default_value_t = true, action = clap::ArgAction::Set)]
     pub graphiql: bool,
+    /// Reverse proxies whose `X-Forwarded-For` names the client, comma-separated CIDRs
+    /// or addresses, e.g. `10.0.0.0/8,192.0.2.7`. None by default: the connection's peer
+    /// is the client (and its address is what sign-in throttling and audit record).
+    #[arg(long, env = "HMS_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+    /// Password hashes (argon2id, ~19 MiB each) computed at once; sign-ins beyond it are
+    /// refused with RATE_LIMITED. Default: twice the cores, between 4 and 32.
+    #[arg(long, env = "HMS_MAX_CONCURRENT_PASSWORD_HASHES")]
+    pub max_concurrent_password_hashes: Option<usize>,
 }

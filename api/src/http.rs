@@ -1,7 +1,7 @@
 //! HTTP wiring: routes, limits and headers around the GraphQL schema.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use async_graphql::http::GraphiQLSource;
@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crate::graphql::error::REQUEST_ID;
 use crate::graphql::{build_schema, HmsSchema, RequestContext};
+use hms_app::config::TrustedProxies;
 use hms_app::scope::RequestInfo;
 use hms_app::state::AppState;
 
@@ -33,6 +34,7 @@ struct Http {
     state: AppState,
     schema: HmsSchema,
     graphiql: bool,
+    trusted_proxies: TrustedProxies,
 }
 
 /// Options of the HTTP layer.
@@ -41,6 +43,8 @@ pub struct HttpOptions {
     pub graphiql: bool,
     /// Browser origins allowed by CORS.
     pub cors_origins: Vec<HeaderValue>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl HttpOptions {
@@ -55,7 +59,14 @@ impl HttpOptions {
         Ok(Self {
             graphiql,
             cors_origins,
+            trusted_proxies: TrustedProxies::default(),
         })
+    }
+
+    /// Believes `X-Forwarded-For` from peers in these networks (CIDRs or addresses).
+    pub fn with_trusted_proxies(mut self, networks: &[String]) -> Result<Self, String> {
+        self.trusted_proxies = TrustedProxies::parse(networks)?;
+        Ok(self)
     }
 }
 
@@ -75,6 +86,7 @@ pub fn app(state: AppState, options: HttpOptions) -> Router {
         schema: build_schema(Some(state.clone()), production),
         state,
         graphiql: graphiql && !production,
+        trusted_proxies: options.trusted_proxies,
     };
     Router::new()
         .route("/graphql", get(graphiql_page).post(graphql))
@@ -138,7 +150,7 @@ async fn graphql(
     let context = RequestContext {
         info: RequestInfo {
             request_id: request_id.clone(),
-            client_addr: Some(peer.ip().to_string()),
+            client_addr: Some(client_addr(peer.ip(), &headers, &http.trusted_proxies).to_string()),
         },
         auth,
     };
@@ -196,6 +208,45 @@ async fn readyz(State(http): State<Http>) -> impl IntoResponse {
     }
 }
 
+/// The client's address: the connection's peer, unless the peer is a trusted proxy;
+/// then `X-Forwarded-For` is read from the right (each proxy appends the address it was
+/// called from), skipping trusted proxies: the first address that is not one is the
+/// client. Entries to the left of it were written by the client and are not believed.
+/// An unreadable entry stops the walk at the last trusted hop.
+fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> IpAddr {
+    let peer = peer.to_canonical();
+    if trusted.is_empty() || !trusted.contains(peer) {
+        return peer;
+    }
+    let hops = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| v.to_str().ok())
+        .collect::<Option<Vec<_>>>();
+    let Some(hops) = hops else {
+        return peer;
+    };
+    let mut client = peer;
+    for hop in hops.iter().rev().flat_map(|v| v.rsplit(',')) {
+        match parse_hop(hop) {
+            Some(ip) if trusted.contains(ip) => client = ip,
+            Some(ip) => return ip,
+            None => return client,
+        }
+    }
+    client
+}
+
+/// One `X-Forwarded-For` entry: an address, possibly with a port (`192.0.2.1:4711`,
+/// `[2001:db8::1]:4711`).
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    hop.parse::<IpAddr>()
+        .or_else(|_| hop.parse::<SocketAddr>().map(|s| s.ip()))
+        .ok()
+        .map(|ip| ip.to_canonical())
+}
+
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)?
@@ -218,4 +269,52 @@ fn request_id(headers: &HeaderMap) -> String {
         })
         .map(str::to_owned)
         .unwrap_or_else(|| Uuid::new_v4().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(
+                "x-forwarded-for",
+                HeaderValue::from_str(v).expect("a header value"),
+            );
+        }
+        h
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("an address")
+    }
+
+    #[test]
+    fn the_client_is_the_first_untrusted_hop_from_the_right() {
+        let trusted =
+            TrustedProxies::parse(&["127.0.0.1".into(), "10.0.0.0/8".into()]).expect("parses");
+        let peer = ip("127.0.0.1");
+        let client = |values: &[&str]| client_addr(peer, &headers(values), &trusted);
+        assert_eq!(client(&[]), peer);
+        assert_eq!(client(&["203.0.113.5"]), ip("203.0.113.5"));
+        assert_eq!(
+            client(&["1.2.3.4, 203.0.113.5, 10.1.1.1"]),
+            ip("203.0.113.5")
+        );
+        assert_eq!(client(&["1.2.3.4", "203.0.113.5"]), ip("203.0.113.5"));
+        assert_eq!(client(&["10.2.2.2, 10.1.1.1"]), ip("10.2.2.2"));
+        assert_eq!(client(&["garbage, 10.1.1.1"]), ip("10.1.1.1"));
+        assert_eq!(client(&["203.0.113.5:4711"]), ip("203.0.113.5"));
+        assert_eq!(client(&["[2001:db8::1]:4711"]), ip("2001:db8::1"));
+        // An untrusted peer's header is ignored; so is any header without trust.
+        assert_eq!(
+            client_addr(ip("192.0.2.1"), &headers(&["203.0.113.5"]), &trusted),
+            ip("192.0.2.1")
+        );
+        assert_eq!(
+            client_addr(peer, &headers(&["203.0.113.5"]), &TrustedProxies::default()),
+            peer
+        );
+    }
 }

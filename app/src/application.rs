@@ -26,6 +26,9 @@ pub struct ServeSettings {
     pub token_ttl: chrono::Duration,
     /// No GraphiQL, no introspection, no suggestions; a signing secret is required.
     pub production: bool,
+    /// Password hashes (argon2, ~19 MiB each) this process computes at once; more
+    /// concurrent sign-ins are refused (RATE_LIMITED). `None`: twice the cores, 4 to 32.
+    pub max_concurrent_hashes: Option<usize>,
 }
 
 pub struct Application {
@@ -46,7 +49,12 @@ impl Application {
             .clamp(chrono::Duration::minutes(1), chrono::Duration::hours(24));
         let keys = TokenKeys::new(&secret, ttl);
         Ok(Self {
-            state: AppState::new(platform, keys, settings.production),
+            state: AppState::new(
+                platform,
+                keys,
+                settings.production,
+                settings.max_concurrent_hashes,
+            ),
             workers: true,
         })
     }

@@ -3,6 +3,7 @@
 //! redacted).
 
 use std::fmt;
+use std::net::IpAddr;
 
 use clap::{Args, ValueEnum};
 
@@ -93,5 +94,111 @@ impl std::str::FromStr for Secret {
     type Err = std::convert::Infallible;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(Self(s.to_owned()))
+    }
+}
+
+/// Networks whose connections may name the client in `X-Forwarded-For` (reverse
+/// proxies, load balancers): `HMS_TRUSTED_PROXIES`, a comma-separated list of CIDRs or
+/// single addresses. Empty by default: the connection's peer is the client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    pub fn parse(list: &[String]) -> Result<Self, String> {
+        list.iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(IpNet::parse)
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|net| net.contains(ip))
+    }
+}
+
+/// An address and prefix length, e.g. `10.0.0.0/8`, `2001:db8::/32`, `127.0.0.1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let invalid = || format!("invalid network {raw:?}: expected an address or CIDR");
+        let (addr, prefix) = match raw.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (raw, None),
+        };
+        let addr: IpAddr = addr.trim().parse().map_err(|_| invalid())?;
+        let addr = addr.to_canonical();
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p.trim().parse::<u8>().map_err(|_| invalid())?,
+        };
+        if prefix > max {
+            return Err(invalid());
+        }
+        Ok(Self { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                prefix_eq(u32::from(net).into(), u32::from(ip).into(), self.prefix, 32)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                prefix_eq(u128::from(net), u128::from(ip), self.prefix, 128)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Whether the first `prefix` of `bits` bits of `a` and `b` agree.
+fn prefix_eq(a: u128, b: u128, prefix: u8, bits: u32) -> bool {
+    let prefix = u32::from(prefix);
+    if prefix == 0 {
+        return true;
+    }
+    let shift = bits - prefix;
+    (a >> shift) == (b >> shift)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn networks_contain_their_addresses_only() {
+        let list = TrustedProxies::parse(&[
+            "10.0.0.0/8".into(),
+            " 192.0.2.7 ".into(),
+            "2001:db8::/32".into(),
+            "".into(),
+        ])
+        .expect("parses");
+        let ip = |s: &str| s.parse::<IpAddr>().expect("an address");
+        assert!(list.contains(ip("10.200.3.4")));
+        assert!(list.contains(ip("192.0.2.7")));
+        assert!(list.contains(ip("::ffff:10.1.1.1")), "IPv4-mapped IPv6");
+        assert!(list.contains(ip("2001:db8:1::5")));
+        assert!(!list.contains(ip("11.0.0.1")));
+        assert!(!list.contains(ip("192.0.2.8")));
+        assert!(!list.contains(ip("2001:db9::1")));
+        assert!(TrustedProxies::parse(&["0.0.0.0/0".into()])
+            .expect("parses")
+            .contains(ip("203.0.113.9")));
+        assert!(TrustedProxies::parse(&[]).expect("parses").is_empty());
+        for bad in ["10.0.0.0/33", "nonsense", "10.0.0.0/x", "::1/129"] {
+            assert!(IpNet::parse(bad).is_err(), "{bad}");
+        }
     }
 }

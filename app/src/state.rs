@@ -96,8 +96,14 @@ impl std::ops::Deref for AppStateInner {
 }
 
 impl AppState {
-    pub fn new(platform: Platform, keys: TokenKeys, production: bool) -> Self {
-        let auth = Authenticator::new(platform.control.clone(), platform.registry.clone(), keys);
+    pub fn new(
+        platform: Platform,
+        keys: TokenKeys,
+        production: bool,
+        max_concurrent_hashes: Option<usize>,
+    ) -> Self {
+        let auth = Authenticator::new(platform.control.clone(), platform.registry.clone(), keys)
+            .with_max_concurrent_hashes(max_concurrent_hashes);
         Self {
             inner: Arc::new(AppStateInner {
                 platform,

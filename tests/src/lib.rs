@@ -56,6 +56,10 @@ pub struct TestConfig {
     pub tenant_pool_size: u32,
     pub tenant_connection_budget: u32,
     pub production: bool,
+    /// `HMS_TRUSTED_PROXIES`: peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<String>,
+    /// `HMS_MAX_CONCURRENT_PASSWORD_HASHES` (`None`: the default).
+    pub max_concurrent_hashes: Option<usize>,
 }
 
 impl Default for TestConfig {
@@ -64,6 +68,8 @@ impl Default for TestConfig {
             tenant_pool_size: 2,
             tenant_connection_budget: 8,
             production: false,
+            trusted_proxies: Vec::new(),
+            max_concurrent_hashes: None,
         }
     }
 }
@@ -79,6 +85,8 @@ pub struct TestApp {
     pub config: PlatformConfig,
     /// Prefix of every database this test made.
     pub prefix: String,
+    /// Whether dropping this app drops its databases (not for a second replica).
+    owns_databases: bool,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
@@ -108,10 +116,21 @@ pub async fn spawn_app_with(test_config: TestConfig) -> TestApp {
             Environment::Development
         },
     };
+    start_server(config, prefix, &test_config, true).await
+}
+
+/// Starts a server on `config`'s platform; `owns_databases`: drop them with the app.
+async fn start_server(
+    config: PlatformConfig,
+    prefix: String,
+    test_config: &TestConfig,
+    owns_databases: bool,
+) -> TestApp {
     let settings = ServeSettings {
         jwt_secret: Some(Secret::new(TEST_JWT_SECRET)),
         token_ttl: chrono::Duration::minutes(15),
         production: test_config.production,
+        max_concurrent_hashes: test_config.max_concurrent_hashes,
     };
     let application = Application::build(&config, &settings)
         .await
@@ -119,7 +138,8 @@ pub async fn spawn_app_with(test_config: TestConfig) -> TestApp {
         .without_workers();
     let state = application.state().clone();
     let options = hms_api::http::HttpOptions::new(true, &["https://front.example".to_owned()])
-        .expect("origins");
+        .and_then(|o| o.with_trusted_proxies(&test_config.trusted_proxies))
+        .expect("origins and proxies");
     let router = hms_api::http::app(state.clone(), options);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -139,6 +159,7 @@ pub async fn spawn_app_with(test_config: TestConfig) -> TestApp {
         state,
         config,
         prefix,
+        owns_databases,
         shutdown: Some(tx),
         server: Some(server),
     }
@@ -227,6 +248,18 @@ fn url_of(options: &PgConnectOptions) -> String {
 }
 
 impl TestApp {
+    /// A second server (another "replica": its own process state) on this app's
+    /// platform database and hospitals. Its databases stay when it is dropped.
+    pub async fn spawn_replica(&self, test_config: TestConfig) -> TestApp {
+        start_server(
+            self.config.clone(),
+            self.prefix.clone(),
+            &test_config,
+            false,
+        )
+        .await
+    }
+
     /// Onboards a hospital the way `hms setup-hospital` does, with admin
     /// `<code lower>_admin` and [`ADMIN_PASSWORD`].
     pub async fn setup_hospital(&self, code: &str) -> String {
@@ -338,6 +371,9 @@ impl Drop for TestApp {
         }
         if let Some(server) = self.server.take() {
             server.abort();
+        }
+        if !self.owns_databases {
+            return;
         }
         let prefix = self.prefix.clone();
         // Drop runs inside the test's runtime, possibly while unwinding: clean up on a

@@ -38,6 +38,8 @@ pub enum AuthError {
     InvalidCredentials,
     #[error("too many failed sign-ins")]
     Throttled,
+    #[error("too many sign-ins at once")]
+    Busy,
     #[error("not authenticated")]
     Unauthenticated,
     #[error("service temporarily unavailable")]
@@ -90,17 +92,30 @@ pub struct Authenticator {
     control: PgPool,
     registry: PoolRegistry,
     keys: TokenKeys,
-    throttle: std::sync::Arc<throttle::LoginThrottle>,
+    throttle: throttle::LoginThrottle,
+    hasher: password::Hasher,
 }
 
 impl Authenticator {
     pub fn new(control: PgPool, registry: PoolRegistry, keys: TokenKeys) -> Self {
         Self {
-            control,
             registry,
             keys,
-            throttle: Default::default(),
+            throttle: throttle::LoginThrottle::new(control.clone()),
+            control,
+            hasher: password::Hasher::new(password::default_max_concurrent()),
         }
+    }
+
+    /// Bounds the password verifications this process runs at once (`None`: the default).
+    pub fn with_max_concurrent_hashes(mut self, max: Option<usize>) -> Self {
+        self.hasher = password::Hasher::new(max.unwrap_or_else(password::default_max_concurrent));
+        self
+    }
+
+    /// Password verifications run so far by this process.
+    pub fn password_verifications(&self) -> u64 {
+        self.hasher.verifications()
     }
 
     pub async fn login(
@@ -110,19 +125,43 @@ impl Authenticator {
         password: String,
         client_addr: Option<&str>,
     ) -> Result<LoginOutcome, AuthError> {
-        let (account_key, throttle_keys) = throttle::keys(hospital_code, username, client_addr);
-        if !self.throttle.allows(&throttle_keys) {
-            return Err(AuthError::Throttled);
-        }
+        let attempt = throttle::Attempt::new(hospital_code, username, client_addr);
+        let permit = self.hasher.try_permit().ok_or(AuthError::Busy)?;
+        let claim = self.throttle.claim(&attempt).await?;
         let outcome = self
-            .check_credentials(hospital_code, username, password)
+            .check_credentials(hospital_code, username, password, permit)
             .await;
         match &outcome {
-            Ok(_) => self.throttle.record_success(&account_key),
-            Err(AuthError::InvalidCredentials) => self.throttle.record_failure(&throttle_keys),
-            Err(_) => {}
+            Ok(_) => claim.succeeded().await,
+            Err(AuthError::InvalidCredentials) => claim.failed(),
+            Err(_) => claim.abandoned().await,
         }
         outcome
+    }
+
+    /// Whether `password` is the signed-in caller's (`stored`: their hash), throttled and
+    /// bounded like a sign-in and counted against the same budget.
+    pub async fn check_password(
+        &self,
+        principal: &Principal,
+        client_addr: Option<&str>,
+        password: String,
+        stored: Option<String>,
+    ) -> Result<bool, AuthError> {
+        let attempt = throttle::Attempt::new(
+            principal.tenant.as_deref(),
+            &principal.username,
+            client_addr,
+        );
+        let permit = self.hasher.try_permit().ok_or(AuthError::Busy)?;
+        let claim = self.throttle.claim(&attempt).await?;
+        let ok = self.hasher.verify(permit, password, stored).await;
+        if ok {
+            claim.succeeded().await;
+        } else {
+            claim.failed();
+        }
+        Ok(ok)
     }
 
     async fn check_credentials(
@@ -130,6 +169,7 @@ impl Authenticator {
         hospital_code: Option<&str>,
         username: &str,
         password: String,
+        permit: password::HashPermit,
     ) -> Result<LoginOutcome, AuthError> {
         let account = match hospital_code {
             None => {
@@ -147,8 +187,8 @@ impl Authenticator {
                     .map(Account::from),
             },
         };
-        let verified =
-            password::verify(password, account.as_ref().map(|a| a.password_hash.clone())).await;
+        let stored = account.as_ref().map(|a| a.password_hash.clone());
+        let verified = self.hasher.verify(permit, password, stored).await;
         let account = match account {
             Some(a) if verified && a.active => a,
             _ => return Err(AuthError::InvalidCredentials),

@@ -1,5 +1,14 @@
 //! Password hashing: argon2id with the OWASP-recommended parameters (19 MiB, t=2, p=1,
 //! the argon2 crate's defaults). Hashing is CPU-heavy, so it runs off the async threads.
+//!
+//! Verifications a caller can start without being signed in (login, and the current
+//! password of `changePassword`) go through a [`Hasher`]: at most its bound run at once
+//! in the process, and a caller that finds no free permit is refused at once instead of
+//! queueing (each verification holds ~19 MiB; unbounded, a flood of sign-ins is an
+//! out-of-memory attack).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -40,25 +49,91 @@ pub async fn hash(password: String) -> Result<String, PasswordError> {
 }
 
 /// Verifies `password` against `stored`, or against a fixed dummy hash when there is no
-/// account, so that "no such user" costs the same time as "wrong password".
+/// account, so that "no such user" costs the same time as "wrong password". Unbounded:
+/// for tools and tests; the server verifies through a [`Hasher`].
 pub async fn verify(password: String, stored: Option<String>) -> bool {
     let found = stored.is_some();
-    let stored = stored.unwrap_or_else(|| DUMMY_HASH.to_owned());
-    let ok = tokio::task::spawn_blocking(move || {
-        if password.chars().count() > MAX_PASSWORD_CHARS {
-            return false;
-        }
-        PasswordHash::new(&stored)
-            .map(|parsed| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok()
-            })
-            .unwrap_or(false)
-    })
-    .await
-    .unwrap_or(false);
+    let ok = tokio::task::spawn_blocking(move || verify_blocking(&password, stored.as_deref()))
+        .await
+        .unwrap_or(false);
     ok && found
+}
+
+fn verify_blocking(password: &str, stored: Option<&str>) -> bool {
+    if password.chars().count() > MAX_PASSWORD_CHARS {
+        return false;
+    }
+    PasswordHash::new(stored.unwrap_or(DUMMY_HASH))
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// Concurrent verifications allowed when no bound is configured: twice the cores,
+/// between 4 and 32 (32 × 19 MiB ≈ 600 MiB at most).
+pub fn default_max_concurrent() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (2 * cores).clamp(4, 32)
+}
+
+/// The process's bound on concurrent password verifications. Cheap to clone.
+#[derive(Clone)]
+pub struct Hasher {
+    permits: Arc<tokio::sync::Semaphore>,
+    verifications: Arc<AtomicU64>,
+}
+
+/// The right to run one verification, taken before any other work of a sign-in.
+pub struct HashPermit {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Hasher {
+    /// At most `max` verifications at once (at least 1).
+    pub fn new(max: usize) -> Self {
+        Self {
+            permits: Arc::new(tokio::sync::Semaphore::new(max.max(1))),
+            verifications: Arc::default(),
+        }
+    }
+
+    /// A permit, or `None` when the bound is reached (refuse the caller: never queue).
+    pub fn try_permit(&self) -> Option<HashPermit> {
+        self.permits
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .map(|p| HashPermit { _permit: p })
+    }
+
+    /// [`verify`] under `permit`. The permit is held by the blocking task itself, so it
+    /// is released when argon2 has finished, also when the caller stopped waiting
+    /// (a request timed out or its connection closed).
+    pub async fn verify(
+        &self,
+        permit: HashPermit,
+        password: String,
+        stored: Option<String>,
+    ) -> bool {
+        let found = stored.is_some();
+        let verifications = self.verifications.clone();
+        let ok = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            verifications.fetch_add(1, Ordering::Relaxed);
+            verify_blocking(&password, stored.as_deref())
+        })
+        .await
+        .unwrap_or(false);
+        ok && found
+    }
+
+    /// Verifications run so far (for tests and metrics).
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
+    }
 }
 
 /// argon2id hash of a random password nobody knows, with the default parameters.
@@ -76,6 +151,19 @@ mod tests {
         assert!(verify("correct horse battery".into(), Some(h.clone())).await);
         assert!(!verify("wrong horse battery".into(), Some(h)).await);
         assert!(!verify("anything at all".into(), None).await);
+    }
+
+    #[tokio::test]
+    async fn a_hasher_refuses_beyond_its_bound_until_a_verification_ends() {
+        let hasher = Hasher::new(1);
+        let first = hasher.try_permit().expect("a permit");
+        assert!(hasher.try_permit().is_none());
+        assert!(!hasher.verify(first, "anything at all".into(), None).await);
+        assert_eq!(hasher.verifications(), 1);
+        assert!(
+            hasher.try_permit().is_some(),
+            "released after the verification"
+        );
     }
 
     #[test]

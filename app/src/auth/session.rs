@@ -48,7 +48,8 @@ pub struct HospitalName {
 }
 
 /// Exchanges credentials for a short-lived access token. Every kind of failure answers
-/// the same way (INVALID_CREDENTIALS), or RATE_LIMITED after too many failures.
+/// the same way (INVALID_CREDENTIALS), or RATE_LIMITED after too many failures or when
+/// too many sign-ins are being checked at once (ADR 0005).
 pub async fn login(
     state: &AppState,
     credentials: Credentials,
@@ -64,7 +65,7 @@ pub async fn login(
         )
         .await
         .map_err(|e| match e {
-            AuthError::Throttled => AppError::RateLimited,
+            AuthError::Throttled | AuthError::Busy => AppError::RateLimited,
             AuthError::InvalidCredentials | AuthError::Unauthenticated => {
                 AppError::InvalidCredentials
             }

@@ -24,7 +24,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::stored;
-use crate::auth::password;
+use crate::auth::{password, AuthError};
 use crate::error::{AppError, Result};
 use crate::page::{Keyset, Page, PageRequest};
 use crate::scope::{Authorized, HospitalScope, MutationOptions};
@@ -666,7 +666,24 @@ pub async fn change_password(
     let stored_hash = StaffRow::find(auth.pool(), id)
         .await?
         .map(|row| row.password_hash);
-    if !password::verify(current_password, stored_hash).await {
+    // Throttled and bounded like a sign-in: a stolen token must not become an
+    // unthrottled password oracle.
+    let scope = &auth.scope;
+    let known = scope
+        .state
+        .auth
+        .check_password(
+            scope.principal,
+            scope.request.client_addr.as_deref(),
+            current_password,
+            stored_hash,
+        )
+        .await
+        .map_err(|e| match e {
+            AuthError::Throttled | AuthError::Busy => AppError::RateLimited,
+            other => AppError::internal(other),
+        })?;
+    if !known {
         return Err(AppError::validation(
             "currentPassword",
             "is not your current password",

@@ -20,3 +20,4 @@ mod replay;
 mod retries;
 mod schema;
 mod security;
+mod throttle;
