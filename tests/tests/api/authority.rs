@@ -9,7 +9,7 @@ use hms_app::commands;
 use hms_app::tenancy::pools::STATUS_RECHECK;
 use hms_domain::user::{User, UserCommand};
 use hms_tests::fixtures::{admin_actor, metadata, super_admin, user_id};
-use hms_tests::{error_code, spawn_app, TestApp, ADMIN_PASSWORD};
+use hms_tests::{error_code, spawn_app, TestApp, TestConfig, ADMIN_PASSWORD};
 use serde_json::{json, Value};
 
 const PASSWORD: &str = "staff password 123";
@@ -167,7 +167,7 @@ async fn closing_a_hospital_through_one_replica_stops_it_on_another_within_the_b
     let app = spawn_app().await;
     let token = admin(&app, "AUT005").await;
     let root = super_admin(&app).await;
-    let replica = app.spawn_replica().await;
+    let replica = app.spawn_replica(TestConfig::default()).await;
     // The replica opens the hospital's pool and serves it.
     let me = replica.graphql(ME, json!({}), Some(&token)).await;
     assert_eq!(me["data"]["me"]["role"], "HOSPITAL_ADMIN", "{me}");
