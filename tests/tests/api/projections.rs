@@ -1021,6 +1021,15 @@ async fn the_horizon_read_again_in_one_transaction_places_transactions_begun_in_
         .await
         .expect("xid in the hospital");
     assert!(first <= elsewhere_xid && elsewhere_xid < writer_xid);
+    // A transaction that takes an id and commits after both, so the snapshot's xmax
+    // passes them and lists them as in flight (a transaction at or above xmax is not
+    // listed, and xmax alone would stop the reader there, whatever other tests do).
+    let mut later = app.state.platform.control.begin().await.expect("begin");
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *later)
+        .await
+        .expect("xid");
+    later.commit().await.expect("commit");
 
     let second = hms_projections::log::read_horizon(&mut reader)
         .await
