@@ -6,7 +6,7 @@
 use std::error::Error as StdError;
 use std::fmt;
 
-use hms_domain::access::AccessError;
+use hms_domain::access::{AccessError, LimitedResource, PlanLimitReached};
 use hms_domain::common::ValidationError;
 
 use crate::commands::CommandError;
@@ -119,6 +119,21 @@ impl From<AccessError> for AppError {
             AccessError::Subscription(e) => AppError::SubscriptionInactive(e.to_string()),
             AccessError::Module(e) => AppError::ModuleDisabled(e.to_string()),
         }
+    }
+}
+
+/// The plan's limit as the client sees it: a CONFLICT that says what to do.
+impl From<PlanLimitReached> for AppError {
+    fn from(e: PlanLimitReached) -> Self {
+        AppError::Conflict(format!(
+            "the {} plan allows {} {}; upgrade the plan to add more",
+            e.plan,
+            e.limit,
+            match e.resource {
+                LimitedResource::Users => "active users",
+                LimitedResource::Patients => "patients",
+            }
+        ))
     }
 }
 

@@ -154,6 +154,19 @@ impl Authorized<'_> {
         self.scope.pool()
     }
 
+    /// A use case checks that it was handed permission for its own operation: anything
+    /// else is a wiring mistake in the transport, reported as INTERNAL.
+    pub fn require(&self, operation: Operation) -> Result<()> {
+        if self.operation == operation {
+            Ok(())
+        } else {
+            Err(AppError::internal(format!(
+                "a use case needing {operation} was called with permission for {}",
+                self.operation
+            )))
+        }
+    }
+
     pub fn code(&self) -> &HospitalCode {
         &self.scope.code
     }
@@ -201,19 +214,6 @@ impl Authorized<'_> {
         .map_err(command_error)?;
         self.notify().await;
         Ok(())
-    }
-
-    /// Runs `command` on aggregate `id` without waiting for the read models (a step of
-    /// a process manager whose last step waits).
-    pub async fn append<A>(&self, id: &str, command: A::Command) -> Result<()>
-    where
-        A: Aggregate<Services = ()> + 'static,
-        A::Command: Clone,
-        A::Error: DomainErrorCode + Send + Sync + 'static,
-    {
-        commands::append::<A>(self.pool(), id, command, (), &self.metadata())
-            .await
-            .map_err(command_error)
     }
 
     /// Other server processes learn of new events from this hint.

@@ -60,18 +60,6 @@ fn check_year(field: &str, year: i32) -> Result<(), super::error::ApiError> {
     }
 }
 
-/// Text used to search or filter: PostgreSQL text cannot hold NUL.
-pub fn check_filter_text(field: &str, value: &str) -> Result<(), super::error::ApiError> {
-    if value.contains('\0') {
-        Err(super::error::ApiError::validation(
-            field,
-            "must not contain NUL characters",
-        ))
-    } else {
-        Ok(())
-    }
-}
-
 const MAX_ADDRESS_LINE_CHARS: usize = 200;
 const MAX_CITY_CHARS: usize = 100;
 const MAX_POSTAL_CODE_CHARS: usize = 20;

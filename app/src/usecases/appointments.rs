@@ -113,18 +113,6 @@ pub struct AppointmentFilter {
     pub to: Option<DateTime<Utc>>,
 }
 
-/// The capability must be for `operation`: anything else is a wiring mistake.
-pub(crate) fn require(auth: &Authorized<'_>, operation: Operation) -> Result<()> {
-    if auth.operation == operation {
-        Ok(())
-    } else {
-        Err(AppError::internal(format!(
-            "a use case needing {operation} was called with permission for {}",
-            auth.operation
-        )))
-    }
-}
-
 /// Appointment `id` as the read model shows it, or NOT_FOUND.
 pub(crate) async fn load_appointment(auth: &Authorized<'_>, id: Uuid) -> Result<Appointment> {
     let row: Option<AppointmentRow> = sqlx::query_as(&format!(
@@ -148,7 +136,7 @@ pub async fn appointments(
     filter: &AppointmentFilter,
     page: &PageRequest,
 ) -> Result<Page<Appointment>> {
-    require(auth, Operation::ViewAppointments)?;
+    auth.require(Operation::ViewAppointments)?;
     let after = page
         .after
         .as_ref()
@@ -191,7 +179,7 @@ pub async fn appointments(
 
 /// One appointment (ViewAppointments).
 pub async fn appointment(auth: &Authorized<'_>, id: Uuid) -> Result<Appointment> {
-    require(auth, Operation::ViewAppointments)?;
+    auth.require(Operation::ViewAppointments)?;
     load_appointment(auth, id).await
 }
 
@@ -204,7 +192,7 @@ pub async fn doctor_day(
     day: NaiveDate,
     include_cancelled: bool,
 ) -> Result<DoctorDay> {
-    require(auth, Operation::ViewAppointments)?;
+    auth.require(Operation::ViewAppointments)?;
     let role: Option<String> = sqlx::query_scalar("SELECT role FROM staff WHERE id = $1")
         .bind(doctor_id)
         .fetch_optional(auth.pool())
@@ -260,7 +248,7 @@ pub async fn check_in_appointment(
     auth: &Authorized<'_>,
     input: &AppointmentChange,
 ) -> Result<Appointment> {
-    require(auth, Operation::CheckInAppointment)?;
+    auth.require(Operation::CheckInAppointment)?;
     let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
     let command = AppointmentCommand::CheckIn {
         actor: auth.actor(),
@@ -274,7 +262,7 @@ pub async fn start_appointment(
     auth: &Authorized<'_>,
     input: &AppointmentChange,
 ) -> Result<Appointment> {
-    require(auth, Operation::StartAppointment)?;
+    auth.require(Operation::StartAppointment)?;
     let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
     let command = AppointmentCommand::Start {
         actor: auth.actor(),
@@ -289,7 +277,7 @@ pub async fn complete_appointment(
     auth: &Authorized<'_>,
     input: &CompleteAppointment,
 ) -> Result<Appointment> {
-    require(auth, Operation::CompleteAppointment)?;
+    auth.require(Operation::CompleteAppointment)?;
     let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
     let notes = match input.notes.as_deref().map(str::trim) {
         None | Some("") => None,

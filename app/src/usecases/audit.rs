@@ -92,17 +92,16 @@ impl From<TrailEvent> for AuditEntry {
 /// A text filter of the trail as entered: at most [`MAX_FILTER_CHARS`] characters and
 /// no NUL (PostgreSQL text cannot hold it), or VALIDATION on `field`.
 pub fn filter_text(field: &str, raw: Option<String>) -> Result<Option<String>> {
-    match raw {
-        Some(s) if s.chars().count() > MAX_FILTER_CHARS => Err(AppError::validation(
-            field,
-            format!("must be at most {MAX_FILTER_CHARS} characters"),
-        )),
-        Some(s) if s.contains('\0') => Err(AppError::validation(
-            field,
-            "must not contain NUL characters",
-        )),
-        other => Ok(other),
+    if let Some(s) = &raw {
+        if s.chars().count() > MAX_FILTER_CHARS {
+            return Err(AppError::validation(
+                field,
+                format!("must be at most {MAX_FILTER_CHARS} characters"),
+            ));
+        }
+        super::no_nul(field, s)?;
     }
+    Ok(raw)
 }
 
 /// The trail's keyset is (transaction id, position), the commit order.

@@ -216,7 +216,7 @@ pub async fn invoices(
     filter: &InvoiceFilter,
     page: &PageRequest,
 ) -> Result<Page<InvoiceView>> {
-    ensure_operation(auth, Operation::ViewInvoices)?;
+    auth.require(Operation::ViewInvoices)?;
     let status = filter.status.as_ref().map(stored_name).transpose()?;
     let (after_at, after_id) = match &page.after {
         Some(k) => {
@@ -265,7 +265,7 @@ pub async fn invoices(
 
 /// One invoice, or NOT_FOUND.
 pub async fn invoice(auth: &Authorized<'_>, id: Uuid) -> Result<InvoiceView> {
-    ensure_operation(auth, Operation::ViewInvoices)?;
+    auth.require(Operation::ViewInvoices)?;
     invoice_or_not_found(auth, id).await
 }
 
@@ -374,18 +374,6 @@ async fn prepare(
     Ok((invoice, options))
 }
 
-/// A capability for another operation than the use case's is a bug, not the caller's.
-fn ensure_operation(auth: &Authorized<'_>, operation: Operation) -> Result<()> {
-    if auth.operation == operation {
-        Ok(())
-    } else {
-        Err(AppError::internal(format!(
-            "{operation} was asked with a capability for {}",
-            auth.operation
-        )))
-    }
-}
-
 /// Runs one command on an existing invoice: once per idempotency key, checked against
 /// the expected version, and answers with the invoice as the read model now shows it.
 async fn edit(
@@ -395,7 +383,7 @@ async fn edit(
     input: &impl Serialize,
     command: InvoiceCommand,
 ) -> Result<InvoiceView> {
-    ensure_operation(auth, command.operation())?;
+    auth.require(command.operation())?;
     let id = invoice.id;
     auth.idempotent(options, input, || async {
         auth.execute::<domain::Invoice>(&id.to_string(), command, options.expected_version)
@@ -422,7 +410,7 @@ pub struct CreateInvoice {
 /// sequence. A merged patient is a CONFLICT (bill the surviving record); the visit, if
 /// named, must be the patient's.
 pub async fn create_invoice(auth: &Authorized<'_>, input: CreateInvoice) -> Result<InvoiceView> {
-    ensure_operation(auth, Operation::DraftInvoice)?;
+    auth.require(Operation::DraftInvoice)?;
     let options = MutationOptions::new(None, input.idempotency_key.clone())?;
     let patient_id = input.patient_id;
     let appointment_id = input.appointment_id;

@@ -32,7 +32,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::appointments::{
-    check_transition, load_appointment, load_for, require, Appointment, AppointmentChange,
+    check_transition, load_appointment, load_for, Appointment, AppointmentChange,
 };
 use crate::commands::{self, CommandError};
 use crate::error::{command_error, AppError, DomainErrorCode, Result};
@@ -86,7 +86,7 @@ pub async fn schedule_appointment(
     auth: &Authorized<'_>,
     input: &ScheduleAppointment,
 ) -> Result<Appointment> {
-    require(auth, Operation::ScheduleAppointment)?;
+    auth.require(Operation::ScheduleAppointment)?;
     let options = MutationOptions::new(None, input.idempotency_key.clone())?;
     let policy = BookingPolicy::from(&auth.hospital.settings);
     let minutes = duration_minutes(input.duration_minutes, policy.slot_length.get())?;
@@ -161,7 +161,7 @@ pub async fn reschedule_appointment(
     auth: &Authorized<'_>,
     input: &RescheduleAppointment,
 ) -> Result<Appointment> {
-    require(auth, Operation::RescheduleAppointment)?;
+    auth.require(Operation::RescheduleAppointment)?;
     let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
     let id = input.appointment_id;
     let (current, version) = auth.load::<AppointmentAggregate>(&id.to_string()).await?;
@@ -235,7 +235,7 @@ pub async fn cancel_appointment(
     auth: &Authorized<'_>,
     input: &CancelAppointment,
 ) -> Result<Appointment> {
-    require(auth, Operation::CancelAppointment)?;
+    auth.require(Operation::CancelAppointment)?;
     let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
     let reason = BoundedText::parse("reason", &input.reason, MAX_REASON_CHARS)?;
     let command = AppointmentCommand::Cancel {
@@ -256,7 +256,7 @@ pub async fn cancel_appointment(
 
 /// The patient did not come (at or after the start); frees the time (MarkNoShow).
 pub async fn mark_no_show(auth: &Authorized<'_>, input: &AppointmentChange) -> Result<Appointment> {
-    require(auth, Operation::MarkNoShow)?;
+    auth.require(Operation::MarkNoShow)?;
     let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
     let command = AppointmentCommand::MarkNoShow {
         actor: auth.actor(),

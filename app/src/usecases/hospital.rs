@@ -8,7 +8,7 @@
 //! module.
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, Utc, Weekday};
-use hms_domain::access::{LimitedResource, PlanLimitReached};
+use hms_domain::access::LimitedResource;
 use hms_domain::appointment::AppointmentStatus;
 use hms_domain::common::{BoundedText, Email, Username, ValidationError};
 use hms_domain::hospital::{
@@ -513,19 +513,6 @@ pub struct CreateUser {
     pub idempotency_key: Option<String>,
 }
 
-/// The plan's limit as the client sees it: a CONFLICT that says what to do.
-fn limit_error(e: PlanLimitReached) -> AppError {
-    AppError::Conflict(format!(
-        "the {} plan allows {} {}; upgrade the plan to add more",
-        e.plan,
-        e.limit,
-        match e.resource {
-            LimitedResource::Users => "active users",
-            LimitedResource::Patients => "patients",
-        }
-    ))
-}
-
 /// Creates a staff account, within the plan's limit of active users. Usernames are
 /// unique in the hospital, ignoring case (the account's id derives from it).
 pub async fn create_user(auth: &Authorized<'_>, input: CreateUser) -> Result<StaffUser> {
@@ -539,7 +526,7 @@ pub async fn create_user(auth: &Authorized<'_>, input: CreateUser) -> Result<Sta
     let users = active_staff_count(auth.pool()).await?;
     auth.hospital
         .ensure_capacity(LimitedResource::Users, count(users))
-        .map_err(limit_error)?;
+        .map_err(AppError::from)?;
     let id = user_id_for(&username);
     // What a retry must repeat (the password is not part of it).
     let request = (

@@ -31,3 +31,15 @@ pub fn stored_name<T: Serialize>(value: &T) -> Result<String> {
         ))),
     }
 }
+
+/// PostgreSQL text cannot hold NUL: refused as VALIDATION on `field`.
+pub fn no_nul(field: &str, text: &str) -> Result<()> {
+    if text.contains('\0') {
+        Err(AppError::validation(
+            field,
+            "must not contain NUL characters",
+        ))
+    } else {
+        Ok(())
+    }
+}

@@ -11,7 +11,7 @@
 //! same whatever the transport.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use hms_domain::access::{LimitedResource, PlanLimitReached};
+use hms_domain::access::LimitedResource;
 use hms_domain::common::{Address, BoundedText, Email, Phone};
 use hms_domain::patient::{
     Alert, Allergy, AllergySeverity, BloodType, Demographics, EmergencyContact, Mrn,
@@ -188,13 +188,7 @@ fn classify(raw: Option<&str>) -> Result<Search> {
     let Some(raw) = raw.map(str::trim).filter(|s| !s.is_empty()) else {
         return Ok(Search::All);
     };
-    // PostgreSQL text cannot hold NUL.
-    if raw.contains('\0') {
-        return Err(AppError::validation(
-            "search",
-            "must not contain NUL characters",
-        ));
-    }
+    super::no_nul("search", raw)?;
     if raw.chars().count() > MAX_SEARCH_CHARS {
         return Err(AppError::validation(
             "search",
@@ -606,13 +600,6 @@ async fn patient_command(
     load_patient(auth.pool(), id).await
 }
 
-fn limit_error(e: PlanLimitReached) -> AppError {
-    AppError::Conflict(format!(
-        "the {} plan allows {} patients; upgrade the plan to register more",
-        e.plan, e.limit
-    ))
-}
-
 /// Registers a patient and issues the next medical record number of the hospital.
 /// The plan's patient limit counts the records in use (not merged duplicates).
 pub async fn register_patient(auth: &Authorized<'_>, input: NewPatient) -> Result<PatientRecord> {
@@ -635,7 +622,7 @@ pub async fn register_patient(auth: &Authorized<'_>, input: NewPatient) -> Resul
                     LimitedResource::Patients,
                     u32::try_from(count).unwrap_or(u32::MAX),
                 )
-                .map_err(limit_error)?;
+                .map_err(AppError::from)?;
             let seq: i64 = sqlx::query_scalar("SELECT nextval('mrn_seq')")
                 .fetch_one(auth.pool())
                 .await?;
