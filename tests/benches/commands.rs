@@ -1,0 +1,496 @@
+//! The write path against raw PostgreSQL, in one run: the release `hms` server over
+//! HTTP/GraphQL at 1, 16 and 64 concurrent clients, next to what a command minimally does
+//! in PostgreSQL (read a 10-event stream, then BEGIN / INSERT one row / COMMIT) from this
+//! process with a pool of the same size as the clients.
+//!
+//! Run: `cargo bench -p hms-tests --bench commands` (uses HMS_TEST_DATABASE_URL).
+//! - `HMS_BENCH_SERVER`: the `hms` binary to measure (default: this workspace's, built
+//!   with `cargo build --release -p hms-api --bin hms`). The bench talks to it only over
+//!   the CLI and HTTP, so an older build can be measured the same way.
+//! - `HMS_BENCH_SECONDS` (default 5) per workload and concurrency; `HMS_BENCH_CLIENTS`
+//!   (default `1,16,64`); `HMS_BENCH_INVOICES` (default 200) issued invoices to pay.
+//!
+//! Prints requests/s, p50/p99 latency and errors per workload, the ratio to raw at the
+//! same concurrency, a hot case (64 clients paying one invoice: success rate and whether
+//! the paid amount equals the sum of successful payments) and the server's peak RSS.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use hms_tests::{drop_databases, server_options};
+use serde_json::{json, Value};
+use sqlx::postgres::PgPoolOptions;
+use uuid::Uuid;
+
+const CODE: &str = "BENCH01";
+const PASSWORD: &str = "bench password 123";
+const SECRET: &str = "bench-secret-bench-secret-bench-secret";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let prefix = format!("hmsbc_{}_", &Uuid::new_v4().simple().to_string()[..8]);
+    let result = run(&prefix).await;
+    drop_databases(&prefix).await;
+    result
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The server binary: `HMS_BENCH_SERVER`, or this workspace's release build.
+fn server_binary() -> anyhow::Result<String> {
+    if let Ok(path) = std::env::var("HMS_BENCH_SERVER") {
+        return Ok(path);
+    }
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "-q", "-p", "hms-api", "--bin", "hms"])
+        .current_dir(root)
+        .status()
+        .context("Failed to build the server")?;
+    if !status.success() {
+        bail!("building the server failed");
+    }
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| format!("{root}/target"));
+    Ok(format!("{target}/release/hms"))
+}
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Peak resident memory of the server process so far, in MB.
+    fn peak_rss_mb(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb / 1024.0)
+    }
+}
+
+fn hms(binary: &str, control_url: &str, prefix: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .args(args)
+        .env("DATABASE_URL", control_url)
+        .env("HMS_TENANT_DB_PREFIX", prefix)
+        .env("HMS_SPARE_DATABASES", "0")
+        .env("HMS_JWT_SECRET", SECRET)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null());
+    command
+}
+
+async fn run(prefix: &str) -> anyhow::Result<()> {
+    let binary = server_binary()?;
+    let seconds: u64 = env_or("HMS_BENCH_SECONDS", 5);
+    let invoices: usize = env_or("HMS_BENCH_INVOICES", 200);
+    let clients: Vec<usize> = std::env::var("HMS_BENCH_CLIENTS")
+        .unwrap_or_else(|_| "1,16,64".into())
+        .split(',')
+        .filter_map(|c| c.trim().parse().ok())
+        .collect();
+    let server = server_options();
+    let control_url = format!(
+        "postgres://{}@{}:{}/{prefix}_control",
+        server.get_username(),
+        server.get_host(),
+        server.get_port()
+    );
+
+    let setup = |args: &[&str]| {
+        let status = hms(&binary, &control_url, prefix, args)
+            .status()
+            .context("Failed to run hms")?;
+        anyhow::ensure!(status.success(), "hms {args:?} failed");
+        Ok(())
+    };
+    setup(&[
+        "setup-hospital",
+        "--name",
+        "Bench Hospital",
+        "--code",
+        CODE,
+        "--plan",
+        "ENTERPRISE",
+        "--admin-username",
+        "bench_admin",
+        "--admin-email",
+        "admin@bench.example",
+        "--admin-password",
+        PASSWORD,
+    ])?;
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child = hms(&binary, &control_url, prefix, &["serve"])
+        .env("HMS_LISTEN", format!("127.0.0.1:{port}"))
+        .spawn()
+        .context("Failed to start hms serve")?;
+    let server = Server {
+        child,
+        url: format!("http://127.0.0.1:{port}/graphql"),
+    };
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(128)
+        .build()?;
+    let started = Instant::now();
+    while http
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .send()
+        .await
+        .is_err()
+    {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "the server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let api = Api {
+        http,
+        url: server.url.clone(),
+        token: String::new(),
+    };
+    let login = api
+        .call(
+            "mutation($i: LoginInput!) { login(input: $i) { token } }",
+            json!({ "i": { "hospitalCode": CODE, "username": "bench_admin", "password": PASSWORD } }),
+        )
+        .await?;
+    let api = Arc::new(Api {
+        token: login["login"]["token"]
+            .as_str()
+            .context("a token")?
+            .to_owned(),
+        ..api
+    });
+
+    // Set-up: patients to bill and search, issued invoices to pay.
+    let patient = register(&api, 0).await?;
+    let mut invoice_ids = Vec::with_capacity(invoices);
+    for _ in 0..invoices {
+        invoice_ids.push(issued_invoice(&api, &patient).await?);
+    }
+    let invoice_ids = Arc::new(invoice_ids);
+
+    // Raw PostgreSQL on the same tenant database.
+    let tenant_db = format!("{prefix}{}", CODE.to_ascii_lowercase());
+    let max_clients = clients.iter().copied().max().unwrap_or(16) as u32;
+    let raw = PgPoolOptions::new()
+        .max_connections(max_clients)
+        .connect_with(server_options().database(&tenant_db))
+        .await?;
+    sqlx::query(
+        "CREATE TABLE bench_raw (stream text, sequence bigint, payload jsonb, \
+         PRIMARY KEY (stream, sequence))",
+    )
+    .execute(&raw)
+    .await?;
+    for sequence in 1..=10i64 {
+        sqlx::query("INSERT INTO bench_raw VALUES ('read', $1, '{\"k\": 1}')")
+            .bind(sequence)
+            .execute(&raw)
+            .await?;
+    }
+
+    let duration = Duration::from_secs(seconds);
+    println!(
+        "{:<30} {:>7} {:>9} {:>9} {:>9} {:>7} {:>8}",
+        "workload", "clients", "req/s", "p50 ms", "p99 ms", "errors", "vs raw"
+    );
+    let serial = Arc::new(AtomicU64::new(1));
+    for &n in &clients {
+        let raw_rate = {
+            let pool = raw.clone();
+            let serial = serial.clone();
+            let r = measure(n, duration, move || {
+                let pool = pool.clone();
+                let s = serial.fetch_add(1, Ordering::Relaxed) as i64;
+                async move {
+                    sqlx::query("SELECT * FROM bench_raw WHERE stream = 'read' ORDER BY sequence")
+                        .fetch_all(&pool)
+                        .await?;
+                    let mut tx = pool.begin().await?;
+                    sqlx::query("INSERT INTO bench_raw VALUES ($1, 1, '{\"k\": 1}')")
+                        .bind(format!("w{s}"))
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(())
+                }
+            })
+            .await;
+            r.print("raw: read 10 + append 1", n, None);
+            r.rate()
+        };
+        let r = {
+            let api = api.clone();
+            let serial = serial.clone();
+            measure(n, duration, move || {
+                let api = api.clone();
+                let s = serial.fetch_add(1, Ordering::Relaxed);
+                async move { register(&api, s).await.map(drop) }
+            })
+            .await
+        };
+        r.print("registerPatient", n, Some(raw_rate));
+        let r = {
+            let api = api.clone();
+            let ids = invoice_ids.clone();
+            let serial = serial.clone();
+            measure(n, duration, move || {
+                let api = api.clone();
+                let id =
+                    ids[serial.fetch_add(7919, Ordering::Relaxed) as usize % ids.len()].clone();
+                async move { pay(&api, &id).await }
+            })
+            .await
+        };
+        r.print("recordPayment (random invoice)", n, Some(raw_rate));
+        let r = {
+            let api = api.clone();
+            measure(n, duration, move || {
+                let api = api.clone();
+                async move {
+                    api.call(
+                        "{ patients(search: \"Bench\", first: 20) { edges { node { id mrn fullName } } } }",
+                        json!({}),
+                    )
+                    .await
+                    .map(drop)
+                }
+            })
+            .await
+        };
+        r.print("patients(search)", n, Some(raw_rate));
+    }
+
+    // The hot case: 64 clients paying one invoice, 4 payments each.
+    let hot = issued_invoice(&api, &patient).await?;
+    let ok = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let api = api.clone();
+            let hot = hot.clone();
+            let ok = ok.clone();
+            tokio::spawn(async move {
+                for _ in 0..4 {
+                    if pay(&api, &hot).await.is_ok() {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await?;
+    }
+    let succeeded = ok.load(Ordering::Relaxed);
+    let invoice = api
+        .call(
+            "query($id: UUID!) { invoice(id: $id) { paidMinor } }",
+            json!({ "id": hot }),
+        )
+        .await?;
+    let paid = invoice["invoice"]["paidMinor"].as_i64().unwrap_or(-1);
+    println!(
+        "hot invoice, 64 clients x 4 payments: {succeeded}/256 succeeded ({:.1} %), paid {paid} \
+         minor units, {}",
+        succeeded as f64 / 2.56,
+        if paid == succeeded as i64 {
+            "exact"
+        } else {
+            "NOT EXACT"
+        }
+    );
+    match server.peak_rss_mb() {
+        Some(mb) => println!("server peak RSS: {mb:.0} MB"),
+        None => println!("server peak RSS: unknown"),
+    }
+    raw.close().await;
+    Ok(())
+}
+
+struct Api {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl Api {
+    /// One GraphQL call; an answer with errors is an error.
+    async fn call(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
+        let mut request = self
+            .http
+            .post(&self.url)
+            .json(&json!({ "query": query, "variables": variables }));
+        if !self.token.is_empty() {
+            request = request.bearer_auth(&self.token);
+        }
+        let body: Value = request.send().await?.json().await?;
+        if !body["errors"].is_null() {
+            bail!("{}", body["errors"]);
+        }
+        Ok(body["data"].clone())
+    }
+}
+
+async fn register(api: &Api, n: u64) -> anyhow::Result<String> {
+    let data = api
+        .call(
+            "mutation($i: RegisterPatientInput!) { registerPatient(input: $i) { id } }",
+            json!({ "i": { "givenName": format!("Bench{n}"), "familyName": "Bench",
+                           "dateOfBirth": "1980-01-01", "sex": "FEMALE" } }),
+        )
+        .await?;
+    Ok(data["registerPatient"]["id"]
+        .as_str()
+        .context("a patient id")?
+        .to_owned())
+}
+
+async fn issued_invoice(api: &Api, patient: &str) -> anyhow::Result<String> {
+    let created = api
+        .call(
+            "mutation($i: CreateInvoiceInput!) { createInvoice(input: $i) { id } }",
+            json!({ "i": { "patientId": patient, "currency": "KES" } }),
+        )
+        .await?;
+    let id = created["createInvoice"]["id"]
+        .as_str()
+        .context("an invoice id")?
+        .to_owned();
+    api.call(
+        "mutation($i: AddInvoiceLineInput!) { addInvoiceLine(input: $i) { id } }",
+        json!({ "i": { "invoiceId": id, "code": "CONSULT", "description": "Consultation",
+                       "quantity": 1, "unitPriceMinor": 1_000_000_000 } }),
+    )
+    .await?;
+    api.call(
+        "mutation($i: IssueInvoiceInput!) { issueInvoice(input: $i) { id } }",
+        json!({ "i": { "invoiceId": id } }),
+    )
+    .await?;
+    Ok(id)
+}
+
+async fn pay(api: &Api, invoice: &str) -> anyhow::Result<()> {
+    api.call(
+        "mutation($i: RecordPaymentInput!) { recordPayment(input: $i) { id } }",
+        json!({ "i": { "invoiceId": invoice, "amountMinor": 1, "method": "CASH" } }),
+    )
+    .await
+    .map(drop)
+}
+
+struct Measured {
+    ok: usize,
+    errors: usize,
+    elapsed: Duration,
+    /// Latencies of successful requests, sorted.
+    latencies: Vec<Duration>,
+    first_error: Option<String>,
+}
+
+impl Measured {
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile(&self, p: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((self.latencies.len() as f64 * p) as usize).min(self.latencies.len() - 1);
+        self.latencies[i].as_secs_f64() * 1000.0
+    }
+
+    fn print(&self, name: &str, clients: usize, raw: Option<f64>) {
+        let ratio = raw.map_or("-".into(), |raw| {
+            format!("{:.1} %", 100.0 * self.rate() / raw)
+        });
+        println!(
+            "{name:<30} {clients:>7} {:>9.0} {:>9.1} {:>9.1} {:>7} {ratio:>8}",
+            self.rate(),
+            self.percentile(0.50),
+            self.percentile(0.99),
+            self.errors
+        );
+        if let Some(e) = &self.first_error {
+            println!(
+                "    first error: {}",
+                e.chars().take(200).collect::<String>()
+            );
+        }
+    }
+}
+
+/// Runs `op` from `clients` concurrent loops for `duration`.
+async fn measure<F, Fut>(clients: usize, duration: Duration, op: F) -> Measured
+where
+    F: Fn() -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let started = Instant::now();
+    let deadline = started + duration;
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut errors = 0;
+                let mut first_error = None;
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    match op().await {
+                        Ok(()) => latencies.push(t.elapsed()),
+                        Err(e) => {
+                            errors += 1;
+                            first_error.get_or_insert_with(|| e.to_string());
+                        }
+                    }
+                }
+                (latencies, errors, first_error)
+            })
+        })
+        .collect();
+    let mut all = Measured {
+        ok: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latencies: Vec::new(),
+        first_error: None,
+    };
+    for task in tasks {
+        if let Ok((latencies, errors, first_error)) = task.await {
+            all.latencies.extend(latencies);
+            all.errors += errors;
+            if all.first_error.is_none() {
+                all.first_error = first_error;
+            }
+        }
+    }
+    all.elapsed = started.elapsed();
+    all.ok = all.latencies.len();
+    all.latencies.sort();
+    all
+}
