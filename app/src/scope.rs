@@ -212,13 +212,13 @@ impl Authorized<'_> {
         )
         .await
         .map_err(command_error)?;
-        self.notify().await;
+        self.notify();
         Ok(())
     }
 
     /// Other server processes learn of new events from this hint.
-    pub async fn notify(&self) {
-        crate::hints::notify(&self.scope.state.control, self.code().as_str()).await;
+    pub fn notify(&self) {
+        self.scope.state.hints.notify(self.code().as_str());
     }
 
     /// The current state and version of aggregate `id`.

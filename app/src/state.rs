@@ -10,6 +10,7 @@ use sqlx::PgPool;
 
 use crate::auth::{Authenticator, TokenKeys};
 use crate::config::PlatformConfig;
+use crate::hints::Hints;
 use crate::tenancy::platform;
 use crate::tenancy::pools::PoolSettings;
 use crate::tenancy::provisioning::Provisioner;
@@ -25,6 +26,8 @@ pub struct Platform {
     pub directory: TenantDirectory,
     pub registry: PoolRegistry,
     pub runner: ProjectionRunner,
+    /// "New events in hospital X" for the other server processes.
+    pub hints: Hints,
     /// One for the process, so what it learns (the template is current) is shared.
     provisioner: Provisioner,
 }
@@ -54,6 +57,7 @@ impl Platform {
         )
         .with_spares(config.spare_databases);
         Ok(Self {
+            hints: Hints::new(control.clone()),
             control,
             server: options,
             naming,

@@ -95,6 +95,16 @@ impl Hospital {
         }
     }
 
+    /// How many of `resource` the plan allows; `None` when unlimited (then nothing needs
+    /// counting).
+    pub fn capacity_of(&self, resource: LimitedResource) -> Option<u32> {
+        let limits = self.plan.unwrap_or(Plan::Trial).limits();
+        match resource {
+            LimitedResource::Users => limits.max_users,
+            LimitedResource::Patients => limits.max_patients,
+        }
+    }
+
     /// May one more `resource` be added when `current` exist? The count comes from a read
     /// model, so two racing creations can overshoot the limit by one: acceptable for a
     /// commercial limit, and the reason it is not a hard invariant in an aggregate.
@@ -103,17 +113,11 @@ impl Hospital {
         resource: LimitedResource,
         current: u32,
     ) -> Result<(), PlanLimitReached> {
-        let plan = self.plan.unwrap_or(Plan::Trial);
-        let limits = plan.limits();
-        let limit = match resource {
-            LimitedResource::Users => limits.max_users,
-            LimitedResource::Patients => limits.max_patients,
-        };
-        match limit {
+        match self.capacity_of(resource) {
             Some(limit) if current >= limit => Err(PlanLimitReached {
                 resource,
                 limit,
-                plan,
+                plan: self.plan.unwrap_or(Plan::Trial),
             }),
             _ => Ok(()),
         }

@@ -7,7 +7,8 @@
 //! and nothing is applied twice. A projector that fails on an event stops there, with
 //! the failure recorded on its checkpoint row; the other projectors go on.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -78,12 +79,53 @@ pub struct ProjectorProgress {
 #[derive(Clone)]
 pub struct ProjectionRunner {
     projectors: Arc<Vec<Box<dyn Projector>>>,
+    rounds: Arc<Rounds>,
+}
+
+/// The catch-ups of this runner, one at a time per tenant database, each guarding the
+/// lowest checkpoint its last round left behind.
+///
+/// Commands waiting for their own events (read-your-writes) queue on their tenant's
+/// round instead of racing for the projectors' locks: whoever holds the round reads
+/// everything readable, so one transaction applies the events of every command that
+/// committed meanwhile (group commit), and the commands behind it find their events
+/// applied and return without touching the database. Other processes still take turns
+/// through the projectors' advisory locks.
+///
+/// The remembered checkpoint is replaced by what each round finds (it can move back
+/// when an operator resets a projector); between rounds it only lets a waiter skip a
+/// round that another one already did for it.
+#[derive(Default)]
+struct Rounds(StdMutex<HashMap<String, Arc<tokio::sync::Mutex<LogCursor>>>>);
+
+impl Rounds {
+    fn of(&self, pool: &PgPool) -> Arc<tokio::sync::Mutex<LogCursor>> {
+        let options = pool.connect_options();
+        let key = format!(
+            "{}:{}/{}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or_default()
+        );
+        let mut rounds = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        rounds.entry(key).or_default().clone()
+    }
+}
+
+/// The lowest checkpoint of a catch-up that held every projector's lock (`None` when
+/// another process had some: their checkpoints say nothing of what is applied now).
+fn lowest_checkpoint(progress: &[ProjectorProgress]) -> Option<LogCursor> {
+    if progress.iter().any(|p| p.busy) {
+        return None;
+    }
+    progress.iter().map(|p| p.checkpoint).min()
 }
 
 impl ProjectionRunner {
     pub fn new(projectors: Vec<Box<dyn Projector>>) -> Self {
         Self {
             projectors: Arc::new(projectors),
+            rounds: Arc::default(),
         }
     }
 
@@ -109,8 +151,20 @@ impl ProjectionRunner {
     }
 
     /// Applies every readable event to every projector. A failing projector is recorded
-    /// and reported in the result; the others are still brought up to date.
+    /// and reported in the result; the others are still brought up to date. Waits for a
+    /// catch-up of the same tenant running in this process to end first.
     pub async fn catch_up(&self, pool: &PgPool) -> Result<Vec<ProjectorProgress>> {
+        let round = self.rounds.of(pool);
+        let mut reached = round.lock().await;
+        let progress = self.catch_up_round(pool).await?;
+        if let Some(low) = lowest_checkpoint(&progress) {
+            *reached = low;
+        }
+        Ok(progress)
+    }
+
+    /// One catch-up; the caller holds the tenant's round.
+    async fn catch_up_round(&self, pool: &PgPool) -> Result<Vec<ProjectorProgress>> {
         // The fast path reads each batch once for every projector; anything unusual (a
         // failing projector, another process holding a lock) falls back to one projector
         // at a time, which isolates the failure and records it.
@@ -323,8 +377,9 @@ impl ProjectionRunner {
     }
 
     /// Catches up until every projector's checkpoint has reached `target` (an event the
-    /// caller wrote), or fails after `timeout`. Events of transactions still in flight
-    /// elsewhere hold the log back, hence the polling.
+    /// caller wrote), or fails after `timeout`. The caller queues on the tenant's round
+    /// (see [`Rounds`]) and returns at once when a round ahead of it got there. Events of
+    /// transactions still in flight elsewhere hold the log back, hence the short pauses.
     pub async fn catch_up_through(
         &self,
         pool: &PgPool,
@@ -332,16 +387,24 @@ impl ProjectionRunner {
         timeout: Duration,
     ) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut pause = Duration::from_millis(2);
+        let round = self.rounds.of(pool);
+        let mut reached = tokio::time::timeout_at(deadline, round.lock())
+            .await
+            .map_err(|_| ProjectionError::CatchUpTimeout(timeout))?;
+        let mut pause = Duration::from_millis(1);
         loop {
-            let progress = self.catch_up(pool).await?;
-            let lagging = progress.iter().any(|p| p.busy || p.checkpoint < target);
-            if !lagging {
-                // A busy projector may have passed the target in the other process:
-                // confirm from the checkpoint table.
+            if *reached >= target {
                 return Ok(());
             }
-            if self.all_reached(pool, target).await? {
+            let progress = self.catch_up_round(pool).await?;
+            match lowest_checkpoint(&progress) {
+                Some(low) => *reached = low,
+                // Another process holds a projector: its checkpoint table says how far
+                // that process got.
+                None if self.all_reached(pool, target).await? => return Ok(()),
+                None => {}
+            }
+            if *reached >= target {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {

@@ -10,9 +10,15 @@
 //! - `HMS_BENCH_SECONDS` (default 5) per workload and concurrency; `HMS_BENCH_CLIENTS`
 //!   (default `1,16,64`); `HMS_BENCH_INVOICES` (default 200) issued invoices to pay.
 //!
+//! Workloads, in rotating order at each concurrency: raw, `registerPatient` (new stream),
+//! `recordPayment` on a random issued invoice (existing stream), `scheduleAppointment`
+//! (the booking process manager), `patient(id)`, `patients(search)` and the same search
+//! as bare SQL. Then a hot case (64 clients paying one invoice: success rate and whether
+//! the paid amount equals the sum of successful payments) and `registerPatient` from 64
+//! clients spread over 16 hospitals.
+//!
 //! Prints requests/s, p50/p99 latency and errors per workload, the ratio to raw at the
-//! same concurrency, a hot case (64 clients paying one invoice: success rate and whether
-//! the paid amount equals the sum of successful payments) and the server's peak RSS.
+//! same concurrency, and the server's peak RSS.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use hms_projections::projectors::PatientRow;
 use hms_tests::{drop_databases, server_options};
 use serde_json::{json, Value};
 use sqlx::postgres::PgPoolOptions;
@@ -78,8 +85,17 @@ impl Drop for Server {
 impl Server {
     /// Peak resident memory of the server process so far, in MB.
     fn peak_rss_mb(&self) -> Option<f64> {
+        self.memory_mb("VmHWM:")
+    }
+
+    /// Resident memory of the server process now, in MB.
+    fn rss_mb(&self) -> Option<f64> {
+        self.memory_mb("VmRSS:")
+    }
+
+    fn memory_mb(&self, field: &str) -> Option<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let line = status.lines().find(|l| l.starts_with(field))?;
         let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kb / 1024.0)
     }
@@ -115,28 +131,39 @@ async fn run(prefix: &str) -> anyhow::Result<()> {
         server.get_port()
     );
 
-    let setup = |args: &[&str]| {
-        let status = hms(&binary, &control_url, prefix, args)
-            .status()
-            .context("Failed to run hms")?;
-        anyhow::ensure!(status.success(), "hms {args:?} failed");
-        Ok(())
+    let setup = |code: &str| {
+        let status = hms(
+            &binary,
+            &control_url,
+            prefix,
+            &[
+                "setup-hospital",
+                "--name",
+                &format!("Bench Hospital {code}"),
+                "--code",
+                code,
+                "--plan",
+                "ENTERPRISE",
+                "--admin-username",
+                "bench_admin",
+                "--admin-email",
+                "admin@bench.example",
+                "--admin-password",
+                PASSWORD,
+            ],
+        )
+        .status()
+        .context("Failed to run hms")?;
+        anyhow::ensure!(status.success(), "hms setup-hospital {code} failed");
+        anyhow::Ok(())
     };
-    setup(&[
-        "setup-hospital",
-        "--name",
-        "Bench Hospital",
-        "--code",
-        CODE,
-        "--plan",
-        "ENTERPRISE",
-        "--admin-username",
-        "bench_admin",
-        "--admin-email",
-        "admin@bench.example",
-        "--admin-password",
-        PASSWORD,
-    ])?;
+    // Every hospital is onboarded before the server starts: onboarding is not measured.
+    let codes: Vec<String> = std::iter::once(CODE.to_owned())
+        .chain((2..=16).map(|h| format!("BENCH{h:02}")))
+        .collect();
+    for code in &codes {
+        setup(code)?;
+    }
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -150,7 +177,7 @@ async fn run(prefix: &str) -> anyhow::Result<()> {
         url: format!("http://127.0.0.1:{port}/graphql"),
     };
     let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(128)
+        .pool_max_idle_per_host(256)
         .build()?;
     let started = Instant::now();
     while http
@@ -165,32 +192,25 @@ async fn run(prefix: &str) -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let api = Api {
-        http,
-        url: server.url.clone(),
-        token: String::new(),
-    };
-    let login = api
-        .call(
-            "mutation($i: LoginInput!) { login(input: $i) { token } }",
-            json!({ "i": { "hospitalCode": CODE, "username": "bench_admin", "password": PASSWORD } }),
-        )
-        .await?;
-    let api = Arc::new(Api {
-        token: login["login"]["token"]
-            .as_str()
-            .context("a token")?
-            .to_owned(),
-        ..api
-    });
+    let api = Arc::new(Api::login(http.clone(), &server.url, CODE).await?);
 
-    // Set-up: patients to bill and search, issued invoices to pay.
+    // Set-up: patients to bill, search and book, issued invoices to pay, doctors to book
+    // (one patient per doctor, so concurrent bookings rarely share a schedule).
     let patient = register(&api, 0).await?;
     let mut invoice_ids = Vec::with_capacity(invoices);
     for _ in 0..invoices {
         invoice_ids.push(issued_invoice(&api, &patient).await?);
     }
     let invoice_ids = Arc::new(invoice_ids);
+    let mut pairs = Vec::with_capacity(DOCTORS);
+    for d in 0..DOCTORS {
+        pairs.push((
+            doctor(&api, d).await?,
+            register(&api, 1_000_000 + d as u64).await?,
+        ));
+    }
+    let pairs = Arc::new(pairs);
+    print_memory(&server, "after set-up (logins and 64 password hashes)");
 
     // Raw PostgreSQL on the same tenant database.
     let tenant_db = format!("{prefix}{}", CODE.to_ascii_lowercase());
@@ -218,71 +238,150 @@ async fn run(prefix: &str) -> anyhow::Result<()> {
         "workload", "clients", "req/s", "p50 ms", "p99 ms", "errors", "vs raw"
     );
     let serial = Arc::new(AtomicU64::new(1));
-    for &n in &clients {
-        let raw_rate = {
-            let pool = raw.clone();
-            let serial = serial.clone();
-            let r = measure(n, duration, move || {
-                let pool = pool.clone();
-                let s = serial.fetch_add(1, Ordering::Relaxed) as i64;
-                async move {
-                    sqlx::query("SELECT * FROM bench_raw WHERE stream = 'read' ORDER BY sequence")
-                        .fetch_all(&pool)
-                        .await?;
-                    let mut tx = pool.begin().await?;
-                    sqlx::query("INSERT INTO bench_raw VALUES ($1, 1, '{\"k\": 1}')")
-                        .bind(format!("w{s}"))
-                        .execute(&mut *tx)
-                        .await?;
-                    tx.commit().await?;
-                    Ok(())
-                }
-            })
-            .await;
-            r.print("raw: read 10 + append 1", n, None);
-            r.rate()
-        };
-        let r = {
-            let api = api.clone();
-            let serial = serial.clone();
-            measure(n, duration, move || {
-                let api = api.clone();
-                let s = serial.fetch_add(1, Ordering::Relaxed);
-                async move { register(&api, s).await.map(drop) }
-            })
-            .await
-        };
-        r.print("registerPatient", n, Some(raw_rate));
-        let r = {
-            let api = api.clone();
-            let ids = invoice_ids.clone();
-            let serial = serial.clone();
-            measure(n, duration, move || {
-                let api = api.clone();
-                let id =
-                    ids[serial.fetch_add(7919, Ordering::Relaxed) as usize % ids.len()].clone();
-                async move { pay(&api, &id).await }
-            })
-            .await
-        };
-        r.print("recordPayment (random invoice)", n, Some(raw_rate));
-        let r = {
-            let api = api.clone();
-            measure(n, duration, move || {
-                let api = api.clone();
-                async move {
-                    api.call(
-                        "{ patients(search: \"Bench\", first: 20) { edges { node { id mrn fullName } } } }",
-                        json!({}),
-                    )
+    let bookings = Arc::new(AtomicU64::new(0));
+    let mut single_64 = None;
+    for (round, &n) in clients.iter().enumerate() {
+        // Rotating order: no workload always runs first (on a cold cache) or last.
+        let mut order = Workload::ALL.to_vec();
+        let len = order.len();
+        order.rotate_left(round % len);
+        let mut results = Vec::new();
+        for workload in order {
+            let r = match workload {
+                Workload::Raw => {
+                    let pool = raw.clone();
+                    let serial = serial.clone();
+                    measure(n, duration, move || {
+                        let pool = pool.clone();
+                        let s = serial.fetch_add(1, Ordering::Relaxed) as i64;
+                        async move {
+                            sqlx::query(
+                                "SELECT * FROM bench_raw WHERE stream = 'read' ORDER BY sequence",
+                            )
+                            .fetch_all(&pool)
+                            .await?;
+                            let mut tx = pool.begin().await?;
+                            sqlx::query("INSERT INTO bench_raw VALUES ($1, 1, '{\"k\": 1}')")
+                                .bind(format!("w{s}"))
+                                .execute(&mut *tx)
+                                .await?;
+                            tx.commit().await?;
+                            Ok(())
+                        }
+                    })
                     .await
-                    .map(drop)
                 }
-            })
-            .await
-        };
-        r.print("patients(search)", n, Some(raw_rate));
+                Workload::Register => {
+                    let api = api.clone();
+                    let serial = serial.clone();
+                    measure(n, duration, move || {
+                        let api = api.clone();
+                        let s = serial.fetch_add(1, Ordering::Relaxed);
+                        async move { register(&api, s).await.map(drop) }
+                    })
+                    .await
+                }
+                Workload::Pay => {
+                    let api = api.clone();
+                    let ids = invoice_ids.clone();
+                    let serial = serial.clone();
+                    measure(n, duration, move || {
+                        let api = api.clone();
+                        let id = ids
+                            [serial.fetch_add(7919, Ordering::Relaxed) as usize % ids.len()]
+                        .clone();
+                        async move { pay(&api, &id).await }
+                    })
+                    .await
+                }
+                Workload::Schedule => {
+                    let api = api.clone();
+                    let pairs = pairs.clone();
+                    let bookings = bookings.clone();
+                    measure(n, duration, move || {
+                        let api = api.clone();
+                        let pairs = pairs.clone();
+                        let b = bookings.fetch_add(1, Ordering::Relaxed) as usize;
+                        async move { book(&api, &pairs, b).await }
+                    })
+                    .await
+                }
+                Workload::Search => {
+                    let api = api.clone();
+                    measure(n, duration, move || {
+                        let api = api.clone();
+                        async move {
+                            api.call(
+                                "{ patients(search: \"Bench\", first: 20) { edges { node { id mrn fullName } } } }",
+                                json!({}),
+                            )
+                            .await
+                            .map(drop)
+                        }
+                    })
+                    .await
+                }
+                Workload::SearchSql => {
+                    let pool = raw.clone();
+                    measure(n, duration, move || {
+                        let pool = pool.clone();
+                        async move {
+                            sqlx::query(&format!(
+                                "SELECT {} FROM patients p \
+                                  WHERE (p.family_key LIKE $1 || '%' OR p.given_key LIKE $1 || '%') \
+                                    AND p.status <> 'MERGED' \
+                                  ORDER BY p.family_key, p.given_key, p.id LIMIT 21",
+                                PatientRow::COLUMNS
+                            ))
+                            .bind("bench")
+                            .fetch_all(&pool)
+                            .await?;
+                            Ok(())
+                        }
+                    })
+                    .await
+                }
+                Workload::Read => {
+                    let api = api.clone();
+                    let id = patient.clone();
+                    measure(n, duration, move || {
+                        let api = api.clone();
+                        let id = id.clone();
+                        async move {
+                            api.call(
+                                "query($id: UUID!) { patient(id: $id) { id mrn fullName } }",
+                                json!({ "id": id }),
+                            )
+                            .await
+                            .map(drop)
+                        }
+                    })
+                    .await
+                }
+            };
+            results.push((workload, r));
+        }
+        let raw_rate = results
+            .iter()
+            .find(|(w, _)| *w == Workload::Raw)
+            .map(|(_, r)| r.rate());
+        results.sort_by_key(|(w, _)| *w);
+        for (workload, r) in &results {
+            let against = match workload {
+                Workload::Raw | Workload::SearchSql => None,
+                _ => raw_rate,
+            };
+            r.print(workload.name(), n, against);
+            if *workload == Workload::Register && n == 64 {
+                single_64 = Some(r.rate());
+            }
+        }
+        print_memory(&server, &format!("after {n} clients"));
     }
+
+    // The raw pool's connections count against the server's max_connections (100 by
+    // default): give them back before 16 hospitals' pools open.
+    raw.close().await;
 
     // The hot case: 64 clients paying one invoice, 4 payments each.
     let hot = issued_invoice(&api, &patient).await?;
@@ -322,12 +421,78 @@ async fn run(prefix: &str) -> anyhow::Result<()> {
             "NOT EXACT"
         }
     );
-    match server.peak_rss_mb() {
-        Some(mb) => println!("server peak RSS: {mb:.0} MB"),
-        None => println!("server peak RSS: unknown"),
+
+    // Spread: 64 clients over 16 hospitals (4 each), registering patients.
+    let mut apis = vec![api.clone()];
+    for code in &codes[1..] {
+        apis.push(Arc::new(Api::login(http.clone(), &server.url, code).await?));
     }
-    raw.close().await;
+    let apis = Arc::new(apis);
+    let r = {
+        let serial = serial.clone();
+        measure(64, duration, move || {
+            let s = serial.fetch_add(1, Ordering::Relaxed);
+            let api = apis[s as usize % apis.len()].clone();
+            async move { register(&api, s).await.map(drop) }
+        })
+        .await
+    };
+    r.print("registerPatient, 16 hospitals", 64, single_64);
+    if let Some(single) = single_64 {
+        println!(
+            "    16 hospitals x 4 clients: {:.0} req/s against {single:.0} in one hospital at 64",
+            r.rate()
+        );
+    }
+    print_memory(&server, "at the end");
     Ok(())
+}
+
+fn print_memory(server: &Server, when: &str) {
+    match (server.rss_mb(), server.peak_rss_mb()) {
+        (Some(now), Some(peak)) => {
+            println!("server RSS {when}: {now:.0} MB (peak so far {peak:.0} MB)")
+        }
+        _ => println!("server RSS {when}: unknown"),
+    }
+}
+
+/// Doctors (and as many patients) the booking workload spreads over.
+const DOCTORS: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Workload {
+    Raw,
+    Register,
+    Pay,
+    Schedule,
+    Read,
+    Search,
+    SearchSql,
+}
+
+impl Workload {
+    const ALL: [Workload; 7] = [
+        Workload::Raw,
+        Workload::Register,
+        Workload::Pay,
+        Workload::Schedule,
+        Workload::Read,
+        Workload::Search,
+        Workload::SearchSql,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Raw => "raw: read 10 + append 1",
+            Workload::Register => "registerPatient",
+            Workload::Pay => "recordPayment (random invoice)",
+            Workload::Schedule => "scheduleAppointment",
+            Workload::Read => "patient(id)",
+            Workload::Search => "patients(search)",
+            Workload::SearchSql => "  same search, bare SQL",
+        }
+    }
 }
 
 struct Api {
@@ -337,6 +502,26 @@ struct Api {
 }
 
 impl Api {
+    /// The hospital administrator of `code`, signed in.
+    async fn login(http: reqwest::Client, url: &str, code: &str) -> anyhow::Result<Api> {
+        let api = Api {
+            http,
+            url: url.to_owned(),
+            token: String::new(),
+        };
+        let login = api
+            .call(
+                "mutation($i: LoginInput!) { login(input: $i) { token } }",
+                json!({ "i": { "hospitalCode": code, "username": "bench_admin", "password": PASSWORD } }),
+            )
+            .await?;
+        let token = login["login"]["token"]
+            .as_str()
+            .context("a token")?
+            .to_owned();
+        Ok(Api { token, ..api })
+    }
+
     /// One GraphQL call; an answer with errors is an error.
     async fn call(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
         let mut request = self
@@ -366,6 +551,48 @@ async fn register(api: &Api, n: u64) -> anyhow::Result<String> {
         .as_str()
         .context("a patient id")?
         .to_owned())
+}
+
+async fn doctor(api: &Api, n: usize) -> anyhow::Result<String> {
+    let data = api
+        .call(
+            "mutation($i: CreateUserInput!) { createUser(input: $i) { id } }",
+            json!({ "i": { "username": format!("doctor{n}"), "email": format!("doctor{n}@bench.example"),
+                           "fullName": format!("Doctor {n}"), "role": "DOCTOR", "password": PASSWORD } }),
+        )
+        .await?;
+    Ok(data["createUser"]["id"]
+        .as_str()
+        .context("a doctor id")?
+        .to_owned())
+}
+
+/// Books appointment `n`: doctor `n % DOCTORS` with their patient, in that doctor's next
+/// free slot (15 minutes, 08:00 to 17:00 UTC on weekdays, from a week ahead).
+async fn book(api: &Api, pairs: &[(String, String)], n: usize) -> anyhow::Result<()> {
+    const SLOTS_PER_DAY: usize = 36;
+    let (doctor, patient) = &pairs[n % pairs.len()];
+    let k = n / pairs.len();
+    let mut day = chrono::Utc::now().date_naive() + chrono::Duration::days(7);
+    let mut weekdays = k / SLOTS_PER_DAY;
+    loop {
+        use chrono::Datelike;
+        if day.weekday().number_from_monday() <= 5 {
+            if weekdays == 0 {
+                break;
+            }
+            weekdays -= 1;
+        }
+        day += chrono::Duration::days(1);
+    }
+    let minutes = 8 * 60 + 15 * (k % SLOTS_PER_DAY);
+    let start = format!("{day}T{:02}:{:02}:00Z", minutes / 60, minutes % 60);
+    api.call(
+        "mutation($i: ScheduleAppointmentInput!) { scheduleAppointment(input: $i) { id } }",
+        json!({ "i": { "patientId": patient, "doctorId": doctor, "start": start, "reason": "Bench" } }),
+    )
+    .await
+    .map(drop)
 }
 
 async fn issued_invoice(api: &Api, patient: &str) -> anyhow::Result<String> {

@@ -613,16 +613,23 @@ pub async fn register_patient(auth: &Authorized<'_>, input: NewPatient) -> Resul
     let hospital = auth.code().clone();
     let id = auth
         .idempotent_id(&options, &input, || async {
-            let count: i64 = sqlx::query_scalar("SELECT count(*) FROM patients WHERE status <> $1")
+            // Counted only under a limit, and only up to it: a registration must not
+            // cost a scan of every patient.
+            if let Some(limit) = auth.hospital.capacity_of(LimitedResource::Patients) {
+                let count: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM (SELECT 1 FROM patients WHERE status <> $1 LIMIT $2) p",
+                )
                 .bind(stored_name(&PatientRecordStatus::Merged)?)
+                .bind(i64::from(limit))
                 .fetch_one(auth.pool())
                 .await?;
-            auth.hospital
-                .ensure_capacity(
-                    LimitedResource::Patients,
-                    u32::try_from(count).unwrap_or(u32::MAX),
-                )
-                .map_err(AppError::from)?;
+                auth.hospital
+                    .ensure_capacity(
+                        LimitedResource::Patients,
+                        u32::try_from(count).unwrap_or(u32::MAX),
+                    )
+                    .map_err(AppError::from)?;
+            }
             let seq: i64 = sqlx::query_scalar("SELECT nextval('mrn_seq')")
                 .fetch_one(auth.pool())
                 .await?;

@@ -42,7 +42,11 @@ pub fn spawn(platform: Platform, period: Duration) -> JoinHandle<()> {
             };
             tokio::select! {
                 received = hint => match received {
-                    Some(Ok(notification)) => catch_up(&platform, notification.payload()).await,
+                    Some(Ok(notification)) => match platform.hints.parse(notification.payload()) {
+                        // This process's commands caught up before they hinted.
+                        Some(hint) if !hint.own => catch_up(&platform, hint.code).await,
+                        _ => {}
+                    },
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "projection hint listener failed; reconnecting");
                         listener = None;
