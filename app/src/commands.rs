@@ -1,6 +1,10 @@
 //! The command path: cqrs-es over postgres-es on the tenant's pool, then (read-your-
 //! writes) waiting until the projections have passed the events just written.
 //!
+//! postgres-es loads the aggregate; the append is one statement of ours into its table
+//! ([`append_events`]), which also tells where the events landed, so the wait needs no
+//! further lookup and queues on the hospital's shared catch-up (docs/adr/0006).
+//!
 //! A framework is built per command: it is a handful of pool clones, and building it
 //! fresh lets each command carry its own expected version.
 //!
@@ -32,7 +36,7 @@ use cqrs_es::persist::{
 };
 use cqrs_es::{Aggregate, AggregateError, CqrsFramework, EventStore};
 use hms_domain::EventMetadata;
-use hms_projections::{log, ProjectionRunner};
+use hms_projections::{log, LogCursor, ProjectionRunner};
 use postgres_es::PostgresEventRepository;
 use rand::Rng;
 use serde_json::Value;
@@ -94,9 +98,14 @@ impl<E: std::error::Error> From<AggregateError<E>> for CommandError<E> {
 /// makes the append fail on the primary key, and the retry sees it.
 struct ExpectingRepository {
     inner: PostgresEventRepository,
+    pool: PgPool,
     expected: Option<u64>,
+    /// Expected version 0, and not yet refused on that basis: the stream is not read.
+    assume_new: bool,
     run: Option<String>,
     seen: Arc<AtomicBool>,
+    /// Where the append put its last event, for the read-your-writes wait.
+    head: Arc<StdMutex<Option<LogCursor>>>,
 }
 
 impl ExpectingRepository {
@@ -116,6 +125,12 @@ impl PersistedEventRepository for ExpectingRepository {
         &self,
         id: &str,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        if self.assume_new {
+            // The use case (or client) says the stream is new: nothing to load. Should it
+            // exist after all, the append's first event collides with its first one and
+            // the command gets a conflict, as with any stale expected version.
+            return Ok(Vec::new());
+        }
         let events = self.inner.get_events::<A>(id).await?;
         self.note_run(&events);
         Ok(events)
@@ -153,7 +168,13 @@ impl PersistedEventRepository for ExpectingRepository {
                 return Err(PersistenceError::OptimisticLockError);
             }
         }
-        self.inner.persist::<A>(events, snapshot_update).await
+        if snapshot_update.is_some() {
+            // Snapshots are off (DESIGN.md); postgres-es keeps them in its own transaction.
+            return self.inner.persist::<A>(events, snapshot_update).await;
+        }
+        let head = append_events::<A>(&self.pool, events).await?;
+        *self.head.lock().unwrap_or_else(|e| e.into_inner()) = head;
+        Ok(())
     }
 
     async fn stream_events<A: Aggregate>(
@@ -168,17 +189,89 @@ impl PersistedEventRepository for ExpectingRepository {
     }
 }
 
-fn store<A: Aggregate>(
+/// Appends `events` (of one aggregate, in sequence order) in a single statement: atomic
+/// on its own, so it costs one round trip instead of postgres-es's BEGIN, one INSERT per
+/// event and COMMIT, and it says where the events landed in the log. The columns and
+/// values are postgres-es's own (its reader loads them back), and a primary-key collision
+/// is a lost race, as postgres-es reports it.
+async fn append_events<A: Aggregate>(
     pool: &PgPool,
+    events: &[SerializedEvent],
+) -> Result<Option<LogCursor>, PersistenceError> {
+    if events.is_empty() {
+        return Ok(None);
+    }
+    let ids: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
+    let sequences: Vec<i64> = events
+        .iter()
+        .map(|e| i64::try_from(e.sequence).unwrap_or(i64::MAX))
+        .collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let versions: Vec<&str> = events.iter().map(|e| e.event_version.as_str()).collect();
+    let payloads: Vec<&Value> = events.iter().map(|e| &e.payload).collect();
+    let metadata: Vec<&Value> = events.iter().map(|e| &e.metadata).collect();
+    let landed: Vec<(i64, i64)> = sqlx::query_as(
+        "INSERT INTO public.events \
+                (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         SELECT $1, e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload, e.metadata \
+           FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[]) \
+                WITH ORDINALITY AS e(aggregate_id, sequence, event_type, event_version, payload, metadata, n) \
+          ORDER BY e.n \
+         RETURNING transaction_id::text::bigint, position",
+    )
+    .bind(A::TYPE)
+    .bind(&ids)
+    .bind(&sequences)
+    .bind(&types)
+    .bind(&versions)
+    .bind(&payloads)
+    .bind(&metadata)
+    .fetch_all(pool)
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
+            PersistenceError::OptimisticLockError
+        }
+        _ => PersistenceError::ConnectionError(Box::new(e)),
+    })?;
+    Ok(landed
+        .into_iter()
+        .map(|(transaction_id, position)| LogCursor {
+            transaction_id,
+            position,
+        })
+        .max())
+}
+
+/// What one attempt's repository knows besides the pool (see [`ExpectingRepository`]).
+#[derive(Default)]
+struct Repository {
     expected: Option<u64>,
+    assume_new: bool,
     run: Option<String>,
     seen: Arc<AtomicBool>,
+    head: Arc<StdMutex<Option<LogCursor>>>,
+}
+
+fn store<A: Aggregate>(
+    pool: &PgPool,
+    repository: Repository,
 ) -> PersistedEventStore<ExpectingRepository, A> {
-    let repo = ExpectingRepository {
-        inner: PostgresEventRepository::new(pool.clone()),
+    let Repository {
         expected,
+        assume_new,
         run,
         seen,
+        head,
+    } = repository;
+    let repo = ExpectingRepository {
+        inner: PostgresEventRepository::new(pool.clone()),
+        pool: pool.clone(),
+        expected,
+        assume_new,
+        run,
+        seen,
+        head,
     };
     PersistedEventStore::<_, A>::new_event_store(repo).with_upcasters(hms_domain::upcasters())
 }
@@ -217,11 +310,21 @@ where
     A::Command: Clone,
     A::Services: Clone,
 {
-    append_expecting::<A>(pool, id, command, services, metadata, expected).await?;
+    let head = append_expecting::<A>(pool, id, command, services, metadata, expected).await?;
     // The write stands whatever the read side does now: reporting it as failed would
     // invite a retry that repeats it. The client may read a read model that is behind
     // (or answer from the write side); the runner catches up.
-    if let Err(error) = wait_for_stream::<A>(pool, runner, id, READ_YOUR_WRITES_TIMEOUT).await {
+    let caught_up = match head {
+        Some(head) => {
+            runner
+                .catch_up_through(pool, head, READ_YOUR_WRITES_TIMEOUT)
+                .await
+        }
+        // Nothing appended now (an earlier attempt of this request did it): wait for
+        // whatever the stream holds.
+        None => wait_for_stream::<A>(pool, runner, id, READ_YOUR_WRITES_TIMEOUT).await,
+    };
+    if let Err(error) = caught_up {
         tracing::warn!(
             %error,
             stream = id,
@@ -244,7 +347,9 @@ where
     A::Command: Clone,
     A::Services: Clone,
 {
-    append_expecting::<A>(pool, id, command, services, metadata, None).await
+    append_expecting::<A>(pool, id, command, services, metadata, None)
+        .await
+        .map(drop)
 }
 
 /// One stream of one database, as [`StreamTurns`] knows it.
@@ -300,6 +405,7 @@ impl Drop for Turn {
 /// Decides `command` on the aggregate and appends its events. Without an expected
 /// version a lost race is retried on fresh state (bounded, jittered); inside keyed work
 /// a stream that already holds the run's event is left alone (see the module notes).
+/// Returns where the last appended event landed in the log (`None`: nothing appended).
 async fn append_expecting<A>(
     pool: &PgPool,
     id: &str,
@@ -307,7 +413,7 @@ async fn append_expecting<A>(
     services: A::Services,
     metadata: &EventMetadata,
     expected: Option<u64>,
-) -> Result<(), CommandError<A::Error>>
+) -> Result<Option<LogCursor>, CommandError<A::Error>>
 where
     A: Aggregate + 'static,
     A::Command: Clone,
@@ -319,14 +425,21 @@ where
         map.insert(RUN_METADATA_KEY.to_owned(), run.clone());
     }
     let mut backoff = FIRST_BACKOFF;
+    // With expected version 0 the stream is taken to be new and not read (see
+    // `ExpectingRepository::get_events`) until the domain refuses on that assumption.
+    let mut assume_new = expected == Some(0);
     for attempt in 1..=MAX_ATTEMPTS {
         // Each attempt has its own note of whether the stream holds this run's event.
         let seen = Arc::new(AtomicBool::new(false));
-        let framework = CqrsFramework::new(
-            store::<A>(pool, expected, run.clone(), seen.clone()),
-            vec![],
-            services.clone(),
-        );
+        let head = Arc::new(StdMutex::new(None));
+        let repository = Repository {
+            expected,
+            assume_new,
+            run: run.clone(),
+            seen: seen.clone(),
+            head: head.clone(),
+        };
+        let framework = CqrsFramework::new(store::<A>(pool, repository), vec![], services.clone());
         let outcome = {
             let _turn = TURNS.take::<A>(pool, id).await;
             framework
@@ -335,16 +448,20 @@ where
         };
         if seen.load(Ordering::SeqCst) {
             // An earlier attempt of this request committed this command already.
-            return Ok(());
+            return Ok(None);
         }
         match outcome {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(*head.lock().unwrap_or_else(|e| e.into_inner())),
+            // Refused as a new record: decide again on what the stream really holds (a
+            // client's stale version 0 of an existing record is a conflict, not a
+            // "not found").
+            Err(AggregateError::UserError(_)) if assume_new => assume_new = false,
             Err(AggregateError::AggregateConflict) => {
                 if expected.is_some() {
                     // The client decided on the version it saw: its answer is final,
                     // unless the event that got in first is this run's own.
                     if run.is_some() && holds_run::<A>(pool, id, run.clone()).await? {
-                        return Ok(());
+                        return Ok(None);
                     }
                     return Err(CommandError::Conflict);
                 }
@@ -376,9 +493,16 @@ where
     A: Aggregate + 'static,
 {
     let seen = Arc::new(AtomicBool::new(false));
-    store::<A>(pool, None, run, seen.clone())
-        .load_aggregate(id)
-        .await?;
+    store::<A>(
+        pool,
+        Repository {
+            run,
+            seen: seen.clone(),
+            ..Repository::default()
+        },
+    )
+    .load_aggregate(id)
+    .await?;
     Ok(seen.load(Ordering::SeqCst))
 }
 
@@ -388,7 +512,7 @@ pub async fn load<A>(pool: &PgPool, id: &str) -> Result<(A, u64), CommandError<A
 where
     A: Aggregate + 'static,
 {
-    let context = store::<A>(pool, None, None, Arc::default())
+    let context = store::<A>(pool, Repository::default())
         .load_aggregate(id)
         .await?;
     Ok((context.aggregate, context.current_sequence as u64))

@@ -154,13 +154,18 @@ async fn load_department(pool: &PgPool, id: Uuid) -> Result<DepartmentRow> {
 }
 
 /// The department `id`, or VALIDATION on `departmentId` (whatever went wrong).
-async fn check_department(pool: &PgPool, id: Option<Uuid>) -> Result<()> {
-    if let Some(id) = id {
-        load_department(pool, id)
-            .await
-            .map_err(|_| AppError::validation("departmentId", "no such department"))?;
+/// A department staff may be placed in: one of the hospital's, and active (as the
+/// hospital's own stream has it now, like scheduling into a department).
+fn check_department(hospital: &Hospital, id: Option<Uuid>) -> Result<()> {
+    let Some(id) = id else { return Ok(()) };
+    match hospital.department(id) {
+        None => Err(AppError::validation("departmentId", "no such department")),
+        Some(department) if !department.active => Err(AppError::validation(
+            "departmentId",
+            "the department is inactive",
+        )),
+        Some(_) => Ok(()),
     }
-    Ok(())
 }
 
 async fn load_user(pool: &PgPool, id: Uuid) -> Result<StaffUser> {
@@ -522,7 +527,7 @@ pub async fn create_user(auth: &Authorized<'_>, input: CreateUser) -> Result<Sta
     let full_name = BoundedText::parse("fullName", &input.full_name, MAX_FULL_NAME_CHARS)?;
     password::check_policy(&input.password)
         .map_err(|e| AppError::validation("password", e.to_string()))?;
-    check_department(auth.pool(), input.department_id).await?;
+    check_department(&auth.hospital, input.department_id)?;
     let users = active_staff_count(auth.pool()).await?;
     auth.hospital
         .ensure_capacity(LimitedResource::Users, count(users))
@@ -594,7 +599,7 @@ pub async fn change_user_department(
     user_id: Uuid,
     department_id: Option<Uuid>,
 ) -> Result<StaffUser> {
-    check_department(auth.pool(), department_id).await?;
+    check_department(&auth.hospital, department_id)?;
     let command = UserCommand::ChangeDepartment {
         actor: auth.actor(),
         department_id,

@@ -135,6 +135,25 @@ async fn departments_are_added_renamed_and_deactivated_with_unique_names() {
         )
         .await;
     assert_eq!(off["data"]["deactivateDepartment"]["active"], false);
+    // Nobody is placed in an inactive department, as nobody is booked into one.
+    let users_before = event_count(&app, "DEP001", "UserCreated").await;
+    let placed = app
+        .graphql(
+            CREATE_USER,
+            json!({ "input": { "username": "onc_nurse", "email": "onc_nurse@h.example", "fullName": "Staff Member",
+                               "role": "NURSE", "password": STAFF_PASSWORD, "departmentId": id } }),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(error_code(&placed), Some("VALIDATION"), "{placed}");
+    assert!(
+        placed.to_string().contains("inactive"),
+        "the refusal says why: {placed}"
+    );
+    assert_eq!(
+        event_count(&app, "DEP001", "UserCreated").await,
+        users_before
+    );
     let active = app
         .graphql(
             "{ departments(activeOnly: true) { name } }",
