@@ -5,14 +5,14 @@
 //!
 //! Hints are coalesced per hospital: while one is waiting to be sent, later commits ride
 //! on it (it is sent after all of them), so a busy hospital costs the platform database
-//! one statement per send, not one per command. Each hint names the process that sent
-//! it, whose own daemon ignores it: that process's commands caught up already.
+//! one statement per send, not one per command. The sending process's own daemon acts on
+//! it too: the commands caught up only the read models, and the daemon's full catch-up
+//! seals the new events.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use sqlx::PgPool;
-use uuid::Uuid;
 
 /// The platform-database channel carrying "tenant X has new events" hints.
 pub const CHANNEL: &str = "hms_events";
@@ -20,24 +20,14 @@ pub const CHANNEL: &str = "hms_events";
 #[derive(Clone)]
 pub struct Hints {
     control: PgPool,
-    /// This process's name on the channel.
-    sender: String,
     /// Hospitals with a hint queued but not sent yet.
     queued: Arc<Mutex<HashSet<String>>>,
-}
-
-/// A hint as received: which hospital, and whether this process sent it.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Hint<'a> {
-    pub code: &'a str,
-    pub own: bool,
 }
 
 impl Hints {
     pub fn new(control: PgPool) -> Self {
         Self {
             control,
-            sender: Uuid::new_v4().simple().to_string(),
             queued: Arc::default(),
         }
     }
@@ -61,10 +51,9 @@ impl Hints {
 
     /// Sends a hint now and waits for it (for callers about to exit).
     pub async fn send(&self, code: &str) {
-        let payload = format!("{code} {}", self.sender);
         if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANNEL)
-            .bind(payload)
+            .bind(code)
             .execute(&self.control)
             .await
         {
@@ -72,54 +61,7 @@ impl Hints {
         }
     }
 
-    /// Reads a received payload; `None` for one that is not a hint.
-    pub fn parse<'a>(&self, payload: &'a str) -> Option<Hint<'a>> {
-        let (code, sender) = payload.split_once(' ').unwrap_or((payload, ""));
-        (!code.is_empty()).then_some(Hint {
-            code,
-            own: sender == self.sender,
-        })
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.queued.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_hint_names_its_sender() {
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .connect_lazy("postgres://localhost/unused")
-            .expect("lazy pool");
-        let ours = Hints::new(pool.clone());
-        let theirs = Hints::new(pool);
-        let payload = format!("HOSP01 {}", ours.sender);
-        assert_eq!(
-            ours.parse(&payload),
-            Some(Hint {
-                code: "HOSP01",
-                own: true
-            })
-        );
-        assert_eq!(
-            theirs.parse(&payload),
-            Some(Hint {
-                code: "HOSP01",
-                own: false
-            })
-        );
-        // A bare code (an older process) is someone else's.
-        assert_eq!(
-            ours.parse("HOSP01"),
-            Some(Hint {
-                code: "HOSP01",
-                own: false
-            })
-        );
-        assert_eq!(ours.parse(""), None);
     }
 }

@@ -78,9 +78,15 @@ pub struct ProjectorProgress {
 
 #[derive(Clone)]
 pub struct ProjectionRunner {
-    projectors: Arc<Vec<Box<dyn Projector>>>,
+    projectors: Projectors,
+    /// The rebuildable projectors (read models, not the sealer's evidence): what a
+    /// command waits for, committed without waiting for the disk (see
+    /// [`ProjectionRunner::catch_up_through`]).
+    read_side: Projectors,
     rounds: Arc<Rounds>,
 }
+
+type Projectors = Arc<Vec<Arc<dyn Projector>>>;
 
 /// The catch-ups of this runner, one at a time per tenant database, each guarding the
 /// lowest checkpoint its last round left behind.
@@ -123,8 +129,15 @@ fn lowest_checkpoint(progress: &[ProjectorProgress]) -> Option<LogCursor> {
 
 impl ProjectionRunner {
     pub fn new(projectors: Vec<Box<dyn Projector>>) -> Self {
+        let projectors: Vec<Arc<dyn Projector>> = projectors.into_iter().map(Arc::from).collect();
+        let read_side = projectors
+            .iter()
+            .filter(|p| p.rebuildable())
+            .cloned()
+            .collect();
         Self {
             projectors: Arc::new(projectors),
+            read_side: Arc::new(read_side),
             rounds: Arc::default(),
         }
     }
@@ -156,26 +169,30 @@ impl ProjectionRunner {
     pub async fn catch_up(&self, pool: &PgPool) -> Result<Vec<ProjectorProgress>> {
         let round = self.rounds.of(pool);
         let mut reached = round.lock().await;
-        let progress = self.catch_up_round(pool).await?;
+        let progress = self.catch_up_round(pool, &self.projectors).await?;
         if let Some(low) = lowest_checkpoint(&progress) {
             *reached = low;
         }
         Ok(progress)
     }
 
-    /// One catch-up; the caller holds the tenant's round.
-    async fn catch_up_round(&self, pool: &PgPool) -> Result<Vec<ProjectorProgress>> {
+    /// One catch-up of the projectors in `set`; the caller holds the tenant's round.
+    async fn catch_up_round(
+        &self,
+        pool: &PgPool,
+        set: &Projectors,
+    ) -> Result<Vec<ProjectorProgress>> {
         // The fast path reads each batch once for every projector; anything unusual (a
         // failing projector, another process holding a lock) falls back to one projector
         // at a time, which isolates the failure and records it.
-        if self.projectors.len() > 1 {
-            if let Ok(Some(progress)) = self.catch_up_together(pool).await {
+        if set.len() > 1 {
+            if let Ok(Some(progress)) = self.catch_up_together(pool, set).await {
                 return Ok(progress);
             }
         }
-        let mut progress = Vec::with_capacity(self.projectors.len());
+        let mut progress = Vec::with_capacity(set.len());
         let mut first_failure = None;
-        for projector in self.projectors.iter() {
+        for projector in set.iter() {
             match catch_up_one(pool, projector.as_ref(), Target::Live, &mut |_, _| {}).await {
                 Ok(p) => progress.push(p),
                 Err(e) => {
@@ -190,14 +207,17 @@ impl ProjectionRunner {
         }
     }
 
-    /// All projectors in one transaction per batch, reading the log once. `None` when
-    /// another process holds a projector's lock.
-    async fn catch_up_together(&self, pool: &PgPool) -> Result<Option<Vec<ProjectorProgress>>> {
-        let names: Vec<String> = self
-            .projector_names()
-            .iter()
-            .map(|n| (*n).to_owned())
-            .collect();
+    /// All projectors of `set` in one transaction per batch, reading the log once. `None`
+    /// when another process holds a projector's lock. A set of read models only commits
+    /// without waiting for the disk: should a crash lose the commit, its checkpoints go
+    /// with it and the events are applied again.
+    async fn catch_up_together(
+        &self,
+        pool: &PgPool,
+        set: &Projectors,
+    ) -> Result<Option<Vec<ProjectorProgress>>> {
+        let names: Vec<String> = set.iter().map(|p| p.name().to_owned()).collect();
+        let derived_only = set.iter().all(|p| p.rebuildable());
         // One statement each for ensuring, reading and moving all checkpoints: on a fresh
         // connection every distinct statement also costs a prepare round trip.
         sqlx::query(
@@ -207,9 +227,14 @@ impl ProjectionRunner {
         .execute(pool)
         .await?;
         let keys: Vec<String> = names.iter().map(|n| Target::Live.lock_key(n)).collect();
-        let mut applied = vec![0u64; self.projectors.len()];
+        let mut applied = vec![0u64; set.len()];
         loop {
             let mut tx = pool.begin().await?;
+            if derived_only {
+                sqlx::query("SET LOCAL synchronous_commit = off")
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let locked: bool = sqlx::query_scalar(
                 "SELECT bool_and(pg_try_advisory_xact_lock(hashtextextended(k, 0))) FROM unnest($1::text[]) AS k",
             )
@@ -245,8 +270,7 @@ impl ProjectionRunner {
                 .unwrap_or(LogCursor::START);
             let batch = log::read_batch(&mut tx, from, SHARED_BATCH_SIZE).await?;
             let progress = |checkpoints: Vec<LogCursor>, applied: &[u64]| {
-                self.projectors
-                    .iter()
+                set.iter()
                     .zip(checkpoints)
                     .zip(applied)
                     .map(|((p, checkpoint), n)| ProjectorProgress {
@@ -262,7 +286,7 @@ impl ProjectionRunner {
                 return Ok(Some(progress(checkpoints, &applied)));
             };
             let (mut moved, mut counts) = (Vec::new(), Vec::new());
-            for (i, projector) in self.projectors.iter().enumerate() {
+            for (i, projector) in set.iter().enumerate() {
                 let start = batch.partition_point(|e| e.cursor() <= checkpoints[i]);
                 let events = &batch[start..];
                 if events.is_empty() {
@@ -295,9 +319,9 @@ impl ProjectionRunner {
                 return Ok(Some(progress(reached, &applied)));
             }
             // A full batch means a backlog (a restart, a burst): spread it over lanes.
-            let lanes = fan_out_lanes(pool, self.projectors.len());
+            let lanes = fan_out_lanes(pool, set.len());
             if lanes > 1 {
-                let outcomes = self.fan_out(pool, last, lanes).await?;
+                let outcomes = self.fan_out(pool, set, last, lanes).await?;
                 let reached = checkpoints
                     .into_iter()
                     .zip(&outcomes)
@@ -322,6 +346,7 @@ impl ProjectionRunner {
     async fn fan_out(
         &self,
         pool: &PgPool,
+        set: &Projectors,
         from: LogCursor,
         lanes: usize,
     ) -> Result<Vec<(u64, LogCursor)>> {
@@ -331,13 +356,12 @@ impl ProjectionRunner {
         );
         let permits = Arc::new(Semaphore::new(lanes));
         let mut followers = JoinSet::new();
-        let mut feeds = Vec::with_capacity(self.projectors.len());
-        for index in 0..self.projectors.len() {
+        let mut feeds = Vec::with_capacity(set.len());
+        for index in 0..set.len() {
             // Two batches of read-ahead per projector bound the memory held.
             let (feed, batches) = mpsc::channel::<Arc<Vec<StoredEvent>>>(2);
             feeds.push(feed);
-            let (projectors, pool, permits) =
-                (self.projectors.clone(), pool.clone(), permits.clone());
+            let (projectors, pool, permits) = (set.clone(), pool.clone(), permits.clone());
             followers.spawn(async move {
                 let projector = projectors[index].as_ref();
                 let outcome = follow(projector, &pool, &permits, batches, from).await;
@@ -346,13 +370,13 @@ impl ProjectionRunner {
         }
         let read = read_ahead(pool, from, &feeds).await;
         drop(feeds);
-        let mut outcomes = vec![(0, from); self.projectors.len()];
+        let mut outcomes = vec![(0, from); set.len()];
         let mut failure = None;
         while let Some(joined) = followers.join_next().await {
             match joined {
                 Ok((index, Ok(outcome))) => outcomes[index] = outcome,
                 Ok((index, Err(e))) => {
-                    let projector = self.projectors[index].name();
+                    let projector = set[index].name();
                     if matches!(e, ProjectionError::Busy(_)) {
                         // Another catch-up (a command's, another process's) has it.
                         tracing::debug!(projector, error = %e, "fanned-out catch-up yielded");
@@ -376,8 +400,10 @@ impl ProjectionRunner {
         }
     }
 
-    /// Catches up until every projector's checkpoint has reached `target` (an event the
-    /// caller wrote), or fails after `timeout`. The caller queues on the tenant's round
+    /// Catches up the read models (every rebuildable projector) until their checkpoints
+    /// have reached `target` (an event the caller wrote), or fails after `timeout`. The
+    /// sealer is left to the full catch-ups ([`Self::catch_up`], the daemon's): its
+    /// commit must wait for the disk, and no answer reads it. The caller queues on the tenant's round
     /// (see [`Rounds`]) and returns at once when a round ahead of it got there. Events of
     /// transactions still in flight elsewhere hold the log back, hence the short pauses.
     pub async fn catch_up_through(
@@ -396,7 +422,7 @@ impl ProjectionRunner {
             if *reached >= target {
                 return Ok(());
             }
-            let progress = self.catch_up_round(pool).await?;
+            let progress = self.catch_up_round(pool, &self.read_side).await?;
             match lowest_checkpoint(&progress) {
                 Some(low) => *reached = low,
                 // Another process holds a projector: its checkpoint table says how far
@@ -415,8 +441,9 @@ impl ProjectionRunner {
         }
     }
 
+    /// Whether every read-side projector's checkpoint is at `target` or past it.
     async fn all_reached(&self, pool: &PgPool, target: LogCursor) -> Result<bool> {
-        let names = self.projector_names();
+        let names: Vec<&str> = self.read_side.iter().map(|p| p.name()).collect();
         let reached: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM public.projection_checkpoints \
               WHERE projector = ANY($1) \

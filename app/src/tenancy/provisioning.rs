@@ -399,6 +399,10 @@ impl Provisioner {
             .map_err(|e| {
                 TenancyError::Command(format!("projecting the registration failed: {e}"))
             })?;
+            // The wait covers the read models; the seals come with a full catch-up.
+            self.runner.catch_up(&pool).await.map_err(|e| {
+                TenancyError::Command(format!("sealing the registration failed: {e}"))
+            })?;
             tracing::debug!(elapsed_ms = elapsed_ms(step), "registration: projected");
             // The first head: from now on a hospital with sealed events and no recorded
             // head is a finding (`hms-replay verify`), and the server never records one

@@ -1,8 +1,9 @@
 //! Keeps every hospital's read models moving without a request to drive them.
 //!
-//! The command path already catches up inline (read-your-writes). This task covers
-//! the rest: events written by *other* processes, and projectors that failed and must
-//! be retried. It wakes on a hint sent on one channel of the platform database (one
+//! The command path already catches up the read models inline (read-your-writes). This
+//! task covers the rest: the log sealer (kept out of the commands' way, see
+//! docs/adr/0006), events written by *other* processes, and projectors that failed and
+//! must be retried. It wakes on a hint sent on one channel of the platform database (one
 //! listening connection for all tenants: `LISTEN` is per database, and a listener per
 //! tenant database would pin a connection per tenant) and on a timer, which also covers
 //! a lost hint. Only tenants with work are visited: the one named by a hint, and those
@@ -42,11 +43,7 @@ pub fn spawn(platform: Platform, period: Duration) -> JoinHandle<()> {
             };
             tokio::select! {
                 received = hint => match received {
-                    Some(Ok(notification)) => match platform.hints.parse(notification.payload()) {
-                        // This process's commands caught up before they hinted.
-                        Some(hint) if !hint.own => catch_up(&platform, hint.code).await,
-                        _ => {}
-                    },
+                    Some(Ok(notification)) => catch_up(&platform, notification.payload()).await,
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "projection hint listener failed; reconnecting");
                         listener = None;
