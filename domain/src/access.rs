@@ -252,7 +252,7 @@ mod tests {
                 SubscriptionError::TrialExpired { .. }
             ))
         ));
-        // Reads stay open, and so does the way out.
+        // Reads stay open, and so does the way out (the operator moving it to a plan).
         assert_eq!(
             authorize(
                 &actor(Role::Receptionist),
@@ -264,7 +264,7 @@ mod tests {
         );
         assert_eq!(
             authorize(
-                &actor(Role::HospitalAdmin),
+                &actor(Role::SuperAdmin),
                 Operation::ChangePlan,
                 &expired,
                 later

@@ -128,9 +128,11 @@ impl Operation {
         Operation::ViewAuditTrail,
     ];
 
-    /// The matrix. The super administrator runs the platform: it registers hospitals,
-    /// administers subscriptions and can rescue a locked-out hospital's accounts, but it
-    /// never sees patient data. Clinical acts (starting and completing a consultation,
+    /// The matrix. The super administrator runs the platform: it registers hospitals
+    /// (with their first administrator: `CreateUser`), administers subscriptions (plans
+    /// and cancellation are its alone) and can rescue a locked-out hospital's
+    /// administrator (`ReactivateUser`, `ResetUserPassword` through the platform's
+    /// `restoreHospitalAdmin`), but it never sees patient data. Clinical acts (starting and completing a consultation,
     /// recording death) belong to clinicians, not to administrators.
     pub fn allowed_roles(self) -> &'static [Role] {
         use Operation as O;
@@ -145,7 +147,7 @@ impl Operation {
             | O::ChangeUserDepartment
             | O::UpdateUserProfile
             | O::DeactivateUser => &[ADM],
-            O::ChangePlan | O::CancelSubscription => &[SUP, ADM],
+            O::ChangePlan | O::CancelSubscription => &[SUP],
             O::CreateUser | O::ReactivateUser | O::ResetUserPassword => &[SUP, ADM],
             O::ViewStaff | O::ChangeOwnPassword => ALL_STAFF,
             O::ViewPatient => CLINICAL_AND_FRONT_DESK,
@@ -280,8 +282,8 @@ mod tests {
         ("UpdateHospitalSettings", ".x........"),
         ("ManageDepartments", ".x........"),
         ("ManageModules", ".x........"),
-        ("ChangePlan", "xx........"),
-        ("CancelSubscription", "xx........"),
+        ("ChangePlan", "x........."),
+        ("CancelSubscription", "x........."),
         ("AdministerSubscription", "x........."),
         ("ViewStaff", ".xxxxxxxxx"),
         ("CreateUser", "xx........"),

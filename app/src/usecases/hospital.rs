@@ -168,7 +168,7 @@ fn check_department(hospital: &Hospital, id: Option<Uuid>) -> Result<()> {
     }
 }
 
-async fn load_user(pool: &PgPool, id: Uuid) -> Result<StaffUser> {
+pub(crate) async fn load_user(pool: &PgPool, id: Uuid) -> Result<StaffUser> {
     StaffRow::find(pool, id)
         .await?
         .ok_or(AppError::NotFound)?

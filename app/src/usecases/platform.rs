@@ -18,13 +18,16 @@
 //! hospital by [`refresh_tenant_stats`], so a request never opens every tenant database.
 
 use chrono::{DateTime, Months, Utc};
-use hms_domain::common::{BoundedText, HospitalCode, ValidationError};
+use hms_domain::common::{BoundedText, HospitalCode, Username, ValidationError};
 use hms_domain::hospital::{BillingCycle, Hospital, HospitalCommand, SubscriptionStatus};
 use hms_domain::permissions::{ensure_allowed, Operation};
 use hms_domain::plan::Plan;
+use hms_domain::user::{user_id_for, User, UserCommand};
+use hms_domain::Role;
 use hms_domain::{Actor, EventMetadata};
 use sqlx::PgPool;
 
+use super::hospital::StaffUser;
 use super::stored;
 use crate::auth::{password, Principal};
 use crate::commands;
@@ -138,6 +141,60 @@ impl<'a> PlatformScope<'a> {
 
     /// Runs one subscription command on the hospital aggregate and returns the hospital
     /// as the platform now sees it.
+    /// The operator's way back in for a hospital whose administrators are all locked out
+    /// (deactivated, or the password lost): the named HOSPITAL_ADMIN account is
+    /// reactivated if it was deactivated and given a new password, so every earlier token
+    /// of it stops working. Both acts are recorded in the hospital's log under the
+    /// operator. Other roles are refused, and no patient data is read.
+    pub async fn restore_hospital_admin(
+        &self,
+        raw_code: &str,
+        raw_username: &str,
+        new_password: String,
+    ) -> Result<StaffUser> {
+        let code = parse_code(raw_code)?;
+        let username = Username::parse(raw_username)?;
+        self.allow(Operation::ReactivateUser)?;
+        self.allow(Operation::ResetUserPassword)?;
+        let password_hash = password::hash(new_password)
+            .await
+            .map_err(|e| AppError::validation("newPassword", e.to_string()))?;
+        let lease = self.open_hospital(&code).await?;
+        let user_id = user_id_for(&username);
+        let id = user_id.to_string();
+        // The account as its own stream has it now (the write side, not the staff list).
+        let (user, _) = commands::load::<User>(&lease.pool, &id)
+            .await
+            .map_err(AppError::internal)?;
+        if user.id.is_none() {
+            return Err(AppError::NotFound);
+        }
+        if user.role != Some(Role::HospitalAdmin) {
+            return Err(AppError::validation(
+                "username",
+                "is not a hospital administrator",
+            ));
+        }
+        let now = Utc::now();
+        let metadata = self.metadata(code.as_str(), now);
+        if !user.active {
+            let command = UserCommand::ReactivateUser { now };
+            commands::execute::<User>(&lease.pool, &self.state.runner, &id, command, (), &metadata)
+                .await
+                .map_err(command_error)?;
+        }
+        let command = UserCommand::ResetPassword {
+            actor: self.actor(),
+            password_hash,
+            now,
+        };
+        commands::execute::<User>(&lease.pool, &self.state.runner, &id, command, (), &metadata)
+            .await
+            .map_err(command_error)?;
+        self.state.hints.notify(code.as_str());
+        super::hospital::load_user(&lease.pool, user_id).await
+    }
+
     async fn subscription_command(
         &self,
         raw_code: &str,

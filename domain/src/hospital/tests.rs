@@ -193,7 +193,7 @@ fn an_expired_trial_cannot_change_the_profile_but_can_buy_a_plan() {
     TestFramework::<Hospital>::with(())
         .given(history(Plan::Trial, vec![]))
         .when(HospitalCommand::ChangePlan {
-            actor: admin(),
+            actor: platform(),
             plan: Plan::Basic,
             cycle: BillingCycle::Yearly,
             period_ends_at: period,
@@ -469,7 +469,7 @@ fn the_subscription_follows_its_lifecycle() {
     TestFramework::<Hospital>::with(())
         .given(suspended)
         .when(HospitalCommand::CancelSubscription {
-            actor: admin(),
+            actor: platform(),
             reason: text("closing"),
             now: now(),
         })
@@ -495,7 +495,7 @@ fn illegal_subscription_changes_are_refused() {
     expect_error(
         cancelled.clone(),
         HospitalCommand::ChangePlan {
-            actor: admin(),
+            actor: platform(),
             plan: Plan::Enterprise,
             cycle: BillingCycle::Monthly,
             period_ends_at: period,
@@ -560,7 +560,7 @@ fn illegal_subscription_changes_are_refused() {
     expect_error(
         suspended.clone(),
         HospitalCommand::ChangePlan {
-            actor: admin(),
+            actor: platform(),
             plan: Plan::Basic,
             cycle: BillingCycle::Monthly,
             period_ends_at: period,
@@ -593,7 +593,7 @@ fn illegal_subscription_changes_are_refused() {
     expect_error(
         basic(),
         HospitalCommand::ChangePlan {
-            actor: admin(),
+            actor: platform(),
             plan: Plan::Trial,
             cycle: BillingCycle::Monthly,
             period_ends_at: period,

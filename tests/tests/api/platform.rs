@@ -6,6 +6,7 @@ use hms_app::tenant_stats::{refresh_tenant_stats, refresh_tenant_stats_if_stale}
 use hms_tests::{error_code, spawn_app, TestApp, ADMIN_PASSWORD};
 use serde_json::{json, Value};
 
+use hms_domain::Role;
 use hms_tests::fixtures::{super_admin, SUPER_ADMIN as ROOT};
 
 const HOSPITAL_FIELDS: &str = "code name status closedReason closedBy plan databaseServer \
@@ -674,4 +675,100 @@ async fn platform_stats_count_hospitals_by_status_and_plan_from_the_platform_dat
     let alone = platform_hospital(&app, &root, "STA004").await;
     assert_eq!(alone["statistics"]["users"], 1, "{alone}");
     assert_eq!(alone["subscription"]["status"], "TRIAL");
+}
+
+const RESTORE: &str = "mutation($i: RestoreHospitalAdminInput!) { restoreHospitalAdmin(input: $i) { id username role active } }";
+
+/// The operator's rescue of a hospital locked out of administration: a deactivated
+/// administrator is reactivated and given a new password; an administrator who lost the
+/// password gets a new one and their earlier tokens die. Recorded under the operator;
+/// other roles, unknown accounts and hospital staff are refused.
+#[tokio::test]
+async fn the_operator_restores_a_locked_out_hospital_administrator() {
+    let app = spawn_app().await;
+    let root = super_admin(&app).await;
+    let admin = app.setup_hospital("RSC001").await;
+    let admin_token = app.login(Some("RSC001"), &admin, ADMIN_PASSWORD).await;
+    let second =
+        hms_tests::fixtures::create_user(&app, "RSC001", "rsc_second", Role::HospitalAdmin).await;
+    let nurse = hms_tests::fixtures::create_user(&app, "RSC001", "rsc_nurse", Role::Nurse).await;
+    let off = app
+        .graphql(
+            "mutation($id: UUID!) { deactivateUser(userId: $id) { active } }",
+            json!({ "id": second }),
+            Some(&admin_token),
+        )
+        .await;
+    assert_eq!(off["data"]["deactivateUser"]["active"], false, "{off}");
+
+    // Hospital staff, even its administrator, cannot use the platform's rescue.
+    let input = |username: &str| json!({ "i": { "code": "RSC001", "username": username, "newPassword": "a brand new password" } });
+    let refused = app
+        .graphql(RESTORE, input("rsc_second"), Some(&admin_token))
+        .await;
+    assert_eq!(error_code(&refused), Some("FORBIDDEN"), "{refused}");
+
+    // The deactivated administrator is back, with the new password.
+    let restored = app.graphql(RESTORE, input("rsc_second"), Some(&root)).await;
+    let user = &restored["data"]["restoreHospitalAdmin"];
+    assert_eq!(user["active"], true, "{restored}");
+    assert_eq!(user["role"], "HOSPITAL_ADMIN");
+    app.login(Some("RSC001"), "rsc_second", "a brand new password")
+        .await;
+
+    // The first administrator "lost" the password: a new one, and the old token dies.
+    let restored = app.graphql(RESTORE, input(&admin), Some(&root)).await;
+    assert_eq!(
+        restored["data"]["restoreHospitalAdmin"]["active"], true,
+        "{restored}"
+    );
+    let stale = app
+        .graphql("{ me { username } }", json!({}), Some(&admin_token))
+        .await;
+    assert_eq!(error_code(&stale), Some("UNAUTHENTICATED"), "{stale}");
+    let old = app
+        .login_response(Some("RSC001"), &admin, ADMIN_PASSWORD)
+        .await;
+    assert!(
+        old["data"]["login"].is_null(),
+        "the old password is gone: {old}"
+    );
+    app.login(Some("RSC001"), &admin, "a brand new password")
+        .await;
+
+    // Only administrators can be restored this way, and only existing ones.
+    let not_admin = app.graphql(RESTORE, input("rsc_nurse"), Some(&root)).await;
+    assert_eq!(error_code(&not_admin), Some("VALIDATION"), "{not_admin}");
+    assert_eq!(field(&not_admin), Some("username"));
+    let unknown = app
+        .graphql(RESTORE, input("nobody_here"), Some(&root))
+        .await;
+    assert_eq!(error_code(&unknown), Some("NOT_FOUND"), "{unknown}");
+    let weak = app
+        .graphql(
+            RESTORE,
+            json!({ "i": { "code": "RSC001", "username": "rsc_second", "newPassword": "short" } }),
+            Some(&root),
+        )
+        .await;
+    assert_eq!(field(&weak), Some("newPassword"), "{weak}");
+
+    // The hospital's log says the operator did it.
+    let mut conn = app.connect(&app.database_for("RSC001")).await;
+    let by_operator: Vec<(String, String)> = sqlx::query_as(
+        "SELECT event_type, metadata->>'actor_username' FROM events \
+          WHERE aggregate_type = 'user' AND aggregate_id = ANY($1) \
+            AND event_type IN ('UserReactivated', 'PasswordChanged') ORDER BY position",
+    )
+    .bind(vec![second.to_string(), nurse.to_string()])
+    .fetch_all(&mut conn)
+    .await
+    .expect("events");
+    assert_eq!(
+        by_operator,
+        vec![
+            ("UserReactivated".to_owned(), ROOT.to_owned()),
+            ("PasswordChanged".to_owned(), ROOT.to_owned()),
+        ]
+    );
 }

@@ -1,4 +1,5 @@
-//! The super administrator's mutations: onboarding, subscriptions, closing and reopening.
+//! The super administrator's mutations: onboarding, subscriptions, closing and reopening,
+//! and restoring a locked-out hospital administrator.
 
 use async_graphql::{Context, Object};
 use hms_app::usecases::platform as uc;
@@ -6,6 +7,7 @@ use hms_app::usecases::platform as uc;
 use super::platform_scope;
 use super::types::*;
 use crate::graphql::error::Result;
+use crate::graphql::hospital::StaffUser;
 
 #[derive(Default)]
 pub struct PlatformMutation;
@@ -121,5 +123,21 @@ impl PlatformMutation {
     ) -> Result<PlatformHospital> {
         let scope = platform_scope(ctx)?;
         Ok(scope.reopen_hospital(&input.code).await?.into())
+    }
+
+    /// The way back in for a hospital whose administrators are all locked out: the named
+    /// HOSPITAL_ADMIN account is reactivated if it was deactivated and given a new
+    /// password (its earlier tokens stop working). Recorded in the hospital's log under
+    /// the operator; other roles are refused.
+    async fn restore_hospital_admin(
+        &self,
+        ctx: &Context<'_>,
+        input: RestoreHospitalAdminInput,
+    ) -> Result<StaffUser> {
+        let scope = platform_scope(ctx)?;
+        let user = scope
+            .restore_hospital_admin(&input.code, &input.username, input.new_password)
+            .await?;
+        Ok(user.into())
     }
 }

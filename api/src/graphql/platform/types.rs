@@ -311,3 +311,13 @@ pub struct CloseHospitalInput {
 pub struct ReopenHospitalInput {
     pub code: String,
 }
+
+#[derive(InputObject)]
+pub struct RestoreHospitalAdminInput {
+    /// The hospital's code.
+    pub code: String,
+    /// A HOSPITAL_ADMIN account of that hospital.
+    pub username: String,
+    /// 10 to 256 characters.
+    pub new_password: String,
+}
