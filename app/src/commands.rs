@@ -99,6 +99,12 @@ impl<E: std::error::Error> From<AggregateError<E>> for CommandError<E> {
 struct ExpectingRepository {
     inner: PostgresEventRepository,
     pool: PgPool,
+    attempt: Attempt,
+}
+
+/// What one attempt of a command tells its repository, and learns from it.
+#[derive(Default)]
+struct Attempt {
     expected: Option<u64>,
     /// Expected version 0, and not yet refused on that basis: the stream is not read.
     assume_new: bool,
@@ -110,12 +116,12 @@ struct ExpectingRepository {
 
 impl ExpectingRepository {
     fn note_run(&self, events: &[SerializedEvent]) {
-        let Some(run) = &self.run else { return };
+        let Some(run) = &self.attempt.run else { return };
         let ours = |e: &SerializedEvent| {
             e.metadata.get(RUN_METADATA_KEY).and_then(Value::as_str) == Some(run.as_str())
         };
         if events.iter().any(ours) {
-            self.seen.store(true, Ordering::SeqCst);
+            self.attempt.seen.store(true, Ordering::SeqCst);
         }
     }
 }
@@ -125,7 +131,7 @@ impl PersistedEventRepository for ExpectingRepository {
         &self,
         id: &str,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        if self.assume_new {
+        if self.attempt.assume_new {
             // The use case (or client) says the stream is new: nothing to load. Should it
             // exist after all, the append's first event collides with its first one and
             // the command gets a conflict, as with any stale expected version.
@@ -158,12 +164,12 @@ impl PersistedEventRepository for ExpectingRepository {
         events: &[SerializedEvent],
         snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
-        if self.seen.load(Ordering::SeqCst) {
+        if self.attempt.seen.load(Ordering::SeqCst) {
             return Err(PersistenceError::UnknownError(
                 "the stream holds this run's command already".into(),
             ));
         }
-        if let (Some(expected), Some(first)) = (self.expected, events.first()) {
+        if let (Some(expected), Some(first)) = (self.attempt.expected, events.first()) {
             if first.sequence as u64 != expected + 1 {
                 return Err(PersistenceError::OptimisticLockError);
             }
@@ -173,7 +179,7 @@ impl PersistedEventRepository for ExpectingRepository {
             return self.inner.persist::<A>(events, snapshot_update).await;
         }
         let head = append_events::<A>(&self.pool, events).await?;
-        *self.head.lock().unwrap_or_else(|e| e.into_inner()) = head;
+        *self.attempt.head.lock().unwrap_or_else(|e| e.into_inner()) = head;
         Ok(())
     }
 
@@ -243,35 +249,14 @@ async fn append_events<A: Aggregate>(
         .max())
 }
 
-/// What one attempt's repository knows besides the pool (see [`ExpectingRepository`]).
-#[derive(Default)]
-struct Repository {
-    expected: Option<u64>,
-    assume_new: bool,
-    run: Option<String>,
-    seen: Arc<AtomicBool>,
-    head: Arc<StdMutex<Option<LogCursor>>>,
-}
-
 fn store<A: Aggregate>(
     pool: &PgPool,
-    repository: Repository,
+    attempt: Attempt,
 ) -> PersistedEventStore<ExpectingRepository, A> {
-    let Repository {
-        expected,
-        assume_new,
-        run,
-        seen,
-        head,
-    } = repository;
     let repo = ExpectingRepository {
         inner: PostgresEventRepository::new(pool.clone()),
         pool: pool.clone(),
-        expected,
-        assume_new,
-        run,
-        seen,
-        head,
+        attempt,
     };
     PersistedEventStore::<_, A>::new_event_store(repo).with_upcasters(hms_domain::upcasters())
 }
@@ -432,14 +417,15 @@ where
         // Each attempt has its own note of whether the stream holds this run's event.
         let seen = Arc::new(AtomicBool::new(false));
         let head = Arc::new(StdMutex::new(None));
-        let repository = Repository {
+        let this_attempt = Attempt {
             expected,
             assume_new,
             run: run.clone(),
             seen: seen.clone(),
             head: head.clone(),
         };
-        let framework = CqrsFramework::new(store::<A>(pool, repository), vec![], services.clone());
+        let framework =
+            CqrsFramework::new(store::<A>(pool, this_attempt), vec![], services.clone());
         let outcome = {
             let _turn = TURNS.take::<A>(pool, id).await;
             framework
@@ -495,10 +481,10 @@ where
     let seen = Arc::new(AtomicBool::new(false));
     store::<A>(
         pool,
-        Repository {
+        Attempt {
             run,
             seen: seen.clone(),
-            ..Repository::default()
+            ..Attempt::default()
         },
     )
     .load_aggregate(id)
@@ -512,7 +498,7 @@ pub async fn load<A>(pool: &PgPool, id: &str) -> Result<(A, u64), CommandError<A
 where
     A: Aggregate + 'static,
 {
-    let context = store::<A>(pool, Repository::default())
+    let context = store::<A>(pool, Attempt::default())
         .load_aggregate(id)
         .await?;
     Ok((context.aggregate, context.current_sequence as u64))

@@ -49,8 +49,7 @@ impl Hints {
         });
     }
 
-    /// Sends a hint now and waits for it (for callers about to exit).
-    pub async fn send(&self, code: &str) {
+    async fn send(&self, code: &str) {
         if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANNEL)
             .bind(code)

@@ -132,8 +132,9 @@ impl Operation {
     /// (with their first administrator: `CreateUser`), administers subscriptions (plans
     /// and cancellation are its alone) and can rescue a locked-out hospital's
     /// administrator (`ReactivateUser`, `ResetUserPassword` through the platform's
-    /// `restoreHospitalAdmin`), but it never sees patient data. Clinical acts (starting and completing a consultation,
-    /// recording death) belong to clinicians, not to administrators.
+    /// `restoreHospitalAdmin`), but it never sees patient data. Clinical acts (starting
+    /// and completing a consultation, recording death) belong to clinicians, not to
+    /// administrators.
     pub fn allowed_roles(self) -> &'static [Role] {
         use Operation as O;
         match self {

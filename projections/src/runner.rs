@@ -403,9 +403,10 @@ impl ProjectionRunner {
     /// Catches up the read models (every rebuildable projector) until their checkpoints
     /// have reached `target` (an event the caller wrote), or fails after `timeout`. The
     /// sealer is left to the full catch-ups ([`Self::catch_up`], the daemon's): its
-    /// commit must wait for the disk, and no answer reads it. The caller queues on the tenant's round
-    /// (see [`Rounds`]) and returns at once when a round ahead of it got there. Events of
-    /// transactions still in flight elsewhere hold the log back, hence the short pauses.
+    /// commit must wait for the disk, and no answer reads it. The caller queues on the
+    /// tenant's round (see [`Rounds`]) and returns at once when a round ahead of it got
+    /// there. Events of transactions still in flight elsewhere hold the log back, hence
+    /// the short pauses.
     pub async fn catch_up_through(
         &self,
         pool: &PgPool,

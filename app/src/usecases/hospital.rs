@@ -153,7 +153,6 @@ async fn load_department(pool: &PgPool, id: Uuid) -> Result<DepartmentRow> {
         .ok_or(AppError::NotFound)
 }
 
-/// The department `id`, or VALIDATION on `departmentId` (whatever went wrong).
 /// A department staff may be placed in: one of the hospital's, and active (as the
 /// hospital's own stream has it now, like scheduling into a department).
 fn check_department(hospital: &Hospital, id: Option<Uuid>) -> Result<()> {

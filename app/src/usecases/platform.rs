@@ -139,8 +139,6 @@ impl<'a> PlatformScope<'a> {
         Ok(())
     }
 
-    /// Runs one subscription command on the hospital aggregate and returns the hospital
-    /// as the platform now sees it.
     /// The operator's way back in for a hospital whose administrators are all locked out
     /// (deactivated, or the password lost): the named HOSPITAL_ADMIN account is
     /// reactivated if it was deactivated and given a new password, so every earlier token
@@ -156,8 +154,7 @@ impl<'a> PlatformScope<'a> {
         let username = Username::parse(raw_username)?;
         self.allow(Operation::ReactivateUser)?;
         self.allow(Operation::ResetUserPassword)?;
-        let password_hash = password::hash(new_password)
-            .await
+        password::check_policy(&new_password)
             .map_err(|e| AppError::validation("newPassword", e.to_string()))?;
         let lease = self.open_hospital(&code).await?;
         let user_id = user_id_for(&username);
@@ -175,6 +172,10 @@ impl<'a> PlatformScope<'a> {
                 "is not a hospital administrator",
             ));
         }
+        // Hashed (~19 MiB, tens of ms) only for an account that will get it.
+        let password_hash = password::hash(new_password)
+            .await
+            .map_err(|e| AppError::validation("newPassword", e.to_string()))?;
         let now = Utc::now();
         let metadata = self.metadata(code.as_str(), now);
         if !user.active {
@@ -195,6 +196,8 @@ impl<'a> PlatformScope<'a> {
         super::hospital::load_user(&lease.pool, user_id).await
     }
 
+    /// Runs one subscription command on the hospital aggregate and returns the hospital
+    /// as the platform now sees it.
     async fn subscription_command(
         &self,
         raw_code: &str,
