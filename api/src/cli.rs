@@ -154,6 +154,7 @@ async fn serve(
         token_ttl: chrono::Duration::minutes(config.token_ttl_minutes.clamp(1, 24 * 60)),
         production,
         max_concurrent_hashes: config.max_concurrent_password_hashes,
+        request_budget_per_minute: config.request_budget_per_minute,
     };
     let application = Application::build(platform, &settings).await?;
     let listener = TcpListener::bind(config.listen)

@@ -107,4 +107,9 @@ pub struct ServeConfig {
     /// refused with RATE_LIMITED. Default: twice the cores, between 4 and 32.
     #[arg(long, env = "HMS_MAX_CONCURRENT_PASSWORD_HASHES")]
     pub max_concurrent_password_hashes: Option<usize>,
+    /// Query-cost units (GraphQL complexity: about one per field of each record shown)
+    /// each signed-in user may spend per minute, all replicas together; beyond it,
+    /// RATE_LIMITED until the next minute. Default 300000; 0 turns the budget off.
+    #[arg(long, env = "HMS_REQUEST_BUDGET_PER_MINUTE")]
+    pub request_budget_per_minute: Option<u64>,
 }

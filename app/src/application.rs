@@ -29,6 +29,9 @@ pub struct ServeSettings {
     /// Password hashes (argon2, ~19 MiB each) this process computes at once; more
     /// concurrent sign-ins are refused (RATE_LIMITED). `None`: twice the cores, 4 to 32.
     pub max_concurrent_hashes: Option<usize>,
+    /// Query-cost units each signed-in principal may spend per minute (all replicas
+    /// together); beyond it, RATE_LIMITED. `None`: the default; `Some(0)`: no budget.
+    pub request_budget_per_minute: Option<u64>,
 }
 
 pub struct Application {
@@ -54,6 +57,7 @@ impl Application {
                 keys,
                 settings.production,
                 settings.max_concurrent_hashes,
+                settings.request_budget_per_minute,
             ),
             workers: true,
         })

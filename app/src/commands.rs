@@ -337,6 +337,25 @@ where
         .map(drop)
 }
 
+/// Executes `command` on a stream that must be new (a fresh id) and appends its events,
+/// without reading the stream first and without waiting for the read models.
+pub async fn append_new<A>(
+    pool: &PgPool,
+    id: &str,
+    command: A::Command,
+    services: A::Services,
+    metadata: &EventMetadata,
+) -> Result<(), CommandError<A::Error>>
+where
+    A: Aggregate + 'static,
+    A::Command: Clone,
+    A::Services: Clone,
+{
+    append_expecting::<A>(pool, id, command, services, metadata, Some(0))
+        .await
+        .map(drop)
+}
+
 /// One stream of one database, as [`StreamTurns`] knows it.
 type StreamKey = (String, String, &'static str, String);
 

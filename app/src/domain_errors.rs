@@ -165,6 +165,8 @@ impl DomainErrorCode for RecordAccessError {
         match self {
             // Each view has a fresh stream id, so this means the id was reused: a bug.
             RecordAccessError::AlreadyRecorded => AppError::internal(self.to_string()),
+            // The use cases name each patient of a page once: a bug too.
+            RecordAccessError::PatientCount => AppError::internal(self.to_string()),
         }
     }
 }

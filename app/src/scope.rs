@@ -216,6 +216,22 @@ impl Authorized<'_> {
         Ok(())
     }
 
+    /// Runs `command` on the new aggregate `id` (a fresh id) and returns once its events
+    /// are committed, without waiting for the read models: for records of what happened
+    /// that no answer reads back (e.g. the access log).
+    pub async fn append_new<A>(&self, id: &str, command: A::Command) -> Result<()>
+    where
+        A: Aggregate<Services = ()> + 'static,
+        A::Command: Clone,
+        A::Error: DomainErrorCode + Send + Sync + 'static,
+    {
+        commands::append_new::<A>(self.pool(), id, command, (), &self.metadata())
+            .await
+            .map_err(command_error)?;
+        self.notify();
+        Ok(())
+    }
+
     /// Other server processes learn of new events from this hint.
     pub fn notify(&self) {
         self.scope.state.hints.notify(self.code().as_str());

@@ -8,6 +8,7 @@ use hms_projections::{projectors, ProjectionRunner};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
 
+use crate::auth::budget::RequestBudget;
 use crate::auth::{Authenticator, TokenKeys};
 use crate::config::PlatformConfig;
 use crate::hints::Hints;
@@ -82,6 +83,8 @@ pub struct AppState {
 pub struct AppStateInner {
     pub platform: Platform,
     pub auth: Authenticator,
+    /// What each signed-in principal may cost per minute, shared by every replica.
+    pub budget: RequestBudget,
     pub production: bool,
 }
 
@@ -105,13 +108,16 @@ impl AppState {
         keys: TokenKeys,
         production: bool,
         max_concurrent_hashes: Option<usize>,
+        budget_per_minute: Option<u64>,
     ) -> Self {
         let auth = Authenticator::new(platform.control.clone(), platform.registry.clone(), keys)
             .with_max_concurrent_hashes(max_concurrent_hashes);
+        let budget = RequestBudget::new(platform.control.clone(), budget_per_minute);
         Self {
             inner: Arc::new(AppStateInner {
                 platform,
                 auth,
+                budget,
                 production,
             }),
         }

@@ -12,6 +12,7 @@
 //! - [`user`]: staff accounts inside one hospital.
 //! - [`plan`]: subscription plans and the one table of their limits.
 //! - [`permissions`]: the role × operation matrix.
+//! - [`disclosure`]: which parts of a patient's information each role may read.
 //! - [`access`]: subscription and module gating, and [`access::authorize`], the one check
 //!   the API makes before dispatching a command.
 //! - [`schedule`]: per-doctor and per-patient day schedules that own slot allocation, the
@@ -29,6 +30,7 @@ pub mod access;
 pub mod appointment;
 pub mod billing;
 pub mod common;
+pub mod disclosure;
 pub mod hospital;
 pub mod patient;
 #[cfg(test)]

@@ -46,7 +46,10 @@ pub enum Operation {
     ViewPatient,
     RegisterPatient,
     UpdatePatient,
-    ManageAllergiesAndAlerts,
+    /// Record or remove an allergy.
+    ManageAllergies,
+    /// Add or resolve a clinical alert ("DNR", "fall risk"): the care team's call.
+    ManagePatientAlerts,
     MarkPatientDeceased,
     DeactivatePatient,
     MergePatients,
@@ -83,7 +86,7 @@ const ALL_STAFF: &[Role] = &[ADM, DOC, NUR, REC, ACC, LAB, PHA, RAD, STF];
 const CLINICAL_AND_FRONT_DESK: &[Role] = &[ADM, DOC, NUR, REC, ACC, LAB, PHA, RAD];
 
 impl Operation {
-    pub const ALL: [Operation; 42] = [
+    pub const ALL: [Operation; 43] = [
         Operation::RegisterHospital,
         Operation::UpdateHospitalProfile,
         Operation::UpdateHospitalBranding,
@@ -105,7 +108,8 @@ impl Operation {
         Operation::ViewPatient,
         Operation::RegisterPatient,
         Operation::UpdatePatient,
-        Operation::ManageAllergiesAndAlerts,
+        Operation::ManageAllergies,
+        Operation::ManagePatientAlerts,
         Operation::MarkPatientDeceased,
         Operation::DeactivatePatient,
         Operation::MergePatients,
@@ -153,7 +157,8 @@ impl Operation {
             O::ViewStaff | O::ChangeOwnPassword => ALL_STAFF,
             O::ViewPatient => CLINICAL_AND_FRONT_DESK,
             O::RegisterPatient | O::UpdatePatient => &[ADM, NUR, REC],
-            O::ManageAllergiesAndAlerts => &[DOC, NUR, PHA],
+            O::ManageAllergies => &[DOC, NUR, PHA],
+            O::ManagePatientAlerts => &[DOC, NUR],
             O::MarkPatientDeceased => &[DOC],
             O::DeactivatePatient | O::MergePatients => &[ADM],
             O::ViewAppointments => &[ADM, DOC, NUR, REC, ACC, STF],
@@ -181,7 +186,8 @@ impl Operation {
             O::ViewPatient
             | O::RegisterPatient
             | O::UpdatePatient
-            | O::ManageAllergiesAndAlerts
+            | O::ManageAllergies
+            | O::ManagePatientAlerts
             | O::MarkPatientDeceased
             | O::DeactivatePatient
             | O::MergePatients => Some(Module::Patients),
@@ -298,7 +304,8 @@ mod tests {
         ("ViewPatient", ".xxxxxxxx."),
         ("RegisterPatient", ".x.xx....."),
         ("UpdatePatient", ".x.xx....."),
-        ("ManageAllergiesAndAlerts", "..xx...x.."),
+        ("ManageAllergies", "..xx...x.."),
+        ("ManagePatientAlerts", "..xx......"),
         ("MarkPatientDeceased", "..x......."),
         ("DeactivatePatient", ".x........"),
         ("MergePatients", ".x........"),

@@ -60,6 +60,8 @@ pub struct TestConfig {
     pub trusted_proxies: Vec<String>,
     /// `HMS_MAX_CONCURRENT_PASSWORD_HASHES` (`None`: the default).
     pub max_concurrent_hashes: Option<usize>,
+    /// `HMS_REQUEST_BUDGET_PER_MINUTE` (`None`: the default).
+    pub request_budget_per_minute: Option<u64>,
 }
 
 impl Default for TestConfig {
@@ -70,6 +72,7 @@ impl Default for TestConfig {
             production: false,
             trusted_proxies: Vec::new(),
             max_concurrent_hashes: None,
+            request_budget_per_minute: None,
         }
     }
 }
@@ -131,6 +134,7 @@ async fn start_server(
         token_ttl: chrono::Duration::minutes(15),
         production: test_config.production,
         max_concurrent_hashes: test_config.max_concurrent_hashes,
+        request_budget_per_minute: test_config.request_budget_per_minute,
     };
     let application = Application::build(&config, &settings)
         .await

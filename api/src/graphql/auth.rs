@@ -10,6 +10,8 @@ use uuid::Uuid;
 use super::error::Result;
 use super::types::{HospitalRef, Role};
 use super::{principal, request, state};
+use crate::graphql::MUTATION_FIELD_COST;
+use crate::graphql::QUERY_FIELD_COST;
 
 #[derive(InputObject)]
 pub struct LoginInput {
@@ -66,6 +68,7 @@ pub struct AuthQuery;
 #[Object]
 impl AuthQuery {
     /// The signed-in user.
+    #[graphql(complexity = "QUERY_FIELD_COST + child_complexity")]
     async fn me(&self, ctx: &Context<'_>) -> Result<Me> {
         let principal = principal(ctx)?;
         Ok(session::me(state(ctx), principal).await?.into())
@@ -79,6 +82,7 @@ pub struct AuthMutation;
 impl AuthMutation {
     /// Exchanges credentials for a short-lived access token. Every kind of failure
     /// answers the same way.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn login(&self, ctx: &Context<'_>, input: LoginInput) -> Result<LoginPayload> {
         let credentials = session::Credentials {
             hospital_code: input.hospital_code,

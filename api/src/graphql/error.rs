@@ -18,6 +18,9 @@ pub enum ApiError {
     Unauthenticated,
     InvalidCredentials,
     Forbidden,
+    /// A field the caller's role may not read (the disclosure rules): FORBIDDEN on that
+    /// field, with what was withheld.
+    Withheld(hms_domain::disclosure::Withheld),
     NotFound,
     Validation {
         field: String,
@@ -53,7 +56,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Unauthenticated | ApiError::InvalidCredentials => "UNAUTHENTICATED",
-            ApiError::Forbidden => "FORBIDDEN",
+            ApiError::Forbidden | ApiError::Withheld(_) => "FORBIDDEN",
             ApiError::NotFound => "NOT_FOUND",
             ApiError::Validation { .. } => "VALIDATION",
             ApiError::Conflict(_) | ApiError::Contended(_) => "CONFLICT",
@@ -69,6 +72,7 @@ impl ApiError {
             ApiError::Unauthenticated => "authentication required".into(),
             ApiError::InvalidCredentials => "invalid hospital, username or password".into(),
             ApiError::Forbidden => "you are not allowed to do this".into(),
+            ApiError::Withheld(w) => w.to_string(),
             ApiError::NotFound => "not found".into(),
             ApiError::Validation { field, message } => format!("{field}: {message}"),
             ApiError::Conflict(m)
@@ -98,6 +102,7 @@ impl From<ApiError> for async_graphql::Error {
                 // Tells "send it again" from a final refusal; both are CONFLICT.
                 ApiError::Conflict(_) => ext.set("retryable", false),
                 ApiError::Contended(_) => ext.set("retryable", true),
+                ApiError::Withheld(w) => ext.set("withheld", format!("{:?}", w.disclosure)),
                 _ => {}
             }
         })

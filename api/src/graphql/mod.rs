@@ -7,6 +7,7 @@ pub mod appointments;
 pub mod audit;
 pub mod auth;
 pub mod billing;
+pub mod budget;
 pub mod error;
 pub mod hospital;
 pub mod pagination;
@@ -46,9 +47,21 @@ pub struct MutationRoot(
 
 pub type HmsSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
-/// Limits that keep one request from costing the server more than it should.
+/// Limits that keep one request from costing the server more than it should. The
+/// complexity counts each field once per record it is resolved for, and each root field
+/// [`QUERY_FIELD_COST`] or [`MUTATION_FIELD_COST`] more: a page counts its
+/// size (`first`) times what one node selects ([`pagination::page_cost`]), and a field
+/// that records an access and reads the log for each node costs
+/// [`pagination::RECORD_READ_COST`] more. The largest ordinary request (a full page of
+/// 100 patients with every field) costs about 4,000.
 pub const MAX_DEPTH: usize = 12;
-pub const MAX_COMPLEXITY: usize = 1_000;
+pub const MAX_COMPLEXITY: usize = 5_000;
+/// What a root query field costs before its selection: each one reads the database, so
+/// aliasing one field many times is not free (a thousand `me` cost 11,000).
+pub const QUERY_FIELD_COST: usize = 10;
+/// What a root mutation field costs before its selection: each one runs a command, so
+/// one request runs at most 49 of them.
+pub const MUTATION_FIELD_COST: usize = 100;
 
 /// Per-request facts attached before execution.
 pub struct RequestContext {
@@ -66,7 +79,8 @@ pub fn build_schema(state: Option<AppState>, production: bool) -> HmsSchema {
     )
     .limit_depth(MAX_DEPTH)
     .limit_complexity(MAX_COMPLEXITY)
-    .limit_recursive_depth(32);
+    .limit_recursive_depth(32)
+    .extension(budget::RequestBudget);
     if production {
         builder = builder.disable_introspection().disable_suggestions();
     }

@@ -2,7 +2,7 @@
 //! encoding of [`Keyset`] (sort key and id), decoded once here.
 
 use async_graphql::connection::{Connection, CursorType, Edge, EmptyFields, OpaqueCursor};
-use async_graphql::OutputType;
+use async_graphql::{Context, OutputType};
 
 use super::error::ApiError;
 pub use hms_app::page::{Keyset, PageRequest, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
@@ -35,4 +35,28 @@ pub fn connection<T: OutputType>(page: hms_app::page::Page<T>) -> Page<T> {
             .map(|(keyset, row)| Edge::new(OpaqueCursor(keyset), row)),
     );
     out
+}
+
+/// Whether the query asks for any of `fields` on the nodes of the connection being
+/// resolved (through `edges { node }` or `nodes`, aliases and fragments included): what a
+/// page will show, known before it is read.
+pub fn nodes_select(ctx: &Context<'_>, fields: &[&str]) -> bool {
+    let look = ctx.look_ahead();
+    let (edges, nodes) = (look.field("edges").field("node"), look.field("nodes"));
+    fields
+        .iter()
+        .any(|f| edges.field(f).exists() || nodes.field(f).exists())
+}
+
+/// A field that records an access in the log and reads it, for each node it is
+/// selected on (`history`), costs this much more than its page.
+pub const RECORD_READ_COST: usize = 50;
+
+/// The complexity of a page: the nodes it may return (`first`, or the default page
+/// size) times what each costs (`child_complexity`, the selection under the field).
+pub fn page_cost(first: Option<i32>, child_complexity: usize) -> usize {
+    let size = first.map_or(DEFAULT_PAGE_SIZE, |n| i64::from(n).clamp(1, MAX_PAGE_SIZE));
+    usize::try_from(size)
+        .unwrap_or(1)
+        .saturating_mul(child_complexity.max(1))
 }

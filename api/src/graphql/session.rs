@@ -3,9 +3,10 @@
 //! one operation, returning the [`Authorized`] value without which nothing is written.
 
 use async_graphql::Context;
+use hms_domain::disclosure::Disclosure;
 use hms_domain::permissions::Operation;
 
-use super::error::Result;
+use super::error::{ApiError, Result};
 use super::{principal, request, state};
 pub use hms_app::error::DomainErrorCode;
 pub use hms_app::scope::{Authorized, HospitalScope, MutationOptions, MAX_IDEMPOTENCY_KEY_LEN};
@@ -18,4 +19,11 @@ pub async fn hospital_scope<'a>(ctx: &Context<'a>) -> Result<HospitalScope<'a>> 
 /// The caller's hospital with permission for `operation`, or the reason not.
 pub async fn authorize<'a>(ctx: &Context<'a>, operation: Operation) -> Result<Authorized<'a>> {
     Ok(hospital_scope(ctx).await?.authorize(operation).await?)
+}
+
+/// Refuses a field whose kind of information the caller's role may not read
+/// ([`Disclosure`]): the one check every restricted field of an output type makes.
+pub fn disclose(ctx: &Context<'_>, what: Disclosure) -> Result<()> {
+    what.ensure(principal(ctx)?.role)
+        .map_err(ApiError::Withheld)
 }

@@ -5,6 +5,7 @@
 //! the hospital closed, and costs the same argon2 verification, so a caller learns
 //! nothing about which part was wrong.
 
+pub mod budget;
 pub mod password;
 pub mod session;
 pub mod throttle;

@@ -130,11 +130,34 @@ pub(crate) async fn load_appointment(auth: &Authorized<'_>, id: Uuid) -> Result<
 // ---------------------------------------------------------------------------------
 // Queries
 
+/// Whether a response about appointments shows anything about their patients (which
+/// patient, the visit's reason, the notes); if it does, those patients are recorded in
+/// the access log, one event per response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Showing {
+    /// Times, doctors, departments and statuses only.
+    Schedule,
+    PatientDetails,
+}
+
+async fn record_shown(
+    auth: &Authorized<'_>,
+    showing: Showing,
+    shown: &[&Appointment],
+) -> Result<()> {
+    if showing == Showing::PatientDetails {
+        let patients = shown.iter().map(|a| a.patient_id);
+        super::patients::record_patients_viewed(auth, patients, "appointments").await?;
+    }
+    Ok(())
+}
+
 /// Appointments in order of start (ViewAppointments).
 pub async fn appointments(
     auth: &Authorized<'_>,
     filter: &AppointmentFilter,
     page: &PageRequest,
+    showing: Showing,
 ) -> Result<Page<Appointment>> {
     auth.require(Operation::ViewAppointments)?;
     let after = page
@@ -171,16 +194,21 @@ pub async fn appointments(
     .bind(page.fetch_limit())
     .fetch_all(auth.pool())
     .await?;
-    Ok(page.page(to_appointments(rows)?, |a| Keyset {
+    let found = page.page(to_appointments(rows)?, |a| Keyset {
         key: a.start.to_rfc3339_opts(SecondsFormat::Micros, true),
         id: a.id.to_string(),
-    }))
+    });
+    let shown: Vec<&Appointment> = found.items.iter().map(|(_, a)| a).collect();
+    record_shown(auth, showing, &shown).await?;
+    Ok(found)
 }
 
 /// One appointment (ViewAppointments).
-pub async fn appointment(auth: &Authorized<'_>, id: Uuid) -> Result<Appointment> {
+pub async fn appointment(auth: &Authorized<'_>, id: Uuid, showing: Showing) -> Result<Appointment> {
     auth.require(Operation::ViewAppointments)?;
-    load_appointment(auth, id).await
+    let appointment = load_appointment(auth, id).await?;
+    record_shown(auth, showing, &[&appointment]).await?;
+    Ok(appointment)
 }
 
 /// A doctor's appointments on one local day, in order of start, with the hospital's
@@ -191,6 +219,7 @@ pub async fn doctor_day(
     doctor_id: Uuid,
     day: NaiveDate,
     include_cancelled: bool,
+    showing: Showing,
 ) -> Result<DoctorDay> {
     auth.require(Operation::ViewAppointments)?;
     let role: Option<String> = sqlx::query_scalar("SELECT role FROM staff WHERE id = $1")
@@ -212,13 +241,15 @@ pub async fn doctor_day(
     .bind(stored_name(&AppointmentStatus::Cancelled)?)
     .fetch_all(auth.pool())
     .await?;
+    let appointments = to_appointments(rows)?;
+    record_shown(auth, showing, &appointments.iter().collect::<Vec<_>>()).await?;
     let hours = auth.hospital.working_hours_on(day);
     Ok(DoctorDay {
         doctor_id,
         day,
         opens_at: hours.map(|h| h.open()),
         closes_at: hours.map(|h| h.close()),
-        appointments: to_appointments(rows)?,
+        appointments,
     })
 }
 

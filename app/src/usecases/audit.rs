@@ -136,13 +136,38 @@ async fn read_trail(
 }
 
 /// The hospital's event log in commit order: who did what, to which record, when.
-/// Secrets are removed from payloads.
+/// Secrets are removed from payloads. The patients whose data the page carries are
+/// recorded in the access log (one event for the page) before it is returned.
 pub async fn trail(
     auth: &Authorized<'_>,
     filter: &TrailFilter,
     page: &PageRequest,
 ) -> Result<Page<AuditEntry>> {
-    read_trail(auth.pool(), filter, page).await
+    let entries = read_trail(auth.pool(), filter, page).await?;
+    let patients = entries.items.iter().filter_map(|(_, e)| patient_of(e));
+    super::patients::record_patients_viewed(auth, patients, "auditTrail").await?;
+    Ok(entries)
+}
+
+/// The patient whose data an entry carries: a patient record's own event, or an event
+/// of another record that names its patient (appointments, schedules, invoices). The
+/// access log's own events name patients but carry none of their data, and reading
+/// them is not recorded again (which would add an entry for every read of the log).
+fn patient_of(entry: &AuditEntry) -> Option<Uuid> {
+    match entry.aggregate_type.as_str() {
+        "patient" => entry.aggregate_id.parse().ok(),
+        "record_access" => None,
+        // Events are stored as `{ "Variant": { fields } }`.
+        _ => entry
+            .payload
+            .as_object()?
+            .values()
+            .next()?
+            .get("patient_id")?
+            .as_str()?
+            .parse()
+            .ok(),
+    }
 }
 
 /// The history of one record (the `history` field of record types), oldest first. The

@@ -4,7 +4,9 @@
 //!
 //! Opening a record ([`patient`], a patient's history through [`record_patient_view`]) is
 //! itself recorded: a `record_access` event is appended, and the read fails if it cannot
-//! be, before any data is returned.
+//! be, before any data is returned. A response showing many patients (a page of
+//! [`patients`], of appointments, of the audit trail) records them all in one event
+//! ([`record_patients_viewed`]).
 //!
 //! Inputs arrive as the client typed them (text, not yet validated) and are validated
 //! here, in the order the fields are listed, so the first error a client sees is the
@@ -18,7 +20,7 @@ use hms_domain::patient::{
     Patient as PatientAggregate, PatientCommand, PatientError, PatientStatus, Sex,
     MAX_CLINICAL_TEXT_CHARS, MAX_PERSON_NAME_CHARS,
 };
-use hms_domain::record_access::{RecordAccess, RecordAccessCommand};
+use hms_domain::record_access::{RecordAccess, RecordAccessCommand, MAX_PATIENTS_PER_VIEW};
 use hms_projections::projectors::{search_key, PatientRow};
 use serde::{Serialize, Serializer};
 use sqlx::PgPool;
@@ -125,20 +127,74 @@ pub async fn record_patient_view(
         .await
 }
 
+/// Records that one response showed patients `patient_ids` (for `purpose`, e.g.
+/// `patients:summary`, `auditTrail`): one event for the response, naming each patient
+/// once, appended before the response leaves. A failure fails the read. Nothing is
+/// recorded for a response that shows no patient.
+pub async fn record_patients_viewed(
+    auth: &Authorized<'_>,
+    patient_ids: impl IntoIterator<Item = Uuid>,
+    purpose: &str,
+) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    let ids: Vec<Uuid> = patient_ids
+        .into_iter()
+        .filter(|id| seen.insert(*id))
+        .collect();
+    for chunk in ids.chunks(MAX_PATIENTS_PER_VIEW) {
+        let command = RecordAccessCommand::RecordPatientsViewed {
+            actor: auth.actor(),
+            patient_ids: chunk.to_vec(),
+            purpose: purpose.to_owned(),
+            now: auth.now,
+        };
+        auth.append_new::<RecordAccess>(&Uuid::new_v4().to_string(), command)
+            .await?;
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------
 // Queries
+
+/// How much of each patient a page of [`patients`] shows, as the access log records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// Names, MRN, date of birth, sex and status.
+    Summary,
+    /// More than the summary: contact details or clinical fields.
+    Records,
+}
+
+impl Listing {
+    fn purpose(self) -> &'static str {
+        match self {
+            Listing::Summary => "patients:summary",
+            Listing::Records => "patients:records",
+        }
+    }
+}
 
 /// Patients in name order. `search` is read by its shape: an MRN (`DMC001-000123`), a
 /// date of birth (`YYYY-MM-DD`), a phone number (matched on its last digits), or
 /// otherwise name prefixes ignoring case and accents (`kam wan` finds Wanjiku Kamau).
-/// Merged duplicates appear only when searched by MRN.
+/// Merged duplicates appear only when searched by MRN. The page's patients are recorded
+/// in the access log (one event for the page) before it is returned.
 pub async fn patients(
     auth: &Authorized<'_>,
     search: Option<&str>,
     page: &PageRequest,
+    listing: Listing,
 ) -> Result<Page<PatientRecord>> {
     let search = classify(search)?;
-    search_patients(auth.pool(), &search, page).await
+    let found = search_patients(auth.pool(), &search, page).await?;
+    record_patients_viewed(
+        auth,
+        found.items.iter().map(|(_, p)| p.id),
+        listing.purpose(),
+    )
+    .await?;
+    Ok(found)
 }
 
 /// One patient's record. The view is recorded (who, when, from where) before the

@@ -100,10 +100,8 @@ impl PatientCommand {
         match self {
             C::RegisterPatient { .. } => Operation::RegisterPatient,
             C::UpdateDemographics { .. } => Operation::UpdatePatient,
-            C::RecordAllergy { .. }
-            | C::RemoveAllergy { .. }
-            | C::AddAlert { .. }
-            | C::ResolveAlert { .. } => Operation::ManageAllergiesAndAlerts,
+            C::RecordAllergy { .. } | C::RemoveAllergy { .. } => Operation::ManageAllergies,
+            C::AddAlert { .. } | C::ResolveAlert { .. } => Operation::ManagePatientAlerts,
             C::MarkDeceased { .. } => Operation::MarkPatientDeceased,
             C::DeactivatePatient { .. } | C::ReactivatePatient { .. } => {
                 Operation::DeactivatePatient

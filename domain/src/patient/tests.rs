@@ -243,7 +243,7 @@ fn allergies_are_recorded_once_and_removed() {
         },
         PermissionDenied {
             role: Role::Receptionist,
-            operation: Operation::ManageAllergiesAndAlerts,
+            operation: Operation::ManageAllergies,
         }
         .into(),
     );

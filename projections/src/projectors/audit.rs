@@ -137,25 +137,52 @@ impl Projector for AccessLogProjector {
         }
         let mut rows = AccessColumns::default();
         for (id, stored, event) in views {
-            let RecordAccessEvent::PatientRecordViewed {
-                patient_id,
-                viewer_id,
-                viewer_username,
-                viewer_role,
-                purpose,
-                at,
-            } = event;
-            rows.id.push(id);
-            rows.patient_id.push(patient_id);
-            rows.viewer_id.push(viewer_id);
-            rows.viewer_username.push(viewer_username);
-            rows.viewer_role.push(viewer_role.as_str().to_owned());
-            rows.purpose.push(purpose);
-            rows.client_addr
-                .push(stored.meta("client_addr").map(str::to_owned));
-            rows.request_id
-                .push(stored.meta("request_id").map(str::to_owned));
-            rows.viewed_at.push(at);
+            // A view of many patients is a row for each: the log is read per patient.
+            let (patients, viewer_id, viewer_username, viewer_role, purpose, at) = match event {
+                RecordAccessEvent::PatientRecordViewed {
+                    patient_id,
+                    viewer_id,
+                    viewer_username,
+                    viewer_role,
+                    purpose,
+                    at,
+                } => (
+                    vec![patient_id],
+                    viewer_id,
+                    viewer_username,
+                    viewer_role,
+                    purpose,
+                    at,
+                ),
+                RecordAccessEvent::PatientRecordsViewed {
+                    patient_ids,
+                    viewer_id,
+                    viewer_username,
+                    viewer_role,
+                    purpose,
+                    at,
+                } => (
+                    patient_ids,
+                    viewer_id,
+                    viewer_username,
+                    viewer_role,
+                    purpose,
+                    at,
+                ),
+            };
+            let client_addr = stored.meta("client_addr").map(str::to_owned);
+            let request_id = stored.meta("request_id").map(str::to_owned);
+            for patient_id in patients {
+                rows.id.push(id);
+                rows.patient_id.push(patient_id);
+                rows.viewer_id.push(viewer_id);
+                rows.viewer_username.push(viewer_username.clone());
+                rows.viewer_role.push(viewer_role.as_str().to_owned());
+                rows.purpose.push(purpose.clone());
+                rows.client_addr.push(client_addr.clone());
+                rows.request_id.push(request_id.clone());
+                rows.viewed_at.push(at);
+            }
         }
         sqlx::query(
             "INSERT INTO patient_access_log (id, patient_id, viewer_id, viewer_username, viewer_role, \

@@ -13,6 +13,7 @@ mod migrate;
 mod patients;
 mod platform;
 mod pools;
+mod privacy;
 mod projections;
 mod provisioning;
 mod redaction;

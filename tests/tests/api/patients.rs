@@ -70,9 +70,40 @@ async fn patients_are_registered_with_mrns_found_by_search_and_their_views_are_l
     assert_eq!(patient["fullName"], "Wanjiku Núñez");
     assert_eq!(patient["phone"], "+254712345678");
     assert_eq!(patient["status"], "ACTIVE");
-    assert_eq!(patient["bloodType"], "O_POSITIVE");
-    assert_eq!(patient["allergies"][0]["severity"], "SEVERE");
     assert_eq!(patient["address"]["country"], "KE");
+    // The front desk records what the patient reports but reads nothing clinical back:
+    // those fields are null, each with FORBIDDEN at its path.
+    assert!(patient["bloodType"].is_null(), "{response}");
+    assert!(patient["allergies"].is_null(), "{response}");
+    assert!(patient["alerts"].is_null(), "{response}");
+    let withheld: Vec<(String, String, String)> = response["errors"]
+        .as_array()
+        .expect("errors for the withheld fields")
+        .iter()
+        .map(|e| {
+            (
+                e["path"][1].as_str().unwrap_or_default().to_owned(),
+                e["extensions"]["code"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                e["extensions"]["withheld"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let clinical = |f: &str| (f.to_owned(), "FORBIDDEN".to_owned(), "Clinical".to_owned());
+    assert_eq!(
+        withheld,
+        [
+            clinical("bloodType"),
+            clinical("allergies"),
+            clinical("alerts")
+        ],
+        "{response}"
+    );
     assert_eq!(patient["version"], 1);
     let id = patient["id"].as_str().expect("id").to_owned();
 
@@ -152,13 +183,30 @@ async fn patients_are_registered_with_mrns_found_by_search_and_their_views_are_l
     assert_eq!(error_code(&bad_cursor), Some("VALIDATION"));
     assert_eq!(field(&bad_cursor), Some("after"));
 
-    // Opening a record is logged before it is shown; listing is not a record view.
+    // Every page of the list was recorded, as summaries (one event per page, naming
+    // its patients); the searches that found nobody recorded nothing.
     let mut db = app.connect(&app.database_for("DMC001")).await;
-    let logged: i64 = sqlx::query_scalar("SELECT count(*) FROM patient_access_log")
-        .fetch_one(&mut db)
-        .await
-        .expect("count");
-    assert_eq!(logged, 0);
+    let pages: Vec<Value> = sqlx::query_scalar(
+        "SELECT payload->'PatientRecordsViewed' FROM events \
+          WHERE aggregate_type = 'record_access' ORDER BY transaction_id, position",
+    )
+    .fetch_all(&mut db)
+    .await
+    .expect("access events");
+    let listed = |page: &Value| page["patient_ids"].as_array().map_or(0, Vec::len);
+    assert_eq!(
+        pages.iter().map(listed).collect::<Vec<_>>(),
+        // patients(first: 10), ten searches with hits, three pages of one.
+        [3, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+        "{pages:?}"
+    );
+    for page in &pages {
+        assert_eq!(page["purpose"], "patients:summary", "{page}");
+        assert_eq!(page["viewer_username"], "dmc001_desk", "{page}");
+    }
+
+    // Opening a record is logged before it is shown, and a nurse reads its clinical
+    // fields.
     let read = app
         .graphql(
             &format!("query($id: UUID!) {{ patient(id: $id) {{ {PATIENT_FIELDS} }} }}"),
@@ -167,8 +215,15 @@ async fn patients_are_registered_with_mrns_found_by_search_and_their_views_are_l
         )
         .await;
     assert_eq!(read["data"]["patient"]["familyName"], "Núñez", "{read}");
+    assert_eq!(read["data"]["patient"]["bloodType"], "O_POSITIVE", "{read}");
+    assert_eq!(
+        read["data"]["patient"]["allergies"][0]["severity"], "SEVERE",
+        "{read}"
+    );
+    assert!(read["errors"].is_null(), "{read}");
     let rows: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT viewer_username, viewer_role, purpose FROM patient_access_log WHERE patient_id = $1::uuid",
+        "SELECT viewer_username, viewer_role, purpose FROM patient_access_log \
+          WHERE patient_id = $1::uuid AND viewer_role = 'NURSE'",
     )
     .bind(&id)
     .fetch_all(&mut db)
@@ -192,10 +247,11 @@ async fn patients_are_registered_with_mrns_found_by_search_and_their_views_are_l
         )
         .await;
     assert_eq!(error_code(&missing), Some("NOT_FOUND"));
-    let logged: i64 = sqlx::query_scalar("SELECT count(*) FROM patient_access_log")
-        .fetch_one(&mut db)
-        .await
-        .expect("count");
+    let logged: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM patient_access_log WHERE purpose = 'patient'")
+            .fetch_one(&mut db)
+            .await
+            .expect("count");
     assert_eq!(logged, 1);
 
     // Roles: the matrix decides who sees and who registers.
@@ -225,7 +281,8 @@ async fn patients_are_registered_with_mrns_found_by_search_and_their_views_are_l
         "{history}"
     );
     let purposes: Vec<String> = sqlx::query_scalar(
-        "SELECT purpose FROM patient_access_log WHERE patient_id = $1::uuid ORDER BY purpose",
+        "SELECT purpose FROM patient_access_log \
+          WHERE patient_id = $1::uuid AND purpose NOT LIKE 'patients:%' ORDER BY purpose",
     )
     .bind(&second)
     .fetch_all(&mut db)

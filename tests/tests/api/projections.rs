@@ -162,7 +162,7 @@ async fn random_workload(pool: &PgPool, code: &str, target: usize, seed: u64) ->
                     },
                 )
             } else {
-                let actor = actor_for(Operation::ManageAllergiesAndAlerts);
+                let actor = actor_for(Operation::ManageAllergies);
                 let allergy = Allergy {
                     substance: text(["Penicillin", "Latex", "Peanuts"][rng.gen_range(0..3)]),
                     reaction: None,

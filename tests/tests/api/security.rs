@@ -281,7 +281,14 @@ async fn every_role_gets_exactly_what_the_permission_matrix_allows() {
                 json!({ "i": { "id": patient, "phone": format!("+25470000000{index}") } }),
             ),
             case(
-                Operation::ManageAllergiesAndAlerts,
+                Operation::ManageAllergies,
+                "recordAllergy",
+                "mutation($i: RecordAllergyInput!) { recordAllergy(input: $i) { id } }",
+                json!({ "i": { "patientId": patient,
+                               "allergy": { "substance": format!("Substance {tag}"), "severity": "MILD" } } }),
+            ),
+            case(
+                Operation::ManagePatientAlerts,
                 "addPatientAlert",
                 "mutation($i: AddPatientAlertInput!) { addPatientAlert(input: $i) { id } }",
                 json!({ "i": { "patientId": patient, "text": format!("Alert by {tag}") } }),

@@ -10,6 +10,7 @@ use super::types::{
 };
 use crate::graphql::error::Result;
 use crate::graphql::session::authorize;
+use crate::graphql::MUTATION_FIELD_COST;
 
 #[derive(Default)]
 pub struct AppointmentMutation;
@@ -19,6 +20,7 @@ impl AppointmentMutation {
     /// Books an appointment: holds the doctor's and the patient's time (neither can be
     /// double booked, also under concurrent requests), then records the appointment.
     /// An overlapping booking is a CONFLICT.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn schedule_appointment(
         &self,
         ctx: &Context<'_>,
@@ -32,6 +34,7 @@ impl AppointmentMutation {
     /// Moves a scheduled appointment: the new time is held before the old one is given
     /// back (on the same day the old slot is given back first and taken back if the new
     /// one cannot be held).
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn reschedule_appointment(
         &self,
         ctx: &Context<'_>,
@@ -43,6 +46,7 @@ impl AppointmentMutation {
     }
 
     /// The patient has arrived.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn check_in_appointment(
         &self,
         ctx: &Context<'_>,
@@ -53,6 +57,7 @@ impl AppointmentMutation {
     }
 
     /// The consultation starts (the appointment's own DOCTOR).
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn start_appointment(
         &self,
         ctx: &Context<'_>,
@@ -63,6 +68,7 @@ impl AppointmentMutation {
     }
 
     /// The consultation ends, with the doctor's notes (the appointment's own DOCTOR).
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn complete_appointment(
         &self,
         ctx: &Context<'_>,
@@ -74,6 +80,7 @@ impl AppointmentMutation {
 
     /// Cancels a scheduled or checked-in appointment and frees the doctor's and the
     /// patient's time.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn cancel_appointment(
         &self,
         ctx: &Context<'_>,
@@ -84,6 +91,7 @@ impl AppointmentMutation {
     }
 
     /// The patient did not come (at or after the start); frees the time.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn mark_no_show(
         &self,
         ctx: &Context<'_>,

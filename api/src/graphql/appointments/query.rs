@@ -3,14 +3,32 @@
 use async_graphql::{Context, Object};
 use chrono::NaiveDate;
 use hms_app::usecases::appointments as uc;
+use hms_domain::disclosure::Disclosure;
 use hms_domain::permissions::Operation;
 use uuid::Uuid;
 
 use super::types::{Appointment, AppointmentFilter, DoctorDay};
 use crate::graphql::error::Result;
-use crate::graphql::pagination::{connection, page_request, Page};
+use crate::graphql::pagination::page_cost;
+use crate::graphql::pagination::{connection, nodes_select, page_request, Page};
+use crate::graphql::principal;
 use crate::graphql::session::authorize;
 use crate::graphql::types::check_date;
+use crate::graphql::QUERY_FIELD_COST;
+
+/// The fields of an appointment that say something about its patient.
+const PATIENT_FIELDS: &[&str] = &["patientId", "reason", "notes", "cancelReason", "history"];
+
+/// What a response about appointments shows, for the access log: patient details when
+/// they are asked for by a role that may read them (to others they are withheld).
+fn showing(ctx: &Context<'_>, asks_patient_fields: bool) -> uc::Showing {
+    let may_read = principal(ctx).is_ok_and(|p| Disclosure::Identity.allows(p.role));
+    if asks_patient_fields && may_read {
+        uc::Showing::PatientDetails
+    } else {
+        uc::Showing::Schedule
+    }
+}
 
 #[derive(Default)]
 pub struct AppointmentQuery;
@@ -18,6 +36,7 @@ pub struct AppointmentQuery;
 #[Object]
 impl AppointmentQuery {
     /// Appointments in order of start.
+    #[graphql(complexity = "QUERY_FIELD_COST + page_cost(first, child_complexity)")]
     async fn appointments(
         &self,
         ctx: &Context<'_>,
@@ -28,18 +47,23 @@ impl AppointmentQuery {
         let auth = authorize(ctx, Operation::ViewAppointments).await?;
         let page = page_request(first, after)?;
         let filter = filter.unwrap_or_default().parse()?;
-        let appointments = uc::appointments(&auth, &filter, &page).await?;
+        let showing = showing(ctx, nodes_select(ctx, PATIENT_FIELDS));
+        let appointments = uc::appointments(&auth, &filter, &page, showing).await?;
         Ok(connection(appointments.map(Appointment::from)))
     }
 
     /// One appointment.
+    #[graphql(complexity = "QUERY_FIELD_COST + child_complexity")]
     async fn appointment(&self, ctx: &Context<'_>, id: Uuid) -> Result<Appointment> {
         let auth = authorize(ctx, Operation::ViewAppointments).await?;
-        Ok(uc::appointment(&auth, id).await?.into())
+        let look = ctx.look_ahead();
+        let showing = showing(ctx, PATIENT_FIELDS.iter().any(|f| look.field(f).exists()));
+        Ok(uc::appointment(&auth, id, showing).await?.into())
     }
 
     /// A doctor's appointments on one local day, in order of start; cancelled ones only
     /// when asked for. NOT_FOUND unless `doctorId` is a DOCTOR of this hospital.
+    #[graphql(complexity = "QUERY_FIELD_COST + child_complexity")]
     async fn doctor_schedule(
         &self,
         ctx: &Context<'_>,
@@ -49,8 +73,12 @@ impl AppointmentQuery {
     ) -> Result<DoctorDay> {
         let day = check_date("day", day)?;
         let auth = authorize(ctx, Operation::ViewAppointments).await?;
-        Ok(uc::doctor_day(&auth, doctor_id, day, include_cancelled)
-            .await?
-            .into())
+        let look = ctx.look_ahead().field("appointments");
+        let showing = showing(ctx, PATIENT_FIELDS.iter().any(|f| look.field(f).exists()));
+        Ok(
+            uc::doctor_day(&auth, doctor_id, day, include_cancelled, showing)
+                .await?
+                .into(),
+        )
     }
 }

@@ -3,13 +3,16 @@
 use async_graphql::{ComplexObject, Context, Enum, InputObject, SimpleObject};
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use hms_app::usecases::appointments as uc;
+use hms_domain::disclosure::Disclosure;
 use hms_domain::permissions::Operation;
 use uuid::Uuid;
 
 use crate::graphql::audit::{self, AuditEntry};
 use crate::graphql::error::Result;
+use crate::graphql::pagination::page_cost;
 use crate::graphql::pagination::Page;
-use crate::graphql::session::authorize;
+use crate::graphql::pagination::RECORD_READ_COST;
+use crate::graphql::session::{authorize, disclose};
 use crate::graphql::types::check_instant;
 
 // ---------------------------------------------------------------------------------
@@ -29,11 +32,14 @@ pub enum AppointmentStatus {
     NoShow,
 }
 
-/// An appointment as the read model shows it now.
+/// An appointment as the read model shows it now. Which patient it is for, the reason
+/// and the notes are shown to the roles the disclosure rules allow (README, "Who may do
+/// and see what"); to others those fields are null with a FORBIDDEN error.
 #[derive(SimpleObject, Clone)]
 #[graphql(complex)]
 pub struct Appointment {
     pub id: Uuid,
+    #[graphql(skip)]
     pub patient_id: Uuid,
     pub doctor_id: Uuid,
     pub department_id: Option<Uuid>,
@@ -41,10 +47,12 @@ pub struct Appointment {
     pub end: DateTime<Utc>,
     /// The hospital's local day of the start.
     pub local_date: NaiveDate,
+    #[graphql(skip)]
     pub reason: String,
     pub status: AppointmentStatus,
-    /// The doctor's notes, once completed.
+    #[graphql(skip)]
     pub notes: Option<String>,
+    #[graphql(skip)]
     pub cancel_reason: Option<String>,
     pub checked_in_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
@@ -58,7 +66,32 @@ pub struct Appointment {
 
 #[ComplexObject]
 impl Appointment {
-    /// Every change to the appointment, from the event log (HOSPITAL_ADMIN).
+    /// The patient it is for.
+    async fn patient_id(&self, ctx: &Context<'_>) -> Result<Option<Uuid>> {
+        disclose(ctx, Disclosure::Identity)?;
+        Ok(Some(self.patient_id))
+    }
+
+    /// Why the patient comes.
+    async fn reason(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
+        disclose(ctx, Disclosure::VisitReason)?;
+        Ok(Some(&self.reason))
+    }
+
+    /// The doctor's notes, once completed.
+    async fn notes(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
+        disclose(ctx, Disclosure::ConsultationNotes)?;
+        Ok(self.notes.as_deref())
+    }
+
+    async fn cancel_reason(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
+        disclose(ctx, Disclosure::VisitReason)?;
+        Ok(self.cancel_reason.as_deref())
+    }
+
+    /// Every change to the appointment, from the event log (HOSPITAL_ADMIN). Reading it
+    /// is recorded in the patient's access log.
+    #[graphql(complexity = "RECORD_READ_COST + page_cost(first, child_complexity)")]
     async fn history(
         &self,
         ctx: &Context<'_>,
@@ -66,6 +99,13 @@ impl Appointment {
         after: Option<String>,
     ) -> Result<Page<AuditEntry>> {
         let auth = authorize(ctx, Operation::ViewAuditTrail).await?;
+        crate::graphql::pagination::page_request(first, after.clone())?;
+        hms_app::usecases::patients::record_patient_view(
+            &auth,
+            self.patient_id,
+            "appointment history",
+        )
+        .await?;
         audit::history(
             auth.pool(),
             "appointment",

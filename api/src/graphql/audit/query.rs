@@ -8,9 +8,11 @@ use uuid::Uuid;
 
 use super::types::{AuditEntry, AuditTrailFilter, PatientAccessEntry, PatientAsOf};
 use crate::graphql::error::{ApiError, Result};
+use crate::graphql::pagination::page_cost;
 use crate::graphql::pagination::{connection, page_request, Page};
 use crate::graphql::session::authorize;
 use crate::graphql::types::check_instant;
+use crate::graphql::QUERY_FIELD_COST;
 
 /// The history of one record (the `history` field of record types), oldest first. The
 /// caller has authorized `ViewAuditTrail` and passes the hospital's pool.
@@ -33,6 +35,7 @@ pub struct AuditQuery;
 impl AuditQuery {
     /// The hospital's event log in commit order: who did what, to which record, when.
     /// Password hashes are removed from payloads.
+    #[graphql(complexity = "QUERY_FIELD_COST + page_cost(first, child_complexity)")]
     async fn audit_trail(
         &self,
         ctx: &Context<'_>,
@@ -50,6 +53,7 @@ impl AuditQuery {
     /// The patient as the record stood at `at`, rebuilt from its events recorded at or
     /// before then; null if the record did not exist yet. NOT_FOUND for an unknown
     /// patient. The read is recorded in the patient's access log.
+    #[graphql(complexity = "QUERY_FIELD_COST + child_complexity")]
     async fn patient_as_of(
         &self,
         ctx: &Context<'_>,
@@ -62,6 +66,7 @@ impl AuditQuery {
     }
 
     /// Who opened a patient's record, oldest first.
+    #[graphql(complexity = "QUERY_FIELD_COST + page_cost(first, child_complexity)")]
     async fn patient_access_log(
         &self,
         ctx: &Context<'_>,

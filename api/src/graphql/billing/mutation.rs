@@ -12,6 +12,7 @@ use super::types::{
 };
 use crate::graphql::error::Result;
 use crate::graphql::session::authorize;
+use crate::graphql::MUTATION_FIELD_COST;
 
 #[derive(Default)]
 pub struct BillingMutation;
@@ -20,6 +21,7 @@ pub struct BillingMutation;
 impl BillingMutation {
     /// Opens a DRAFT invoice for a patient, numbered from the hospital's invoice prefix
     /// and sequence.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn create_invoice(
         &self,
         ctx: &Context<'_>,
@@ -30,6 +32,7 @@ impl BillingMutation {
     }
 
     /// Adds a line to a DRAFT invoice.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn add_invoice_line(
         &self,
         ctx: &Context<'_>,
@@ -40,6 +43,7 @@ impl BillingMutation {
     }
 
     /// Removes a line from a DRAFT invoice.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn remove_invoice_line(
         &self,
         ctx: &Context<'_>,
@@ -50,6 +54,7 @@ impl BillingMutation {
     }
 
     /// Sets or removes the discount of a DRAFT invoice.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn set_invoice_discount(
         &self,
         ctx: &Context<'_>,
@@ -60,6 +65,7 @@ impl BillingMutation {
     }
 
     /// Sets the tax rate of a DRAFT invoice.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn set_invoice_tax(
         &self,
         ctx: &Context<'_>,
@@ -70,6 +76,7 @@ impl BillingMutation {
     }
 
     /// Issues a DRAFT invoice: its totals are frozen and it takes payments.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn issue_invoice(
         &self,
         ctx: &Context<'_>,
@@ -81,6 +88,7 @@ impl BillingMutation {
 
     /// Records a payment on an issued invoice: partial payments are fine, more than the
     /// balance is refused.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn record_payment(
         &self,
         ctx: &Context<'_>,
@@ -91,6 +99,7 @@ impl BillingMutation {
     }
 
     /// Gives back part or all of a payment; never more than was paid.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn refund_payment(
         &self,
         ctx: &Context<'_>,
@@ -101,6 +110,7 @@ impl BillingMutation {
     }
 
     /// Voids an invoice that has taken no payments.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn void_invoice(
         &self,
         ctx: &Context<'_>,

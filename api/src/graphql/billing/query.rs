@@ -9,8 +9,11 @@ use uuid::Uuid;
 use super::types::{InvoiceFilter, InvoiceLine, InvoicePayment, InvoiceView};
 use crate::graphql::audit::{self, AuditEntry};
 use crate::graphql::error::Result;
+use crate::graphql::pagination::page_cost;
+use crate::graphql::pagination::RECORD_READ_COST;
 use crate::graphql::pagination::{connection, page_request, Page};
 use crate::graphql::session::{authorize, hospital_scope};
+use crate::graphql::QUERY_FIELD_COST;
 
 #[derive(Default)]
 pub struct BillingQuery;
@@ -18,6 +21,7 @@ pub struct BillingQuery;
 #[Object]
 impl BillingQuery {
     /// Invoices of this hospital, oldest first.
+    #[graphql(complexity = "QUERY_FIELD_COST + page_cost(first, child_complexity)")]
     async fn invoices(
         &self,
         ctx: &Context<'_>,
@@ -33,6 +37,7 @@ impl BillingQuery {
     }
 
     /// One invoice with its lines and payments.
+    #[graphql(complexity = "QUERY_FIELD_COST + child_complexity")]
     async fn invoice(&self, ctx: &Context<'_>, id: Uuid) -> Result<InvoiceView> {
         let auth = authorize(ctx, Operation::ViewInvoices).await?;
         Ok(uc::invoice(&auth, id).await?.into())
@@ -56,6 +61,7 @@ impl InvoiceView {
     }
 
     /// Every change to this invoice, oldest first (needs the audit permission).
+    #[graphql(complexity = "RECORD_READ_COST + page_cost(first, child_complexity)")]
     async fn history(
         &self,
         ctx: &Context<'_>,

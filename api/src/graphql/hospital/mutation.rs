@@ -18,6 +18,7 @@ use super::types::{
 use crate::graphql::error::{ApiError, Result};
 use crate::graphql::session::{authorize, MutationOptions};
 use crate::graphql::types::{AddressInput, Role};
+use crate::graphql::MUTATION_FIELD_COST;
 
 #[derive(Default)]
 pub struct HospitalMutation;
@@ -25,6 +26,7 @@ pub struct HospitalMutation;
 #[Object]
 impl HospitalMutation {
     /// Changes the hospital's name, contacts, address, time zone and currency.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn update_hospital_profile(
         &self,
         ctx: &Context<'_>,
@@ -58,6 +60,7 @@ impl HospitalMutation {
     }
 
     /// Changes the slot length, invoice prefix and opening hours.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn update_hospital_settings(
         &self,
         ctx: &Context<'_>,
@@ -79,6 +82,7 @@ impl HospitalMutation {
     }
 
     /// Changes the logo reference and colours.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn update_branding(
         &self,
         ctx: &Context<'_>,
@@ -104,6 +108,7 @@ impl HospitalMutation {
     }
 
     /// Adds a department; names are unique ignoring case.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn add_department(
         &self,
         ctx: &Context<'_>,
@@ -117,6 +122,7 @@ impl HospitalMutation {
     }
 
     /// Renames a department.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn rename_department(
         &self,
         ctx: &Context<'_>,
@@ -133,6 +139,7 @@ impl HospitalMutation {
     }
 
     /// Deactivates a department (its history stays).
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn deactivate_department(
         &self,
         ctx: &Context<'_>,
@@ -145,6 +152,7 @@ impl HospitalMutation {
     }
 
     /// Reactivates a department.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn reactivate_department(
         &self,
         ctx: &Context<'_>,
@@ -157,24 +165,28 @@ impl HospitalMutation {
     }
 
     /// Switches a module on, within what the plan allows.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn enable_module(&self, ctx: &Context<'_>, module: Module) -> Result<Hospital> {
         let auth = authorize(ctx, Operation::ManageModules).await?;
         Ok(uc::enable_module(&auth, module.into()).await?.into())
     }
 
     /// Switches a module off (appointments and patients are always on).
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn disable_module(&self, ctx: &Context<'_>, module: Module) -> Result<Hospital> {
         let auth = authorize(ctx, Operation::ManageModules).await?;
         Ok(uc::disable_module(&auth, module.into()).await?.into())
     }
 
     /// Creates a staff account. Usernames are unique in the hospital, ignoring case.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn create_user(&self, ctx: &Context<'_>, input: CreateUserInput) -> Result<StaffUser> {
         let auth = authorize(ctx, Operation::CreateUser).await?;
         Ok(uc::create_user(&auth, input.into()).await?.into())
     }
 
     /// Gives a staff account another role (the hospital keeps at least one active admin).
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn change_user_role(
         &self,
         ctx: &Context<'_>,
@@ -191,6 +203,7 @@ impl HospitalMutation {
     }
 
     /// Moves a staff account to another department (or none).
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn change_user_department(
         &self,
         ctx: &Context<'_>,
@@ -204,6 +217,7 @@ impl HospitalMutation {
     }
 
     /// Deactivates a staff account: it can no longer sign in, and its tokens stop working.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn deactivate_user(
         &self,
         ctx: &Context<'_>,
@@ -217,12 +231,14 @@ impl HospitalMutation {
     }
 
     /// Reactivates a staff account.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn reactivate_user(&self, ctx: &Context<'_>, user_id: Uuid) -> Result<StaffUser> {
         let auth = authorize(ctx, Operation::ReactivateUser).await?;
         Ok(uc::reactivate_user(&auth, user_id).await?.into())
     }
 
     /// Sets a new password for a staff account; its earlier tokens stop working.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn reset_user_password(
         &self,
         ctx: &Context<'_>,
@@ -236,6 +252,7 @@ impl HospitalMutation {
     }
 
     /// Changes the caller's own password; every earlier token of the caller stops working.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn change_password(
         &self,
         ctx: &Context<'_>,

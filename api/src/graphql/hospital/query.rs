@@ -8,9 +8,11 @@ use uuid::Uuid;
 
 use super::types::{Department, Hospital, HospitalStats, StaffUser};
 use crate::graphql::error::Result;
+use crate::graphql::pagination::page_cost;
 use crate::graphql::pagination::{connection, page_request, Page};
 use crate::graphql::session::{authorize, hospital_scope};
 use crate::graphql::types::Role;
+use crate::graphql::QUERY_FIELD_COST;
 
 #[derive(Default)]
 pub struct HospitalQuery;
@@ -18,12 +20,14 @@ pub struct HospitalQuery;
 #[Object]
 impl HospitalQuery {
     /// The caller's hospital.
+    #[graphql(complexity = "QUERY_FIELD_COST + child_complexity")]
     async fn hospital(&self, ctx: &Context<'_>) -> Result<Hospital> {
         let scope = hospital_scope(ctx).await?;
         Ok(uc::hospital(&scope).await?.into())
     }
 
     /// The hospital's departments.
+    #[graphql(complexity = "QUERY_FIELD_COST + child_complexity")]
     async fn departments(
         &self,
         ctx: &Context<'_>,
@@ -35,6 +39,7 @@ impl HospitalQuery {
     }
 
     /// Staff accounts, by username.
+    #[graphql(complexity = "QUERY_FIELD_COST + page_cost(first, child_complexity)")]
     async fn users(
         &self,
         ctx: &Context<'_>,
@@ -56,12 +61,14 @@ impl HospitalQuery {
     }
 
     /// One staff account.
+    #[graphql(complexity = "QUERY_FIELD_COST + child_complexity")]
     async fn user(&self, ctx: &Context<'_>, id: Uuid) -> Result<StaffUser> {
         let auth = authorize(ctx, Operation::ViewStaff).await?;
         Ok(uc::user(&auth, id).await?.into())
     }
 
     /// Figures for the hospital dashboard.
+    #[graphql(complexity = "QUERY_FIELD_COST + child_complexity")]
     async fn hospital_stats(&self, ctx: &Context<'_>) -> Result<HospitalStats> {
         let auth = authorize(ctx, Operation::ViewReports).await?;
         Ok(uc::hospital_stats(&auth).await?.try_into()?)

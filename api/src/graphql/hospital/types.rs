@@ -13,7 +13,9 @@ use uuid::Uuid;
 
 use crate::graphql::audit::{self, AuditEntry};
 use crate::graphql::error::Result;
+use crate::graphql::pagination::page_cost;
 use crate::graphql::pagination::Page;
+use crate::graphql::pagination::RECORD_READ_COST;
 use crate::graphql::session::{authorize, hospital_scope};
 use crate::graphql::types::{AddressInput, AddressOut, Role};
 
@@ -138,6 +140,7 @@ impl Hospital {
         Ok(all.into_iter().map(Department::from).collect())
     }
     /// The hospital's change history (needs the audit permission).
+    #[graphql(complexity = "RECORD_READ_COST + page_cost(first, child_complexity)")]
     async fn history(
         &self,
         ctx: &Context<'_>,
@@ -300,6 +303,7 @@ impl From<uc::StaffUser> for StaffUser {
 #[async_graphql::ComplexObject]
 impl StaffUser {
     /// The account's change history (needs the audit permission).
+    #[graphql(complexity = "RECORD_READ_COST + page_cost(first, child_complexity)")]
     async fn history(
         &self,
         ctx: &Context<'_>,

@@ -11,6 +11,7 @@ use super::types::{
 };
 use crate::graphql::error::Result;
 use crate::graphql::session::authorize;
+use crate::graphql::MUTATION_FIELD_COST;
 
 #[derive(Default)]
 pub struct PatientMutation;
@@ -18,6 +19,7 @@ pub struct PatientMutation;
 #[Object]
 impl PatientMutation {
     /// Registers a patient and issues the next medical record number of the hospital.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn register_patient(
         &self,
         ctx: &Context<'_>,
@@ -28,6 +30,7 @@ impl PatientMutation {
     }
 
     /// Changes a patient's demographics (only the fields given).
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn update_patient(
         &self,
         ctx: &Context<'_>,
@@ -38,46 +41,51 @@ impl PatientMutation {
     }
 
     /// Records an allergy (one entry per substance).
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn record_allergy(
         &self,
         ctx: &Context<'_>,
         input: RecordAllergyInput,
     ) -> Result<Patient> {
-        let auth = authorize(ctx, Operation::ManageAllergiesAndAlerts).await?;
+        let auth = authorize(ctx, Operation::ManageAllergies).await?;
         Ok(uc::record_allergy(&auth, input.into()).await?.into())
     }
 
     /// Removes a recorded allergy.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn remove_allergy(
         &self,
         ctx: &Context<'_>,
         input: RemoveAllergyInput,
     ) -> Result<Patient> {
-        let auth = authorize(ctx, Operation::ManageAllergiesAndAlerts).await?;
+        let auth = authorize(ctx, Operation::ManageAllergies).await?;
         Ok(uc::remove_allergy(&auth, input.into()).await?.into())
     }
 
     /// Adds a clinical alert shown whenever the record is opened.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn add_patient_alert(
         &self,
         ctx: &Context<'_>,
         input: AddPatientAlertInput,
     ) -> Result<Patient> {
-        let auth = authorize(ctx, Operation::ManageAllergiesAndAlerts).await?;
+        let auth = authorize(ctx, Operation::ManagePatientAlerts).await?;
         Ok(uc::add_patient_alert(&auth, input.into()).await?.into())
     }
 
     /// Resolves (removes) a clinical alert.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn resolve_patient_alert(
         &self,
         ctx: &Context<'_>,
         input: ResolvePatientAlertInput,
     ) -> Result<Patient> {
-        let auth = authorize(ctx, Operation::ManageAllergiesAndAlerts).await?;
+        let auth = authorize(ctx, Operation::ManagePatientAlerts).await?;
         Ok(uc::resolve_patient_alert(&auth, input.into()).await?.into())
     }
 
     /// Records the patient's death (DOCTOR).
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn mark_patient_deceased(
         &self,
         ctx: &Context<'_>,
@@ -88,6 +96,7 @@ impl PatientMutation {
     }
 
     /// Deactivates an active patient: no new appointments or invoices until reactivated.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn deactivate_patient(
         &self,
         ctx: &Context<'_>,
@@ -98,6 +107,7 @@ impl PatientMutation {
     }
 
     /// Reactivates an inactive patient.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn reactivate_patient(
         &self,
         ctx: &Context<'_>,
@@ -111,6 +121,7 @@ impl PatientMutation {
     /// duplicate is written first (it becomes read-only, pointing to the survivor), then
     /// the survivor records what it absorbed; running the merge again finishes one that
     /// was cut off half-way.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn merge_patients(
         &self,
         ctx: &Context<'_>,

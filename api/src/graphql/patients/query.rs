@@ -3,14 +3,31 @@
 
 use async_graphql::{ComplexObject, Context, Object};
 use hms_app::usecases::patients as uc;
+use hms_domain::disclosure::Disclosure;
 use hms_domain::permissions::Operation;
 use uuid::Uuid;
 
-use super::types::Patient;
+use super::types::{Allergy, BloodType, EmergencyContact, Patient, PatientAlert};
 use crate::graphql::audit::{self, AuditEntry};
 use crate::graphql::error::Result;
-use crate::graphql::pagination::{connection, page_request, Page};
-use crate::graphql::session::authorize;
+use crate::graphql::pagination::page_cost;
+use crate::graphql::pagination::RECORD_READ_COST;
+use crate::graphql::pagination::{connection, nodes_select, page_request, Page};
+use crate::graphql::session::{authorize, disclose};
+use crate::graphql::types::AddressOut;
+use crate::graphql::QUERY_FIELD_COST;
+
+/// The fields of a patient beyond the summary (names, MRN, date of birth, sex, status).
+const RECORD_FIELDS: &[&str] = &[
+    "phone",
+    "email",
+    "address",
+    "emergencyContact",
+    "bloodType",
+    "allergies",
+    "alerts",
+    "history",
+];
 
 #[derive(Default)]
 pub struct PatientQuery;
@@ -20,7 +37,10 @@ impl PatientQuery {
     /// Patients in name order. `search` is read by its shape: an MRN (`DMC001-000123`), a
     /// date of birth (`YYYY-MM-DD`), a phone number (matched on its last digits), or
     /// otherwise name prefixes ignoring case and accents (`kam wan` finds Wanjiku Kamau).
-    /// Merged duplicates appear only when searched by MRN.
+    /// Merged duplicates appear only when searched by MRN. The patients of the page are
+    /// recorded in the access log (one entry per page), with whether more than the
+    /// summary was asked for.
+    #[graphql(complexity = "QUERY_FIELD_COST + page_cost(first, child_complexity)")]
     async fn patients(
         &self,
         ctx: &Context<'_>,
@@ -30,12 +50,18 @@ impl PatientQuery {
     ) -> Result<Page<Patient>> {
         let auth = authorize(ctx, Operation::ViewPatient).await?;
         let page = page_request(first, after)?;
-        let patients = uc::patients(&auth, search.as_deref(), &page).await?;
+        let listing = if nodes_select(ctx, RECORD_FIELDS) {
+            uc::Listing::Records
+        } else {
+            uc::Listing::Summary
+        };
+        let patients = uc::patients(&auth, search.as_deref(), &page, listing).await?;
         Ok(connection(patients.map(Patient::from)))
     }
 
     /// One patient's record. The view is recorded (who, when, from where) before the
     /// record is returned.
+    #[graphql(complexity = "QUERY_FIELD_COST + child_complexity")]
     async fn patient(&self, ctx: &Context<'_>, id: Uuid) -> Result<Patient> {
         let auth = authorize(ctx, Operation::ViewPatient).await?;
         Ok(uc::patient(&auth, id).await?.into())
@@ -44,8 +70,45 @@ impl PatientQuery {
 
 #[ComplexObject]
 impl Patient {
+    async fn phone(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
+        disclose(ctx, Disclosure::Contact)?;
+        Ok(self.phone.as_deref())
+    }
+
+    async fn email(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
+        disclose(ctx, Disclosure::Contact)?;
+        Ok(self.email.as_deref())
+    }
+
+    async fn address(&self, ctx: &Context<'_>) -> Result<Option<&AddressOut>> {
+        disclose(ctx, Disclosure::Contact)?;
+        Ok(self.address.as_ref())
+    }
+
+    async fn emergency_contact(&self, ctx: &Context<'_>) -> Result<Option<&EmergencyContact>> {
+        disclose(ctx, Disclosure::Contact)?;
+        Ok(self.emergency_contact.as_ref())
+    }
+
+    async fn blood_type(&self, ctx: &Context<'_>) -> Result<Option<BloodType>> {
+        disclose(ctx, Disclosure::Clinical)?;
+        Ok(self.blood_type)
+    }
+
+    async fn allergies(&self, ctx: &Context<'_>) -> Result<Option<&[Allergy]>> {
+        disclose(ctx, Disclosure::Clinical)?;
+        Ok(Some(&self.allergies))
+    }
+
+    /// Open alerts.
+    async fn alerts(&self, ctx: &Context<'_>) -> Result<Option<&[PatientAlert]>> {
+        disclose(ctx, Disclosure::Clinical)?;
+        Ok(Some(&self.alerts))
+    }
+
     /// Every change to the record, from the event log (HOSPITAL_ADMIN). Reading it is
     /// recorded in the access log.
+    #[graphql(complexity = "RECORD_READ_COST + page_cost(first, child_complexity)")]
     async fn history(
         &self,
         ctx: &Context<'_>,

@@ -88,7 +88,9 @@ pub struct PatientAlert {
     pub text: String,
 }
 
-/// A patient as the register shows it now.
+/// A patient as the register shows it now. Contact details and clinical fields are shown
+/// to the roles the disclosure rules allow (README, "Who may do and see what"); to others
+/// those fields are null with a FORBIDDEN error.
 #[derive(SimpleObject, Clone)]
 #[graphql(complex)]
 pub struct Patient {
@@ -102,13 +104,19 @@ pub struct Patient {
     pub full_name: String,
     pub date_of_birth: NaiveDate,
     pub sex: Sex,
+    #[graphql(skip)]
     pub phone: Option<String>,
+    #[graphql(skip)]
     pub email: Option<String>,
+    #[graphql(skip)]
     pub address: Option<AddressOut>,
+    #[graphql(skip)]
     pub emergency_contact: Option<EmergencyContact>,
+    #[graphql(skip)]
     pub blood_type: Option<BloodType>,
+    #[graphql(skip)]
     pub allergies: Vec<Allergy>,
-    /// Open alerts.
+    #[graphql(skip)]
     pub alerts: Vec<PatientAlert>,
     pub status: PatientStatus,
     /// The surviving record, when this one is a merged duplicate.

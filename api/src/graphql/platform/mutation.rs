@@ -8,6 +8,7 @@ use super::platform_scope;
 use super::types::*;
 use crate::graphql::error::Result;
 use crate::graphql::hospital::StaffUser;
+use crate::graphql::MUTATION_FIELD_COST;
 
 #[derive(Default)]
 pub struct PlatformMutation;
@@ -17,6 +18,7 @@ impl PlatformMutation {
     /// Onboards a hospital exactly as `hms setup-hospital` does: its own database,
     /// its registration and its first administrator. A code in use is a CONFLICT.
     /// Retrying after an interruption completes the first request.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn create_hospital(
         &self,
         ctx: &Context<'_>,
@@ -37,6 +39,7 @@ impl PlatformMutation {
 
     /// Moves the hospital to a paid plan (from a trial, an active or a past-due
     /// subscription). Modules the plan lacks are switched off.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn change_subscription(
         &self,
         ctx: &Context<'_>,
@@ -56,6 +59,7 @@ impl PlatformMutation {
     /// Suspends the subscription: the hospital's staff still sign in and read, but
     /// every write is refused (SUBSCRIPTION_INACTIVE) until `reactivateHospital`. To
     /// shut a hospital out entirely, use `closeHospital`.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn suspend_hospital(
         &self,
         ctx: &Context<'_>,
@@ -69,6 +73,7 @@ impl PlatformMutation {
     }
 
     /// Lifts a suspension onto a paid plan: writes work again.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn reactivate_hospital(
         &self,
         ctx: &Context<'_>,
@@ -87,6 +92,7 @@ impl PlatformMutation {
 
     /// Cancels the subscription for good: the hospital keeps its history and can still
     /// sign in and read it (e.g. to export), but never writes again.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn cancel_hospital(
         &self,
         ctx: &Context<'_>,
@@ -102,6 +108,7 @@ impl PlatformMutation {
     /// Closes the hospital (directory status SUSPENDED): nobody can sign in and tokens
     /// already issued stop working, whatever the subscription. The operator's emergency
     /// brake; for unpaid bills use `suspendHospital`, which keeps reads open.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn close_hospital(
         &self,
         ctx: &Context<'_>,
@@ -116,6 +123,7 @@ impl PlatformMutation {
 
     /// Reopens a closed hospital: its staff can sign in again (what they may do then
     /// depends on the subscription).
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn reopen_hospital(
         &self,
         ctx: &Context<'_>,
@@ -129,6 +137,7 @@ impl PlatformMutation {
     /// HOSPITAL_ADMIN account is reactivated if it was deactivated and given a new
     /// password (its earlier tokens stop working). Recorded in the hospital's log under
     /// the operator; other roles are refused.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
     async fn restore_hospital_admin(
         &self,
         ctx: &Context<'_>,

@@ -5,7 +5,9 @@ use async_graphql::{Context, Object};
 use super::platform_scope;
 use super::types::{PlatformHospital, PlatformStats, TenantStatus};
 use crate::graphql::error::Result;
+use crate::graphql::pagination::page_cost;
 use crate::graphql::pagination::{connection, page_request, Page};
+use crate::graphql::QUERY_FIELD_COST;
 
 #[derive(Default)]
 pub struct PlatformQuery;
@@ -13,6 +15,7 @@ pub struct PlatformQuery;
 #[Object]
 impl PlatformQuery {
     /// Every hospital on the platform, by code (super administrator only).
+    #[graphql(complexity = "QUERY_FIELD_COST + page_cost(first, child_complexity)")]
     async fn hospitals(
         &self,
         ctx: &Context<'_>,
@@ -31,12 +34,14 @@ impl PlatformQuery {
     /// One hospital by code (super administrator only). Its subscription and figures
     /// are first refreshed from its own database when it is open, so `version` is
     /// current; lists show the figures as last refreshed.
+    #[graphql(complexity = "QUERY_FIELD_COST + child_complexity")]
     async fn platform_hospital(&self, ctx: &Context<'_>, code: String) -> Result<PlatformHospital> {
         Ok(platform_scope(ctx)?.hospital(&code).await?.into())
     }
 
     /// Hospitals by status and plan, and activity totals across them, as of each
     /// hospital's last statistics refresh (super administrator only).
+    #[graphql(complexity = "QUERY_FIELD_COST + child_complexity")]
     async fn platform_stats(&self, ctx: &Context<'_>) -> Result<PlatformStats> {
         Ok(platform_scope(ctx)?.stats().await?.into())
     }
