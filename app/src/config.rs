@@ -56,6 +56,17 @@ pub struct PlatformConfig {
     pub control_pool_size: u32,
     #[arg(long, env = "HMS_ENV", global = true, value_enum, default_value_t = Environment::Development)]
     pub environment: Environment,
+    /// Password of the role the tenant databases are served under (`<prefix>writer`,
+    /// which may append to the event log but never rewrite it), when the PostgreSQL
+    /// server asks for one. Used when the role is created and whenever a tenant pool
+    /// connects.
+    #[arg(
+        long,
+        env = "HMS_TENANT_ROLE_PASSWORD",
+        global = true,
+        hide_env_values = true
+    )]
+    pub tenant_role_password: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -12,9 +12,9 @@ use crate::auth::budget::RequestBudget;
 use crate::auth::{Authenticator, TokenKeys};
 use crate::config::PlatformConfig;
 use crate::hints::Hints;
-use crate::tenancy::platform;
 use crate::tenancy::pools::PoolSettings;
 use crate::tenancy::provisioning::Provisioner;
+use crate::tenancy::{platform, writer};
 use crate::tenancy::{PoolRegistry, Result, TenancyError, TenantDirectory, TenantNaming};
 
 /// The platform as every subcommand sees it: the platform database and the way to
@@ -39,9 +39,13 @@ impl Platform {
         let options = platform::parse_url(config.database_url.expose())?;
         let naming = TenantNaming::new(&config.tenant_db_prefix)?;
         let control = platform::open_platform(&options, config.control_pool_size).await?;
+        let writer = naming.writer_role();
+        let password = config.tenant_role_password.as_ref();
+        writer::ensure_role(&control, &writer, password).await?;
         let directory = TenantDirectory::new(control.clone());
+        // Tenant pools serve as the writer; migrations and provisioning use `options`.
         let registry = PoolRegistry::new(
-            options.clone(),
+            writer::connect_options(&options, &writer, password),
             directory.clone(),
             PoolSettings {
                 per_tenant: config.tenant_pool_size,

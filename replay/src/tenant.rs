@@ -1,58 +1,48 @@
-//! Reaching one hospital's database through the server's tenancy code.
+//! Reaching one hospital's database.
 //!
-//! The pool registry serves open hospitals only (a suspended or cancelled hospital is
-//! "not found" to the API). An auditor must still be able to read a closed hospital's
-//! history, so for those the tool opens a one-connection pool to the database the
-//! directory names; it never guesses a database name.
+//! The tool connects as the platform's own role, the owner of the tenant databases, not
+//! as the server's tenant writer (see `hms_app::tenancy::writer`): a rebuild swaps
+//! tables, which only an owner may. It opens the database the directory names, for open
+//! and closed hospitals alike (an auditor must still read a closed hospital's history),
+//! and never guesses a database name.
 
 use hms_app::state::Platform;
 use hms_app::tenancy::directory::ProvisioningStep;
-use hms_app::tenancy::{TenancyError, TenantLease};
+use hms_app::tenancy::TenancyError;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
 use crate::Result;
 
-pub(crate) enum Tenant {
-    Leased(TenantLease),
-    Closed(PgPool),
-}
+/// Connections the tool holds on one hospital's database (a rebuild fans out over them).
+const POOL_SIZE: u32 = 3;
+
+pub(crate) struct Tenant(PgPool);
 
 impl Tenant {
     pub(crate) fn pool(&self) -> &PgPool {
-        match self {
-            Tenant::Leased(lease) => &lease.pool,
-            Tenant::Closed(pool) => pool,
-        }
+        &self.0
     }
 
     pub(crate) async fn close(self) {
-        if let Tenant::Closed(pool) = self {
-            pool.close().await;
-        }
+        self.0.close().await;
     }
 }
 
 pub(crate) async fn open(platform: &Platform, code: &str) -> Result<Tenant> {
-    match platform.registry.get(code).await {
-        Ok(lease) => Ok(Tenant::Leased(lease)),
-        Err(TenancyError::NotFound(_)) => {
-            let record = platform
-                .directory
-                .get(code)
-                .await?
-                .ok_or_else(|| TenancyError::NotFound(code.to_owned()))?;
-            if record.provisioning_step != ProvisioningStep::Ready {
-                return Err(TenancyError::NotReady(code.to_owned()).into());
-            }
-            let pool = PgPoolOptions::new()
-                .max_connections(1)
-                .connect_with(platform.server.clone().database(&record.database_name))
-                .await?;
-            Ok(Tenant::Closed(pool))
-        }
-        Err(e) => Err(e.into()),
+    let record = platform
+        .directory
+        .get(code)
+        .await?
+        .ok_or_else(|| TenancyError::NotFound(code.to_owned()))?;
+    if record.provisioning_step != ProvisioningStep::Ready {
+        return Err(TenancyError::NotReady(code.to_owned()).into());
     }
+    let pool = PgPoolOptions::new()
+        .max_connections(POOL_SIZE)
+        .connect_with(platform.server.clone().database(&record.database_name))
+        .await?;
+    Ok(Tenant(pool))
 }
 
 /// Codes of every hospital whose provisioning finished, in code order.

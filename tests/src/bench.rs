@@ -28,6 +28,7 @@ pub fn platform_config(prefix: &str, tenant_pool_size: u32) -> PlatformConfig {
         control_pool_size: 3,
         spare_databases: 0,
         environment: Environment::Development,
+        tenant_role_password: None,
     }
 }
 

@@ -118,6 +118,7 @@ pub async fn spawn_app_with(test_config: TestConfig) -> TestApp {
         } else {
             Environment::Development
         },
+        tenant_role_password: None,
     };
     start_server(config, prefix, &test_config, true).await
 }
@@ -335,6 +336,18 @@ pub async fn drop_databases(prefix: &str) {
             .unwrap_or_default();
     for name in names {
         let _ = hms_app::tenancy::provisioning::drop_database(&mut conn, &name).await;
+    }
+    // The tenant writer role (`<prefix>writer`), once nothing of it is left.
+    let roles: Vec<String> =
+        sqlx::query_scalar("SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1)")
+            .bind(prefix)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_default();
+    for role in roles {
+        let _ = sqlx::query(&format!("DROP ROLE IF EXISTS \"{role}\""))
+            .execute(&mut conn)
+            .await;
     }
     let _ = conn.close().await;
 }

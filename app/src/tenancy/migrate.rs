@@ -48,7 +48,8 @@ pub async fn migrate_all(
     };
     let mut results = stream::iter(targets)
         .map(|db| async move {
-            let result = platform::migrate_tenant_database(&server.clone().database(&db))
+            let writer = naming.writer_role();
+            let result = platform::migrate_tenant_database(&server.clone().database(&db), &writer)
                 .await
                 .map_err(|e| e.to_string());
             (db, result)

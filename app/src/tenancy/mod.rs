@@ -8,6 +8,7 @@
 //!   connection limit.
 //! - [`provisioning`]: onboarding a hospital, idempotent and resumable.
 //! - [`spares`]: spare tenant databases made ahead of time, renamed at onboarding.
+//! - [`writer`]: the role the tenant side runs under, which cannot rewrite the log.
 
 pub mod directory;
 pub mod migrate;
@@ -16,6 +17,7 @@ pub mod platform;
 pub mod pools;
 pub mod provisioning;
 pub mod spares;
+pub mod writer;
 
 use hms_domain::common::ValidationError;
 use thiserror::Error;

@@ -37,6 +37,11 @@ impl TenantNaming {
         &self.prefix
     }
 
+    /// The role the tenant side runs under ([`super::writer`]): `<prefix>writer`.
+    pub fn writer_role(&self) -> String {
+        format!("{}writer", self.prefix)
+    }
+
     /// `DMC001` → `<prefix>dmc001`.
     pub fn database_for(&self, code: &HospitalCode) -> String {
         format!("{}{}", self.prefix, code.as_str().to_ascii_lowercase())

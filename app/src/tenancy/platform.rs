@@ -155,12 +155,14 @@ pub async fn copy_database(
 }
 
 /// Applies pending tenant migrations to one database over a short-lived connection
-/// (a pool left open on the template would block `CREATE DATABASE … TEMPLATE`).
+/// (a pool left open on the template would block `CREATE DATABASE … TEMPLATE`), then
+/// grants the tenant writer role `writer` its rights there ([`super::writer::grant`]).
 /// Returns how many migrations were applied.
-pub async fn migrate_tenant_database(options: &PgConnectOptions) -> Result<usize> {
+pub async fn migrate_tenant_database(options: &PgConnectOptions, writer: &str) -> Result<usize> {
     let mut conn = connect_once(options).await?;
     let before = applied_count(&mut conn).await?;
     TENANT_MIGRATOR.run_direct(&mut conn).await?;
+    super::writer::grant(&mut conn, writer).await?;
     let after = applied_count(&mut conn).await?;
     conn.close().await?;
     Ok(after.saturating_sub(before))

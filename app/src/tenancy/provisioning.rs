@@ -240,7 +240,11 @@ impl Provisioner {
                         }
                     }
                     ProvisioningStep::DatabaseCreated => {
-                        platform::migrate_tenant_database(&tenant_options).await?;
+                        platform::migrate_tenant_database(
+                            &tenant_options,
+                            &self.naming.writer_role(),
+                        )
+                        .await?;
                         (ProvisioningStep::Migrated, false)
                     }
                     ProvisioningStep::Migrated => {
@@ -360,7 +364,11 @@ impl Provisioner {
             && platform::database_exists(conn, template).await?;
         if !current {
             platform::create_database_if_missing(conn, template, None).await?;
-            platform::migrate_tenant_database(&self.server.clone().database(template)).await?;
+            platform::migrate_tenant_database(
+                &self.server.clone().database(template),
+                &self.naming.writer_role(),
+            )
+            .await?;
             platform::record_template_version(&self.control, template).await?;
         }
         self.template_current.store(true, Ordering::Release);

@@ -257,16 +257,22 @@ pub async fn invoices(
         .into_iter()
         .map(InvoiceView::try_from)
         .collect::<Result<Vec<_>>>()?;
-    Ok(page.page(invoices, |i| Keyset {
+    let found = page.page(invoices, |i| Keyset {
         key: i.created_at.to_rfc3339_opts(SecondsFormat::Micros, true),
         id: i.id.to_string(),
-    }))
+    });
+    // What a patient was billed for is theirs: the page's patients are recorded.
+    let patients = found.items.iter().map(|(_, i)| i.patient_id);
+    super::patients::record_patients_viewed(auth, patients, "invoices").await?;
+    Ok(found)
 }
 
 /// One invoice, or NOT_FOUND.
 pub async fn invoice(auth: &Authorized<'_>, id: Uuid) -> Result<InvoiceView> {
     auth.require(Operation::ViewInvoices)?;
-    invoice_or_not_found(auth, id).await
+    let invoice = invoice_or_not_found(auth, id).await?;
+    super::patients::record_patients_viewed(auth, [invoice.patient_id], "invoice").await?;
+    Ok(invoice)
 }
 
 /// The billed items of an invoice, in the order they were added. Read in the caller's

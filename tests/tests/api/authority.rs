@@ -208,3 +208,107 @@ async fn closing_a_hospital_through_one_replica_stops_it_on_another_within_the_b
         .await;
     assert_eq!(error_code(&users), Some("UNAUTHENTICATED"), "{users}");
 }
+
+/// The code of a database error, or a panic naming what was expected to fail.
+fn refused_code(what: &str, result: Result<sqlx::postgres::PgQueryResult, sqlx::Error>) -> String {
+    match result {
+        Err(sqlx::Error::Database(e)) => e.code().map(|c| c.into_owned()).unwrap_or_default(),
+        other => panic!("{what} was not refused by the database: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_tenant_side_cannot_rewrite_the_log_or_record_a_head_whatever_it_sets() {
+    let app = spawn_app().await;
+    let token = admin(&app, "AUT010").await;
+    let created = create_user(&app, &token, "aut010_nurse", "NURSE").await;
+    assert!(created["errors"].is_null(), "{created}");
+    // The server's own pool for the hospital: commands, reads and the sealer run on it.
+    let lease = app.state.registry.get("AUT010").await.expect("tenant");
+    app.state
+        .runner
+        .catch_up(&lease.pool)
+        .await
+        .expect("the writer seals and projects");
+    let mut conn = lease.pool.acquire().await.expect("connection");
+    let role: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&mut *conn)
+        .await
+        .expect("role");
+    assert_eq!(role, format!("{}writer", app.prefix));
+    let sealed: i64 = sqlx::query_scalar("SELECT count(*) FROM event_seals")
+        .fetch_one(&mut *conn)
+        .await
+        .expect("seals");
+    assert!(sealed >= 3, "the writer appended seals: {sealed}");
+
+    // The repair switch that opens the triggers changes nothing for this role: the
+    // privilege is not there. Nor may it remove the triggers: it owns no table.
+    sqlx::query("SET hms.log_repair = 'on'")
+        .execute(&mut *conn)
+        .await
+        .expect("any session may set a custom setting");
+    for (what, statement) in [
+        (
+            "UPDATE events",
+            "UPDATE events SET payload = payload WHERE sequence = 1",
+        ),
+        ("DELETE events", "DELETE FROM events WHERE sequence = 2"),
+        ("TRUNCATE events", "TRUNCATE events"),
+        (
+            "UPDATE event_seals",
+            "UPDATE event_seals SET chain_index = chain_index",
+        ),
+        ("DELETE event_seals", "DELETE FROM event_seals"),
+        (
+            "DELETE event_seal_encodings",
+            "DELETE FROM event_seal_encodings",
+        ),
+        (
+            "DISABLE TRIGGER",
+            "ALTER TABLE events DISABLE TRIGGER events_append_only",
+        ),
+        ("DROP TRIGGER", "DROP TRIGGER events_append_only ON events"),
+        ("DROP TABLE", "DROP TABLE event_seals"),
+        ("migration records", "DELETE FROM _sqlx_migrations"),
+    ] {
+        let result = sqlx::query(statement).execute(&mut *conn).await;
+        assert_eq!(refused_code(what, result), "42501", "{what}");
+    }
+    drop(conn);
+
+    // The log heads live in the platform database, where the writer has no rights.
+    let control = app
+        .config
+        .database_url
+        .expose()
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .expect("url")
+        .username(&role);
+    let mut platform = <sqlx::PgConnection as sqlx::Connection>::connect_with(&control)
+        .await
+        .expect("connect as the writer");
+    for (what, statement) in [
+        (
+            "UPDATE tenant_log_heads",
+            "UPDATE tenant_log_heads SET chain_index = chain_index",
+        ),
+        ("DELETE tenant_log_heads", "DELETE FROM tenant_log_heads"),
+        (
+            "INSERT tenant_log_heads",
+            "INSERT INTO tenant_log_heads (code, chain_index, position, chain_hash) \
+             VALUES ('AUT010', 1, 1, decode(repeat('00', 32), 'hex'))",
+        ),
+        ("UPDATE tenants", "UPDATE tenants SET status = status"),
+    ] {
+        let result = sqlx::query(statement).execute(&mut platform).await;
+        assert_eq!(refused_code(what, result), "42501", "{what}");
+    }
+    <sqlx::PgConnection as sqlx::Connection>::close(platform)
+        .await
+        .expect("close");
+
+    // The server itself keeps working under the role: a command and a read.
+    let me = app.graphql(ME, json!({}), Some(&token)).await;
+    assert!(me["errors"].is_null(), "{me}");
+}

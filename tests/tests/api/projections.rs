@@ -428,10 +428,21 @@ async fn tenant_pool(app: &TestApp, code: &str) -> PgPool {
         .clone()
 }
 
+/// A pool on hospital `code`'s database as its owner, as `hms-replay` connects: a
+/// rebuild swaps tables, which the server's tenant role may not.
+async fn owner_pool(app: &TestApp, code: &str) -> PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(3)
+        .connect_with(hms_tests::server_options().database(&app.database_for(code)))
+        .await
+        .expect("owner pool")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_read_model_rebuilt_from_the_log_equals_the_live_one() {
     let app = spawn_app().await;
     let pool = tenant_pool(&app, "RBD001").await;
+    let owner = owner_pool(&app, "RBD001").await;
     let runner = &app.state.runner;
     // Four writers at once, with the runner catching up while they write.
     let writers = (0..4u64).map(|seed| random_workload(&pool, "RBD001", 1_300, seed));
@@ -457,7 +468,7 @@ async fn every_read_model_rebuilt_from_the_log_equals_the_live_one() {
     );
 
     for projector in runner.rebuildable() {
-        hms_projections::rebuild::rebuild(&pool, projector, true, &mut |_| {})
+        hms_projections::rebuild::rebuild(&owner, projector, true, &mut |_| {})
             .await
             .expect("rebuild");
     }
@@ -653,6 +664,7 @@ impl Projector for FailingAt {
 async fn a_runner_that_fails_mid_batch_resumes_without_doubling_anything() {
     let app = spawn_app().await;
     let pool = tenant_pool(&app, "CRS001").await;
+    let owner = owner_pool(&app, "CRS001").await;
     app.state
         .runner
         .catch_up(&pool)
@@ -691,7 +703,7 @@ async fn a_runner_that_fails_mid_batch_resumes_without_doubling_anything() {
     let live = table_checksum(&mut conn, "invoices").await;
     let live_payments = table_checksum(&mut conn, "invoice_payments").await;
     drop(conn);
-    hms_projections::rebuild::rebuild(&pool, &InvoiceProjector, true, &mut |_| {})
+    hms_projections::rebuild::rebuild(&owner, &InvoiceProjector, true, &mut |_| {})
         .await
         .expect("rebuild");
     let mut conn = pool.acquire().await.expect("conn");
@@ -728,6 +740,7 @@ async fn roomy_tenant_pool(code: &str) -> (TestApp, PgPool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_caught_up_in_lanes_isolates_a_failure_and_ends_equal_to_a_rebuild() {
     let (app, pool) = roomy_tenant_pool("LAN001").await;
+    let owner = owner_pool(&app, "LAN001").await;
     app.state.runner.catch_up(&pool).await.expect("initial");
     // A backlog of several full batches, nothing projected yet.
     join_all((11..13u64).map(|seed| random_workload(&pool, "LAN001", 3_000, seed))).await;
@@ -806,7 +819,7 @@ async fn a_backlog_caught_up_in_lanes_isolates_a_failure_and_ends_equal_to_a_reb
     drain(&pool, runner).await;
     let live = checksums(&pool, runner).await;
     for projector in runner.rebuildable() {
-        hms_projections::rebuild::rebuild(&pool, projector, true, &mut |_| {})
+        hms_projections::rebuild::rebuild(&owner, projector, true, &mut |_| {})
             .await
             .expect("rebuild");
     }
@@ -951,6 +964,7 @@ async fn a_patients_balance_fed_by_many_invoices_loses_no_update_under_200_concu
 async fn hms_replay_rebuild_while_commands_arrive_ends_equal_to_a_full_replay() {
     let app = spawn_app().await;
     let pool = tenant_pool(&app, "RBL001").await;
+    let owner = owner_pool(&app, "RBL001").await;
     let runner = &app.state.runner;
     random_workload(&pool, "RBL001", 600, 11).await;
     drain(&pool, runner).await;
@@ -987,7 +1001,7 @@ async fn hms_replay_rebuild_while_commands_arrive_ends_equal_to_a_full_replay() 
     let after_online_rebuild = checksums(&pool, runner).await;
 
     for projector in runner.rebuildable() {
-        hms_projections::rebuild::rebuild(&pool, projector, true, &mut |_| {})
+        hms_projections::rebuild::rebuild(&owner, projector, true, &mut |_| {})
             .await
             .expect("full replay");
     }

@@ -980,15 +980,21 @@ async fn a_missing_head_is_a_finding_and_no_head_is_recorded_over_the_rewritten_
     assert!(out.contains(&format!("{HOSPITAL}: OK")), "{out}");
 }
 
-/// Item 15, part two (the minimum): the log is append-only in the database. Through the
-/// server's own tenant pool, UPDATE, DELETE and TRUNCATE of the events, the seals and
-/// their encodings fail; only a session that turned on `hms.log_repair` may.
+/// Item 15, part two: the log is append-only in the database. Through the server's own
+/// tenant pool, UPDATE, DELETE and TRUNCATE of the events, the seals and their encodings
+/// fail for want of the privilege; as the owner they meet the trigger, and only an
+/// owner's session that turned on `hms.log_repair` may.
 #[tokio::test]
 async fn the_servers_tenant_pool_cannot_update_or_delete_the_event_log() {
     const CODE: &str = "RPL010";
     let app = spawn_app().await;
     app.setup_hospital(CODE).await;
     let lease = app.state.registry.get(CODE).await.expect("tenant pool");
+    let owner = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(hms_tests::server_options().database(&app.database_for(CODE)))
+        .await
+        .expect("owner pool");
     let count = || async {
         sqlx::query_scalar::<_, i64>(
             "SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM event_seals)",
@@ -1009,13 +1015,19 @@ async fn the_servers_tenant_pool_cannot_update_or_delete_the_event_log() {
     ] {
         let result = sqlx::query(sql).execute(&lease.pool).await;
         println!("{sql}: {result:?}");
+        // The server's role lacks the privilege (see `authority::the_tenant_side_…`);
+        // the owner meets the trigger.
+        let error = result.expect_err(sql).to_string();
+        assert!(error.contains("permission denied"), "{sql}: {error}");
+        let result = sqlx::query(sql).execute(&owner).await;
         let error = result.expect_err(sql).to_string();
         assert!(error.contains("append-only"), "{sql}: {error}");
     }
     assert_eq!(count().await, before);
     replay_ok(&app, &["verify", "--hospital", CODE]).await;
 
-    let mut tx = lease.pool.begin().await.expect("begin");
+    // Only an owner's deliberate repair session may.
+    let mut tx = owner.begin().await.expect("begin");
     sqlx::query("SET LOCAL hms.log_repair = 'on'")
         .execute(&mut *tx)
         .await
