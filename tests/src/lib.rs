@@ -7,6 +7,7 @@
 //! `postgres` database); `scripts/test` sets it. Set `TEST_LOG=1` to see server logs.
 
 pub mod bench;
+pub mod cluster;
 
 pub mod fixtures;
 

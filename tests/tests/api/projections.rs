@@ -1064,3 +1064,101 @@ async fn the_horizon_read_again_in_one_transaction_places_transactions_begun_in_
     elsewhere.rollback().await.expect("rollback");
     reader.rollback().await.expect("rollback");
 }
+
+/// Item 16, the standby half: on a hot standby `pg_current_snapshot()` lists none of the
+/// primary's transactions in flight and `pg_stat_activity` shows none of its sessions, so
+/// the horizon falls back to the snapshot's xmin there. A transaction open on the primary
+/// (before a later one that committed) holds a standby reader back; once it commits, the
+/// horizon passes it. Runs a primary and a streaming standby of the test's own.
+#[tokio::test]
+async fn on_a_hot_standby_a_transaction_open_on_the_primary_holds_the_horizon_back() {
+    use sqlx::Connection;
+    let primary = hms_tests::cluster::Cluster::primary().expect("a primary cluster");
+    let standby = hms_tests::cluster::Cluster::standby_of(&primary).expect("a standby");
+    let connect = |options: sqlx::postgres::PgConnectOptions| async move {
+        PgConnection::connect_with(&options).await.expect("connect")
+    };
+    let mut primary_conn = connect(primary.options("postgres")).await;
+    sqlx::query("CREATE TABLE t (x int)")
+        .execute(&mut primary_conn)
+        .await
+        .expect("table");
+
+    // A writer in flight, then a later transaction that commits.
+    let mut writer = connect(primary.options("postgres")).await;
+    let mut open = writer.begin().await.expect("begin");
+    let writer_xid: i64 =
+        sqlx::query_scalar("INSERT INTO t VALUES (1) RETURNING pg_current_xact_id()::text::bigint")
+            .fetch_one(&mut *open)
+            .await
+            .expect("writer");
+    let later_xid: i64 =
+        sqlx::query_scalar("INSERT INTO t VALUES (2) RETURNING pg_current_xact_id()::text::bigint")
+            .fetch_one(&mut primary_conn)
+            .await
+            .expect("later");
+    assert!(writer_xid < later_xid);
+
+    let mut standby_conn = connect(standby.options("postgres")).await;
+    wait_for_replay(&mut primary_conn, &mut standby_conn).await;
+    let in_recovery: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+        .fetch_one(&mut standby_conn)
+        .await
+        .expect("recovery");
+    assert!(in_recovery);
+    let visible: i64 = sqlx::query_scalar("SELECT count(*) FROM t")
+        .fetch_one(&mut standby_conn)
+        .await
+        .expect("rows");
+    assert_eq!(
+        visible, 1,
+        "the later transaction's row reached the standby"
+    );
+    let held = hms_projections::log::read_horizon(&mut standby_conn)
+        .await
+        .expect("horizon on the standby");
+    println!("writer {writer_xid}, later {later_xid}, standby horizon {held}");
+    assert!(
+        held <= writer_xid,
+        "the primary's open transaction holds the standby back: {held} > {writer_xid}"
+    );
+
+    open.commit().await.expect("commit");
+    sqlx::query("INSERT INTO t VALUES (3)")
+        .execute(&mut primary_conn)
+        .await
+        .expect("after");
+    wait_for_replay(&mut primary_conn, &mut standby_conn).await;
+    let passed = hms_projections::log::read_horizon(&mut standby_conn)
+        .await
+        .expect("horizon on the standby");
+    assert!(
+        passed > later_xid,
+        "once committed, the horizon passes both: {passed} <= {later_xid}"
+    );
+}
+
+/// Waits until the standby has replayed everything the primary has written so far.
+async fn wait_for_replay(primary: &mut PgConnection, standby: &mut PgConnection) {
+    let lsn: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+        .fetch_one(&mut *primary)
+        .await
+        .expect("lsn");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let done: bool =
+            sqlx::query_scalar("SELECT coalesce(pg_last_wal_replay_lsn() >= $1::pg_lsn, false)")
+                .bind(&lsn)
+                .fetch_one(&mut *standby)
+                .await
+                .expect("replay position");
+        if done {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the standby did not replay {lsn}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
