@@ -111,6 +111,11 @@ pub struct Provisioner {
     pub(super) template_current: Arc<AtomicBool>,
     /// Spare databases to keep ready (see [`super::spares`]); 0: none are used.
     pub(super) spares_to_keep: u32,
+    /// This process's onboardings wait here for their turn, so that at most one of its
+    /// platform connections waits on (or holds) the provisioning lock: twenty
+    /// concurrent onboardings would otherwise hold twenty connections of a pool of five
+    /// while they wait, and starve the work of the one holding the lock.
+    pub(super) turn: Arc<tokio::sync::Mutex<()>>,
     /// Wakes the spare refiller after a spare was used.
     pub(super) spare_taken: Arc<Notify>,
 }
@@ -131,6 +136,7 @@ impl Provisioner {
             template_current: Arc::new(AtomicBool::new(false)),
             spares_to_keep: 0,
             spare_taken: Arc::new(Notify::new()),
+            turn: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -161,6 +167,8 @@ impl Provisioner {
     /// that cannot share one transaction). Every change to tenant databases' existence
     /// or names, and to the spare databases, happens under it.
     pub(super) async fn locked<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
+        // Other processes wait on the advisory lock; this one's queue here first.
+        let _turn = self.turn.lock().await;
         let mut lock = LockSession(Some(self.control.acquire().await?));
         sqlx::query("SELECT pg_advisory_lock(hashtextextended('hms.provisioning', 0))")
             .execute(lock.conn())

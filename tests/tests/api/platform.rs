@@ -772,3 +772,44 @@ async fn the_operator_restores_a_locked_out_hospital_administrator() {
         ]
     );
 }
+
+/// Onboarding is safe under concurrency (issue 13): twenty `createHospital` calls at once
+/// all succeed, or get a clear answer to send again; none is INTERNAL, and every
+/// hospital ends up onboarded once, its administrator able to sign in.
+#[tokio::test]
+async fn twenty_concurrent_onboardings_all_succeed_or_are_told_to_retry() {
+    let app = spawn_app().await;
+    let token = super_admin(&app).await;
+    let codes: Vec<String> = (1..=20).map(|i| format!("CON{i:03}")).collect();
+    let responses = futures::future::join_all(
+        codes
+            .iter()
+            .map(|code| create_hospital(&app, &token, new_hospital(code, "BASIC"))),
+    )
+    .await;
+    let mut retry = Vec::new();
+    for (code, response) in codes.iter().zip(&responses) {
+        match error_code(response) {
+            None => assert_eq!(response["data"]["createHospital"]["code"], code.as_str()),
+            Some("RATE_LIMITED") => retry.push(code),
+            Some("CONFLICT") if response["errors"][0]["extensions"]["retryable"] == true => {
+                retry.push(code)
+            }
+            other => panic!("{code}: {other:?}: {response}"),
+        }
+    }
+    println!(
+        "{} of 20 onboarded at once, {} told to retry",
+        20 - retry.len(),
+        retry.len()
+    );
+    for code in retry {
+        let again = create_hospital(&app, &token, new_hospital(code, "BASIC")).await;
+        assert!(again["errors"].is_null(), "{code}: {again}");
+    }
+    assert_eq!(hospital_count(&app).await, 20);
+    for code in &codes {
+        let admin = format!("{}_admin", code.to_ascii_lowercase());
+        app.login(Some(code), &admin, ADMIN_PASSWORD).await;
+    }
+}
