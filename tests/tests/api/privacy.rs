@@ -64,6 +64,30 @@ fn withheld(response: &Value) -> Vec<(String, String)> {
     found
 }
 
+/// Checks the record at `root` in `response` field by field against the rules for
+/// `role`: the fields it may read carry data, the others are null with FORBIDDEN naming
+/// what was withheld, and nothing else is refused. Returns how many fields it checked.
+fn assert_disclosed(
+    response: &Value,
+    root: &str,
+    fields: &[(&str, Disclosure)],
+    role: Role,
+) -> usize {
+    let mut expected = Vec::new();
+    for (field, kind) in fields {
+        let value = &response["data"][root][field];
+        if kind.allows(role) {
+            assert!(!value.is_null(), "{role} reads {field}: {response}");
+        } else {
+            assert!(value.is_null(), "{role} must not read {field}: {response}");
+            expected.push((field.to_string(), format!("{kind:?}")));
+        }
+    }
+    expected.sort();
+    assert_eq!(withheld(response), expected, "{role}: {response}");
+    fields.len()
+}
+
 /// Record-access events appended to hospital `code` so far, as (purpose, patient ids).
 async fn access_events(app: &TestApp, code: &str) -> Vec<(String, Vec<String>)> {
     let mut db = app.connect(&app.database_for(code)).await;
@@ -207,19 +231,7 @@ async fn each_role_reads_exactly_the_patient_information_the_disclosure_rules_al
                 read["data"]["patient"]["familyName"], "Wekesa",
                 "{role}: {read}"
             );
-            let mut expected = Vec::new();
-            for (field, kind) in PATIENT_FIELDS {
-                let value = &read["data"]["patient"][field];
-                if kind.allows(*role) {
-                    assert!(!value.is_null(), "{role} reads {field}: {read}");
-                } else {
-                    assert!(value.is_null(), "{role} must not read {field}: {read}");
-                    expected.push((field.to_string(), format!("{kind:?}")));
-                }
-                checked += 1;
-            }
-            expected.sort();
-            assert_eq!(withheld(&read), expected, "{role}: {read}");
+            checked += assert_disclosed(&read, "patient", PATIENT_FIELDS, *role);
         } else {
             assert_eq!(error_code(&read), Some("FORBIDDEN"), "{role}: {read}");
             assert!(read["data"].is_null(), "{role}: {read}");
@@ -241,19 +253,7 @@ async fn each_role_reads_exactly_the_patient_information_the_disclosure_rules_al
                 read["data"]["appointment"]["status"], "COMPLETED",
                 "{role}: {read}"
             );
-            let mut expected = Vec::new();
-            for (field, kind) in APPOINTMENT_FIELDS {
-                let value = &read["data"]["appointment"][field];
-                if kind.allows(*role) {
-                    assert!(!value.is_null(), "{role} reads {field}: {read}");
-                } else {
-                    assert!(value.is_null(), "{role} must not read {field}: {read}");
-                    expected.push((field.to_string(), format!("{kind:?}")));
-                }
-                checked += 1;
-            }
-            expected.sort();
-            assert_eq!(withheld(&read), expected, "{role}: {read}");
+            checked += assert_disclosed(&read, "appointment", APPOINTMENT_FIELDS, *role);
         } else {
             assert_eq!(error_code(&read), Some("FORBIDDEN"), "{role}: {read}");
         }
@@ -362,59 +362,37 @@ async fn a_response_that_shows_patients_is_one_access_log_append_naming_each() {
         Some(5),
         "{page}"
     );
-    // Asking for clinical fields is recorded as such, through a fragment too.
-    let records = app
-        .graphql(
-            "{ patients(first: 2) { nodes { ...chart } } } fragment chart on Patient { id allergies { substance } }",
-            json!({}),
-            Some(&staff.nurse),
-        )
-        .await;
-    assert!(records["errors"].is_null(), "{records}");
-    // A search that finds nobody shows nobody and records nothing.
-    let none = app
-        .graphql(
+    for (token, query) in [
+        // Asking for clinical fields is recorded as such, through a fragment too.
+        (
+            &staff.nurse,
+            "{ patients(first: 2) { nodes { ...chart } } } \
+             fragment chart on Patient { id allergies { substance } }",
+        ),
+        // A search that finds nobody shows nobody and records nothing.
+        (
+            &staff.nurse,
             "{ patients(search: \"zzzz\") { nodes { id } } }",
-            json!({}),
-            Some(&staff.nurse),
-        )
-        .await;
-    assert!(none["errors"].is_null(), "{none}");
-    // Appointments: the schedule alone is not about patients; with the reason it is.
-    let times = app
-        .graphql(
-            "{ appointments { nodes { start status } } }",
-            json!({}),
-            Some(&staff.nurse),
-        )
-        .await;
-    assert!(times["errors"].is_null(), "{times}");
-    let reasons = app
-        .graphql(
-            "{ appointments { nodes { start reason } } }",
-            json!({}),
-            Some(&staff.nurse),
-        )
-        .await;
-    assert!(reasons["errors"].is_null(), "{reasons}");
-    // The audit trail's page of patient events names their patients; its page of the
-    // access log's own events names nobody again.
-    let trail = app
-        .graphql(
-            "{ auditTrail(filter: { aggregateType: \"patient\" }, first: 100) { nodes { aggregateId payload } } }",
-            json!({}),
-            Some(&staff.admin),
-        )
-        .await;
-    assert!(trail["errors"].is_null(), "{trail}");
-    let access_trail = app
-        .graphql(
-            "{ auditTrail(filter: { aggregateType: \"record_access\" }, first: 100) { nodes { payload } } }",
-            json!({}),
-            Some(&staff.admin),
-        )
-        .await;
-    assert!(access_trail["errors"].is_null(), "{access_trail}");
+        ),
+        // Appointments: the schedule alone is not about patients; with the reason it is.
+        (&staff.nurse, "{ appointments { nodes { start status } } }"),
+        (&staff.nurse, "{ appointments { nodes { start reason } } }"),
+        // The audit trail's page of patient events names their patients; its page of
+        // the access log's own events names nobody again.
+        (
+            &staff.admin,
+            "{ auditTrail(filter: { aggregateType: \"patient\" }, first: 100) \
+               { nodes { aggregateId payload } } }",
+        ),
+        (
+            &staff.admin,
+            "{ auditTrail(filter: { aggregateType: \"record_access\" }, first: 100) \
+               { nodes { payload } } }",
+        ),
+    ] {
+        let response = app.graphql(query, json!({}), Some(token)).await;
+        assert!(response["errors"].is_null(), "{query}: {response}");
+    }
 
     let events = access_events(&app, "PRV002").await;
     let new: Vec<(String, Vec<String>)> = events[before..].to_vec();

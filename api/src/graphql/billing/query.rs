@@ -3,6 +3,7 @@
 
 use async_graphql::{ComplexObject, Context, Object};
 use hms_app::usecases::billing as uc;
+use hms_app::usecases::patients::record_patient_view;
 use hms_domain::permissions::Operation;
 use uuid::Uuid;
 
@@ -60,7 +61,8 @@ impl InvoiceView {
         Ok(payments.into_iter().map(Into::into).collect())
     }
 
-    /// Every change to this invoice, oldest first (needs the audit permission).
+    /// Every change to this invoice, oldest first (needs the audit permission). Reading
+    /// it is recorded in the patient's access log.
     #[graphql(complexity = "RECORD_READ_COST + page_cost(first, child_complexity)")]
     async fn history(
         &self,
@@ -69,6 +71,9 @@ impl InvoiceView {
         after: Option<String>,
     ) -> Result<Page<AuditEntry>> {
         let auth = authorize(ctx, Operation::ViewAuditTrail).await?;
+        // A bad page request is refused before a view is recorded.
+        page_request(first, after.clone())?;
+        record_patient_view(&auth, self.patient_id, "invoice history").await?;
         let id = self.id.to_string();
         audit::history(auth.pool(), uc::INVOICE_TYPE, &id, first, after).await
     }
