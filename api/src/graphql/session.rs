@@ -21,9 +21,18 @@ pub async fn authorize<'a>(ctx: &Context<'a>, operation: Operation) -> Result<Au
     Ok(hospital_scope(ctx).await?.authorize(operation).await?)
 }
 
-/// Refuses a field whose kind of information the caller's role may not read
-/// ([`Disclosure`]): the one check every restricted field of an output type makes.
-pub fn disclose(ctx: &Context<'_>, what: Disclosure) -> Result<()> {
-    what.ensure(principal(ctx)?.role)
-        .map_err(ApiError::Withheld)
+/// Whether the caller's role may read this field's kind of information
+/// ([`Disclosure`]): the one check every restricted field of an output type makes. If
+/// not, a FORBIDDEN error naming what was withheld is recorded at the field's path and
+/// the field answers `null` (an error returned instead would drop the field from the
+/// response, and with it a record whose every selected field was withheld).
+pub fn disclosed(ctx: &Context<'_>, what: Disclosure) -> Result<bool> {
+    match what.ensure(principal(ctx)?.role) {
+        Ok(()) => Ok(true),
+        Err(withheld) => {
+            let error = async_graphql::Error::from(ApiError::Withheld(withheld));
+            ctx.add_error(ctx.set_error_path(error.into_server_error(ctx.item.pos)));
+            Ok(false)
+        }
+    }
 }

@@ -12,7 +12,7 @@ use crate::graphql::error::Result;
 use crate::graphql::pagination::page_cost;
 use crate::graphql::pagination::Page;
 use crate::graphql::pagination::RECORD_READ_COST;
-use crate::graphql::session::{authorize, disclose};
+use crate::graphql::session::{authorize, disclosed};
 use crate::graphql::types::check_instant;
 
 // ---------------------------------------------------------------------------------
@@ -68,25 +68,25 @@ pub struct Appointment {
 impl Appointment {
     /// The patient it is for.
     async fn patient_id(&self, ctx: &Context<'_>) -> Result<Option<Uuid>> {
-        disclose(ctx, Disclosure::Identity)?;
-        Ok(Some(self.patient_id))
+        Ok(disclosed(ctx, Disclosure::Identity)?.then_some(self.patient_id))
     }
 
     /// Why the patient comes.
     async fn reason(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
-        disclose(ctx, Disclosure::VisitReason)?;
-        Ok(Some(&self.reason))
+        Ok(disclosed(ctx, Disclosure::VisitReason)?.then_some(self.reason.as_str()))
     }
 
     /// The doctor's notes, once completed.
     async fn notes(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
-        disclose(ctx, Disclosure::ConsultationNotes)?;
-        Ok(self.notes.as_deref())
+        Ok(disclosed(ctx, Disclosure::ConsultationNotes)?
+            .then_some(self.notes.as_deref())
+            .flatten())
     }
 
     async fn cancel_reason(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
-        disclose(ctx, Disclosure::VisitReason)?;
-        Ok(self.cancel_reason.as_deref())
+        Ok(disclosed(ctx, Disclosure::VisitReason)?
+            .then_some(self.cancel_reason.as_deref())
+            .flatten())
     }
 
     /// Every change to the appointment, from the event log (HOSPITAL_ADMIN). Reading it

@@ -13,7 +13,7 @@ use crate::graphql::error::Result;
 use crate::graphql::pagination::page_cost;
 use crate::graphql::pagination::RECORD_READ_COST;
 use crate::graphql::pagination::{connection, nodes_select, page_request, Page};
-use crate::graphql::session::{authorize, disclose};
+use crate::graphql::session::{authorize, disclosed};
 use crate::graphql::types::AddressOut;
 use crate::graphql::QUERY_FIELD_COST;
 
@@ -71,39 +71,42 @@ impl PatientQuery {
 #[ComplexObject]
 impl Patient {
     async fn phone(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
-        disclose(ctx, Disclosure::Contact)?;
-        Ok(self.phone.as_deref())
+        Ok(disclosed(ctx, Disclosure::Contact)?
+            .then_some(self.phone.as_deref())
+            .flatten())
     }
 
     async fn email(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
-        disclose(ctx, Disclosure::Contact)?;
-        Ok(self.email.as_deref())
+        Ok(disclosed(ctx, Disclosure::Contact)?
+            .then_some(self.email.as_deref())
+            .flatten())
     }
 
     async fn address(&self, ctx: &Context<'_>) -> Result<Option<&AddressOut>> {
-        disclose(ctx, Disclosure::Contact)?;
-        Ok(self.address.as_ref())
+        Ok(disclosed(ctx, Disclosure::Contact)?
+            .then_some(self.address.as_ref())
+            .flatten())
     }
 
     async fn emergency_contact(&self, ctx: &Context<'_>) -> Result<Option<&EmergencyContact>> {
-        disclose(ctx, Disclosure::Contact)?;
-        Ok(self.emergency_contact.as_ref())
+        Ok(disclosed(ctx, Disclosure::Contact)?
+            .then_some(self.emergency_contact.as_ref())
+            .flatten())
     }
 
     async fn blood_type(&self, ctx: &Context<'_>) -> Result<Option<BloodType>> {
-        disclose(ctx, Disclosure::Clinical)?;
-        Ok(self.blood_type)
+        Ok(disclosed(ctx, Disclosure::Clinical)?
+            .then_some(self.blood_type)
+            .flatten())
     }
 
     async fn allergies(&self, ctx: &Context<'_>) -> Result<Option<&[Allergy]>> {
-        disclose(ctx, Disclosure::Clinical)?;
-        Ok(Some(&self.allergies))
+        Ok(disclosed(ctx, Disclosure::Clinical)?.then_some(self.allergies.as_slice()))
     }
 
     /// Open alerts.
     async fn alerts(&self, ctx: &Context<'_>) -> Result<Option<&[PatientAlert]>> {
-        disclose(ctx, Disclosure::Clinical)?;
-        Ok(Some(&self.alerts))
+        Ok(disclosed(ctx, Disclosure::Clinical)?.then_some(self.alerts.as_slice()))
     }
 
     /// Every change to the record, from the event log (HOSPITAL_ADMIN). Reading it is
