@@ -50,7 +50,7 @@ pub fn nodes_select(ctx: &Context<'_>, fields: &[&str]) -> bool {
 
 /// A field that records an access in the log and reads it, for each node it is
 /// selected on (`history`), costs this much more than its page.
-pub const RECORD_READ_COST: usize = 50;
+pub const RECORD_READ_COST: usize = 200;
 
 /// The complexity of a page: the nodes it may return (`first`, or the default page
 /// size) times what each costs (`child_complexity`, the selection under the field).
