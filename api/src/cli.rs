@@ -164,9 +164,20 @@ async fn serve(
     let options = crate::http::HttpOptions::new(config.graphiql, &config.cors_origins)
         .and_then(|o| o.with_trusted_proxies(&config.trusted_proxies))
         .map_err(anyhow::Error::msg)?;
+    let draining = options.draining.clone();
     let router = crate::http::app(application.state().clone(), options);
+    let plan = crate::http::Shutdown {
+        drain: std::time::Duration::from_secs(config.drain_seconds),
+        finish: std::time::Duration::from_secs(config.shutdown_timeout_seconds),
+    };
     application
-        .run(crate::http::run(listener, router, shutdown_signal()))
+        .run(crate::http::run(
+            listener,
+            router,
+            shutdown_signal(),
+            draining,
+            plan,
+        ))
         .await?;
     Ok(())
 }

@@ -112,4 +112,11 @@ pub struct ServeConfig {
     /// RATE_LIMITED until the next minute. Default 300000; 0 turns the budget off.
     #[arg(long, env = "HMS_REQUEST_BUDGET_PER_MINUTE")]
     pub request_budget_per_minute: Option<u64>,
+    /// On SIGTERM or Ctrl-C: seconds `/readyz` answers 503 "draining" while requests are
+    /// still served, so a load balancer takes this replica out of rotation first.
+    #[arg(long, env = "HMS_DRAIN_SECONDS", default_value_t = 5)]
+    pub drain_seconds: u64,
+    /// Then: seconds the requests in flight get to finish before the process stops.
+    #[arg(long, env = "HMS_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub shutdown_timeout_seconds: u64,
 }

@@ -1,7 +1,9 @@
 //! HTTP wiring: routes, limits and headers around the GraphQL schema.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::http::GraphiQLSource;
@@ -35,6 +37,40 @@ struct Http {
     schema: HmsSchema,
     graphiql: bool,
     trusted_proxies: TrustedProxies,
+    draining: Draining,
+}
+
+/// Whether this process is draining: it has been asked to stop, `/readyz` says so, and
+/// it still serves while load balancers take it out of rotation.
+#[derive(Debug, Clone, Default)]
+pub struct Draining(Arc<AtomicBool>);
+
+impl Draining {
+    fn start(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// How a stop proceeds: `/readyz` answers 503 for `drain` while requests are still
+/// served (so a load balancer stops sending new ones), then the listener closes and
+/// the requests in flight get at most `finish` to complete.
+#[derive(Debug, Clone)]
+pub struct Shutdown {
+    pub drain: Duration,
+    pub finish: Duration,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self {
+            drain: Duration::from_secs(5),
+            finish: REQUEST_TIMEOUT,
+        }
+    }
 }
 
 /// Options of the HTTP layer.
@@ -45,6 +81,8 @@ pub struct HttpOptions {
     pub cors_origins: Vec<HeaderValue>,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: TrustedProxies,
+    /// Set when the process starts draining (see [`run`]).
+    pub draining: Draining,
 }
 
 impl HttpOptions {
@@ -60,6 +98,7 @@ impl HttpOptions {
             graphiql,
             cors_origins,
             trusted_proxies: TrustedProxies::default(),
+            draining: Draining::default(),
         })
     }
 
@@ -87,6 +126,7 @@ pub fn app(state: AppState, options: HttpOptions) -> Router {
         state,
         graphiql: graphiql && !production,
         trusted_proxies: options.trusted_proxies,
+        draining: options.draining,
     };
     Router::new()
         .route("/graphql", get(graphiql_page).post(graphql))
@@ -117,18 +157,49 @@ pub fn app(state: AppState, options: HttpOptions) -> Router {
         ))
 }
 
-/// Serves until `shutdown` completes, then finishes the requests in flight.
+/// Serves until `shutdown` completes; then drains as `plan` says: not ready (but still
+/// serving) for `plan.drain`, then the listener closes and the requests in flight get at
+/// most `plan.finish`. `draining` is the flag `/readyz` reads (the router's options').
 pub async fn run(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    draining: Draining,
+    plan: Shutdown,
 ) -> std::io::Result<()> {
-    axum::serve(
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let signal = {
+        let stopping = stopping.clone();
+        let drain = plan.drain;
+        async move {
+            shutdown.await;
+            draining.start();
+            tracing::info!(
+                seconds = drain.as_secs_f64(),
+                "draining: not ready, still serving"
+            );
+            tokio::time::sleep(drain).await;
+            tracing::info!("closing the listener; finishing the requests in flight");
+            stopping.notify_one();
+        }
+    };
+    let serve = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
-    .await
+    .with_graceful_shutdown(signal)
+    .into_future();
+    let deadline = async {
+        stopping.notified().await;
+        tokio::time::sleep(plan.finish).await;
+    };
+    tokio::select! {
+        served = serve => served,
+        () = deadline => {
+            tracing::warn!("requests still in flight after the shutdown bound; stopping anyway");
+            Ok(())
+        }
+    }
 }
 
 async fn graphql(
@@ -196,6 +267,9 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(http): State<Http>) -> impl IntoResponse {
+    if http.draining.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining");
+    }
     match sqlx::query("SELECT 1").execute(&http.state.control).await {
         Ok(_) => (StatusCode::OK, "ready"),
         Err(e) => {

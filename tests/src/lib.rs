@@ -63,6 +63,9 @@ pub struct TestConfig {
     pub max_concurrent_hashes: Option<usize>,
     /// `HMS_REQUEST_BUDGET_PER_MINUTE` (`None`: the default).
     pub request_budget_per_minute: Option<u64>,
+    /// `HMS_DRAIN_SECONDS`: how long a stopping server stays up, not ready (none by
+    /// default, so that tests end at once).
+    pub drain: std::time::Duration,
 }
 
 impl Default for TestConfig {
@@ -74,6 +77,7 @@ impl Default for TestConfig {
             trusted_proxies: Vec::new(),
             max_concurrent_hashes: None,
             request_budget_per_minute: None,
+            drain: std::time::Duration::ZERO,
         }
     }
 }
@@ -146,7 +150,12 @@ async fn start_server(
     let options = hms_api::http::HttpOptions::new(true, &["https://front.example".to_owned()])
         .and_then(|o| o.with_trusted_proxies(&test_config.trusted_proxies))
         .expect("origins and proxies");
+    let draining = options.draining.clone();
     let router = hms_api::http::app(state.clone(), options);
+    let plan = hms_api::http::Shutdown {
+        drain: test_config.drain,
+        ..hms_api::http::Shutdown::default()
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind port 0");
@@ -154,9 +163,15 @@ async fn start_server(
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         let _ = application
-            .run(hms_api::http::run(listener, router, async {
-                let _ = rx.await;
-            }))
+            .run(hms_api::http::run(
+                listener,
+                router,
+                async {
+                    let _ = rx.await;
+                },
+                draining,
+                plan,
+            ))
             .await;
     });
     TestApp {
@@ -297,6 +312,20 @@ impl TestApp {
 /// The `extensions.code` of the first error, if any.
 pub fn error_code(response: &Value) -> Option<&str> {
     response["errors"][0]["extensions"]["code"].as_str()
+}
+
+impl TestApp {
+    /// Asks the server to stop, as SIGTERM does `hms serve`.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Whether the server task has ended.
+    pub fn stopped(&self) -> bool {
+        self.server.as_ref().is_none_or(|s| s.is_finished())
+    }
 }
 
 impl Drop for TestApp {

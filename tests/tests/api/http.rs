@@ -41,6 +41,58 @@ async fn readiness_fails_when_the_platform_database_is_gone() {
     assert_eq!(health.status(), 200, "the process is still up");
 }
 
+/// Graceful shutdown (issue 13): once asked to stop, the server says "draining" on
+/// `/readyz` (so a load balancer takes it out of rotation) while it still serves
+/// requests, then closes its listener; the process is then gone.
+#[tokio::test]
+async fn a_stopping_server_drains_not_ready_but_serving_then_closes() {
+    let mut app = spawn_app_with(TestConfig {
+        drain: std::time::Duration::from_secs(2),
+        ..TestConfig::default()
+    })
+    .await;
+    let admin = app.setup_hospital("DRN001").await;
+    let token = app
+        .login(Some("DRN001"), &admin, hms_tests::ADMIN_PASSWORD)
+        .await;
+    let get = |path: &str| app.http.get(format!("{}{path}", app.address)).send();
+    assert_eq!(get("/readyz").await.expect("readyz").status(), 200);
+
+    app.begin_shutdown();
+    let started = std::time::Instant::now();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let get = |path: &str| app.http.get(format!("{}{path}", app.address)).send();
+    let ready = get("/readyz").await.expect("still listening");
+    assert_eq!(ready.status(), 503);
+    assert_eq!(ready.text().await.expect("body"), "draining");
+    assert_eq!(get("/healthz").await.expect("healthz").status(), 200);
+    let me = app
+        .graphql("{ me { username } }", json!({}), Some(&token))
+        .await;
+    assert_eq!(me["data"]["me"]["username"], admin.as_str(), "{me}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+
+    // After the drain the listener closes and the server ends.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !app.stopped() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not stop"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2));
+    let fresh = reqwest::Client::new();
+    assert!(
+        fresh
+            .get(format!("{}/readyz", app.address))
+            .send()
+            .await
+            .is_err(),
+        "nothing listens any more"
+    );
+}
+
 #[tokio::test]
 async fn graphiql_is_served_in_development_and_not_in_production() {
     let dev = spawn_app().await;
