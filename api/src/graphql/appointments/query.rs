@@ -9,8 +9,7 @@ use uuid::Uuid;
 
 use super::types::{Appointment, AppointmentFilter, DoctorDay};
 use crate::graphql::error::Result;
-use crate::graphql::pagination::page_cost;
-use crate::graphql::pagination::{connection, nodes_select, page_request, Page};
+use crate::graphql::pagination::{connection, nodes_select, page_cost, page_request, Page};
 use crate::graphql::principal;
 use crate::graphql::session::authorize;
 use crate::graphql::types::check_date;

@@ -3,15 +3,14 @@
 use async_graphql::{ComplexObject, Context, Enum, InputObject, SimpleObject};
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use hms_app::usecases::appointments as uc;
+use hms_app::usecases::patients::record_patient_view;
 use hms_domain::disclosure::Disclosure;
 use hms_domain::permissions::Operation;
 use uuid::Uuid;
 
 use crate::graphql::audit::{self, AuditEntry};
 use crate::graphql::error::Result;
-use crate::graphql::pagination::page_cost;
-use crate::graphql::pagination::Page;
-use crate::graphql::pagination::RECORD_READ_COST;
+use crate::graphql::pagination::{page_cost, page_request, Page, RECORD_READ_COST};
 use crate::graphql::session::{authorize, disclosed};
 use crate::graphql::types::check_instant;
 
@@ -99,13 +98,9 @@ impl Appointment {
         after: Option<String>,
     ) -> Result<Page<AuditEntry>> {
         let auth = authorize(ctx, Operation::ViewAuditTrail).await?;
-        crate::graphql::pagination::page_request(first, after.clone())?;
-        hms_app::usecases::patients::record_patient_view(
-            &auth,
-            self.patient_id,
-            "appointment history",
-        )
-        .await?;
+        // A bad page request is refused before a view is recorded.
+        page_request(first, after.clone())?;
+        record_patient_view(&auth, self.patient_id, "appointment history").await?;
         audit::history(
             auth.pool(),
             "appointment",

@@ -8,8 +8,7 @@ use uuid::Uuid;
 
 use super::types::{AuditEntry, AuditTrailFilter, PatientAccessEntry, PatientAsOf};
 use crate::graphql::error::{ApiError, Result};
-use crate::graphql::pagination::page_cost;
-use crate::graphql::pagination::{connection, page_request, Page};
+use crate::graphql::pagination::{connection, page_cost, page_request, Page};
 use crate::graphql::session::authorize;
 use crate::graphql::types::check_instant;
 use crate::graphql::QUERY_FIELD_COST;

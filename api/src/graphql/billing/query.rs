@@ -10,9 +10,7 @@ use uuid::Uuid;
 use super::types::{InvoiceFilter, InvoiceLine, InvoicePayment, InvoiceView};
 use crate::graphql::audit::{self, AuditEntry};
 use crate::graphql::error::Result;
-use crate::graphql::pagination::page_cost;
-use crate::graphql::pagination::RECORD_READ_COST;
-use crate::graphql::pagination::{connection, page_request, Page};
+use crate::graphql::pagination::{connection, page_cost, page_request, Page, RECORD_READ_COST};
 use crate::graphql::session::{authorize, hospital_scope};
 use crate::graphql::QUERY_FIELD_COST;
 

@@ -8,8 +8,7 @@ use uuid::Uuid;
 
 use super::types::{Department, Hospital, HospitalStats, StaffUser};
 use crate::graphql::error::Result;
-use crate::graphql::pagination::page_cost;
-use crate::graphql::pagination::{connection, page_request, Page};
+use crate::graphql::pagination::{connection, page_cost, page_request, Page};
 use crate::graphql::session::{authorize, hospital_scope};
 use crate::graphql::types::Role;
 use crate::graphql::QUERY_FIELD_COST;

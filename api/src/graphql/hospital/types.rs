@@ -13,9 +13,7 @@ use uuid::Uuid;
 
 use crate::graphql::audit::{self, AuditEntry};
 use crate::graphql::error::Result;
-use crate::graphql::pagination::page_cost;
-use crate::graphql::pagination::Page;
-use crate::graphql::pagination::RECORD_READ_COST;
+use crate::graphql::pagination::{page_cost, Page, RECORD_READ_COST};
 use crate::graphql::session::{authorize, hospital_scope};
 use crate::graphql::types::{AddressInput, AddressOut, Role};
 

@@ -10,9 +10,9 @@ use uuid::Uuid;
 use super::types::{Allergy, BloodType, EmergencyContact, Patient, PatientAlert};
 use crate::graphql::audit::{self, AuditEntry};
 use crate::graphql::error::Result;
-use crate::graphql::pagination::page_cost;
-use crate::graphql::pagination::RECORD_READ_COST;
-use crate::graphql::pagination::{connection, nodes_select, page_request, Page};
+use crate::graphql::pagination::{
+    connection, nodes_select, page_cost, page_request, Page, RECORD_READ_COST,
+};
 use crate::graphql::session::{authorize, disclosed};
 use crate::graphql::types::AddressOut;
 use crate::graphql::QUERY_FIELD_COST;

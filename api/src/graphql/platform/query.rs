@@ -5,8 +5,7 @@ use async_graphql::{Context, Object};
 use super::platform_scope;
 use super::types::{PlatformHospital, PlatformStats, TenantStatus};
 use crate::graphql::error::Result;
-use crate::graphql::pagination::page_cost;
-use crate::graphql::pagination::{connection, page_request, Page};
+use crate::graphql::pagination::{connection, page_cost, page_request, Page};
 use crate::graphql::QUERY_FIELD_COST;
 
 #[derive(Default)]
