@@ -44,8 +44,8 @@ pub async fn run(
 ) -> Result<Outcome> {
     let tenant = tenant::open(platform, &args.hospital).await?;
     let result = match &args.output {
-        Some(path) => export_to_file(tenant.pool(), args, path).await,
-        None => export(tenant.pool(), args, out).await.map(drop),
+        Some(path) => export_to_file(&tenant, args, path).await,
+        None => export(&tenant, args, out).await.map(drop),
     };
     tenant.close().await;
     result.map(|()| Outcome::Clean)

@@ -38,7 +38,7 @@ pub async fn run(
     for code in &codes {
         let tenant = tenant::open(platform, code).await?;
         let events = {
-            let mut conn = tenant.pool().acquire().await?;
+            let mut conn = tenant.acquire().await?;
             hms_projections::log::event_count(&mut conn).await?
         };
         for projector in &projectors {
@@ -50,7 +50,7 @@ pub async fn run(
             );
             let mut on_progress = |p: RebuildProgress| bar.set_position(p.applied);
             let report =
-                rebuild::rebuild(tenant.pool(), *projector, args.restart, &mut on_progress).await;
+                rebuild::rebuild(&tenant, *projector, args.restart, &mut on_progress).await;
             bar.finish_and_clear();
             let report = report?;
             total += report.applied;

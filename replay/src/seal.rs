@@ -61,9 +61,9 @@ pub async fn seal_tenant(
     let tenant = tenant::open(platform, code).await?;
     let result = async {
         let runner = ProjectionRunner::new(vec![Box::new(LogSealer)]);
-        let progress = runner.catch_up(tenant.pool()).await?;
+        let progress = runner.catch_up(&tenant).await?;
         let sealed = progress.iter().map(|p| p.applied).sum();
-        let head = seal::record_head(&platform.control, code, tenant.pool(), missing).await?;
+        let head = seal::record_head(&platform.control, code, &tenant, missing).await?;
         Ok((sealed, head))
     }
     .await;

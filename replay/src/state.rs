@@ -55,7 +55,7 @@ pub async fn state_of(platform: &Platform, args: &StateArgs) -> Result<StateView
     };
     let tenant = tenant::open(platform, &args.hospital).await?;
     let outcome = state_as_of(
-        tenant.pool(),
+        &tenant,
         &aggregate.aggregate_type,
         &aggregate.aggregate_id,
         point,

@@ -17,19 +17,8 @@ use crate::Result;
 /// Connections the tool holds on one hospital's database (a rebuild fans out over them).
 const POOL_SIZE: u32 = 3;
 
-pub(crate) struct Tenant(PgPool);
-
-impl Tenant {
-    pub(crate) fn pool(&self) -> &PgPool {
-        &self.0
-    }
-
-    pub(crate) async fn close(self) {
-        self.0.close().await;
-    }
-}
-
-pub(crate) async fn open(platform: &Platform, code: &str) -> Result<Tenant> {
+/// A pool on hospital `code`'s database as its owner; close it when done.
+pub(crate) async fn open(platform: &Platform, code: &str) -> Result<PgPool> {
     let record = platform
         .directory
         .get(code)
@@ -42,7 +31,7 @@ pub(crate) async fn open(platform: &Platform, code: &str) -> Result<Tenant> {
         .max_connections(POOL_SIZE)
         .connect_with(platform.server.clone().database(&record.database_name))
         .await?;
-    Ok(Tenant(pool))
+    Ok(pool)
 }
 
 /// Codes of every hospital whose provisioning finished, in code order.

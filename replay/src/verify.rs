@@ -203,7 +203,7 @@ pub async fn verify_tenant(platform: &Platform, code: &str) -> Result<TenantRepo
     let recorded = seal::recorded_head(&platform.control, code).await?;
     let tenant = tenant::open(platform, code).await?;
     let result = async {
-        let mut conn = tenant.pool().acquire().await?;
+        let mut conn = tenant.acquire().await?;
         let mut report = Verifier::new(code, recorded).run(&mut conn).await?;
         if recorded.is_none() {
             if let Some(sealed) = seal::sealed_head(&mut conn).await? {

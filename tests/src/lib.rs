@@ -353,7 +353,8 @@ impl Drop for TestApp {
     }
 }
 
-/// Drops every database whose name starts with `prefix`, closing any connection to it.
+/// Drops every database whose name starts with `prefix`, closing any connection to it,
+/// and the platform's tenant writer role.
 pub async fn drop_databases(prefix: &str) {
     let Ok(mut conn) = PgConnection::connect_with(&server_options()).await else {
         return;
@@ -367,17 +368,10 @@ pub async fn drop_databases(prefix: &str) {
     for name in names {
         let _ = hms_app::tenancy::provisioning::drop_database(&mut conn, &name).await;
     }
-    // The tenant writer role (`<prefix>writer`), once nothing of it is left.
-    let roles: Vec<String> =
-        sqlx::query_scalar("SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1)")
-            .bind(prefix)
-            .fetch_all(&mut conn)
-            .await
-            .unwrap_or_default();
-    for role in roles {
-        let _ = sqlx::query(&format!("DROP ROLE IF EXISTS \"{role}\""))
-            .execute(&mut conn)
-            .await;
+    // The platform's tenant writer role, once nothing of it is left.
+    if let Ok(naming) = hms_app::tenancy::TenantNaming::new(prefix) {
+        let drop_role = format!("DROP ROLE IF EXISTS \"{}\"", naming.writer_role());
+        let _ = sqlx::query(&drop_role).execute(&mut conn).await;
     }
     let _ = conn.close().await;
 }

@@ -2,7 +2,7 @@
 //! encoding of [`Keyset`] (sort key and id), decoded once here.
 
 use async_graphql::connection::{Connection, CursorType, Edge, EmptyFields, OpaqueCursor};
-use async_graphql::{Context, OutputType};
+use async_graphql::{Context, Lookahead, OutputType};
 
 use super::error::ApiError;
 pub use hms_app::page::{Keyset, PageRequest, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
@@ -37,15 +37,17 @@ pub fn connection<T: OutputType>(page: hms_app::page::Page<T>) -> Page<T> {
     out
 }
 
-/// Whether the query asks for any of `fields` on the nodes of the connection being
-/// resolved (through `edges { node }` or `nodes`, aliases and fragments included): what a
-/// page will show, known before it is read.
+/// Whether the selection `look` asks for any of `fields` (aliases and fragments included):
+/// what a response will show, known before it is read.
+pub fn selects(look: &Lookahead<'_>, fields: &[&str]) -> bool {
+    fields.iter().any(|f| look.field(f).exists())
+}
+
+/// [`selects`] on the nodes of the connection being resolved (through `edges { node }`
+/// or `nodes`).
 pub fn nodes_select(ctx: &Context<'_>, fields: &[&str]) -> bool {
     let look = ctx.look_ahead();
-    let (edges, nodes) = (look.field("edges").field("node"), look.field("nodes"));
-    fields
-        .iter()
-        .any(|f| edges.field(f).exists() || nodes.field(f).exists())
+    selects(&look.field("edges").field("node"), fields) || selects(&look.field("nodes"), fields)
 }
 
 /// A field that records an access in the log and reads it, for each node it is

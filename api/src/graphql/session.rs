@@ -21,18 +21,19 @@ pub async fn authorize<'a>(ctx: &Context<'a>, operation: Operation) -> Result<Au
     Ok(hospital_scope(ctx).await?.authorize(operation).await?)
 }
 
-/// Whether the caller's role may read this field's kind of information
-/// ([`Disclosure`]): the one check every restricted field of an output type makes. If
-/// not, a FORBIDDEN error naming what was withheld is recorded at the field's path and
-/// the field answers `null` (an error returned instead would drop the field from the
-/// response, and with it a record whose every selected field was withheld).
-pub fn disclosed(ctx: &Context<'_>, what: Disclosure) -> Result<bool> {
+/// A restricted field's value as the caller may see it: `value` when the caller's role
+/// may read this kind of information ([`Disclosure`]), otherwise `None` with a FORBIDDEN
+/// error naming what was withheld recorded at the field's path. The one check every
+/// restricted field of an output type makes. (An error returned instead would drop the
+/// field from the response, and with it a record whose every selected field was
+/// withheld.)
+pub fn disclose<T>(ctx: &Context<'_>, what: Disclosure, value: Option<T>) -> Result<Option<T>> {
     match what.ensure(principal(ctx)?.role) {
-        Ok(()) => Ok(true),
+        Ok(()) => Ok(value),
         Err(withheld) => {
             let error = async_graphql::Error::from(ApiError::Withheld(withheld));
             ctx.add_error(ctx.set_error_path(error.into_server_error(ctx.item.pos)));
-            Ok(false)
+            Ok(None)
         }
     }
 }

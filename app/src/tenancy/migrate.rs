@@ -46,10 +46,11 @@ pub async fn migrate_all(
         databases: total,
         ..Default::default()
     };
+    let writer = naming.writer_role();
+    let writer = writer.as_str();
     let mut results = stream::iter(targets)
         .map(|db| async move {
-            let writer = naming.writer_role();
-            let result = platform::migrate_tenant_database(&server.clone().database(&db), &writer)
+            let result = platform::migrate_tenant_database(&server.clone().database(&db), writer)
                 .await
                 .map_err(|e| e.to_string());
             (db, result)

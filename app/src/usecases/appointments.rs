@@ -18,6 +18,7 @@ use hms_domain::appointment::{
     AppointmentError, AppointmentStatus, MAX_NOTES_CHARS,
 };
 use hms_domain::common::{BoundedText, Role};
+use hms_domain::disclosure::Disclosure;
 use hms_domain::permissions::Operation;
 use hms_projections::projectors::AppointmentRow;
 use serde::Serialize;
@@ -130,9 +131,10 @@ pub(crate) async fn load_appointment(auth: &Authorized<'_>, id: Uuid) -> Result<
 // ---------------------------------------------------------------------------------
 // Queries
 
-/// Whether a response about appointments shows anything about their patients (which
-/// patient, the visit's reason, the notes); if it does, those patients are recorded in
-/// the access log, one event per response.
+/// Whether a response about appointments asks for anything about their patients (which
+/// patient, the visit's reason, the notes). If it does, and the caller's role may read
+/// who the patients are (to others those fields are withheld), they are recorded in the
+/// access log, one event per response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Showing {
     /// Times, doctors, departments and statuses only.
@@ -143,10 +145,9 @@ pub enum Showing {
 async fn record_shown(
     auth: &Authorized<'_>,
     showing: Showing,
-    shown: &[&Appointment],
+    patients: impl IntoIterator<Item = Uuid>,
 ) -> Result<()> {
-    if showing == Showing::PatientDetails {
-        let patients = shown.iter().map(|a| a.patient_id);
+    if showing == Showing::PatientDetails && Disclosure::Identity.allows(auth.actor().role) {
         super::patients::record_patients_viewed(auth, patients, "appointments").await?;
     }
     Ok(())
@@ -198,8 +199,7 @@ pub async fn appointments(
         key: a.start.to_rfc3339_opts(SecondsFormat::Micros, true),
         id: a.id.to_string(),
     });
-    let shown: Vec<&Appointment> = found.items.iter().map(|(_, a)| a).collect();
-    record_shown(auth, showing, &shown).await?;
+    record_shown(auth, showing, found.items.iter().map(|(_, a)| a.patient_id)).await?;
     Ok(found)
 }
 
@@ -207,7 +207,7 @@ pub async fn appointments(
 pub async fn appointment(auth: &Authorized<'_>, id: Uuid, showing: Showing) -> Result<Appointment> {
     auth.require(Operation::ViewAppointments)?;
     let appointment = load_appointment(auth, id).await?;
-    record_shown(auth, showing, &[&appointment]).await?;
+    record_shown(auth, showing, [appointment.patient_id]).await?;
     Ok(appointment)
 }
 
@@ -242,7 +242,7 @@ pub async fn doctor_day(
     .fetch_all(auth.pool())
     .await?;
     let appointments = to_appointments(rows)?;
-    record_shown(auth, showing, &appointments.iter().collect::<Vec<_>>()).await?;
+    record_shown(auth, showing, appointments.iter().map(|a| a.patient_id)).await?;
     let hours = auth.hospital.working_hours_on(day);
     Ok(DoctorDay {
         doctor_id,

@@ -3,14 +3,14 @@
 use async_graphql::{Context, Object};
 use chrono::NaiveDate;
 use hms_app::usecases::appointments as uc;
-use hms_domain::disclosure::Disclosure;
 use hms_domain::permissions::Operation;
 use uuid::Uuid;
 
 use super::types::{Appointment, AppointmentFilter, DoctorDay};
 use crate::graphql::error::Result;
-use crate::graphql::pagination::{connection, nodes_select, page_cost, page_request, Page};
-use crate::graphql::principal;
+use crate::graphql::pagination::{
+    connection, nodes_select, page_cost, page_request, selects, Page,
+};
 use crate::graphql::session::authorize;
 use crate::graphql::types::check_date;
 use crate::graphql::QUERY_FIELD_COST;
@@ -18,11 +18,9 @@ use crate::graphql::QUERY_FIELD_COST;
 /// The fields of an appointment that say something about its patient.
 const PATIENT_FIELDS: &[&str] = &["patientId", "reason", "notes", "cancelReason", "history"];
 
-/// What a response about appointments shows, for the access log: patient details when
-/// they are asked for by a role that may read them (to others they are withheld).
-fn showing(ctx: &Context<'_>, asks_patient_fields: bool) -> uc::Showing {
-    let may_read = principal(ctx).is_ok_and(|p| Disclosure::Identity.allows(p.role));
-    if asks_patient_fields && may_read {
+/// What a response about appointments shows, for the access log.
+fn showing(asks_patient_fields: bool) -> uc::Showing {
+    if asks_patient_fields {
         uc::Showing::PatientDetails
     } else {
         uc::Showing::Schedule
@@ -46,7 +44,7 @@ impl AppointmentQuery {
         let auth = authorize(ctx, Operation::ViewAppointments).await?;
         let page = page_request(first, after)?;
         let filter = filter.unwrap_or_default().parse()?;
-        let showing = showing(ctx, nodes_select(ctx, PATIENT_FIELDS));
+        let showing = showing(nodes_select(ctx, PATIENT_FIELDS));
         let appointments = uc::appointments(&auth, &filter, &page, showing).await?;
         Ok(connection(appointments.map(Appointment::from)))
     }
@@ -55,8 +53,7 @@ impl AppointmentQuery {
     #[graphql(complexity = "QUERY_FIELD_COST + child_complexity")]
     async fn appointment(&self, ctx: &Context<'_>, id: Uuid) -> Result<Appointment> {
         let auth = authorize(ctx, Operation::ViewAppointments).await?;
-        let look = ctx.look_ahead();
-        let showing = showing(ctx, PATIENT_FIELDS.iter().any(|f| look.field(f).exists()));
+        let showing = showing(selects(&ctx.look_ahead(), PATIENT_FIELDS));
         Ok(uc::appointment(&auth, id, showing).await?.into())
     }
 
@@ -72,8 +69,8 @@ impl AppointmentQuery {
     ) -> Result<DoctorDay> {
         let day = check_date("day", day)?;
         let auth = authorize(ctx, Operation::ViewAppointments).await?;
-        let look = ctx.look_ahead().field("appointments");
-        let showing = showing(ctx, PATIENT_FIELDS.iter().any(|f| look.field(f).exists()));
+        let appointments = ctx.look_ahead().field("appointments");
+        let showing = showing(selects(&appointments, PATIENT_FIELDS));
         Ok(
             uc::doctor_day(&auth, doctor_id, day, include_cancelled, showing)
                 .await?

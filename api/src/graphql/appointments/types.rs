@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::graphql::audit::{self, AuditEntry};
 use crate::graphql::error::Result;
 use crate::graphql::pagination::{page_cost, page_request, Page, RECORD_READ_COST};
-use crate::graphql::session::{authorize, disclosed};
+use crate::graphql::session::{authorize, disclose};
 use crate::graphql::types::check_instant;
 
 // ---------------------------------------------------------------------------------
@@ -67,25 +67,21 @@ pub struct Appointment {
 impl Appointment {
     /// The patient it is for.
     async fn patient_id(&self, ctx: &Context<'_>) -> Result<Option<Uuid>> {
-        Ok(disclosed(ctx, Disclosure::Identity)?.then_some(self.patient_id))
+        disclose(ctx, Disclosure::Identity, Some(self.patient_id))
     }
 
     /// Why the patient comes.
     async fn reason(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
-        Ok(disclosed(ctx, Disclosure::VisitReason)?.then_some(self.reason.as_str()))
+        disclose(ctx, Disclosure::VisitReason, Some(self.reason.as_str()))
     }
 
     /// The doctor's notes, once completed.
     async fn notes(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
-        Ok(disclosed(ctx, Disclosure::ConsultationNotes)?
-            .then_some(self.notes.as_deref())
-            .flatten())
+        disclose(ctx, Disclosure::ConsultationNotes, self.notes.as_deref())
     }
 
     async fn cancel_reason(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
-        Ok(disclosed(ctx, Disclosure::VisitReason)?
-            .then_some(self.cancel_reason.as_deref())
-            .flatten())
+        disclose(ctx, Disclosure::VisitReason, self.cancel_reason.as_deref())
     }
 
     /// Every change to the appointment, from the event log (HOSPITAL_ADMIN). Reading it

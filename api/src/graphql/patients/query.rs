@@ -13,7 +13,7 @@ use crate::graphql::error::Result;
 use crate::graphql::pagination::{
     connection, nodes_select, page_cost, page_request, Page, RECORD_READ_COST,
 };
-use crate::graphql::session::{authorize, disclosed};
+use crate::graphql::session::{authorize, disclose};
 use crate::graphql::types::AddressOut;
 use crate::graphql::QUERY_FIELD_COST;
 
@@ -71,42 +71,32 @@ impl PatientQuery {
 #[ComplexObject]
 impl Patient {
     async fn phone(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
-        Ok(disclosed(ctx, Disclosure::Contact)?
-            .then_some(self.phone.as_deref())
-            .flatten())
+        disclose(ctx, Disclosure::Contact, self.phone.as_deref())
     }
 
     async fn email(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
-        Ok(disclosed(ctx, Disclosure::Contact)?
-            .then_some(self.email.as_deref())
-            .flatten())
+        disclose(ctx, Disclosure::Contact, self.email.as_deref())
     }
 
     async fn address(&self, ctx: &Context<'_>) -> Result<Option<&AddressOut>> {
-        Ok(disclosed(ctx, Disclosure::Contact)?
-            .then_some(self.address.as_ref())
-            .flatten())
+        disclose(ctx, Disclosure::Contact, self.address.as_ref())
     }
 
     async fn emergency_contact(&self, ctx: &Context<'_>) -> Result<Option<&EmergencyContact>> {
-        Ok(disclosed(ctx, Disclosure::Contact)?
-            .then_some(self.emergency_contact.as_ref())
-            .flatten())
+        disclose(ctx, Disclosure::Contact, self.emergency_contact.as_ref())
     }
 
     async fn blood_type(&self, ctx: &Context<'_>) -> Result<Option<BloodType>> {
-        Ok(disclosed(ctx, Disclosure::Clinical)?
-            .then_some(self.blood_type)
-            .flatten())
+        disclose(ctx, Disclosure::Clinical, self.blood_type)
     }
 
     async fn allergies(&self, ctx: &Context<'_>) -> Result<Option<&[Allergy]>> {
-        Ok(disclosed(ctx, Disclosure::Clinical)?.then_some(self.allergies.as_slice()))
+        disclose(ctx, Disclosure::Clinical, Some(self.allergies.as_slice()))
     }
 
     /// Open alerts.
     async fn alerts(&self, ctx: &Context<'_>) -> Result<Option<&[PatientAlert]>> {
-        Ok(disclosed(ctx, Disclosure::Clinical)?.then_some(self.alerts.as_slice()))
+        disclose(ctx, Disclosure::Clinical, Some(self.alerts.as_slice()))
     }
 
     /// Every change to the record, from the event log (HOSPITAL_ADMIN). Reading it is
