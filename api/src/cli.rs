@@ -161,9 +161,23 @@ async fn serve(
         .await
         .with_context(|| format!("Failed to listen on {}", config.listen))?;
     tracing::info!(address = %config.listen, "serving GraphQL on http://{}/graphql", config.listen);
-    let options = crate::http::HttpOptions::new(config.graphiql, &config.cors_origins)
+    let mut options = crate::http::HttpOptions::new(config.graphiql, &config.cors_origins)
         .and_then(|o| o.with_trusted_proxies(&config.trusted_proxies))
         .map_err(anyhow::Error::msg)?;
+    let metrics_server = match config.metrics_listen {
+        Some(address) => {
+            options.metrics = false;
+            let listener = TcpListener::bind(address)
+                .await
+                .with_context(|| format!("Failed to listen on {address} for metrics"))?;
+            tracing::info!(%address, "serving metrics on http://{address}/metrics");
+            let router = crate::metrics::router(application.state().clone());
+            Some(tokio::spawn(
+                async move { axum::serve(listener, router).await },
+            ))
+        }
+        None => None,
+    };
     let draining = options.draining.clone();
     let router = crate::http::app(application.state().clone(), options);
     let plan = crate::http::Shutdown {
@@ -179,6 +193,9 @@ async fn serve(
             plan,
         ))
         .await?;
+    if let Some(metrics_server) = metrics_server {
+        metrics_server.abort();
+    }
     Ok(())
 }
 

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use clap::{Args, Parser, Subcommand};
 pub use hms_app::config::{Environment, PlatformConfig, Secret};
 
+use crate::logging::LogFormat;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "hms",
@@ -15,6 +17,9 @@ pub use hms_app::config::{Environment, PlatformConfig, Secret};
 pub struct Cli {
     #[command(flatten)]
     pub platform: PlatformConfig,
+    /// Log lines as readable text, or one JSON object per line.
+    #[arg(long, env = "HMS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -85,6 +90,10 @@ impl ServeConfig {
 pub struct ServeConfig {
     #[arg(long, env = "HMS_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Serve `/metrics` (Prometheus) on this address instead of on the API's listener,
+    /// e.g. `127.0.0.1:9090`, so that it is reachable from the monitoring network only.
+    #[arg(long, env = "HMS_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Secret that signs access tokens (at least 32 bytes). Required in production.
     #[arg(long, env = "HMS_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<Secret>,

@@ -4,13 +4,12 @@ use std::future::{Future, IntoFuture};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use async_graphql::http::GraphiQLSource;
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use axum::response::{Html, IntoResponse};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
@@ -22,10 +21,12 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::graphql::error::REQUEST_ID;
+use crate::graphql::operation::Operation;
 use crate::graphql::{build_schema, HmsSchema, RequestContext};
 use hms_app::config::TrustedProxies;
 use hms_app::scope::RequestInfo;
 use hms_app::state::AppState;
+use hms_app::telemetry;
 
 /// Largest request body accepted (GraphQL documents and variables).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -83,6 +84,8 @@ pub struct HttpOptions {
     pub trusted_proxies: TrustedProxies,
     /// Set when the process starts draining (see [`run`]).
     pub draining: Draining,
+    /// Serve `/metrics` on this router (off when a listener of its own serves it).
+    pub metrics: bool,
 }
 
 impl HttpOptions {
@@ -99,6 +102,7 @@ impl HttpOptions {
             cors_origins,
             trusted_proxies: TrustedProxies::default(),
             draining: Draining::default(),
+            metrics: true,
         })
     }
 
@@ -121,6 +125,8 @@ pub fn app(state: AppState, options: HttpOptions) -> Router {
         ])
         .max_age(Duration::from_secs(600));
     let production = state.production;
+    // Before the first request, so that nothing it counts is lost.
+    crate::metrics::recorder();
     let http = Http {
         schema: build_schema(Some(state.clone()), production),
         state,
@@ -128,8 +134,16 @@ pub fn app(state: AppState, options: HttpOptions) -> Router {
         trusted_proxies: options.trusted_proxies,
         draining: options.draining,
     };
-    Router::new()
+    let mut router = Router::new();
+    if options.metrics {
+        router = router.route("/metrics", get(metrics));
+    }
+    router
         .route("/graphql", get(graphiql_page).post(graphql))
+        .route(
+            &format!("{}/{{name}}", crate::graphiql::ASSETS_PATH),
+            get(graphiql_asset),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(http)
@@ -208,16 +222,18 @@ async fn graphql(
     headers: HeaderMap,
     request: GraphQLRequest,
 ) -> impl IntoResponse {
+    let started = Instant::now();
     let request_id = request_id(&headers);
     let auth = match bearer(&headers) {
         Some(token) => Some(http.state.auth.authenticate(token).await),
         None => None,
     };
-    let (tenant, actor) = match &auth {
-        Some(Ok(p)) => (p.tenant.clone().unwrap_or_default(), p.username.clone()),
+    // Ids only: a username or a hospital's name is not for the logs.
+    let (hospital, actor) = match &auth {
+        Some(Ok(p)) => (p.tenant.clone().unwrap_or_default(), p.user_id.to_string()),
         _ => (String::new(), String::new()),
     };
-    let span = tracing::info_span!("graphql", %request_id, tenant, actor);
+    let span = tracing::info_span!("request", %request_id, hospital, actor);
     let context = RequestContext {
         info: RequestInfo {
             request_id: request_id.clone(),
@@ -225,28 +241,41 @@ async fn graphql(
         },
         auth,
     };
-    let mut response = REQUEST_ID
-        .scope(
-            request_id.clone(),
-            http.schema.execute(request.into_inner().data(context)),
-        )
-        .instrument(span)
-        .await;
-    // Every resolver error carries a code (see graphql::error). An error without one
-    // comes from async-graphql itself: a malformed document, a wrong variable type, a
-    // depth or complexity limit: the client's request is invalid.
-    for error in &mut response.errors {
-        let has_code = error
-            .extensions
-            .as_ref()
-            .is_some_and(|e| e.get("code").is_some());
-        if !has_code {
-            error
+    let request = request.into_inner();
+    let operation = Operation::new(request.operation_name.clone());
+    let execution = http
+        .schema
+        .execute(request.data(context).data(operation.clone()));
+    let response = async {
+        let mut response = REQUEST_ID.scope(request_id.clone(), execution).await;
+        // Every resolver error carries a code (see graphql::error). An error without one
+        // comes from async-graphql itself: a malformed document, a wrong variable type, a
+        // depth or complexity limit: the client's request is invalid.
+        for error in &mut response.errors {
+            let has_code = error
                 .extensions
-                .get_or_insert_with(Default::default)
-                .set("code", "VALIDATION");
+                .as_ref()
+                .is_some_and(|e| e.get("code").is_some());
+            if !has_code {
+                error
+                    .extensions
+                    .get_or_insert_with(Default::default)
+                    .set("code", "VALIDATION");
+            }
         }
+        let outcome = outcome(&response);
+        let elapsed = started.elapsed();
+        telemetry::request(operation.label(), &outcome, elapsed);
+        tracing::info!(
+            operation = operation.label(),
+            outcome,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            "request"
+        );
+        response
     }
+    .instrument(span)
+    .await;
     let mut headers = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         headers.insert(HeaderName::from_static("x-request-id"), v);
@@ -254,12 +283,24 @@ async fn graphql(
     (headers, GraphQLResponse::from(response))
 }
 
-async fn graphiql_page(State(http): State<Http>) -> impl IntoResponse {
+async fn graphiql_page(State(http): State<Http>) -> Response {
     if http.graphiql {
-        Html(GraphiQLSource::build().endpoint("/graphql").finish()).into_response()
+        crate::graphiql::page()
     } else {
         StatusCode::NOT_FOUND.into_response()
     }
+}
+
+async fn graphiql_asset(State(http): State<Http>, Path(name): Path<String>) -> Response {
+    if http.graphiql {
+        crate::graphiql::asset(&name)
+    } else {
+        StatusCode::NOT_FOUND.into_response()
+    }
+}
+
+async fn metrics(State(http): State<Http>) -> impl IntoResponse {
+    crate::metrics::scrape(State(http.state)).await
 }
 
 async fn healthz() -> &'static str {
@@ -280,6 +321,27 @@ async fn readyz(State(http): State<Http>) -> impl IntoResponse {
             )
         }
     }
+}
+
+/// `OK`, or the code of the first error of the request itself or of a root field
+/// (bounded: the API's error codes). A field withheld inside an answer (null, with a
+/// FORBIDDEN error at its path) does not fail the request.
+fn outcome(response: &async_graphql::Response) -> String {
+    response
+        .errors
+        .iter()
+        .find(|e| e.path.len() <= 1)
+        .map(|e| {
+            e.extensions
+                .as_ref()
+                .and_then(|x| x.get("code"))
+                .and_then(|code| match code {
+                    async_graphql::Value::String(code) => Some(code.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| "VALIDATION".to_owned())
+        })
+        .unwrap_or_else(|| "OK".to_owned())
 }
 
 /// The client's address: the connection's peer, unless the peer is a trusted proxy;

@@ -5,10 +5,15 @@
 //! CLI. `main.rs` only parses arguments and calls [`cli::run`].
 //!
 //! - [`config`]: command line and environment.
-//! - [`graphql`]: the schema; [`http`]: the axum routes around it.
+//! - [`graphql`]: the schema; [`http`]: the axum routes around it; [`graphiql`]: the
+//!   GraphiQL page and its assets, served without any outside host.
+//! - [`metrics`]: `/metrics` for Prometheus; [`logging`]: text or JSON log lines.
 //! - [`cli`]: the subcommands (`serve`, `migrate`, `create-superadmin`, …).
 
 pub mod cli;
 pub mod config;
+pub mod graphiql;
 pub mod graphql;
 pub mod http;
+pub mod logging;
+pub mod metrics;

@@ -1,7 +1,6 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 /// The process's allocator. With glibc's malloc, each 19 MiB argon2 block freed on a
 /// blocking thread stayed resident in that thread's arena (its mmap threshold adapts
@@ -12,13 +11,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = hms_api::config::Cli::parse();
+    hms_api::logging::init(cli.log_format);
     match hms_api::cli::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -43,6 +43,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::idempotency::{current_run, RUN_METADATA_KEY};
+use crate::telemetry;
 
 /// How long a command waits for the read models to show its own events. The wait can be
 /// long when any transaction on the server is slow to commit (the log is read only below
@@ -468,11 +469,14 @@ where
                     if run.is_some() && holds_run::<A>(pool, id, run.clone()).await? {
                         return Ok(None);
                     }
+                    telemetry::command_conflict(A::TYPE, false);
                     return Err(CommandError::Conflict);
                 }
                 if attempt == MAX_ATTEMPTS {
+                    telemetry::command_conflict(A::TYPE, false);
                     break;
                 }
+                telemetry::command_conflict(A::TYPE, true);
                 let pause = rand::thread_rng().gen_range(Duration::ZERO..=backoff);
                 tokio::time::sleep(pause).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);

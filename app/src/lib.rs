@@ -18,6 +18,7 @@
 //!   channel between processes; [`tenant_stats`]: per-hospital figures for the platform.
 //! - [`error`], [`domain_errors`]: the layer's error and how domain refusals map to it.
 //! - [`page`]: keyset pagination.
+//! - [`telemetry`]: the metrics this process records, named and described in one place.
 
 pub mod application;
 pub mod auth;
@@ -31,6 +32,7 @@ pub mod page;
 pub mod redact;
 pub mod scope;
 pub mod state;
+pub mod telemetry;
 pub mod tenancy;
 pub mod tenant_stats;
 pub mod usecases;

@@ -20,4 +20,4 @@ pub mod runner;
 
 pub use error::{ProjectionError, Result};
 pub use log::{LogCursor, StoredEvent};
-pub use runner::{ProjectionRunner, Projector};
+pub use runner::{Lag, ProjectionRunner, Projector};

@@ -16,7 +16,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::log::{self, LogCursor, StoredEvent};
+use crate::log::{self, LogCursor, StoredEvent, HORIZON};
 use crate::{ProjectionError, Result};
 
 /// Events read per transaction. Large enough to amortise the round trips, small enough
@@ -64,6 +64,28 @@ pub trait Projector: Send + Sync {
         }
         Ok(())
     }
+}
+
+/// Prometheus name of the count of events applied, per projector.
+pub const EVENTS_APPLIED: &str = "hms_projection_events_applied_total";
+
+/// [`ProjectionRunner::lag`] counts unapplied events up to this many (a rebuild's or a
+/// new projector's backlog would otherwise be a full scan).
+pub const LAG_COUNT_LIMIT: i64 = 100_000;
+
+/// How far one group of projectors is behind the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lag {
+    /// [`Lag::READ_MODELS`] or [`Lag::SEAL`].
+    pub group: &'static str,
+    pub events: u64,
+    /// Age of the oldest event not yet applied; 0 when none is waiting.
+    pub seconds: f64,
+}
+
+impl Lag {
+    pub const READ_MODELS: &'static str = "read_models";
+    pub const SEAL: &'static str = "seal";
 }
 
 /// What one `catch_up` did for one projector.
@@ -177,7 +199,21 @@ impl ProjectionRunner {
     }
 
     /// One catch-up of the projectors in `set`; the caller holds the tenant's round.
+    /// Counts the events each projector applied (`hms_projection_events_applied_total`,
+    /// whose rate is the catch-up rate).
     async fn catch_up_round(
+        &self,
+        pool: &PgPool,
+        set: &Projectors,
+    ) -> Result<Vec<ProjectorProgress>> {
+        let progress = self.catch_up_round_uncounted(pool, set).await?;
+        for p in progress.iter().filter(|p| p.applied > 0) {
+            metrics::counter!(EVENTS_APPLIED, "projector" => p.projector).increment(p.applied);
+        }
+        Ok(progress)
+    }
+
+    async fn catch_up_round_uncounted(
         &self,
         pool: &PgPool,
         set: &Projectors,
@@ -440,6 +476,49 @@ impl ProjectionRunner {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(50));
         }
+    }
+
+    /// How far behind the log's readable head the read models (their lowest checkpoint)
+    /// and the sealer are: events not yet applied (counted up to [`LAG_COUNT_LIMIT`])
+    /// and the age of the oldest of them.
+    pub async fn lag(&self, pool: &PgPool) -> Result<Vec<Lag>> {
+        let sealers: Vec<&'static str> = self
+            .projectors
+            .iter()
+            .filter(|p| !p.rebuildable())
+            .map(|p| p.name())
+            .collect();
+        let read_models: Vec<&'static str> = self.read_side.iter().map(|p| p.name()).collect();
+        let mut lags = Vec::with_capacity(2);
+        for (group, names) in [(Lag::READ_MODELS, read_models), (Lag::SEAL, sealers)] {
+            if names.is_empty() {
+                continue;
+            }
+            // A projector without a checkpoint row has applied nothing: it counts from
+            // the start of the log.
+            let (events, seconds): (i64, f64) = sqlx::query_as(&format!(
+                "WITH low AS ( \
+                     SELECT coalesce(c.last_transaction_id, '0'::xid8) AS tx, \
+                            coalesce(c.last_position, 0) AS pos \
+                       FROM unnest($1::text[]) AS n(projector) \
+                       LEFT JOIN public.projection_checkpoints c USING (projector) \
+                      ORDER BY 1, 2 LIMIT 1) \
+                 SELECT count(*), coalesce(extract(epoch FROM now() - min(recorded_at)), 0)::float8 \
+                   FROM (SELECT e.recorded_at FROM public.events e, low \
+                          WHERE (e.transaction_id, e.position) > (low.tx, low.pos) \
+                            AND e.transaction_id < {HORIZON} \
+                          ORDER BY e.transaction_id, e.position LIMIT {LAG_COUNT_LIMIT}) behind"
+            ))
+            .bind(&names)
+            .fetch_one(pool)
+            .await?;
+            lags.push(Lag {
+                group,
+                events: u64::try_from(events).unwrap_or(0),
+                seconds: seconds.max(0.0),
+            });
+        }
+        Ok(lags)
     }
 
     /// Whether every read-side projector's checkpoint is at `target` or past it.

@@ -353,6 +353,7 @@ pub const SUPER_ADMIN: &str = "root_admin";
 pub async fn super_admin(app: &TestApp) -> String {
     let cli = hms_api::config::Cli {
         platform: app.config.clone(),
+        log_format: Default::default(),
         command: Some(hms_api::config::Command::CreateSuperadmin {
             username: SUPER_ADMIN.into(),
             email: "root@hms.example".into(),

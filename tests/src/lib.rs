@@ -10,6 +10,7 @@ pub mod bench;
 pub mod cluster;
 
 pub mod fixtures;
+pub mod process;
 
 use std::sync::Once;
 
@@ -187,7 +188,7 @@ async fn start_server(
 }
 
 /// The URL form of connect options (the tests' server has no password).
-fn url_of(options: &PgConnectOptions) -> String {
+pub(crate) fn url_of(options: &PgConnectOptions) -> String {
     format!(
         "postgres://{}@{}:{}/{}",
         options.get_username(),

@@ -10,6 +10,7 @@ pub mod billing;
 pub mod budget;
 pub mod error;
 pub mod hospital;
+pub mod operation;
 pub mod pagination;
 pub mod patients;
 pub mod platform;
@@ -53,8 +54,10 @@ pub type HmsSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 /// size (`first`) times what one node selects ([`pagination::page_cost`]), and a field
 /// that records an access and reads the log for each node costs
 /// [`pagination::RECORD_READ_COST`] more. The largest ordinary request (a full page of
-/// 100 patients with every field) costs about 4,000.
-pub const MAX_DEPTH: usize = 12;
+/// 100 patients with every field) costs about 4,000. The depth admits the standard
+/// introspection query (graphql-js's, which GraphiQL sends: `__schema > types > fields >
+/// args > type` and nine `ofType`s, 15 deep); the complexity bounds the cost.
+pub const MAX_DEPTH: usize = 15;
 pub const MAX_COMPLEXITY: usize = 5_000;
 /// What a root query field costs before its selection: each one reads the database, so
 /// aliasing one field many times is not free (a thousand `me` cost 11,000).
@@ -80,7 +83,8 @@ pub fn build_schema(state: Option<AppState>, production: bool) -> HmsSchema {
     .limit_depth(MAX_DEPTH)
     .limit_complexity(MAX_COMPLEXITY)
     .limit_recursive_depth(32)
-    .extension(budget::RequestBudget);
+    .extension(budget::RequestBudget)
+    .extension(operation::OperationLabel);
     if production {
         builder = builder.disable_introspection().disable_suggestions();
     }

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::{AuthError, Principal};
 use crate::error::{AppError, Result};
 use crate::state::AppState;
+use crate::telemetry::{self, LoginRefusal};
 use crate::tenancy::TenancyError;
 
 /// Credentials as entered.
@@ -65,8 +66,16 @@ pub async fn login(
         )
         .await
         .map_err(|e| match e {
-            AuthError::Throttled | AuthError::Busy => AppError::RateLimited,
+            AuthError::Throttled => {
+                telemetry::login_refused(LoginRefusal::Throttled);
+                AppError::RateLimited
+            }
+            AuthError::Busy => {
+                telemetry::login_refused(LoginRefusal::Busy);
+                AppError::RateLimited
+            }
             AuthError::InvalidCredentials | AuthError::Unauthenticated => {
+                telemetry::login_refused(LoginRefusal::InvalidCredentials);
                 AppError::InvalidCredentials
             }
             other => AppError::internal(other),

@@ -42,6 +42,16 @@ pub struct PoolSettings {
     pub idle_ttl: Duration,
 }
 
+/// What [`PoolRegistry::usage`] saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolUsage {
+    pub pools: usize,
+    /// Connections open over all tenant pools, and of those the ones in use.
+    pub connections: u32,
+    pub in_use: u32,
+    pub budget: u32,
+}
+
 /// An open tenant database.
 #[derive(Debug)]
 pub struct TenantDb {
@@ -156,6 +166,22 @@ impl PoolRegistry {
     /// How many tenant pools are open now.
     pub fn open_pools(&self) -> usize {
         self.open_map().len()
+    }
+
+    /// The tenant connections now, over every open pool, against the budget.
+    pub fn usage(&self) -> PoolUsage {
+        let open = self.open_map();
+        let mut usage = PoolUsage {
+            pools: open.len(),
+            budget: self.inner.settings.budget,
+            ..PoolUsage::default()
+        };
+        for entry in open.values() {
+            let connections = entry.db.pool.size();
+            usage.connections += connections;
+            usage.in_use += connections.saturating_sub(entry.db.pool.num_idle() as u32);
+        }
+        usage
     }
 
     /// A lease on the pool of an open hospital. Unknown, unfinished and closed hospitals

@@ -156,10 +156,21 @@ impl Provisioner {
         request: &NewHospital,
         stop_after: ProvisioningStep,
     ) -> Result<ProvisionOutcome> {
+        let started = std::time::Instant::now();
         // Boxed: every step's future is in it, and it would otherwise be copied whole
         // into each caller's.
-        self.locked(Box::pin(self.provision_locked(request, stop_after)))
-            .await
+        let outcome = self
+            .locked(Box::pin(self.provision_locked(request, stop_after)))
+            .await;
+        let label = match &outcome {
+            Ok(ProvisionOutcome::Ready { resumed: false, .. }) => "ready",
+            Ok(ProvisionOutcome::Ready { resumed: true, .. }) => "resumed",
+            Ok(ProvisionOutcome::StoppedAfter(_)) => "stopped",
+            Err(TenancyError::AlreadyExists(_)) => "refused",
+            Err(_) => "failed",
+        };
+        crate::telemetry::provisioned(label, started.elapsed());
+        outcome
     }
 
     /// Runs `work` holding the platform's provisioning lock: a session-level lock on a

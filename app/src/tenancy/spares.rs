@@ -142,11 +142,14 @@ impl Provisioner {
                         created: 0,
                         dropped: 0,
                     }) => {}
-                    Ok(done) => tracing::info!(
-                        created = done.created,
-                        dropped = done.dropped,
-                        "spare databases refilled"
-                    ),
+                    Ok(done) => {
+                        crate::telemetry::spares_changed(done.created, done.dropped);
+                        tracing::info!(
+                            created = done.created,
+                            dropped = done.dropped,
+                            "spare databases refilled"
+                        );
+                    }
                     Err(e) => tracing::warn!(error = %e, "refilling spare databases failed"),
                 }
                 tokio::select! {

@@ -147,7 +147,8 @@ async fn sweep_reservations(platform: &Platform, code: &str) {
         chrono::Utc::now(),
     )
     .await;
-    if let Err(e) = swept {
-        tracing::warn!(code, error = %e, "the reservation sweep failed; will retry");
+    match swept {
+        Ok(released) => crate::telemetry::reservations_released(released),
+        Err(e) => tracing::warn!(code, error = %e, "the reservation sweep failed; will retry"),
     }
 }

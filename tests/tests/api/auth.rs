@@ -35,6 +35,7 @@ async fn a_super_administrator_logs_in_without_a_hospital() {
     let app = spawn_app().await;
     let cli = hms_api::config::Cli {
         platform: app.config.clone(),
+        log_format: Default::default(),
         command: Some(hms_api::config::Command::CreateSuperadmin {
             username: "root_admin".into(),
             email: "root@hms.example".into(),
@@ -50,6 +51,7 @@ async fn a_super_administrator_logs_in_without_a_hospital() {
     // The same username again is refused with a clear message.
     let again = hms_api::config::Cli {
         platform: app.config.clone(),
+        log_format: Default::default(),
         command: Some(hms_api::config::Command::CreateSuperadmin {
             username: "ROOT_ADMIN".into(),
             email: "root@hms.example".into(),

@@ -103,7 +103,63 @@ async fn graphiql_is_served_in_development_and_not_in_production() {
         .await
         .expect("get");
     assert_eq!(page.status(), 200);
-    assert!(page.text().await.expect("body").contains("graphiql"));
+    let policy = page
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(policy.contains("script-src 'self'"), "{policy}");
+    let html = page.text().await.expect("body");
+    assert!(html.contains("graphiql"));
+    // Everything the page loads comes from this server: on a hospital network without
+    // internet access it must not be a blank page.
+    assert!(!html.contains("://"), "the page names another host: {html}");
+    let assets: Vec<&str> = html
+        .split('"')
+        .filter(|s| s.starts_with("/graphiql/assets/"))
+        .collect();
+    assert!(assets.len() >= 4, "{html}");
+    for asset in &assets {
+        let response = dev
+            .http
+            .get(format!("{}{asset}", dev.address))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(response.status(), 200, "{asset}");
+        let body = response.bytes().await.expect("body");
+        assert!(!body.is_empty(), "{asset}");
+    }
+    // The introspection query GraphiQL sends (graphql-js's: nine `ofType`s under
+    // `args { type }`) fits the depth limit.
+    let type_ref = format!(
+        "kind name {}",
+        "ofType { kind name ".repeat(9) + &"}".repeat(9)
+    );
+    let introspection = dev
+        .graphql(
+            &format!(
+                "query IntrospectionQuery {{ __schema {{ queryType {{ name }} types {{ name \
+                 fields(includeDeprecated: true) {{ name args {{ name type {{ {type_ref} }} }} \
+                 type {{ {type_ref} }} }} inputFields {{ name type {{ {type_ref} }} }} }} }} }}"
+            ),
+            json!({}),
+            None,
+        )
+        .await;
+    assert!(introspection.get("errors").is_none(), "{introspection}");
+    assert_eq!(
+        introspection["data"]["__schema"]["queryType"]["name"],
+        "QueryRoot"
+    );
+    let unknown = dev
+        .http
+        .get(format!("{}/graphiql/assets/..%2fCargo.toml", dev.address))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(unknown.status(), 404);
 
     let prod = spawn_app_with(TestConfig {
         production: true,
@@ -117,6 +173,13 @@ async fn graphiql_is_served_in_development_and_not_in_production() {
         .await
         .expect("get");
     assert_eq!(page.status(), 404);
+    let asset = prod
+        .http
+        .get(format!("{}{}", prod.address, assets[0]))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(asset.status(), 404);
     let introspection = prod
         .graphql("{ __schema { queryType { name } } }", json!({}), None)
         .await;

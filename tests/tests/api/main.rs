@@ -10,6 +10,7 @@ mod hospital;
 mod http;
 mod isolation;
 mod migrate;
+mod operations;
 mod patients;
 mod platform;
 mod pools;

@@ -146,6 +146,7 @@ async fn malicious_and_malformed_codes_are_refused_before_any_sql_runs() {
     ] {
         let cli = Cli {
             platform: app.config.clone(),
+            log_format: Default::default(),
             command: Some(Command::SetupHospital(hms_api::config::SetupHospitalArgs {
                 name: "Evil".into(),
                 code: code.into(),

@@ -1,0 +1,208 @@
+//! The figures this process reports, through the `metrics` facade: every metric the
+//! application records is named, labelled and described here, so the list an operator
+//! reads (`describe`, the README) is the list the code writes. The exporter and the
+//! scrape endpoint are the server's (`hms_api::metrics`); without one installed these
+//! calls cost next to nothing.
+//!
+//! Labels are bounded: operations are the schema's root fields, outcomes its error
+//! codes, hospitals appear only on the per-hospital lag gauges, and only for hospitals
+//! with an open pool in this process (at most the connection budget over the pool size).
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+
+use crate::state::Platform;
+
+pub const REQUESTS: &str = "hms_requests_total";
+pub const REQUEST_DURATION: &str = "hms_request_duration_seconds";
+pub const COMMAND_CONFLICTS: &str = "hms_command_conflicts_total";
+pub const LOGIN_REFUSALS: &str = "hms_login_refusals_total";
+pub const PROJECTION_LAG_EVENTS: &str = "hms_projection_lag_events";
+pub const PROJECTION_LAG_SECONDS: &str = "hms_projection_lag_seconds";
+pub const DB_CONNECTIONS: &str = "hms_db_connections";
+pub const DB_CONNECTION_BUDGET: &str = "hms_db_connection_budget";
+pub const TENANT_POOLS_OPEN: &str = "hms_tenant_pools_open";
+pub const PROVISIONINGS: &str = "hms_provisionings_total";
+pub const PROVISIONING_DURATION: &str = "hms_provisioning_duration_seconds";
+pub const SPARE_DATABASES: &str = "hms_spare_databases";
+pub const SPARES_CHANGED: &str = "hms_spare_databases_changed_total";
+pub const RESERVATIONS_RELEASED: &str = "hms_reservation_sweep_releases_total";
+
+/// Registers the help text of every metric (once per process, before the first scrape).
+pub fn describe() {
+    describe_counter!(
+        REQUESTS,
+        "GraphQL requests by operation (kind.rootField) and outcome (OK or the first error code)"
+    );
+    describe_histogram!(
+        REQUEST_DURATION,
+        metrics::Unit::Seconds,
+        "GraphQL request latency by operation"
+    );
+    describe_counter!(
+        COMMAND_CONFLICTS,
+        "Appends that lost a version race, by aggregate and resolution: retried by the server, or refused (CONFLICT, the client's expectedVersion was stale or retries ran out)"
+    );
+    describe_counter!(
+        LOGIN_REFUSALS,
+        "Sign-ins refused, by reason: invalid_credentials, throttled (too many failures), busy (too many password checks at once)"
+    );
+    describe_counter!(
+        hms_projections::runner::EVENTS_APPLIED,
+        "Events applied to read models, by projector (its rate is the catch-up rate)"
+    );
+    describe_gauge!(
+        PROJECTION_LAG_EVENTS,
+        "Events not yet applied, per hospital with an open pool and group (read_models: the slowest read model; seal: the log sealer). Counted up to 100000"
+    );
+    describe_gauge!(
+        PROJECTION_LAG_SECONDS,
+        metrics::Unit::Seconds,
+        "Age of the oldest event not yet applied (0 when none waits), per hospital with an open pool and group; for group=seal it is the age of the oldest unsealed event"
+    );
+    describe_gauge!(
+        DB_CONNECTIONS,
+        "Database connections of this process, by pool (platform, tenants) and state (open, in_use)"
+    );
+    describe_gauge!(
+        DB_CONNECTION_BUDGET,
+        "Most connections a pool may hold (tenants: all tenant pools together)"
+    );
+    describe_gauge!(TENANT_POOLS_OPEN, "Tenant pools open in this process");
+    describe_counter!(
+        PROVISIONINGS,
+        "Hospital onboardings run by this process, by outcome"
+    );
+    describe_histogram!(
+        PROVISIONING_DURATION,
+        metrics::Unit::Seconds,
+        "Time to provision a hospital's database (queueing for the provisioning lock included)"
+    );
+    describe_gauge!(
+        SPARE_DATABASES,
+        "Usable spare tenant databases, ready for the next onboarding"
+    );
+    describe_counter!(
+        SPARES_CHANGED,
+        "Spare databases created or dropped (change=created|dropped)"
+    );
+    describe_counter!(
+        RESERVATIONS_RELEASED,
+        "Schedule slots left held by a broken booking and released by the sweep"
+    );
+}
+
+/// One GraphQL request answered.
+pub fn request(operation: &str, outcome: &str, elapsed: Duration) {
+    counter!(REQUESTS, "operation" => operation.to_owned(), "outcome" => outcome.to_owned())
+        .increment(1);
+    histogram!(REQUEST_DURATION, "operation" => operation.to_owned()).record(elapsed.as_secs_f64());
+}
+
+/// An append lost a version race on `aggregate`; `retried` when the server decides
+/// again on fresh state, else the client gets CONFLICT.
+pub fn command_conflict(aggregate: &str, retried: bool) {
+    let resolution = if retried { "retried" } else { "refused" };
+    counter!(COMMAND_CONFLICTS, "aggregate" => aggregate.to_owned(), "resolution" => resolution)
+        .increment(1);
+}
+
+/// Why a sign-in was refused.
+#[derive(Debug, Clone, Copy)]
+pub enum LoginRefusal {
+    InvalidCredentials,
+    Throttled,
+    Busy,
+}
+
+pub fn login_refused(reason: LoginRefusal) {
+    let reason = match reason {
+        LoginRefusal::InvalidCredentials => "invalid_credentials",
+        LoginRefusal::Throttled => "throttled",
+        LoginRefusal::Busy => "busy",
+    };
+    counter!(LOGIN_REFUSALS, "reason" => reason).increment(1);
+}
+
+/// The lag of one hospital's projectors, as last measured.
+pub fn projection_lag(hospital: &str, lag: &hms_projections::Lag) {
+    let labels = [
+        ("hospital", hospital.to_owned()),
+        ("group", lag.group.to_owned()),
+    ];
+    gauge!(PROJECTION_LAG_EVENTS, &labels).set(lag.events as f64);
+    gauge!(PROJECTION_LAG_SECONDS, &labels).set(lag.seconds);
+}
+
+/// A pool's connections now, against what it may hold.
+pub fn connections(pool: &'static str, open: u32, in_use: u32, budget: u32) {
+    gauge!(DB_CONNECTIONS, "pool" => pool, "state" => "open").set(f64::from(open));
+    gauge!(DB_CONNECTIONS, "pool" => pool, "state" => "in_use").set(f64::from(in_use));
+    gauge!(DB_CONNECTION_BUDGET, "pool" => pool).set(f64::from(budget));
+}
+
+pub fn tenant_pools_open(open: usize) {
+    gauge!(TENANT_POOLS_OPEN).set(open as f64);
+}
+
+/// One onboarding finished (`outcome`: ready, resumed, refused, failed).
+pub fn provisioned(outcome: &'static str, elapsed: Duration) {
+    counter!(PROVISIONINGS, "outcome" => outcome).increment(1);
+    histogram!(PROVISIONING_DURATION).record(elapsed.as_secs_f64());
+}
+
+pub fn spare_databases(usable: usize) {
+    gauge!(SPARE_DATABASES).set(usable as f64);
+}
+
+pub fn spares_changed(created: usize, dropped: usize) {
+    counter!(SPARES_CHANGED, "change" => "created").increment(created as u64);
+    counter!(SPARES_CHANGED, "change" => "dropped").increment(dropped as u64);
+}
+
+pub fn reservations_released(count: usize) {
+    counter!(RESERVATIONS_RELEASED).increment(count as u64);
+}
+
+/// Lag queries run at once during a scrape.
+const LAG_CONCURRENCY: usize = 8;
+
+/// Brings the gauges that describe the present up to date, just before a scrape reads
+/// them: connections per pool, spare databases, and the lag of every hospital whose pool
+/// is open here (one query each; a hospital that cannot be reached keeps its last
+/// figures, which the exporter drops once they are stale).
+pub async fn sample(platform: &Platform) {
+    let control = &platform.control;
+    let idle = u32::try_from(control.num_idle()).unwrap_or(u32::MAX);
+    connections(
+        "platform",
+        control.size(),
+        control.size().saturating_sub(idle),
+        control.options().get_max_connections(),
+    );
+    let tenants = platform.registry.usage();
+    connections(
+        "tenants",
+        tenants.connections,
+        tenants.in_use,
+        tenants.budget,
+    );
+    tenant_pools_open(tenants.pools);
+    match platform.provisioner().spare_databases().await {
+        Ok(spares) => spare_databases(spares.len()),
+        Err(e) => tracing::warn!(error = %e, "could not count the spare databases"),
+    }
+    futures::stream::iter(platform.registry.open_codes())
+        .for_each_concurrent(LAG_CONCURRENCY, |code| async move {
+            let Ok(lease) = platform.registry.get(&code).await else {
+                return;
+            };
+            match platform.runner.lag(&lease.pool).await {
+                Ok(lags) => lags.iter().for_each(|lag| projection_lag(&code, lag)),
+                Err(e) => tracing::warn!(code, error = %e, "could not measure the projection lag"),
+            }
+        })
+        .await;
+}
