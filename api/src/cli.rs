@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use hms_app::application::{Application, ServeSettings};
 use hms_app::auth::password;
 use hms_app::state::Platform;
+use hms_app::tenancy::backup::{backup_hospital, restore_hospital, PgTools};
 use hms_app::tenancy::migrate::migrate_all;
 use hms_app::tenancy::provisioning::{NewHospital, ProvisionOutcome};
 use hms_app::tenancy::TenancyError;
@@ -77,6 +78,36 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::SetupHospital(args) => setup_hospital(&config, args).await,
+        Command::BackupHospital { code, output } => {
+            let platform = Platform::connect(&config).await?;
+            let tools = PgTools::discover(config.database_url.expose());
+            let manifest = backup_hospital(&platform, &tools, &code, &output).await?;
+            println!(
+                "hospital {} backed up to {}: {} events, head {}, recorded head {}, dump {} bytes (sha256 {})",
+                manifest.code,
+                output.display(),
+                manifest.events,
+                manifest.head.as_deref().unwrap_or("none"),
+                manifest.recorded_head.as_deref().unwrap_or("none"),
+                manifest.dump_bytes,
+                manifest.dump_sha256
+            );
+            Ok(())
+        }
+        Command::RestoreHospital { input, as_code } => {
+            let platform = Platform::connect(&config).await?;
+            let tools = PgTools::discover(config.database_url.expose());
+            let restored = restore_hospital(&platform, &tools, &input, as_code.as_deref()).await?;
+            println!(
+                "hospital {} restored into {}: {} events, head {} verified, {} transaction id(s) re-based",
+                restored.code,
+                restored.database_name,
+                restored.events,
+                restored.head.as_deref().unwrap_or("none"),
+                restored.rebased_transactions
+            );
+            Ok(())
+        }
         Command::PrintSchema => {
             print!("{}", crate::graphql::sdl());
             Ok(())

@@ -48,6 +48,24 @@ pub enum Command {
     SetupHospital(SetupHospitalArgs),
     /// List the hospitals with status, plan and database.
     Tenants,
+    /// Write a consistent backup of one hospital's database (pg_dump) with a manifest.
+    BackupHospital {
+        /// The hospital's code.
+        code: String,
+        /// The backup file to write (must not exist).
+        #[arg(long)]
+        output: std::path::PathBuf,
+    },
+    /// Restore a hospital backup into a new database, verified against its manifest's
+    /// head digest before the hospital is entered in the directory.
+    RestoreHospital {
+        /// A file written by `hms backup-hospital`.
+        #[arg(long)]
+        input: std::path::PathBuf,
+        /// Restore under this code instead of the backup's (which must then be free).
+        #[arg(long = "as", value_name = "NEWCODE")]
+        as_code: Option<String>,
+    },
     /// Print the GraphQL schema (SDL), as committed in api/schema.graphql.
     PrintSchema,
 }

@@ -72,7 +72,11 @@ impl MutationOptions {
 /// The authenticated caller inside their own hospital.
 pub struct HospitalScope<'a> {
     pub principal: &'a Principal,
+    /// The hospital's code inside its own database (its aggregate id, its events'
+    /// `tenant`): the directory's code, unless it was restored under another one.
     pub code: HospitalCode,
+    /// The code the directory, the token and the other processes know it by.
+    pub directory_code: HospitalCode,
     pub lease: TenantLease,
     pub state: &'a AppState,
     pub request: &'a RequestInfo,
@@ -97,9 +101,11 @@ impl<'a> HospitalScope<'a> {
                 TenancyError::Busy => AppError::RateLimited,
                 other => AppError::internal(other),
             })?;
+        let log_identity = HospitalCode::parse(&lease.log_identity).map_err(AppError::internal)?;
         Ok(HospitalScope {
             principal,
-            code,
+            code: log_identity,
+            directory_code: code,
             lease,
             state,
             request,
@@ -234,7 +240,10 @@ impl Authorized<'_> {
 
     /// Other server processes learn of new events from this hint.
     pub fn notify(&self) {
-        self.scope.state.hints.notify(self.code().as_str());
+        self.scope
+            .state
+            .hints
+            .notify(self.scope.directory_code.as_str());
     }
 
     /// The current state and version of aggregate `id`.

@@ -36,6 +36,14 @@ pub async fn refresh_tenant_stats(
     code: &str,
     tenant: &PgPool,
 ) -> std::result::Result<bool, sqlx::Error> {
+    // The hospital's code inside its own database (another for a hospital restored
+    // under a new code).
+    let identity: String =
+        sqlx::query_scalar("SELECT coalesce(log_code, code) FROM tenants WHERE code = $1")
+            .bind(code)
+            .fetch_optional(control)
+            .await?
+            .unwrap_or_else(|| code.to_owned());
     // Taken before reading: a reading that started earlier never overwrites this one.
     let read_at = Utc::now();
     let mut snapshot = tenant.begin().await?;
@@ -52,14 +60,14 @@ pub async fn refresh_tenant_stats(
                 (SELECT count(*) FROM invoices) AS invoices \
            FROM hospital_profile h WHERE h.code = $1",
     )
-    .bind(code)
+    .bind(&identity)
     .fetch_optional(&mut *snapshot)
     .await?;
     let Some(figures) = figures else {
         return Ok(false);
     };
     // The hospital's version and last activity come from its log, in the same snapshot.
-    let hospital_version = log::stream_version(&mut snapshot, Hospital::TYPE, code)
+    let hospital_version = log::stream_version(&mut snapshot, Hospital::TYPE, &identity)
         .await
         .map_err(log_error)?;
     let last_activity_at = log::last_recorded_at(&mut snapshot)

@@ -201,10 +201,19 @@ fn write_report(out: &mut (dyn Write + Send), r: &TenantReport) -> Result<()> {
 /// Verifies one hospital's log (see the module docs).
 pub async fn verify_tenant(platform: &Platform, code: &str) -> Result<TenantReport> {
     let recorded = seal::recorded_head(&platform.control, code).await?;
+    // Events name the hospital by the code its log knows (another than the directory's
+    // for a hospital restored under a new code).
+    let identity = platform
+        .directory
+        .get(code)
+        .await?
+        .map(|r| r.log_identity().to_owned())
+        .unwrap_or_else(|| code.to_owned());
     let tenant = tenant::open(platform, code).await?;
     let result = async {
         let mut conn = tenant.acquire().await?;
-        let mut report = Verifier::new(code, recorded).run(&mut conn).await?;
+        let mut report = Verifier::new(&identity, recorded).run(&mut conn).await?;
+        report.code = code.to_owned();
         if recorded.is_none() {
             if let Some(sealed) = seal::sealed_head(&mut conn).await? {
                 report.problems.push(Problem {

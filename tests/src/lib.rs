@@ -106,10 +106,24 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(test_config: TestConfig) -> TestApp {
+    spawn_platform(server_options(), test_config, true).await
+}
+
+/// A server with a platform of its own on another PostgreSQL server (a private
+/// cluster, see [`cluster`]); its databases go with that cluster.
+pub async fn spawn_app_on(server: PgConnectOptions, test_config: TestConfig) -> TestApp {
+    spawn_platform(server, test_config, false).await
+}
+
+async fn spawn_platform(
+    server: PgConnectOptions,
+    test_config: TestConfig,
+    owns_databases: bool,
+) -> TestApp {
     init_logging();
     let id = Uuid::new_v4().simple().to_string();
     let prefix = format!("hmst_{}_", &id[..12]);
-    let mut control_url = server_options();
+    let mut control_url = server;
     // `__` cannot occur in a tenant database name (codes have no `_`).
     control_url = control_url.database(&format!("{prefix}_control"));
     let config = PlatformConfig {
@@ -126,7 +140,7 @@ pub async fn spawn_app_with(test_config: TestConfig) -> TestApp {
         },
         tenant_role_password: None,
     };
-    start_server(config, prefix, &test_config, true).await
+    start_server(config, prefix, &test_config, owns_databases).await
 }
 
 /// Starts a server on `config`'s platform; `owns_databases`: drop them with the app.

@@ -110,8 +110,10 @@ async fn hospital_name(state: &AppState, code: &str) -> Result<HospitalName> {
     let row = HospitalProfileRow::load(&lease.pool)
         .await?
         .ok_or(AppError::NotFound)?;
+    // The code the user signs in with (the profile keeps the one its log was written
+    // under, which differs for a hospital restored under a new code).
     Ok(HospitalName {
-        code: row.code,
+        code: code.to_owned(),
         name: row.name,
     })
 }

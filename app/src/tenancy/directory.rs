@@ -81,6 +81,7 @@ struct TenantRow {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     tokens_not_before: Option<DateTime<Utc>>,
+    log_code: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -98,9 +99,18 @@ pub struct TenantRecord {
     /// Access tokens issued before this instant are refused (set when the hospital is
     /// closed, so reopening it revives none of them).
     pub tokens_not_before: Option<DateTime<Utc>>,
+    /// The code the hospital's event log knows it by, where it differs from `code` (a
+    /// hospital restored under another code); see [`TenantRecord::log_identity`].
+    pub log_code: Option<String>,
 }
 
 impl TenantRecord {
+    /// The hospital's code inside its own database: the id of its hospital aggregate
+    /// and the `tenant` of its events' metadata.
+    pub fn log_identity(&self) -> &str {
+        self.log_code.as_deref().unwrap_or(&self.code)
+    }
+
     /// Staff of this hospital may sign in and work. A hospital the platform operator
     /// suspended or cancelled is closed; subscription states that only forbid writes
     /// (an expired trial, a past-due bill) are decided by the domain, not here.
@@ -123,12 +133,13 @@ impl From<TenantRow> for TenantRecord {
             created_at: r.created_at,
             updated_at: r.updated_at,
             tokens_not_before: r.tokens_not_before,
+            log_code: r.log_code,
         }
     }
 }
 
 const COLUMNS: &str = "code, name, database_name, db_server, status, plan, provisioning_step, \
-                       pending_admin, created_at, updated_at, tokens_not_before";
+                       pending_admin, created_at, updated_at, tokens_not_before, log_code";
 
 #[derive(Clone)]
 pub struct TenantDirectory {

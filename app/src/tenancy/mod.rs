@@ -10,6 +10,7 @@
 //! - [`spares`]: spare tenant databases made ahead of time, renamed at onboarding.
 //! - [`writer`]: the role the tenant side runs under, which cannot rewrite the log.
 
+pub mod backup;
 pub mod directory;
 pub mod migrate;
 pub mod names;

@@ -65,6 +65,13 @@ impl TenantNaming {
         format!("{}{}", self.spare_prefix(), &id[..12])
     }
 
+    /// A scratch database for a restore in progress (see [`super::backup`]); renamed to
+    /// the hospital's once verified. Codes contain no `_`, so no tenant's name is one.
+    pub fn new_restore_database(&self) -> String {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        format!("{}_restore_{}", self.prefix, &id[..12])
+    }
+
     /// A `LIKE` pattern matching every database of this platform (tenants and template).
     pub fn like_pattern(&self) -> String {
         format!("{}%", self.prefix.replace('_', "\\_"))

@@ -22,7 +22,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
-use super::directory::TenantDirectory;
+use super::directory::{TenantDirectory, TenantRecord};
 use super::{Result, TenancyError};
 
 /// How long `get` waits for a lease to be released when the budget is exhausted.
@@ -56,6 +56,8 @@ pub struct PoolUsage {
 #[derive(Debug)]
 pub struct TenantDb {
     pub code: String,
+    /// The hospital's code inside its own database ([`super::TenantRecord::log_identity`]).
+    pub log_identity: String,
     pub database_name: String,
     pub pool: PgPool,
 }
@@ -210,11 +212,7 @@ impl PoolRegistry {
                     .filter(|r| r.is_open())
                     .ok_or_else(|| TenancyError::NotFound(code.to_owned()))?,
             };
-            match self.reserve(
-                &record.code,
-                &record.database_name,
-                record.tokens_not_before,
-            ) {
+            match self.reserve(&record, record.tokens_not_before) {
                 Step::Ready(db) => return Ok(self.lease(db, record.tokens_not_before)),
                 Step::Close(victim) => {
                     victim.pool.close().await;
@@ -288,12 +286,9 @@ impl PoolRegistry {
 
     /// Under the lock: open a pool if the budget allows, else pick the least recently
     /// used unleased pool to close, else wait.
-    fn reserve(
-        &self,
-        code: &str,
-        database_name: &str,
-        tokens_not_before: Option<DateTime<Utc>>,
-    ) -> Step {
+    fn reserve(&self, record: &TenantRecord, tokens_not_before: Option<DateTime<Utc>>) -> Step {
+        let code = record.code.as_str();
+        let database_name = record.database_name.as_str();
         let settings = &self.inner.settings;
         let mut open = self.open_map();
         if let Some(entry) = open.get_mut(code) {
@@ -310,6 +305,7 @@ impl PoolRegistry {
                 .connect_lazy_with(self.inner.server.clone().database(database_name));
             let db = Arc::new(TenantDb {
                 code: code.to_owned(),
+                log_identity: record.log_identity().to_owned(),
                 database_name: database_name.to_owned(),
                 pool,
             });

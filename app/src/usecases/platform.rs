@@ -177,7 +177,7 @@ impl<'a> PlatformScope<'a> {
             .await
             .map_err(|e| AppError::validation("newPassword", e.to_string()))?;
         let now = Utc::now();
-        let metadata = self.metadata(code.as_str(), now);
+        let metadata = self.metadata(&lease.log_identity, now);
         if !user.active {
             let command = UserCommand::ReactivateUser { now };
             commands::execute::<User>(&lease.pool, &self.state.runner, &id, command, (), &metadata)
@@ -213,10 +213,10 @@ impl<'a> PlatformScope<'a> {
         commands::execute_expecting::<Hospital>(
             &lease.pool,
             &self.state.runner,
-            code.as_str(),
+            &lease.log_identity,
             command,
             (),
-            &self.metadata(code.as_str(), now),
+            &self.metadata(&lease.log_identity, now),
             options.expected_version,
         )
         .await

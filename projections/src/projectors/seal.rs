@@ -424,6 +424,70 @@ pub async fn sealed_head(conn: &mut PgConnection) -> Result<Option<SealHead>, sq
     }))
 }
 
+/// The chain recomputed from the events alone, in commit order, at each of `indexes`
+/// (the chain indexes wanted, any order): what the seals there must hold if no event was
+/// changed. `None` where the log holds fewer events. Reads no further than the largest.
+pub async fn recompute_chain_at(
+    conn: &mut PgConnection,
+    indexes: &[i64],
+) -> Result<Vec<Option<SealHead>>> {
+    let Some(&last) = indexes.iter().max() else {
+        return Ok(Vec::new());
+    };
+    let encodings = SealEncodings::load(conn).await?;
+    let mut found = vec![None; indexes.len()];
+    let mut after = crate::LogCursor::START;
+    let mut chain_index = 0i64;
+    let mut hash = GENESIS;
+    while chain_index < last {
+        let batch = crate::log::read_batch(conn, after, 2_000).await?;
+        let Some(tail) = batch.last() else {
+            break;
+        };
+        after = crate::LogCursor {
+            transaction_id: tail.transaction_id,
+            position: tail.position,
+        };
+        for event in &batch {
+            chain_index += 1;
+            hash = chain_hash(&hash, event, encodings.at(chain_index));
+            for (slot, wanted) in found.iter_mut().zip(indexes) {
+                if *wanted == chain_index {
+                    *slot = Some(SealHead {
+                        chain_index,
+                        position: event.position,
+                        chain_hash: hash,
+                    });
+                }
+            }
+            if chain_index == last {
+                break;
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Parses a digest as [`SealHead::digest`] writes it (`<chain_index>:<position>:<hex>`).
+pub fn parse_digest(digest: &str) -> Option<SealHead> {
+    let mut parts = digest.split(':');
+    let chain_index = parts.next()?.parse().ok()?;
+    let position = parts.next()?.parse().ok()?;
+    let hex = parts.next()?;
+    if parts.next().is_some() || hex.len() != 64 {
+        return None;
+    }
+    let mut chain_hash = [0u8; 32];
+    for (i, byte) in chain_hash.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(SealHead {
+        chain_index,
+        position,
+        chain_hash,
+    })
+}
+
 /// The head the platform database holds for hospital `code`, if any was recorded.
 pub async fn recorded_head(
     control: &PgPool,
@@ -520,6 +584,19 @@ pub async fn record_head(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_digest_reads_back_as_the_head_it_was_written_from() {
+        let head = SealHead {
+            chain_index: 42,
+            position: 4711,
+            chain_hash: [0xab; 32],
+        };
+        assert_eq!(parse_digest(&head.digest()), Some(head));
+        assert_eq!(parse_digest("42:4711:abab"), None);
+        assert_eq!(parse_digest("x:1:00"), None);
+        assert_eq!(parse_digest(&format!("{}:extra", head.digest())), None);
+    }
     use serde_json::json;
     use SealEncoding::{V1, V2};
 

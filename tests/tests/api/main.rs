@@ -5,6 +5,7 @@ mod appointments;
 mod audit;
 mod auth;
 mod authority;
+mod backup;
 mod billing;
 mod hospital;
 mod http;
