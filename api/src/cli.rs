@@ -195,9 +195,13 @@ async fn serve(
     let mut options = crate::http::HttpOptions::new(config.graphiql, &config.cors_origins)
         .and_then(|o| o.with_trusted_proxies(&config.trusted_proxies))
         .map_err(anyhow::Error::msg)?;
+    // Never on a production API listener: the figures name hospitals and volumes.
+    options.metrics = config.metrics_listen.is_none() && !production;
+    if production && config.metrics_listen.is_none() {
+        tracing::warn!("metrics are not served: set HMS_METRICS_LISTEN to an address the monitoring network reaches");
+    }
     let metrics_server = match config.metrics_listen {
         Some(address) => {
-            options.metrics = false;
             let listener = TcpListener::bind(address)
                 .await
                 .with_context(|| format!("Failed to listen on {address} for metrics"))?;

@@ -205,7 +205,14 @@ async fn json_logs_describe_requests_and_hold_no_patient_data_or_secrets() {
             password,
         ])
         .await;
-    let mut server = platform.serve(&[]).await;
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let metrics_address = format!("127.0.0.1:{metrics_port}");
+    let mut server = platform
+        .serve(&[("HMS_METRICS_LISTEN", metrics_address.as_str())])
+        .await;
     let client = reqwest::Client::new();
     let graphql = |query: &'static str, variables: serde_json::Value, token: Option<String>| {
         let client = client.clone();
@@ -279,6 +286,24 @@ async fn json_logs_describe_requests_and_hold_no_patient_data_or_secrets() {
     )
     .await;
     assert!(bad["errors"].is_array(), "{bad}");
+    // With an address of its own, /metrics is there and not on the API's listener.
+    let scraped = client
+        .get(format!("http://{metrics_address}/metrics"))
+        .send()
+        .await
+        .expect("scrape");
+    assert_eq!(scraped.status(), 200);
+    let figures = scraped.text().await.expect("figures");
+    assert!(
+        figures.contains("operation=\"mutation.registerPatient\""),
+        "{figures}"
+    );
+    let hidden = client
+        .get(format!("{}/metrics", server.address))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(hidden.status(), 404);
     server.stop().await;
     let log = server.log_text();
     platform.cleanup().await;
