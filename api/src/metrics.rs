@@ -43,6 +43,12 @@ pub fn recorder() -> Option<&'static PrometheusHandle> {
                         PROVISIONING_BUCKETS,
                     )
                 })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(telemetry::SPARE_DURATION.to_owned()),
+                        PROVISIONING_BUCKETS,
+                    )
+                })
                 .map(|b| b.idle_timeout(MetricKindMask::GAUGE, Some(STALE_GAUGE)))
                 .and_then(PrometheusBuilder::install_recorder);
             match installed {

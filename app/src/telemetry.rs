@@ -28,6 +28,7 @@ pub const PROVISIONINGS: &str = "hms_provisionings_total";
 pub const PROVISIONING_DURATION: &str = "hms_provisioning_duration_seconds";
 pub const SPARE_DATABASES: &str = "hms_spare_databases";
 pub const SPARES_CHANGED: &str = "hms_spare_databases_changed_total";
+pub const SPARE_DURATION: &str = "hms_spare_database_seconds";
 pub const RESERVATIONS_RELEASED: &str = "hms_reservation_sweep_releases_total";
 
 /// Registers the help text of every metric (once per process, before the first scrape).
@@ -87,6 +88,11 @@ pub fn describe() {
     describe_counter!(
         SPARES_CHANGED,
         "Spare databases created or dropped (change=created|dropped)"
+    );
+    describe_histogram!(
+        SPARE_DURATION,
+        metrics::Unit::Seconds,
+        "Time to make one spare database (a template copy), averaged over each refill"
     );
     describe_counter!(
         RESERVATIONS_RELEASED,
@@ -160,6 +166,15 @@ pub fn spare_databases(usable: usize) {
 pub fn spares_changed(created: usize, dropped: usize) {
     counter!(SPARES_CHANGED, "change" => "created").increment(created as u64);
     counter!(SPARES_CHANGED, "change" => "dropped").increment(dropped as u64);
+}
+
+/// A refill made `created` spares in `elapsed`.
+pub fn spares_made(created: usize, elapsed: Duration) {
+    let each = elapsed.as_secs_f64() / created.max(1) as f64;
+    let spare_seconds = histogram!(SPARE_DURATION);
+    for _ in 0..created {
+        spare_seconds.record(each);
+    }
 }
 
 pub fn reservations_released(count: usize) {

@@ -137,6 +137,7 @@ impl Provisioner {
         let provisioner = self.clone();
         tokio::spawn(async move {
             loop {
+                let started = std::time::Instant::now();
                 match provisioner.refill_spares().await {
                     Ok(SpareRefill {
                         created: 0,
@@ -144,6 +145,9 @@ impl Provisioner {
                     }) => {}
                     Ok(done) => {
                         crate::telemetry::spares_changed(done.created, done.dropped);
+                        if done.created > 0 {
+                            crate::telemetry::spares_made(done.created, started.elapsed());
+                        }
                         tracing::info!(
                             created = done.created,
                             dropped = done.dropped,
