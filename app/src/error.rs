@@ -41,6 +41,10 @@ pub enum AppError {
     ModuleDisabled(String),
     #[error("too many requests; try again later")]
     RateLimited,
+    /// A database could not be reached (down, restarting, refusing connections, the
+    /// link broke); the same request may succeed shortly. The cause is for the log only.
+    #[error("a database is unreachable: {0}")]
+    Unavailable(#[source] Internal),
     /// Infrastructure failed; the cause is for the log only.
     #[error("internal error: {0}")]
     Internal(#[source] Internal),
@@ -102,7 +106,11 @@ impl From<ValidationError> for AppError {
 
 impl From<sqlx::Error> for AppError {
     fn from(e: sqlx::Error) -> Self {
-        AppError::internal(e)
+        if crate::tenancy::platform::is_unreachable(&e) {
+            AppError::Unavailable(Internal(e.into()))
+        } else {
+            AppError::internal(e)
+        }
     }
 }
 
@@ -144,6 +152,8 @@ impl From<TenancyError> for AppError {
             TenancyError::NotFound(_) => AppError::NotFound,
             TenancyError::Invalid(e) => e.into(),
             TenancyError::Busy => AppError::RateLimited,
+            TenancyError::Database(e) => e.into(),
+            e @ TenancyError::Unreachable { .. } => AppError::Unavailable(Internal(e.into())),
             other => AppError::internal(other),
         }
     }

@@ -9,7 +9,9 @@
 //! [`RUN_METADATA_KEY`]), and the command path skips a command whose stream already holds
 //! an event of the same run ([`crate::commands`]): re-running the work after a takeover
 //! appends nothing twice and computes the first attempt's answer, whether or not that
-//! attempt got as far as committing.
+//! attempt got as far as committing. The run id is derived from the actor, the key and
+//! the input, so the same holds for a retry after an attempt that failed, e.g. because
+//! its connection was lost after its append committed.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -43,6 +45,17 @@ tokio::task_local! {
 pub fn current_run() -> Option<Uuid> {
     RUN.try_with(|run| *run).ok()
 }
+
+/// The run of keyed work for one (actor, key, input): the same for every attempt, so an
+/// attempt whose writes committed but whose answer was lost (the connection dropped
+/// after the commit) is recognised by the next one as its own work.
+fn run_for(actor: Uuid, key: &str, request_hash: &str) -> Uuid {
+    let name = format!("{actor}\u{1f}{key}\u{1f}{request_hash}");
+    Uuid::new_v5(&RUN_NAMESPACE, name.as_bytes())
+}
+
+/// Namespace of the run ids derived by [`run_for`].
+const RUN_NAMESPACE: Uuid = Uuid::from_u128(0x6f2b_1c0e_8d3a_4e57_9a41_2c7d_5b90_e318);
 
 /// What identifies a retry: the SHA-256 of the input's serialized form.
 pub fn request_hash(input: &impl serde::Serialize) -> Result<String> {
@@ -118,7 +131,7 @@ impl Authorized<'_> {
             .bind(key)
             .bind(&operation)
             .bind(&hash)
-            .bind(Uuid::new_v4())
+            .bind(run_for(actor, key, &hash))
             .bind(owner)
             .fetch_optional(self.pool())
             .await
@@ -237,7 +250,9 @@ impl Authorized<'_> {
                 Ok(result)
             }
             Err(e) => {
-                // Nothing to replay: let a retry try again, as a new run.
+                // Let a retry try again. It runs as the same run (see [`run_for`]): had
+                // this attempt's append committed while its answer was lost, the retry
+                // finds the event as its own and answers it instead of appending again.
                 let _ = sqlx::query(
                     "DELETE FROM idempotency_keys \
                       WHERE actor_id = $1 AND key = $2 AND owner = $3 AND result IS NULL",

@@ -34,6 +34,9 @@ pub enum ApiError {
     SubscriptionInactive(String),
     ModuleDisabled(String),
     RateLimited,
+    /// A database could not be reached; the same request may succeed shortly
+    /// (`retryable: true`). The cause is logged, never sent.
+    Unavailable,
     /// The cause is logged, never sent.
     Internal,
 }
@@ -44,6 +47,13 @@ impl ApiError {
         let request_id = current_request_id();
         tracing::error!(%request_id, error = %cause, "internal error");
         ApiError::Internal
+    }
+
+    /// Logs `cause` with the request id and returns UNAVAILABLE.
+    pub fn unavailable(cause: impl std::fmt::Debug) -> Self {
+        let request_id = current_request_id();
+        tracing::warn!(%request_id, error = ?cause, "a database is unreachable");
+        ApiError::Unavailable
     }
 
     pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
@@ -63,6 +73,7 @@ impl ApiError {
             ApiError::SubscriptionInactive(_) => "SUBSCRIPTION_INACTIVE",
             ApiError::ModuleDisabled(_) => "MODULE_DISABLED",
             ApiError::RateLimited => "RATE_LIMITED",
+            ApiError::Unavailable => "UNAVAILABLE",
             ApiError::Internal => "INTERNAL",
         }
     }
@@ -80,6 +91,9 @@ impl ApiError {
             | ApiError::SubscriptionInactive(m)
             | ApiError::ModuleDisabled(m) => m.clone(),
             ApiError::RateLimited => "too many requests; try again later".into(),
+            ApiError::Unavailable => {
+                "the service is briefly unavailable (a database cannot be reached); try again shortly".into()
+            }
             ApiError::Internal => "internal error".into(),
         }
     }
@@ -102,6 +116,10 @@ impl From<ApiError> for async_graphql::Error {
                 // Tells "send it again" from a final refusal; both are CONFLICT.
                 ApiError::Conflict(_) => ext.set("retryable", false),
                 ApiError::Contended(_) => ext.set("retryable", true),
+                ApiError::Unavailable => {
+                    ext.set("retryable", true);
+                    ext.set("requestId", current_request_id());
+                }
                 ApiError::Withheld(w) => ext.set("withheld", format!("{:?}", w.disclosure)),
                 _ => {}
             }
@@ -134,6 +152,7 @@ impl From<hms_app::AppError> for ApiError {
             A::SubscriptionInactive(m) => ApiError::SubscriptionInactive(m),
             A::ModuleDisabled(m) => ApiError::ModuleDisabled(m),
             A::RateLimited => ApiError::RateLimited,
+            A::Unavailable(cause) => ApiError::unavailable(cause),
             A::Internal(cause) => {
                 let request_id = current_request_id();
                 tracing::error!(%request_id, error = ?cause, "internal error");

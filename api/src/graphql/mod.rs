@@ -111,7 +111,7 @@ pub(crate) fn request<'a>(ctx: &Context<'a>) -> &'a RequestContext {
 pub(crate) fn principal<'a>(ctx: &Context<'a>) -> Result<&'a Principal, ApiError> {
     match &request(ctx).auth {
         Some(Ok(p)) => Ok(p),
-        Some(Err(AuthError::Unavailable(e))) => Err(ApiError::internal(e)),
+        Some(Err(AuthError::Unavailable(e))) => Err(ApiError::unavailable(e)),
         Some(Err(AuthError::Internal(e))) => Err(ApiError::internal(e)),
         _ => Err(ApiError::Unauthenticated),
     }

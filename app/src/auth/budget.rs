@@ -54,7 +54,7 @@ impl RequestBudget {
         // One statement: the charge is added only where it fits, atomically against
         // every other replica's; no row back means it did not fit. The setting makes
         // this statement's commit not wait for the disk.
-        let charged: Option<i64> = sqlx::query_scalar(
+        let charged: Result<Option<i64>, sqlx::Error> = sqlx::query_scalar(
             "WITH _ AS (SELECT set_config('synchronous_commit', 'off', true)) \
              INSERT INTO request_budgets AS b (principal, window_start, spent) \
              SELECT $1, date_trunc('minute', now()), $2 FROM _ WHERE $2 <= $3 \
@@ -67,7 +67,17 @@ impl RequestBudget {
         .bind(cost)
         .bind(limit)
         .fetch_optional(&self.control)
-        .await?;
+        .await;
+        let charged = match charged {
+            Ok(charged) => charged,
+            // A throttle, not an authority: while the platform database is down the
+            // hospitals keep working, unmetered.
+            Err(e) if crate::tenancy::platform::is_unreachable(&e) => {
+                tracing::warn!(error = %e, "request budget not charged: the platform database is unreachable");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
         match charged {
             Some(_) => Ok(()),
             None => Err(AppError::RateLimited),

@@ -51,7 +51,11 @@ pub enum AuthError {
 
 impl From<sqlx::Error> for AuthError {
     fn from(e: sqlx::Error) -> Self {
-        AuthError::Internal(e.to_string())
+        if crate::tenancy::platform::is_unreachable(&e) {
+            AuthError::Unavailable(TenancyError::Database(e))
+        } else {
+            AuthError::Internal(e.to_string())
+        }
     }
 }
 

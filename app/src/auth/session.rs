@@ -78,6 +78,7 @@ pub async fn login(
                 telemetry::login_refused(LoginRefusal::InvalidCredentials);
                 AppError::InvalidCredentials
             }
+            AuthError::Unavailable(e) => e.into(),
             other => AppError::internal(other),
         })?;
     Ok(SignedIn {

@@ -39,6 +39,30 @@ fn unreachable(options: &PgConnectOptions, error: &sqlx::Error) -> TenancyError 
     }
 }
 
+/// Whether `error` says the database could not be reached or talked to (the server is
+/// down, restarting, refusing connections, or the link broke), as opposed to a statement
+/// it refused.
+pub fn is_unreachable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // Connection exceptions (08…), shutdown and start-up (57P01-57P03), too many
+        // connections (53300), a database not accepting connections (55000 on connect).
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+            code.starts_with("08")
+                || matches!(
+                    code.as_ref(),
+                    "57P01" | "57P02" | "57P03" | "53300" | "55000"
+                )
+        }),
+        _ => false,
+    }
+}
+
 pub fn parse_url(url: &str) -> Result<PgConnectOptions> {
     url.parse::<PgConnectOptions>()
         .map(|o| o.log_statements(tracing::log::LevelFilter::Debug))

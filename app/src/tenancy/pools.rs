@@ -32,6 +32,13 @@ const WAIT_FOR_CAPACITY: Duration = Duration::from_secs(10);
 /// by another replica is refused here within this bound.
 pub const STATUS_RECHECK: Duration = Duration::from_secs(2);
 
+/// While the platform database cannot be reached, a hospital this process saw open
+/// within this bound keeps being served (its data lives in its own database): no
+/// closure can be recorded while the platform is down, so what is missed is only a
+/// closure recorded in the bound before the outage, enforced once the platform is back.
+/// A hospital not seen open that recently is refused.
+pub const PLATFORM_OUTAGE_GRACE: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
     /// Connections per tenant pool.
@@ -200,7 +207,9 @@ impl PoolRegistry {
                 if entry.checked_at.elapsed() < STATUS_RECHECK {
                     return Ok(self.lease(entry.db, entry.tokens_not_before));
                 }
-                return self.recheck(code, entry.db).await;
+                return self
+                    .recheck(code, entry.db, entry.checked_at, entry.tokens_not_before)
+                    .await;
             }
             let record = match looked_up.take() {
                 Some(r) => r,
@@ -234,13 +243,25 @@ impl PoolRegistry {
     /// Asks the directory again whether an open pool's hospital is still open: if so the
     /// check is renewed; if it was closed (by any replica) the pool is dropped here and the
     /// hospital is `NotFound`.
-    async fn recheck(&self, code: &str, db: Arc<TenantDb>) -> Result<TenantLease> {
-        let record = self
-            .inner
-            .directory
-            .get(code)
-            .await?
-            .filter(|r| r.is_open() && r.database_name == db.database_name);
+    async fn recheck(
+        &self,
+        code: &str,
+        db: Arc<TenantDb>,
+        checked_at: Instant,
+        tokens_not_before: Option<DateTime<Utc>>,
+    ) -> Result<TenantLease> {
+        let record = match self.inner.directory.get(code).await {
+            Ok(record) => record,
+            Err(TenancyError::Database(e))
+                if super::platform::is_unreachable(&e)
+                    && checked_at.elapsed() < PLATFORM_OUTAGE_GRACE =>
+            {
+                tracing::warn!(code, error = %e, "platform database unreachable: serving the hospital on its status seen {:?} ago", checked_at.elapsed());
+                return Ok(self.lease(db, tokens_not_before));
+            }
+            Err(e) => return Err(e),
+        };
+        let record = record.filter(|r| r.is_open() && r.database_name == db.database_name);
         let Some(record) = record else {
             let removed = {
                 let mut open = self.open_map();
