@@ -72,6 +72,10 @@ pub enum CommandError<E: std::error::Error> {
     /// [`MAX_ATTEMPTS`] attempts: the same request may succeed if sent again.
     #[error("the record is being changed by many requests at once; try again")]
     Contended,
+    /// The hospital's database could not be reached (down, restarting, the link broke):
+    /// the same request may succeed shortly (with an idempotency key, safely).
+    #[error("the hospital's database cannot be reached: {0}")]
+    Unavailable(String),
     #[error("event store failure: {0}")]
     Store(String),
     #[error("read models did not catch up: {0}")]
@@ -83,6 +87,13 @@ impl<E: std::error::Error> From<AggregateError<E>> for CommandError<E> {
         match err {
             AggregateError::UserError(e) => CommandError::Rejected(e),
             AggregateError::AggregateConflict => CommandError::Conflict,
+            AggregateError::DatabaseConnectionError(e) => CommandError::Unavailable(e.to_string()),
+            AggregateError::UnexpectedError(e)
+                if e.downcast_ref::<sqlx::Error>()
+                    .is_some_and(crate::tenancy::platform::is_unreachable) =>
+            {
+                CommandError::Unavailable(e.to_string())
+            }
             other => CommandError::Store(other.to_string()),
         }
     }

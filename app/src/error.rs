@@ -116,7 +116,10 @@ impl From<sqlx::Error> for AppError {
 
 impl From<hms_projections::ProjectionError> for AppError {
     fn from(e: hms_projections::ProjectionError) -> Self {
-        AppError::internal(e)
+        match e {
+            hms_projections::ProjectionError::Database(e) => e.into(),
+            other => AppError::internal(other),
+        }
     }
 }
 
@@ -175,7 +178,8 @@ pub fn command_error<E: DomainErrorCode + Send + Sync + 'static>(e: CommandError
         CommandError::Contended => AppError::Contended(
             "the record is being changed by many requests at once; try again".into(),
         ),
+        CommandError::Unavailable(e) => AppError::Unavailable(Internal(e.into())),
         CommandError::Store(e) => AppError::internal(e),
-        CommandError::Projection(e) => AppError::internal(e),
+        CommandError::Projection(e) => e.into(),
     }
 }

@@ -293,7 +293,15 @@ impl Authenticator {
         commands::load::<User>(&lease.pool, &id.to_string())
             .await
             .map(|(user, _)| user)
-            .map_err(|e| AuthError::Internal(e.to_string()))
+            .map_err(|e| match e {
+                commands::CommandError::Unavailable(reason) => {
+                    AuthError::Unavailable(TenancyError::Unreachable {
+                        target: format!("the database of hospital {}", lease.code),
+                        reason,
+                    })
+                }
+                other => AuthError::Internal(other.to_string()),
+            })
     }
 
     /// The hospital's pool, or `None` if there is no open hospital with this code.
