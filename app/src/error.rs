@@ -168,6 +168,16 @@ pub trait DomainErrorCode: StdError {
     fn to_app_error(&self) -> AppError;
 }
 
+/// Maps a failure to load an aggregate (no command ran, so nothing was refused): an
+/// unreachable database is UNAVAILABLE, anything else internal.
+pub fn load_error<E: StdError>(e: CommandError<E>) -> AppError {
+    match e {
+        CommandError::Unavailable(e) => AppError::Unavailable(Internal(e.into())),
+        CommandError::Projection(e) => e.into(),
+        other => AppError::internal(other.to_string()),
+    }
+}
+
 /// Maps a command failure to what the client sees.
 pub fn command_error<E: DomainErrorCode + Send + Sync + 'static>(e: CommandError<E>) -> AppError {
     match e {

@@ -128,7 +128,7 @@ impl<'a> HospitalScope<'a> {
     pub async fn hospital(&self) -> Result<(Hospital, u64)> {
         commands::load::<Hospital>(self.pool(), self.code.as_str())
             .await
-            .map_err(AppError::internal)
+            .map_err(crate::error::load_error)
     }
 
     /// Decides whether the caller may perform `operation` now: role, module and
@@ -253,7 +253,7 @@ impl Authorized<'_> {
     {
         commands::load::<A>(self.pool(), id)
             .await
-            .map_err(|e| AppError::internal(e.to_string()))
+            .map_err(crate::error::load_error)
     }
 
     /// An id for a record this request creates: derived from the idempotency key when

@@ -162,7 +162,7 @@ impl<'a> PlatformScope<'a> {
         // The account as its own stream has it now (the write side, not the staff list).
         let (user, _) = commands::load::<User>(&lease.pool, &id)
             .await
-            .map_err(AppError::internal)?;
+            .map_err(crate::error::load_error)?;
         if user.id.is_none() {
             return Err(AppError::NotFound);
         }
