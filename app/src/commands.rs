@@ -250,7 +250,10 @@ async fn append_events<A: Aggregate>(
         sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
             PersistenceError::OptimisticLockError
         }
-        _ => PersistenceError::ConnectionError(Box::new(e)),
+        _ if crate::tenancy::platform::is_unreachable(&e) => {
+            PersistenceError::ConnectionError(Box::new(e))
+        }
+        _ => PersistenceError::UnknownError(Box::new(e)),
     })?;
     Ok(landed
         .into_iter()

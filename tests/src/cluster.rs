@@ -1,8 +1,9 @@
 //! Throw-away PostgreSQL clusters of the tests' own, for what the shared test server
-//! cannot show: a primary with a hot standby streaming from it. Made with the machine's
-//! PostgreSQL server binaries (the ones `scripts/lib/postgres.sh` finds or installs), as
-//! the OS user `postgres` when the tests run as root (PostgreSQL refuses root), in a
-//! temporary directory that is stopped and removed when the value is dropped.
+//! cannot show: a primary with a hot standby streaming from it, a server stopped and
+//! started again under load. Made with the machine's PostgreSQL server binaries (the
+//! ones `scripts/lib/postgres.sh` finds or installs), as the OS user `postgres` when the
+//! tests run as root (PostgreSQL refuses root), in a temporary directory that is stopped
+//! and removed when the value is dropped.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -108,7 +109,17 @@ impl Cluster {
         Ok(())
     }
 
-    fn start(&self) -> anyhow::Result<()> {
+    /// Stops the server the way a crash does (`pg_ctl stop -m immediate`: no checkpoint,
+    /// every connection dropped at once); [`Self::start`] then runs crash recovery.
+    pub fn stop_immediately(&self) -> anyhow::Result<()> {
+        self.run(
+            "pg_ctl",
+            &["-D", path(&self.data), "-m", "immediate", "-w", "stop"],
+        )
+    }
+
+    /// Starts the server (again) on the same port, waiting until it accepts connections.
+    pub fn start(&self) -> anyhow::Result<()> {
         let log = self.root.join(format!("{}.log", self.port));
         self.run(
             "pg_ctl",
@@ -153,10 +164,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = self.run(
-            "pg_ctl",
-            &["-D", path(&self.data), "-m", "immediate", "-w", "stop"],
-        );
+        let _ = self.stop_immediately();
         if self.owns_root {
             let _ = std::fs::remove_dir_all(&self.root);
         }

@@ -11,6 +11,7 @@ pub mod cluster;
 
 pub mod fixtures;
 pub mod process;
+pub mod proxy;
 
 use std::sync::Once;
 

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use sqlx::postgres::PgConnectOptions;
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
@@ -39,6 +40,8 @@ pub struct ProcessPlatform {
     pub database_url: String,
     pub jwt_secret: String,
     pub log_dir: PathBuf,
+    /// The PostgreSQL server that holds the platform's databases.
+    pub server: PgConnectOptions,
 }
 
 /// One running `hms serve`.
@@ -49,10 +52,18 @@ pub struct ServerProcess {
 }
 
 impl ProcessPlatform {
+    /// A platform on the shared test server.
     pub fn new() -> Self {
+        Self::on_server(&server_options())
+    }
+
+    /// A platform on another server, e.g. a private [`crate::cluster::Cluster`] that a
+    /// test may stop (its options; the database is ignored). Its databases go with that
+    /// server: [`Self::cleanup`] drops databases on the shared test server only.
+    pub fn on_server(server: &PgConnectOptions) -> Self {
         let id = Uuid::new_v4().simple().to_string();
         let prefix = format!("hmsp_{}_", &id[..12]);
-        let control = server_options().database(&format!("{prefix}_control"));
+        let control = server.clone().database(&format!("{prefix}_control"));
         let log_dir = std::env::temp_dir().join(format!("{prefix}logs"));
         std::fs::create_dir_all(&log_dir).expect("log directory");
         Self {
@@ -60,7 +71,18 @@ impl ProcessPlatform {
             jwt_secret: format!("{id}{id}"),
             log_dir,
             prefix,
+            server: server.clone(),
         }
+    }
+
+    /// The platform ("control") database's name.
+    pub fn control_database(&self) -> String {
+        format!("{}_control", self.prefix)
+    }
+
+    /// The name of hospital `code`'s database.
+    pub fn database_for(&self, code: &str) -> String {
+        format!("{}{}", self.prefix, code.to_ascii_lowercase())
     }
 
     /// `hms ARGS` with this platform's environment (JSON logs), not yet run.
@@ -133,9 +155,15 @@ impl ProcessPlatform {
         );
     }
 
-    /// Drops every database of this platform and its logs.
+    /// Drops every database of this platform (when it is on the shared test server)
+    /// and its logs.
     pub async fn cleanup(&self) {
-        drop_databases(&self.prefix).await;
+        let shared = server_options();
+        if self.server.get_host() == shared.get_host()
+            && self.server.get_port() == shared.get_port()
+        {
+            drop_databases(&self.prefix).await;
+        }
         let _ = std::fs::remove_dir_all(&self.log_dir);
     }
 }
@@ -154,6 +182,13 @@ impl ServerProcess {
                 .args(["-TERM", &pid.to_string()])
                 .status();
         }
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+    }
+
+    /// SIGKILL (`kill -9`): the process ends at once, nothing of it runs after. Waits
+    /// for it to be gone.
+    pub async fn kill(&mut self) {
+        self.child.start_kill().expect("SIGKILL is sent");
         let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
     }
 

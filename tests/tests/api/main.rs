@@ -7,6 +7,7 @@ mod auth;
 mod authority;
 mod backup;
 mod billing;
+mod faults;
 mod hospital;
 mod http;
 mod isolation;
