@@ -94,10 +94,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::RestoreHospital { input, as_code } => {
+        Command::RestoreHospital {
+            input,
+            as_code,
+            server,
+        } => {
             let platform = Platform::connect(&config).await?;
             let tools = PgTools::discover(config.database_url.expose());
-            let restored = restore_hospital(&platform, &tools, &input, as_code.as_deref()).await?;
+            let restored = restore_hospital(
+                &platform,
+                &tools,
+                &input,
+                as_code.as_deref(),
+                server.as_deref(),
+            )
+            .await?;
             println!(
                 "hospital {} restored into {}: {} events, head {} verified, {} transaction id(s) re-based",
                 restored.code,

@@ -65,6 +65,10 @@ pub enum Command {
         /// Restore under this code instead of the backup's (which must then be free).
         #[arg(long = "as", value_name = "NEWCODE")]
         as_code: Option<String>,
+        /// The database server to restore onto (`default`: the platform's own, the only
+        /// one a platform has today).
+        #[arg(long, value_name = "NAME")]
+        server: Option<String>,
     },
     /// Print the GraphQL schema (SDL), as committed in api/schema.graphql.
     PrintSchema,

@@ -256,14 +256,25 @@ pub struct Restored {
     pub rebased_transactions: i64,
 }
 
+/// The database servers a hospital can be placed on. A platform has one today, its
+/// own (`tenants.db_server = 'default'`); a fleet of them is issue 13's.
+pub const DEFAULT_SERVER: &str = "default";
+
 /// Restores the backup at `input` as a new hospital (`as_code`, else the backup's own
-/// code, which must then be free).
+/// code, which must then be free) on database server `server` (the platform's own when
+/// `None`).
 pub async fn restore_hospital(
     platform: &Platform,
     tools: &PgTools,
     input: &Path,
     as_code: Option<&str>,
+    server: Option<&str>,
 ) -> Result<Restored> {
+    if let Some(server) = server.filter(|s| *s != DEFAULT_SERVER) {
+        return Err(TenancyError::Command(format!(
+            "unknown database server {server:?}: this platform has one, {DEFAULT_SERVER:?}"
+        )));
+    }
     let scratch = tempfile::Builder::new()
         .prefix(".hms-restore-")
         .tempdir()

@@ -40,11 +40,21 @@ async fn backup(app: &TestApp, code: &str, output: &Path) {
 }
 
 async fn restore(app: &TestApp, input: &Path, as_code: Option<&str>) -> anyhow::Result<()> {
+    restore_on(app, input, as_code, None).await
+}
+
+async fn restore_on(
+    app: &TestApp,
+    input: &Path,
+    as_code: Option<&str>,
+    server: Option<&str>,
+) -> anyhow::Result<()> {
     hms(
         app,
         Command::RestoreHospital {
             input: input.to_owned(),
             as_code: as_code.map(str::to_owned),
+            server: server.map(str::to_owned),
         },
     )
     .await
@@ -158,7 +168,7 @@ async fn a_restored_hospital_is_the_one_backed_up_and_works_like_any_other() {
     let taken = restore(&app, &file, None).await.expect_err("BAKUP exists");
     assert!(taken.to_string().contains("exists already"), "{taken:#}");
 
-    restore(&app, &file, Some("BAKDOWN"))
+    restore_on(&app, &file, Some("BAKDOWN"), Some("default"))
         .await
         .expect("restored as BAKDOWN");
     assert!(scratch_databases(&app).await.is_empty());
@@ -258,6 +268,13 @@ async fn a_damaged_or_altered_backup_is_refused_and_leaves_nothing() {
         .await
         .expect_err("code");
     assert!(!error.to_string().is_empty());
+    let error = restore_on(&app, &file, Some("BAKSRV"), Some("elsewhere"))
+        .await
+        .expect_err("no such server");
+    assert!(
+        error.to_string().contains("unknown database server"),
+        "{error:#}"
+    );
 
     assert_eq!(app.databases().await, databases_before, "nothing was left");
     for code in ["BAKDMG", "BAKFRG", "BAKJNK"] {
