@@ -8,7 +8,6 @@
 
 use hms_app::state::Platform;
 use hms_app::tenancy::directory::ProvisioningStep;
-use hms_app::tenancy::TenancyError;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
@@ -19,14 +18,7 @@ const POOL_SIZE: u32 = 3;
 
 /// A pool on hospital `code`'s database as its owner; close it when done.
 pub(crate) async fn open(platform: &Platform, code: &str) -> Result<PgPool> {
-    let record = platform
-        .directory
-        .get(code)
-        .await?
-        .ok_or_else(|| TenancyError::NotFound(code.to_owned()))?;
-    if record.provisioning_step != ProvisioningStep::Ready {
-        return Err(TenancyError::NotReady(code.to_owned()).into());
-    }
+    let record = platform.directory.get_ready(code).await?;
     let pool = PgPoolOptions::new()
         .max_connections(POOL_SIZE)
         .connect_with(platform.server.clone().database(&record.database_name))

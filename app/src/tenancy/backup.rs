@@ -35,7 +35,7 @@ use sha2::{Digest, Sha256};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 
-use super::directory::{ProvisioningStep, TenantStatus};
+use super::directory::TenantStatus;
 use super::names::quote_ident;
 use super::platform::{connect_once, latest_tenant_migration, migrate_tenant_database};
 use super::provisioning::drop_database;
@@ -157,14 +157,7 @@ pub async fn backup_hospital(
     code: &str,
     output: &Path,
 ) -> Result<Manifest> {
-    let record = platform
-        .directory
-        .get(code)
-        .await?
-        .ok_or_else(|| TenancyError::NotFound(code.to_owned()))?;
-    if record.provisioning_step != ProvisioningStep::Ready {
-        return Err(TenancyError::NotReady(code.to_owned()));
-    }
+    let record = platform.directory.get_ready(code).await?;
     if output.exists() {
         return Err(TenancyError::Command(format!(
             "{} exists already; choose another file",

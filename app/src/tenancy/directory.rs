@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{FromRow, PgExecutor, PgPool};
 
-use super::Result;
+use super::{Result, TenancyError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -157,6 +157,19 @@ impl TenantDirectory {
 
     pub async fn get(&self, code: &str) -> Result<Option<TenantRecord>> {
         get(&self.pool, code).await
+    }
+
+    /// The hospital `code`, fully provisioned: `NotFound` for an unknown code, `NotReady`
+    /// for one whose provisioning has not finished (for tools that work on its database).
+    pub async fn get_ready(&self, code: &str) -> Result<TenantRecord> {
+        let record = self
+            .get(code)
+            .await?
+            .ok_or_else(|| TenancyError::NotFound(code.to_owned()))?;
+        if record.provisioning_step != ProvisioningStep::Ready {
+            return Err(TenancyError::NotReady(code.to_owned()));
+        }
+        Ok(record)
     }
 
     pub async fn list(&self) -> Result<Vec<TenantRecord>> {
