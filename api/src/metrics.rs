@@ -10,10 +10,11 @@ use axum::http::{header, HeaderValue};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use futures::StreamExt;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
 
-use hms_app::state::AppState;
+use hms_app::state::{AppState, Platform};
 use hms_app::telemetry;
 
 /// Request latencies, in seconds: from a cached read to a request at its timeout.
@@ -80,7 +81,7 @@ pub async fn scrape(State(state): State<AppState>) -> impl IntoResponse {
             "metrics are not exported by this process\n".to_owned(),
         );
     };
-    telemetry::sample(&state.platform).await;
+    sample(&state.platform).await;
     handle.run_upkeep();
     (
         axum::http::StatusCode::OK,
@@ -90,4 +91,47 @@ pub async fn scrape(State(state): State<AppState>) -> impl IntoResponse {
         )],
         handle.render(),
     )
+}
+
+/// Lag queries run at once during a scrape.
+const LAG_CONCURRENCY: usize = 8;
+
+/// Brings the gauges that describe the present up to date, just before a scrape reads
+/// them: connections per pool, spare databases, and the lag of every hospital whose pool
+/// is open here (one query each; a hospital that cannot be reached keeps its last
+/// figures, which the exporter drops once they are stale).
+async fn sample(platform: &Platform) {
+    let control = &platform.control;
+    let idle = u32::try_from(control.num_idle()).unwrap_or(u32::MAX);
+    telemetry::connections(
+        "platform",
+        control.size(),
+        control.size().saturating_sub(idle),
+        control.options().get_max_connections(),
+    );
+    let tenants = platform.registry.usage();
+    telemetry::connections(
+        "tenants",
+        tenants.connections,
+        tenants.in_use,
+        tenants.budget,
+    );
+    telemetry::tenant_pools_open(tenants.pools);
+    match platform.provisioner().spare_databases().await {
+        Ok(spares) => telemetry::spare_databases(spares.len()),
+        Err(e) => tracing::warn!(error = %e, "could not count the spare databases"),
+    }
+    futures::stream::iter(platform.registry.open_codes())
+        .for_each_concurrent(LAG_CONCURRENCY, |code| async move {
+            let Ok(lease) = platform.registry.get(&code).await else {
+                return;
+            };
+            match platform.runner.lag(&lease.pool).await {
+                Ok(lags) => lags
+                    .iter()
+                    .for_each(|lag| telemetry::projection_lag(&code, lag)),
+                Err(e) => tracing::warn!(code, error = %e, "could not measure the projection lag"),
+            }
+        })
+        .await;
 }

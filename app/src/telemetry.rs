@@ -10,10 +10,7 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
-
-use crate::state::Platform;
 
 pub const REQUESTS: &str = "hms_requests_total";
 pub const REQUEST_DURATION: &str = "hms_request_duration_seconds";
@@ -179,45 +176,4 @@ pub fn spares_made(created: usize, elapsed: Duration) {
 
 pub fn reservations_released(count: usize) {
     counter!(RESERVATIONS_RELEASED).increment(count as u64);
-}
-
-/// Lag queries run at once during a scrape.
-const LAG_CONCURRENCY: usize = 8;
-
-/// Brings the gauges that describe the present up to date, just before a scrape reads
-/// them: connections per pool, spare databases, and the lag of every hospital whose pool
-/// is open here (one query each; a hospital that cannot be reached keeps its last
-/// figures, which the exporter drops once they are stale).
-pub async fn sample(platform: &Platform) {
-    let control = &platform.control;
-    let idle = u32::try_from(control.num_idle()).unwrap_or(u32::MAX);
-    connections(
-        "platform",
-        control.size(),
-        control.size().saturating_sub(idle),
-        control.options().get_max_connections(),
-    );
-    let tenants = platform.registry.usage();
-    connections(
-        "tenants",
-        tenants.connections,
-        tenants.in_use,
-        tenants.budget,
-    );
-    tenant_pools_open(tenants.pools);
-    match platform.provisioner().spare_databases().await {
-        Ok(spares) => spare_databases(spares.len()),
-        Err(e) => tracing::warn!(error = %e, "could not count the spare databases"),
-    }
-    futures::stream::iter(platform.registry.open_codes())
-        .for_each_concurrent(LAG_CONCURRENCY, |code| async move {
-            let Ok(lease) = platform.registry.get(&code).await else {
-                return;
-            };
-            match platform.runner.lag(&lease.pool).await {
-                Ok(lags) => lags.iter().for_each(|lag| projection_lag(&code, lag)),
-                Err(e) => tracing::warn!(code, error = %e, "could not measure the projection lag"),
-            }
-        })
-        .await;
 }
