@@ -42,6 +42,9 @@ use super::provisioning::drop_database;
 use super::{Result, TenancyError};
 use crate::state::Platform;
 
+/// How often the rename into place is tried while another session is on the database.
+const RENAME_ATTEMPTS: u32 = 20;
+
 /// The manifest's layout; a restore refuses any other.
 pub const FORMAT: u32 = 1;
 const MANIFEST_ENTRY: &str = "manifest.json";
@@ -519,14 +522,28 @@ async fn enter(
         "CANCELLED" => TenantStatus::Cancelled,
         _ => TenantStatus::Active,
     };
-    let mut tx = platform.control.begin().await?;
-    sqlx::query(&format!(
+    let rename = format!(
         "ALTER DATABASE {} RENAME TO {}",
         quote_ident(scratch),
         quote_ident(final_name)
-    ))
-    .execute(&mut *tx)
-    .await?;
+    );
+    // A rename waits for nobody: a session still on the new database (autovacuum, after
+    // a large restore) makes it fail with 55006 for a moment; then it is tried again.
+    let mut attempt = 1;
+    let mut tx = loop {
+        let mut tx = platform.control.begin().await?;
+        match sqlx::query(&rename).execute(&mut *tx).await {
+            Ok(_) => break tx,
+            Err(sqlx::Error::Database(e))
+                if e.code().as_deref() == Some("55006") && attempt < RENAME_ATTEMPTS =>
+            {
+                tx.rollback().await?;
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     // Under another code, the directory records the code the sealed events keep.
     let log_code = (manifest.log_identity != code).then_some(manifest.log_identity.as_str());
     // Tokens issued before the restore (for a hospital of the same code) stay refused.
