@@ -3,7 +3,7 @@
 //! any other, and a refused restore leaves nothing behind.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use hms_api::config::{Cli, Command};
 use hms_app::workers::projection_daemon;
@@ -21,10 +21,12 @@ async fn hms(app: &TestApp, command: Command) -> anyhow::Result<()> {
     .await
 }
 
-fn scratch_file(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("hms-backup-test-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir.join(name)
+/// A folder of the test's own for backup files, removed with the value.
+fn scratch_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("hms-backup-test-")
+        .tempdir()
+        .expect("scratch dir")
 }
 
 async fn backup(app: &TestApp, code: &str, output: &Path) {
@@ -151,7 +153,8 @@ async fn a_restored_hospital_is_the_one_backed_up_and_works_like_any_other() {
     }))
     .await;
     projection_daemon::catch_up(&app.state.platform, "BAKUP").await;
-    let file = scratch_file("bakup.hmsbackup");
+    let scratch = scratch_dir();
+    let file = scratch.path().join("bakup.hmsbackup");
     backup(&app, "BAKUP", &file).await;
     let written = manifest(&file);
     assert_eq!(written["code"], "BAKUP");
@@ -218,7 +221,8 @@ async fn a_damaged_or_altered_backup_is_refused_and_leaves_nothing() {
     let app = spawn_app().await;
     let staff = hospital_with_staff(&app, "BAKBAD").await;
     register_simple(&app, &staff.receptionist, "Pat", "Okafor").await;
-    let file = scratch_file("bad.hmsbackup");
+    let scratch = scratch_dir();
+    let file = scratch.path().join("bad.hmsbackup");
     backup(&app, "BAKBAD", &file).await;
     let databases_before = app.databases().await;
 
@@ -294,7 +298,8 @@ async fn a_backup_restores_onto_another_cluster_whose_transaction_ids_are_behind
     for name in ["Adichie", "Bâ", "Coetzee"] {
         register_simple(&app, &staff.receptionist, "Pat", name).await;
     }
-    let file = scratch_file("move.hmsbackup");
+    let scratch = scratch_dir();
+    let file = scratch.path().join("move.hmsbackup");
     backup(&app, "BAKMOVE", &file).await;
 
     let cluster = hms_tests::cluster::Cluster::primary().expect("a private cluster");
