@@ -598,7 +598,12 @@ async fn seal_now(platform: &Platform, options: &PgConnectOptions) {
 }
 
 fn write_archive(path: &Path, manifest: &Manifest, dump: &Path) -> Result<()> {
-    let file = std::fs::File::create(path).map_err(io_error)?;
+    // A hospital's whole record: readable by the operator's account only.
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(path).map_err(io_error)?;
     let mut archive = tar::Builder::new(std::io::BufWriter::new(file));
     let json =
         serde_json::to_vec_pretty(manifest).map_err(|e| TenancyError::Command(e.to_string()))?;

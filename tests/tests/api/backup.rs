@@ -156,6 +156,15 @@ async fn a_restored_hospital_is_the_one_backed_up_and_works_like_any_other() {
     let scratch = scratch_dir();
     let file = scratch.path().join("bakup.hmsbackup");
     backup(&app, "BAKUP", &file).await;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file)
+            .expect("backup file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "a backup is for its owner only: {mode:o}");
+    }
     let written = manifest(&file);
     assert_eq!(written["code"], "BAKUP");
     assert!(written["events"].as_i64().unwrap_or(0) >= 9, "{written}");
