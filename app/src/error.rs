@@ -90,6 +90,11 @@ impl AppError {
         AppError::Internal(Internal(cause.into()))
     }
 
+    /// A database could not be reached; `cause` is kept for the log.
+    pub fn unavailable(cause: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        AppError::Unavailable(Internal(cause.into()))
+    }
+
     pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
         AppError::Validation {
             field: field.into(),
@@ -107,7 +112,7 @@ impl From<ValidationError> for AppError {
 impl From<sqlx::Error> for AppError {
     fn from(e: sqlx::Error) -> Self {
         if crate::tenancy::platform::is_unreachable(&e) {
-            AppError::Unavailable(Internal(e.into()))
+            AppError::unavailable(e)
         } else {
             AppError::internal(e)
         }
@@ -156,7 +161,7 @@ impl From<TenancyError> for AppError {
             TenancyError::Invalid(e) => e.into(),
             TenancyError::Busy => AppError::RateLimited,
             TenancyError::Database(e) => e.into(),
-            e @ TenancyError::Unreachable { .. } => AppError::Unavailable(Internal(e.into())),
+            e @ TenancyError::Unreachable { .. } => AppError::unavailable(e),
             other => AppError::internal(other),
         }
     }
@@ -172,7 +177,7 @@ pub trait DomainErrorCode: StdError {
 /// unreachable database is UNAVAILABLE, anything else internal.
 pub fn load_error<E: StdError>(e: CommandError<E>) -> AppError {
     match e {
-        CommandError::Unavailable(e) => AppError::Unavailable(Internal(e.into())),
+        CommandError::Unavailable(e) => AppError::unavailable(e),
         CommandError::Projection(e) => e.into(),
         other => AppError::internal(other.to_string()),
     }
@@ -188,7 +193,7 @@ pub fn command_error<E: DomainErrorCode + Send + Sync + 'static>(e: CommandError
         CommandError::Contended => AppError::Contended(
             "the record is being changed by many requests at once; try again".into(),
         ),
-        CommandError::Unavailable(e) => AppError::Unavailable(Internal(e.into())),
+        CommandError::Unavailable(e) => AppError::unavailable(e),
         CommandError::Store(e) => AppError::internal(e),
         CommandError::Projection(e) => e.into(),
     }

@@ -9,6 +9,8 @@ use hms_domain::hospital::Hospital;
 use hms_projections::log;
 use sqlx::PgPool;
 
+use crate::tenancy::pools::TenantDb;
+
 #[derive(sqlx::FromRow)]
 struct TenantFigures {
     plan: String,
@@ -33,17 +35,13 @@ struct TenantFigures {
 /// hospital: call it after changes (throttled), not per request.
 pub async fn refresh_tenant_stats(
     control: &PgPool,
-    code: &str,
-    tenant: &PgPool,
+    tenant: &TenantDb,
 ) -> std::result::Result<bool, sqlx::Error> {
-    // The hospital's code inside its own database (another for a hospital restored
-    // under a new code).
-    let identity: String =
-        sqlx::query_scalar("SELECT coalesce(log_code, code) FROM tenants WHERE code = $1")
-            .bind(code)
-            .fetch_optional(control)
-            .await?
-            .unwrap_or_else(|| code.to_owned());
+    // Platform rows are keyed by the directory's code; inside its own database the
+    // hospital is known by its log identity (another for one restored under a new code).
+    let code = tenant.code.as_str();
+    let identity = tenant.log_identity.as_str();
+    let tenant = &tenant.pool;
     // Taken before reading: a reading that started earlier never overwrites this one.
     let read_at = Utc::now();
     let mut snapshot = tenant.begin().await?;
@@ -60,14 +58,14 @@ pub async fn refresh_tenant_stats(
                 (SELECT count(*) FROM invoices) AS invoices \
            FROM hospital_profile h WHERE h.code = $1",
     )
-    .bind(&identity)
+    .bind(identity)
     .fetch_optional(&mut *snapshot)
     .await?;
     let Some(figures) = figures else {
         return Ok(false);
     };
     // The hospital's version and last activity come from its log, in the same snapshot.
-    let hospital_version = log::stream_version(&mut snapshot, Hospital::TYPE, &identity)
+    let hospital_version = log::stream_version(&mut snapshot, Hospital::TYPE, identity)
         .await
         .map_err(log_error)?;
     let last_activity_at = log::last_recorded_at(&mut snapshot)
@@ -161,19 +159,18 @@ fn log_error(e: hms_projections::ProjectionError) -> sqlx::Error {
 /// counted at most once per `max_age`. Returns whether figures were written.
 pub async fn refresh_tenant_stats_if_stale(
     control: &PgPool,
-    code: &str,
-    tenant: &PgPool,
+    tenant: &TenantDb,
     max_age: chrono::Duration,
 ) -> std::result::Result<bool, sqlx::Error> {
     let fresh: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM tenant_stats WHERE code = $1 AND refreshed_at > $2)",
     )
-    .bind(code)
+    .bind(&tenant.code)
     .bind(Utc::now() - max_age)
     .fetch_one(control)
     .await?;
     if fresh {
         return Ok(false);
     }
-    refresh_tenant_stats(control, code, tenant).await
+    refresh_tenant_stats(control, tenant).await
 }

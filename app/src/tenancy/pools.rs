@@ -207,9 +207,7 @@ impl PoolRegistry {
                 if entry.checked_at.elapsed() < STATUS_RECHECK {
                     return Ok(self.lease(entry.db, entry.tokens_not_before));
                 }
-                return self
-                    .recheck(code, entry.db, entry.checked_at, entry.tokens_not_before)
-                    .await;
+                return self.recheck(code, entry).await;
             }
             let record = match looked_up.take() {
                 Some(r) => r,
@@ -243,13 +241,12 @@ impl PoolRegistry {
     /// Asks the directory again whether an open pool's hospital is still open: if so the
     /// check is renewed; if it was closed (by any replica) the pool is dropped here and the
     /// hospital is `NotFound`.
-    async fn recheck(
-        &self,
-        code: &str,
-        db: Arc<TenantDb>,
-        checked_at: Instant,
-        tokens_not_before: Option<DateTime<Utc>>,
-    ) -> Result<TenantLease> {
+    async fn recheck(&self, code: &str, seen: Touched) -> Result<TenantLease> {
+        let Touched {
+            db,
+            checked_at,
+            tokens_not_before,
+        } = seen;
         let record = match self.inner.directory.get(code).await {
             Ok(record) => record,
             Err(TenancyError::Database(e))

@@ -116,7 +116,7 @@ impl<'a> PlatformScope<'a> {
     /// Brings the hospital's figures in the platform database up to date. A failure is
     /// logged, not returned: the change it follows is already done.
     async fn refresh(&self, code: &str, lease: &TenantLease) {
-        if let Err(e) = refresh_tenant_stats(&self.state.control, code, &lease.pool).await {
+        if let Err(e) = refresh_tenant_stats(&self.state.control, lease).await {
             tracing::warn!(code, error = %e, "refreshing the hospital's statistics failed");
         }
     }

@@ -124,8 +124,7 @@ pub async fn catch_up(platform: &Platform, code: &str) {
     // database instead of visiting every tenant on each request.
     if let Err(e) = crate::tenant_stats::refresh_tenant_stats_if_stale(
         &platform.control,
-        code,
-        &lease.pool,
+        &lease,
         chrono::Duration::minutes(5),
     )
     .await

@@ -606,13 +606,13 @@ async fn platform_stats_count_hospitals_by_status_and_plan_from_the_platform_dat
     assert_eq!(before["data"]["platformStats"]["users"], 3, "{before}");
 
     let lease = app.state.registry.get("STA001").await.expect("open");
-    let written = refresh_tenant_stats(&app.state.control, "STA001", &lease.pool)
+    let written = refresh_tenant_stats(&app.state.control, &lease)
         .await
         .expect("refreshed");
     assert!(written);
     // Periodic callers skip figures younger than they ask for.
     let hour = chrono::Duration::hours(1);
-    let skipped = refresh_tenant_stats_if_stale(&app.state.control, "STA001", &lease.pool, hour)
+    let skipped = refresh_tenant_stats_if_stale(&app.state.control, &lease, hour)
         .await
         .expect("checked");
     assert!(!skipped);
