@@ -20,6 +20,8 @@
 //! - [`appointment`]: an appointment's status machine and booking rules.
 //! - [`billing`]: [`billing::Money`] and the invoice aggregate (lines, discount, tax,
 //!   issue, payments, refunds, void).
+//! - [`lab`]: the laboratory: test catalogue, orders, specimens, results with reference
+//!   ranges and flags, four-eyes verification, amendments.
 //! - [`patient`]: patients, their medical record numbers ([`patient::Mrn`]), demographics,
 //!   allergies and alerts, death, deactivation and merging of duplicates.
 //!
@@ -32,6 +34,7 @@ pub mod billing;
 pub mod common;
 pub mod disclosure;
 pub mod hospital;
+pub mod lab;
 pub mod patient;
 #[cfg(test)]
 mod permission_walk;
@@ -72,4 +75,7 @@ pub fn visit_aggregates(visitor: &mut impl AggregateVisitor) {
     visitor.visit::<schedule::PatientSchedule>();
     visitor.visit::<billing::Invoice>();
     visitor.visit::<record_access::RecordAccess>();
+    visitor.visit::<lab::LabTest>();
+    visitor.visit::<lab::LabOrder>();
+    visitor.visit::<lab::SpecimenLabelClaim>();
 }

@@ -558,7 +558,9 @@ fn invoice_commands_enforce_the_matrix() {
             | InvoiceCommand::Issue { actor, .. }
             | InvoiceCommand::RecordPayment { actor, .. }
             | InvoiceCommand::RefundPayment { actor, .. }
-            | InvoiceCommand::VoidInvoice { actor, .. } => *actor = who,
+            | InvoiceCommand::VoidInvoice { actor, .. }
+            | InvoiceCommand::OpenForCharges { actor, .. }
+            | InvoiceCommand::PostCharges { actor, .. } => *actor = who,
         }
         cmd
     };
@@ -595,6 +597,19 @@ fn invoice_commands_enforce_the_matrix() {
         ),
         ("Issue", Box::new(move |a| with_actor(issue(), a))),
         (
+            "PostCharges",
+            Box::new(move |a| InvoiceCommand::PostCharges {
+                actor: a,
+                charges: vec![billing::ChargeLine {
+                    line_id: Uuid::from_u128(3),
+                    code: BoundedText::parse("c", "718-7", 32).expect("valid"),
+                    description: BoundedText::parse("d", "Haemoglobin", 32).expect("valid"),
+                    unit_price: kes_minor(500),
+                }],
+                now: now(),
+            }),
+        ),
+        (
             "VoidInvoice",
             Box::new(move |a| InvoiceCommand::VoidInvoice {
                 actor: a,
@@ -603,6 +618,34 @@ fn invoice_commands_enforce_the_matrix() {
             }),
         ),
     ];
+    let open: Cases<InvoiceCommand> = vec![(
+        "OpenForCharges",
+        Box::new(move |a| match draft() {
+            InvoiceCommand::DraftInvoice {
+                invoice_id,
+                number,
+                patient_id,
+                currency,
+                now,
+                ..
+            } => InvoiceCommand::OpenForCharges {
+                actor: a,
+                invoice_id,
+                number,
+                patient_id,
+                currency,
+                now,
+            },
+            other => other,
+        }),
+    )];
+    walk::<Invoice, _, _>(
+        &[],
+        open,
+        InvoiceCommand::operation,
+        |i, c| i.decide(c),
+        |e| matches!(e, InvoiceError::Forbidden(_)),
+    );
     walk::<Invoice, _, _>(
         &draft_state,
         edits,

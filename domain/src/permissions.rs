@@ -70,6 +70,27 @@ pub enum Operation {
     RecordPayment,
     RefundPayment,
     VoidInvoice,
+    // Laboratory
+    /// Read the test catalogue (codes, names, units, ranges, prices).
+    ViewLabCatalogue,
+    /// Define, revise and retire catalogue tests and panels.
+    ManageLabCatalogue,
+    /// Read lab orders and their results: the worklist, an order, a patient's trend.
+    ViewLabResults,
+    OrderLabTests,
+    CollectSpecimen,
+    /// Receive a specimen in the lab, or reject it with a reason.
+    ProcessSpecimen,
+    EnterLabResults,
+    /// Verify another technician's results (four eyes): they become final.
+    VerifyLabResults,
+    AmendLabResult,
+    CancelLabOrder,
+    /// Put a verified order's tests on the patient's invoice (done on verification;
+    /// by hand when that did not complete).
+    PostLabCharges,
+    /// Turnaround statistics of the hospital's laboratory.
+    ViewLabTurnaround,
     // Oversight
     ViewReports,
     ViewAuditTrail,
@@ -86,7 +107,7 @@ const ALL_STAFF: &[Role] = &[ADM, DOC, NUR, REC, ACC, LAB, PHA, RAD, STF];
 const CLINICAL_AND_FRONT_DESK: &[Role] = &[ADM, DOC, NUR, REC, ACC, LAB, PHA, RAD];
 
 impl Operation {
-    pub const ALL: [Operation; 43] = [
+    pub const ALL: [Operation; 55] = [
         Operation::RegisterHospital,
         Operation::UpdateHospitalProfile,
         Operation::UpdateHospitalBranding,
@@ -128,6 +149,18 @@ impl Operation {
         Operation::RecordPayment,
         Operation::RefundPayment,
         Operation::VoidInvoice,
+        Operation::ViewLabCatalogue,
+        Operation::ManageLabCatalogue,
+        Operation::ViewLabResults,
+        Operation::OrderLabTests,
+        Operation::CollectSpecimen,
+        Operation::ProcessSpecimen,
+        Operation::EnterLabResults,
+        Operation::VerifyLabResults,
+        Operation::AmendLabResult,
+        Operation::CancelLabOrder,
+        Operation::PostLabCharges,
+        Operation::ViewLabTurnaround,
         Operation::ViewReports,
         Operation::ViewAuditTrail,
     ];
@@ -174,6 +207,23 @@ impl Operation {
             | O::IssueInvoice
             | O::RefundPayment
             | O::VoidInvoice => &[ADM, ACC],
+            // The catalogue is what may be ordered and what it costs: for whoever orders,
+            // collects, runs or bills tests. Results go to the care team and the lab
+            // only; the front desk and accounts see a lab order only as an invoice line.
+            O::ViewLabCatalogue => &[ADM, DOC, NUR, ACC, LAB],
+            O::ManageLabCatalogue => &[ADM],
+            O::ViewLabResults => &[DOC, NUR, LAB],
+            O::OrderLabTests => &[DOC],
+            O::CollectSpecimen => &[NUR, LAB],
+            O::ProcessSpecimen
+            | O::EnterLabResults
+            | O::VerifyLabResults
+            | O::AmendLabResult => &[LAB],
+            O::CancelLabOrder => &[DOC, LAB],
+            // Verification posts the charges as the verifying technician; accounts and
+            // the administrator finish a posting that did not complete.
+            O::PostLabCharges => &[ADM, ACC, LAB],
+            O::ViewLabTurnaround => &[ADM, DOC, LAB],
             O::ViewReports => &[ADM, DOC, ACC],
             O::ViewAuditTrail => &[ADM],
         }
@@ -206,6 +256,18 @@ impl Operation {
             | O::RecordPayment
             | O::RefundPayment
             | O::VoidInvoice => Some(Module::Billing),
+            O::ViewLabCatalogue
+            | O::ManageLabCatalogue
+            | O::ViewLabResults
+            | O::OrderLabTests
+            | O::CollectSpecimen
+            | O::ProcessSpecimen
+            | O::EnterLabResults
+            | O::VerifyLabResults
+            | O::AmendLabResult
+            | O::CancelLabOrder
+            | O::PostLabCharges
+            | O::ViewLabTurnaround => Some(Module::Laboratory),
             O::ViewReports => Some(Module::Reports),
             _ => None,
         }
@@ -223,6 +285,9 @@ impl Operation {
                 | O::ViewInvoices
                 | O::ViewReports
                 | O::ViewAuditTrail
+                | O::ViewLabCatalogue
+                | O::ViewLabResults
+                | O::ViewLabTurnaround
         )
     }
 
@@ -324,6 +389,18 @@ mod tests {
         ("RecordPayment", ".x..xx...."),
         ("RefundPayment", ".x...x...."),
         ("VoidInvoice", ".x...x...."),
+        ("ViewLabCatalogue", ".xxx.xx..."),
+        ("ManageLabCatalogue", ".x........"),
+        ("ViewLabResults", "..xx..x..."),
+        ("OrderLabTests", "..x......."),
+        ("CollectSpecimen", "...x..x..."),
+        ("ProcessSpecimen", "......x..."),
+        ("EnterLabResults", "......x..."),
+        ("VerifyLabResults", "......x..."),
+        ("AmendLabResult", "......x..."),
+        ("CancelLabOrder", "..x...x..."),
+        ("PostLabCharges", ".x...xx..."),
+        ("ViewLabTurnaround", ".xx...x..."),
         ("ViewReports", ".xx..x...."),
         ("ViewAuditTrail", ".x........"),
     ];
@@ -370,7 +447,7 @@ mod tests {
         for op in Operation::ALL {
             if matches!(
                 op.module(),
-                Some(Module::Patients | Module::Appointments | Module::Billing)
+                Some(Module::Patients | Module::Appointments | Module::Billing | Module::Laboratory)
             ) || op == Operation::ViewAuditTrail
             {
                 assert!(!allows(Role::SuperAdmin, op), "SUPERADMIN × {op}");

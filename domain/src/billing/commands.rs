@@ -69,6 +69,32 @@ pub enum InvoiceCommand {
         reason: BoundedText,
         now: DateTime<Utc>,
     },
+    /// A DRAFT invoice opened to take charges from another department (a verified lab
+    /// order) when the patient has none open.
+    OpenForCharges {
+        actor: Actor,
+        invoice_id: Uuid,
+        number: InvoiceNumber,
+        patient_id: Uuid,
+        currency: Currency,
+        now: DateTime<Utc>,
+    },
+    /// Charges posted by another department, each at the price it was ordered at. A
+    /// charge whose line is on the invoice already is skipped: posting is idempotent.
+    PostCharges {
+        actor: Actor,
+        charges: Vec<ChargeLine>,
+        now: DateTime<Utc>,
+    },
+}
+
+/// A charge to post: its line id is derived from what it bills, so a repeat finds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChargeLine {
+    pub line_id: Uuid,
+    pub code: BoundedText,
+    pub description: BoundedText,
+    pub unit_price: Money,
 }
 
 impl InvoiceCommand {
@@ -83,7 +109,9 @@ impl InvoiceCommand {
             | C::Issue { actor, .. }
             | C::RecordPayment { actor, .. }
             | C::RefundPayment { actor, .. }
-            | C::VoidInvoice { actor, .. } => actor,
+            | C::VoidInvoice { actor, .. }
+            | C::OpenForCharges { actor, .. }
+            | C::PostCharges { actor, .. } => actor,
         }
     }
 
@@ -98,6 +126,7 @@ impl InvoiceCommand {
             C::RecordPayment { .. } => Operation::RecordPayment,
             C::RefundPayment { .. } => Operation::RefundPayment,
             C::VoidInvoice { .. } => Operation::VoidInvoice,
+            C::OpenForCharges { .. } | C::PostCharges { .. } => Operation::PostLabCharges,
         }
     }
 }

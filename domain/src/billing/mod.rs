@@ -119,6 +119,27 @@ impl Invoice {
         use InvoiceEvent as E;
         ensure_allowed(command.actor(), command.operation())?;
         let event = match command {
+            C::OpenForCharges {
+                invoice_id,
+                number,
+                patient_id,
+                currency,
+                now,
+                ..
+            } => {
+                if self.status.is_some() {
+                    return Err(InvoiceError::AlreadyDrafted);
+                }
+                E::InvoiceDrafted {
+                    invoice_id,
+                    number,
+                    patient_id,
+                    appointment_id: None,
+                    currency,
+                    at: now,
+                }
+            }
+            C::PostCharges { charges, now, .. } => return self.post_charges(charges, now),
             C::DraftInvoice {
                 invoice_id,
                 number,
@@ -382,6 +403,43 @@ impl Invoice {
             }
         };
         Ok(vec![event])
+    }
+
+    /// One `InvoiceLineAdded` per charge not on the invoice yet, each with the running
+    /// totals.
+    fn post_charges(
+        &self,
+        charges: Vec<ChargeLine>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<InvoiceEvent>, InvoiceError> {
+        let f = self.ensure_draft()?;
+        let mut lines = self.lines.clone();
+        let mut events = Vec::new();
+        for charge in charges {
+            if lines.iter().any(|l| l.line_id == charge.line_id) {
+                continue;
+            }
+            if charge.unit_price.is_negative() {
+                return Err(ValidationError::new("unit_price", "must not be negative").into());
+            }
+            Money::zero(f.currency).checked_add(charge.unit_price)?;
+            let line = InvoiceLine {
+                line_id: charge.line_id,
+                code: charge.code,
+                description: charge.description,
+                quantity: 1,
+                unit_price: charge.unit_price,
+                amount: charge.unit_price,
+            };
+            lines.push(line.clone());
+            let totals = self.totals_with(f.currency, &lines, self.discount, self.tax_basis_points)?;
+            events.push(InvoiceEvent::InvoiceLineAdded {
+                line,
+                totals,
+                at: now,
+            });
+        }
+        Ok(events)
     }
 
     /// `total − paid + refunded`, or `None` before the invoice exists.

@@ -46,6 +46,14 @@ pub enum PatientCommand {
         alert_id: Uuid,
         now: DateTime<Utc>,
     },
+    /// The alert a critical lab result raises, by the technician who entered it; the
+    /// care team resolves it like any alert. Raising the same alert again changes nothing.
+    RaiseCriticalResultAlert {
+        actor: Actor,
+        alert_id: Uuid,
+        text: BoundedText,
+        now: DateTime<Utc>,
+    },
     MarkDeceased {
         actor: Actor,
         died_at: DateTime<Utc>,
@@ -87,6 +95,7 @@ impl PatientCommand {
             | C::RemoveAllergy { actor, .. }
             | C::AddAlert { actor, .. }
             | C::ResolveAlert { actor, .. }
+            | C::RaiseCriticalResultAlert { actor, .. }
             | C::MarkDeceased { actor, .. }
             | C::DeactivatePatient { actor, .. }
             | C::ReactivatePatient { actor, .. }
@@ -102,6 +111,7 @@ impl PatientCommand {
             C::UpdateDemographics { .. } => Operation::UpdatePatient,
             C::RecordAllergy { .. } | C::RemoveAllergy { .. } => Operation::ManageAllergies,
             C::AddAlert { .. } | C::ResolveAlert { .. } => Operation::ManagePatientAlerts,
+            C::RaiseCriticalResultAlert { .. } => Operation::EnterLabResults,
             C::MarkDeceased { .. } => Operation::MarkPatientDeceased,
             C::DeactivatePatient { .. } | C::ReactivatePatient { .. } => {
                 Operation::DeactivatePatient

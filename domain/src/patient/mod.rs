@@ -358,6 +358,20 @@ impl Patient {
                     at: now,
                 }
             }
+            C::RaiseCriticalResultAlert {
+                alert_id,
+                text,
+                now,
+                ..
+            } => {
+                if self.alerts.iter().any(|a| a.alert_id == alert_id) {
+                    return Ok(Vec::new());
+                }
+                E::AlertAdded {
+                    alert: Alert { alert_id, text },
+                    at: now,
+                }
+            }
             C::ResolveAlert { alert_id, now, .. } => {
                 if !self.alerts.iter().any(|a| a.alert_id == alert_id) {
                     return Err(PatientError::AlertNotFound(alert_id));
