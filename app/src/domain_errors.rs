@@ -6,6 +6,7 @@ use hms_domain::appointment::AppointmentError;
 use hms_domain::billing::InvoiceError;
 use hms_domain::billing::MoneyError;
 use hms_domain::hospital::HospitalError;
+use hms_domain::lab::LabError;
 use hms_domain::patient::PatientError;
 use hms_domain::record_access::RecordAccessError;
 use hms_domain::schedule::ScheduleError;
@@ -179,5 +180,47 @@ fn api_field(domain_field: &str) -> &str {
         "tax" => "basisPoints",
         "invoice_number" => "number",
         other => other,
+    }
+}
+
+impl DomainErrorCode for LabError {
+    fn to_app_error(&self) -> AppError {
+        use LabError as E;
+        let message = self.to_string();
+        match self {
+            E::TestNotFound
+            | E::OrderNotFound
+            | E::ItemNotFound(_)
+            | E::SpecimenNotFound(_) => AppError::NotFound,
+            // The record's state forbids the request whatever its values.
+            E::TestExists(_)
+            | E::TestRetired
+            | E::NothingChanged
+            | E::OrderExists
+            | E::OrderClosed(_)
+            | E::SpecimenExists(_)
+            | E::SpecimenAlreadyCollected(_)
+            | E::SpecimenNotAwaited(_)
+            | E::SpecimenInUse
+            | E::SpecimenNotReceived(_)
+            | E::ResultFinal
+            | E::NotFinal
+            | E::NothingToVerify(_)
+            | E::SameTechnician
+            | E::HasResults
+            | E::NotVerified
+            | E::AlreadyBilled => AppError::Conflict(message),
+            E::LabelTaken(_) => AppError::Conflict(message),
+            E::CodeChanged => AppError::validation("code", message),
+            E::NoTests | E::TooManyTests(_) | E::DuplicateTest(_) | E::PanelIncomplete(_) => {
+                AppError::validation("tests", message)
+            }
+            E::MixedCurrencies => AppError::validation("tests", message),
+            E::NoTestsForSpecimen(_) => AppError::validation("specimenType", message),
+            E::WrongUnit { .. } => AppError::validation("unit", message),
+            E::WrongKind { .. } | E::UnknownAnswer { .. } => AppError::validation("value", message),
+            E::Forbidden(_) => AppError::Forbidden,
+            E::Validation(e) => AppError::validation(e.field, e.message.clone()),
+        }
     }
 }

@@ -96,6 +96,17 @@ where
 
     /// The row with this key as the batch leaves it, taken out of the set (for a fold
     /// done in memory, never stored).
+    /// The keys of the rows the set holds (loaded or new) that satisfy `pred`.
+    pub(crate) fn keys_where(&self, pred: impl Fn(&R) -> bool) -> Vec<K> {
+        self.rows
+            .iter()
+            .filter_map(|(k, slot)| match slot {
+                Slot::Loaded(r) | Slot::Changed(r) | Slot::New(r) if pred(r) => Some(k.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub(crate) fn take(&mut self, key: &K) -> Option<R> {
         match self.rows.remove(key)? {
             Slot::Loaded(row) | Slot::Changed(row) | Slot::New(row) => Some(row),

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod billing;
 pub mod booking;
 pub mod hospital;
+pub mod lab;
 pub mod patients;
 pub mod platform;
 

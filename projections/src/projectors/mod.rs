@@ -5,6 +5,7 @@ mod appointments;
 mod audit;
 mod hospital;
 mod invoices;
+mod lab;
 mod patients;
 pub mod seal;
 mod slot_holds;
@@ -14,6 +15,10 @@ pub use appointments::{AppointmentProjector, AppointmentRow};
 pub use audit::{AccessLogProjector, AuditIndexProjector};
 pub use hospital::{DepartmentRow, HospitalProfileRow, HospitalProjector};
 pub use invoices::{InvoiceLineRow, InvoicePaymentRow, InvoiceProjector, InvoiceRow};
+pub use lab::{
+    priority_rank, value_text, LabOrderRow, LabProjector, LabResultRow, LabResultVersionRow,
+    LabSpecimenRow, LabTestRow,
+};
 pub use patients::{PatientProjector, PatientRecordStatus, PatientRow};
 pub use seal::LogSealer;
 pub use slot_holds::SlotHoldProjector;
@@ -137,6 +142,7 @@ pub fn all() -> Vec<Box<dyn Projector>> {
         Box::new(AppointmentProjector),
         Box::new(SlotHoldProjector),
         Box::new(InvoiceProjector),
+        Box::new(LabProjector),
         Box::new(AuditIndexProjector),
         Box::new(AccessLogProjector),
         Box::new(LogSealer),
