@@ -188,10 +188,9 @@ impl DomainErrorCode for LabError {
         use LabError as E;
         let message = self.to_string();
         match self {
-            E::TestNotFound
-            | E::OrderNotFound
-            | E::ItemNotFound(_)
-            | E::SpecimenNotFound(_) => AppError::NotFound,
+            E::TestNotFound | E::OrderNotFound | E::ItemNotFound(_) | E::SpecimenNotFound(_) => {
+                AppError::NotFound
+            }
             // The record's state forbids the request whatever its values.
             E::TestExists(_)
             | E::TestRetired

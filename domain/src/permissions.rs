@@ -215,10 +215,9 @@ impl Operation {
             O::ViewLabResults => &[DOC, NUR, LAB],
             O::OrderLabTests => &[DOC],
             O::CollectSpecimen => &[NUR, LAB],
-            O::ProcessSpecimen
-            | O::EnterLabResults
-            | O::VerifyLabResults
-            | O::AmendLabResult => &[LAB],
+            O::ProcessSpecimen | O::EnterLabResults | O::VerifyLabResults | O::AmendLabResult => {
+                &[LAB]
+            }
             O::CancelLabOrder => &[DOC, LAB],
             // Verification posts the charges as the verifying technician; accounts and
             // the administrator finish a posting that did not complete.
@@ -447,7 +446,9 @@ mod tests {
         for op in Operation::ALL {
             if matches!(
                 op.module(),
-                Some(Module::Patients | Module::Appointments | Module::Billing | Module::Laboratory)
+                Some(
+                    Module::Patients | Module::Appointments | Module::Billing | Module::Laboratory
+                )
             ) || op == Operation::ViewAuditTrail
             {
                 assert!(!allows(Role::SuperAdmin, op), "SUPERADMIN × {op}");

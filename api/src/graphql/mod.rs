@@ -10,6 +10,7 @@ pub mod billing;
 pub mod budget;
 pub mod error;
 pub mod hospital;
+pub mod lab;
 pub mod operation;
 pub mod pagination;
 pub mod patients;
@@ -32,6 +33,7 @@ pub struct QueryRoot(
     patients::PatientQuery,
     appointments::AppointmentQuery,
     billing::BillingQuery,
+    lab::LabQuery,
     audit::AuditQuery,
     platform::PlatformQuery,
 );
@@ -43,6 +45,7 @@ pub struct MutationRoot(
     patients::PatientMutation,
     appointments::AppointmentMutation,
     billing::BillingMutation,
+    lab::LabMutation,
     platform::PlatformMutation,
 );
 

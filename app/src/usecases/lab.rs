@@ -19,13 +19,11 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use hms_domain::appointment::Appointment;
-use hms_domain::billing::{
-    ChargeLine, Invoice, InvoiceCommand, InvoiceNumber, InvoiceStatus,
-};
+use hms_domain::billing::{ChargeLine, Invoice, InvoiceCommand, InvoiceNumber, InvoiceStatus};
 use hms_domain::common::{BoundedText, Currency};
 use hms_domain::lab::{
-    self as domain, CodeSystem, CodedOption, Decimal, LabError, LabOrder, LabOrderCommand,
-    LabTest, LabTestCommand, OrderStatus, OrderedEntry, PatientFacts, Priority, ReferenceRange,
+    self as domain, CodeSystem, CodedOption, Decimal, LabError, LabOrder, LabOrderCommand, LabTest,
+    LabTestCommand, OrderStatus, OrderedEntry, PatientFacts, Priority, ReferenceRange,
     RejectionReason, ResultInput, ResultSpec, SpecimenLabel, SpecimenLabelClaim,
     SpecimenLabelCommand, SpecimenType, TestCode, TestDefinition, TestKind, Ucum,
 };
@@ -147,7 +145,10 @@ fn definition(auth: &Authorized<'_>, input: &LabTestInput) -> Result<TestDefinit
     if !(0..=super::billing::MAX_MINOR_UNITS).contains(&input.price_minor) {
         return Err(AppError::validation(
             "priceMinor",
-            format!("must be 0 to {} minor units", super::billing::MAX_MINOR_UNITS),
+            format!(
+                "must be 0 to {} minor units",
+                super::billing::MAX_MINOR_UNITS
+            ),
         ));
     }
     let kind = match (input.result_kind, input.members.is_empty()) {
@@ -187,10 +188,7 @@ fn definition(auth: &Authorized<'_>, input: &LabTestInput) -> Result<TestDefinit
                                 low: decimal("low", r.low.as_deref())?,
                                 high: decimal("high", r.high.as_deref())?,
                                 critical_low: decimal("criticalLow", r.critical_low.as_deref())?,
-                                critical_high: decimal(
-                                    "criticalHigh",
-                                    r.critical_high.as_deref(),
-                                )?,
+                                critical_high: decimal("criticalHigh", r.critical_high.as_deref())?,
                             })
                         })
                         .collect::<Result<_>>()?;
@@ -260,7 +258,10 @@ async fn check_members(auth: &Authorized<'_>, definition: &TestDefinition) -> Re
             ));
         };
         if test.retired {
-            return Err(AppError::validation("members", format!("{code} is retired")));
+            return Err(AppError::validation(
+                "members",
+                format!("{code} is retired"),
+            ));
         }
         if member.result().is_none() {
             return Err(AppError::validation(
@@ -717,10 +718,7 @@ pub struct EnterLabResult {
 
 /// Enters (or, before verification, re-enters) a result: checked against its test and
 /// flagged for the patient; a critical one raises an alert on the patient's record.
-pub async fn enter_lab_result(
-    auth: &Authorized<'_>,
-    input: EnterLabResult,
-) -> Result<LabOrderRow> {
+pub async fn enter_lab_result(auth: &Authorized<'_>, input: EnterLabResult) -> Result<LabOrderRow> {
     let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
     let value = result_input(&input.value)?;
     load_order(auth, input.order_id).await?;
@@ -748,10 +746,7 @@ pub struct AmendLabResult {
 
 /// Corrects a verified result: a new version with the reason, verified again by another
 /// technician. The earlier versions stay.
-pub async fn amend_lab_result(
-    auth: &Authorized<'_>,
-    input: AmendLabResult,
-) -> Result<LabOrderRow> {
+pub async fn amend_lab_result(auth: &Authorized<'_>, input: AmendLabResult) -> Result<LabOrderRow> {
     let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
     let value = result_input(&input.value)?;
     let reason = text("reason", &input.reason, MAX_REASON_CHARS)?;
@@ -794,8 +789,12 @@ async fn raise_critical_alert(auth: &Authorized<'_>, order_id: Uuid, item_id: Uu
     let command = PatientCommand::RaiseCriticalResultAlert {
         actor: auth.actor(),
         alert_id: Uuid::new_v5(&item_id, format!("critical:{}", result.version).as_bytes()),
-        text: BoundedText::parse("alert", &message, hms_domain::patient::MAX_CLINICAL_TEXT_CHARS)
-            .map_err(AppError::from)?,
+        text: BoundedText::parse(
+            "alert",
+            &message,
+            hms_domain::patient::MAX_CLINICAL_TEXT_CHARS,
+        )
+        .map_err(AppError::from)?,
         now: auth.now,
     };
     match auth
@@ -1096,8 +1095,12 @@ pub async fn lab_orders(
         ),
         id: r.id.to_string(),
     });
-    record_patients_viewed(auth, found.items.iter().map(|(_, r)| r.patient_id), "lab worklist")
-        .await?;
+    record_patients_viewed(
+        auth,
+        found.items.iter().map(|(_, r)| r.patient_id),
+        "lab worklist",
+    )
+    .await?;
     Ok(found)
 }
 
@@ -1165,7 +1168,10 @@ pub async fn patient_lab_results(
             let at = DateTime::parse_from_rfc3339(&k.key)
                 .map_err(|_| not_ours())?
                 .with_timezone(&Utc);
-            (Some(at), Some(Uuid::parse_str(&k.id).map_err(|_| not_ours())?))
+            (
+                Some(at),
+                Some(Uuid::parse_str(&k.id).map_err(|_| not_ours())?),
+            )
         }
         None => (None, None),
     };
@@ -1217,7 +1223,10 @@ pub async fn critical_lab_results(
             let at = DateTime::parse_from_rfc3339(&k.key)
                 .map_err(|_| not_ours())?
                 .with_timezone(&Utc);
-            (Some(at), Some(Uuid::parse_str(&k.id).map_err(|_| not_ours())?))
+            (
+                Some(at),
+                Some(Uuid::parse_str(&k.id).map_err(|_| not_ours())?),
+            )
         }
         None => (None, None),
     };

@@ -432,7 +432,8 @@ impl Invoice {
                 amount: charge.unit_price,
             };
             lines.push(line.clone());
-            let totals = self.totals_with(f.currency, &lines, self.discount, self.tax_basis_points)?;
+            let totals =
+                self.totals_with(f.currency, &lines, self.discount, self.tax_basis_points)?;
             events.push(InvoiceEvent::InvoiceLineAdded {
                 line,
                 totals,

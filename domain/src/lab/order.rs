@@ -411,7 +411,11 @@ impl LabOrder {
         if self.status == Some(OrderStatus::Cancelled) {
             return OrderStatus::Cancelled;
         }
-        let live = || self.items.iter().filter(|i| i.status != ResultStatus::Cancelled);
+        let live = || {
+            self.items
+                .iter()
+                .filter(|i| i.status != ResultStatus::Cancelled)
+        };
         if live().all(|i| i.status == ResultStatus::Final) {
             return OrderStatus::Verified;
         }
@@ -595,10 +599,7 @@ impl LabOrder {
                         TestKind::Analyte { .. } => vec![(entry.definition.clone(), entry.version)],
                         TestKind::Panel { members } => {
                             if entry.members.len() != members.len()
-                                || !entry
-                                    .members
-                                    .iter()
-                                    .all(|(d, _)| members.contains(&d.code))
+                                || !entry.members.iter().all(|(d, _)| members.contains(&d.code))
                             {
                                 return Err(LabError::PanelIncomplete(code.to_string()));
                             }
@@ -810,7 +811,10 @@ impl LabOrder {
                 reason,
                 now,
             } => {
-                self.status()?;
+                // A verified order is amended and billed; a cancelled one is closed.
+                if self.status()? == OrderStatus::Cancelled {
+                    return Err(LabError::OrderClosed(OrderStatus::Cancelled));
+                }
                 let item = self.item(item_id)?;
                 if item.status != ResultStatus::Final {
                     return Err(LabError::NotFinal);
@@ -842,7 +846,10 @@ impl LabOrder {
             C::MarkBilled {
                 invoice_id, now, ..
             } => {
-                self.status()?;
+                // A verified order is amended and billed; a cancelled one is closed.
+                if self.status()? == OrderStatus::Cancelled {
+                    return Err(LabError::OrderClosed(OrderStatus::Cancelled));
+                }
                 if !self.ever_verified {
                     return Err(LabError::NotVerified);
                 }

@@ -335,11 +335,7 @@ pub fn receive(specimen_id: Uuid) -> LabOrderCommand {
     }
 }
 
-pub fn reject(
-    specimen_id: Uuid,
-    reason: RejectionReason,
-    note: Option<&str>,
-) -> LabOrderCommand {
+pub fn reject(specimen_id: Uuid, reason: RejectionReason, note: Option<&str>) -> LabOrderCommand {
     LabOrderCommand::RejectSpecimen {
         actor: tech_a(),
         specimen_id,

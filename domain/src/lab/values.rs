@@ -561,7 +561,10 @@ impl TestDefinition {
                     return Err(ValidationError::new("members", "lists a test twice"));
                 }
                 if members.contains(&self.code) {
-                    return Err(ValidationError::new("members", "a panel cannot hold itself"));
+                    return Err(ValidationError::new(
+                        "members",
+                        "a panel cannot hold itself",
+                    ));
                 }
                 Ok(())
             }
@@ -603,9 +606,7 @@ impl SpecimenLabel {
         } else {
             Err(ValidationError::new(
                 "label",
-                format!(
-                    "must be 1 to {MAX_SPECIMEN_LABEL_CHARS} letters, digits, '-', '.' or '_'"
-                ),
+                format!("must be 1 to {MAX_SPECIMEN_LABEL_CHARS} letters, digits, '-', '.' or '_'"),
             ))
         }
     }

@@ -14,7 +14,7 @@ use crate::graphql::types::{AddressInput, AddressOut};
 // ---------------------------------------------------------------------------------
 // Output types
 
-#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 #[graphql(
     remote = "hms_domain::patient::Sex",
     rename_items = "SCREAMING_SNAKE_CASE"
