@@ -1771,7 +1771,16 @@ fn a_critical_result_raises_one_patient_alert() {
         .when(raise_alert(tech_a()))
         .then_expect_events(vec![added.clone()]);
     TestFramework::<Patient>::with(())
-        .given(vec![registered.clone(), added])
+        .given(vec![registered.clone(), added.clone()])
+        .when(raise_alert(tech_b()))
+        .then_expect_events(vec![]);
+    // Resolved by the care team: a retried entry does not bring it back.
+    let resolved = PatientEvent::AlertResolved {
+        alert_id: Uuid::from_u128(0xA1E),
+        at: later(90),
+    };
+    TestFramework::<Patient>::with(())
+        .given(vec![registered.clone(), added, resolved])
         .when(raise_alert(tech_b()))
         .then_expect_events(vec![]);
     TestFramework::<Patient>::with(())

@@ -218,6 +218,9 @@ pub struct Patient {
     pub died_at: Option<DateTime<Utc>>,
     /// Duplicates merged into this record.
     pub absorbed: Vec<Uuid>,
+    /// Every alert id ever added, resolved ones included: a raised alert is raised once.
+    #[serde(default)]
+    pub alert_ids: Vec<Uuid>,
 }
 
 fn check_date_of_birth(dob: NaiveDate, now: DateTime<Utc>) -> Result<(), PatientError> {
@@ -364,7 +367,9 @@ impl Patient {
                 now,
                 ..
             } => {
-                if self.alerts.iter().any(|a| a.alert_id == alert_id) {
+                // Once raised, never again: a retried result entry must not bring back an
+                // alert the care team has resolved.
+                if self.alert_ids.contains(&alert_id) {
                     return Ok(Vec::new());
                 }
                 E::AlertAdded {
@@ -493,7 +498,10 @@ impl Aggregate for Patient {
             E::AllergyRemoved { substance, .. } => self
                 .allergies
                 .retain(|a| !same_substance(a.substance.as_str(), &substance)),
-            E::AlertAdded { alert, .. } => self.alerts.push(alert),
+            E::AlertAdded { alert, .. } => {
+                self.alert_ids.push(alert.alert_id);
+                self.alerts.push(alert);
+            }
             E::AlertResolved { alert_id, .. } => self.alerts.retain(|a| a.alert_id != alert_id),
             E::PatientDeceased { died_at, .. } => {
                 self.died_at = Some(died_at);
