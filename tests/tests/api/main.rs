@@ -11,6 +11,7 @@ mod faults;
 mod hospital;
 mod http;
 mod isolation;
+mod laboratory;
 mod migrate;
 mod operations;
 mod patients;

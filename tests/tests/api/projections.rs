@@ -375,7 +375,7 @@ async fn random_workload(pool: &PgPool, code: &str, target: usize, seed: u64) ->
 use chrono::TimeZone;
 
 /// A checksum of every row of a table, independent of physical order.
-async fn table_checksum(conn: &mut PgConnection, table: &str) -> (i64, String) {
+pub(crate) async fn table_checksum(conn: &mut PgConnection, table: &str) -> (i64, String) {
     sqlx::query_as(&format!(
         "SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t"
     ))
@@ -399,7 +399,7 @@ async fn checksums(pool: &PgPool, runner: &ProjectionRunner) -> Vec<(String, i64
 /// Catches up until every event is indexed. Other tests' transactions never hold this
 /// tenant back (see `a_transaction_held_open_in_another_database_does_not_hold_a_tenant_back`),
 /// but a busy CI machine can be slow: the bound is generous.
-async fn drain(pool: &PgPool, runner: &ProjectionRunner) {
+pub(crate) async fn drain(pool: &PgPool, runner: &ProjectionRunner) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
     while tokio::time::Instant::now() < deadline {
         runner.catch_up(pool).await.expect("catch up");
@@ -430,7 +430,7 @@ async fn tenant_pool(app: &TestApp, code: &str) -> PgPool {
 
 /// A pool on hospital `code`'s database as its owner, as `hms-replay` connects: a
 /// rebuild swaps tables, which the server's tenant role may not.
-async fn owner_pool(app: &TestApp, code: &str) -> PgPool {
+pub(crate) async fn owner_pool(app: &TestApp, code: &str) -> PgPool {
     sqlx::postgres::PgPoolOptions::new()
         .max_connections(3)
         .connect_with(hms_tests::server_options().database(&app.database_for(code)))

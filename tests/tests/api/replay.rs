@@ -25,7 +25,7 @@ const HOSPITAL: &str = "RPL001";
 const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA";
 
 /// Runs `hms-replay ARGS…` against the test's platform; the result and what it printed.
-async fn replay(app: &TestApp, args: &[&str]) -> (Result<Outcome, ReplayError>, String) {
+pub(crate) async fn replay(app: &TestApp, args: &[&str]) -> (Result<Outcome, ReplayError>, String) {
     let mut argv = vec![
         "hms-replay",
         "--database-url",
@@ -40,7 +40,7 @@ async fn replay(app: &TestApp, args: &[&str]) -> (Result<Outcome, ReplayError>, 
     (result, String::from_utf8(out).expect("utf-8 output"))
 }
 
-async fn replay_ok(app: &TestApp, args: &[&str]) -> String {
+pub(crate) async fn replay_ok(app: &TestApp, args: &[&str]) -> String {
     let (result, out) = replay(app, args).await;
     assert_eq!(
         result.expect("the tool runs"),
