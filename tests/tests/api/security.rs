@@ -107,7 +107,16 @@ fn allowed_answer(field: &str) -> Option<&'static str> {
         | "addInvoiceLine"
         | "issueInvoice"
         | "refundPayment"
-        | "voidInvoice" => Some("NOT_FOUND"),
+        | "voidInvoice"
+        | "setLabTestInService"
+        | "orderLabTests"
+        | "collectSpecimen"
+        | "receiveSpecimen"
+        | "enterLabResult"
+        | "verifyLabResults"
+        | "amendLabResult"
+        | "cancelLabOrder"
+        | "billLabOrder" => Some("NOT_FOUND"),
         "changePassword" => Some("VALIDATION"),
         _ => None,
     }
@@ -220,7 +229,7 @@ async fn every_role_gets_exactly_what_the_permission_matrix_allows() {
                 "mutation($d: UUID!, $n: String!) { renameDepartment(departmentId: $d, name: $n) { id } }",
                 json!({ "d": department, "n": format!("Matrix Ward {tag}") }),
             ),
-            case(Operation::ManageModules, "disableModule", "mutation { disableModule(module: LABORATORY) { code } }", json!({})),
+            case(Operation::ManageModules, "disableModule", "mutation { disableModule(module: TELEMEDICINE) { code } }", json!({})),
             case(
                 Operation::UpdateHospitalProfile,
                 "updateHospitalProfile",
@@ -393,6 +402,63 @@ async fn every_role_gets_exactly_what_the_permission_matrix_allows() {
                 "mutation($i: VoidInvoiceInput!) { voidInvoice(input: $i) { id } }",
                 json!({ "i": { "invoiceId": unknown(), "reason": "Mistake" } }),
             ),
+            case(Operation::ViewLabCatalogue, "labTests", "{ labTests(first: 5) { nodes { code } } }", json!({})),
+            case(
+                Operation::ManageLabCatalogue,
+                "setLabTestInService",
+                "mutation($i: SetLabTestInServiceInput!) { setLabTestInService(input: $i) { code } }",
+                json!({ "i": { "code": "NO-SUCH-TEST", "inService": true } }),
+            ),
+            case(Operation::ViewLabResults, "labOrders", "{ labOrders(first: 5) { nodes { id } } }", json!({})),
+            case(
+                Operation::OrderLabTests,
+                "orderLabTests",
+                "mutation($i: OrderLabTestsInput!) { orderLabTests(input: $i) { id } }",
+                json!({ "i": { "patientId": unknown(), "tests": ["2823-3"] } }),
+            ),
+            case(
+                Operation::CollectSpecimen,
+                "collectSpecimen",
+                "mutation($i: CollectSpecimenInput!) { collectSpecimen(input: $i) { id } }",
+                json!({ "i": { "orderId": unknown(), "specimenType": "SERUM", "label": "M-1" } }),
+            ),
+            case(
+                Operation::ProcessSpecimen,
+                "receiveSpecimen",
+                "mutation($i: ReceiveSpecimenInput!) { receiveSpecimen(input: $i) { id } }",
+                json!({ "i": { "orderId": unknown(), "specimenId": unknown() } }),
+            ),
+            case(
+                Operation::EnterLabResults,
+                "enterLabResult",
+                "mutation($i: EnterLabResultInput!) { enterLabResult(input: $i) { id } }",
+                json!({ "i": { "orderId": unknown(), "itemId": unknown(), "value": { "text": "Clear" } } }),
+            ),
+            case(
+                Operation::VerifyLabResults,
+                "verifyLabResults",
+                "mutation($i: VerifyLabResultsInput!) { verifyLabResults(input: $i) { id } }",
+                json!({ "i": { "orderId": unknown() } }),
+            ),
+            case(
+                Operation::AmendLabResult,
+                "amendLabResult",
+                "mutation($i: AmendLabResultInput!) { amendLabResult(input: $i) { id } }",
+                json!({ "i": { "orderId": unknown(), "itemId": unknown(), "value": { "text": "Clear" }, "reason": "Typo" } }),
+            ),
+            case(
+                Operation::CancelLabOrder,
+                "cancelLabOrder",
+                "mutation($i: CancelLabOrderInput!) { cancelLabOrder(input: $i) { id } }",
+                json!({ "i": { "orderId": unknown(), "reason": "Duplicate" } }),
+            ),
+            case(
+                Operation::PostLabCharges,
+                "billLabOrder",
+                "mutation($i: BillLabOrderInput!) { billLabOrder(input: $i) { id } }",
+                json!({ "i": { "orderId": unknown() } }),
+            ),
+            case(Operation::ViewLabTurnaround, "labTurnaround", "{ labTurnaround { orders } }", json!({})),
             case(Operation::ViewAuditTrail, "auditTrail", "{ auditTrail(first: 5) { nodes { position } } }", json!({})),
             case(Operation::ViewReports, "hospitalStats", "{ hospitalStats { patients } }", json!({})),
             case(
