@@ -144,9 +144,42 @@ pub async fn trail(
     page: &PageRequest,
 ) -> Result<Page<AuditEntry>> {
     let entries = read_trail(auth.pool(), filter, page).await?;
-    let patients = entries.items.iter().filter_map(|(_, e)| patient_of(e));
+    let mut patients: Vec<Uuid> = entries
+        .items
+        .iter()
+        .filter_map(|(_, e)| patient_of(e))
+        .collect();
+    patients.extend(patients_of_records(auth.pool(), &entries).await?);
     super::patients::record_patients_viewed(auth, patients, "auditTrail").await?;
     Ok(entries)
+}
+
+/// The patients of entries whose event does not name its patient (a result entered on a
+/// lab order, a line added to an invoice, a step of an appointment): the record's patient,
+/// from its read model.
+async fn patients_of_records(pool: &PgPool, entries: &Page<AuditEntry>) -> Result<Vec<Uuid>> {
+    let ids = |kind: &str| -> Vec<Uuid> {
+        entries
+            .items
+            .iter()
+            .filter(|(_, e)| e.aggregate_type == kind && patient_of(e).is_none())
+            .filter_map(|(_, e)| e.aggregate_id.parse().ok())
+            .collect()
+    };
+    let (orders, invoices, appointments) = (ids("lab_order"), ids("invoice"), ids("appointment"));
+    if orders.is_empty() && invoices.is_empty() && appointments.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(sqlx::query_scalar(
+        "SELECT patient_id FROM lab_orders WHERE id = ANY($1) \
+         UNION SELECT patient_id FROM invoices WHERE id = ANY($2) \
+         UNION SELECT patient_id FROM appointments WHERE id = ANY($3)",
+    )
+    .bind(orders)
+    .bind(invoices)
+    .bind(appointments)
+    .fetch_all(pool)
+    .await?)
 }
 
 /// The patient whose data an entry carries: a patient record's own event, or an event

@@ -489,6 +489,23 @@ async fn an_order_goes_from_the_doctor_to_a_verified_result_on_the_invoice() {
         "{worklist}"
     );
 
+    // The administrator's audit trail shows the results as written: reading events that
+    // do not name the patient (a result entered) is recorded under the order's patient.
+    let trail = app
+        .graphql(
+            "{ auditTrail(filter: { aggregateType: \"lab_order\", eventType: \"ResultEntered\" }) { nodes { eventType } } }",
+            json!({}),
+            Some(&lab.staff.admin),
+        )
+        .await;
+    assert_eq!(
+        trail["data"]["auditTrail"]["nodes"]
+            .as_array()
+            .map(Vec::len),
+        Some(3),
+        "{trail}"
+    );
+
     // Every read of results was recorded in the patient's access log.
     let lease = app.state.registry.get("LAB001").await.expect("tenant");
     let runner = &app.state.runner;
@@ -500,7 +517,12 @@ async fn an_order_goes_from_the_doctor_to_a_verified_result_on_the_invoice() {
     .fetch_all(&lease.pool)
     .await
     .expect("access log");
-    for purpose in ["critical lab results", "lab results", "lab worklist"] {
+    for purpose in [
+        "auditTrail",
+        "critical lab results",
+        "lab results",
+        "lab worklist",
+    ] {
         assert!(
             purposes.iter().any(|p| p == purpose),
             "{purpose} in {purposes:?}"
