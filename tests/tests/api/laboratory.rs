@@ -798,6 +798,28 @@ async fn bad_laboratory_input_is_refused_with_a_clear_error_and_appends_nothing(
     )
     .await;
     refused(&retired_order, "VALIDATION", Some("tests"));
+
+    // With the module switched off, the laboratory is closed; reads included.
+    let disabled = app
+        .graphql(
+            "mutation { disableModule(module: LABORATORY) { code } }",
+            json!({}),
+            Some(&lab.staff.admin),
+        )
+        .await;
+    assert!(disabled["errors"].is_null(), "{disabled}");
+    let closed = order_mutation(
+        &app,
+        &lab.staff.doctor,
+        "orderLabTests",
+        json!({ "patientId": patient, "tests": ["2823-3"] }),
+    )
+    .await;
+    refused(&closed, "MODULE_DISABLED", None);
+    let worklist = app
+        .graphql("{ labOrders { nodes { id } } }", json!({}), Some(&lab.tech))
+        .await;
+    refused(&worklist, "MODULE_DISABLED", None);
 }
 
 #[tokio::test]
