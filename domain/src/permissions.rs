@@ -53,6 +53,16 @@ pub enum Operation {
     MarkPatientDeceased,
     DeactivatePatient,
     MergePatients,
+    /// Mark a record restricted (a staff member, a public figure, the patient's request),
+    /// change who is named on it, or lift the restriction.
+    RestrictPatientRecord,
+    /// Open a restricted record outside its care team, with a stated reason, for a
+    /// limited time; every read under it is recorded as break-glass.
+    BreakGlass,
+    /// Review a break-glass access (justified or not), the privacy officer's queue.
+    ReviewBreakGlass,
+    /// Every access to one patient's record, for the patient.
+    ViewPatientAccessReport,
     // Appointments
     ViewAppointments,
     ScheduleAppointment,
@@ -107,7 +117,7 @@ const ALL_STAFF: &[Role] = &[ADM, DOC, NUR, REC, ACC, LAB, PHA, RAD, STF];
 const CLINICAL_AND_FRONT_DESK: &[Role] = &[ADM, DOC, NUR, REC, ACC, LAB, PHA, RAD];
 
 impl Operation {
-    pub const ALL: [Operation; 55] = [
+    pub const ALL: [Operation; 59] = [
         Operation::RegisterHospital,
         Operation::UpdateHospitalProfile,
         Operation::UpdateHospitalBranding,
@@ -134,6 +144,10 @@ impl Operation {
         Operation::MarkPatientDeceased,
         Operation::DeactivatePatient,
         Operation::MergePatients,
+        Operation::RestrictPatientRecord,
+        Operation::BreakGlass,
+        Operation::ReviewBreakGlass,
+        Operation::ViewPatientAccessReport,
         Operation::ViewAppointments,
         Operation::ScheduleAppointment,
         Operation::RescheduleAppointment,
@@ -194,6 +208,11 @@ impl Operation {
             O::ManagePatientAlerts => &[DOC, NUR],
             O::MarkPatientDeceased => &[DOC],
             O::DeactivatePatient | O::MergePatients => &[ADM],
+            // The hospital's privacy officer is its administrator: it restricts records,
+            // reviews break-glass accesses and answers patients' access requests. Breaking
+            // the glass is for those who read clinical information.
+            O::RestrictPatientRecord | O::ReviewBreakGlass | O::ViewPatientAccessReport => &[ADM],
+            O::BreakGlass => &[DOC, NUR, LAB, PHA, RAD],
             O::ViewAppointments => &[ADM, DOC, NUR, REC, ACC, STF],
             O::ScheduleAppointment | O::RescheduleAppointment | O::CancelAppointment => {
                 &[ADM, DOC, REC]
@@ -239,7 +258,11 @@ impl Operation {
             | O::ManagePatientAlerts
             | O::MarkPatientDeceased
             | O::DeactivatePatient
-            | O::MergePatients => Some(Module::Patients),
+            | O::MergePatients
+            | O::RestrictPatientRecord
+            | O::BreakGlass
+            | O::ReviewBreakGlass
+            | O::ViewPatientAccessReport => Some(Module::Patients),
             O::ViewAppointments
             | O::ScheduleAppointment
             | O::RescheduleAppointment
@@ -287,6 +310,7 @@ impl Operation {
                 | O::ViewLabCatalogue
                 | O::ViewLabResults
                 | O::ViewLabTurnaround
+                | O::ViewPatientAccessReport
         )
     }
 
@@ -303,6 +327,8 @@ impl Operation {
                     | O::CancelSubscription
                     | O::AdministerSubscription
                     | O::ChangeOwnPassword
+                    // An emergency read stays possible wherever reading is.
+                    | O::BreakGlass
             )
     }
 }
@@ -373,6 +399,10 @@ mod tests {
         ("MarkPatientDeceased", "..x......."),
         ("DeactivatePatient", ".x........"),
         ("MergePatients", ".x........"),
+        ("RestrictPatientRecord", ".x........"),
+        ("BreakGlass", "..xx..xxx."),
+        ("ReviewBreakGlass", ".x........"),
+        ("ViewPatientAccessReport", ".x........"),
         ("ViewAppointments", ".xxxxx...x"),
         ("ScheduleAppointment", ".xx.x....."),
         ("RescheduleAppointment", ".xx.x....."),
