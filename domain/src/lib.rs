@@ -22,6 +22,8 @@
 //!   issue, payments, refunds, void).
 //! - [`lab`]: the laboratory: test catalogue, orders, specimens, results with reference
 //!   ranges and flags, four-eyes verification, amendments.
+//! - [`break_glass`]: time-boxed access to a restricted record outside its care team, and
+//!   the privacy officer's review of it.
 //! - [`patient`]: patients, their medical record numbers ([`patient::Mrn`]), demographics,
 //!   allergies and alerts, death, deactivation and merging of duplicates.
 //!
@@ -31,6 +33,7 @@
 pub mod access;
 pub mod appointment;
 pub mod billing;
+pub mod break_glass;
 pub mod common;
 pub mod disclosure;
 pub mod hospital;
@@ -75,6 +78,7 @@ pub fn visit_aggregates(visitor: &mut impl AggregateVisitor) {
     visitor.visit::<schedule::PatientSchedule>();
     visitor.visit::<billing::Invoice>();
     visitor.visit::<record_access::RecordAccess>();
+    visitor.visit::<break_glass::BreakGlass>();
     visitor.visit::<lab::LabTest>();
     visitor.visit::<lab::LabOrder>();
     visitor.visit::<lab::SpecimenLabelClaim>();

@@ -68,6 +68,20 @@ pub enum PatientCommand {
         actor: Actor,
         now: DateTime<Utc>,
     },
+    /// Restricts the record (or changes who is named on it): only its care team and the
+    /// named staff read it in full; anyone else must break the glass.
+    Restrict {
+        actor: Actor,
+        reason: BoundedText,
+        /// Staff who read the record in full besides its care team.
+        named_users: Vec<Uuid>,
+        now: DateTime<Utc>,
+    },
+    Unrestrict {
+        actor: Actor,
+        reason: BoundedText,
+        now: DateTime<Utc>,
+    },
     /// Sent to the duplicate. `survivor_active` is looked up by the caller.
     MergeInto {
         actor: Actor,
@@ -96,6 +110,8 @@ impl PatientCommand {
             | C::AddAlert { actor, .. }
             | C::ResolveAlert { actor, .. }
             | C::RaiseCriticalResultAlert { actor, .. }
+            | C::Restrict { actor, .. }
+            | C::Unrestrict { actor, .. }
             | C::MarkDeceased { actor, .. }
             | C::DeactivatePatient { actor, .. }
             | C::ReactivatePatient { actor, .. }
@@ -112,6 +128,7 @@ impl PatientCommand {
             C::RecordAllergy { .. } | C::RemoveAllergy { .. } => Operation::ManageAllergies,
             C::AddAlert { .. } | C::ResolveAlert { .. } => Operation::ManagePatientAlerts,
             C::RaiseCriticalResultAlert { .. } => Operation::EnterLabResults,
+            C::Restrict { .. } | C::Unrestrict { .. } => Operation::RestrictPatientRecord,
             C::MarkDeceased { .. } => Operation::MarkPatientDeceased,
             C::DeactivatePatient { .. } | C::ReactivatePatient { .. } => {
                 Operation::DeactivatePatient

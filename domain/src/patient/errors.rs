@@ -38,6 +38,10 @@ pub enum PatientError {
     NotInactive,
     #[error("this record was merged into patient {survivor_id} and is read-only")]
     Merged { survivor_id: Uuid },
+    #[error("the record is not restricted")]
+    NotRestricted,
+    #[error("at most {0} staff can be named on a restricted record")]
+    TooManyNamed(usize),
     #[error("a patient cannot be merged into itself")]
     CannotMergeIntoSelf,
     #[error("the surviving record is not active")]

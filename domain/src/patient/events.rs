@@ -52,6 +52,15 @@ pub enum PatientEvent {
     PatientReactivated {
         at: DateTime<Utc>,
     },
+    RecordRestricted {
+        reason: String,
+        named_users: Vec<Uuid>,
+        at: DateTime<Utc>,
+    },
+    RecordUnrestricted {
+        reason: String,
+        at: DateTime<Utc>,
+    },
     PatientMergedInto {
         survivor_id: Uuid,
         survivor_mrn: Mrn,
@@ -76,6 +85,8 @@ impl DomainEvent for PatientEvent {
             E::AllergyRemoved { .. } => "AllergyRemoved",
             E::AlertAdded { .. } => "AlertAdded",
             E::AlertResolved { .. } => "AlertResolved",
+            E::RecordRestricted { .. } => "RecordRestricted",
+            E::RecordUnrestricted { .. } => "RecordUnrestricted",
             E::PatientDeceased { .. } => "PatientDeceased",
             E::PatientDeactivated { .. } => "PatientDeactivated",
             E::PatientReactivated { .. } => "PatientReactivated",

@@ -190,6 +190,16 @@ pub struct Allergy {
 
 /// A clinical alert shown whenever the record is opened ("fall risk", "DNR").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restriction {
+    pub reason: String,
+    /// Staff who read the record in full besides its care team.
+    pub named_users: Vec<Uuid>,
+}
+
+/// Most staff named on a restricted record.
+pub const MAX_NAMED_ON_RESTRICTED: usize = 50;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alert {
     pub alert_id: Uuid,
     pub text: BoundedText,
@@ -218,6 +228,9 @@ pub struct Patient {
     pub died_at: Option<DateTime<Utc>>,
     /// Duplicates merged into this record.
     pub absorbed: Vec<Uuid>,
+    /// Set while the record is restricted.
+    #[serde(default)]
+    pub restriction: Option<Restriction>,
     /// Every alert id ever added, resolved ones included: a raised alert is raised once.
     #[serde(default)]
     pub alert_ids: Vec<Uuid>,
@@ -377,6 +390,39 @@ impl Patient {
                     at: now,
                 }
             }
+            C::Restrict {
+                reason,
+                named_users,
+                now,
+                ..
+            } => {
+                if named_users.len() > MAX_NAMED_ON_RESTRICTED {
+                    return Err(PatientError::TooManyNamed(MAX_NAMED_ON_RESTRICTED));
+                }
+                let mut named_users = named_users;
+                named_users.sort();
+                named_users.dedup();
+                let unchanged = self.restriction.as_ref().is_some_and(|r| {
+                    r.reason == reason.as_str() && r.named_users == named_users
+                });
+                if unchanged {
+                    return Ok(Vec::new());
+                }
+                E::RecordRestricted {
+                    reason: reason.to_string(),
+                    named_users,
+                    at: now,
+                }
+            }
+            C::Unrestrict { reason, now, .. } => {
+                if self.restriction.is_none() {
+                    return Err(PatientError::NotRestricted);
+                }
+                E::RecordUnrestricted {
+                    reason: reason.to_string(),
+                    at: now,
+                }
+            }
             C::ResolveAlert { alert_id, now, .. } => {
                 if !self.alerts.iter().any(|a| a.alert_id == alert_id) {
                     return Err(PatientError::AlertNotFound(alert_id));
@@ -503,6 +549,17 @@ impl Aggregate for Patient {
                 self.alerts.push(alert);
             }
             E::AlertResolved { alert_id, .. } => self.alerts.retain(|a| a.alert_id != alert_id),
+            E::RecordRestricted {
+                reason,
+                named_users,
+                ..
+            } => {
+                self.restriction = Some(Restriction {
+                    reason,
+                    named_users,
+                })
+            }
+            E::RecordUnrestricted { .. } => self.restriction = None,
             E::PatientDeceased { died_at, .. } => {
                 self.died_at = Some(died_at);
                 self.status = Some(PatientStatus::Deceased);

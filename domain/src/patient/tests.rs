@@ -612,3 +612,69 @@ fn events_round_trip_through_json() {
         event
     );
 }
+
+#[test]
+fn an_administrator_restricts_a_record_names_its_readers_and_lifts_the_restriction() {
+    let restrict = |named: Vec<u128>| PatientCommand::Restrict {
+        actor: actor(Role::HospitalAdmin),
+        reason: name("a member of staff"),
+        named_users: named.into_iter().map(Uuid::from_u128).collect(),
+        now: now(),
+    };
+    let restricted = PatientEvent::RecordRestricted {
+        reason: "a member of staff".into(),
+        named_users: vec![Uuid::from_u128(1), Uuid::from_u128(2)],
+        at: now(),
+    };
+    // Named staff are kept once each, in order.
+    expect_events(
+        vec![registered(1)],
+        restrict(vec![2, 1, 2]),
+        vec![restricted.clone()],
+    );
+    // The same restriction again changes nothing.
+    expect_events(
+        vec![registered(1), restricted.clone()],
+        restrict(vec![1, 2]),
+        vec![],
+    );
+    expect_error(
+        vec![registered(1)],
+        restrict((0..=MAX_NAMED_ON_RESTRICTED as u128).collect()),
+        PatientError::TooManyNamed(MAX_NAMED_ON_RESTRICTED),
+    );
+    let unrestrict = PatientCommand::Unrestrict {
+        actor: actor(Role::HospitalAdmin),
+        reason: name("left the hospital"),
+        now: now(),
+    };
+    expect_error(
+        vec![registered(1)],
+        unrestrict.clone(),
+        PatientError::NotRestricted,
+    );
+    expect_events(
+        vec![registered(1), restricted],
+        unrestrict,
+        vec![PatientEvent::RecordUnrestricted {
+            reason: "left the hospital".into(),
+            at: now(),
+        }],
+    );
+    for role in Role::ALL {
+        let result = TestFramework::<Patient>::with(())
+            .given(vec![registered(1)])
+            .when(PatientCommand::Restrict {
+                actor: actor(role),
+                reason: name("x"),
+                named_users: vec![],
+                now: now(),
+            })
+            .inspect_result();
+        assert_eq!(
+            matches!(result, Err(PatientError::Forbidden(_))),
+            role != Role::HospitalAdmin,
+            "{role}"
+        );
+    }
+}
