@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use hms_app::config::PlatformConfig;
+use sqlx::types::Uuid;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -41,6 +42,11 @@ pub enum Command {
     /// tables fill up while the server keeps reading the old ones, then replace them in
     /// one transaction. Interrupted (Ctrl-C), it resumes where it stopped on the next run.
     Rebuild(RebuildArgs),
+    /// Export one patient's verified lab results as FHIR R4 resources (Patient,
+    /// ServiceRequest, Specimen, Observation, DiagnosticReport), read from the log rather
+    /// than the read models, which may lag or be rebuilding. The same log gives the same
+    /// bytes; a patient with no verified result gives an empty bundle.
+    FhirExport(FhirExportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -151,6 +157,31 @@ pub struct SealArgs {
     pub accept_missing_head: bool,
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct FhirExportArgs {
+    /// Hospital code, e.g. DMC001.
+    #[arg(long)]
+    pub hospital: String,
+    /// The patient's id.
+    #[arg(long, value_name = "UUID")]
+    pub patient: Uuid,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = FhirFormat::Bundle)]
+    pub format: FhirFormat,
+    /// Write to this file instead of stdout (written under FILE.partial and renamed at
+    /// the end, so an interrupted export never looks complete).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FhirFormat {
+    /// One Bundle of type `collection`.
+    Bundle,
+    /// One resource per line (FHIR bulk data's NDJSON), no Bundle.
+    Ndjson,
+}
+
 /// A record of the log: its aggregate type and id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AggregateRef {
@@ -230,5 +261,35 @@ mod tests {
         );
         assert!(parse_aggregate("user").is_err());
         assert!(parse_aggregate("/x").is_err());
+    }
+
+    #[test]
+    fn fhir_export_takes_a_patient_and_defaults_to_a_bundle() {
+        let id = "0b6f2c3a-1d2e-4f50-8a9b-0c1d2e3f4a5b";
+        let cli = Cli::try_parse_from([
+            "hms-replay",
+            "fhir-export",
+            "--hospital",
+            "DMC001",
+            "--patient",
+            id,
+        ]);
+        match cli.map(|c| c.command) {
+            Ok(Command::FhirExport(args)) => {
+                assert_eq!(args.patient.to_string(), id);
+                assert_eq!(args.format, FhirFormat::Bundle);
+                assert!(args.output.is_none());
+            }
+            other => panic!("unexpected parse: {other:?}"),
+        }
+        let bad = Cli::try_parse_from([
+            "hms-replay",
+            "fhir-export",
+            "--hospital",
+            "DMC001",
+            "--patient",
+            "not-a-uuid",
+        ]);
+        assert!(bad.is_err());
     }
 }

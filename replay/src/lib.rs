@@ -15,12 +15,15 @@
 //!   the hash chain kept by `hms_projections::projectors::seal` matches the events and
 //!   the head recorded in the platform database.
 //! - [`seal`]: brings the seal up to date and records the head in the platform database.
+//! - [`fhir`]: one patient's verified lab results as FHIR R4 resources, folded from the
+//!   lab orders' streams (not the read models).
 //!
 //! Secrets in payloads (password hashes) are redacted in every output ([`redact`]).
 
 pub mod audit;
 pub mod cli;
 pub mod error;
+pub mod fhir;
 mod kinds;
 pub mod rebuild;
 pub use hms_app::redact;
@@ -65,5 +68,6 @@ pub async fn run_on(
         Command::Verify(args) => verify::run(platform, &args, out).await,
         Command::Seal(args) => seal::run(platform, &args, out).await,
         Command::Rebuild(args) => rebuild::run(platform, &args, out).await,
+        Command::FhirExport(args) => fhir::run(platform, &args, out).await,
     }
 }
