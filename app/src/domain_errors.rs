@@ -5,6 +5,7 @@
 use hms_domain::appointment::AppointmentError;
 use hms_domain::billing::InvoiceError;
 use hms_domain::billing::MoneyError;
+use hms_domain::break_glass::BreakGlassError;
 use hms_domain::hospital::HospitalError;
 use hms_domain::lab::LabError;
 use hms_domain::patient::PatientError;
@@ -146,7 +147,9 @@ impl DomainErrorCode for PatientError {
             | E::NotActive(_)
             | E::NotInactive
             | E::Merged { .. }
+            | E::NotRestricted
             | E::SurvivorNotActive => AppError::Conflict(message),
+            E::TooManyNamed(_) => AppError::validation("namedUsers", message),
             E::DateOfBirthInFuture | E::DateOfBirthTooOld => {
                 AppError::validation("dateOfBirth", message)
             }
@@ -219,6 +222,21 @@ impl DomainErrorCode for LabError {
             E::WrongUnit { .. } => AppError::validation("unit", message),
             E::WrongKind { .. } | E::UnknownAnswer { .. } => AppError::validation("value", message),
             E::Forbidden(_) => AppError::Forbidden,
+            E::Validation(e) => AppError::validation(e.field, e.message.clone()),
+        }
+    }
+}
+
+impl DomainErrorCode for BreakGlassError {
+    fn to_app_error(&self) -> AppError {
+        use BreakGlassError as E;
+        let message = self.to_string();
+        match self {
+            E::GrantNotFound(_) => AppError::NotFound,
+            E::DuplicateGrant(_) | E::AlreadyReviewed(_) => AppError::Conflict(message),
+            // Streams are named here from the user and the patient: a mismatch is a bug.
+            E::WrongStream => AppError::internal(message),
+            E::OwnAccess | E::Forbidden(_) => AppError::Forbidden,
             E::Validation(e) => AppError::validation(e.field, e.message.clone()),
         }
     }

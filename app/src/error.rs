@@ -22,6 +22,10 @@ pub enum AppError {
     InvalidCredentials,
     #[error("you are not allowed to do this")]
     Forbidden,
+    /// The patient's record is restricted to its care team and the caller is not on it:
+    /// FORBIDDEN, with the way in (breaking the glass) named.
+    #[error("the record is restricted to its care team; break the glass to read it")]
+    Restricted,
     #[error("not found")]
     NotFound,
     #[error("{field}: {message}")]

@@ -21,6 +21,8 @@ pub enum ApiError {
     /// A field the caller's role may not read (the disclosure rules): FORBIDDEN on that
     /// field, with what was withheld.
     Withheld(hms_domain::disclosure::Withheld),
+    /// A restricted record outside the caller's care team: FORBIDDEN, `restricted: true`.
+    Restricted,
     NotFound,
     Validation {
         field: String,
@@ -66,7 +68,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Unauthenticated | ApiError::InvalidCredentials => "UNAUTHENTICATED",
-            ApiError::Forbidden | ApiError::Withheld(_) => "FORBIDDEN",
+            ApiError::Forbidden | ApiError::Withheld(_) | ApiError::Restricted => "FORBIDDEN",
             ApiError::NotFound => "NOT_FOUND",
             ApiError::Validation { .. } => "VALIDATION",
             ApiError::Conflict(_) | ApiError::Contended(_) => "CONFLICT",
@@ -84,6 +86,9 @@ impl ApiError {
             ApiError::InvalidCredentials => "invalid hospital, username or password".into(),
             ApiError::Forbidden => "you are not allowed to do this".into(),
             ApiError::Withheld(w) => w.to_string(),
+            ApiError::Restricted => {
+                "the record is restricted to its care team; break the glass to read it".into()
+            }
             ApiError::NotFound => "not found".into(),
             ApiError::Validation { field, message } => format!("{field}: {message}"),
             ApiError::Conflict(m)
@@ -121,6 +126,7 @@ impl From<ApiError> for async_graphql::Error {
                     ext.set("requestId", current_request_id());
                 }
                 ApiError::Withheld(w) => ext.set("withheld", format!("{:?}", w.disclosure)),
+                ApiError::Restricted => ext.set("restricted", true),
                 _ => {}
             }
         })
@@ -145,6 +151,7 @@ impl From<hms_app::AppError> for ApiError {
             A::Unauthenticated => ApiError::Unauthenticated,
             A::InvalidCredentials => ApiError::InvalidCredentials,
             A::Forbidden => ApiError::Forbidden,
+            A::Restricted => ApiError::Restricted,
             A::NotFound => ApiError::NotFound,
             A::Validation { field, message } => ApiError::Validation { field, message },
             A::Conflict(m) => ApiError::Conflict(m),

@@ -15,6 +15,7 @@ pub mod operation;
 pub mod pagination;
 pub mod patients;
 pub mod platform;
+pub mod privacy;
 pub mod session;
 pub mod types;
 
@@ -34,6 +35,7 @@ pub struct QueryRoot(
     appointments::AppointmentQuery,
     billing::BillingQuery,
     lab::LabQuery,
+    privacy::PrivacyQuery,
     audit::AuditQuery,
     platform::PlatformQuery,
 );
@@ -46,6 +48,7 @@ pub struct MutationRoot(
     appointments::AppointmentMutation,
     billing::BillingMutation,
     lab::LabMutation,
+    privacy::PrivacyMutation,
     platform::PlatformMutation,
 );
 

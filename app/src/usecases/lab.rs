@@ -1110,16 +1110,24 @@ pub async fn lab_order(auth: &Authorized<'_>, id: Uuid) -> Result<LabOrderRow> {
     let order = LabOrderRow::find(auth.pool(), id)
         .await?
         .ok_or(AppError::NotFound)?;
-    record_patients_viewed(auth, [order.patient_id], "lab order").await?;
+    let access = super::privacy::require_full_access(auth, order.patient_id).await?;
+    record_patients_viewed(auth, [order.patient_id], &access.purpose("lab order")).await?;
     Ok(order)
 }
 
 /// The results of an order, its specimens, and every version of its results. Read under
 /// the order's permission (the order was read under one).
+///
+/// A restricted patient's results are FORBIDDEN (restricted) to whoever may not read the
+/// record in full, wherever the order is shown (the worklist included).
 pub async fn order_results(
     scope: &crate::scope::HospitalScope<'_>,
     order_id: Uuid,
+    patient_id: Uuid,
 ) -> Result<Vec<LabResultRow>> {
+    super::privacy::access_to(scope, patient_id, Utc::now())
+        .await?
+        .require_full()?;
     Ok(LabResultRow::of_order(scope.pool(), order_id).await?)
 }
 
@@ -1133,7 +1141,11 @@ pub async fn order_specimens(
 pub async fn order_result_versions(
     scope: &crate::scope::HospitalScope<'_>,
     order_id: Uuid,
+    patient_id: Uuid,
 ) -> Result<Vec<LabResultVersionRow>> {
+    super::privacy::access_to(scope, patient_id, Utc::now())
+        .await?
+        .require_full()?;
     Ok(LabResultVersionRow::of_order(scope.pool(), order_id).await?)
 }
 
@@ -1157,6 +1169,7 @@ pub async fn patient_lab_results(
     page: &PageRequest,
 ) -> Result<Page<LabResultRow>> {
     auth.require(Operation::ViewLabResults)?;
+    let access = super::privacy::require_full_access(auth, patient_id).await?;
     let code = filter
         .code
         .as_deref()
@@ -1205,7 +1218,7 @@ pub async fn patient_lab_results(
         id: r.item_id.to_string(),
     });
     // Asked about this patient: recorded even when nothing was found.
-    record_patients_viewed(auth, [patient_id], "lab results").await?;
+    record_patients_viewed(auth, [patient_id], &access.purpose("lab results")).await?;
     Ok(found)
 }
 
@@ -1253,13 +1266,25 @@ pub async fn critical_lab_results(
     .bind(page.fetch_limit())
     .fetch_all(auth.pool())
     .await?;
-    let found = page.page(rows, |r| Keyset {
+    let mut found = page.page(rows, |r| Keyset {
         key: r
             .entered_at
             .unwrap_or(r.ordered_at)
             .to_rfc3339_opts(SecondsFormat::Micros, true),
         id: r.item_id.to_string(),
     });
+    // A restricted patient's results only for those who may read the record in full.
+    let mut denied = HashSet::new();
+    let patients: HashSet<Uuid> = found.items.iter().map(|(_, r)| r.patient_id).collect();
+    for patient in patients {
+        if !super::privacy::access_to(&auth.scope, patient, auth.now)
+            .await?
+            .full()
+        {
+            denied.insert(patient);
+        }
+    }
+    found.items.retain(|(_, r)| !denied.contains(&r.patient_id));
     record_patients_viewed(
         auth,
         found.items.iter().map(|(_, r)| r.patient_id),

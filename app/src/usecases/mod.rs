@@ -10,6 +10,7 @@ pub mod hospital;
 pub mod lab;
 pub mod patients;
 pub mod platform;
+pub mod privacy;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;

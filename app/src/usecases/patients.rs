@@ -59,6 +59,11 @@ pub struct PatientRecord {
     pub updated_at: DateTime<Utc>,
     /// The record's version, for `expectedVersion`.
     pub version: i64,
+    /// Whether the record is restricted to its care team.
+    pub restricted: bool,
+    /// Whether the caller sees only the patient's identity (a restricted record they may
+    /// not read in full; lists always, for a restricted record).
+    pub withheld: bool,
 }
 
 impl PatientRecord {
@@ -93,6 +98,8 @@ impl TryFrom<PatientRow> for PatientRecord {
             registered_at: row.registered_at,
             updated_at: row.updated_at,
             version: row.version,
+            restricted: row.restricted,
+            withheld: row.restricted,
         })
     }
 }
@@ -107,6 +114,17 @@ pub(crate) async fn find_patient(pool: &PgPool, id: Uuid) -> Result<Option<Patie
 
 async fn load_patient(pool: &PgPool, id: Uuid) -> Result<PatientRecord> {
     find_patient(pool, id).await?.ok_or(AppError::NotFound)
+}
+
+/// The record a write answers with, withheld beyond the identity when it is restricted
+/// and the writer may not read it in full.
+pub(crate) async fn patient_after_write(auth: &Authorized<'_>, id: Uuid) -> Result<PatientRecord> {
+    let mut record = load_patient(auth.pool(), id).await?;
+    record.withheld = record.restricted
+        && !super::privacy::access_to(&auth.scope, id, auth.now)
+            .await?
+            .full();
+    Ok(record)
 }
 
 /// Records that the caller opened patient `patient_id`'s record, for `purpose` (e.g.
@@ -197,11 +215,19 @@ pub async fn patients(
     Ok(found)
 }
 
-/// One patient's record. The view is recorded (who, when, from where) before the
-/// record is returned.
+/// One patient's record. The view is recorded (who, when, from where; under
+/// break-glass, with its reason) before the record is returned. A restricted record the
+/// caller may not read in full shows only the patient's identity.
 pub async fn patient(auth: &Authorized<'_>, id: Uuid) -> Result<PatientRecord> {
-    let patient = load_patient(auth.pool(), id).await?;
-    record_patient_view(auth, id, "patient").await?;
+    let mut patient = load_patient(auth.pool(), id).await?;
+    let access = super::privacy::access_to(&auth.scope, id, auth.now).await?;
+    patient.withheld = !access.full();
+    let purpose = if access.full() {
+        access.purpose("patient")
+    } else {
+        "patient:identity".to_owned()
+    };
+    record_patient_view(auth, id, &purpose).await?;
     Ok(patient)
 }
 
@@ -653,7 +679,7 @@ async fn patient_command(
         Ok::<_, AppError>(id.to_string())
     })
     .await?;
-    load_patient(auth.pool(), id).await
+    patient_after_write(auth, id).await
 }
 
 /// Registers a patient and issues the next medical record number of the hospital.
@@ -706,7 +732,7 @@ pub async fn register_patient(auth: &Authorized<'_>, input: NewPatient) -> Resul
             Ok::<_, AppError>(patient_id)
         })
         .await?;
-    load_patient(auth.pool(), id).await
+    patient_after_write(auth, id).await
 }
 
 /// Changes a patient's demographics (only the fields given). The change is computed
@@ -887,7 +913,7 @@ pub async fn merge_patients(auth: &Authorized<'_>, input: MergePatients) -> Resu
         Ok(survivor_id.to_string())
     })
     .await?;
-    load_patient(auth.pool(), survivor_id).await
+    patient_after_write(auth, survivor_id).await
 }
 
 #[cfg(test)]

@@ -253,6 +253,60 @@ pub struct HospitalSettings {
     pub slot_length: SlotLength,
     pub working_week: WorkingWeek,
     pub invoice_prefix: InvoicePrefix,
+    /// Settings written before restricted records existed read as the defaults.
+    #[serde(default)]
+    pub privacy: PrivacySettings,
+}
+
+/// How restricted records are opened: who counts as the care team, and for how long a
+/// break-glass access lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrivacySettings {
+    /// A clinician with an appointment or lab order for the patient within this many days
+    /// (before or after today) is on the care team.
+    pub care_team_window_days: u16,
+    /// How long a break-glass access lasts.
+    pub break_glass_minutes: u16,
+}
+
+impl Default for PrivacySettings {
+    fn default() -> Self {
+        Self {
+            care_team_window_days: 30,
+            break_glass_minutes: 60,
+        }
+    }
+}
+
+impl PrivacySettings {
+    pub const MAX_WINDOW_DAYS: u16 = 365;
+    /// A day: an access that must last longer is a new decision.
+    pub const MAX_BREAK_GLASS_MINUTES: u16 = 1_440;
+
+    pub fn new(care_team_window_days: i64, break_glass_minutes: i64) -> Result<Self, ValidationError> {
+        let window = u16::try_from(care_team_window_days)
+            .ok()
+            .filter(|d| (1..=Self::MAX_WINDOW_DAYS).contains(d))
+            .ok_or_else(|| {
+                ValidationError::new(
+                    "careTeamWindowDays",
+                    format!("must be 1 to {}", Self::MAX_WINDOW_DAYS),
+                )
+            })?;
+        let minutes = u16::try_from(break_glass_minutes)
+            .ok()
+            .filter(|m| (5..=Self::MAX_BREAK_GLASS_MINUTES).contains(m))
+            .ok_or_else(|| {
+                ValidationError::new(
+                    "breakGlassMinutes",
+                    format!("must be 5 to {}", Self::MAX_BREAK_GLASS_MINUTES),
+                )
+            })?;
+        Ok(Self {
+            care_team_window_days: window,
+            break_glass_minutes: minutes,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

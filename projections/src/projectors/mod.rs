@@ -3,6 +3,7 @@
 
 mod appointments;
 mod audit;
+mod break_glass;
 mod hospital;
 mod invoices;
 mod lab;
@@ -13,6 +14,7 @@ mod staff;
 
 pub use appointments::{AppointmentProjector, AppointmentRow};
 pub use audit::{AccessLogProjector, AuditIndexProjector};
+pub use break_glass::{BreakGlassProjector, BreakGlassRow};
 pub use hospital::{DepartmentRow, HospitalProfileRow, HospitalProjector};
 pub use invoices::{InvoiceLineRow, InvoicePaymentRow, InvoiceProjector, InvoiceRow};
 pub use lab::{
@@ -143,6 +145,7 @@ pub fn all() -> Vec<Box<dyn Projector>> {
         Box::new(SlotHoldProjector),
         Box::new(InvoiceProjector),
         Box::new(LabProjector),
+        Box::new(BreakGlassProjector),
         Box::new(AuditIndexProjector),
         Box::new(AccessLogProjector),
         Box::new(LogSealer),

@@ -47,6 +47,8 @@ pub struct PatientRow {
     pub updated_at: DateTime<Utc>,
     /// The stream's version: the sequence of the last event folded in.
     pub version: i64,
+    /// Whether the record is restricted (lists withhold it beyond the patient's identity).
+    pub restricted: bool,
 }
 
 /// Where a record stands in the register (the `status` column, by serde name).
@@ -67,7 +69,7 @@ impl PatientRow {
     pub const COLUMNS: &'static str = "p.id, p.mrn, p.given_name, p.middle_name, p.family_name, \
          p.given_key, p.family_key, p.date_of_birth, p.sex, p.phone, p.phone_digits, p.email, \
          p.demographics, p.allergies, p.alerts, p.status, p.died_at, p.merged_into, \
-         p.registered_at, p.updated_at, p.version";
+         p.registered_at, p.updated_at, p.version, p.restricted";
 
     /// The row of patient `id`, if there is one.
     pub async fn find<'e>(
@@ -170,6 +172,7 @@ fn fold(patients: &mut RowSet<Uuid, PatientRow>, id: Uuid, _: &StoredEvent, even
             registered_at,
             updated_at: registered_at,
             version: 0,
+            restricted: false,
         };
         // The same code as every later update fills the demographic columns.
         row.set_demographics(&demographics, registered_at);
@@ -225,6 +228,14 @@ fn fold(patients: &mut RowSet<Uuid, PatientRow>, id: Uuid, _: &StoredEvent, even
             row.updated_at = at;
         }
         PatientEvent::DuplicateAbsorbed { at, .. } => {
+            row.updated_at = at;
+        }
+        PatientEvent::RecordRestricted { at, .. } => {
+            row.restricted = true;
+            row.updated_at = at;
+        }
+        PatientEvent::RecordUnrestricted { at, .. } => {
+            row.restricted = false;
             row.updated_at = at;
         }
     }

@@ -54,7 +54,7 @@ fn potassium(price: i64) -> Value {
 
 /// The catalogue of these tests: potassium and sodium, an electrolytes panel of both,
 /// and a coded urine pregnancy test.
-async fn catalogue(app: &TestApp, admin: &str) {
+pub(crate) async fn catalogue(app: &TestApp, admin: &str) {
     let tests = [
         potassium(50_000),
         json!({
@@ -564,6 +564,151 @@ async fn an_order_goes_from_the_doctor_to_a_verified_result_on_the_invoice() {
         "the lab read models rebuild equal to the live ones"
     );
     crate::replay::replay_ok(&app, &["verify", "--hospital", "LAB001"]).await;
+
+    // The patient's verified results as FHIR R4, from the log.
+    let patient_arg = patient.to_string();
+    let (outcome, out) = crate::replay::replay(
+        &app,
+        &[
+            "fhir-export",
+            "--hospital",
+            "LAB001",
+            "--patient",
+            &patient_arg,
+        ],
+    )
+    .await;
+    outcome.expect("the export runs");
+    let bundle: Value = serde_json::from_str(&out).expect("a JSON bundle");
+    check_fhir_bundle(&bundle);
+    let resources: Vec<&Value> = bundle["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| &e["resource"])
+        .collect();
+    let of = |kind: &str| -> Vec<&Value> {
+        resources
+            .iter()
+            .copied()
+            .filter(|r| r["resourceType"] == kind)
+            .collect()
+    };
+    assert_eq!(of("ServiceRequest").len(), 1);
+    assert_eq!(of("ServiceRequest")[0]["priority"], "stat");
+    assert_eq!(
+        of("Specimen").len(),
+        3,
+        "serum, the rejected urine, the urine taken again"
+    );
+    assert_eq!(of("DiagnosticReport").len(), 1);
+    assert_eq!(of("DiagnosticReport")[0]["status"], "corrected");
+    let observations = of("Observation");
+    assert_eq!(observations.len(), 3);
+    let potassium = observations
+        .iter()
+        .find(|o| o["code"]["coding"][0]["code"] == "2823-3")
+        .expect("potassium");
+    assert_eq!(potassium["code"]["coding"][0]["system"], "http://loinc.org");
+    assert_eq!(potassium["status"], "corrected");
+    assert_eq!(potassium["valueQuantity"]["value"], json!(5.0));
+    assert_eq!(
+        potassium["valueQuantity"]["system"],
+        "http://unitsofmeasure.org"
+    );
+    assert_eq!(potassium["valueQuantity"]["code"], "mmol/L");
+    assert_eq!(potassium["interpretation"][0]["coding"][0]["code"], "N");
+    assert_eq!(potassium["referenceRange"][0]["high"]["value"], json!(5.1));
+    let pregnancy = observations
+        .iter()
+        .find(|o| o["valueCodeableConcept"].is_object())
+        .expect("the coded result");
+    assert_eq!(pregnancy["interpretation"][0]["coding"][0]["code"], "A");
+}
+
+/// The structure FHIR R4 requires of the resources the export makes, and that every
+/// reference inside the bundle resolves to one of its entries.
+fn check_fhir_bundle(bundle: &Value) {
+    assert_eq!(bundle["resourceType"], "Bundle");
+    assert_eq!(bundle["type"], "collection");
+    let entries = bundle["entry"].as_array().expect("entries");
+    let ids: std::collections::HashSet<String> = entries
+        .iter()
+        .map(|e| {
+            let r = &e["resource"];
+            format!(
+                "{}/{}",
+                r["resourceType"].as_str().expect("type"),
+                r["id"].as_str().expect("id")
+            )
+        })
+        .collect();
+    fn references(value: &Value, found: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, v) in map {
+                    match (key.as_str(), v) {
+                        ("reference", Value::String(r)) => found.push(r.clone()),
+                        _ => references(v, found),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| references(v, found)),
+            _ => {}
+        }
+    }
+    let coded = |concept: &Value, what: &str| {
+        let codings = concept["coding"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{what}: {concept}"));
+        assert!(!codings.is_empty(), "{what}");
+        for c in codings {
+            assert!(
+                c["system"].is_string() && c["code"].is_string(),
+                "{what}: {c}"
+            );
+        }
+    };
+    for entry in entries {
+        let r = &entry["resource"];
+        let kind = r["resourceType"].as_str().expect("type");
+        assert_eq!(
+            entry["fullUrl"].as_str(),
+            Some(format!("urn:uuid:{}", r["id"].as_str().expect("id")).as_str())
+        );
+        match kind {
+            "ServiceRequest" => {
+                assert!(r["status"].is_string() && r["intent"] == "order", "{r}");
+                coded(&r["code"], "ServiceRequest.code");
+                assert!(r["subject"]["reference"].is_string());
+            }
+            "Specimen" => {
+                coded(&r["type"], "Specimen.type");
+                assert!(r["subject"]["reference"].is_string());
+            }
+            "Observation" => {
+                assert!(r["status"].is_string(), "{r}");
+                coded(&r["code"], "Observation.code");
+                coded(&r["category"][0], "Observation.category");
+                assert!(r["subject"]["reference"].is_string());
+            }
+            "DiagnosticReport" => {
+                assert!(r["status"].is_string(), "{r}");
+                coded(&r["code"], "DiagnosticReport.code");
+                assert!(!r["result"].as_array().expect("results").is_empty());
+            }
+            "Patient" | "Practitioner" => {}
+            other => panic!("unexpected resource {other}"),
+        }
+        let mut found = Vec::new();
+        references(r, &mut found);
+        for reference in found {
+            assert!(
+                ids.contains(&reference),
+                "{kind} refers to {reference} outside the bundle"
+            );
+        }
+    }
 }
 
 #[tokio::test]
@@ -890,11 +1035,7 @@ async fn another_hospitals_orders_specimens_and_tests_are_not_found() {
             Some(&other.doctor),
         )
         .await;
-    assert_eq!(
-        trend["data"]["patientLabResults"]["nodes"],
-        json!([]),
-        "{trend}"
-    );
+    assert_eq!(error_code(&trend), Some("NOT_FOUND"), "{trend}");
     let worklist = app
         .graphql(
             "{ labOrders { nodes { id } } }",

@@ -22,6 +22,7 @@ mod projections;
 mod provisioning;
 mod redaction;
 mod replay;
+mod restricted;
 mod retries;
 mod schema;
 mod security;

@@ -5,7 +5,7 @@ use async_graphql::{Context, Object};
 use hms_app::usecases::hospital as uc;
 use hms_domain::common::{BoundedText, Currency, Email, Phone};
 use hms_domain::hospital::{
-    Branding, HexColor, HospitalProfile, HospitalSettings, InvoicePrefix, SlotLength, TimeZoneName,
+    Branding, HexColor, HospitalProfile, HospitalSettings, InvoicePrefix, PrivacySettings, SlotLength, TimeZoneName,
     MAX_LOGO_REF_CHARS, MAX_NAME_CHARS,
 };
 use hms_domain::permissions::Operation;
@@ -71,10 +71,19 @@ impl HospitalMutation {
         let minutes = u32::try_from(input.slot_length_minutes)
             .map_err(|_| ApiError::validation("slotLengthMinutes", "must be positive"))?;
         let days: Vec<uc::WorkingDay> = input.working_hours.iter().map(Into::into).collect();
+        let current = auth.hospital.settings.privacy;
         let settings = HospitalSettings {
             slot_length: SlotLength::minutes(minutes)?,
             working_week: uc::working_week(&days)?,
             invoice_prefix: InvoicePrefix::parse(&input.invoice_prefix)?,
+            privacy: PrivacySettings::new(
+                input
+                    .care_team_window_days
+                    .map_or(current.care_team_window_days.into(), i64::from),
+                input
+                    .break_glass_minutes
+                    .map_or(current.break_glass_minutes.into(), i64::from),
+            )?,
         };
         Ok(uc::update_settings(&auth, settings, &options, &input)
             .await?

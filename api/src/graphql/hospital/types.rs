@@ -167,6 +167,11 @@ pub struct SettingsOut {
     invoice_prefix: String,
     /// Opening hours, Monday first; days without hours are closed.
     working_hours: Vec<WorkingDay>,
+    /// A clinician with an appointment or lab order for a patient within this many days
+    /// is on the care team of the patient's restricted record.
+    care_team_window_days: i32,
+    /// How long a break-glass access to a restricted record lasts.
+    break_glass_minutes: i32,
 }
 
 impl From<&HospitalSettings> for SettingsOut {
@@ -184,6 +189,8 @@ impl From<&HospitalSettings> for SettingsOut {
                     })
                 })
                 .collect(),
+            care_team_window_days: i32::from(s.privacy.care_team_window_days),
+            break_glass_minutes: i32::from(s.privacy.break_glass_minutes),
         }
     }
 }
@@ -383,6 +390,10 @@ pub struct UpdateHospitalSettingsInput {
     pub(super) invoice_prefix: String,
     /// Opening hours per day; days not listed are closed.
     pub(super) working_hours: Vec<WorkingDay>,
+    /// 1 to 365; unchanged when null (30 for a new hospital).
+    pub(super) care_team_window_days: Option<i32>,
+    /// 5 to 1440; unchanged when null (60 for a new hospital).
+    pub(super) break_glass_minutes: Option<i32>,
     pub(super) expected_version: Option<i64>,
     pub(super) idempotency_key: Option<String>,
 }

@@ -153,7 +153,7 @@ impl LabOrder {
     /// The order's results (one per test), with flags.
     async fn results(&self, ctx: &Context<'_>) -> Result<Vec<LabResult>> {
         let scope = hospital_scope(ctx).await?;
-        uc::order_results(&scope, self.id)
+        uc::order_results(&scope, self.id, self.patient_id)
             .await?
             .into_iter()
             .map(LabResult::try_from)
@@ -193,7 +193,7 @@ impl LabResult {
     /// with their reasons, and who verified each.
     async fn versions(&self, ctx: &Context<'_>) -> Result<Vec<LabResultVersion>> {
         let scope = hospital_scope(ctx).await?;
-        uc::order_result_versions(&scope, self.order_id)
+        uc::order_result_versions(&scope, self.order_id, self.patient_id)
             .await?
             .iter()
             .filter(|v| v.item_id == self.item_id)

@@ -68,35 +68,48 @@ impl PatientQuery {
     }
 }
 
+impl Patient {
+    /// A part of the record: withheld whole on a restricted record the caller may not
+    /// read in full, else by the disclosure rules of the caller's role.
+    fn disclose<T>(&self, ctx: &Context<'_>, what: Disclosure, value: Option<T>) -> Result<Option<T>> {
+        if self.withheld {
+            let error = async_graphql::Error::from(crate::graphql::error::ApiError::Restricted);
+            ctx.add_error(ctx.set_error_path(error.into_server_error(ctx.item.pos)));
+            return Ok(None);
+        }
+        disclose(ctx, what, value)
+    }
+}
+
 #[ComplexObject]
 impl Patient {
     async fn phone(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
-        disclose(ctx, Disclosure::Contact, self.phone.as_deref())
+        self.disclose(ctx, Disclosure::Contact, self.phone.as_deref())
     }
 
     async fn email(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
-        disclose(ctx, Disclosure::Contact, self.email.as_deref())
+        self.disclose(ctx, Disclosure::Contact, self.email.as_deref())
     }
 
     async fn address(&self, ctx: &Context<'_>) -> Result<Option<&AddressOut>> {
-        disclose(ctx, Disclosure::Contact, self.address.as_ref())
+        self.disclose(ctx, Disclosure::Contact, self.address.as_ref())
     }
 
     async fn emergency_contact(&self, ctx: &Context<'_>) -> Result<Option<&EmergencyContact>> {
-        disclose(ctx, Disclosure::Contact, self.emergency_contact.as_ref())
+        self.disclose(ctx, Disclosure::Contact, self.emergency_contact.as_ref())
     }
 
     async fn blood_type(&self, ctx: &Context<'_>) -> Result<Option<BloodType>> {
-        disclose(ctx, Disclosure::Clinical, self.blood_type)
+        self.disclose(ctx, Disclosure::Clinical, self.blood_type)
     }
 
     async fn allergies(&self, ctx: &Context<'_>) -> Result<Option<&[Allergy]>> {
-        disclose(ctx, Disclosure::Clinical, Some(self.allergies.as_slice()))
+        self.disclose(ctx, Disclosure::Clinical, Some(self.allergies.as_slice()))
     }
 
     /// Open alerts.
     async fn alerts(&self, ctx: &Context<'_>) -> Result<Option<&[PatientAlert]>> {
-        disclose(ctx, Disclosure::Clinical, Some(self.alerts.as_slice()))
+        self.disclose(ctx, Disclosure::Clinical, Some(self.alerts.as_slice()))
     }
 
     /// Every change to the record, from the event log (HOSPITAL_ADMIN). Reading it is

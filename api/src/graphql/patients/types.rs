@@ -126,6 +126,12 @@ pub struct Patient {
     pub updated_at: DateTime<Utc>,
     /// The record's version, for `expectedVersion`.
     pub version: i64,
+    /// Whether the record is restricted to its care team (and staff named on it). Others
+    /// see only the patient's identity: the other fields are null with FORBIDDEN
+    /// (`restricted: true`) until they break the glass.
+    pub restricted: bool,
+    #[graphql(skip)]
+    pub withheld: bool,
 }
 
 impl From<uc::PatientRecord> for Patient {
@@ -133,6 +139,8 @@ impl From<uc::PatientRecord> for Patient {
         let full_name = p.full_name();
         let d = p.demographics;
         Self {
+            restricted: p.restricted,
+            withheld: p.withheld,
             id: p.id,
             mrn: p.mrn,
             given_name: d.given_name.map(|n| n.to_string()),

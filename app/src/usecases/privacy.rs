@@ -1,0 +1,403 @@
+//! Restricted records and break-glass access.
+//!
+//! A HOSPITAL_ADMIN (the hospital's privacy officer) restricts a patient's record, with a
+//! reason, and may name staff who read it in full. A restricted record is then read in
+//! full only by:
+//! - its care team: a DOCTOR with an appointment with the patient, or who ordered a lab
+//!   test for them; a NURSE who collected a specimen from them, or of the department of
+//!   one of their appointments; a LAB_TECHNICIAN while the patient has a lab order — each
+//!   within the hospital's care-team window (days before or after today);
+//! - the staff named on the record;
+//! - a clinician who broke the glass: stated a reason and got access for the hospital's
+//!   break-glass duration, every read under it recorded as break-glass.
+//!
+//! Everyone else with the right to read patients sees that the record exists (the
+//! patient's identity) and that it is restricted. Lists never show a restricted record
+//! beyond the identity: its readers open the record itself.
+//!
+//! [`access_to`] decides at the moment of the read: the restriction and the break-glass
+//! grant from the write side (the patient's and the grant's streams), the care team from
+//! the appointment and lab read models, which every command waits for before it answers.
+
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use hms_domain::break_glass::{
+    self as bg, BreakGlass, BreakGlassCommand, BreakGlassReason, ReviewOutcome,
+};
+use hms_domain::common::{BoundedText, Role};
+use hms_domain::patient::{Patient, PatientCommand};
+use hms_domain::permissions::Operation;
+use hms_domain::user::User;
+use hms_projections::projectors::BreakGlassRow;
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::patients::{record_patients_viewed, PatientRecord};
+use super::{no_nul, stored_name};
+use crate::error::{AppError, Result};
+use crate::page::{Keyset, Page, PageRequest};
+use crate::scope::{Authorized, HospitalScope, MutationOptions};
+
+pub const MAX_REASON_CHARS: usize = 500;
+
+/// How the caller may read one patient's record at this moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordAccess {
+    /// The record is not restricted.
+    Open,
+    /// Restricted; the caller is on its care team or named on it.
+    CareTeam,
+    /// Restricted; the caller broke the glass and the grant is open.
+    BreakGlass(BreakGlassReason),
+    /// Restricted; only the patient's identity.
+    Denied,
+}
+
+impl RecordAccess {
+    pub fn full(self) -> bool {
+        !matches!(self, RecordAccess::Denied)
+    }
+
+    /// The access-log purpose of a read made under this access: a read under break-glass
+    /// says so, with its reason (`break-glass:EMERGENCY_TREATMENT:patient`).
+    pub fn purpose(self, purpose: &str) -> String {
+        match self {
+            RecordAccess::BreakGlass(reason) => format!(
+                "break-glass:{}:{purpose}",
+                stored_name(&reason).unwrap_or_default()
+            ),
+            _ => purpose.to_owned(),
+        }
+    }
+
+    /// [`Self::full`] as a `Result`: FORBIDDEN (restricted) when denied.
+    pub fn require_full(self) -> Result<Self> {
+        if self.full() {
+            Ok(self)
+        } else {
+            Err(AppError::Restricted)
+        }
+    }
+}
+
+/// How the caller may read patient `patient_id`'s record now. NOT_FOUND for a patient
+/// this hospital does not have.
+pub async fn access_to(
+    scope: &HospitalScope<'_>,
+    patient_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<RecordAccess> {
+    let (patient, _) = crate::commands::load::<Patient>(scope.pool(), &patient_id.to_string())
+        .await
+        .map_err(crate::error::load_error)?;
+    if patient.status.is_none() {
+        return Err(AppError::NotFound);
+    }
+    let Some(restriction) = patient.restriction else {
+        return Ok(RecordAccess::Open);
+    };
+    let actor = scope.actor();
+    if restriction.named_users.contains(&actor.user_id) {
+        return Ok(RecordAccess::CareTeam);
+    }
+    if on_care_team(scope, patient_id, actor.user_id, actor.role, now).await? {
+        return Ok(RecordAccess::CareTeam);
+    }
+    let stream = bg::stream_id(actor.user_id, patient_id);
+    let (grants, _) = crate::commands::load::<BreakGlass>(scope.pool(), &stream)
+        .await
+        .map_err(crate::error::load_error)?;
+    Ok(match grants.open_at(now) {
+        Some(grant) => RecordAccess::BreakGlass(grant.reason),
+        None => RecordAccess::Denied,
+    })
+}
+
+/// Whether the user has a relation of care with the patient within the window.
+async fn on_care_team(
+    scope: &HospitalScope<'_>,
+    patient_id: Uuid,
+    user_id: Uuid,
+    role: Role,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    if !matches!(role, Role::Doctor | Role::Nurse | Role::LabTechnician) {
+        return Ok(false);
+    }
+    let (hospital, _) = scope.hospital().await?;
+    let window = Duration::days(i64::from(
+        hospital.settings.privacy.care_team_window_days,
+    ));
+    let (from, to) = (now - window, now + window);
+    let sql = match role {
+        Role::Doctor => {
+            "SELECT EXISTS (SELECT 1 FROM appointments WHERE patient_id = $1 AND doctor_id = $2 \
+                              AND start_at BETWEEN $3 AND $4) \
+                 OR EXISTS (SELECT 1 FROM lab_orders WHERE patient_id = $1 AND ordered_by = $2 \
+                              AND ordered_at BETWEEN $3 AND $4)"
+        }
+        Role::Nurse => {
+            "SELECT EXISTS (SELECT 1 FROM lab_specimens s JOIN lab_orders o ON o.id = s.order_id \
+                             WHERE o.patient_id = $1 AND s.collected_by = $2 \
+                               AND s.collected_at BETWEEN $3 AND $4) \
+                 OR EXISTS (SELECT 1 FROM appointments a JOIN staff u ON u.id = $2 \
+                             WHERE a.patient_id = $1 AND a.department_id = u.department_id \
+                               AND a.start_at BETWEEN $3 AND $4)"
+        }
+        _ => {
+            "SELECT $2::uuid IS NOT NULL AND EXISTS (SELECT 1 FROM lab_orders \
+                             WHERE patient_id = $1 AND ordered_at BETWEEN $3 AND $4)"
+        }
+    };
+    Ok(sqlx::query_scalar(sql)
+        .bind(patient_id)
+        .bind(user_id)
+        .bind(from)
+        .bind(to)
+        .fetch_one(scope.pool())
+        .await?)
+}
+
+/// [`access_to`] for a read that needs the whole record: FORBIDDEN (restricted) unless
+/// the caller may read it in full.
+pub async fn require_full_access(auth: &Authorized<'_>, patient_id: Uuid) -> Result<RecordAccess> {
+    access_to(&auth.scope, patient_id, auth.now)
+        .await?
+        .require_full()
+}
+
+// ---------------------------------------------------------------------------------
+// Restricting a record
+
+/// A restriction to set or lift, as entered.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestrictPatientRecord {
+    pub patient_id: Uuid,
+    /// True restricts (or changes who is named); false lifts the restriction.
+    pub restricted: bool,
+    pub reason: String,
+    /// Staff who read the record in full besides its care team.
+    pub named_users: Vec<Uuid>,
+    pub expected_version: Option<i64>,
+    pub idempotency_key: Option<String>,
+}
+
+/// Restricts a patient's record (or changes who is named on it), or lifts the
+/// restriction. Named staff must be this hospital's.
+pub async fn restrict_patient_record(
+    auth: &Authorized<'_>,
+    input: RestrictPatientRecord,
+) -> Result<PatientRecord> {
+    auth.require(Operation::RestrictPatientRecord)?;
+    let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
+    no_nul("reason", &input.reason)?;
+    let reason = BoundedText::parse("reason", &input.reason, MAX_REASON_CHARS)?;
+    let command = if input.restricted {
+        for user in &input.named_users {
+            let (named, _) = auth.load::<User>(&user.to_string()).await?;
+            if named.id.is_none() {
+                return Err(AppError::validation(
+                    "namedUsers",
+                    format!("{user} is not a user of this hospital"),
+                ));
+            }
+        }
+        PatientCommand::Restrict {
+            actor: auth.actor(),
+            reason,
+            named_users: input.named_users.clone(),
+            now: auth.now,
+        }
+    } else {
+        if !input.named_users.is_empty() {
+            return Err(AppError::validation(
+                "namedUsers",
+                "name staff only when restricting",
+            ));
+        }
+        PatientCommand::Unrestrict {
+            actor: auth.actor(),
+            reason,
+            now: auth.now,
+        }
+    };
+    let id = input.patient_id;
+    auth.idempotent(&options, &input, || async {
+        auth.execute::<Patient>(&id.to_string(), command, options.expected_version)
+            .await?;
+        Ok::<_, AppError>(id.to_string())
+    })
+    .await?;
+    super::patients::patient_after_write(auth, id).await
+}
+
+// ---------------------------------------------------------------------------------
+// Breaking the glass
+
+/// A break-glass request, as entered.
+#[derive(Debug, Clone, Serialize)]
+pub struct BreakGlassRequest {
+    pub patient_id: Uuid,
+    pub reason: BreakGlassReason,
+    /// What happened, in the clinician's words (always required).
+    pub note: String,
+    pub idempotency_key: Option<String>,
+}
+
+/// An access granted by breaking the glass.
+#[derive(Debug, Clone)]
+pub struct BreakGlassGrant {
+    pub grant_id: Uuid,
+    pub patient_id: Uuid,
+    pub reason: BreakGlassReason,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Opens a restricted record for the caller for the hospital's break-glass duration.
+/// Refused for a record that is not restricted or that the caller may read already.
+pub async fn break_glass(auth: &Authorized<'_>, input: BreakGlassRequest) -> Result<BreakGlassGrant> {
+    auth.require(Operation::BreakGlass)?;
+    let options = MutationOptions::new(None, input.idempotency_key.clone())?;
+    no_nul("note", &input.note)?;
+    let note = BoundedText::parse("note", &input.note, bg::MAX_BREAK_GLASS_NOTE_CHARS)?;
+    match access_to(&auth.scope, input.patient_id, auth.now).await? {
+        RecordAccess::Denied => {}
+        RecordAccess::Open => {
+            return Err(AppError::Conflict(
+                "the record is not restricted; there is no glass to break".into(),
+            ))
+        }
+        RecordAccess::CareTeam => {
+            return Err(AppError::Conflict(
+                "you are on the record's care team or named on it; read it directly".into(),
+            ))
+        }
+        RecordAccess::BreakGlass(_) => {
+            return Err(AppError::Conflict(
+                "you hold an open break-glass access to this record".into(),
+            ))
+        }
+    }
+    let actor = auth.actor();
+    let stream = bg::stream_id(actor.user_id, input.patient_id);
+    let minutes = u32::from(auth.hospital.settings.privacy.break_glass_minutes);
+    let grant_id = auth
+        .idempotent_id(&options, &input, || async {
+            let grant_id = auth.new_id(&options);
+            let command = BreakGlassCommand::Open {
+                actor: auth.actor(),
+                grant_id,
+                patient_id: input.patient_id,
+                reason: input.reason,
+                note,
+                minutes,
+                now: auth.now,
+            };
+            auth.execute::<BreakGlass>(&stream, command, None).await?;
+            Ok::<_, AppError>(grant_id)
+        })
+        .await?;
+    let (grants, _) = auth.load::<BreakGlass>(&stream).await?;
+    let grant = grants
+        .grants
+        .iter()
+        .find(|g| g.grant_id == grant_id)
+        .ok_or_else(|| AppError::internal("the break-glass grant is missing after its command"))?;
+    Ok(BreakGlassGrant {
+        grant_id,
+        patient_id: input.patient_id,
+        reason: grant.reason,
+        expires_at: grant.expires_at,
+    })
+}
+
+/// The review queue: break-glass accesses, oldest first; only the unreviewed ones unless
+/// `include_reviewed`. The patients shown are recorded (the notes may describe them).
+pub async fn break_glass_accesses(
+    auth: &Authorized<'_>,
+    include_reviewed: bool,
+    patient_id: Option<Uuid>,
+    page: &PageRequest,
+) -> Result<Page<BreakGlassRow>> {
+    auth.require(Operation::ReviewBreakGlass)?;
+    let (after_at, after_id) = match &page.after {
+        Some(k) => {
+            let not_ours = || AppError::validation("after", "is not a cursor from this API");
+            let at = DateTime::parse_from_rfc3339(&k.key)
+                .map_err(|_| not_ours())?
+                .with_timezone(&Utc);
+            (Some(at), Some(Uuid::parse_str(&k.id).map_err(|_| not_ours())?))
+        }
+        None => (None, None),
+    };
+    let rows: Vec<BreakGlassRow> = sqlx::query_as(&format!(
+        "SELECT {} FROM break_glass_accesses \
+          WHERE ($1::timestamptz IS NULL OR (opened_at, grant_id) > ($1, $2::uuid)) \
+            AND ($3 OR outcome IS NULL) \
+            AND ($4::uuid IS NULL OR patient_id = $4) \
+          ORDER BY opened_at, grant_id LIMIT $5",
+        BreakGlassRow::COLUMNS
+    ))
+    .bind(after_at)
+    .bind(after_id)
+    .bind(include_reviewed)
+    .bind(patient_id)
+    .bind(page.fetch_limit())
+    .fetch_all(auth.pool())
+    .await?;
+    let found = page.page(rows, |r| Keyset {
+        key: r.opened_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+        id: r.grant_id.to_string(),
+    });
+    record_patients_viewed(
+        auth,
+        found.items.iter().map(|(_, r)| r.patient_id),
+        "break-glass review",
+    )
+    .await?;
+    Ok(found)
+}
+
+/// A review, as entered.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReviewBreakGlass {
+    pub grant_id: Uuid,
+    pub outcome: ReviewOutcome,
+    /// Required when not justified.
+    pub note: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+/// Records the privacy officer's finding on one break-glass access; final.
+pub async fn review_break_glass(
+    auth: &Authorized<'_>,
+    input: ReviewBreakGlass,
+) -> Result<BreakGlassRow> {
+    auth.require(Operation::ReviewBreakGlass)?;
+    let options = MutationOptions::new(None, input.idempotency_key.clone())?;
+    let note = match input.note.as_deref() {
+        Some(n) if !n.trim().is_empty() => {
+            no_nul("note", n)?;
+            Some(BoundedText::parse("note", n, MAX_REASON_CHARS)?)
+        }
+        _ => None,
+    };
+    let access = BreakGlassRow::find(auth.pool(), input.grant_id)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let stream = bg::stream_id(access.user_id, access.patient_id);
+    let command = BreakGlassCommand::Review {
+        actor: auth.actor(),
+        grant_id: input.grant_id,
+        outcome: input.outcome,
+        note,
+        now: auth.now,
+    };
+    auth.idempotent(&options, &input, || async {
+        auth.execute::<BreakGlass>(&stream, command, None).await?;
+        Ok::<_, AppError>(input.grant_id.to_string())
+    })
+    .await?;
+    BreakGlassRow::find(auth.pool(), input.grant_id)
+        .await?
+        .ok_or_else(|| AppError::internal("the reviewed access is missing"))
+}
