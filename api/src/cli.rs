@@ -22,6 +22,11 @@ use crate::config::{
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.platform;
     let production = config.environment == Environment::Production;
+    // Before anything reads or writes an event: personal data is sealed under it.
+    let keyring = config.keyring().map_err(|e| anyhow::anyhow!(e))?;
+    if let Err(e) = hms_projections::personal::install(keyring) {
+        tracing::debug!(%e, "master keys already installed");
+    }
     match cli
         .command
         .unwrap_or_else(|| Command::Serve(ServeConfig::from_env()))
@@ -78,6 +83,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::SetupHospital(args) => setup_hospital(&config, args).await,
+        Command::RotateMasterKey => {
+            let platform = Platform::connect(&config).await?;
+            let current = hms_projections::personal::keyring().current_id().to_owned();
+            let mut total = 0;
+            for tenant in platform.directory.list().await? {
+                let options = platform.server.clone().database(&tenant.database_name);
+                let mut conn = hms_app::tenancy::platform::connect_once(&options).await?;
+                let rewrapped = hms_projections::personal::rewrap_all(&mut conn)
+                    .await
+                    .with_context(|| format!("rewrapping the keys of {}", tenant.code))?;
+                println!("{}: {rewrapped} key(s) rewrapped", tenant.code);
+                total += rewrapped;
+            }
+            println!("{total} key(s) now under master key {current}; HMS_MASTER_KEY_PREVIOUS can be emptied");
+            Ok(())
+        }
         Command::BackupHospital { code, output } => {
             let platform = Platform::connect(&config).await?;
             let tools = PgTools::discover(config.database_url.expose());

@@ -70,6 +70,10 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         server: Option<String>,
     },
+    /// Rewrap every hospital's patient data keys under the current master key
+    /// (HMS_MASTER_KEY), unwrapping with any of HMS_MASTER_KEY_PREVIOUS. Run after every
+    /// server has the new key as current and the old one as previous.
+    RotateMasterKey,
     /// Print the GraphQL schema (SDL), as committed in api/schema.graphql.
     PrintSchema,
 }

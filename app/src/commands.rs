@@ -36,7 +36,7 @@ use cqrs_es::persist::{
 };
 use cqrs_es::{Aggregate, AggregateError, CqrsFramework, EventStore};
 use hms_domain::EventMetadata;
-use hms_projections::{log, LogCursor, ProjectionRunner};
+use hms_projections::{log, personal, LogCursor, ProjectionRunner};
 use postgres_es::PostgresEventRepository;
 use rand::Rng;
 use serde_json::Value;
@@ -72,6 +72,9 @@ pub enum CommandError<E: std::error::Error> {
     /// [`MAX_ATTEMPTS`] attempts: the same request may succeed if sent again.
     #[error("the record is being changed by many requests at once; try again")]
     Contended,
+    /// The command would record personal data of a patient whose record was erased.
+    #[error("{0}")]
+    Erased(String),
     /// The hospital's database could not be reached (down, restarting, the link broke):
     /// the same request may succeed shortly (with an idempotency key, safely).
     #[error("the hospital's database cannot be reached: {0}")]
@@ -88,6 +91,11 @@ impl<E: std::error::Error> From<AggregateError<E>> for CommandError<E> {
             AggregateError::UserError(e) => CommandError::Rejected(e),
             AggregateError::AggregateConflict => CommandError::Conflict,
             AggregateError::DatabaseConnectionError(e) => CommandError::Unavailable(e.to_string()),
+            AggregateError::UnexpectedError(e)
+                if e.downcast_ref::<personal::ErasedPatient>().is_some() =>
+            {
+                CommandError::Erased(e.to_string())
+            }
             AggregateError::UnexpectedError(e)
                 if e.downcast_ref::<sqlx::Error>()
                     .is_some_and(crate::tenancy::platform::is_unreachable) =>
@@ -149,8 +157,9 @@ impl PersistedEventRepository for ExpectingRepository {
             // the command gets a conflict, as with any stale expected version.
             return Ok(Vec::new());
         }
-        let events = self.inner.get_events::<A>(id).await?;
+        let mut events = self.inner.get_events::<A>(id).await?;
         self.note_run(&events);
+        open_events(&self.pool, &mut events).await?;
         Ok(events)
     }
 
@@ -159,8 +168,9 @@ impl PersistedEventRepository for ExpectingRepository {
         id: &str,
         last_sequence: usize,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        let events = self.inner.get_last_events::<A>(id, last_sequence).await?;
+        let mut events = self.inner.get_last_events::<A>(id, last_sequence).await?;
         self.note_run(&events);
+        open_events(&self.pool, &mut events).await?;
         Ok(events)
     }
 
@@ -190,7 +200,8 @@ impl PersistedEventRepository for ExpectingRepository {
             // Snapshots are off (DESIGN.md); postgres-es keeps them in its own transaction.
             return self.inner.persist::<A>(events, snapshot_update).await;
         }
-        let head = append_events::<A>(&self.pool, events).await?;
+        let sealed = seal_events(&self.pool, events).await?;
+        let head = append_events::<A>(&self.pool, &sealed).await?;
         *self.attempt.head.lock().unwrap_or_else(|e| e.into_inner()) = head;
         Ok(())
     }
@@ -205,6 +216,65 @@ impl PersistedEventRepository for ExpectingRepository {
     async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
         self.inner.stream_all_events::<A>().await
     }
+}
+
+/// Loaded events with their sealed personal data opened (or erased): the aggregate is
+/// decided on what the patient's record says (docs/adr/0008).
+async fn open_events(pool: &PgPool, events: &mut [SerializedEvent]) -> Result<(), PersistenceError> {
+    let mut patients = Vec::new();
+    for event in events.iter_mut() {
+        patients.extend(personal::sealed_patients(&mut event.payload));
+    }
+    if patients.is_empty() {
+        return Ok(());
+    }
+    let failed = |e: hms_projections::ProjectionError| PersistenceError::UnknownError(Box::new(e));
+    let mut conn = pool.acquire().await.map_err(|e| failed(e.into()))?;
+    let keys = personal::Keys::load(&mut conn, patients).await.map_err(failed)?;
+    for event in events.iter_mut() {
+        keys.unseal(
+            &event.aggregate_type,
+            &event.aggregate_id,
+            &event.event_type,
+            &mut event.payload,
+        )
+        .map_err(failed)?;
+    }
+    Ok(())
+}
+
+/// The events to append, their personal data sealed under each patient's key.
+async fn seal_events(
+    pool: &PgPool,
+    events: &[SerializedEvent],
+) -> Result<Vec<SerializedEvent>, PersistenceError> {
+    let mut events = events.to_vec();
+    if !events
+        .iter()
+        .any(|e| personal::seals(&e.aggregate_type, &e.event_type))
+    {
+        return Ok(events);
+    }
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(|e| PersistenceError::ConnectionError(Box::new(e)))?;
+    let outgoing = events
+        .iter_mut()
+        .map(|e| personal::Outgoing {
+            aggregate_type: &e.aggregate_type,
+            aggregate_id: &e.aggregate_id,
+            event_type: &e.event_type,
+            payload: &mut e.payload,
+        })
+        .collect();
+    personal::seal(&mut conn, outgoing)
+        .await
+        .map_err(|e| match e {
+            personal::SealError::Erased(erased) => PersistenceError::UnknownError(Box::new(erased)),
+            personal::SealError::Store(e) => PersistenceError::UnknownError(Box::new(e)),
+        })?;
+    Ok(events)
 }
 
 /// Appends `events` (of one aggregate, in sequence order) in a single statement: atomic

@@ -67,6 +67,36 @@ pub struct PlatformConfig {
         hide_env_values = true
     )]
     pub tenant_role_password: Option<Secret>,
+    /// The master key that wraps every patient's data key (base64 of 32 bytes, e.g.
+    /// `openssl rand -base64 32`). Required in production; elsewhere a public
+    /// development key stands in.
+    #[arg(long, env = "HMS_MASTER_KEY", global = true, hide_env_values = true)]
+    pub master_key: Option<Secret>,
+    /// Earlier master keys, comma-separated, still accepted for unwrapping while
+    /// `hms rotate-master-key` rewraps the data keys under the current one.
+    #[arg(long, env = "HMS_MASTER_KEY_PREVIOUS", global = true, hide_env_values = true)]
+    pub master_key_previous: Option<Secret>,
+}
+
+impl PlatformConfig {
+    /// The master keys this configuration names: refused in production without one.
+    pub fn keyring(&self) -> Result<hms_projections::personal::Keyring, String> {
+        use hms_projections::personal::Keyring;
+        match &self.master_key {
+            Some(key) => {
+                let previous: Vec<String> = self
+                    .master_key_previous
+                    .as_ref()
+                    .map(|p| p.expose().split(',').map(str::to_owned).collect())
+                    .unwrap_or_default();
+                Keyring::from_base64(key.expose(), &previous).map_err(|e| format!("HMS_MASTER_KEY: {e}"))
+            }
+            None if self.environment == Environment::Production => Err(
+                "HMS_MASTER_KEY is required in production (base64 of 32 random bytes)".into(),
+            ),
+            None => Ok(Keyring::development()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -148,6 +148,12 @@ impl DomainErrorCode for PatientError {
             | E::NotInactive
             | E::Merged { .. }
             | E::NotRestricted
+            | E::Erased
+            | E::ErasureAlreadyRequested
+            | E::NoErasureRequested
+            | E::InRetention(_)
+            // Four eyes: the same administrator cannot do both halves.
+            | E::SameAdministrator
             | E::SurvivorNotActive => AppError::Conflict(message),
             E::TooManyNamed(_) => AppError::validation("namedUsers", message),
             E::DateOfBirthInFuture | E::DateOfBirthTooOld => {

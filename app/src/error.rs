@@ -198,6 +198,7 @@ pub fn command_error<E: DomainErrorCode + Send + Sync + 'static>(e: CommandError
             "the record is being changed by many requests at once; try again".into(),
         ),
         CommandError::Unavailable(e) => AppError::unavailable(e),
+        CommandError::Erased(message) => AppError::Conflict(message),
         CommandError::Store(e) => AppError::internal(e),
         CommandError::Projection(e) => e.into(),
     }

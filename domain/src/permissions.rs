@@ -63,6 +63,9 @@ pub enum Operation {
     ReviewBreakGlass,
     /// Every access to one patient's record, for the patient.
     ViewPatientAccessReport,
+    /// Ask for, or (a second administrator) approve, the erasure of a patient's personal
+    /// data.
+    ErasePatient,
     // Appointments
     ViewAppointments,
     ScheduleAppointment,
@@ -117,7 +120,7 @@ const ALL_STAFF: &[Role] = &[ADM, DOC, NUR, REC, ACC, LAB, PHA, RAD, STF];
 const CLINICAL_AND_FRONT_DESK: &[Role] = &[ADM, DOC, NUR, REC, ACC, LAB, PHA, RAD];
 
 impl Operation {
-    pub const ALL: [Operation; 59] = [
+    pub const ALL: [Operation; 60] = [
         Operation::RegisterHospital,
         Operation::UpdateHospitalProfile,
         Operation::UpdateHospitalBranding,
@@ -148,6 +151,7 @@ impl Operation {
         Operation::BreakGlass,
         Operation::ReviewBreakGlass,
         Operation::ViewPatientAccessReport,
+        Operation::ErasePatient,
         Operation::ViewAppointments,
         Operation::ScheduleAppointment,
         Operation::RescheduleAppointment,
@@ -211,7 +215,10 @@ impl Operation {
             // The hospital's privacy officer is its administrator: it restricts records,
             // reviews break-glass accesses and answers patients' access requests. Breaking
             // the glass is for those who read clinical information.
-            O::RestrictPatientRecord | O::ReviewBreakGlass | O::ViewPatientAccessReport => &[ADM],
+            O::RestrictPatientRecord
+            | O::ReviewBreakGlass
+            | O::ViewPatientAccessReport
+            | O::ErasePatient => &[ADM],
             O::BreakGlass => &[DOC, NUR, LAB, PHA, RAD],
             O::ViewAppointments => &[ADM, DOC, NUR, REC, ACC, STF],
             O::ScheduleAppointment | O::RescheduleAppointment | O::CancelAppointment => {
@@ -262,7 +269,8 @@ impl Operation {
             | O::RestrictPatientRecord
             | O::BreakGlass
             | O::ReviewBreakGlass
-            | O::ViewPatientAccessReport => Some(Module::Patients),
+            | O::ViewPatientAccessReport
+            | O::ErasePatient => Some(Module::Patients),
             O::ViewAppointments
             | O::ScheduleAppointment
             | O::RescheduleAppointment
@@ -403,6 +411,7 @@ mod tests {
         ("BreakGlass", "..xx..xxx."),
         ("ReviewBreakGlass", ".x........"),
         ("ViewPatientAccessReport", ".x........"),
+        ("ErasePatient", ".x........"),
         ("ViewAppointments", ".xxxxx...x"),
         ("ScheduleAppointment", ".xx.x....."),
         ("RescheduleAppointment", ".xx.x....."),

@@ -9,10 +9,13 @@
 //!   checkpoint in the same transaction as its read-model change.
 //! - [`projectors`]: the read models themselves, one module per aggregate family; most
 //!   write a whole batch with a few set-based statements (`rows`).
+//! - [`personal`]: personal data in events sealed under a key per patient, for erasure by
+//!   destroying the key (crypto-shredding).
 //! - [`rebuild`]: rebuilding a projector's tables from the log while the old ones serve.
 
 pub mod error;
 pub mod log;
+pub mod personal;
 pub mod projectors;
 pub mod rebuild;
 mod rows;

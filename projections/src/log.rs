@@ -251,7 +251,8 @@ pub async fn stream_head(
     }))
 }
 
-/// Every event of one aggregate stream in sequence order (for history and as-of views).
+/// Every event of one aggregate stream in sequence order (for history and as-of views),
+/// with sealed personal data opened (or erased).
 pub async fn read_stream(
     conn: &mut PgConnection,
     aggregate_type: &str,
@@ -261,11 +262,13 @@ pub async fn read_stream(
         "SELECT {SELECT_COLUMNS} FROM public.events \
           WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence"
     );
-    Ok(sqlx::query_as::<_, StoredEvent>(&sql)
+    let mut events = sqlx::query_as::<_, StoredEvent>(&sql)
         .bind(aggregate_type)
         .bind(aggregate_id)
-        .fetch_all(conn)
-        .await?)
+        .fetch_all(&mut *conn)
+        .await?;
+    crate::personal::unseal_stored(conn, &mut events).await?;
+    Ok(events)
 }
 
 /// The readable horizon ([`HORIZON`]) now, as a transaction id: a reader that stops
@@ -370,7 +373,9 @@ pub async fn read_filtered_batch(
             Bind::Time(t) => query.bind(t),
         };
     }
-    Ok(query.fetch_all(conn).await?)
+    let mut events = query.fetch_all(&mut *conn).await?;
+    crate::personal::unseal_stored(conn, &mut events).await?;
+    Ok(events)
 }
 
 /// Filters of the audit trail (the audit index joined with the log); all optional,
@@ -423,7 +428,7 @@ pub async fn read_audit_trail(
         transaction_id: -1,
         position: -1,
     });
-    Ok(sqlx::query_as(
+    let mut rows: Vec<TrailEvent> = sqlx::query_as(
         "SELECT a.position, a.transaction_id, a.recorded_at, a.actor_id, a.actor_username, a.actor_role, \
                 a.aggregate_type, a.aggregate_id, a.sequence, a.event_type, a.event_version, e.payload, e.metadata \
            FROM audit_index a \
@@ -449,8 +454,31 @@ pub async fn read_audit_trail(
     .bind(filter.from)
     .bind(filter.to)
     .bind(limit)
-    .fetch_all(conn)
-    .await?)
+    .fetch_all(&mut *conn)
+    .await?;
+    open_trail(conn, &mut rows).await?;
+    Ok(rows)
+}
+
+/// Opens the sealed personal data of trail events (one key query for the page).
+async fn open_trail(conn: &mut PgConnection, rows: &mut [TrailEvent]) -> Result<()> {
+    let mut patients = Vec::new();
+    for row in rows.iter_mut() {
+        patients.extend(crate::personal::sealed_patients(&mut row.payload));
+    }
+    if patients.is_empty() {
+        return Ok(());
+    }
+    let keys = crate::personal::Keys::load(conn, patients).await?;
+    for row in rows.iter_mut() {
+        keys.unseal(
+            &row.aggregate_type,
+            &row.aggregate_id,
+            &row.event_type,
+            &mut row.payload,
+        )?;
+    }
+    Ok(())
 }
 
 /// The version of one aggregate stream: the sequence of its newest event, 0 for none.

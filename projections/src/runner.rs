@@ -45,6 +45,13 @@ pub trait Projector: Send + Sync {
         true
     }
 
+    /// Whether the projector reads the personal data in payloads: it then gets the events
+    /// with their sealed fields opened ([`crate::personal`]). The log sealer must see the
+    /// stored bytes, and the audit index copies no payload.
+    fn reads_personal_data(&self) -> bool {
+        true
+    }
+
     /// Applies one event (of any aggregate type: skip the ones that don't concern you).
     async fn apply(&self, tx: &mut PgConnection, event: &StoredEvent) -> Result<()>;
 
@@ -328,7 +335,8 @@ impl ProjectionRunner {
                 if events.is_empty() {
                     continue;
                 }
-                projector.apply_batch(&mut tx, events).await?;
+                let opened = open_for(&mut tx, projector.as_ref(), events).await?;
+                projector.apply_batch(&mut tx, &opened).await?;
                 moved.push(names[i].clone());
                 counts.push(i64::try_from(events.len()).unwrap_or(i64::MAX));
                 applied[i] += events.len() as u64;
@@ -725,7 +733,8 @@ async fn apply_events(
     projector: &dyn Projector,
     batch: &[StoredEvent],
 ) -> Result<()> {
-    projector.apply_batch(tx, batch).await.map_err(|e| match e {
+    let opened = open_for(tx, projector, batch).await?;
+    projector.apply_batch(tx, &opened).await.map_err(|e| match e {
         e @ ProjectionError::ProjectorFailed { .. } => e,
         other => ProjectionError::ProjectorFailed {
             projector: projector.name(),
@@ -733,6 +742,25 @@ async fn apply_events(
             message: other.to_string(),
         },
     })
+}
+
+/// The batch as `projector` reads it: with sealed personal data opened when it reads
+/// such data (one key query for the batch), as stored otherwise.
+async fn open_for<'b>(
+    tx: &mut PgConnection,
+    projector: &dyn Projector,
+    batch: &'b [StoredEvent],
+) -> Result<std::borrow::Cow<'b, [StoredEvent]>> {
+    if !projector.reads_personal_data()
+        || !batch
+            .iter()
+            .any(|e| crate::personal::has_sealed(e.payload.get()))
+    {
+        return Ok(std::borrow::Cow::Borrowed(batch));
+    }
+    let mut opened = batch.to_vec();
+    crate::personal::unseal_stored(tx, &mut opened).await?;
+    Ok(std::borrow::Cow::Owned(opened))
 }
 
 /// A set-based batch fails as a whole. This goes through the same events again, one at a

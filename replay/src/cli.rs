@@ -47,6 +47,12 @@ pub enum Command {
     /// than the read models, which may lag or be rebuilding. The same log gives the same
     /// bytes; a patient with no verified result gives an empty bundle.
     FhirExport(FhirExportArgs),
+    /// Every access to one patient's record in a window (at most 366 days; by default
+    /// the 366 days before now), for the patient: who, when, through which operation,
+    /// what kind (READ, WRITE, BREAK_GLASS), from where and the request, per UTC day. The
+    /// server's `patientAccessReport` builds the same report. Run by the operator, it is
+    /// not recorded in the patient's access log.
+    AccessReport(AccessReportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -182,6 +188,38 @@ pub enum FhirFormat {
     Ndjson,
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct AccessReportArgs {
+    /// Hospital code, e.g. DMC001.
+    #[arg(long)]
+    pub hospital: String,
+    /// The patient's id.
+    #[arg(long, value_name = "UUID")]
+    pub patient: Uuid,
+    /// Accesses at or after this time (RFC 3339, or YYYY-MM-DD for midnight UTC);
+    /// default: 366 days before `--to`.
+    #[arg(long, value_parser = parse_time)]
+    pub from: Option<DateTime<Utc>>,
+    /// Accesses before this time (RFC 3339, or YYYY-MM-DD for midnight UTC); default: now.
+    #[arg(long, value_parser = parse_time)]
+    pub to: Option<DateTime<Utc>>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = AccessReportFormat::Csv)]
+    pub format: AccessReportFormat,
+    /// Write to this file instead of stdout (written under FILE.partial and renamed at
+    /// the end, so an interrupted export never looks complete).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AccessReportFormat {
+    /// RFC 4180 CSV with a header row, one row per access with its day.
+    Csv,
+    /// The whole report as one JSON document: the patient, the window, the days.
+    Json,
+}
+
 /// A record of the log: its aggregate type and id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AggregateRef {
@@ -291,5 +329,54 @@ mod tests {
             "not-a-uuid",
         ]);
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn access_report_takes_a_patient_and_an_optional_window() {
+        let id = "0b6f2c3a-1d2e-4f50-8a9b-0c1d2e3f4a5b";
+        let parse = |extra: &[&str]| {
+            let mut argv = vec![
+                "hms-replay",
+                "access-report",
+                "--hospital",
+                "DMC001",
+                "--patient",
+                id,
+            ];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv).map(|c| c.command)
+        };
+        match parse(&[]) {
+            Ok(Command::AccessReport(args)) => {
+                assert_eq!(args.patient.to_string(), id);
+                assert_eq!((args.from, args.to), (None, None));
+                assert_eq!(args.format, AccessReportFormat::Csv);
+                assert!(args.output.is_none());
+            }
+            other => panic!("unexpected parse: {other:?}"),
+        }
+        match parse(&[
+            "--from",
+            "2026-01-01",
+            "--to",
+            "2026-02-01T00:00:00Z",
+            "--format",
+            "json",
+        ]) {
+            Ok(Command::AccessReport(args)) => {
+                assert_eq!(
+                    args.from.map(|t| t.to_rfc3339()),
+                    Some("2026-01-01T00:00:00+00:00".into())
+                );
+                assert_eq!(
+                    args.to.map(|t| t.to_rfc3339()),
+                    Some("2026-02-01T00:00:00+00:00".into())
+                );
+                assert_eq!(args.format, AccessReportFormat::Json);
+            }
+            other => panic!("unexpected parse: {other:?}"),
+        }
+        assert!(parse(&["--format", "xml"]).is_err());
+        assert!(parse(&["--from", "last week"]).is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! Errors of the tool: one variant per layer it goes through, each with a message an
 //! operator can act on (the binary prints it on one line).
 
+use hms_app::error::AppError;
 use hms_app::tenancy::TenancyError;
 use hms_projections::projectors::seal::SealError;
 use hms_projections::ProjectionError;
@@ -25,4 +26,13 @@ pub enum ReplayError {
     UnknownAggregateType { given: String, known: String },
     #[error("{0}")]
     NotFound(String),
+    /// An argument the tool cannot work with, named by its flag.
+    #[error("--{flag}: {message}")]
+    InvalidArgument { flag: String, message: String },
+    /// The configuration cannot be used (a malformed or missing master key).
+    #[error("{0}")]
+    Config(String),
+    /// The application layer failed (a database unreachable, an unexpected stored value).
+    #[error(transparent)]
+    App(AppError),
 }

@@ -17,9 +17,12 @@
 //! - [`seal`]: brings the seal up to date and records the head in the platform database.
 //! - [`fhir`]: one patient's verified lab results as FHIR R4 resources, folded from the
 //!   lab orders' streams (not the read models).
+//! - [`access_report`]: every access to one patient's record, as the server's
+//!   `patientAccessReport` builds it, in CSV or JSON; the operator's, so not recorded.
 //!
 //! Secrets in payloads (password hashes) are redacted in every output ([`redact`]).
 
+pub mod access_report;
 pub mod audit;
 pub mod cli;
 pub mod error;
@@ -50,6 +53,10 @@ pub enum Outcome {
 /// Connects to the platform named by `cli` and runs its command, writing the report or
 /// export to `out` (or to `--output`).
 pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<Outcome> {
+    // Sealed personal data opens under the platform's master keys (ADR 0008); a process
+    // that runs the tool more than once keeps the keys it installed first.
+    let keyring = cli.platform.keyring().map_err(ReplayError::Config)?;
+    let _ = hms_projections::personal::install(keyring);
     let platform = Platform::connect(&cli.platform).await?;
     let outcome = run_on(&platform, cli.command, out).await;
     platform.control.close().await;
@@ -69,5 +76,6 @@ pub async fn run_on(
         Command::Seal(args) => seal::run(platform, &args, out).await,
         Command::Rebuild(args) => rebuild::run(platform, &args, out).await,
         Command::FhirExport(args) => fhir::run(platform, &args, out).await,
+        Command::AccessReport(args) => access_report::run(platform, &args, out).await,
     }
 }

@@ -29,6 +29,8 @@ pub fn platform_config(prefix: &str, tenant_pool_size: u32) -> PlatformConfig {
         spare_databases: 0,
         environment: Environment::Development,
         tenant_role_password: None,
+        master_key: None,
+        master_key_previous: None,
     }
 }
 

@@ -140,6 +140,8 @@ async fn spawn_platform(
             Environment::Development
         },
         tenant_role_password: None,
+        master_key: None,
+        master_key_previous: None,
     };
     start_server(config, prefix, &test_config, owns_databases).await
 }

@@ -560,7 +560,9 @@ async fn load_order(auth: &Authorized<'_>, id: Uuid) -> Result<LabOrder> {
     Ok(order)
 }
 
-/// Runs one command on an existing order, once per idempotency key.
+/// Runs one command on an existing order, once per idempotency key. (Every order
+/// mutation loads the order before it reads its other input: another hospital's order is
+/// NOT_FOUND whatever else the request says.)
 async fn on_order(
     auth: &Authorized<'_>,
     order_id: Uuid,
@@ -599,8 +601,8 @@ pub async fn collect_specimen(
 ) -> Result<LabOrderRow> {
     auth.require(Operation::CollectSpecimen)?;
     let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
-    let label = SpecimenLabel::parse(&input.label)?;
     let order = load_order(auth, input.order_id).await?;
+    let label = SpecimenLabel::parse(&input.label)?;
     let specimen_id = auth.new_id(&options);
     let command = LabOrderCommand::CollectSpecimen {
         actor: auth.actor(),
@@ -720,8 +722,8 @@ pub struct EnterLabResult {
 /// flagged for the patient; a critical one raises an alert on the patient's record.
 pub async fn enter_lab_result(auth: &Authorized<'_>, input: EnterLabResult) -> Result<LabOrderRow> {
     let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
-    let value = result_input(&input.value)?;
     load_order(auth, input.order_id).await?;
+    let value = result_input(&input.value)?;
     let command = LabOrderCommand::EnterResult {
         actor: auth.actor(),
         item_id: input.item_id,
@@ -748,9 +750,9 @@ pub struct AmendLabResult {
 /// technician. The earlier versions stay.
 pub async fn amend_lab_result(auth: &Authorized<'_>, input: AmendLabResult) -> Result<LabOrderRow> {
     let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
+    load_order(auth, input.order_id).await?;
     let value = result_input(&input.value)?;
     let reason = text("reason", &input.reason, MAX_REASON_CHARS)?;
-    load_order(auth, input.order_id).await?;
     let command = LabOrderCommand::AmendResult {
         actor: auth.actor(),
         item_id: input.item_id,
@@ -1019,8 +1021,8 @@ pub struct CancelLabOrder {
 /// Cancels an order before any result is entered.
 pub async fn cancel_lab_order(auth: &Authorized<'_>, input: CancelLabOrder) -> Result<LabOrderRow> {
     let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
-    let reason = text("reason", &input.reason, MAX_REASON_CHARS)?;
     load_order(auth, input.order_id).await?;
+    let reason = text("reason", &input.reason, MAX_REASON_CHARS)?;
     let command = LabOrderCommand::Cancel {
         actor: auth.actor(),
         reason,

@@ -2,6 +2,7 @@
 //! capability from [`crate::scope`], or [`platform::PlatformScope`]) and returns domain
 //! or read-model types; the transports only parse input and map errors.
 
+pub mod access_report;
 pub mod appointments;
 pub mod audit;
 pub mod billing;

@@ -64,6 +64,8 @@ pub struct PatientRecord {
     /// Whether the caller sees only the patient's identity (a restricted record they may
     /// not read in full; lists always, for a restricted record).
     pub withheld: bool,
+    /// Whether the patient's personal data was erased (names read `[erased]`).
+    pub erased: bool,
 }
 
 impl PatientRecord {
@@ -100,6 +102,7 @@ impl TryFrom<PatientRow> for PatientRecord {
             version: row.version,
             restricted: row.restricted,
             withheld: row.restricted,
+            erased: row.erased,
         })
     }
 }

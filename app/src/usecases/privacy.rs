@@ -401,3 +401,100 @@ pub async fn review_break_glass(
         .await?
         .ok_or_else(|| AppError::internal("the reviewed access is missing"))
 }
+
+// ---------------------------------------------------------------------------------
+// Erasure
+
+/// An erasure asked for, as entered.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErasePatient {
+    pub patient_id: Uuid,
+    /// The law or request it rests on (e.g. "GDPR art. 17 request of 2026-11-30").
+    pub legal_basis: String,
+    pub idempotency_key: Option<String>,
+}
+
+/// Asks for a patient's personal data to be erased; a second administrator approves it
+/// ([`approve_patient_erasure`]).
+pub async fn erase_patient(auth: &Authorized<'_>, input: ErasePatient) -> Result<PatientRecord> {
+    auth.require(Operation::ErasePatient)?;
+    let options = MutationOptions::new(None, input.idempotency_key.clone())?;
+    no_nul("legalBasis", &input.legal_basis)?;
+    let legal_basis = BoundedText::parse("legalBasis", &input.legal_basis, MAX_REASON_CHARS)?;
+    let id = input.patient_id;
+    let command = PatientCommand::RequestErasure {
+        actor: auth.actor(),
+        legal_basis,
+        now: auth.now,
+    };
+    auth.idempotent(&options, &input, || async {
+        auth.execute::<Patient>(&id.to_string(), command, None).await?;
+        Ok::<_, AppError>(id.to_string())
+    })
+    .await?;
+    super::patients::patient_after_write(auth, id).await
+}
+
+/// An erasure to approve.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApprovePatientErasure {
+    pub patient_id: Uuid,
+    pub idempotency_key: Option<String>,
+}
+
+/// Approves an erasure asked for by another administrator, once the retention period
+/// after the patient's last contact has passed: the erasure is recorded in the patient's
+/// log, then the patient's key is destroyed. From then on every sealed value of theirs
+/// reads as erased (read models, the audit trail, `patientAsOf`, exports, rebuilds); the
+/// events and their seals stay as they were. Approving an erased record again destroys
+/// the key if an earlier attempt stopped before it.
+pub async fn approve_patient_erasure(
+    auth: &Authorized<'_>,
+    input: ApprovePatientErasure,
+) -> Result<PatientRecord> {
+    auth.require(Operation::ErasePatient)?;
+    let options = MutationOptions::new(None, input.idempotency_key.clone())?;
+    let id = input.patient_id;
+    let (patient, _) = auth.load::<Patient>(&id.to_string()).await?;
+    if patient.status.is_none() {
+        return Err(AppError::NotFound);
+    }
+    if !patient.erased {
+        let retention_ends = last_contact(auth, id).await?
+            + Duration::days(i64::from(auth.hospital.settings.privacy.retention_days));
+        let command = PatientCommand::ApproveErasure {
+            actor: auth.actor(),
+            retention_ends,
+            now: auth.now,
+        };
+        auth.idempotent(&options, &input, || async {
+            auth.execute::<Patient>(&id.to_string(), command, None).await?;
+            Ok::<_, AppError>(id.to_string())
+        })
+        .await?;
+    }
+    let mut conn = auth.pool().acquire().await?;
+    if hms_projections::personal::destroy_key(&mut conn, id).await? {
+        tracing::info!(patient = %id, "patient key destroyed: personal data erased");
+    }
+    super::patients::patient_after_write(auth, id).await
+}
+
+/// The patient's last contact with the hospital: registration, booking or attending an
+/// appointment, a lab order or an invoice, whichever is latest. An appointment still
+/// ahead counts (care goes on); a cancelled or missed one counts from its booking.
+async fn last_contact(auth: &Authorized<'_>, patient_id: Uuid) -> Result<DateTime<Utc>> {
+    let last: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT greatest( \
+            (SELECT registered_at FROM patients WHERE id = $1), \
+            (SELECT max(created_at) FROM appointments WHERE patient_id = $1), \
+            (SELECT max(start_at) FROM appointments WHERE patient_id = $1 \
+                AND status NOT IN ('CANCELLED', 'NO_SHOW')), \
+            (SELECT max(ordered_at) FROM lab_orders WHERE patient_id = $1), \
+            (SELECT max(created_at) FROM invoices WHERE patient_id = $1))",
+    )
+    .bind(patient_id)
+    .fetch_one(auth.pool())
+    .await?;
+    Ok(last.unwrap_or(auth.now))
+}

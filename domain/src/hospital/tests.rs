@@ -142,7 +142,7 @@ fn the_admin_updates_profile_branding_and_settings() {
         slot_length: SlotLength::minutes(20).expect("valid"),
         working_week: WorkingWeek::new([Some(hours); 7]),
         invoice_prefix: InvoicePrefix::parse("DMC").expect("valid"),
-        privacy: PrivacySettings::new(14, 30).expect("valid"),
+        privacy: PrivacySettings::new(14, 30, 0).expect("valid"),
     };
     TestFramework::<Hospital>::with(())
         .given(basic())

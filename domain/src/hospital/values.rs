@@ -267,6 +267,14 @@ pub struct PrivacySettings {
     pub care_team_window_days: u16,
     /// How long a break-glass access lasts.
     pub break_glass_minutes: u16,
+    /// How long a record is kept after the patient's last contact before it may be
+    /// erased.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+}
+
+fn default_retention_days() -> u32 {
+    PrivacySettings::DEFAULT_RETENTION_DAYS
 }
 
 impl Default for PrivacySettings {
@@ -274,6 +282,7 @@ impl Default for PrivacySettings {
         Self {
             care_team_window_days: 30,
             break_glass_minutes: 60,
+            retention_days: Self::DEFAULT_RETENTION_DAYS,
         }
     }
 }
@@ -282,8 +291,15 @@ impl PrivacySettings {
     pub const MAX_WINDOW_DAYS: u16 = 365;
     /// A day: an access that must last longer is a new decision.
     pub const MAX_BREAK_GLASS_MINUTES: u16 = 1_440;
+    /// Ten years, a common minimum for medical records.
+    pub const DEFAULT_RETENTION_DAYS: u32 = 3_653;
+    pub const MAX_RETENTION_DAYS: u32 = 100 * 366;
 
-    pub fn new(care_team_window_days: i64, break_glass_minutes: i64) -> Result<Self, ValidationError> {
+    pub fn new(
+        care_team_window_days: i64,
+        break_glass_minutes: i64,
+        retention_days: i64,
+    ) -> Result<Self, ValidationError> {
         let window = u16::try_from(care_team_window_days)
             .ok()
             .filter(|d| (1..=Self::MAX_WINDOW_DAYS).contains(d))
@@ -302,9 +318,19 @@ impl PrivacySettings {
                     format!("must be 5 to {}", Self::MAX_BREAK_GLASS_MINUTES),
                 )
             })?;
+        let retention = u32::try_from(retention_days)
+            .ok()
+            .filter(|d| *d <= Self::MAX_RETENTION_DAYS)
+            .ok_or_else(|| {
+                ValidationError::new(
+                    "retentionDays",
+                    format!("must be 0 to {}", Self::MAX_RETENTION_DAYS),
+                )
+            })?;
         Ok(Self {
             care_team_window_days: window,
             break_glass_minutes: minutes,
+            retention_days: retention,
         })
     }
 }

@@ -82,6 +82,19 @@ pub enum PatientCommand {
         reason: BoundedText,
         now: DateTime<Utc>,
     },
+    /// The first administrator asks for the patient's personal data to be erased.
+    RequestErasure {
+        actor: Actor,
+        legal_basis: BoundedText,
+        now: DateTime<Utc>,
+    },
+    /// A second administrator approves; refused until `retention_ends` (the last contact
+    /// plus the hospital's retention period), looked up by the caller.
+    ApproveErasure {
+        actor: Actor,
+        retention_ends: DateTime<Utc>,
+        now: DateTime<Utc>,
+    },
     /// Sent to the duplicate. `survivor_active` is looked up by the caller.
     MergeInto {
         actor: Actor,
@@ -112,6 +125,8 @@ impl PatientCommand {
             | C::RaiseCriticalResultAlert { actor, .. }
             | C::Restrict { actor, .. }
             | C::Unrestrict { actor, .. }
+            | C::RequestErasure { actor, .. }
+            | C::ApproveErasure { actor, .. }
             | C::MarkDeceased { actor, .. }
             | C::DeactivatePatient { actor, .. }
             | C::ReactivatePatient { actor, .. }
@@ -129,6 +144,7 @@ impl PatientCommand {
             C::AddAlert { .. } | C::ResolveAlert { .. } => Operation::ManagePatientAlerts,
             C::RaiseCriticalResultAlert { .. } => Operation::EnterLabResults,
             C::Restrict { .. } | C::Unrestrict { .. } => Operation::RestrictPatientRecord,
+            C::RequestErasure { .. } | C::ApproveErasure { .. } => Operation::ErasePatient,
             C::MarkDeceased { .. } => Operation::MarkPatientDeceased,
             C::DeactivatePatient { .. } | C::ReactivatePatient { .. } => {
                 Operation::DeactivatePatient

@@ -38,6 +38,16 @@ pub enum PatientError {
     NotInactive,
     #[error("this record was merged into patient {survivor_id} and is read-only")]
     Merged { survivor_id: Uuid },
+    #[error("the patient's record was erased")]
+    Erased,
+    #[error("erasure was asked for already; a second administrator approves it")]
+    ErasureAlreadyRequested,
+    #[error("no erasure was asked for")]
+    NoErasureRequested,
+    #[error("the administrator who asked for the erasure cannot also approve it")]
+    SameAdministrator,
+    #[error("the record must be kept until {0} (the retention period after the last contact)")]
+    InRetention(chrono::DateTime<chrono::Utc>),
     #[error("the record is not restricted")]
     NotRestricted,
     #[error("at most {0} staff can be named on a restricted record")]

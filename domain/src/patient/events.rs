@@ -61,6 +61,19 @@ pub enum PatientEvent {
         reason: String,
         at: DateTime<Utc>,
     },
+    ErasureRequested {
+        legal_basis: String,
+        requested_by: Uuid,
+        at: DateTime<Utc>,
+    },
+    /// The patient's personal data is erased: their key is destroyed right after, and
+    /// every sealed value of theirs reads as erased from then on.
+    PatientErased {
+        legal_basis: String,
+        requested_by: Uuid,
+        approved_by: Uuid,
+        at: DateTime<Utc>,
+    },
     PatientMergedInto {
         survivor_id: Uuid,
         survivor_mrn: Mrn,
@@ -87,6 +100,8 @@ impl DomainEvent for PatientEvent {
             E::AlertResolved { .. } => "AlertResolved",
             E::RecordRestricted { .. } => "RecordRestricted",
             E::RecordUnrestricted { .. } => "RecordUnrestricted",
+            E::ErasureRequested { .. } => "ErasureRequested",
+            E::PatientErased { .. } => "PatientErased",
             E::PatientDeceased { .. } => "PatientDeceased",
             E::PatientDeactivated { .. } => "PatientDeactivated",
             E::PatientReactivated { .. } => "PatientReactivated",

@@ -231,6 +231,12 @@ pub struct Patient {
     /// Set while the record is restricted.
     #[serde(default)]
     pub restriction: Option<Restriction>,
+    /// An erasure asked for and not yet approved: who asked, on what legal basis.
+    #[serde(default)]
+    pub erasure_request: Option<(Uuid, String)>,
+    /// The personal data is erased: the record takes no more commands.
+    #[serde(default)]
+    pub erased: bool,
     /// Every alert id ever added, resolved ones included: a raised alert is raised once.
     #[serde(default)]
     pub alert_ids: Vec<Uuid>,
@@ -264,6 +270,9 @@ impl Patient {
 
     /// Exists and is not a merged duplicate.
     fn ensure_writable(&self) -> Result<PatientStatus, PatientError> {
+        if self.erased {
+            return Err(PatientError::Erased);
+        }
         match self.status {
             None => Err(PatientError::NotFound),
             Some(PatientStatus::Merged { survivor_id }) => {
@@ -414,6 +423,42 @@ impl Patient {
                     at: now,
                 }
             }
+            C::RequestErasure {
+                actor,
+                legal_basis,
+                now,
+            } => {
+                if self.erasure_request.is_some() {
+                    return Err(PatientError::ErasureAlreadyRequested);
+                }
+                E::ErasureRequested {
+                    legal_basis: legal_basis.to_string(),
+                    requested_by: actor.user_id,
+                    at: now,
+                }
+            }
+            C::ApproveErasure {
+                actor,
+                retention_ends,
+                now,
+            } => {
+                let (requested_by, legal_basis) = self
+                    .erasure_request
+                    .clone()
+                    .ok_or(PatientError::NoErasureRequested)?;
+                if requested_by == actor.user_id {
+                    return Err(PatientError::SameAdministrator);
+                }
+                if now < retention_ends {
+                    return Err(PatientError::InRetention(retention_ends));
+                }
+                E::PatientErased {
+                    legal_basis,
+                    requested_by,
+                    approved_by: actor.user_id,
+                    at: now,
+                }
+            }
             C::Unrestrict { reason, now, .. } => {
                 if self.restriction.is_none() {
                     return Err(PatientError::NotRestricted);
@@ -560,6 +605,17 @@ impl Aggregate for Patient {
                 })
             }
             E::RecordUnrestricted { .. } => self.restriction = None,
+            E::ErasureRequested {
+                legal_basis,
+                requested_by,
+                ..
+            } => self.erasure_request = Some((requested_by, legal_basis)),
+            E::PatientErased { .. } => {
+                self.erasure_request = None;
+                self.erased = true;
+                self.restriction = None;
+                self.alerts.clear();
+            }
             E::PatientDeceased { died_at, .. } => {
                 self.died_at = Some(died_at);
                 self.status = Some(PatientStatus::Deceased);

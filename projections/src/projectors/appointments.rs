@@ -72,7 +72,22 @@ impl Projector for AppointmentProjector {
             |e| matches!(e, AppointmentEvent::AppointmentScheduled { .. }),
             fold,
         )
-        .await
+        .await?;
+        // A visit's reason, notes and cancellation reason are the patient's sealed text.
+        let erased = super::erased_patients(events);
+        if !erased.is_empty() {
+            sqlx::query(
+                "UPDATE appointments SET reason = $2, \
+                        notes = CASE WHEN notes IS NULL THEN NULL ELSE $2 END, \
+                        cancel_reason = CASE WHEN cancel_reason IS NULL THEN NULL ELSE $2 END \
+                  WHERE patient_id = ANY($1)",
+            )
+            .bind(&erased)
+            .bind(crate::personal::ERASED)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(())
     }
 }
 

@@ -23,6 +23,11 @@ impl Projector for AuditIndexProjector {
         &["audit_index"]
     }
 
+    /// The index copies columns of the log, never a payload.
+    fn reads_personal_data(&self) -> bool {
+        false
+    }
+
     /// The index is a column mapping of the log and its metadata, so PostgreSQL copies
     /// the batch's rows itself, from the events it has just served: nothing travels
     /// back. The runner hands over a contiguous run of the log, so the run is named by

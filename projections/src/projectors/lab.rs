@@ -331,7 +331,8 @@ impl Projector for LabProjector {
             .map(|e| Ok((e, e.decode::<LabTest>(&upcasters)?)))
             .collect::<Result<Vec<_>>>()?;
         let orders = decode_batch::<LabOrder>(self.name(), events)?;
-        if tests.is_empty() && orders.is_empty() {
+        let erased = super::erased_patients(events);
+        if tests.is_empty() && orders.is_empty() && erased.is_empty() {
             return Ok(());
         }
         let mut changes = Changes::new();
@@ -416,7 +417,19 @@ impl Projector for LabProjector {
         orders.store(tx).await?;
         results.store(tx).await?;
         versions.store(tx).await?;
-        specimens.store(tx).await
+        specimens.store(tx).await?;
+        // The clinical note is the patient's sealed text.
+        if !erased.is_empty() {
+            sqlx::query(
+                "UPDATE lab_orders SET clinical_note = $2 \
+                  WHERE patient_id = ANY($1) AND clinical_note IS NOT NULL",
+            )
+            .bind(&erased)
+            .bind(crate::personal::ERASED)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(())
     }
 }
 

@@ -126,6 +126,16 @@ macro_rules! stream_row {
 }
 pub(crate) use stream_row;
 
+/// The patients erased by events of this batch: projectors that copy a patient's sealed
+/// personal data into their rows erase it there as the log now reads it.
+pub(crate) fn erased_patients(events: &[StoredEvent]) -> Vec<Uuid> {
+    events
+        .iter()
+        .filter(|e| e.aggregate_type == "patient" && e.event_type == "PatientErased")
+        .filter_map(|e| e.aggregate_id.parse().ok())
+        .collect()
+}
+
 /// The persisted name of a unit-variant enum (its serde form), e.g. `Module::Billing` →
 /// `BILLING`: read models store the same spelling the events carry.
 pub(crate) fn enum_name<T: serde::Serialize>(value: &T) -> String {

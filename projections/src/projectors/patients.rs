@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
+use hms_domain::common::BoundedText;
 use hms_domain::patient::{same_substance, Alert, Allergy, Demographics, Patient, PatientEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -49,6 +50,8 @@ pub struct PatientRow {
     pub version: i64,
     /// Whether the record is restricted (lists withhold it beyond the patient's identity).
     pub restricted: bool,
+    /// Whether the patient's personal data is erased.
+    pub erased: bool,
 }
 
 /// Where a record stands in the register (the `status` column, by serde name).
@@ -69,7 +72,7 @@ impl PatientRow {
     pub const COLUMNS: &'static str = "p.id, p.mrn, p.given_name, p.middle_name, p.family_name, \
          p.given_key, p.family_key, p.date_of_birth, p.sex, p.phone, p.phone_digits, p.email, \
          p.demographics, p.allergies, p.alerts, p.status, p.died_at, p.merged_into, \
-         p.registered_at, p.updated_at, p.version, p.restricted";
+         p.registered_at, p.updated_at, p.version, p.restricted, p.erased";
 
     /// The row of patient `id`, if there is one.
     pub async fn find<'e>(
@@ -87,6 +90,25 @@ impl PatientRow {
 }
 
 impl PatientRow {
+    /// What the record shows once the patient's key is destroyed: exactly what the sealed
+    /// events read as then (names `[erased]`, contact details none, alerts gone, allergy
+    /// reactions `[erased]`), so a rebuild gives the same row.
+    fn erase(&mut self, at: DateTime<Utc>) {
+        crate::personal::erase_present(&mut self.demographics, crate::personal::DEMOGRAPHIC_FIELDS);
+        if let Ok(d) = serde_json::from_value::<Demographics>(self.demographics.clone()) {
+            self.set_demographics(&d, at);
+        }
+        for allergy in &mut self.allergies {
+            if allergy.reaction.is_some() {
+                allergy.reaction = BoundedText::parse("reaction", crate::personal::ERASED, 100).ok();
+            }
+        }
+        self.alerts.clear();
+        self.restricted = false;
+        self.erased = true;
+        self.updated_at = at;
+    }
+
     /// Every column that follows from the demographics.
     fn set_demographics(&mut self, d: &Demographics, at: DateTime<Utc>) {
         self.given_name = d.given_name.as_ref().map(|n| n.as_str().to_owned());
@@ -173,6 +195,7 @@ fn fold(patients: &mut RowSet<Uuid, PatientRow>, id: Uuid, _: &StoredEvent, even
             updated_at: registered_at,
             version: 0,
             restricted: false,
+            erased: false,
         };
         // The same code as every later update fills the demographic columns.
         row.set_demographics(&demographics, registered_at);
@@ -237,6 +260,10 @@ fn fold(patients: &mut RowSet<Uuid, PatientRow>, id: Uuid, _: &StoredEvent, even
         PatientEvent::RecordUnrestricted { at, .. } => {
             row.restricted = false;
             row.updated_at = at;
+        }
+        PatientEvent::ErasureRequested { at, .. } => row.updated_at = at,
+        PatientEvent::PatientErased { at, .. } => {
+            row.erase(at);
         }
     }
 }

@@ -17,7 +17,7 @@ const APPOINTMENT_FIELDS: &str = "id patientId doctorId departmentId start end l
     status notes cancelReason checkedInAt startedAt completedAt cancelledAt version";
 
 /// Sets the hospital's time zone through the command path.
-async fn set_time_zone(app: &TestApp, code: &str, zone: &str) {
+pub(crate) async fn set_time_zone(app: &TestApp, code: &str, zone: &str) {
     let lease = app.state.registry.get(code).await.expect("tenant");
     let (actor, metadata) = test_actor(code, "setup", Role::HospitalAdmin);
     let command = HospitalCommand::UpdateProfile {
@@ -47,7 +47,7 @@ fn next_monday() -> NaiveDate {
 }
 
 /// `day` at `hh:mm` in Nairobi (UTC+3 all year).
-fn nairobi(day: NaiveDate, hh: u32, mm: u32) -> String {
+pub(crate) fn nairobi(day: NaiveDate, hh: u32, mm: u32) -> String {
     format!("{day}T{hh:02}:{mm:02}:00+03:00")
 }
 

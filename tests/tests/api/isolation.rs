@@ -1024,6 +1024,7 @@ async fn every_operation_of_the_schema_keeps_hospital_b_out_of_reach_of_hospital
     let mut b = populate_b(&app, &token_b).await;
     let (doctor_a_id, doctor_a) = create_staff(&app, &token_a, "a_doctor", "DOCTOR").await;
     let (_, desk_a) = create_staff(&app, &token_a, "a_desk", "RECEPTIONIST").await;
+    let (_, lab_a) = create_staff(&app, &token_a, "a_lab", "LAB_TECHNICIAN").await;
     b.caller_ids = populate_a(&app, &token_a, &doctor_a, &doctor_a_id).await;
 
     let schema = introspect(&app).await;
@@ -1067,6 +1068,7 @@ async fn every_operation_of_the_schema_keeps_hospital_b_out_of_reach_of_hospital
     walker.walk("A's admin", &token_a, true).await;
     walker.walk("A's doctor", &doctor_a, false).await;
     walker.walk("A's receptionist", &desk_a, false).await;
+    walker.walk("A's lab technician", &lab_a, false).await;
 
     assert_eq!(
         event_count(&app, B).await,

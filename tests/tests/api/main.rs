@@ -1,6 +1,7 @@
 //! Black-box tests of HMS: the real server on a random port against real PostgreSQL.
 //! One binary for all features (each test binary links the whole world).
 
+mod access_report;
 mod appointments;
 mod audit;
 mod auth;

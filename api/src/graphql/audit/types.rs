@@ -1,7 +1,8 @@
 //! The audit's GraphQL types and their conversions from the application's.
 
-use async_graphql::{InputObject, Json, SimpleObject};
-use chrono::{DateTime, Utc};
+use async_graphql::{Enum, InputObject, Json, SimpleObject};
+use chrono::{DateTime, NaiveDate, Utc};
+use hms_app::usecases::access_report as report;
 use hms_app::usecases::audit as uc;
 use serde_json::Value;
 use uuid::Uuid;
@@ -105,6 +106,71 @@ pub struct PatientAccessEntry {
     pub viewed_at: DateTime<Utc>,
 }
 
+/// What kind of access a report entry is.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(
+    remote = "hms_app::usecases::access_report::AccessKind",
+    rename_items = "SCREAMING_SNAKE_CASE"
+)]
+pub enum AccessKind {
+    Read,
+    Write,
+    /// A read of a record outside its care team, under a stated reason.
+    BreakGlass,
+}
+
+/// Who accessed the record. Full name and department are the staff register's now; the
+/// role is the one at the time of the access.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct Accessor {
+    pub user_id: Option<Uuid>,
+    pub username: Option<String>,
+    pub full_name: Option<String>,
+    pub role: Option<String>,
+    /// The department's name.
+    pub department: Option<String>,
+}
+
+/// One access to a patient's record.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct AccessReportEntry {
+    /// When: the read's time, or when the database recorded the write.
+    pub at: DateTime<Utc>,
+    pub who: Accessor,
+    /// For reads what was read (`patient`, `patients:summary`, `lab results`, `invoice`,
+    /// `auditTrail`, …); for writes the event (`PatientRegistered`, `ResultEntered`, …).
+    pub operation: String,
+    pub kind: AccessKind,
+    /// The reason stated for a break-glass access.
+    pub break_glass_reason: Option<String>,
+    /// The client address the request came from, if known.
+    pub client_addr: Option<String>,
+    /// The request id, to find the request in the server log.
+    pub request_id: Option<String>,
+}
+
+/// The accesses of one calendar day (UTC), in time order.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct AccessDay {
+    pub date: NaiveDate,
+    pub entries: Vec<AccessReportEntry>,
+}
+
+/// Every access to one patient's record in a window, for the patient.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct PatientAccessReport {
+    pub patient_id: Uuid,
+    pub mrn: String,
+    /// Given, middle and family names.
+    pub patient_name: String,
+    /// The window's start (included).
+    pub from: DateTime<Utc>,
+    /// The window's end (excluded).
+    pub to: DateTime<Utc>,
+    /// Days with at least one access, oldest first.
+    pub days: Vec<AccessDay>,
+}
+
 impl From<uc::AuditActor> for AuditActor {
     fn from(a: uc::AuditActor) -> Self {
         Self {
@@ -155,6 +221,52 @@ impl From<uc::PatientAccess> for PatientAccessEntry {
             client_addr: a.client_addr,
             request_id: a.request_id,
             viewed_at: a.viewed_at,
+        }
+    }
+}
+
+impl From<report::Accessor> for Accessor {
+    fn from(a: report::Accessor) -> Self {
+        Self {
+            user_id: a.user_id,
+            username: a.username,
+            full_name: a.full_name,
+            role: a.role,
+            department: a.department,
+        }
+    }
+}
+
+impl From<report::AccessReportEntry> for AccessReportEntry {
+    fn from(e: report::AccessReportEntry) -> Self {
+        Self {
+            at: e.at,
+            who: e.who.into(),
+            operation: e.operation,
+            kind: e.kind.into(),
+            break_glass_reason: e.break_glass_reason,
+            client_addr: e.client_addr,
+            request_id: e.request_id,
+        }
+    }
+}
+
+impl From<report::AccessReport> for PatientAccessReport {
+    fn from(r: report::AccessReport) -> Self {
+        Self {
+            patient_id: r.patient_id,
+            mrn: r.mrn,
+            patient_name: r.patient_name,
+            from: r.from,
+            to: r.to,
+            days: r
+                .days
+                .into_iter()
+                .map(|d| AccessDay {
+                    date: d.date,
+                    entries: d.entries.into_iter().map(Into::into).collect(),
+                })
+                .collect(),
         }
     }
 }

@@ -83,6 +83,9 @@ impl HospitalMutation {
                 input
                     .break_glass_minutes
                     .map_or(current.break_glass_minutes.into(), i64::from),
+                input
+                    .retention_days
+                    .map_or(current.retention_days.into(), i64::from),
             )?,
         };
         Ok(uc::update_settings(&auth, settings, &options, &input)

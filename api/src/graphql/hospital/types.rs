@@ -172,6 +172,9 @@ pub struct SettingsOut {
     care_team_window_days: i32,
     /// How long a break-glass access to a restricted record lasts.
     break_glass_minutes: i32,
+    /// How long a record is kept after the patient's last contact before it may be
+    /// erased.
+    retention_days: i64,
 }
 
 impl From<&HospitalSettings> for SettingsOut {
@@ -191,6 +194,7 @@ impl From<&HospitalSettings> for SettingsOut {
                 .collect(),
             care_team_window_days: i32::from(s.privacy.care_team_window_days),
             break_glass_minutes: i32::from(s.privacy.break_glass_minutes),
+            retention_days: i64::from(s.privacy.retention_days),
         }
     }
 }
@@ -394,6 +398,8 @@ pub struct UpdateHospitalSettingsInput {
     pub(super) care_team_window_days: Option<i32>,
     /// 5 to 1440; unchanged when null (60 for a new hospital).
     pub(super) break_glass_minutes: Option<i32>,
+    /// 0 to 36600; unchanged when null (3653, ten years, for a new hospital).
+    pub(super) retention_days: Option<i32>,
     pub(super) expected_version: Option<i64>,
     pub(super) idempotency_key: Option<String>,
 }

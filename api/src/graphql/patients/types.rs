@@ -130,6 +130,9 @@ pub struct Patient {
     /// see only the patient's identity: the other fields are null with FORBIDDEN
     /// (`restricted: true`) until they break the glass.
     pub restricted: bool,
+    /// Whether the patient's personal data was erased: names read `[erased]`, contact
+    /// details are null; that a record existed, its events' types and times remain.
+    pub erased: bool,
     #[graphql(skip)]
     pub withheld: bool,
 }
@@ -140,6 +143,7 @@ impl From<uc::PatientRecord> for Patient {
         let d = p.demographics;
         Self {
             restricted: p.restricted,
+            erased: p.erased,
             withheld: p.withheld,
             id: p.id,
             mrn: p.mrn,

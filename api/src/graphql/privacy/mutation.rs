@@ -5,8 +5,8 @@ use hms_app::usecases::privacy as uc;
 use hms_domain::permissions::Operation;
 
 use super::types::{
-    BreakGlassAccess, BreakGlassGrant, BreakGlassInput, RestrictPatientRecordInput,
-    ReviewBreakGlassInput,
+    ApprovePatientErasureInput, BreakGlassAccess, BreakGlassGrant, BreakGlassInput,
+    ErasePatientInput, RestrictPatientRecordInput, ReviewBreakGlassInput,
 };
 use crate::graphql::error::Result;
 use crate::graphql::patients::Patient;
@@ -68,5 +68,35 @@ impl PrivacyMutation {
             idempotency_key: input.idempotency_key,
         };
         BreakGlassAccess::try_from(uc::review_break_glass(&auth, input).await?)
+    }
+
+    /// Asks for a patient's personal data to be erased (HOSPITAL_ADMIN, with its legal
+    /// basis); a second administrator approves it.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
+    async fn erase_patient(&self, ctx: &Context<'_>, input: ErasePatientInput) -> Result<Patient> {
+        let auth = authorize(ctx, Operation::ErasePatient).await?;
+        let input = uc::ErasePatient {
+            patient_id: input.patient_id,
+            legal_basis: input.legal_basis,
+            idempotency_key: input.idempotency_key,
+        };
+        Ok(uc::erase_patient(&auth, input).await?.into())
+    }
+
+    /// Approves another administrator's erasure request once the retention period after
+    /// the patient's last contact has passed: the patient's key is destroyed and their
+    /// personal data reads as `[erased]` everywhere from then on.
+    #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
+    async fn approve_patient_erasure(
+        &self,
+        ctx: &Context<'_>,
+        input: ApprovePatientErasureInput,
+    ) -> Result<Patient> {
+        let auth = authorize(ctx, Operation::ErasePatient).await?;
+        let input = uc::ApprovePatientErasure {
+            patient_id: input.patient_id,
+            idempotency_key: input.idempotency_key,
+        };
+        Ok(uc::approve_patient_erasure(&auth, input).await?.into())
     }
 }

@@ -132,3 +132,17 @@ pub struct ReviewBreakGlassInput {
     pub note: Option<String>,
     pub idempotency_key: Option<String>,
 }
+
+#[derive(InputObject)]
+pub struct ErasePatientInput {
+    pub patient_id: Uuid,
+    /// What the erasure rests on.
+    pub legal_basis: String,
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(InputObject)]
+pub struct ApprovePatientErasureInput {
+    pub patient_id: Uuid,
+    pub idempotency_key: Option<String>,
+}

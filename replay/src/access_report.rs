@@ -1,0 +1,90 @@
+//! `access-report`: every access to one patient's record in a window, built by the
+//! application's own [`build_access_report`] (the server's `patientAccessReport` calls it
+//! too), so the operator's copy and the API's agree entry for entry.
+//!
+//! The tool has no signed-in user: nothing here checks a permission, and running it is
+//! not recorded in the patient's access log (the server records each reading of the
+//! report by a user). Whoever can run it can already read the hospital's database.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use chrono::Utc;
+use hms_app::error::AppError;
+use hms_app::state::Platform;
+use hms_app::usecases::access_report::{build_access_report, to_csv, AccessReport};
+use serde::Serialize;
+
+use crate::cli::{AccessReportArgs, AccessReportFormat};
+use crate::{tenant, Outcome, ReplayError, Result};
+
+/// The JSON document: the hospital, then the report's own fields.
+#[derive(Serialize)]
+struct HospitalReport<'a> {
+    hospital: &'a str,
+    #[serde(flatten)]
+    report: &'a AccessReport,
+}
+
+pub async fn run(
+    platform: &Platform,
+    args: &AccessReportArgs,
+    out: &mut (dyn Write + Send),
+) -> Result<Outcome> {
+    let report = report_of(platform, args).await?;
+    let bytes = match args.format {
+        AccessReportFormat::Csv => to_csv(&report).into_bytes(),
+        AccessReportFormat::Json => {
+            let mut bytes = serde_json::to_vec_pretty(&HospitalReport {
+                hospital: &args.hospital,
+                report: &report,
+            })?;
+            bytes.push(b'\n');
+            bytes
+        }
+    };
+    match &args.output {
+        Some(path) => write_file(path, &bytes)?,
+        None => out.write_all(&bytes)?,
+    }
+    Ok(Outcome::Clean)
+}
+
+/// The report named by `args`, its window taken against the clock now.
+pub async fn report_of(platform: &Platform, args: &AccessReportArgs) -> Result<AccessReport> {
+    let tenant = tenant::open(platform, &args.hospital).await?;
+    let report = build_access_report(&tenant, args.patient, args.from, args.to, Utc::now()).await;
+    tenant.close().await;
+    report.map_err(|e| match e {
+        AppError::NotFound => ReplayError::NotFound(format!(
+            "patient {} is not registered in hospital {}",
+            args.patient, args.hospital
+        )),
+        // The report's fields are the tool's flags (`from`, `to`).
+        AppError::Validation { field, message } => ReplayError::InvalidArgument {
+            flag: field,
+            message,
+        },
+        other => ReplayError::App(other),
+    })
+}
+
+/// Writes `FILE.partial`, then renames it: a file with the final name is complete.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = std::path::PathBuf::from(partial);
+    let written = (|| {
+        let mut file = BufWriter::new(File::create(&partial)?);
+        file.write_all(bytes)?;
+        file.flush()
+    })();
+    match written {
+        Ok(()) => Ok(std::fs::rename(&partial, path)?),
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            Err(e.into())
+        }
+    }
+}
