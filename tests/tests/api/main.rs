@@ -8,6 +8,7 @@ mod auth;
 mod authority;
 mod backup;
 mod billing;
+mod erasure;
 mod faults;
 mod hospital;
 mod http;
