@@ -116,7 +116,12 @@ fn allowed_answer(field: &str) -> Option<&'static str> {
         | "verifyLabResults"
         | "amendLabResult"
         | "cancelLabOrder"
-        | "billLabOrder" => Some("NOT_FOUND"),
+        | "billLabOrder"
+        | "reviewBreakGlass" => Some("NOT_FOUND"),
+        // The record is not restricted: there is no glass to break.
+        "breakGlass" => Some("CONFLICT"),
+        // No erasure was asked for the patient; the record is not restricted.
+        "approvePatientErasure" | "restrictPatientRecord" => Some("CONFLICT"),
         "changePassword" => Some("VALIDATION"),
         _ => None,
     }
@@ -459,6 +464,36 @@ async fn every_role_gets_exactly_what_the_permission_matrix_allows() {
                 json!({ "i": { "orderId": unknown() } }),
             ),
             case(Operation::ViewLabTurnaround, "labTurnaround", "{ labTurnaround { orders } }", json!({})),
+            case(
+                Operation::RestrictPatientRecord,
+                "restrictPatientRecord",
+                "mutation($i: RestrictPatientRecordInput!) { restrictPatientRecord(input: $i) { id } }",
+                json!({ "i": { "patientId": patient, "restricted": false, "reason": "Matrix walk" } }),
+            ),
+            case(
+                Operation::BreakGlass,
+                "breakGlass",
+                "mutation($i: BreakGlassInput!) { breakGlass(input: $i) { grantId } }",
+                json!({ "i": { "patientId": patient, "reason": "EMERGENCY_TREATMENT", "note": "Matrix walk" } }),
+            ),
+            case(
+                Operation::ReviewBreakGlass,
+                "reviewBreakGlass",
+                "mutation($i: ReviewBreakGlassInput!) { reviewBreakGlass(input: $i) { grantId } }",
+                json!({ "i": { "grantId": unknown(), "outcome": "JUSTIFIED" } }),
+            ),
+            case(
+                Operation::ViewPatientAccessReport,
+                "patientAccessReport",
+                "query($p: UUID!) { patientAccessReport(patientId: $p) { mrn } }",
+                json!({ "p": patient }),
+            ),
+            case(
+                Operation::ErasePatient,
+                "approvePatientErasure",
+                "mutation($i: ApprovePatientErasureInput!) { approvePatientErasure(input: $i) { id } }",
+                json!({ "i": { "patientId": patient } }),
+            ),
             case(Operation::ViewAuditTrail, "auditTrail", "{ auditTrail(first: 5) { nodes { position } } }", json!({})),
             case(Operation::ViewReports, "hospitalStats", "{ hospitalStats { patients } }", json!({})),
             case(
