@@ -220,7 +220,10 @@ impl PersistedEventRepository for ExpectingRepository {
 
 /// Loaded events with their sealed personal data opened (or erased): the aggregate is
 /// decided on what the patient's record says (docs/adr/0008).
-async fn open_events(pool: &PgPool, events: &mut [SerializedEvent]) -> Result<(), PersistenceError> {
+async fn open_events(
+    pool: &PgPool,
+    events: &mut [SerializedEvent],
+) -> Result<(), PersistenceError> {
     let mut patients = Vec::new();
     for event in events.iter_mut() {
         patients.extend(personal::sealed_patients(&mut event.payload));
@@ -230,7 +233,9 @@ async fn open_events(pool: &PgPool, events: &mut [SerializedEvent]) -> Result<()
     }
     let failed = |e: hms_projections::ProjectionError| PersistenceError::UnknownError(Box::new(e));
     let mut conn = pool.acquire().await.map_err(|e| failed(e.into()))?;
-    let keys = personal::Keys::load(&mut conn, patients).await.map_err(failed)?;
+    let keys = personal::Keys::load(&mut conn, patients)
+        .await
+        .map_err(failed)?;
     for event in events.iter_mut() {
         keys.unseal(
             &event.aggregate_type,

@@ -74,7 +74,12 @@ pub struct PlatformConfig {
     pub master_key: Option<Secret>,
     /// Earlier master keys, comma-separated, still accepted for unwrapping while
     /// `hms rotate-master-key` rewraps the data keys under the current one.
-    #[arg(long, env = "HMS_MASTER_KEY_PREVIOUS", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "HMS_MASTER_KEY_PREVIOUS",
+        global = true,
+        hide_env_values = true
+    )]
     pub master_key_previous: Option<Secret>,
 }
 
@@ -89,11 +94,12 @@ impl PlatformConfig {
                     .as_ref()
                     .map(|p| p.expose().split(',').map(str::to_owned).collect())
                     .unwrap_or_default();
-                Keyring::from_base64(key.expose(), &previous).map_err(|e| format!("HMS_MASTER_KEY: {e}"))
+                Keyring::from_base64(key.expose(), &previous)
+                    .map_err(|e| format!("HMS_MASTER_KEY: {e}"))
             }
-            None if self.environment == Environment::Production => Err(
-                "HMS_MASTER_KEY is required in production (base64 of 32 random bytes)".into(),
-            ),
+            None if self.environment == Environment::Production => {
+                Err("HMS_MASTER_KEY is required in production (base64 of 32 random bytes)".into())
+            }
             None => Ok(Keyring::development()),
         }
     }

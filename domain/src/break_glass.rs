@@ -164,7 +164,10 @@ pub enum BreakGlassError {
 }
 
 impl BreakGlass {
-    pub fn decide(&self, command: BreakGlassCommand) -> Result<Vec<BreakGlassEvent>, BreakGlassError> {
+    pub fn decide(
+        &self,
+        command: BreakGlassCommand,
+    ) -> Result<Vec<BreakGlassEvent>, BreakGlassError> {
         ensure_allowed(command.actor(), command.operation())?;
         let event = match command {
             BreakGlassCommand::Open {
@@ -381,11 +384,7 @@ mod tests {
             );
             let mut state = BreakGlass::default();
             state.apply(broken());
-            let result = state.decide(review(
-                actor(role, 0xADD),
-                ReviewOutcome::Justified,
-                None,
-            ));
+            let result = state.decide(review(actor(role, 0xADD), ReviewOutcome::Justified, None));
             assert_eq!(
                 matches!(result, Err(BreakGlassError::Forbidden(_))),
                 !crate::permissions::allows(role, Operation::ReviewBreakGlass),
@@ -449,7 +448,11 @@ mod tests {
             .then_expect_error(BreakGlassError::OwnAccess);
         TestFramework::<BreakGlass>::with(())
             .given_no_previous_events()
-            .when(review(actor(Role::HospitalAdmin, 0xADD), ReviewOutcome::Justified, None))
+            .when(review(
+                actor(Role::HospitalAdmin, 0xADD),
+                ReviewOutcome::Justified,
+                None,
+            ))
             .then_expect_error(BreakGlassError::GrantNotFound(GRANT));
     }
 }

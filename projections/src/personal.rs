@@ -172,7 +172,10 @@ const SPECS: &[Spec] = &[
     },
 ];
 
-fn specs_for<'s>(aggregate_type: &'s str, event_type: &'s str) -> impl Iterator<Item = &'static Spec> + 's {
+fn specs_for<'s>(
+    aggregate_type: &'s str,
+    event_type: &'s str,
+) -> impl Iterator<Item = &'static Spec> + 's {
     SPECS
         .iter()
         .filter(move |s| s.aggregate_type == aggregate_type && s.event_type == event_type)
@@ -248,14 +251,17 @@ pub struct KeyringError(String);
 
 impl Keyring {
     /// From base64 keys of 32 bytes each (`HMS_MASTER_KEY`, `HMS_MASTER_KEY_PREVIOUS`).
-    pub fn from_base64(current: &str, previous: &[String]) -> std::result::Result<Self, KeyringError> {
+    pub fn from_base64(
+        current: &str,
+        previous: &[String],
+    ) -> std::result::Result<Self, KeyringError> {
         let parse = |raw: &str| -> std::result::Result<(String, Key), KeyringError> {
             let bytes = B64.decode(raw.trim()).map_err(|_| {
                 KeyringError("a master key must be base64 (e.g. `openssl rand -base64 32`)".into())
             })?;
-            let key: [u8; KEY_LEN] = bytes.try_into().map_err(|_| {
-                KeyringError(format!("a master key must be {KEY_LEN} bytes"))
-            })?;
+            let key: [u8; KEY_LEN] = bytes
+                .try_into()
+                .map_err(|_| KeyringError(format!("a master key must be {KEY_LEN} bytes")))?;
             Ok((key_id(&key), Key(key)))
         };
         Ok(Self {
@@ -322,9 +328,9 @@ static KEYRING: OnceLock<Keyring> = OnceLock::new();
 /// Sets this process's master keys, once, before the first event is read or written.
 pub fn install(keyring: Keyring) -> std::result::Result<(), KeyringError> {
     let id = keyring.current_id().to_owned();
-    KEYRING.set(keyring).map_err(|_| {
-        KeyringError("the master keys of this process are set already".into())
-    })?;
+    KEYRING
+        .set(keyring)
+        .map_err(|_| KeyringError("the master keys of this process are set already".into()))?;
     tracing::info!(master_key = %id, "master key installed");
     Ok(())
 }
@@ -352,7 +358,7 @@ async fn data_key_for_writing(conn: &mut PgConnection, patient_id: Uuid) -> Resu
     .execute(&mut *conn)
     .await?;
     let keys = Keys::load(conn, [patient_id]).await?;
-    Ok(keys.get(patient_id)?)
+    keys.get(patient_id)
 }
 
 /// The data keys of some patients, unwrapped for one batch of reads.
@@ -367,7 +373,11 @@ impl Keys {
         conn: &mut PgConnection,
         patients: impl IntoIterator<Item = Uuid>,
     ) -> Result<Self> {
-        let ids: Vec<Uuid> = patients.into_iter().collect::<HashSet<_>>().into_iter().collect();
+        let ids: Vec<Uuid> = patients
+            .into_iter()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
         let mut keys: HashMap<Uuid, Option<Key>> = ids.iter().map(|id| (*id, None)).collect();
         if ids.is_empty() {
             return Ok(Self { keys });
@@ -397,12 +407,24 @@ impl Keys {
     /// A value that does not open under its patient's key (altered, or copied from
     /// another record) reads as erased and is logged: the read side must not stop for one
     /// damaged event. `hms-replay verify` reports it ([`Keys::check`]).
-    pub fn unseal(&self, aggregate_type: &str, aggregate_id: &str, event_type: &str, payload: &mut Value) -> Result<()> {
+    pub fn unseal(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        event_type: &str,
+        payload: &mut Value,
+    ) -> Result<()> {
         self.open_all(aggregate_type, aggregate_id, event_type, payload, false)
     }
 
     /// [`Keys::unseal`], failing on a value that does not open: for integrity checks.
-    pub fn check(&self, aggregate_type: &str, aggregate_id: &str, event_type: &str, payload: &mut Value) -> Result<()> {
+    pub fn check(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        event_type: &str,
+        payload: &mut Value,
+    ) -> Result<()> {
         self.open_all(aggregate_type, aggregate_id, event_type, payload, true)
     }
 
@@ -464,10 +486,20 @@ impl Keys {
         };
         let opened = (|| {
             let nonce = B64
-                .decode(sealed.get("n").and_then(Value::as_str).ok_or_else(malformed)?)
+                .decode(
+                    sealed
+                        .get("n")
+                        .and_then(Value::as_str)
+                        .ok_or_else(malformed)?,
+                )
                 .map_err(|_| malformed())?;
             let cipher = B64
-                .decode(sealed.get("c").and_then(Value::as_str).ok_or_else(malformed)?)
+                .decode(
+                    sealed
+                        .get("c")
+                        .and_then(Value::as_str)
+                        .ok_or_else(malformed)?,
+                )
                 .map_err(|_| malformed())?;
             let plain = key.open(&nonce, &cipher, aad)?;
             match serde_json::from_slice(&plain).map_err(|_| malformed())? {
@@ -491,14 +523,18 @@ impl Keys {
     fn unseal_stored_with(&self, events: &mut [StoredEvent]) -> Result<()> {
         for event in events.iter_mut().filter(|e| has_sealed(e.payload.get())) {
             let mut payload = event.payload_value()?;
-            self.unseal(&event.aggregate_type, &event.aggregate_id, &event.event_type, &mut payload)
-                .map_err(|e| match e {
-                    ProjectionError::Row(m) => ProjectionError::Row(format!(
-                        "event at position {}: {m}",
-                        event.position
-                    )),
-                    other => other,
-                })?;
+            self.unseal(
+                &event.aggregate_type,
+                &event.aggregate_id,
+                &event.event_type,
+                &mut payload,
+            )
+            .map_err(|e| match e {
+                ProjectionError::Row(m) => {
+                    ProjectionError::Row(format!("event at position {}: {m}", event.position))
+                }
+                other => other,
+            })?;
             event.payload = serde_json::value::to_raw_value(&payload)
                 .map_err(|e| crypto_error(&format!("unsealed payload: {e}")))?;
         }
@@ -613,7 +649,10 @@ pub async fn seal(
         };
         let patient = match first.patient {
             PatientOf::AggregateId => event.aggregate_id.parse::<Uuid>().ok(),
-            PatientOf::Field(field) => body.get(field).and_then(Value::as_str).and_then(|s| s.parse().ok()),
+            PatientOf::Field(field) => body
+                .get(field)
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse().ok()),
             PatientOf::FirstEvent(field) => {
                 first_event_field(conn, event.aggregate_type, event.aggregate_id, field).await?
             }
@@ -828,7 +867,13 @@ mod tests {
         let key = Key::random();
         let sealed = sealed_registration(patient, &key);
         let text = sealed.to_string();
-        for secret in ["Amina", "Otieno", "+254700000001", "rash", "hard of hearing"] {
+        for secret in [
+            "Amina",
+            "Otieno",
+            "+254700000001",
+            "rash",
+            "hard of hearing",
+        ] {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
         // What the system works by stays in clear.
@@ -837,13 +882,21 @@ mod tests {
         }
         let mut opened = sealed.clone();
         keys_with(patient, Some(key))
-            .unseal("patient", &patient.to_string(), "PatientRegistered", &mut opened)
+            .unseal(
+                "patient",
+                &patient.to_string(),
+                "PatientRegistered",
+                &mut opened,
+            )
             .expect("opens");
         let d = &opened["PatientRegistered"]["demographics"];
         assert_eq!(d["family_name"], "Otieno");
         assert_eq!(d["phone"], "+254700000001");
         assert_eq!(d["email"], Value::Null);
-        assert_eq!(opened["PatientRegistered"]["alerts"][0]["text"], "hard of hearing");
+        assert_eq!(
+            opened["PatientRegistered"]["alerts"][0]["text"],
+            "hard of hearing"
+        );
         assert!(!opened.to_string().contains(SEALED));
     }
 
@@ -852,15 +905,30 @@ mod tests {
         let patient = Uuid::from_u128(7);
         let mut payload = sealed_registration(patient, &Key::random());
         keys_with(patient, None)
-            .unseal("patient", &patient.to_string(), "PatientRegistered", &mut payload)
+            .unseal(
+                "patient",
+                &patient.to_string(),
+                "PatientRegistered",
+                &mut payload,
+            )
             .expect("erased reads");
         let d = &payload["PatientRegistered"]["demographics"];
         assert_eq!(d["family_name"], ERASED);
         assert_eq!(d["given_name"], ERASED);
-        assert_eq!(d["phone"], Value::Null, "a phone number has no placeholder text");
+        assert_eq!(
+            d["phone"],
+            Value::Null,
+            "a phone number has no placeholder text"
+        );
         assert_eq!(d["middle_name"], Value::Null, "absent stays absent");
-        assert_eq!(payload["PatientRegistered"]["allergies"][0]["reaction"], ERASED);
-        assert_eq!(payload["PatientRegistered"]["allergies"][0]["substance"], "penicillin");
+        assert_eq!(
+            payload["PatientRegistered"]["allergies"][0]["reaction"],
+            ERASED
+        );
+        assert_eq!(
+            payload["PatientRegistered"]["allergies"][0]["substance"],
+            "penicillin"
+        );
     }
 
     #[test]
@@ -870,11 +938,21 @@ mod tests {
         let sealed = sealed_registration(patient, &key);
         let mut moved = sealed.clone();
         assert!(keys_with(patient, Some(key.clone()))
-            .check("patient", &Uuid::from_u128(8).to_string(), "PatientRegistered", &mut moved)
+            .check(
+                "patient",
+                &Uuid::from_u128(8).to_string(),
+                "PatientRegistered",
+                &mut moved
+            )
             .is_err());
         let mut wrong = sealed.clone();
         assert!(keys_with(patient, Some(Key::random()))
-            .check("patient", &patient.to_string(), "PatientRegistered", &mut wrong)
+            .check(
+                "patient",
+                &patient.to_string(),
+                "PatientRegistered",
+                &mut wrong
+            )
             .is_err());
         let mut tampered = sealed;
         let c = tampered["PatientRegistered"]["demographics"][SEALED]["c"]
@@ -883,15 +961,29 @@ mod tests {
             .to_owned();
         let mut bytes = B64.decode(c).expect("base64");
         bytes[0] ^= 1;
-        tampered["PatientRegistered"]["demographics"][SEALED]["c"] = Value::String(B64.encode(bytes));
+        tampered["PatientRegistered"]["demographics"][SEALED]["c"] =
+            Value::String(B64.encode(bytes));
         assert!(keys_with(patient, Some(key.clone()))
-            .check("patient", &patient.to_string(), "PatientRegistered", &mut tampered.clone())
+            .check(
+                "patient",
+                &patient.to_string(),
+                "PatientRegistered",
+                &mut tampered.clone()
+            )
             .is_err());
         // Readers are not stopped by it: the damaged value reads as erased.
         keys_with(patient, Some(key))
-            .unseal("patient", &patient.to_string(), "PatientRegistered", &mut tampered)
+            .unseal(
+                "patient",
+                &patient.to_string(),
+                "PatientRegistered",
+                &mut tampered,
+            )
             .expect("read on");
-        assert_eq!(tampered["PatientRegistered"]["demographics"]["family_name"], ERASED);
+        assert_eq!(
+            tampered["PatientRegistered"]["demographics"]["family_name"],
+            ERASED
+        );
     }
 
     #[test]
@@ -900,11 +992,21 @@ mod tests {
         let patient = Uuid::from_u128(9);
         let key = Key::random();
         let (id, wrapped) = old.wrap(&key, patient).expect("wrapped");
-        assert_eq!(old.unwrap(&id, &wrapped, patient).expect("unwraps").0, key.0);
-        assert!(old.unwrap(&id, &wrapped, Uuid::from_u128(10)).is_err(), "bound to the patient");
-        let new = Keyring::from_base64(&B64.encode([2u8; 32]), &[B64.encode([1u8; 32])]).expect("keys");
+        assert_eq!(
+            old.unwrap(&id, &wrapped, patient).expect("unwraps").0,
+            key.0
+        );
+        assert!(
+            old.unwrap(&id, &wrapped, Uuid::from_u128(10)).is_err(),
+            "bound to the patient"
+        );
+        let new =
+            Keyring::from_base64(&B64.encode([2u8; 32]), &[B64.encode([1u8; 32])]).expect("keys");
         assert_ne!(new.current_id(), id);
-        assert_eq!(new.unwrap(&id, &wrapped, patient).expect("previous key").0, key.0);
+        assert_eq!(
+            new.unwrap(&id, &wrapped, patient).expect("previous key").0,
+            key.0
+        );
         let only_new = Keyring::from_base64(&B64.encode([2u8; 32]), &[]).expect("key");
         assert!(only_new.unwrap(&id, &wrapped, patient).is_err());
         assert!(Keyring::from_base64("not base64!", &[]).is_err());

@@ -734,14 +734,17 @@ async fn apply_events(
     batch: &[StoredEvent],
 ) -> Result<()> {
     let opened = open_for(tx, projector, batch).await?;
-    projector.apply_batch(tx, &opened).await.map_err(|e| match e {
-        e @ ProjectionError::ProjectorFailed { .. } => e,
-        other => ProjectionError::ProjectorFailed {
-            projector: projector.name(),
-            position: batch.first().map_or(0, |e| e.position),
-            message: other.to_string(),
-        },
-    })
+    projector
+        .apply_batch(tx, &opened)
+        .await
+        .map_err(|e| match e {
+            e @ ProjectionError::ProjectorFailed { .. } => e,
+            other => ProjectionError::ProjectorFailed {
+                projector: projector.name(),
+                position: batch.first().map_or(0, |e| e.position),
+                message: other.to_string(),
+            },
+        })
 }
 
 /// The batch as `projector` reads it: with sealed personal data opened when it reads

@@ -454,7 +454,11 @@ impl<'a> Verifier<'a> {
     }
 
     /// Decoding, metadata and the recomputed chain.
-    fn check_event(&mut self, event: &StoredEvent, opened: std::result::Result<StoredEvent, String>) {
+    fn check_event(
+        &mut self,
+        event: &StoredEvent,
+        opened: std::result::Result<StoredEvent, String>,
+    ) {
         self.events += 1;
         let position = event.position;
         let opened = match opened {
@@ -878,7 +882,10 @@ async fn open_batch(
 ) -> Vec<std::result::Result<StoredEvent, String>> {
     use hms_projections::personal;
     let mut patients = Vec::new();
-    for event in batch.iter().filter(|e| personal::has_sealed(e.payload.get())) {
+    for event in batch
+        .iter()
+        .filter(|e| personal::has_sealed(e.payload.get()))
+    {
         if let Ok(mut payload) = event.payload_value() {
             patients.extend(personal::sealed_patients(&mut payload));
         }
@@ -886,7 +893,11 @@ async fn open_batch(
     let keys = if patients.is_empty() {
         None
     } else {
-        Some(personal::Keys::load(conn, patients).await.map_err(|e| e.to_string()))
+        Some(
+            personal::Keys::load(conn, patients)
+                .await
+                .map_err(|e| e.to_string()),
+        )
     };
     batch
         .iter()
@@ -908,7 +919,8 @@ async fn open_batch(
             )
             .map_err(|e| format!("sealed personal data does not open: {e}"))?;
             let mut opened = event.clone();
-            opened.payload = serde_json::value::to_raw_value(&payload).map_err(|e| e.to_string())?;
+            opened.payload =
+                serde_json::value::to_raw_value(&payload).map_err(|e| e.to_string())?;
             Ok(opened)
         })
         .collect()

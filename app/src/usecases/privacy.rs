@@ -124,9 +124,7 @@ async fn on_care_team(
         return Ok(false);
     }
     let (hospital, _) = scope.hospital().await?;
-    let window = Duration::days(i64::from(
-        hospital.settings.privacy.care_team_window_days,
-    ));
+    let window = Duration::days(i64::from(hospital.settings.privacy.care_team_window_days));
     let (from, to) = (now - window, now + window);
     let sql = match role {
         Role::Doctor => {
@@ -254,7 +252,10 @@ pub struct BreakGlassGrant {
 
 /// Opens a restricted record for the caller for the hospital's break-glass duration.
 /// Refused for a record that is not restricted or that the caller may read already.
-pub async fn break_glass(auth: &Authorized<'_>, input: BreakGlassRequest) -> Result<BreakGlassGrant> {
+pub async fn break_glass(
+    auth: &Authorized<'_>,
+    input: BreakGlassRequest,
+) -> Result<BreakGlassGrant> {
     auth.require(Operation::BreakGlass)?;
     let options = MutationOptions::new(None, input.idempotency_key.clone())?;
     no_nul("note", &input.note)?;
@@ -325,7 +326,10 @@ pub async fn break_glass_accesses(
             let at = DateTime::parse_from_rfc3339(&k.key)
                 .map_err(|_| not_ours())?
                 .with_timezone(&Utc);
-            (Some(at), Some(Uuid::parse_str(&k.id).map_err(|_| not_ours())?))
+            (
+                Some(at),
+                Some(Uuid::parse_str(&k.id).map_err(|_| not_ours())?),
+            )
         }
         None => (None, None),
     };
@@ -428,7 +432,8 @@ pub async fn erase_patient(auth: &Authorized<'_>, input: ErasePatient) -> Result
         now: auth.now,
     };
     auth.idempotent(&options, &input, || async {
-        auth.execute::<Patient>(&id.to_string(), command, None).await?;
+        auth.execute::<Patient>(&id.to_string(), command, None)
+            .await?;
         Ok::<_, AppError>(id.to_string())
     })
     .await?;
@@ -468,7 +473,8 @@ pub async fn approve_patient_erasure(
             now: auth.now,
         };
         auth.idempotent(&options, &input, || async {
-            auth.execute::<Patient>(&id.to_string(), command, None).await?;
+            auth.execute::<Patient>(&id.to_string(), command, None)
+                .await?;
             Ok::<_, AppError>(id.to_string())
         })
         .await?;

@@ -411,9 +411,10 @@ impl Patient {
                 let mut named_users = named_users;
                 named_users.sort();
                 named_users.dedup();
-                let unchanged = self.restriction.as_ref().is_some_and(|r| {
-                    r.reason == reason.as_str() && r.named_users == named_users
-                });
+                let unchanged = self
+                    .restriction
+                    .as_ref()
+                    .is_some_and(|r| r.reason == reason.as_str() && r.named_users == named_users);
                 if unchanged {
                     return Ok(Vec::new());
                 }

@@ -100,7 +100,8 @@ impl PatientRow {
         }
         for allergy in &mut self.allergies {
             if allergy.reaction.is_some() {
-                allergy.reaction = BoundedText::parse("reaction", crate::personal::ERASED, 100).ok();
+                allergy.reaction =
+                    BoundedText::parse("reaction", crate::personal::ERASED, 100).ok();
             }
         }
         self.alerts.clear();

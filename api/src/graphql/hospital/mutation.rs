@@ -5,8 +5,8 @@ use async_graphql::{Context, Object};
 use hms_app::usecases::hospital as uc;
 use hms_domain::common::{BoundedText, Currency, Email, Phone};
 use hms_domain::hospital::{
-    Branding, HexColor, HospitalProfile, HospitalSettings, InvoicePrefix, PrivacySettings, SlotLength, TimeZoneName,
-    MAX_LOGO_REF_CHARS, MAX_NAME_CHARS,
+    Branding, HexColor, HospitalProfile, HospitalSettings, InvoicePrefix, PrivacySettings,
+    SlotLength, TimeZoneName, MAX_LOGO_REF_CHARS, MAX_NAME_CHARS,
 };
 use hms_domain::permissions::Operation;
 use uuid::Uuid;

@@ -71,7 +71,12 @@ impl PatientQuery {
 impl Patient {
     /// A part of the record: withheld whole on a restricted record the caller may not
     /// read in full, else by the disclosure rules of the caller's role.
-    fn disclose<T>(&self, ctx: &Context<'_>, what: Disclosure, value: Option<T>) -> Result<Option<T>> {
+    fn disclose<T>(
+        &self,
+        ctx: &Context<'_>,
+        what: Disclosure,
+        value: Option<T>,
+    ) -> Result<Option<T>> {
         if self.withheld {
             let error = async_graphql::Error::from(crate::graphql::error::ApiError::Restricted);
             ctx.add_error(ctx.set_error_path(error.into_server_error(ctx.item.pos)));

@@ -42,7 +42,11 @@ impl PrivacyMutation {
     /// break-glass duration. State why; every read under it is recorded as break-glass and
     /// the privacy officer reviews it.
     #[graphql(complexity = "MUTATION_FIELD_COST + child_complexity")]
-    async fn break_glass(&self, ctx: &Context<'_>, input: BreakGlassInput) -> Result<BreakGlassGrant> {
+    async fn break_glass(
+        &self,
+        ctx: &Context<'_>,
+        input: BreakGlassInput,
+    ) -> Result<BreakGlassGrant> {
         let auth = authorize(ctx, Operation::BreakGlass).await?;
         let input = uc::BreakGlassRequest {
             patient_id: input.patient_id,
