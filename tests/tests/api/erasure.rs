@@ -349,3 +349,287 @@ async fn an_erased_patient_leaves_no_personal_value_and_the_log_still_verifies()
         );
     }
 }
+
+/// Events written before sealing existed carry personal data in clear: they stay readable,
+/// and erasing such a patient erases every read model (the old events keep what they hold:
+/// the documented limit).
+#[tokio::test]
+async fn a_legacy_patient_in_clear_stays_readable_and_is_erased_from_the_read_models() {
+    const LEGACY: &str = "ERS002";
+    let app = spawn_app().await;
+    let staff = hospital_with_staff(&app, LEGACY).await;
+    create_user(&app, LEGACY, "ers002_admin2", Role::HospitalAdmin).await;
+    let second_admin = app
+        .login(Some(LEGACY), "ers002_admin2", ADMIN_PASSWORD)
+        .await;
+    let week: Vec<Value> = ["MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY"]
+        .map(|d| json!({ "weekday": d, "open": "08:00", "close": "17:00" }))
+        .to_vec();
+    ok(
+        &app,
+        &staff.admin,
+        "mutation($i: UpdateHospitalSettingsInput!) { updateHospitalSettings(input: $i) { code } }",
+        json!({ "i": { "slotLengthMinutes": 30, "invoicePrefix": "INV", "workingHours": week,
+                       "retentionDays": 0 } }),
+    )
+    .await;
+    // A registration as an earlier release wrote it: the same event, in clear.
+    let template = ok(
+        &app,
+        &staff.receptionist,
+        "mutation($i: RegisterPatientInput!) { registerPatient(input: $i) { id } }",
+        json!({ "i": { "givenName": "Template", "familyName": "Record", "dateOfBirth": "1980-01-01",
+                        "sex": "MALE" } }),
+    )
+    .await;
+    let template = template["registerPatient"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let mut conn = app.connect(&app.database_for(LEGACY)).await;
+    let (version, metadata): (String, Value) = sqlx::query_as(
+        "SELECT event_version, metadata FROM events WHERE aggregate_type = 'patient' AND aggregate_id = $1",
+    )
+    .bind(&template)
+    .fetch_one(&mut conn)
+    .await
+    .expect("the template's event");
+    let legacy = uuid::Uuid::new_v4();
+    let payload = json!({ "PatientRegistered": {
+        "patient_id": legacy, "mrn": format!("{LEGACY}-009999"),
+        "demographics": { "given_name": "Olderecordxyz", "middle_name": null,
+                          "family_name": "Plaintextxyz", "date_of_birth": "1975-05-05", "sex": "FEMALE",
+                          "phone": "+254733445566", "email": null, "address": null,
+                          "emergency_contact": null, "blood_type": null },
+        "allergies": [], "alerts": [], "registered_at": chrono::Utc::now() } });
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ('patient', $1, 1, 'PatientRegistered', $2, $3, $4)",
+    )
+    .bind(legacy.to_string())
+    .bind(&version)
+    .bind(&payload)
+    .bind(&metadata)
+    .execute(&mut conn)
+    .await
+    .expect("a legacy event");
+    let lease = app.state.registry.get(LEGACY).await.expect("tenant");
+    crate::projections::drain(&lease.pool, &app.state.runner).await;
+
+    let read = ok(
+        &app,
+        &staff.doctor,
+        "query($id: UUID!) { patient(id: $id) { familyName phone } }",
+        json!({ "id": legacy }),
+    )
+    .await;
+    assert_eq!(
+        read["patient"]["familyName"], "Plaintextxyz",
+        "legacy events read"
+    );
+    ok(
+        &app,
+        &staff.receptionist,
+        "mutation($i: UpdatePatientInput!) { updatePatient(input: $i) { id } }",
+        json!({ "i": { "id": legacy, "phone": "+254733000001" } }),
+    )
+    .await;
+    ok(
+        &app,
+        &staff.admin,
+        "mutation($i: ErasePatientInput!) { erasePatient(input: $i) { id } }",
+        json!({ "i": { "patientId": legacy, "legalBasis": "the patient's request" } }),
+    )
+    .await;
+    let erased = ok(
+        &app,
+        &second_admin,
+        "mutation($i: ApprovePatientErasureInput!) { approvePatientErasure(input: $i) { familyName phone erased } }",
+        json!({ "i": { "patientId": legacy } }),
+    )
+    .await;
+    assert_eq!(erased["approvePatientErasure"]["familyName"], "[erased]");
+    assert!(erased["approvePatientErasure"]["phone"].is_null());
+
+    // The read models hold nothing of it, live or rebuilt; the new phone was sealed and is
+    // gone everywhere; the old event keeps what an earlier release wrote in clear.
+    crate::projections::drain(&lease.pool, &app.state.runner).await;
+    let owner = crate::projections::owner_pool(&app, LEGACY).await;
+    for projector in app.state.runner.rebuildable() {
+        hms_projections::rebuild::rebuild(&owner, projector, true, &mut |_| {})
+            .await
+            .expect("rebuild");
+    }
+    let in_read_models: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM patients WHERE demographics::text LIKE '%Plaintextxyz%' \
+            OR family_name = 'Plaintextxyz' OR phone IS NOT NULL AND id = $1",
+    )
+    .bind(legacy)
+    .fetch_one(&mut conn)
+    .await
+    .expect("read model");
+    assert_eq!(in_read_models, 0);
+    let new_phone: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE payload::text LIKE '%733000001%'")
+            .fetch_one(&mut conn)
+            .await
+            .expect("events");
+    assert_eq!(
+        new_phone, 0,
+        "written after the upgrade: sealed, then erased"
+    );
+    let old_event: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE payload::text LIKE '%Plaintextxyz%'")
+            .fetch_one(&mut conn)
+            .await
+            .expect("events");
+    assert_eq!(old_event, 1, "a legacy event is not rewritten");
+    crate::replay::replay_ok(&app, &["verify", "--hospital", LEGACY]).await;
+}
+
+/// The master key is rotated by rewrapping the patients' keys: a server with only the new
+/// key then reads and writes sealed data; production refuses to start without a key.
+#[tokio::test]
+async fn the_master_key_rotates_by_rewrapping_and_is_required_in_production() {
+    use base64::Engine as _;
+    use hms_projections::personal::Keyring;
+    let b64 = |byte: u8| base64::engine::general_purpose::STANDARD.encode([byte; 32]);
+    let (old, new) = (b64(7), b64(9));
+    let old_id = Keyring::from_base64(&old, &[])
+        .expect("key")
+        .current_id()
+        .to_owned();
+    let new_id = Keyring::from_base64(&new, &[])
+        .expect("key")
+        .current_id()
+        .to_owned();
+    let platform = hms_tests::process::ProcessPlatform::new();
+    let run = |env: Vec<(&'static str, String)>, args: Vec<&'static str>| {
+        let mut command = platform.command(&args);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        async move { command.output().await.expect("hms runs") }
+    };
+    let setup = run(
+        vec![("HMS_MASTER_KEY", old.clone())],
+        vec![
+            "setup-hospital",
+            "--name",
+            "Rotation General",
+            "--code",
+            "ROT001",
+            "--admin-username",
+            "rotadmin",
+            "--admin-email",
+            "admin@rotation.example",
+            "--admin-password",
+            "plum kettle orbit 4711",
+        ],
+    )
+    .await;
+    assert!(
+        setup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&setup.stderr)
+    );
+
+    let graphql = |address: String,
+                   query: &'static str,
+                   variables: Value,
+                   token: Option<String>| async move {
+        let mut request = reqwest::Client::new()
+            .post(format!("{address}/graphql"))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request
+            .send()
+            .await
+            .expect("post")
+            .json::<Value>()
+            .await
+            .expect("json")
+    };
+    const LOGIN: &str = "mutation($i: LoginInput!) { login(input: $i) { token } }";
+    let login = json!({ "i": { "hospitalCode": "ROT001", "username": "rotadmin", "password": "plum kettle orbit 4711" } });
+    let mut server = platform.serve(&[("HMS_MASTER_KEY", old.as_str())]).await;
+    let token = graphql(server.address.clone(), LOGIN, login.clone(), None).await["data"]["login"]
+        ["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let registered = graphql(
+        server.address.clone(),
+        "mutation($i: RegisterPatientInput!) { registerPatient(input: $i) { id } }",
+        json!({ "i": { "givenName": "Rotating", "familyName": "Keyholder", "dateOfBirth": "1990-01-01", "sex": "FEMALE" } }),
+        Some(token),
+    )
+    .await;
+    let patient = registered["data"]["registerPatient"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{registered}"))
+        .to_owned();
+    server.stop().await;
+    let key_of = |platform: &hms_tests::process::ProcessPlatform| {
+        let options = hms_tests::server_options().database(&platform.database_for("ROT001"));
+        async move {
+            let mut conn: sqlx::PgConnection = sqlx::Connection::connect_with(&options)
+                .await
+                .expect("tenant database");
+            sqlx::query_scalar::<_, String>("SELECT master_key_id FROM patient_keys")
+                .fetch_all(&mut conn)
+                .await
+                .expect("keys")
+        }
+    };
+    assert_eq!(key_of(&platform).await, vec![old_id.clone()]);
+
+    // Rotate: the new key current, the old one still accepted; then only the new one.
+    let rotated = run(
+        vec![
+            ("HMS_MASTER_KEY", new.clone()),
+            ("HMS_MASTER_KEY_PREVIOUS", old.clone()),
+        ],
+        vec!["rotate-master-key"],
+    )
+    .await;
+    let out = String::from_utf8_lossy(&rotated.stdout);
+    assert!(
+        rotated.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    assert!(out.contains("ROT001: 1 key(s) rewrapped"), "{out}");
+    assert_eq!(key_of(&platform).await, vec![new_id]);
+    let mut server = platform.serve(&[("HMS_MASTER_KEY", new.as_str())]).await;
+    let token = graphql(server.address.clone(), LOGIN, login, None).await["data"]["login"]["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    // A command loads the sealed registration: it opens under the rewrapped key.
+    let updated = graphql(
+        server.address.clone(),
+        "mutation($i: UpdatePatientInput!) { updatePatient(input: $i) { familyName phone } }",
+        json!({ "i": { "id": patient, "phone": "+254711000222" } }),
+        Some(token),
+    )
+    .await;
+    assert_eq!(
+        updated["data"]["updatePatient"]["familyName"], "Keyholder",
+        "{updated}"
+    );
+    server.stop().await;
+
+    // Production does not start without a master key.
+    let refused = run(vec![("HMS_ENV", "production".into())], vec!["tenants"]).await;
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("HMS_MASTER_KEY is required in production"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    platform.cleanup().await;
+}
