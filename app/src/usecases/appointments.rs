@@ -56,6 +56,9 @@ pub struct Appointment {
     pub updated_at: DateTime<Utc>,
     /// The appointment's version, for `expectedVersion`.
     pub version: i64,
+    /// The patient's record is restricted and the caller may not read it in full: the
+    /// reason, notes and cancellation reason are withheld.
+    pub withheld: bool,
 }
 
 impl TryFrom<AppointmentRow> for Appointment {
@@ -81,8 +84,34 @@ impl TryFrom<AppointmentRow> for Appointment {
             created_at: r.created_at,
             updated_at: r.updated_at,
             version: r.version,
+            withheld: false,
         })
     }
+}
+
+/// Marks the appointments of restricted patients the caller may not read in full
+/// ([`super::privacy`]): their text is the patient's record.
+async fn withhold_restricted(auth: &Authorized<'_>, appointments: &mut [Appointment]) -> Result<()> {
+    let patients: Vec<Uuid> = appointments.iter().map(|a| a.patient_id).collect();
+    if patients.is_empty() {
+        return Ok(());
+    }
+    let restricted: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM patients WHERE id = ANY($1) AND restricted")
+            .bind(&patients)
+            .fetch_all(auth.pool())
+            .await?;
+    for patient in restricted {
+        if !super::privacy::access_to(&auth.scope, patient, auth.now)
+            .await?
+            .full()
+        {
+            for a in appointments.iter_mut().filter(|a| a.patient_id == patient) {
+                a.withheld = true;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn to_appointments(rows: Vec<AppointmentRow>) -> Result<Vec<Appointment>> {
@@ -123,9 +152,12 @@ pub(crate) async fn load_appointment(auth: &Authorized<'_>, id: Uuid) -> Result<
     .bind(id)
     .fetch_optional(auth.pool())
     .await?;
-    row.map(Appointment::try_from)
+    let mut appointment = row
+        .map(Appointment::try_from)
         .transpose()?
-        .ok_or(AppError::NotFound)
+        .ok_or(AppError::NotFound)?;
+    withhold_restricted(auth, std::slice::from_mut(&mut appointment)).await?;
+    Ok(appointment)
 }
 
 // ---------------------------------------------------------------------------------
@@ -195,7 +227,9 @@ pub async fn appointments(
     .bind(page.fetch_limit())
     .fetch_all(auth.pool())
     .await?;
-    let found = page.page(to_appointments(rows)?, |a| Keyset {
+    let mut appointments = to_appointments(rows)?;
+    withhold_restricted(auth, &mut appointments).await?;
+    let found = page.page(appointments, |a| Keyset {
         key: a.start.to_rfc3339_opts(SecondsFormat::Micros, true),
         id: a.id.to_string(),
     });
@@ -241,7 +275,8 @@ pub async fn doctor_day(
     .bind(stored_name(&AppointmentStatus::Cancelled)?)
     .fetch_all(auth.pool())
     .await?;
-    let appointments = to_appointments(rows)?;
+    let mut appointments = to_appointments(rows)?;
+    withhold_restricted(auth, &mut appointments).await?;
     record_shown(auth, showing, appointments.iter().map(|a| a.patient_id)).await?;
     let hours = auth.hospital.working_hours_on(day);
     Ok(DoctorDay {

@@ -54,6 +54,7 @@ async fn a_restricted_record_is_read_by_its_care_team_and_through_the_glass_only
     let app = spawn_app().await;
     let staff = hospital_with_staff(&app, "RST001").await;
     crate::laboratory::catalogue(&app, &staff.admin).await;
+    crate::appointments::set_time_zone(&app, "RST001", "Africa/Nairobi").await;
     let patient = register_patient(&app, "RST001", "Achieng").await;
     let other_patient = register_patient(&app, "RST001", "Mutua").await;
 
@@ -118,6 +119,44 @@ async fn a_restricted_record_is_read_by_its_care_team_and_through_the_glass_only
         .await;
     assert_eq!(error_code(&results), Some("FORBIDDEN"), "{results}");
     assert_eq!(results["errors"][0]["extensions"]["restricted"], true);
+    // A visit's reason is the patient's record too: withheld from the other doctor.
+    let booked = app
+        .graphql(
+            "mutation($i: ScheduleAppointmentInput!) { scheduleAppointment(input: $i) { id } }",
+            json!({ "i": { "patientId": patient, "doctorId": staff.doctor_id,
+                           "start": crate::appointments::nairobi(hms_tests::fixtures::next_monday(), 10, 0),
+                           "durationMinutes": 30, "reason": "sensitive visit" } }),
+            Some(&staff.receptionist),
+        )
+        .await;
+    let appointment = booked["data"]["scheduleAppointment"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{booked}"))
+        .to_owned();
+    let visit = "query($id: UUID!) { appointment(id: $id) { id reason } }";
+    let seen = app
+        .graphql(visit, json!({ "id": appointment }), Some(&staff.doctor))
+        .await;
+    assert_eq!(
+        seen["data"]["appointment"]["reason"], "sensitive visit",
+        "{seen}"
+    );
+    let hidden = app
+        .graphql(
+            visit,
+            json!({ "id": appointment }),
+            Some(&staff.other_doctor),
+        )
+        .await;
+    assert!(
+        hidden["data"]["appointment"]["reason"].is_null(),
+        "{hidden}"
+    );
+    assert_eq!(
+        hidden["errors"][0]["extensions"]["restricted"], true,
+        "{hidden}"
+    );
+
     // Other records are not affected.
     assert!(full(&read(&app, &staff.other_doctor, other_patient).await));
     // Lists show a restricted record's identity only, to everyone.
@@ -225,6 +264,7 @@ async fn a_restricted_record_is_read_by_its_care_team_and_through_the_glass_only
         purposes,
         vec![
             "patient:identity",
+            "appointments",
             "break-glass:EMERGENCY_TREATMENT:patient",
             "break-glass:EMERGENCY_TREATMENT:lab results"
         ],

@@ -61,6 +61,26 @@ pub struct Appointment {
     pub updated_at: DateTime<Utc>,
     /// The appointment's version, for `expectedVersion`.
     pub version: i64,
+    #[graphql(skip)]
+    pub withheld: bool,
+}
+
+impl Appointment {
+    /// The patient's text: withheld whole when their record is restricted and the caller
+    /// may not read it in full, else by the disclosure rules of the caller's role.
+    fn disclose_text<T>(
+        &self,
+        ctx: &Context<'_>,
+        what: Disclosure,
+        value: Option<T>,
+    ) -> Result<Option<T>> {
+        if self.withheld {
+            let error = async_graphql::Error::from(crate::graphql::error::ApiError::Restricted);
+            ctx.add_error(ctx.set_error_path(error.into_server_error(ctx.item.pos)));
+            return Ok(None);
+        }
+        disclose(ctx, what, value)
+    }
 }
 
 #[ComplexObject]
@@ -72,16 +92,16 @@ impl Appointment {
 
     /// Why the patient comes.
     async fn reason(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
-        disclose(ctx, Disclosure::VisitReason, Some(self.reason.as_str()))
+        self.disclose_text(ctx, Disclosure::VisitReason, Some(self.reason.as_str()))
     }
 
     /// The doctor's notes, once completed.
     async fn notes(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
-        disclose(ctx, Disclosure::ConsultationNotes, self.notes.as_deref())
+        self.disclose_text(ctx, Disclosure::ConsultationNotes, self.notes.as_deref())
     }
 
     async fn cancel_reason(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
-        disclose(ctx, Disclosure::VisitReason, self.cancel_reason.as_deref())
+        self.disclose_text(ctx, Disclosure::VisitReason, self.cancel_reason.as_deref())
     }
 
     /// Every change to the appointment, from the event log (HOSPITAL_ADMIN). Reading it
@@ -141,6 +161,7 @@ impl From<uc::Appointment> for Appointment {
             created_at: a.created_at,
             updated_at: a.updated_at,
             version: a.version,
+            withheld: a.withheld,
         }
     }
 }
