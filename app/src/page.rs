@@ -71,6 +71,22 @@ impl PageRequest {
     }
 
     /// Rows to fetch: one more than the page, to know whether another page follows.
+    /// The `after` cursor of a page ordered by an instant, then a uuid: both, or neither
+    /// on the first page; VALIDATION for a cursor of another kind.
+    pub fn after_instant_and_id(
+        &self,
+    ) -> Result<(Option<chrono::DateTime<chrono::Utc>>, Option<uuid::Uuid>)> {
+        let Some(k) = &self.after else {
+            return Ok((None, None));
+        };
+        let invalid = || AppError::validation("after", "is not a cursor from this API");
+        let at = chrono::DateTime::parse_from_rfc3339(&k.key)
+            .map_err(|_| invalid())?
+            .with_timezone(&chrono::Utc);
+        let id = uuid::Uuid::parse_str(&k.id).map_err(|_| invalid())?;
+        Ok((Some(at), Some(id)))
+    }
+
     pub fn fetch_limit(&self) -> i64 {
         self.size + 1
     }

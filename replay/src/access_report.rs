@@ -6,9 +6,7 @@
 //! not recorded in the patient's access log (the server records each reading of the
 //! report by a user). Whoever can run it can already read the hospital's database.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::io::Write;
 
 use chrono::Utc;
 use hms_app::error::AppError;
@@ -45,7 +43,7 @@ pub async fn run(
         }
     };
     match &args.output {
-        Some(path) => write_file(path, &bytes)?,
+        Some(path) => crate::output::write_file(path, &bytes)?,
         None => out.write_all(&bytes)?,
     }
     Ok(Outcome::Clean)
@@ -68,23 +66,4 @@ pub async fn report_of(platform: &Platform, args: &AccessReportArgs) -> Result<A
         },
         other => ReplayError::App(other),
     })
-}
-
-/// Writes `FILE.partial`, then renames it: a file with the final name is complete.
-fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut partial = path.as_os_str().to_owned();
-    partial.push(".partial");
-    let partial = std::path::PathBuf::from(partial);
-    let written = (|| {
-        let mut file = BufWriter::new(File::create(&partial)?);
-        file.write_all(bytes)?;
-        file.flush()
-    })();
-    match written {
-        Ok(()) => Ok(std::fs::rename(&partial, path)?),
-        Err(e) => {
-            let _ = std::fs::remove_file(&partial);
-            Err(e.into())
-        }
-    }
 }

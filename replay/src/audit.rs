@@ -54,9 +54,7 @@ pub async fn run(
 /// Writes to `FILE.partial`, then renames it to `FILE`: a file with the final name is
 /// always a complete export.
 async fn export_to_file(pool: &PgPool, args: &AuditArgs, path: &Path) -> Result<()> {
-    let mut partial = path.as_os_str().to_owned();
-    partial.push(".partial");
-    let partial = std::path::PathBuf::from(partial);
+    let partial = crate::output::partial_path(path);
     let mut file = BufWriter::with_capacity(1 << 18, File::create(&partial)?);
     let result = async {
         export(pool, args, &mut file).await?;

@@ -24,9 +24,7 @@
 //! them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::io::Write;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use cqrs_es::Aggregate;
@@ -78,29 +76,10 @@ pub async fn run(
     let mut bytes = Vec::with_capacity(16 * 1024);
     write_resources(resources, args.format, &mut bytes)?;
     match &args.output {
-        Some(path) => write_file(path, &bytes)?,
+        Some(path) => crate::output::write_file(path, &bytes)?,
         None => out.write_all(&bytes)?,
     }
     Ok(Outcome::Clean)
-}
-
-/// Writes `FILE.partial`, then renames it: a file with the final name is complete.
-fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut partial = path.as_os_str().to_owned();
-    partial.push(".partial");
-    let partial = std::path::PathBuf::from(partial);
-    let written = (|| {
-        let mut file = BufWriter::new(File::create(&partial)?);
-        file.write_all(bytes)?;
-        file.flush()
-    })();
-    match written {
-        Ok(()) => Ok(std::fs::rename(&partial, path)?),
-        Err(e) => {
-            let _ = std::fs::remove_file(&partial);
-            Err(e.into())
-        }
-    }
 }
 
 /// Writes `resources` as one Bundle (pretty-printed) or as NDJSON (one resource per

@@ -28,6 +28,7 @@ pub mod cli;
 pub mod error;
 pub mod fhir;
 mod kinds;
+mod output;
 pub mod rebuild;
 pub use hms_app::redact;
 pub mod seal;

@@ -91,7 +91,10 @@ impl TryFrom<AppointmentRow> for Appointment {
 
 /// Marks the appointments of restricted patients the caller may not read in full
 /// ([`super::privacy`]): their text is the patient's record.
-async fn withhold_restricted(auth: &Authorized<'_>, appointments: &mut [Appointment]) -> Result<()> {
+async fn withhold_restricted(
+    auth: &Authorized<'_>,
+    appointments: &mut [Appointment],
+) -> Result<()> {
     let patients: Vec<Uuid> = appointments.iter().map(|a| a.patient_id).collect();
     if patients.is_empty() {
         return Ok(());

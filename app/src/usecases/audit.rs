@@ -412,21 +412,6 @@ impl From<AccessRow> for PatientAccess {
     }
 }
 
-/// The access log's keyset is (viewed at, id).
-fn access_cursor(page: &PageRequest) -> Result<(Option<DateTime<Utc>>, Option<Uuid>)> {
-    let Some(k) = &page.after else {
-        return Ok((None, None));
-    };
-    let invalid = || AppError::validation("after", "is not a cursor from this API");
-    let at = DateTime::parse_from_rfc3339(&k.key)
-        .map_err(|_| invalid())?
-        .with_timezone(&Utc);
-    Ok((
-        Some(at),
-        Some(Uuid::parse_str(&k.id).map_err(|_| invalid())?),
-    ))
-}
-
 /// Who opened a patient's record, oldest first. NOT_FOUND for an unknown patient.
 pub async fn patient_access_log(
     auth: &Authorized<'_>,
@@ -440,7 +425,7 @@ pub async fn patient_access_log(
     if !exists {
         return Err(AppError::NotFound);
     }
-    let (after_at, after_id) = access_cursor(page)?;
+    let (after_at, after_id) = page.after_instant_and_id()?;
     let rows: Vec<AccessRow> = sqlx::query_as(
         "SELECT id, patient_id, viewer_id, viewer_username, viewer_role, purpose, client_addr, \
                 request_id, viewed_at \

@@ -13,14 +13,14 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use hms_domain::billing::{
     self as domain, Discount, InvoiceCommand, InvoiceNumber, InvoiceStatus, PaymentMethod,
 };
-use hms_domain::common::{BoundedText, Currency};
+use hms_domain::common::Currency;
 use hms_domain::permissions::Operation;
 use hms_projections::log;
 use hms_projections::projectors::{InvoiceLineRow, InvoicePaymentRow, InvoiceRow};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{stored, stored_name};
+use super::{optional_text, stored, stored_name, text};
 use crate::error::{AppError, Result};
 use crate::page::{Keyset, Page, PageRequest};
 use crate::scope::{Authorized, HospitalScope, MutationOptions};
@@ -218,17 +218,7 @@ pub async fn invoices(
 ) -> Result<Page<InvoiceView>> {
     auth.require(Operation::ViewInvoices)?;
     let status = filter.status.as_ref().map(stored_name).transpose()?;
-    let (after_at, after_id) = match &page.after {
-        Some(k) => {
-            let not_ours = || AppError::validation("after", "is not a cursor from this API");
-            let at = DateTime::parse_from_rfc3339(&k.key)
-                .map_err(|_| not_ours())?
-                .with_timezone(&Utc);
-            let id = Uuid::parse_str(&k.id).map_err(|_| not_ours())?;
-            (Some(at), Some(id))
-        }
-        None => (None, None),
-    };
+    let (after_at, after_id) = page.after_instant_and_id()?;
     // The outstanding statuses are those of the partial index `invoices_outstanding`.
     let sql = format!(
         "SELECT {} FROM invoices \
@@ -346,22 +336,6 @@ fn money(
 
 fn basis_points(field: &'static str, value: i32) -> Result<u32> {
     u32::try_from(value).map_err(|_| AppError::validation(field, "must not be negative"))
-}
-
-fn text(field: &'static str, raw: &str, max: usize) -> Result<BoundedText> {
-    Ok(BoundedText::parse(field, raw, max)?)
-}
-
-/// Optional text: blank is none.
-fn optional_text(
-    field: &'static str,
-    raw: Option<&str>,
-    max: usize,
-) -> Result<Option<BoundedText>> {
-    match raw {
-        Some(s) if !s.trim().is_empty() => Ok(Some(BoundedText::parse(field, s, max)?)),
-        _ => Ok(None),
-    }
 }
 
 // ---------------------------------------------------------------------------------------

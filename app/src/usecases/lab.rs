@@ -36,7 +36,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::patients::record_patients_viewed;
-use super::{no_nul, stored_name};
+use super::{no_nul, optional_text, stored_name, text};
 use crate::error::{AppError, Result};
 use crate::page::{Keyset, Page, PageRequest};
 use crate::scope::{Authorized, MutationOptions};
@@ -110,22 +110,6 @@ fn decimal(field: &'static str, raw: Option<&str>) -> Result<Option<Decimal>> {
 fn age_days(field: &'static str, raw: Option<i32>) -> Result<Option<u32>> {
     raw.map(|d| u32::try_from(d).map_err(|_| AppError::validation(field, "must not be negative")))
         .transpose()
-}
-
-fn text(field: &'static str, raw: &str, max: usize) -> Result<BoundedText> {
-    no_nul(field, raw)?;
-    Ok(BoundedText::parse(field, raw, max)?)
-}
-
-fn optional_text(
-    field: &'static str,
-    raw: Option<&str>,
-    max: usize,
-) -> Result<Option<BoundedText>> {
-    match raw {
-        Some(s) if !s.trim().is_empty() => Ok(Some(text(field, s, max)?)),
-        _ => Ok(None),
-    }
 }
 
 /// The definition an input describes, checked as far as it can be without the catalogue.
@@ -1177,19 +1161,7 @@ pub async fn patient_lab_results(
         .as_deref()
         .map(|c| TestCode::parse(c).map_err(|e| AppError::validation("code", e.message)))
         .transpose()?;
-    let (after_at, after_id) = match &page.after {
-        Some(k) => {
-            let not_ours = || AppError::validation("after", "is not a cursor from this API");
-            let at = DateTime::parse_from_rfc3339(&k.key)
-                .map_err(|_| not_ours())?
-                .with_timezone(&Utc);
-            (
-                Some(at),
-                Some(Uuid::parse_str(&k.id).map_err(|_| not_ours())?),
-            )
-        }
-        None => (None, None),
-    };
+    let (after_at, after_id) = page.after_instant_and_id()?;
     let rows: Vec<LabResultRow> = sqlx::query_as(&format!(
         "SELECT {} FROM lab_results \
           WHERE patient_id = $1 AND status IN ('PRELIMINARY', 'FINAL') \
@@ -1232,19 +1204,7 @@ pub async fn critical_lab_results(
     page: &PageRequest,
 ) -> Result<Page<LabResultRow>> {
     auth.require(Operation::ViewLabResults)?;
-    let (after_at, after_id) = match &page.after {
-        Some(k) => {
-            let not_ours = || AppError::validation("after", "is not a cursor from this API");
-            let at = DateTime::parse_from_rfc3339(&k.key)
-                .map_err(|_| not_ours())?
-                .with_timezone(&Utc);
-            (
-                Some(at),
-                Some(Uuid::parse_str(&k.id).map_err(|_| not_ours())?),
-            )
-        }
-        None => (None, None),
-    };
+    let (after_at, after_id) = page.after_instant_and_id()?;
     let mine = (auth.actor().role == hms_domain::Role::Doctor).then(|| auth.actor().user_id);
     let rows: Vec<LabResultRow> = sqlx::query_as(&format!(
         "SELECT {} FROM lab_results r \

@@ -46,3 +46,25 @@ pub fn no_nul(field: &str, text: &str) -> Result<()> {
         Ok(())
     }
 }
+
+/// Required text of at most `max` characters, trimmed: VALIDATION on `field` otherwise.
+pub(crate) fn text(
+    field: &'static str,
+    raw: &str,
+    max: usize,
+) -> Result<hms_domain::common::BoundedText> {
+    no_nul(field, raw)?;
+    Ok(hms_domain::common::BoundedText::parse(field, raw, max)?)
+}
+
+/// Optional text: blank is none; otherwise as [`text`].
+pub(crate) fn optional_text(
+    field: &'static str,
+    raw: Option<&str>,
+    max: usize,
+) -> Result<Option<hms_domain::common::BoundedText>> {
+    match raw {
+        Some(s) if !s.trim().is_empty() => Ok(Some(text(field, s, max)?)),
+        _ => Ok(None),
+    }
+}

@@ -26,7 +26,7 @@ use serde::{Serialize, Serializer};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{stored, stored_name};
+use super::{optional_text, stored, stored_name};
 use crate::error::{AppError, DomainErrorCode, Result};
 use crate::page::{Keyset, Page, PageRequest};
 use crate::scope::{Authorized, MutationOptions};
@@ -491,18 +491,6 @@ impl AllergyFields {
             )?,
             severity: self.severity,
         })
-    }
-}
-
-/// Blank optional text counts as absent.
-fn optional_text(
-    field: &'static str,
-    raw: Option<&str>,
-    max: usize,
-) -> Result<Option<BoundedText>> {
-    match raw.map(str::trim).filter(|s| !s.is_empty()) {
-        None => Ok(None),
-        Some(s) => Ok(Some(BoundedText::parse(field, s, max)?)),
     }
 }
 

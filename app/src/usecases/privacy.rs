@@ -320,19 +320,7 @@ pub async fn break_glass_accesses(
     page: &PageRequest,
 ) -> Result<Page<BreakGlassRow>> {
     auth.require(Operation::ReviewBreakGlass)?;
-    let (after_at, after_id) = match &page.after {
-        Some(k) => {
-            let not_ours = || AppError::validation("after", "is not a cursor from this API");
-            let at = DateTime::parse_from_rfc3339(&k.key)
-                .map_err(|_| not_ours())?
-                .with_timezone(&Utc);
-            (
-                Some(at),
-                Some(Uuid::parse_str(&k.id).map_err(|_| not_ours())?),
-            )
-        }
-        None => (None, None),
-    };
+    let (after_at, after_id) = page.after_instant_and_id()?;
     let rows: Vec<BreakGlassRow> = sqlx::query_as(&format!(
         "SELECT {} FROM break_glass_accesses \
           WHERE ($1::timestamptz IS NULL OR (opened_at, grant_id) > ($1, $2::uuid)) \
