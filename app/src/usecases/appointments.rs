@@ -105,7 +105,7 @@ async fn withhold_restricted(
             .fetch_all(auth.pool())
             .await?;
     for patient in restricted {
-        if !super::privacy::access_to(&auth.scope, patient, auth.now)
+        if !super::restriction::access_to(&auth.scope, patient, auth.now)
             .await?
             .full()
         {

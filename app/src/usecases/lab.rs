@@ -1096,7 +1096,7 @@ pub async fn lab_order(auth: &Authorized<'_>, id: Uuid) -> Result<LabOrderRow> {
     let order = LabOrderRow::find(auth.pool(), id)
         .await?
         .ok_or(AppError::NotFound)?;
-    let access = super::privacy::require_full_access(auth, order.patient_id).await?;
+    let access = super::restriction::require_full_access(auth, order.patient_id).await?;
     record_patients_viewed(auth, [order.patient_id], &access.purpose("lab order")).await?;
     Ok(order)
 }
@@ -1111,7 +1111,7 @@ pub async fn order_results(
     order_id: Uuid,
     patient_id: Uuid,
 ) -> Result<Vec<LabResultRow>> {
-    super::privacy::access_to(scope, patient_id, Utc::now())
+    super::restriction::access_to(scope, patient_id, Utc::now())
         .await?
         .require_full()?;
     Ok(LabResultRow::of_order(scope.pool(), order_id).await?)
@@ -1129,7 +1129,7 @@ pub async fn order_result_versions(
     order_id: Uuid,
     patient_id: Uuid,
 ) -> Result<Vec<LabResultVersionRow>> {
-    super::privacy::access_to(scope, patient_id, Utc::now())
+    super::restriction::access_to(scope, patient_id, Utc::now())
         .await?
         .require_full()?;
     Ok(LabResultVersionRow::of_order(scope.pool(), order_id).await?)
@@ -1155,7 +1155,7 @@ pub async fn patient_lab_results(
     page: &PageRequest,
 ) -> Result<Page<LabResultRow>> {
     auth.require(Operation::ViewLabResults)?;
-    let access = super::privacy::require_full_access(auth, patient_id).await?;
+    let access = super::restriction::require_full_access(auth, patient_id).await?;
     let code = filter
         .code
         .as_deref()
@@ -1239,7 +1239,7 @@ pub async fn critical_lab_results(
     let mut denied = HashSet::new();
     let patients: HashSet<Uuid> = found.items.iter().map(|(_, r)| r.patient_id).collect();
     for patient in patients {
-        if !super::privacy::access_to(&auth.scope, patient, auth.now)
+        if !super::restriction::access_to(&auth.scope, patient, auth.now)
             .await?
             .full()
         {

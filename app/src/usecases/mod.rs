@@ -12,6 +12,7 @@ pub mod lab;
 pub mod patients;
 pub mod platform;
 pub mod privacy;
+pub mod restriction;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;

@@ -124,7 +124,7 @@ async fn load_patient(pool: &PgPool, id: Uuid) -> Result<PatientRecord> {
 pub(crate) async fn patient_after_write(auth: &Authorized<'_>, id: Uuid) -> Result<PatientRecord> {
     let mut record = load_patient(auth.pool(), id).await?;
     record.withheld = record.restricted
-        && !super::privacy::access_to(&auth.scope, id, auth.now)
+        && !super::restriction::access_to(&auth.scope, id, auth.now)
             .await?
             .full();
     Ok(record)
@@ -223,7 +223,7 @@ pub async fn patients(
 /// caller may not read in full shows only the patient's identity.
 pub async fn patient(auth: &Authorized<'_>, id: Uuid) -> Result<PatientRecord> {
     let mut patient = load_patient(auth.pool(), id).await?;
-    let access = super::privacy::access_to(&auth.scope, id, auth.now).await?;
+    let access = super::restriction::access_to(&auth.scope, id, auth.now).await?;
     patient.withheld = !access.full();
     let purpose = if access.full() {
         access.purpose("patient")

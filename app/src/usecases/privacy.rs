@@ -15,7 +15,7 @@
 //! patient's identity) and that it is restricted. Lists never show a restricted record
 //! beyond the identity: its readers open the record itself.
 //!
-//! [`access_to`] decides at the moment of the read: the restriction and the break-glass
+//! [`access_to`] (in [`super::restriction`]) decides at the moment of the read: the restriction and the break-glass
 //! grant from the write side (the patient's and the grant's streams), the care team from
 //! the appointment and lab read models, which every command waits for before it answers.
 
@@ -23,7 +23,7 @@ use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use hms_domain::break_glass::{
     self as bg, BreakGlass, BreakGlassCommand, BreakGlassReason, ReviewOutcome,
 };
-use hms_domain::common::{BoundedText, Role};
+use hms_domain::common::BoundedText;
 use hms_domain::patient::{Patient, PatientCommand};
 use hms_domain::permissions::Operation;
 use hms_domain::user::User;
@@ -31,137 +31,14 @@ use hms_projections::projectors::BreakGlassRow;
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::no_nul;
 use super::patients::{record_patients_viewed, PatientRecord};
-use super::{no_nul, stored_name};
+use super::restriction::{access_to, RecordAccess};
 use crate::error::{AppError, Result};
 use crate::page::{Keyset, Page, PageRequest};
-use crate::scope::{Authorized, HospitalScope, MutationOptions};
+use crate::scope::{Authorized, MutationOptions};
 
 pub const MAX_REASON_CHARS: usize = 500;
-
-/// How the caller may read one patient's record at this moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecordAccess {
-    /// The record is not restricted.
-    Open,
-    /// Restricted; the caller is on its care team or named on it.
-    CareTeam,
-    /// Restricted; the caller broke the glass and the grant is open.
-    BreakGlass(BreakGlassReason),
-    /// Restricted; only the patient's identity.
-    Denied,
-}
-
-impl RecordAccess {
-    pub fn full(self) -> bool {
-        !matches!(self, RecordAccess::Denied)
-    }
-
-    /// The access-log purpose of a read made under this access: a read under break-glass
-    /// says so, with its reason (`break-glass:EMERGENCY_TREATMENT:patient`).
-    pub fn purpose(self, purpose: &str) -> String {
-        match self {
-            RecordAccess::BreakGlass(reason) => format!(
-                "break-glass:{}:{purpose}",
-                stored_name(&reason).unwrap_or_default()
-            ),
-            _ => purpose.to_owned(),
-        }
-    }
-
-    /// [`Self::full`] as a `Result`: FORBIDDEN (restricted) when denied.
-    pub fn require_full(self) -> Result<Self> {
-        if self.full() {
-            Ok(self)
-        } else {
-            Err(AppError::Restricted)
-        }
-    }
-}
-
-/// How the caller may read patient `patient_id`'s record now. NOT_FOUND for a patient
-/// this hospital does not have.
-pub async fn access_to(
-    scope: &HospitalScope<'_>,
-    patient_id: Uuid,
-    now: DateTime<Utc>,
-) -> Result<RecordAccess> {
-    let (patient, _) = crate::commands::load::<Patient>(scope.pool(), &patient_id.to_string())
-        .await
-        .map_err(crate::error::load_error)?;
-    if patient.status.is_none() {
-        return Err(AppError::NotFound);
-    }
-    let Some(restriction) = patient.restriction else {
-        return Ok(RecordAccess::Open);
-    };
-    let actor = scope.actor();
-    if restriction.named_users.contains(&actor.user_id) {
-        return Ok(RecordAccess::CareTeam);
-    }
-    if on_care_team(scope, patient_id, actor.user_id, actor.role, now).await? {
-        return Ok(RecordAccess::CareTeam);
-    }
-    let stream = bg::stream_id(actor.user_id, patient_id);
-    let (grants, _) = crate::commands::load::<BreakGlass>(scope.pool(), &stream)
-        .await
-        .map_err(crate::error::load_error)?;
-    Ok(match grants.open_at(now) {
-        Some(grant) => RecordAccess::BreakGlass(grant.reason),
-        None => RecordAccess::Denied,
-    })
-}
-
-/// Whether the user has a relation of care with the patient within the window.
-async fn on_care_team(
-    scope: &HospitalScope<'_>,
-    patient_id: Uuid,
-    user_id: Uuid,
-    role: Role,
-    now: DateTime<Utc>,
-) -> Result<bool> {
-    if !matches!(role, Role::Doctor | Role::Nurse | Role::LabTechnician) {
-        return Ok(false);
-    }
-    let (hospital, _) = scope.hospital().await?;
-    let window = Duration::days(i64::from(hospital.settings.privacy.care_team_window_days));
-    let (from, to) = (now - window, now + window);
-    let sql = match role {
-        Role::Doctor => {
-            "SELECT EXISTS (SELECT 1 FROM appointments WHERE patient_id = $1 AND doctor_id = $2 \
-                              AND start_at BETWEEN $3 AND $4) \
-                 OR EXISTS (SELECT 1 FROM lab_orders WHERE patient_id = $1 AND ordered_by = $2 \
-                              AND ordered_at BETWEEN $3 AND $4)"
-        }
-        Role::Nurse => {
-            "SELECT EXISTS (SELECT 1 FROM lab_specimens s JOIN lab_orders o ON o.id = s.order_id \
-                             WHERE o.patient_id = $1 AND s.collected_by = $2 \
-                               AND s.collected_at BETWEEN $3 AND $4) \
-                 OR EXISTS (SELECT 1 FROM appointments a JOIN staff u ON u.id = $2 \
-                             WHERE a.patient_id = $1 AND a.department_id = u.department_id \
-                               AND a.start_at BETWEEN $3 AND $4)"
-        }
-        _ => {
-            "SELECT $2::uuid IS NOT NULL AND EXISTS (SELECT 1 FROM lab_orders \
-                             WHERE patient_id = $1 AND ordered_at BETWEEN $3 AND $4)"
-        }
-    };
-    Ok(sqlx::query_scalar(sql)
-        .bind(patient_id)
-        .bind(user_id)
-        .bind(from)
-        .bind(to)
-        .fetch_one(scope.pool())
-        .await?)
-}
-
-/// [`access_to`] for a read that needs the whole record: FORBIDDEN (restricted) unless
-/// the caller may read it in full.
-pub async fn require_full_access(auth: &Authorized<'_>, patient_id: Uuid) -> Result<RecordAccess> {
-    access_to(&auth.scope, patient_id, auth.now)
-        .await?
-        .require_full()
-}
 
 // ---------------------------------------------------------------------------------
 // Restricting a record
