@@ -86,17 +86,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::RotateMasterKey => {
             let platform = Platform::connect(&config).await?;
             let current = hms_projections::personal::keyring().current_id().to_owned();
-            let mut total = 0;
+            let (mut total, mut left) = (0, 0i64);
             for tenant in platform.directory.list().await? {
                 let options = platform.server.clone().database(&tenant.database_name);
                 let mut conn = hms_app::tenancy::platform::connect_once(&options).await?;
                 let rewrapped = hms_projections::personal::rewrap_all(&mut conn)
                     .await
                     .with_context(|| format!("rewrapping the keys of {}", tenant.code))?;
+                // A replica still writing under an old key leaves some behind.
+                let behind: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM patient_keys \
+                      WHERE wrapped_key IS NOT NULL AND master_key_id <> $1",
+                )
+                .bind(&current)
+                .fetch_one(&mut conn)
+                .await?;
                 println!("{}: {rewrapped} key(s) rewrapped", tenant.code);
                 total += rewrapped;
+                left += behind;
             }
-            println!("{total} key(s) now under master key {current}; HMS_MASTER_KEY_PREVIOUS can be emptied");
+            if left == 0 {
+                println!(
+                    "{total} key(s) rewrapped; every key is under master key {current}: \
+                     HMS_MASTER_KEY_PREVIOUS can be emptied"
+                );
+            } else {
+                println!(
+                    "{total} key(s) rewrapped; {left} key(s) were written under another key \
+                     meanwhile (a process with an old HMS_MASTER_KEY?): keep \
+                     HMS_MASTER_KEY_PREVIOUS and run this again"
+                );
+            }
             Ok(())
         }
         Command::BackupHospital { code, output } => {

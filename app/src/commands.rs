@@ -237,13 +237,13 @@ async fn open_events(
         .await
         .map_err(failed)?;
     for event in events.iter_mut() {
-        keys.unseal(
-            &event.aggregate_type,
-            &event.aggregate_id,
-            &event.event_type,
-            &mut event.payload,
-        )
-        .map_err(failed)?;
+        let record = personal::Record {
+            aggregate_type: &event.aggregate_type,
+            aggregate_id: &event.aggregate_id,
+            sequence: i64::try_from(event.sequence).unwrap_or(i64::MAX),
+            event_type: &event.event_type,
+        };
+        keys.unseal(record, &mut event.payload).map_err(failed)?;
     }
     Ok(())
 }
@@ -269,6 +269,7 @@ async fn seal_events(
         .map(|e| personal::Outgoing {
             aggregate_type: &e.aggregate_type,
             aggregate_id: &e.aggregate_id,
+            sequence: i64::try_from(e.sequence).unwrap_or(i64::MAX),
             event_type: &e.event_type,
             payload: &mut e.payload,
         })

@@ -471,12 +471,13 @@ async fn open_trail(conn: &mut PgConnection, rows: &mut [TrailEvent]) -> Result<
     }
     let keys = crate::personal::Keys::load(conn, patients).await?;
     for row in rows.iter_mut() {
-        keys.unseal(
-            &row.aggregate_type,
-            &row.aggregate_id,
-            &row.event_type,
-            &mut row.payload,
-        )?;
+        let record = crate::personal::Record {
+            aggregate_type: &row.aggregate_type,
+            aggregate_id: &row.aggregate_id,
+            sequence: row.sequence,
+            event_type: &row.event_type,
+        };
+        keys.unseal(record, &mut row.payload)?;
     }
     Ok(())
 }

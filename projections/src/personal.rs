@@ -363,8 +363,18 @@ async fn data_key_for_writing(conn: &mut PgConnection, patient_id: Uuid) -> Resu
 
 /// The data keys of some patients, unwrapped for one batch of reads.
 pub struct Keys {
-    /// `None`: the key was destroyed (the patient is erased) or never made.
-    keys: HashMap<Uuid, Option<Key>>,
+    keys: HashMap<Uuid, KeyState>,
+}
+
+/// What the key table says of one patient's key.
+#[derive(Clone)]
+enum KeyState {
+    Present(Key),
+    /// Destroyed on erasure: the patient's sealed values read as erased.
+    Destroyed,
+    /// No row: sealed data under a key that was never stored (a partial restore, a
+    /// deleted row, a forged owner). Not an erasure: reported where integrity is checked.
+    Missing,
 }
 
 impl Keys {
@@ -378,7 +388,8 @@ impl Keys {
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
-        let mut keys: HashMap<Uuid, Option<Key>> = ids.iter().map(|id| (*id, None)).collect();
+        let mut keys: HashMap<Uuid, KeyState> =
+            ids.iter().map(|id| (*id, KeyState::Missing)).collect();
         if ids.is_empty() {
             return Ok(Self { keys });
         }
@@ -390,15 +401,26 @@ impl Keys {
         .await?;
         let ring = keyring();
         for (patient, master_id, wrapped) in rows {
-            if let (Some(master_id), Some(wrapped)) = (master_id, wrapped) {
-                keys.insert(patient, Some(ring.unwrap(&master_id, &wrapped, patient)?));
-            }
+            let state = match (master_id, wrapped) {
+                (Some(master_id), Some(wrapped)) => {
+                    KeyState::Present(ring.unwrap(&master_id, &wrapped, patient)?)
+                }
+                _ => KeyState::Destroyed,
+            };
+            keys.insert(patient, state);
         }
         Ok(Self { keys })
     }
 
+    /// The key to write under: `None` once destroyed.
     fn get(&self, patient: Uuid) -> Result<Option<Key>> {
-        Ok(self.keys.get(&patient).cloned().flatten())
+        match self.keys.get(&patient) {
+            Some(KeyState::Present(key)) => Ok(Some(key.clone())),
+            Some(KeyState::Destroyed) => Ok(None),
+            _ => Err(crypto_error(&format!(
+                "patient {patient}'s key was not stored"
+            ))),
+        }
     }
 
     /// Puts the sealed fields of `payload` (an event of `aggregate_type`/`aggregate_id`)
@@ -407,47 +429,27 @@ impl Keys {
     /// A value that does not open under its patient's key (altered, or copied from
     /// another record) reads as erased and is logged: the read side must not stop for one
     /// damaged event. `hms-replay verify` reports it ([`Keys::check`]).
-    pub fn unseal(
-        &self,
-        aggregate_type: &str,
-        aggregate_id: &str,
-        event_type: &str,
-        payload: &mut Value,
-    ) -> Result<()> {
-        self.open_all(aggregate_type, aggregate_id, event_type, payload, false)
+    pub fn unseal(&self, record: Record<'_>, payload: &mut Value) -> Result<()> {
+        self.open_all(record, payload, false)
     }
 
     /// [`Keys::unseal`], failing on a value that does not open: for integrity checks.
-    pub fn check(
-        &self,
-        aggregate_type: &str,
-        aggregate_id: &str,
-        event_type: &str,
-        payload: &mut Value,
-    ) -> Result<()> {
-        self.open_all(aggregate_type, aggregate_id, event_type, payload, true)
+    pub fn check(&self, record: Record<'_>, payload: &mut Value) -> Result<()> {
+        self.open_all(record, payload, true)
     }
 
-    fn open_all(
-        &self,
-        aggregate_type: &str,
-        aggregate_id: &str,
-        event_type: &str,
-        payload: &mut Value,
-        strict: bool,
-    ) -> Result<()> {
-        let aad = aad(aggregate_type, aggregate_id, event_type);
+    fn open_all(&self, record: Record<'_>, payload: &mut Value, strict: bool) -> Result<()> {
         let mut result = Ok(());
         visit_sealed(payload, &mut |object| {
             if result.is_err() {
                 return;
             }
-            result = match self.open_object(object, &aad) {
+            result = match self.open_object(object, &record) {
                 Err(e) if !strict => {
                     tracing::error!(
                         error = %e,
-                        record = %format!("{aggregate_type}/{aggregate_id}"),
-                        event_type,
+                        record = %format!("{}/{}", record.aggregate_type, record.aggregate_id),
+                        sequence = record.sequence,
                         "sealed personal data does not open; it reads as erased"
                     );
                     Ok(())
@@ -458,7 +460,7 @@ impl Keys {
         result
     }
 
-    fn open_object(&self, object: &mut Map<String, Value>, aad: &[u8]) -> Result<()> {
+    fn open_object(&self, object: &mut Map<String, Value>, record: &Record<'_>) -> Result<()> {
         let Some(Value::Object(sealed)) = object.remove(SEALED) else {
             return Ok(());
         };
@@ -480,9 +482,18 @@ impl Keys {
                 object.insert(field.clone(), placeholder(field));
             }
         };
-        let Some(key) = self.keys.get(&patient).cloned().flatten() else {
-            erase(object);
-            return Ok(());
+        let key = match self.keys.get(&patient) {
+            Some(KeyState::Present(key)) => key.clone(),
+            Some(KeyState::Destroyed) => {
+                erase(object);
+                return Ok(());
+            }
+            _ => {
+                erase(object);
+                return Err(crypto_error(&format!(
+                    "sealed under patient {patient}'s key, which is not in the key table"
+                )));
+            }
         };
         let opened = (|| {
             let nonce = B64
@@ -501,7 +512,7 @@ impl Keys {
                         .ok_or_else(malformed)?,
                 )
                 .map_err(|_| malformed())?;
-            let plain = key.open(&nonce, &cipher, aad)?;
+            let plain = key.open(&nonce, &cipher, &aad(record, patient, &fields))?;
             match serde_json::from_slice(&plain).map_err(|_| malformed())? {
                 Value::Object(values) => Ok(values),
                 _ => Err(malformed()),
@@ -523,13 +534,13 @@ impl Keys {
     fn unseal_stored_with(&self, events: &mut [StoredEvent]) -> Result<()> {
         for event in events.iter_mut().filter(|e| has_sealed(e.payload.get())) {
             let mut payload = event.payload_value()?;
-            self.unseal(
-                &event.aggregate_type,
-                &event.aggregate_id,
-                &event.event_type,
-                &mut payload,
-            )
-            .map_err(|e| match e {
+            let record = Record {
+                aggregate_type: &event.aggregate_type,
+                aggregate_id: &event.aggregate_id,
+                sequence: event.sequence,
+                event_type: &event.event_type,
+            };
+            self.unseal(record, &mut payload).map_err(|e| match e {
                 ProjectionError::Row(m) => {
                     ProjectionError::Row(format!("event at position {}: {m}", event.position))
                 }
@@ -604,8 +615,28 @@ fn visit_sealed(value: &mut Value, f: &mut dyn FnMut(&mut Map<String, Value>)) {
     }
 }
 
-fn aad(aggregate_type: &str, aggregate_id: &str, event_type: &str) -> Vec<u8> {
-    format!("{aggregate_type}/{aggregate_id}/{event_type}").into_bytes()
+/// The event a sealed value belongs to.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    pub aggregate_type: &'a str,
+    pub aggregate_id: &'a str,
+    pub sequence: i64,
+    pub event_type: &'a str,
+}
+
+/// What a sealed value is bound to: its event (record, sequence, type), its key's owner
+/// and the fields it holds. Moved to another event, another owner or another list of
+/// fields, it does not open.
+fn aad(record: &Record<'_>, patient: Uuid, fields: &[String]) -> Vec<u8> {
+    format!(
+        "{}/{}/{}/{}/{patient}/{}",
+        record.aggregate_type,
+        record.aggregate_id,
+        record.sequence,
+        record.event_type,
+        fields.join(",")
+    )
+    .into_bytes()
 }
 
 /// Unseals stored events in place for reading (decoding, display): one key query for the
@@ -625,6 +656,7 @@ pub async fn unseal_stored(conn: &mut PgConnection, events: &mut [StoredEvent]) 
 pub struct Outgoing<'e> {
     pub aggregate_type: &'e str,
     pub aggregate_id: &'e str,
+    pub sequence: i64,
     pub event_type: &'e str,
     pub payload: &'e mut Value,
 }
@@ -673,12 +705,17 @@ pub async fn seal(
                 key
             }
         };
-        let aad = aad(event.aggregate_type, event.aggregate_id, event.event_type);
+        let record = Record {
+            aggregate_type: event.aggregate_type,
+            aggregate_id: event.aggregate_id,
+            sequence: event.sequence,
+            event_type: event.event_type,
+        };
         for spec in specs {
             let mut objects = Vec::new();
             objects_at(body, spec.path, &mut objects);
             for object in objects {
-                seal_object(object, spec.fields, patient, &key, &aad)?;
+                seal_object(object, spec.fields, patient, &key, &record)?;
             }
         }
     }
@@ -732,7 +769,7 @@ fn seal_object(
     fields: &[&str],
     patient: Uuid,
     key: &Key,
-    aad: &[u8],
+    record: &Record<'_>,
 ) -> Result<()> {
     let mut taken = Map::new();
     for field in fields {
@@ -748,9 +785,10 @@ fn seal_object(
     if taken.is_empty() {
         return Ok(());
     }
-    let names: Vec<Value> = taken.keys().cloned().map(Value::String).collect();
+    let field_names: Vec<String> = taken.keys().cloned().collect();
+    let names: Vec<Value> = field_names.iter().cloned().map(Value::String).collect();
     let plain = serde_json::to_vec(&taken).map_err(|e| crypto_error(&e.to_string()))?;
-    let sealed = key.seal(&plain, aad)?;
+    let sealed = key.seal(&plain, &aad(record, patient, &field_names))?;
     let (nonce, cipher) = sealed.split_at(NONCE_LEN);
     let mut member = Map::new();
     member.insert("k".into(), Value::String(patient.to_string()));
@@ -835,9 +873,22 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn rec(id: &str) -> Record<'_> {
+        Record {
+            aggregate_type: "patient",
+            aggregate_id: id,
+            sequence: 1,
+            event_type: "PatientRegistered",
+        }
+    }
+
     fn keys_with(patient: Uuid, key: Option<Key>) -> Keys {
+        let state = match key {
+            Some(key) => KeyState::Present(key),
+            None => KeyState::Destroyed,
+        };
         Keys {
-            keys: HashMap::from([(patient, key)]),
+            keys: HashMap::from([(patient, state)]),
         }
     }
 
@@ -849,13 +900,19 @@ mod tests {
                               "phone": "+254700000001", "email": null },
             "allergies": [{ "substance": "penicillin", "reaction": "rash", "severity": "MILD" }],
             "alerts": [{ "alert_id": patient, "text": "hard of hearing" }] } });
-        let aad = aad("patient", &patient.to_string(), "PatientRegistered");
+        let id = patient.to_string();
+        let record = Record {
+            aggregate_type: "patient",
+            aggregate_id: &id,
+            sequence: 1,
+            event_type: "PatientRegistered",
+        };
         let body = variant_mut(&mut payload, "PatientRegistered").expect("variant");
         for spec in specs_for("patient", "PatientRegistered") {
             let mut objects = Vec::new();
             objects_at(body, spec.path, &mut objects);
             for object in objects {
-                seal_object(object, spec.fields, patient, key, &aad).expect("sealed");
+                seal_object(object, spec.fields, patient, key, &record).expect("sealed");
             }
         }
         payload
@@ -882,12 +939,7 @@ mod tests {
         }
         let mut opened = sealed.clone();
         keys_with(patient, Some(key))
-            .unseal(
-                "patient",
-                &patient.to_string(),
-                "PatientRegistered",
-                &mut opened,
-            )
+            .unseal(rec(&patient.to_string()), &mut opened)
             .expect("opens");
         let d = &opened["PatientRegistered"]["demographics"];
         assert_eq!(d["family_name"], "Otieno");
@@ -905,12 +957,7 @@ mod tests {
         let patient = Uuid::from_u128(7);
         let mut payload = sealed_registration(patient, &Key::random());
         keys_with(patient, None)
-            .unseal(
-                "patient",
-                &patient.to_string(),
-                "PatientRegistered",
-                &mut payload,
-            )
+            .unseal(rec(&patient.to_string()), &mut payload)
             .expect("erased reads");
         let d = &payload["PatientRegistered"]["demographics"];
         assert_eq!(d["family_name"], ERASED);
@@ -938,21 +985,11 @@ mod tests {
         let sealed = sealed_registration(patient, &key);
         let mut moved = sealed.clone();
         assert!(keys_with(patient, Some(key.clone()))
-            .check(
-                "patient",
-                &Uuid::from_u128(8).to_string(),
-                "PatientRegistered",
-                &mut moved
-            )
+            .check(rec(&Uuid::from_u128(8).to_string()), &mut moved)
             .is_err());
         let mut wrong = sealed.clone();
         assert!(keys_with(patient, Some(Key::random()))
-            .check(
-                "patient",
-                &patient.to_string(),
-                "PatientRegistered",
-                &mut wrong
-            )
+            .check(rec(&patient.to_string()), &mut wrong)
             .is_err());
         let mut tampered = sealed;
         let c = tampered["PatientRegistered"]["demographics"][SEALED]["c"]
@@ -964,21 +1001,11 @@ mod tests {
         tampered["PatientRegistered"]["demographics"][SEALED]["c"] =
             Value::String(B64.encode(bytes));
         assert!(keys_with(patient, Some(key.clone()))
-            .check(
-                "patient",
-                &patient.to_string(),
-                "PatientRegistered",
-                &mut tampered.clone()
-            )
+            .check(rec(&patient.to_string()), &mut tampered.clone())
             .is_err());
         // Readers are not stopped by it: the damaged value reads as erased.
         keys_with(patient, Some(key))
-            .unseal(
-                "patient",
-                &patient.to_string(),
-                "PatientRegistered",
-                &mut tampered,
-            )
+            .unseal(rec(&patient.to_string()), &mut tampered)
             .expect("read on");
         assert_eq!(
             tampered["PatientRegistered"]["demographics"]["family_name"],

@@ -911,13 +911,14 @@ async fn open_batch(
                 None => return Ok(event.clone()),
             };
             let mut payload = event.payload_value().map_err(|e| e.to_string())?;
-            keys.check(
-                &event.aggregate_type,
-                &event.aggregate_id,
-                &event.event_type,
-                &mut payload,
-            )
-            .map_err(|e| format!("sealed personal data does not open: {e}"))?;
+            let record = personal::Record {
+                aggregate_type: &event.aggregate_type,
+                aggregate_id: &event.aggregate_id,
+                sequence: event.sequence,
+                event_type: &event.event_type,
+            };
+            keys.check(record, &mut payload)
+                .map_err(|e| format!("sealed personal data does not open: {e}"))?;
             let mut opened = event.clone();
             opened.payload =
                 serde_json::value::to_raw_value(&payload).map_err(|e| e.to_string())?;

@@ -105,6 +105,11 @@ pub async fn schedule_appointment(
     }
     let doctor = doctor_facts(auth, input.doctor_id).await?;
     let patient_active = patient_active(auth, input.patient_id).await?;
+    // A doctor booking themselves joins the care team of a restricted record: only one
+    // who may read it already (or broke the glass) may do that.
+    if auth.actor().role == Role::Doctor {
+        super::restriction::require_full_access(auth, input.patient_id).await?;
+    }
     let start = local_time(auth, whole_minutes(input.start)?).await?;
     // Fail fast, before any slot is held; `Schedule` checks all of it again.
     if doctor.role != Role::Doctor {

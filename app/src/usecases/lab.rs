@@ -434,6 +434,14 @@ pub async fn order_lab_tests(auth: &Authorized<'_>, input: OrderLabTests) -> Res
     let (Some(status), Some(demographics)) = (patient.status, &patient.demographics) else {
         return Err(AppError::NotFound);
     };
+    if patient.erased {
+        return Err(AppError::Conflict(
+            "the patient's record was erased; nothing can be ordered for it".into(),
+        ));
+    }
+    // Ordering puts the doctor on a restricted record's care team: only one who may read
+    // it already (or broke the glass) may do that.
+    super::restriction::require_full_access(auth, input.patient_id).await?;
     match status {
         PatientStatus::Active => {}
         PatientStatus::Merged { survivor_id } => {
@@ -586,6 +594,10 @@ pub async fn collect_specimen(
     auth.require(Operation::CollectSpecimen)?;
     let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
     let order = load_order(auth, input.order_id).await?;
+    // Collecting puts a nurse on a restricted record's care team: as for ordering.
+    if let Some(patient) = order.patient_id {
+        super::restriction::require_full_access(auth, patient).await?;
+    }
     let label = SpecimenLabel::parse(&input.label)?;
     let specimen_id = auth.new_id(&options);
     let command = LabOrderCommand::CollectSpecimen {
@@ -895,32 +907,46 @@ async fn post_charges(auth: &Authorized<'_>, order: &LabOrder) -> Result<()> {
                 )?,
                 description: BoundedText::parse(
                     "description",
-                    &format!("Laboratory: {} (catalogue v{})", c.name, c.version),
+                    // The code, not the test's name: invoices are read at the front desk.
+                    &format!("Laboratory test {} (catalogue v{})", c.code, c.version),
                     hms_domain::billing::MAX_LINE_DESCRIPTION_CHARS,
                 )?,
                 unit_price: c.price,
             })
         })
         .collect::<std::result::Result<_, hms_domain::common::ValidationError>>()?;
+    // Posted before (to whichever invoice) but not marked: that invoice is the order's.
+    let line_ids: Vec<Uuid> = charges.iter().map(|c| c.line_id).collect();
+    let posted: Option<Uuid> =
+        sqlx::query_scalar("SELECT invoice_id FROM invoice_lines WHERE line_id = ANY($1) LIMIT 1")
+            .bind(&line_ids)
+            .fetch_optional(auth.pool())
+            .await?;
     let mut tried = HashSet::new();
-    let invoice_id = loop {
-        let invoice_id = match open_draft(auth, patient_id, currency, &tried).await? {
-            Some(id) => id,
-            None => open_invoice_for(auth, order_id, patient_id, currency).await?,
-        };
-        let command = InvoiceCommand::PostCharges {
-            actor: auth.actor(),
-            charges: charges.clone(),
-            now: auth.now,
-        };
-        match auth
-            .execute::<Invoice>(&invoice_id.to_string(), command, None)
-            .await
-        {
-            Ok(()) => break invoice_id,
-            // Issued (or voided) since it was found: use another draft, or open one.
-            Err(AppError::Conflict(_)) if tried.insert(invoice_id) && tried.len() < 4 => continue,
-            Err(other) => return Err(other),
+    let invoice_id = if let Some(invoice_id) = posted {
+        invoice_id
+    } else {
+        loop {
+            let invoice_id = match open_draft(auth, patient_id, currency, &tried).await? {
+                Some(id) => id,
+                None => open_invoice_for(auth, order_id, patient_id, currency).await?,
+            };
+            let command = InvoiceCommand::PostCharges {
+                actor: auth.actor(),
+                charges: charges.clone(),
+                now: auth.now,
+            };
+            match auth
+                .execute::<Invoice>(&invoice_id.to_string(), command, None)
+                .await
+            {
+                Ok(()) => break invoice_id,
+                // Issued (or voided) since it was found: use another draft, or open one.
+                Err(AppError::Conflict(_)) if tried.insert(invoice_id) && tried.len() < 4 => {
+                    continue
+                }
+                Err(other) => return Err(other),
+            }
         }
     };
     let command = LabOrderCommand::MarkBilled {
@@ -1111,10 +1137,24 @@ pub async fn order_results(
     order_id: Uuid,
     patient_id: Uuid,
 ) -> Result<Vec<LabResultRow>> {
+    order_details_readable(scope, patient_id).await?;
+    Ok(LabResultRow::of_order(scope.pool(), order_id).await?)
+}
+
+/// Whether the caller may read what an order says of the patient (its results, tests,
+/// clinical note): a role that reads lab results (an order returned to accounts by
+/// `billLabOrder` is not theirs to read), and the whole record when it is restricted.
+pub async fn order_details_readable(
+    scope: &crate::scope::HospitalScope<'_>,
+    patient_id: Uuid,
+) -> Result<()> {
+    if !hms_domain::permissions::allows(scope.actor().role, Operation::ViewLabResults) {
+        return Err(AppError::Forbidden);
+    }
     super::restriction::access_to(scope, patient_id, Utc::now())
         .await?
         .require_full()?;
-    Ok(LabResultRow::of_order(scope.pool(), order_id).await?)
+    Ok(())
 }
 
 pub async fn order_specimens(
@@ -1129,9 +1169,7 @@ pub async fn order_result_versions(
     order_id: Uuid,
     patient_id: Uuid,
 ) -> Result<Vec<LabResultVersionRow>> {
-    super::restriction::access_to(scope, patient_id, Utc::now())
-        .await?
-        .require_full()?;
+    order_details_readable(scope, patient_id).await?;
     Ok(LabResultVersionRow::of_order(scope.pool(), order_id).await?)
 }
 

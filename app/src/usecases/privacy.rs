@@ -329,7 +329,23 @@ pub async fn approve_patient_erasure(
     if patient.status.is_none() {
         return Err(AppError::NotFound);
     }
-    if !patient.erased {
+    // The record's key, and those of the duplicates merged into it.
+    let owners: Vec<Uuid> = std::iter::once(id)
+        .chain(patient.absorbed.iter().copied())
+        .collect();
+    let destroy = || async {
+        let mut conn = auth.pool().acquire().await?;
+        for owner in &owners {
+            if hms_projections::personal::destroy_key(&mut conn, *owner).await? {
+                tracing::info!(patient = %owner, "patient key destroyed: personal data erased");
+            }
+        }
+        Ok::<_, AppError>(())
+    };
+    if patient.erased {
+        // An earlier approval recorded the erasure: make sure the key is gone.
+        destroy().await?;
+    } else {
         let retention_ends = last_contact(auth, id).await?
             + Duration::days(i64::from(auth.hospital.settings.privacy.retention_days));
         let command = PatientCommand::ApproveErasure {
@@ -337,6 +353,14 @@ pub async fn approve_patient_erasure(
             retention_ends,
             now: auth.now,
         };
+        // Decided on the record as it stands, then the key goes first: from that moment
+        // nothing personal of the patient can be written or read, by any replica. Should
+        // the erasure then fail to be recorded, approving again records it.
+        patient.decide(command.clone()).map_err(|e| {
+            use crate::error::DomainErrorCode;
+            e.to_app_error()
+        })?;
+        destroy().await?;
         auth.idempotent(&options, &input, || async {
             auth.execute::<Patient>(&id.to_string(), command, None)
                 .await?;
@@ -344,16 +368,13 @@ pub async fn approve_patient_erasure(
         })
         .await?;
     }
-    let mut conn = auth.pool().acquire().await?;
-    if hms_projections::personal::destroy_key(&mut conn, id).await? {
-        tracing::info!(patient = %id, "patient key destroyed: personal data erased");
-    }
     super::patients::patient_after_write(auth, id).await
 }
 
-/// The patient's last contact with the hospital: registration, booking or attending an
-/// appointment, a lab order or an invoice, whichever is latest. An appointment still
-/// ahead counts (care goes on); a cancelled or missed one counts from its booking.
+/// The patient's last contact with the hospital: the latest change to their own record
+/// (registration, demographics, alerts), to one of their appointments (one still ahead
+/// counts from its start: care goes on; a cancelled or missed one from its booking), lab
+/// orders or invoices (payments included). Asking for the erasure is not a contact.
 async fn last_contact(auth: &Authorized<'_>, patient_id: Uuid) -> Result<DateTime<Utc>> {
     let last: Option<DateTime<Utc>> = sqlx::query_scalar(
         "SELECT greatest( \
@@ -361,8 +382,13 @@ async fn last_contact(auth: &Authorized<'_>, patient_id: Uuid) -> Result<DateTim
             (SELECT max(created_at) FROM appointments WHERE patient_id = $1), \
             (SELECT max(start_at) FROM appointments WHERE patient_id = $1 \
                 AND status NOT IN ('CANCELLED', 'NO_SHOW')), \
-            (SELECT max(ordered_at) FROM lab_orders WHERE patient_id = $1), \
-            (SELECT max(created_at) FROM invoices WHERE patient_id = $1))",
+            (SELECT max(updated_at) FROM appointments WHERE patient_id = $1 \
+                AND status NOT IN ('CANCELLED', 'NO_SHOW')), \
+            (SELECT max(updated_at) FROM lab_orders WHERE patient_id = $1), \
+            (SELECT max(updated_at) FROM invoices WHERE patient_id = $1), \
+            (SELECT max(recorded_at) FROM events WHERE aggregate_type = 'patient' \
+                AND aggregate_id = $1::text \
+                AND event_type NOT IN ('ErasureRequested', 'PatientErased')))",
     )
     .bind(patient_id)
     .fetch_one(auth.pool())

@@ -104,6 +104,7 @@ async fn on_care_team(
     let sql = match role {
         Role::Doctor => {
             "SELECT EXISTS (SELECT 1 FROM appointments WHERE patient_id = $1 AND doctor_id = $2 \
+                              AND status NOT IN ('CANCELLED', 'NO_SHOW') \
                               AND start_at BETWEEN $3 AND $4) \
                  OR EXISTS (SELECT 1 FROM lab_orders WHERE patient_id = $1 AND ordered_by = $2 \
                               AND ordered_at BETWEEN $3 AND $4)"
@@ -114,6 +115,7 @@ async fn on_care_team(
                                AND s.collected_at BETWEEN $3 AND $4) \
                  OR EXISTS (SELECT 1 FROM appointments a JOIN staff u ON u.id = $2 \
                              WHERE a.patient_id = $1 AND a.department_id = u.department_id \
+                               AND a.status NOT IN ('CANCELLED', 'NO_SHOW') \
                                AND a.start_at BETWEEN $3 AND $4)"
         }
         _ => {

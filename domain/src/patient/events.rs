@@ -72,6 +72,9 @@ pub enum PatientEvent {
         legal_basis: String,
         requested_by: Uuid,
         approved_by: Uuid,
+        /// Duplicates merged into this record: erased with it (their keys too).
+        #[serde(default)]
+        duplicates: Vec<Uuid>,
         at: DateTime<Utc>,
     },
     PatientMergedInto {

@@ -457,6 +457,7 @@ impl Patient {
                     legal_basis,
                     requested_by,
                     approved_by: actor.user_id,
+                    duplicates: self.absorbed.clone(),
                     at: now,
                 }
             }
@@ -612,9 +613,9 @@ impl Aggregate for Patient {
                 ..
             } => self.erasure_request = Some((requested_by, legal_basis)),
             E::PatientErased { .. } => {
+                // The restriction stays: what is left (results, times) stays restricted.
                 self.erasure_request = None;
                 self.erased = true;
-                self.restriction = None;
                 self.alerts.clear();
             }
             E::PatientDeceased { died_at, .. } => {

@@ -129,11 +129,26 @@ pub(crate) use stream_row;
 /// The patients erased by events of this batch: projectors that copy a patient's sealed
 /// personal data into their rows erase it there as the log now reads it.
 pub(crate) fn erased_patients(events: &[StoredEvent]) -> Vec<Uuid> {
-    events
+    let mut erased = Vec::new();
+    for e in events
         .iter()
         .filter(|e| e.aggregate_type == "patient" && e.event_type == "PatientErased")
-        .filter_map(|e| e.aggregate_id.parse().ok())
-        .collect()
+    {
+        erased.extend(e.aggregate_id.parse::<Uuid>().ok());
+        erased.extend(erased_duplicates(e));
+    }
+    erased
+}
+
+/// The duplicates merged into a record, erased with it (a `PatientErased` event's).
+pub(crate) fn erased_duplicates(event: &StoredEvent) -> Vec<Uuid> {
+    event
+        .payload_value()
+        .ok()
+        .and_then(|p| {
+            serde_json::from_value::<Vec<Uuid>>(p["PatientErased"]["duplicates"].clone()).ok()
+        })
+        .unwrap_or_default()
 }
 
 /// The persisted name of a unit-variant enum (its serde form), e.g. `Module::Billing` →

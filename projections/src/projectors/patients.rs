@@ -94,20 +94,31 @@ impl PatientRow {
     /// events read as then (names `[erased]`, contact details none, alerts gone, allergy
     /// reactions `[erased]`), so a rebuild gives the same row.
     fn erase(&mut self, at: DateTime<Utc>) {
+        self.erase_personal();
+        self.alerts.clear();
+        self.erased = true;
+        self.updated_at = at;
+    }
+
+    /// The sealed fields as they read once the key is gone, and nothing else: what a
+    /// merged duplicate's row shows when its survivor is erased (its own events read so).
+    fn erase_personal(&mut self) {
+        let erased = || BoundedText::parse("text", crate::personal::ERASED, 100).ok();
         crate::personal::erase_present(&mut self.demographics, crate::personal::DEMOGRAPHIC_FIELDS);
         if let Ok(d) = serde_json::from_value::<Demographics>(self.demographics.clone()) {
+            let at = self.updated_at;
             self.set_demographics(&d, at);
         }
         for allergy in &mut self.allergies {
             if allergy.reaction.is_some() {
-                allergy.reaction =
-                    BoundedText::parse("reaction", crate::personal::ERASED, 100).ok();
+                allergy.reaction = erased();
             }
         }
-        self.alerts.clear();
-        self.restricted = false;
-        self.erased = true;
-        self.updated_at = at;
+        for alert in &mut self.alerts {
+            if let Some(text) = erased() {
+                alert.text = text;
+            }
+        }
     }
 
     /// Every column that follows from the demographics.
@@ -159,7 +170,24 @@ impl Projector for PatientProjector {
             |e| matches!(e, PatientEvent::PatientRegistered { .. }),
             fold,
         )
-        .await
+        .await?;
+        // Duplicates merged into an erased record are erased with it.
+        let duplicates: Vec<Uuid> = events
+            .iter()
+            .filter(|e| e.aggregate_type == "patient" && e.event_type == "PatientErased")
+            .flat_map(super::erased_duplicates)
+            .collect();
+        if duplicates.is_empty() {
+            return Ok(());
+        }
+        let mut rows: RowSet<Uuid, PatientRow> = RowSet::new("patients", "id");
+        rows.load(tx, duplicates.clone()).await?;
+        for id in duplicates {
+            if let Some(row) = rows.get_mut(&id) {
+                row.erase_personal();
+            }
+        }
+        rows.store(tx).await
     }
 }
 

@@ -950,8 +950,13 @@ impl Found {
         let events: Vec<(String, Option<String>)> = logged
             .into_iter()
             .map(|(id, mut payload)| {
-                keys.unseal("patient", &id, "PatientRegistered", &mut payload)
-                    .expect("opens");
+                let record = hms_projections::personal::Record {
+                    aggregate_type: "patient",
+                    aggregate_id: &id,
+                    sequence: 1,
+                    event_type: "PatientRegistered",
+                };
+                keys.unseal(record, &mut payload).expect("opens");
                 let family = payload["PatientRegistered"]["demographics"]["family_name"]
                     .as_str()
                     .map(str::to_owned);

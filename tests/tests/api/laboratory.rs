@@ -396,14 +396,17 @@ async fn an_order_goes_from_the_doctor_to_a_verified_result_on_the_invoice() {
         vec![("LYTES".into(), 120_000), ("UPREG".into(), 30_000)]
     );
 
-    // Billing again changes nothing.
-    let billed = order_ok(
-        &app,
-        &lab.staff.accountant,
-        "billLabOrder",
-        json!({ "orderId": id }),
-    )
-    .await;
+    // Billing again changes nothing; accounts see the order, not what it says.
+    let billed = app
+        .graphql(
+            "mutation($i: BillLabOrderInput!) { billLabOrder(input: $i) { id invoiceId results { code } } }",
+            json!({ "i": { "orderId": id } }),
+            Some(&lab.staff.accountant),
+        )
+        .await;
+    assert_eq!(error_code(&billed), Some("FORBIDDEN"), "{billed}");
+    assert_eq!(billed["errors"][0]["path"][1], "results", "{billed}");
+    let billed = &billed["data"]["billLabOrder"];
     assert_eq!(billed["invoiceId"], invoice_id.as_str());
     let again = app
         .graphql(

@@ -119,6 +119,45 @@ async fn a_restricted_record_is_read_by_its_care_team_and_through_the_glass_only
         .await;
     assert_eq!(error_code(&results), Some("FORBIDDEN"), "{results}");
     assert_eq!(results["errors"][0]["extensions"]["restricted"], true);
+    // Outside the care team, one cannot join it by ordering or booking oneself; the lab
+    // worklist shows that an order exists, not what it says.
+    let order = app
+        .graphql(
+            "mutation($i: OrderLabTestsInput!) { orderLabTests(input: $i) { id } }",
+            json!({ "i": { "patientId": patient, "tests": ["2823-3"] } }),
+            Some(&staff.other_doctor),
+        )
+        .await;
+    assert_eq!(error_code(&order), Some("FORBIDDEN"), "{order}");
+    assert_eq!(order["errors"][0]["extensions"]["restricted"], true);
+    let self_booked = app
+        .graphql(
+            "mutation($i: ScheduleAppointmentInput!) { scheduleAppointment(input: $i) { id } }",
+            json!({ "i": { "patientId": patient, "doctorId": staff.other_doctor_id,
+                           "start": crate::appointments::nairobi(hms_tests::fixtures::next_monday(), 11, 0),
+                           "durationMinutes": 30, "reason": "a pretext" } }),
+            Some(&staff.other_doctor),
+        )
+        .await;
+    assert_eq!(error_code(&self_booked), Some("FORBIDDEN"), "{self_booked}");
+    let worklist = app
+        .graphql(
+            "query($p: UUID!) { labOrders(filter: { patientId: $p }) { nodes { id clinicalNote tests { code } } } }",
+            json!({ "p": patient }),
+            Some(&staff.other_doctor),
+        )
+        .await;
+    let listed = &worklist["data"]["labOrders"]["nodes"][0];
+    assert!(listed["id"].is_string(), "{worklist}");
+    assert!(
+        listed["tests"].is_null() && listed["clinicalNote"].is_null(),
+        "{worklist}"
+    );
+    assert_eq!(
+        worklist["errors"][0]["extensions"]["restricted"], true,
+        "{worklist}"
+    );
+
     // A visit's reason is the patient's record too: withheld from the other doctor.
     let booked = app
         .graphql(
@@ -264,6 +303,7 @@ async fn a_restricted_record_is_read_by_its_care_team_and_through_the_glass_only
         purposes,
         vec![
             "patient:identity",
+            "lab worklist",
             "appointments",
             "break-glass:EMERGENCY_TREATMENT:patient",
             "break-glass:EMERGENCY_TREATMENT:lab results"

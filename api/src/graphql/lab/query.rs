@@ -9,8 +9,8 @@ use hms_domain::permissions::Operation;
 use uuid::Uuid;
 
 use super::types::{
-    LabOrder, LabOrderFilter, LabResult, LabResultFilter, LabResultVersion, LabSpecimen, LabTest,
-    LabTurnaround,
+    LabOrder, LabOrderFilter, LabOrderedTest, LabResult, LabResultFilter, LabResultVersion,
+    LabSpecimen, LabTest, LabTurnaround,
 };
 use crate::graphql::audit::{self, AuditEntry};
 use crate::graphql::error::Result;
@@ -148,8 +148,49 @@ impl LabQuery {
     }
 }
 
+impl LabOrder {
+    /// A part of the order that says something of the patient: for the roles that read
+    /// lab results, and for a restricted record only to those who may read it in full.
+    async fn detail<T>(&self, ctx: &Context<'_>, value: T) -> Result<Option<T>> {
+        let scope = hospital_scope(ctx).await?;
+        match uc::order_details_readable(&scope, self.patient_id).await {
+            Ok(()) => Ok(Some(value)),
+            Err(e) => {
+                let error = async_graphql::Error::from(crate::graphql::error::ApiError::from(e));
+                ctx.add_error(ctx.set_error_path(error.into_server_error(ctx.item.pos)));
+                Ok(None)
+            }
+        }
+    }
+}
+
 #[ComplexObject]
 impl LabOrder {
+    /// Why the doctor ordered the tests.
+    async fn clinical_note(&self, ctx: &Context<'_>) -> Result<Option<String>> {
+        Ok(self
+            .detail(ctx, self.clinical_note.clone())
+            .await?
+            .flatten())
+    }
+
+    /// The catalogue entries ordered, each with the version and price it is billed at.
+    async fn tests(&self, ctx: &Context<'_>) -> Result<Option<Vec<LabOrderedTest>>> {
+        self.detail(ctx, self.tests.clone()).await
+    }
+
+    /// Whether any result of the order is critical.
+    async fn has_critical(&self, ctx: &Context<'_>) -> Result<Option<bool>> {
+        self.detail(ctx, self.has_critical).await
+    }
+
+    async fn cancel_reason(&self, ctx: &Context<'_>) -> Result<Option<String>> {
+        Ok(self
+            .detail(ctx, self.cancel_reason.clone())
+            .await?
+            .flatten())
+    }
+
     /// The order's results (one per test), with flags.
     async fn results(&self, ctx: &Context<'_>) -> Result<Vec<LabResult>> {
         let scope = hospital_scope(ctx).await?;

@@ -291,10 +291,12 @@ pub struct LabOrder {
     pub ordered_by: Uuid,
     pub priority: Priority,
     pub status: OrderStatus,
+    #[graphql(skip)]
     pub clinical_note: Option<String>,
+    #[graphql(skip)]
     pub tests: Vec<LabOrderedTest>,
     pub specimen_types: Vec<SpecimenType>,
-    /// Whether any result of the order is critical.
+    #[graphql(skip)]
     pub has_critical: bool,
     /// The invoice the order's tests were charged to, once verified.
     pub invoice_id: Option<Uuid>,
@@ -303,6 +305,7 @@ pub struct LabOrder {
     /// The first verification of the whole order.
     pub verified_at: Option<DateTime<Utc>>,
     pub cancelled_at: Option<DateTime<Utc>>,
+    #[graphql(skip)]
     pub cancel_reason: Option<String>,
     pub updated_at: DateTime<Utc>,
     /// The order's version, for `expectedVersion`.
