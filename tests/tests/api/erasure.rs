@@ -50,8 +50,8 @@ async fn set_privacy(app: &TestApp, admin: &str, retention_days: i32) {
 }
 
 /// Every text and JSON column of every table of the hospital's database holding `value`.
-async fn found_anywhere(app: &TestApp, value: &str) -> Vec<String> {
-    let mut conn = app.connect(&app.database_for(CODE)).await;
+async fn found_anywhere(app: &TestApp, code: &str, value: &str) -> Vec<String> {
+    let mut conn = app.connect(&app.database_for(code)).await;
     let columns: Vec<(String, String)> = sqlx::query_as(
         "SELECT table_name::text, column_name::text FROM information_schema.columns \
           WHERE table_schema = 'public' \
@@ -185,7 +185,7 @@ async fn an_erased_patient_leaves_no_personal_value_and_the_log_still_verifies()
     .await
     .expect("events");
     assert_eq!(in_clear, 0, "personal data is sealed in the log");
-    assert!(!found_anywhere(&app, "Chepkoechkx").await.is_empty());
+    assert!(!found_anywhere(&app, CODE, "Chepkoechkx").await.is_empty());
 
     // Erasure takes two administrators, a legal basis, and the retention period.
     let erase = "mutation($i: ErasePatientInput!) { erasePatient(input: $i) { id erased } }";
@@ -297,7 +297,7 @@ async fn an_erased_patient_leaves_no_personal_value_and_the_log_still_verifies()
     let lease = app.state.registry.get(CODE).await.expect("tenant");
     crate::projections::drain(&lease.pool, &app.state.runner).await;
     for secret in SECRETS {
-        let found = found_anywhere(&app, secret).await;
+        let found = found_anywhere(&app, CODE, secret).await;
         assert!(found.is_empty(), "{secret} remains in {found:?}");
     }
     // The other patient is untouched.
@@ -344,7 +344,7 @@ async fn an_erased_patient_leaves_no_personal_value_and_the_log_still_verifies()
     crate::replay::replay_ok(&app, &["verify", "--hospital", CODE]).await;
     for secret in SECRETS {
         assert!(
-            found_anywhere(&app, secret).await.is_empty(),
+            found_anywhere(&app, CODE, secret).await.is_empty(),
             "{secret} after rebuild"
         );
     }
@@ -632,4 +632,129 @@ async fn the_master_key_rotates_by_rewrapping_and_is_required_in_production() {
         String::from_utf8_lossy(&refused.stderr)
     );
     platform.cleanup().await;
+}
+
+/// Erasing a record erases the duplicates merged into it: their keys go with its key, and
+/// their rows read as erased, live and rebuilt.
+#[tokio::test]
+async fn erasing_a_record_erases_the_duplicates_merged_into_it() {
+    const MERGED: &str = "ERS003";
+    let app = spawn_app().await;
+    let staff = hospital_with_staff(&app, MERGED).await;
+    create_user(&app, MERGED, "ers003_admin2", Role::HospitalAdmin).await;
+    let second_admin = app
+        .login(Some(MERGED), "ers003_admin2", ADMIN_PASSWORD)
+        .await;
+    let week: Vec<Value> = ["MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY"]
+        .map(|d| json!({ "weekday": d, "open": "08:00", "close": "17:00" }))
+        .to_vec();
+    ok(
+        &app,
+        &staff.admin,
+        "mutation($i: UpdateHospitalSettingsInput!) { updateHospitalSettings(input: $i) { code } }",
+        json!({ "i": { "slotLengthMinutes": 30, "invoicePrefix": "INV", "workingHours": week,
+                       "retentionDays": 0 } }),
+    )
+    .await;
+    let register = |given: &'static str, phone: &'static str| {
+        let app = &app;
+        let desk = staff.receptionist.clone();
+        async move {
+            let r = ok(
+                app,
+                &desk,
+                "mutation($i: RegisterPatientInput!) { registerPatient(input: $i) { id } }",
+                json!({ "i": { "givenName": given, "familyName": "Duplicatexyz", "dateOfBirth": "1960-06-06",
+                                "sex": "MALE", "phone": phone } }),
+            )
+            .await;
+            r["registerPatient"]["id"].as_str().expect("id").to_owned()
+        }
+    };
+    let survivor = register("Survivorxyz", "+254722000001").await;
+    let duplicate = register("Duplicatedxyz", "+254722000002").await;
+    ok(
+        &app,
+        &staff.nurse,
+        "mutation($i: AddPatientAlertInput!) { addPatientAlert(input: $i) { id } }",
+        json!({ "i": { "patientId": duplicate, "text": "duplicate alertxyz" } }),
+    )
+    .await;
+    ok(
+        &app,
+        &staff.admin,
+        "mutation($i: MergePatientsInput!) { mergePatients(input: $i) { id } }",
+        json!({ "i": { "duplicateId": duplicate, "survivorId": survivor } }),
+    )
+    .await;
+    ok(
+        &app,
+        &staff.admin,
+        "mutation($i: ErasePatientInput!) { erasePatient(input: $i) { id } }",
+        json!({ "i": { "patientId": survivor, "legalBasis": "the patient's request" } }),
+    )
+    .await;
+    ok(
+        &app,
+        &second_admin,
+        "mutation($i: ApprovePatientErasureInput!) { approvePatientErasure(input: $i) { erased } }",
+        json!({ "i": { "patientId": survivor } }),
+    )
+    .await;
+    let lease = app.state.registry.get(MERGED).await.expect("tenant");
+    crate::projections::drain(&lease.pool, &app.state.runner).await;
+    let dup = ok(
+        &app,
+        &staff.doctor,
+        "query($id: UUID!) { patient(id: $id) { givenName familyName phone alerts { text } } }",
+        json!({ "id": duplicate }),
+    )
+    .await;
+    assert_eq!(dup["patient"]["familyName"], "[erased]", "{dup}");
+    assert!(dup["patient"]["phone"].is_null());
+    assert_eq!(dup["patient"]["alerts"][0]["text"], "[erased]");
+    let mut conn = app.connect(&app.database_for(MERGED)).await;
+    let mut live = Vec::new();
+    for projector in app.state.runner.rebuildable() {
+        for table in projector.tables() {
+            live.push((
+                *table,
+                crate::projections::table_checksum(&mut conn, table).await,
+            ));
+        }
+    }
+    let owner = crate::projections::owner_pool(&app, MERGED).await;
+    for projector in app.state.runner.rebuildable() {
+        hms_projections::rebuild::rebuild(&owner, projector, true, &mut |_| {})
+            .await
+            .expect("rebuild");
+    }
+    let mut rebuilt = Vec::new();
+    for projector in app.state.runner.rebuildable() {
+        for table in projector.tables() {
+            rebuilt.push((
+                *table,
+                crate::projections::table_checksum(&mut conn, table).await,
+            ));
+        }
+    }
+    assert_eq!(
+        live, rebuilt,
+        "live equals rebuilt after erasing a merged record"
+    );
+    let mut found = Vec::new();
+    for secret in [
+        "Duplicatedxyz",
+        "Survivorxyz",
+        "Duplicatexyz",
+        "254722000002",
+        "duplicate alertxyz",
+    ] {
+        let tables = found_anywhere(&app, MERGED, secret).await;
+        if !tables.is_empty() {
+            found.push((secret, tables));
+        }
+    }
+    assert!(found.is_empty(), "{found:?}");
+    crate::replay::replay_ok(&app, &["verify", "--hospital", MERGED]).await;
 }
