@@ -183,7 +183,7 @@ async fn record_shown(
     patients: impl IntoIterator<Item = Uuid>,
 ) -> Result<()> {
     if showing == Showing::PatientDetails && Disclosure::Identity.allows(auth.actor().role) {
-        super::patients::record_patients_viewed(auth, patients, "appointments").await?;
+        super::restriction::record_list_viewed(auth, patients, "appointments").await?;
     }
     Ok(())
 }

@@ -1107,7 +1107,7 @@ pub async fn lab_orders(
         ),
         id: r.id.to_string(),
     });
-    record_patients_viewed(
+    super::restriction::record_list_viewed(
         auth,
         found.items.iter().map(|(_, r)| r.patient_id),
         "lab worklist",
@@ -1285,7 +1285,7 @@ pub async fn critical_lab_results(
         }
     }
     found.items.retain(|(_, r)| !denied.contains(&r.patient_id));
-    record_patients_viewed(
+    super::restriction::record_list_viewed(
         auth,
         found.items.iter().map(|(_, r)| r.patient_id),
         "critical lab results",

@@ -139,3 +139,48 @@ pub async fn require_full_access(auth: &Authorized<'_>, patient_id: Uuid) -> Res
         .await?
         .require_full()
 }
+
+/// Of `patients` shown together (a list), those read under break-glass now, with how: a
+/// list records them apart, with the break-glass purpose, so that the patient's access
+/// report shows those reads for what they are.
+pub async fn read_under_break_glass(
+    auth: &Authorized<'_>,
+    patients: &[Uuid],
+) -> Result<Vec<(Uuid, RecordAccess)>> {
+    if patients.is_empty() {
+        return Ok(Vec::new());
+    }
+    let restricted: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM patients WHERE id = ANY($1) AND restricted")
+            .bind(patients)
+            .fetch_all(auth.pool())
+            .await?;
+    let mut found = Vec::new();
+    for patient in restricted {
+        let access = access_to(&auth.scope, patient, auth.now).await?;
+        if matches!(access, RecordAccess::BreakGlass(_)) {
+            found.push((patient, access));
+        }
+    }
+    Ok(found)
+}
+
+/// Records that a list showed `patients` for `purpose`: those read under break-glass
+/// apart, with the break-glass purpose.
+pub async fn record_list_viewed(
+    auth: &Authorized<'_>,
+    patients: impl IntoIterator<Item = Uuid>,
+    purpose: &str,
+) -> Result<()> {
+    let patients: Vec<Uuid> = patients.into_iter().collect();
+    let glass = read_under_break_glass(auth, &patients).await?;
+    let plain = patients
+        .iter()
+        .copied()
+        .filter(|p| !glass.iter().any(|(g, _)| g == p));
+    super::patients::record_patients_viewed(auth, plain, purpose).await?;
+    for (patient, access) in glass {
+        super::patients::record_patients_viewed(auth, [patient], &access.purpose(purpose)).await?;
+    }
+    Ok(())
+}

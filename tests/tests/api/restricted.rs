@@ -288,6 +288,18 @@ async fn a_restricted_record_is_read_by_its_care_team_and_through_the_glass_only
         )
         .await;
     assert!(results["errors"].is_null(), "{results}");
+    // A list read under the grant is recorded as break-glass too.
+    let visits = app
+        .graphql(
+            "query($p: UUID!) { appointments(filter: { patientId: $p }) { nodes { reason } } }",
+            json!({ "p": patient }),
+            Some(&staff.other_doctor),
+        )
+        .await;
+    assert_eq!(
+        visits["data"]["appointments"]["nodes"][0]["reason"], "sensitive visit",
+        "{visits}"
+    );
     let lease = app.state.registry.get("RST001").await.expect("tenant");
     crate::projections::drain(&lease.pool, &app.state.runner).await;
     let purposes: Vec<String> = sqlx::query_scalar(
@@ -306,7 +318,8 @@ async fn a_restricted_record_is_read_by_its_care_team_and_through_the_glass_only
             "lab worklist",
             "appointments",
             "break-glass:EMERGENCY_TREATMENT:patient",
-            "break-glass:EMERGENCY_TREATMENT:lab results"
+            "break-glass:EMERGENCY_TREATMENT:lab results",
+            "break-glass:EMERGENCY_TREATMENT:appointments"
         ],
         "{purposes:?}"
     );
