@@ -346,6 +346,11 @@ pub fn keyring() -> &'static Keyring {
 /// The patient's data key, made (and stored wrapped) on first use. `None` once the
 /// patient is erased: nothing personal may be written for them any more.
 async fn data_key_for_writing(conn: &mut PgConnection, patient_id: Uuid) -> Result<Option<Key>> {
+    // Almost always there already: one read, no new key.
+    let keys = Keys::load(conn, [patient_id]).await?;
+    if !matches!(keys.keys.get(&patient_id), Some(KeyState::Missing) | None) {
+        return keys.get(patient_id);
+    }
     let fresh = Key::random();
     let (master_id, wrapped) = keyring().wrap(&fresh, patient_id)?;
     sqlx::query(

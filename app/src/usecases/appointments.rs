@@ -96,23 +96,9 @@ async fn withhold_restricted(
     appointments: &mut [Appointment],
 ) -> Result<()> {
     let patients: Vec<Uuid> = appointments.iter().map(|a| a.patient_id).collect();
-    if patients.is_empty() {
-        return Ok(());
-    }
-    let restricted: Vec<Uuid> =
-        sqlx::query_scalar("SELECT id FROM patients WHERE id = ANY($1) AND restricted")
-            .bind(&patients)
-            .fetch_all(auth.pool())
-            .await?;
-    for patient in restricted {
-        if !super::restriction::access_to(&auth.scope, patient, auth.now)
-            .await?
-            .full()
-        {
-            for a in appointments.iter_mut().filter(|a| a.patient_id == patient) {
-                a.withheld = true;
-            }
-        }
+    let denied = super::restriction::denied_among(auth, &patients).await?;
+    for a in appointments.iter_mut() {
+        a.withheld = denied.contains(&a.patient_id);
     }
     Ok(())
 }

@@ -37,7 +37,7 @@ use uuid::Uuid;
 
 use super::patients::record_patients_viewed;
 use super::{no_nul, optional_text, stored_name, text};
-use crate::error::{AppError, Result};
+use crate::error::{AppError, DomainErrorCode, Result};
 use crate::page::{Keyset, Page, PageRequest};
 use crate::scope::{Authorized, MutationOptions};
 
@@ -610,10 +610,9 @@ pub async fn collect_specimen(
     };
     // Decided on the order as it stands before the label is claimed: a refusal (wrong
     // type, already collected, a time in the future) claims nothing.
-    order.decide(command.clone()).map_err(|e| {
-        use crate::error::DomainErrorCode;
-        e.to_app_error()
-    })?;
+    order
+        .decide(command.clone())
+        .map_err(|e| e.to_app_error())?;
     let claim = SpecimenLabelCommand::Claim {
         actor: auth.actor(),
         label: label.clone(),
@@ -865,23 +864,12 @@ pub async fn bill_lab_order(auth: &Authorized<'_>, input: BillLabOrder) -> Resul
     auth.require(Operation::PostLabCharges)?;
     let order = load_order(auth, input.order_id).await?;
     if !order.ever_verified {
-        return Err(LabError::NotVerified.into_app());
+        return Err(LabError::NotVerified.to_app_error());
     }
     if order.invoice_id.is_none() {
         post_charges(auth, &order).await?;
     }
     order_row(auth, input.order_id).await
-}
-
-trait IntoApp {
-    fn into_app(self) -> AppError;
-}
-
-impl IntoApp for LabError {
-    fn into_app(self) -> AppError {
-        use crate::error::DomainErrorCode;
-        self.to_app_error()
-    }
 }
 
 /// Posts the order's charges to the patient's oldest DRAFT invoice, or to one opened for
@@ -1151,9 +1139,11 @@ pub async fn order_details_readable(
     if !hms_domain::permissions::allows(scope.actor().role, Operation::ViewLabResults) {
         return Err(AppError::Forbidden);
     }
-    super::restriction::access_to(scope, patient_id, Utc::now())
-        .await?
-        .require_full()?;
+    for (_, access) in
+        super::restriction::restricted_accesses(scope, &[patient_id], Utc::now()).await?
+    {
+        access.require_full()?;
+    }
     Ok(())
 }
 
@@ -1274,16 +1264,8 @@ pub async fn critical_lab_results(
         id: r.item_id.to_string(),
     });
     // A restricted patient's results only for those who may read the record in full.
-    let mut denied = HashSet::new();
-    let patients: HashSet<Uuid> = found.items.iter().map(|(_, r)| r.patient_id).collect();
-    for patient in patients {
-        if !super::restriction::access_to(&auth.scope, patient, auth.now)
-            .await?
-            .full()
-        {
-            denied.insert(patient);
-        }
-    }
+    let patients: Vec<Uuid> = found.items.iter().map(|(_, r)| r.patient_id).collect();
+    let denied = super::restriction::denied_among(auth, &patients).await?;
     found.items.retain(|(_, r)| !denied.contains(&r.patient_id));
     super::restriction::record_list_viewed(
         auth,

@@ -140,12 +140,14 @@ pub async fn require_full_access(auth: &Authorized<'_>, patient_id: Uuid) -> Res
         .require_full()
 }
 
-/// Of `patients` shown together (a list), those read under break-glass now, with how: a
-/// list records them apart, with the break-glass purpose, so that the patient's access
-/// report shows those reads for what they are.
-pub async fn read_under_break_glass(
-    auth: &Authorized<'_>,
+/// How the caller may read each restricted record among `patients` (shown together: a
+/// list, an order's details). Records that are not restricted are not in the answer:
+/// the read model's flag (kept in step by every command) spares them the write-side
+/// decision, which [`access_to`] makes for the restricted ones.
+pub async fn restricted_accesses(
+    scope: &HospitalScope<'_>,
     patients: &[Uuid],
+    now: DateTime<Utc>,
 ) -> Result<Vec<(Uuid, RecordAccess)>> {
     if patients.is_empty() {
         return Ok(Vec::new());
@@ -153,16 +155,23 @@ pub async fn read_under_break_glass(
     let restricted: Vec<Uuid> =
         sqlx::query_scalar("SELECT id FROM patients WHERE id = ANY($1) AND restricted")
             .bind(patients)
-            .fetch_all(auth.pool())
+            .fetch_all(scope.pool())
             .await?;
-    let mut found = Vec::new();
+    let mut found = Vec::with_capacity(restricted.len());
     for patient in restricted {
-        let access = access_to(&auth.scope, patient, auth.now).await?;
-        if matches!(access, RecordAccess::BreakGlass(_)) {
-            found.push((patient, access));
-        }
+        found.push((patient, access_to(scope, patient, now).await?));
     }
     Ok(found)
+}
+
+/// Of `patients`, those the caller may not read in full now.
+pub async fn denied_among(auth: &Authorized<'_>, patients: &[Uuid]) -> Result<Vec<Uuid>> {
+    Ok(restricted_accesses(&auth.scope, patients, auth.now)
+        .await?
+        .into_iter()
+        .filter(|(_, access)| !access.full())
+        .map(|(patient, _)| patient)
+        .collect())
 }
 
 /// Records that a list showed `patients` for `purpose`: those read under break-glass
@@ -173,7 +182,11 @@ pub async fn record_list_viewed(
     purpose: &str,
 ) -> Result<()> {
     let patients: Vec<Uuid> = patients.into_iter().collect();
-    let glass = read_under_break_glass(auth, &patients).await?;
+    let glass: Vec<(Uuid, RecordAccess)> = restricted_accesses(&auth.scope, &patients, auth.now)
+        .await?
+        .into_iter()
+        .filter(|(_, access)| matches!(access, RecordAccess::BreakGlass(_)))
+        .collect();
     let plain = patients
         .iter()
         .copied()

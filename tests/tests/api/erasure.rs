@@ -5,7 +5,7 @@
 //! log still verifies; other patients are untouched.
 
 use hms_domain::Role;
-use hms_tests::fixtures::{create_user, hospital_with_staff, next_monday};
+use hms_tests::fixtures::{create_user, hospital_with_staff, next_monday, Staff};
 use hms_tests::{error_code, spawn_app, TestApp, ADMIN_PASSWORD};
 use serde_json::{json, Value};
 
@@ -49,6 +49,38 @@ async fn set_privacy(app: &TestApp, admin: &str, retention_days: i32) {
     .await;
 }
 
+/// A hospital whose records may be erased at once (retention 0), with its staff and a
+/// second administrator (the approver).
+async fn erasure_hospital(app: &TestApp, code: &str) -> (Staff, String) {
+    let staff = hospital_with_staff(app, code).await;
+    let username = format!("{}_admin2", code.to_ascii_lowercase());
+    create_user(app, code, &username, Role::HospitalAdmin).await;
+    let second_admin = app.login(Some(code), &username, ADMIN_PASSWORD).await;
+    set_privacy(app, &staff.admin, 0).await;
+    (staff, second_admin)
+}
+
+/// Every read model of the hospital, live and then rebuilt from the log.
+async fn live_and_rebuilt(
+    app: &TestApp,
+    code: &str,
+) -> (Vec<(String, i64, String)>, Vec<(String, i64, String)>) {
+    let lease = app.state.registry.get(code).await.expect("tenant");
+    let runner = &app.state.runner;
+    crate::projections::drain(&lease.pool, runner).await;
+    let live = crate::projections::checksums(&lease.pool, runner).await;
+    let owner = crate::projections::owner_pool(app, code).await;
+    for projector in runner.rebuildable() {
+        hms_projections::rebuild::rebuild(&owner, projector, true, &mut |_| {})
+            .await
+            .expect("rebuild");
+    }
+    (
+        live,
+        crate::projections::checksums(&lease.pool, runner).await,
+    )
+}
+
 /// Every text and JSON column of every table of the hospital's database holding `value`.
 async fn found_anywhere(app: &TestApp, code: &str, value: &str) -> Vec<String> {
     let mut conn = app.connect(&app.database_for(code)).await;
@@ -79,12 +111,9 @@ async fn found_anywhere(app: &TestApp, code: &str, value: &str) -> Vec<String> {
 #[tokio::test]
 async fn an_erased_patient_leaves_no_personal_value_and_the_log_still_verifies() {
     let app = spawn_app().await;
-    let staff = hospital_with_staff(&app, CODE).await;
+    let (staff, second_admin) = erasure_hospital(&app, CODE).await;
     crate::appointments::set_time_zone(&app, CODE, "Africa/Nairobi").await;
     crate::laboratory::catalogue(&app, &staff.admin).await;
-    create_user(&app, CODE, "ers001_admin2", Role::HospitalAdmin).await;
-    let second_admin = app.login(Some(CODE), "ers001_admin2", ADMIN_PASSWORD).await;
-    set_privacy(&app, &staff.admin, 0).await;
 
     // Registered with names, contacts, an address, an allergy and an alert.
     let registered = ok(
@@ -312,31 +341,7 @@ async fn an_erased_patient_leaves_no_personal_value_and_the_log_still_verifies()
     assert_eq!(untouched["patient"]["phone"], "+254700000111");
 
     // Rebuilt from the log, every read model equals the live one; the log verifies.
-    let runner = &app.state.runner;
-    let owner = crate::projections::owner_pool(&app, CODE).await;
-    let mut live = Vec::new();
-    for projector in runner.rebuildable() {
-        for table in projector.tables() {
-            live.push((
-                *table,
-                crate::projections::table_checksum(&mut conn, table).await,
-            ));
-        }
-    }
-    for projector in runner.rebuildable() {
-        hms_projections::rebuild::rebuild(&owner, projector, true, &mut |_| {})
-            .await
-            .expect("rebuild");
-    }
-    let mut rebuilt = Vec::new();
-    for projector in runner.rebuildable() {
-        for table in projector.tables() {
-            rebuilt.push((
-                *table,
-                crate::projections::table_checksum(&mut conn, table).await,
-            ));
-        }
-    }
+    let (live, rebuilt) = live_and_rebuilt(&app, CODE).await;
     assert_eq!(
         live, rebuilt,
         "a rebuild after the erasure gives the same rows"
@@ -357,22 +362,7 @@ async fn an_erased_patient_leaves_no_personal_value_and_the_log_still_verifies()
 async fn a_legacy_patient_in_clear_stays_readable_and_is_erased_from_the_read_models() {
     const LEGACY: &str = "ERS002";
     let app = spawn_app().await;
-    let staff = hospital_with_staff(&app, LEGACY).await;
-    create_user(&app, LEGACY, "ers002_admin2", Role::HospitalAdmin).await;
-    let second_admin = app
-        .login(Some(LEGACY), "ers002_admin2", ADMIN_PASSWORD)
-        .await;
-    let week: Vec<Value> = ["MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY"]
-        .map(|d| json!({ "weekday": d, "open": "08:00", "close": "17:00" }))
-        .to_vec();
-    ok(
-        &app,
-        &staff.admin,
-        "mutation($i: UpdateHospitalSettingsInput!) { updateHospitalSettings(input: $i) { code } }",
-        json!({ "i": { "slotLengthMinutes": 30, "invoicePrefix": "INV", "workingHours": week,
-                       "retentionDays": 0 } }),
-    )
-    .await;
+    let (staff, second_admin) = erasure_hospital(&app, LEGACY).await;
     // A registration as an earlier release wrote it: the same event, in clear.
     let template = ok(
         &app,
@@ -453,13 +443,11 @@ async fn a_legacy_patient_in_clear_stays_readable_and_is_erased_from_the_read_mo
 
     // The read models hold nothing of it, live or rebuilt; the new phone was sealed and is
     // gone everywhere; the old event keeps what an earlier release wrote in clear.
-    crate::projections::drain(&lease.pool, &app.state.runner).await;
-    let owner = crate::projections::owner_pool(&app, LEGACY).await;
-    for projector in app.state.runner.rebuildable() {
-        hms_projections::rebuild::rebuild(&owner, projector, true, &mut |_| {})
-            .await
-            .expect("rebuild");
-    }
+    let (live, rebuilt) = live_and_rebuilt(&app, LEGACY).await;
+    assert_eq!(
+        live, rebuilt,
+        "live equals rebuilt after erasing a legacy record"
+    );
     let in_read_models: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM patients WHERE demographics::text LIKE '%Plaintextxyz%' \
             OR family_name = 'Plaintextxyz' OR phone IS NOT NULL AND id = $1",
@@ -640,22 +628,7 @@ async fn the_master_key_rotates_by_rewrapping_and_is_required_in_production() {
 async fn erasing_a_record_erases_the_duplicates_merged_into_it() {
     const MERGED: &str = "ERS003";
     let app = spawn_app().await;
-    let staff = hospital_with_staff(&app, MERGED).await;
-    create_user(&app, MERGED, "ers003_admin2", Role::HospitalAdmin).await;
-    let second_admin = app
-        .login(Some(MERGED), "ers003_admin2", ADMIN_PASSWORD)
-        .await;
-    let week: Vec<Value> = ["MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY"]
-        .map(|d| json!({ "weekday": d, "open": "08:00", "close": "17:00" }))
-        .to_vec();
-    ok(
-        &app,
-        &staff.admin,
-        "mutation($i: UpdateHospitalSettingsInput!) { updateHospitalSettings(input: $i) { code } }",
-        json!({ "i": { "slotLengthMinutes": 30, "invoicePrefix": "INV", "workingHours": week,
-                       "retentionDays": 0 } }),
-    )
-    .await;
+    let (staff, second_admin) = erasure_hospital(&app, MERGED).await;
     let register = |given: &'static str, phone: &'static str| {
         let app = &app;
         let desk = staff.receptionist.clone();
@@ -713,31 +686,7 @@ async fn erasing_a_record_erases_the_duplicates_merged_into_it() {
     assert_eq!(dup["patient"]["familyName"], "[erased]", "{dup}");
     assert!(dup["patient"]["phone"].is_null());
     assert_eq!(dup["patient"]["alerts"][0]["text"], "[erased]");
-    let mut conn = app.connect(&app.database_for(MERGED)).await;
-    let mut live = Vec::new();
-    for projector in app.state.runner.rebuildable() {
-        for table in projector.tables() {
-            live.push((
-                *table,
-                crate::projections::table_checksum(&mut conn, table).await,
-            ));
-        }
-    }
-    let owner = crate::projections::owner_pool(&app, MERGED).await;
-    for projector in app.state.runner.rebuildable() {
-        hms_projections::rebuild::rebuild(&owner, projector, true, &mut |_| {})
-            .await
-            .expect("rebuild");
-    }
-    let mut rebuilt = Vec::new();
-    for projector in app.state.runner.rebuildable() {
-        for table in projector.tables() {
-            rebuilt.push((
-                *table,
-                crate::projections::table_checksum(&mut conn, table).await,
-            ));
-        }
-    }
+    let (live, rebuilt) = live_and_rebuilt(&app, MERGED).await;
     assert_eq!(
         live, rebuilt,
         "live equals rebuilt after erasing a merged record"

@@ -384,7 +384,10 @@ pub(crate) async fn table_checksum(conn: &mut PgConnection, table: &str) -> (i64
     .expect("checksum")
 }
 
-async fn checksums(pool: &PgPool, runner: &ProjectionRunner) -> Vec<(String, i64, String)> {
+pub(crate) async fn checksums(
+    pool: &PgPool,
+    runner: &ProjectionRunner,
+) -> Vec<(String, i64, String)> {
     let mut conn = pool.acquire().await.expect("connection");
     let mut all = Vec::new();
     for projector in runner.rebuildable() {
