@@ -13,10 +13,12 @@ use hms_app::state::Platform;
 use hms_app::tenancy::backup::{backup_hospital, restore_hospital, PgTools};
 use hms_app::tenancy::migrate::migrate_all;
 use hms_app::tenancy::provisioning::{NewHospital, ProvisionOutcome};
+use hms_app::tenancy::servers::NewServer;
 use hms_app::tenancy::TenancyError;
 
 use crate::config::{
-    Cli, Command, Environment, PlatformConfig, Secret, ServeConfig, SetupHospitalArgs,
+    Cli, Command, Environment, PlatformConfig, Secret, ServeConfig, ServersCommand,
+    SetupHospitalArgs,
 };
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -38,7 +40,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let report = migrate_all(
                 &platform.control,
                 &platform.directory,
-                &platform.server,
+                &platform.servers,
                 &platform.naming,
                 concurrency,
                 |done, total, db, result| match result {
@@ -83,12 +85,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::SetupHospital(args) => setup_hospital(&config, args).await,
+        Command::Servers(command) => servers(&config, command).await,
         Command::RotateMasterKey => {
             let platform = Platform::connect(&config).await?;
             let current = hms_projections::personal::keyring().current_id().to_owned();
             let (mut total, mut left) = (0, 0i64);
             for tenant in platform.directory.list().await? {
-                let options = platform.server.clone().database(&tenant.database_name);
+                let options = platform
+                    .servers
+                    .options(&tenant.db_server)
+                    .await?
+                    .database(&tenant.database_name);
                 let mut conn = hms_app::tenancy::platform::connect_once(&options).await?;
                 let rewrapped = hms_projections::personal::rewrap_all(&mut conn)
                     .await
@@ -200,7 +207,8 @@ async fn setup_hospital(config: &PlatformConfig, args: SetupHospitalArgs) -> any
         &args.admin_email,
         &args.admin_name,
         String::new(),
-    )?;
+    )?
+    .on_server(args.server)?;
     request.admin.password_hash = password::hash(password).await?;
     let platform = Platform::connect(config).await?;
     match platform.provisioner().provision(&request).await {
@@ -225,6 +233,65 @@ async fn setup_hospital(config: &PlatformConfig, args: SetupHospitalArgs) -> any
         }
         Err(e) => Err(e.into()),
     }
+}
+
+async fn servers(config: &PlatformConfig, command: ServersCommand) -> anyhow::Result<()> {
+    let platform = Platform::connect(config).await?;
+    let servers = &platform.servers;
+    match command {
+        ServersCommand::Add {
+            name,
+            url,
+            capacity,
+            budget,
+        } => {
+            let new = NewServer {
+                name,
+                url: url.expose().to_owned(),
+                capacity,
+                connection_budget: budget,
+            };
+            let role = platform.naming.writer_role();
+            servers
+                .add(&new, &role, config.tenant_role_password.as_ref())
+                .await?;
+            println!("database server {} added", new.name);
+        }
+        ServersCommand::List => {
+            println!(
+                "{:<16} {:<40} {:>9} {:>9} {:>7}  status",
+                "name", "address", "hospitals", "capacity", "budget"
+            );
+            for s in servers.list().await? {
+                let budget = s.connection_budget.map_or_else(
+                    || config.tenant_connection_budget.to_string(),
+                    |b| b.to_string(),
+                );
+                println!(
+                    "{:<16} {:<40} {:>9} {:>9} {:>7}  {}",
+                    s.name,
+                    s.address,
+                    s.hospitals,
+                    s.capacity,
+                    budget,
+                    if s.draining { "draining" } else { "open" }
+                );
+            }
+        }
+        ServersCommand::Drain { name, undo } => {
+            servers.set_draining(&name, !undo).await?;
+            if undo {
+                println!("database server {name} receives new hospitals again");
+            } else {
+                println!("database server {name} is draining: no new hospitals are placed on it");
+            }
+        }
+        ServersCommand::Remove { name } => {
+            servers.remove(&name).await?;
+            println!("database server {name} removed");
+        }
+    }
+    Ok(())
 }
 
 async fn serve(

@@ -65,17 +65,50 @@ pub enum Command {
         /// Restore under this code instead of the backup's (which must then be free).
         #[arg(long = "as", value_name = "NEWCODE")]
         as_code: Option<String>,
-        /// The database server to restore onto (`default`: the platform's own, the only
-        /// one a platform has today).
+        /// The database server to restore onto (`default`, the platform's own, when left
+        /// out).
         #[arg(long, value_name = "NAME")]
         server: Option<String>,
     },
+    /// The PostgreSQL servers hospitals' databases are placed on.
+    #[command(subcommand)]
+    Servers(ServersCommand),
     /// Rewrap every hospital's patient data keys under the current master key
     /// (HMS_MASTER_KEY), unwrapping with any of HMS_MASTER_KEY_PREVIOUS. Run after every
     /// server has the new key as current and the old one as previous.
     RotateMasterKey,
     /// Print the GraphQL schema (SDL), as committed in api/schema.graphql.
     PrintSchema,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServersCommand {
+    /// Add a server; new hospitals may be placed on it at once.
+    Add {
+        /// A lower-case name, e.g. `pg-2`.
+        name: String,
+        /// postgres://USER:PASSWORD@HOST:PORT/postgres, a role that may create databases
+        /// (never printed); also from HMS_SERVER_URL.
+        #[arg(env = "HMS_SERVER_URL", hide_env_values = true)]
+        url: Secret,
+        /// Hospitals placement may put on it.
+        #[arg(long, default_value_t = 1000)]
+        capacity: u32,
+        /// Connections each server process may hold to its hospital databases (default:
+        /// HMS_TENANT_CONNECTION_BUDGET).
+        #[arg(long)]
+        budget: Option<u32>,
+    },
+    /// The servers, their hospitals, capacity and budget (addresses without passwords).
+    List,
+    /// Place no new hospitals on this server (`--undo` to place them again).
+    Drain {
+        name: String,
+        #[arg(long)]
+        undo: bool,
+    },
+    /// Forget a server that holds no hospital.
+    Remove { name: String },
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +130,10 @@ pub struct SetupHospitalArgs {
     /// The password; also from HMS_ADMIN_PASSWORD, or `-` to read one line from stdin.
     #[arg(long, env = "HMS_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Secret,
+    /// The database server to place it on (`hms servers list`); by default the one with
+    /// the most room for its capacity that is not draining.
+    #[arg(long, value_name = "NAME")]
+    pub server: Option<String>,
 }
 
 /// Parses the serve settings alone (from the environment), for `hms` without a subcommand.

@@ -14,6 +14,7 @@ use crate::config::PlatformConfig;
 use crate::hints::Hints;
 use crate::tenancy::pools::PoolSettings;
 use crate::tenancy::provisioning::Provisioner;
+use crate::tenancy::servers::ServerDirectory;
 use crate::tenancy::{platform, writer};
 use crate::tenancy::{PoolRegistry, Result, TenancyError, TenantDirectory, TenantNaming};
 
@@ -22,7 +23,10 @@ use crate::tenancy::{PoolRegistry, Result, TenancyError, TenantDirectory, Tenant
 #[derive(Clone)]
 pub struct Platform {
     pub control: PgPool,
+    /// The platform database's own server (`default`), as the owner role.
     pub server: PgConnectOptions,
+    /// Every server hospitals are placed on.
+    pub servers: ServerDirectory,
     pub naming: TenantNaming,
     pub directory: TenantDirectory,
     pub registry: PoolRegistry,
@@ -41,11 +45,13 @@ impl Platform {
         let control = platform::open_platform(&options, config.control_pool_size).await?;
         let writer = naming.writer_role();
         let password = config.tenant_role_password.as_ref();
-        writer::ensure_role(&control, &writer, password).await?;
+        writer::ensure_role(&mut *control.acquire().await?, &writer, password).await?;
         let directory = TenantDirectory::new(control.clone());
+        let servers = ServerDirectory::new(control.clone(), options.clone());
         // Tenant pools serve as the writer; migrations and provisioning use `options`.
         let registry = PoolRegistry::new(
-            writer::connect_options(&options, &writer, password),
+            servers.clone(),
+            writer::Credentials::new(writer.clone(), password.cloned()),
             directory.clone(),
             PoolSettings {
                 per_tenant: config.tenant_pool_size,
@@ -56,7 +62,7 @@ impl Platform {
         let runner = ProjectionRunner::new(projectors::all());
         let provisioner = Provisioner::new(
             control.clone(),
-            options.clone(),
+            servers.clone(),
             naming.clone(),
             runner.clone(),
         )
@@ -65,6 +71,7 @@ impl Platform {
             hints: Hints::new(control.clone()),
             control,
             server: options,
+            servers,
             naming,
             directory,
             registry,

@@ -4,7 +4,7 @@
 //! as the server's tenant writer (see `hms_app::tenancy::writer`): a rebuild swaps
 //! tables, which only an owner may. It opens the database the directory names, for open
 //! and closed hospitals alike (an auditor must still read a closed hospital's history),
-//! and never guesses a database name.
+//! and never guesses a database name, on the server the directory names.
 
 use hms_app::state::Platform;
 use hms_app::tenancy::directory::ProvisioningStep;
@@ -21,7 +21,13 @@ pub(crate) async fn open(platform: &Platform, code: &str) -> Result<PgPool> {
     let record = platform.directory.get_ready(code).await?;
     let pool = PgPoolOptions::new()
         .max_connections(POOL_SIZE)
-        .connect_with(platform.server.clone().database(&record.database_name))
+        .connect_with(
+            platform
+                .servers
+                .options(&record.db_server)
+                .await?
+                .database(&record.database_name),
+        )
         .await?;
     Ok(pool)
 }

@@ -20,21 +20,21 @@
 //! Prints requests/s, p50/p99 latency and errors per workload, the ratio to raw at the
 //! same concurrency, and the server's peak RSS.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use hms_projections::projectors::PatientRow;
+use hms_tests::load::{
+    env_or, hms, measure, print_header, register, server_binary, Api, Server, PASSWORD,
+};
 use hms_tests::{drop_databases, server_options};
-use serde_json::{json, Value};
+use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
 const CODE: &str = "BENCH01";
-const PASSWORD: &str = "bench password 123";
-const SECRET: &str = "bench-secret-bench-secret-bench-secret";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -42,76 +42,6 @@ async fn main() -> anyhow::Result<()> {
     let result = run(&prefix).await;
     drop_databases(&prefix).await;
     result
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// The server binary: `HMS_BENCH_SERVER`, or this workspace's release build.
-fn server_binary() -> anyhow::Result<String> {
-    if let Ok(path) = std::env::var("HMS_BENCH_SERVER") {
-        return Ok(path);
-    }
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "-q", "-p", "hms-api", "--bin", "hms"])
-        .current_dir(root)
-        .status()
-        .context("Failed to build the server")?;
-    if !status.success() {
-        bail!("building the server failed");
-    }
-    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| format!("{root}/target"));
-    Ok(format!("{target}/release/hms"))
-}
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    /// Peak resident memory of the server process so far, in MB.
-    fn peak_rss_mb(&self) -> Option<f64> {
-        self.memory_mb("VmHWM:")
-    }
-
-    /// Resident memory of the server process now, in MB.
-    fn rss_mb(&self) -> Option<f64> {
-        self.memory_mb("VmRSS:")
-    }
-
-    fn memory_mb(&self, field: &str) -> Option<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with(field))?;
-        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kb / 1024.0)
-    }
-}
-
-fn hms(binary: &str, control_url: &str, prefix: &str, args: &[&str]) -> Command {
-    let mut command = Command::new(binary);
-    command
-        .args(args)
-        .env("DATABASE_URL", control_url)
-        .env("HMS_TENANT_DB_PREFIX", prefix)
-        .env("HMS_SPARE_DATABASES", "0")
-        .env("HMS_JWT_SECRET", SECRET)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null());
-    command
 }
 
 async fn run(prefix: &str) -> anyhow::Result<()> {
@@ -165,38 +95,16 @@ async fn run(prefix: &str) -> anyhow::Result<()> {
         setup(code)?;
     }
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
     // One user per hospital sends everything here, thousands of requests a second: far
     // beyond what the per-user budget allows a person. The budget is still charged (its
     // statement is part of every request's cost); only its limit is out of reach.
-    let child = hms(&binary, &control_url, prefix, &["serve"])
-        .env("HMS_LISTEN", format!("127.0.0.1:{port}"))
-        .env("HMS_REQUEST_BUDGET_PER_MINUTE", "1000000000000")
-        .spawn()
-        .context("Failed to start hms serve")?;
-    let server = Server {
-        child,
-        url: format!("http://127.0.0.1:{port}/graphql"),
-    };
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()?;
-    let started = Instant::now();
-    while http
-        .get(format!("http://127.0.0.1:{port}/healthz"))
-        .send()
-        .await
-        .is_err()
-    {
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(30),
-            "the server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let api = Arc::new(Api::login(http.clone(), &server.url, CODE).await?);
+    let mut serve = hms(&binary, &control_url, prefix, &["serve"]);
+    serve.env("HMS_REQUEST_BUDGET_PER_MINUTE", "1000000000000");
+    let server = Server::start(serve, &http).await?;
+    let api = Arc::new(Api::login(http.clone(), &server.url, Some(CODE), "bench_admin").await?);
 
     // Set-up: patients to bill, search and book, issued invoices to pay, doctors to book
     // (one patient per doctor, so concurrent bookings rarely share a schedule).
@@ -214,7 +122,7 @@ async fn run(prefix: &str) -> anyhow::Result<()> {
         ));
     }
     let pairs = Arc::new(pairs);
-    print_memory(&server, "after set-up (logins and 64 password hashes)");
+    server.print_memory("after set-up (logins and 64 password hashes)");
 
     // Raw PostgreSQL on the same tenant database.
     let tenant_db = format!("{prefix}{}", CODE.to_ascii_lowercase());
@@ -237,10 +145,7 @@ async fn run(prefix: &str) -> anyhow::Result<()> {
     }
 
     let duration = Duration::from_secs(seconds);
-    println!(
-        "{:<30} {:>7} {:>9} {:>9} {:>9} {:>7} {:>8}",
-        "workload", "clients", "req/s", "p50 ms", "p99 ms", "errors", "vs raw"
-    );
+    print_header("vs raw");
     let serial = Arc::new(AtomicU64::new(1));
     let bookings = Arc::new(AtomicU64::new(0));
     let mut single_64 = None;
@@ -380,7 +285,7 @@ async fn run(prefix: &str) -> anyhow::Result<()> {
                 single_64 = Some(r.rate());
             }
         }
-        print_memory(&server, &format!("after {n} clients"));
+        server.print_memory(&format!("after {n} clients"));
     }
 
     // The raw pool's connections count against the server's max_connections (100 by
@@ -429,7 +334,9 @@ async fn run(prefix: &str) -> anyhow::Result<()> {
     // Spread: 64 clients over 16 hospitals (4 each), registering patients.
     let mut apis = vec![api.clone()];
     for code in &codes[1..] {
-        apis.push(Arc::new(Api::login(http.clone(), &server.url, code).await?));
+        apis.push(Arc::new(
+            Api::login(http.clone(), &server.url, Some(code), "bench_admin").await?,
+        ));
     }
     let apis = Arc::new(apis);
     let r = {
@@ -448,17 +355,8 @@ async fn run(prefix: &str) -> anyhow::Result<()> {
             r.rate()
         );
     }
-    print_memory(&server, "at the end");
+    server.print_memory("at the end");
     Ok(())
-}
-
-fn print_memory(server: &Server, when: &str) {
-    match (server.rss_mb(), server.peak_rss_mb()) {
-        (Some(now), Some(peak)) => {
-            println!("server RSS {when}: {now:.0} MB (peak so far {peak:.0} MB)")
-        }
-        _ => println!("server RSS {when}: unknown"),
-    }
 }
 
 /// Doctors (and as many patients) the booking workload spreads over.
@@ -497,64 +395,6 @@ impl Workload {
             Workload::SearchSql => "  same search, bare SQL",
         }
     }
-}
-
-struct Api {
-    http: reqwest::Client,
-    url: String,
-    token: String,
-}
-
-impl Api {
-    /// The hospital administrator of `code`, signed in.
-    async fn login(http: reqwest::Client, url: &str, code: &str) -> anyhow::Result<Api> {
-        let api = Api {
-            http,
-            url: url.to_owned(),
-            token: String::new(),
-        };
-        let login = api
-            .call(
-                "mutation($i: LoginInput!) { login(input: $i) { token } }",
-                json!({ "i": { "hospitalCode": code, "username": "bench_admin", "password": PASSWORD } }),
-            )
-            .await?;
-        let token = login["login"]["token"]
-            .as_str()
-            .context("a token")?
-            .to_owned();
-        Ok(Api { token, ..api })
-    }
-
-    /// One GraphQL call; an answer with errors is an error.
-    async fn call(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
-        let mut request = self
-            .http
-            .post(&self.url)
-            .json(&json!({ "query": query, "variables": variables }));
-        if !self.token.is_empty() {
-            request = request.bearer_auth(&self.token);
-        }
-        let body: Value = request.send().await?.json().await?;
-        if !body["errors"].is_null() {
-            bail!("{}", body["errors"]);
-        }
-        Ok(body["data"].clone())
-    }
-}
-
-async fn register(api: &Api, n: u64) -> anyhow::Result<String> {
-    let data = api
-        .call(
-            "mutation($i: RegisterPatientInput!) { registerPatient(input: $i) { id } }",
-            json!({ "i": { "givenName": format!("Bench{n}"), "familyName": "Bench",
-                           "dateOfBirth": "1980-01-01", "sex": "FEMALE" } }),
-        )
-        .await?;
-    Ok(data["registerPatient"]["id"]
-        .as_str()
-        .context("a patient id")?
-        .to_owned())
 }
 
 async fn doctor(api: &Api, n: usize) -> anyhow::Result<String> {
@@ -631,97 +471,4 @@ async fn pay(api: &Api, invoice: &str) -> anyhow::Result<()> {
     )
     .await
     .map(drop)
-}
-
-struct Measured {
-    ok: usize,
-    errors: usize,
-    elapsed: Duration,
-    /// Latencies of successful requests, sorted.
-    latencies: Vec<Duration>,
-    first_error: Option<String>,
-}
-
-impl Measured {
-    fn rate(&self) -> f64 {
-        self.ok as f64 / self.elapsed.as_secs_f64()
-    }
-
-    fn percentile(&self, p: f64) -> f64 {
-        if self.latencies.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((self.latencies.len() as f64 * p) as usize).min(self.latencies.len() - 1);
-        self.latencies[i].as_secs_f64() * 1000.0
-    }
-
-    fn print(&self, name: &str, clients: usize, raw: Option<f64>) {
-        let ratio = raw.map_or("-".into(), |raw| {
-            format!("{:.1} %", 100.0 * self.rate() / raw)
-        });
-        println!(
-            "{name:<30} {clients:>7} {:>9.0} {:>9.1} {:>9.1} {:>7} {ratio:>8}",
-            self.rate(),
-            self.percentile(0.50),
-            self.percentile(0.99),
-            self.errors
-        );
-        if let Some(e) = &self.first_error {
-            println!(
-                "    first error: {}",
-                e.chars().take(200).collect::<String>()
-            );
-        }
-    }
-}
-
-/// Runs `op` from `clients` concurrent loops for `duration`.
-async fn measure<F, Fut>(clients: usize, duration: Duration, op: F) -> Measured
-where
-    F: Fn() -> Fut + Send + Sync + Clone + 'static,
-    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
-{
-    let started = Instant::now();
-    let deadline = started + duration;
-    let tasks: Vec<_> = (0..clients)
-        .map(|_| {
-            let op = op.clone();
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut errors = 0;
-                let mut first_error = None;
-                while Instant::now() < deadline {
-                    let t = Instant::now();
-                    match op().await {
-                        Ok(()) => latencies.push(t.elapsed()),
-                        Err(e) => {
-                            errors += 1;
-                            first_error.get_or_insert_with(|| e.to_string());
-                        }
-                    }
-                }
-                (latencies, errors, first_error)
-            })
-        })
-        .collect();
-    let mut all = Measured {
-        ok: 0,
-        errors: 0,
-        elapsed: Duration::ZERO,
-        latencies: Vec::new(),
-        first_error: None,
-    };
-    for task in tasks {
-        if let Ok((latencies, errors, first_error)) = task.await {
-            all.latencies.extend(latencies);
-            all.errors += errors;
-            if all.first_error.is_none() {
-                all.first_error = first_error;
-            }
-        }
-    }
-    all.elapsed = started.elapsed();
-    all.ok = all.latencies.len();
-    all.latencies.sort();
-    all
 }

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod cluster;
 
 pub mod fixtures;
+pub mod load;
 pub mod process;
 pub mod proxy;
 

@@ -118,6 +118,11 @@ impl Authenticator {
         self
     }
 
+    /// Hashes a new password within this process's bound (see [`password::Hasher::hash`]).
+    pub async fn hash_password(&self, password: String) -> Result<String, password::PasswordError> {
+        self.hasher.hash(password).await
+    }
+
     /// Password verifications run so far by this process.
     pub fn password_verifications(&self) -> u64 {
         self.hasher.verifications()

@@ -35,17 +35,21 @@ pub fn check_policy(password: &str) -> Result<(), PasswordError> {
     }
 }
 
+/// Hashes a new password. Unbounded: for tools and tests; the server hashes through a
+/// [`Hasher`].
 pub async fn hash(password: String) -> Result<String, PasswordError> {
     check_policy(&password)?;
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut OsRng);
-        Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|_| PasswordError::Hashing)
-    })
-    .await
-    .map_err(|_| PasswordError::Hashing)?
+    tokio::task::spawn_blocking(move || hash_blocking(&password))
+        .await
+        .map_err(|_| PasswordError::Hashing)?
+}
+
+fn hash_blocking(password: &str) -> Result<String, PasswordError> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|_| PasswordError::Hashing)
 }
 
 /// Verifies `password` against `stored`, or against a fixed dummy hash when there is no
@@ -128,6 +132,26 @@ impl Hasher {
         .await
         .unwrap_or(false);
         ok && found
+    }
+
+    /// [`hash`] when a permit is free: a new password (an account made, a password
+    /// changed, a hospital onboarded) waits for its turn instead of being refused, so
+    /// the process never holds more than the bound's worth of argon2 memory, whatever
+    /// mix of sign-ins and new passwords arrives.
+    pub async fn hash(&self, password: String) -> Result<String, PasswordError> {
+        check_policy(&password)?;
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| PasswordError::Hashing)?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            hash_blocking(&password)
+        })
+        .await
+        .map_err(|_| PasswordError::Hashing)?
     }
 
     /// Verifications run so far (for tests and metrics).

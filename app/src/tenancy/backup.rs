@@ -39,6 +39,7 @@ use super::directory::TenantStatus;
 use super::names::quote_ident;
 use super::platform::{connect_once, latest_tenant_migration, migrate_tenant_database};
 use super::provisioning::drop_database;
+use super::servers::{self, DEFAULT_SERVER};
 use super::{Result, TenancyError};
 use crate::state::Platform;
 
@@ -167,7 +168,11 @@ pub async fn backup_hospital(
             output.display()
         )));
     }
-    let options = platform.server.clone().database(&record.database_name);
+    let options = platform
+        .servers
+        .options(&record.db_server)
+        .await?
+        .database(&record.database_name);
     // Seal what is written so far, so the head in the manifest covers (almost) all of it.
     seal_now(platform, &options).await;
 
@@ -252,10 +257,6 @@ pub struct Restored {
     pub rebased_transactions: i64,
 }
 
-/// The database servers a hospital can be placed on. A platform has one today, its
-/// own (`tenants.db_server = 'default'`); a fleet of them is issue 13's.
-pub const DEFAULT_SERVER: &str = "default";
-
 /// Restores the backup at `input` as a new hospital (`as_code`, else the backup's own
 /// code, which must then be free) on database server `server` (the platform's own when
 /// `None`).
@@ -266,11 +267,9 @@ pub async fn restore_hospital(
     as_code: Option<&str>,
     server: Option<&str>,
 ) -> Result<Restored> {
-    if let Some(server) = server.filter(|s| *s != DEFAULT_SERVER) {
-        return Err(TenancyError::Command(format!(
-            "unknown database server {server:?}: this platform has one, {DEFAULT_SERVER:?}"
-        )));
-    }
+    // An unknown or draining server is refused before anything is read or written.
+    let server = servers::place(&platform.control, Some(server.unwrap_or(DEFAULT_SERVER))).await?;
+    let server_options = platform.servers.options(&server).await?;
     let scratch = tempfile::Builder::new()
         .prefix(".hms-restore-")
         .tempdir()
@@ -306,7 +305,7 @@ pub async fn restore_hospital(
     }
     let final_name = platform.naming.database_for(&HospitalCode::parse(&code)?);
     let scratch_name = platform.naming.new_restore_database();
-    let maintenance = platform.server.clone().database("postgres");
+    let maintenance = server_options.clone().database("postgres");
     let mut admin = connect_once(&maintenance).await?;
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
@@ -324,7 +323,7 @@ pub async fn restore_hospital(
     ))
     .execute(&mut admin)
     .await?;
-    let scratch_options = platform.server.clone().database(&scratch_name);
+    let scratch_options = server_options.clone().database(&scratch_name);
     let built = build(
         platform,
         tools,
@@ -336,9 +335,17 @@ pub async fn restore_hospital(
     )
     .await;
     let outcome = match built {
-        Ok(rebased) => enter(platform, &code, &manifest, &scratch_name, &final_name, head)
-            .await
-            .map(|()| rebased),
+        Ok(rebased) => {
+            let names = Names {
+                code: &code,
+                server: &server,
+                scratch: &scratch_name,
+                database: &final_name,
+            };
+            enter(platform, &mut admin, &names, &manifest, head)
+                .await
+                .map(|()| rebased)
+        }
         Err(e) => Err(e),
     };
     match outcome {
@@ -507,32 +514,46 @@ async fn verify(
     Ok(())
 }
 
-/// Renames the verified database into place and enters the hospital in the directory
-/// with its recorded head, in one platform transaction.
+/// Where a restored hospital goes.
+struct Names<'a> {
+    code: &'a str,
+    server: &'a str,
+    scratch: &'a str,
+    database: &'a str,
+}
+
+/// Renames the scratch database into place and enters the hospital in the directory
+/// with its recorded head. On the platform's own server both happen in one platform
+/// transaction. On another server the rename is that server's, committed first; should
+/// the directory then refuse the hospital, the database is renamed back, so the caller
+/// drops the scratch database as for any refused restore.
 async fn enter(
     platform: &Platform,
-    code: &str,
+    admin: &mut PgConnection,
+    names: &Names<'_>,
     manifest: &Manifest,
-    scratch: &str,
-    final_name: &str,
     head: Option<SealHead>,
 ) -> Result<()> {
-    let status = match manifest.status.as_str() {
-        "SUSPENDED" => TenantStatus::Suspended,
-        "CANCELLED" => TenantStatus::Cancelled,
-        _ => TenantStatus::Active,
+    let rename = |from: &str, to: &str| {
+        format!(
+            "ALTER DATABASE {} RENAME TO {}",
+            quote_ident(from),
+            quote_ident(to)
+        )
     };
-    let rename = format!(
-        "ALTER DATABASE {} RENAME TO {}",
-        quote_ident(scratch),
-        quote_ident(final_name)
-    );
+    let into_place = rename(names.scratch, names.database);
+    let here = names.server == DEFAULT_SERVER;
     // A rename waits for nobody: a session still on the new database (autovacuum, after
     // a large restore) makes it fail with 55006 for a moment; then it is tried again.
     let mut attempt = 1;
     let mut tx = loop {
         let mut tx = platform.control.begin().await?;
-        match sqlx::query(&rename).execute(&mut *tx).await {
+        let renamed = if here {
+            sqlx::query(&into_place).execute(&mut *tx).await
+        } else {
+            sqlx::query(&into_place).execute(&mut *admin).await
+        };
+        match renamed {
             Ok(_) => break tx,
             Err(sqlx::Error::Database(e))
                 if e.code().as_deref() == Some("55006") && attempt < RENAME_ATTEMPTS =>
@@ -544,17 +565,45 @@ async fn enter(
             Err(e) => return Err(e.into()),
         }
     };
+    let entered = register_restored(&mut tx, names, manifest, head).await;
+    let entered = match entered {
+        Ok(()) => tx.commit().await.map_err(TenancyError::from),
+        Err(e) => Err(e),
+    };
+    if entered.is_err() && !here {
+        let back = rename(names.database, names.scratch);
+        if let Err(e) = sqlx::query(&back).execute(&mut *admin).await {
+            tracing::error!(database = names.database, error = %e, "could not rename a refused restore back to its scratch name; an operator must drop it");
+        }
+    }
+    entered
+}
+
+/// The directory row and recorded head of a restored hospital, in `tx`.
+async fn register_restored(
+    tx: &mut PgConnection,
+    names: &Names<'_>,
+    manifest: &Manifest,
+    head: Option<SealHead>,
+) -> Result<()> {
+    let code = names.code;
+    let status = match manifest.status.as_str() {
+        "SUSPENDED" => TenantStatus::Suspended,
+        "CANCELLED" => TenantStatus::Cancelled,
+        _ => TenantStatus::Active,
+    };
     // Under another code, the directory records the code the sealed events keep.
     let log_code = (manifest.log_identity != code).then_some(manifest.log_identity.as_str());
     // Tokens issued before the restore (for a hospital of the same code) stay refused.
     let inserted = sqlx::query(
-        "INSERT INTO tenants (code, name, database_name, status, plan, provisioning_step, \
-                              tokens_not_before, log_code) \
-         VALUES ($1, $2, $3, $4, $5, 'READY', now(), $6) ON CONFLICT DO NOTHING",
+        "INSERT INTO tenants (code, name, database_name, db_server, status, plan, \
+                              provisioning_step, tokens_not_before, log_code) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'READY', now(), $7) ON CONFLICT DO NOTHING",
     )
     .bind(code)
     .bind(&manifest.name)
-    .bind(final_name)
+    .bind(names.database)
+    .bind(names.server)
     .bind(status.as_str())
     .bind(&manifest.plan)
     .bind(log_code)
@@ -575,7 +624,6 @@ async fn enter(
         .execute(&mut *tx)
         .await?;
     }
-    tx.commit().await?;
     Ok(())
 }
 

@@ -267,16 +267,18 @@ pub(crate) async fn insert_reserved<'e>(
     code: &str,
     name: &str,
     database_name: &str,
+    db_server: &str,
     plan: &str,
     pending_admin: serde_json::Value,
 ) -> Result<Option<TenantRecord>> {
     let row: Option<TenantRow> = sqlx::query_as(&format!(
-        "INSERT INTO tenants (code, name, database_name, plan, pending_admin) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING {COLUMNS}"
+        "INSERT INTO tenants (code, name, database_name, db_server, plan, pending_admin) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING {COLUMNS}"
     ))
     .bind(code)
     .bind(name)
     .bind(database_name)
+    .bind(db_server)
     .bind(plan)
     .bind(pending_admin)
     .fetch_optional(db)

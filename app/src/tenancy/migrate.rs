@@ -3,11 +3,11 @@
 //! and a database that failed is reported without stopping the others.
 
 use futures::stream::{self, StreamExt};
-use sqlx::postgres::PgConnectOptions;
 
 use super::directory::{ProvisioningStep, TenantDirectory};
 use super::names::TenantNaming;
 use super::platform;
+use super::servers::{ServerDirectory, DEFAULT_SERVER};
 use super::Result;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -18,55 +18,74 @@ pub struct MigrationReport {
     pub failures: Vec<(String, String)>,
 }
 
-/// Migrates the template (if it exists) and every tenant whose database exists.
-/// `progress` is called after each database with `(done, total, database, result)`.
+/// Migrates, on every database server, its template (if it exists) and every tenant
+/// whose database exists there: `concurrency` databases at a time per server, the servers
+/// side by side. `progress` is called after each database with `(done, total, database,
+/// result)`; a database on another server than `default` is named `server/database`.
 pub async fn migrate_all(
     control: &sqlx::PgPool,
     directory: &TenantDirectory,
-    server: &PgConnectOptions,
+    servers: &ServerDirectory,
     naming: &TenantNaming,
     concurrency: usize,
     mut progress: impl FnMut(usize, usize, &str, &std::result::Result<usize, String>),
 ) -> Result<MigrationReport> {
-    let mut targets: Vec<String> = directory
-        .list()
-        .await?
-        .into_iter()
-        .filter(|t| t.provisioning_step >= ProvisioningStep::DatabaseCreated)
-        .map(|t| t.database_name)
-        .collect();
-    let mut conn = platform::connect_once(&server.clone().database("postgres")).await?;
-    if platform::database_exists(&mut conn, &naming.template_database()).await? {
-        targets.insert(0, naming.template_database());
+    let tenants = directory.list().await?;
+    let template = naming.template_database();
+    let writer = naming.writer_role();
+    let mut per_server = Vec::new();
+    let mut total = 0;
+    for server in servers.names().await? {
+        let options = servers.options(&server).await?;
+        let mut targets: Vec<String> = tenants
+            .iter()
+            .filter(|t| t.db_server == server)
+            .filter(|t| t.provisioning_step >= ProvisioningStep::DatabaseCreated)
+            .map(|t| t.database_name.clone())
+            .collect();
+        let mut conn = platform::connect_once(&options.clone().database("postgres")).await?;
+        if platform::database_exists(&mut conn, &template).await? {
+            targets.insert(0, template.clone());
+        }
+        drop(conn);
+        total += targets.len();
+        let writer = writer.clone();
+        let migrations = stream::iter(targets)
+            .map(move |db| {
+                let options = options.clone().database(&db);
+                let writer = writer.clone();
+                let server = server.clone();
+                async move {
+                    let result = platform::migrate_tenant_database(&options, &writer)
+                        .await
+                        .map_err(|e| e.to_string());
+                    (server, db, result)
+                }
+            })
+            .buffer_unordered(concurrency.max(1));
+        per_server.push(Box::pin(migrations));
     }
-    drop(conn);
 
-    let total = targets.len();
     let mut report = MigrationReport {
         databases: total,
         ..Default::default()
     };
-    let writer = naming.writer_role();
-    let writer = writer.as_str();
-    let mut results = stream::iter(targets)
-        .map(|db| async move {
-            let result = platform::migrate_tenant_database(&server.clone().database(&db), writer)
-                .await
-                .map_err(|e| e.to_string());
-            (db, result)
-        })
-        .buffer_unordered(concurrency.max(1));
+    let mut results = stream::select_all(per_server);
     let mut done = 0;
-    let template = naming.template_database();
-    while let Some((db, result)) = results.next().await {
+    while let Some((server, db, result)) = results.next().await {
         done += 1;
         if db == template && result.is_ok() {
-            platform::record_template_version(control, &template).await?;
+            platform::record_template_version(control, &server, &template).await?;
         }
-        progress(done, total, &db, &result);
+        let name = if server == DEFAULT_SERVER {
+            db
+        } else {
+            format!("{server}/{db}")
+        };
+        progress(done, total, &name, &result);
         match result {
             Ok(n) => report.migrations_applied += n,
-            Err(e) => report.failures.push((db, e)),
+            Err(e) => report.failures.push((name, e)),
         }
     }
     Ok(report)

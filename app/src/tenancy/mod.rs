@@ -7,6 +7,7 @@
 //! - [`pools`]: the pool registry that keeps thousands of tenants inside one server's
 //!   connection limit.
 //! - [`provisioning`]: onboarding a hospital, idempotent and resumable.
+//! - [`servers`]: the PostgreSQL servers hospitals are placed on, and placement.
 //! - [`spares`]: spare tenant databases made ahead of time, renamed at onboarding.
 //! - [`writer`]: the role the tenant side runs under, which cannot rewrite the log.
 
@@ -17,6 +18,7 @@ pub mod names;
 pub mod platform;
 pub mod pools;
 pub mod provisioning;
+pub mod servers;
 pub mod spares;
 pub mod writer;
 
@@ -48,6 +50,9 @@ pub enum TenancyError {
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// No database server may take the hospital (unknown, draining, or all full).
+    #[error("{0}")]
+    Placement(String),
     #[error("{0}")]
     Command(String),
 }

@@ -210,12 +210,14 @@ pub fn latest_tenant_migration() -> i64 {
     TENANT_MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
 }
 
-/// Records that `template` has every tenant migration of this binary.
-pub async fn record_template_version(control: &PgPool, template: &str) -> Result<()> {
+/// Records that `template` on database server `server` has every tenant migration of
+/// this binary.
+pub async fn record_template_version(control: &PgPool, server: &str, template: &str) -> Result<()> {
     sqlx::query(
-        "INSERT INTO tenant_templates (database_name, migration_version) VALUES ($1, $2) \
-         ON CONFLICT (database_name) DO UPDATE SET migration_version = $2, updated_at = now()",
+        "INSERT INTO tenant_templates (db_server, database_name, migration_version) VALUES ($1, $2, $3) \
+         ON CONFLICT (db_server, database_name) DO UPDATE SET migration_version = $3, updated_at = now()",
     )
+    .bind(server)
     .bind(template)
     .bind(latest_tenant_migration())
     .execute(control)
@@ -223,11 +225,12 @@ pub async fn record_template_version(control: &PgPool, template: &str) -> Result
     Ok(())
 }
 
-/// Whether `template` is known to have every tenant migration of this binary.
-pub async fn template_is_current(control: &PgPool, template: &str) -> Result<bool> {
+/// Whether `template` on `server` is known to have every tenant migration of this binary.
+pub async fn template_is_current(control: &PgPool, server: &str, template: &str) -> Result<bool> {
     let version: Option<i64> = sqlx::query_scalar(
-        "SELECT migration_version FROM tenant_templates WHERE database_name = $1",
+        "SELECT migration_version FROM tenant_templates WHERE db_server = $1 AND database_name = $2",
     )
+    .bind(server)
     .bind(template)
     .fetch_optional(control)
     .await?;

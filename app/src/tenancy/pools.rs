@@ -1,11 +1,19 @@
-//! The pool registry: one small pool per tenant, opened on first use, under one
-//! connection budget for the whole process.
+//! The pool registry: one small pool per tenant, opened on first use, under a
+//! connection budget per database server for the whole process.
 //!
-//! Invariant: the sum of `max_connections` over the open pools never exceeds the
-//! budget, so however many hospitals there are, this process never holds more than
-//! `budget` tenant connections. A pool is closed (and its connections returned) before
-//! a new one takes its place, and a pool is only closed while nobody holds a lease on
-//! it. Pools unused for `idle_ttl` are closed by a sweeper.
+//! Invariant: on each server, the sum of `max_connections` over the open pools and the
+//! pools still closing never exceeds that server's budget, so however many hospitals
+//! there are, this process never holds more than `budget` connections to one server's
+//! hospital databases. A pool is only closed while nobody holds a lease on it, and pools
+//! unused for `idle_ttl` are closed by a sweeper.
+//!
+//! A pool starts with one connection and grows to `per_tenant` when its hospital is busy
+//! (a request finds its connections all in use). Every connection to a database not yet
+//! used pays for a new backend and its catalog caches (tens of ms of PostgreSQL's time),
+//! so a hospital seen rarely costs one such connection, not `per_tenant`, and the budget
+//! keeps as many hospitals' connections warm as it has connections. A busy hospital's
+//! pool is replaced by a bigger one (the old one closes when its leases end), making room
+//! if needed by closing pools nobody used for [`GROWTH_MAY_EVICT`].
 //!
 //! Whether a hospital is open is the platform database's fact, not this process's: an
 //! open pool is re-checked against the directory when its last check is older than
@@ -23,7 +31,12 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 
 use super::directory::{TenantDirectory, TenantRecord};
+use super::servers::ServerDirectory;
+use super::writer::Credentials;
 use super::{Result, TenancyError};
+
+/// A pool unused this long may be closed to let a busy hospital's pool grow.
+const GROWTH_MAY_EVICT: Duration = Duration::from_secs(5);
 
 /// How long `get` waits for a lease to be released when the budget is exhausted.
 const WAIT_FOR_CAPACITY: Duration = Duration::from_secs(10);
@@ -41,9 +54,10 @@ pub const PLATFORM_OUTAGE_GRACE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
-    /// Connections per tenant pool.
+    /// Connections a busy tenant's pool grows to (a pool starts with one).
     pub per_tenant: u32,
-    /// Connections all tenant pools may hold together.
+    /// Connections the tenant pools on one server may hold together, unless the server
+    /// has a budget of its own (`hms servers add --budget`).
     pub budget: u32,
     /// Close a pool nobody used for this long.
     pub idle_ttl: Duration,
@@ -66,7 +80,11 @@ pub struct TenantDb {
     /// The hospital's code inside its own database ([`super::TenantRecord::log_identity`]).
     pub log_identity: String,
     pub database_name: String,
+    /// The database server it is on.
+    pub server: String,
     pub pool: PgPool,
+    /// The pool's `max_connections`: what it takes of its server's budget.
+    connections: u32,
 }
 
 /// A tenant's pool, held for the duration of one piece of work. While any lease is
@@ -112,11 +130,23 @@ impl Entry {
 }
 
 struct Inner {
-    server: PgConnectOptions,
+    servers: ServerDirectory,
+    credentials: Credentials,
+    /// Each server's address (as the writer) and budget, once read.
+    server_slots: Mutex<HashMap<String, ServerSlot>>,
+    /// Connections of pools taken out of `open` and still closing, per server: they
+    /// count against the budget until closed. Locked after `open` when both are.
+    retiring: Mutex<HashMap<String, u32>>,
     directory: TenantDirectory,
     settings: PoolSettings,
     open: Mutex<HashMap<String, Entry>>,
     released: Arc<Notify>,
+}
+
+#[derive(Clone)]
+struct ServerSlot {
+    options: PgConnectOptions,
+    budget: u32,
 }
 
 #[derive(Clone)]
@@ -138,9 +168,10 @@ enum Step {
 }
 
 impl PoolRegistry {
-    /// `server` carries host, port and credentials; the database is chosen per tenant.
+    /// Tenant pools connect with `credentials` to the server `servers` names for each.
     pub fn new(
-        server: PgConnectOptions,
+        servers: ServerDirectory,
+        credentials: Credentials,
         directory: TenantDirectory,
         settings: PoolSettings,
     ) -> Result<Self> {
@@ -152,7 +183,10 @@ impl PoolRegistry {
         }
         Ok(Self {
             inner: Arc::new(Inner {
-                server,
+                servers,
+                credentials,
+                server_slots: Mutex::new(HashMap::new()),
+                retiring: Mutex::new(HashMap::new()),
                 directory,
                 settings,
                 open: Mutex::new(HashMap::new()),
@@ -172,25 +206,57 @@ impl PoolRegistry {
         self.open_map().keys().cloned().collect()
     }
 
+    /// The connections hospital `code`'s open pool may hold (it grows when busy), if open.
+    pub fn pool_connections(&self, code: &str) -> Option<u32> {
+        self.open_map().get(code).map(|e| e.db.connections)
+    }
+
     /// How many tenant pools are open now.
     pub fn open_pools(&self) -> usize {
         self.open_map().len()
     }
 
-    /// The tenant connections now, over every open pool, against the budget.
+    /// The tenant connections now, over every open pool, against the budgets of the
+    /// servers this process has used (the configured budget before any).
     pub fn usage(&self) -> PoolUsage {
-        let open = self.open_map();
-        let mut usage = PoolUsage {
-            pools: open.len(),
-            budget: self.inner.settings.budget,
-            ..PoolUsage::default()
-        };
-        for entry in open.values() {
+        let by_server = self.usage_by_server();
+        let mut usage = PoolUsage::default();
+        for (_, u) in &by_server {
+            usage.pools += u.pools;
+            usage.connections += u.connections;
+            usage.in_use += u.in_use;
+            usage.budget += u.budget;
+        }
+        if by_server.is_empty() {
+            usage.budget = self.inner.settings.budget;
+        }
+        usage
+    }
+
+    /// [`PoolRegistry::usage`] per database server this process has used, by name.
+    pub fn usage_by_server(&self) -> Vec<(String, PoolUsage)> {
+        let mut by_server: std::collections::BTreeMap<String, PoolUsage> = self
+            .inner
+            .server_slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(name, slot)| {
+                let usage = PoolUsage {
+                    budget: slot.budget,
+                    ..PoolUsage::default()
+                };
+                (name.clone(), usage)
+            })
+            .collect();
+        for entry in self.open_map().values() {
+            let usage = by_server.entry(entry.db.server.clone()).or_default();
             let connections = entry.db.pool.size();
+            usage.pools += 1;
             usage.connections += connections;
             usage.in_use += connections.saturating_sub(entry.db.pool.num_idle() as u32);
         }
-        usage
+        by_server.into_iter().collect()
     }
 
     /// A lease on the pool of an open hospital. Unknown, unfinished and closed hospitals
@@ -203,7 +269,8 @@ impl PoolRegistry {
             tokio::pin!(released);
             released.as_mut().enable();
 
-            if let Some(entry) = self.touch(code) {
+            if let Some(mut entry) = self.touch(code) {
+                entry.db = self.grow_if_busy(code, entry.db);
                 if entry.checked_at.elapsed() < STATUS_RECHECK {
                     return Ok(self.lease(entry.db, entry.tokens_not_before));
                 }
@@ -219,10 +286,11 @@ impl PoolRegistry {
                     .filter(|r| r.is_open())
                     .ok_or_else(|| TenancyError::NotFound(code.to_owned()))?,
             };
-            match self.reserve(&record, record.tokens_not_before) {
+            let slot = self.server_slot(&record.db_server).await?;
+            match self.reserve(&record, &slot, record.tokens_not_before) {
                 Step::Ready(db) => return Ok(self.lease(db, record.tokens_not_before)),
                 Step::Close(victim) => {
-                    victim.pool.close().await;
+                    self.close_retired(victim).await;
                     looked_up = Some(record);
                 }
                 Step::Wait => {
@@ -258,7 +326,9 @@ impl PoolRegistry {
             }
             Err(e) => return Err(e),
         };
-        let record = record.filter(|r| r.is_open() && r.database_name == db.database_name);
+        let record = record.filter(|r| {
+            r.is_open() && r.database_name == db.database_name && r.db_server == db.server
+        });
         let Some(record) = record else {
             let removed = {
                 let mut open = self.open_map();
@@ -270,7 +340,9 @@ impl PoolRegistry {
             if let Some(entry) = removed {
                 tracing::info!(code, "hospital closed: its pool is dropped in this process");
                 // Closing waits for connections in use; no request waits for that.
-                tokio::spawn(async move { entry.db.pool.close().await });
+                self.retire(&entry.db);
+                let registry = self.clone();
+                tokio::spawn(async move { registry.close_retired(entry.db).await });
             }
             return Err(TenancyError::NotFound(code.to_owned()));
         };
@@ -302,30 +374,63 @@ impl PoolRegistry {
         })
     }
 
-    /// Under the lock: open a pool if the budget allows, else pick the least recently
-    /// used unleased pool to close, else wait.
-    fn reserve(&self, record: &TenantRecord, tokens_not_before: Option<DateTime<Utc>>) -> Step {
+    /// Server `name`'s address (as the writer) and budget, read once per process (a
+    /// server's address never changes while hospitals are on it).
+    async fn server_slot(&self, name: &str) -> Result<ServerSlot> {
+        let known = self
+            .inner
+            .server_slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned();
+        if let Some(slot) = known {
+            return Ok(slot);
+        }
+        let options = self.inner.servers.options(name).await?;
+        let budget = self
+            .inner
+            .servers
+            .connection_budget(name)
+            .await?
+            .unwrap_or(self.inner.settings.budget)
+            .max(self.inner.settings.per_tenant);
+        let slot = ServerSlot {
+            options: self.inner.credentials.on(&options),
+            budget,
+        };
+        self.inner
+            .server_slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned(), slot.clone());
+        Ok(slot)
+    }
+
+    /// Under the lock: open a pool if its server's budget allows, else pick the least
+    /// recently used unleased pool on that server to close, else wait.
+    fn reserve(
+        &self,
+        record: &TenantRecord,
+        slot: &ServerSlot,
+        tokens_not_before: Option<DateTime<Utc>>,
+    ) -> Step {
         let code = record.code.as_str();
         let database_name = record.database_name.as_str();
-        let settings = &self.inner.settings;
         let mut open = self.open_map();
         if let Some(entry) = open.get_mut(code) {
             entry.last_used = Instant::now();
             return Step::Ready(entry.db.clone());
         }
-        let capacity = (settings.budget / settings.per_tenant) as usize;
-        if open.len() < capacity {
-            let pool = PgPoolOptions::new()
-                .max_connections(settings.per_tenant)
-                .min_connections(0)
-                .acquire_timeout(Duration::from_secs(10))
-                .idle_timeout(settings.idle_ttl)
-                .connect_lazy_with(self.inner.server.clone().database(database_name));
+        let server = record.db_server.as_str();
+        if self.reserved_on(&open, server) < slot.budget {
             let db = Arc::new(TenantDb {
                 code: code.to_owned(),
                 log_identity: record.log_identity().to_owned(),
                 database_name: database_name.to_owned(),
-                pool,
+                server: server.to_owned(),
+                pool: self.new_pool(slot.options.clone().database(database_name), 1),
+                connections: 1,
             });
             open.insert(
                 code.to_owned(),
@@ -340,13 +445,153 @@ impl PoolRegistry {
         }
         let victim = open
             .iter()
-            .filter(|(_, e)| !e.leased())
+            .filter(|(_, e)| e.db.server == server && !e.leased())
             .min_by_key(|(_, e)| e.last_used)
             .map(|(k, _)| k.clone());
         match victim.and_then(|k| open.remove(&k)) {
-            Some(entry) => Step::Close(entry.db),
+            Some(entry) => {
+                self.retire(&entry.db);
+                Step::Close(entry.db)
+            }
             None => Step::Wait,
         }
+    }
+
+    fn new_pool(&self, options: PgConnectOptions, connections: u32) -> PgPool {
+        PgPoolOptions::new()
+            .max_connections(connections)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(10))
+            .idle_timeout(self.inner.settings.idle_ttl)
+            .connect_lazy_with(options)
+    }
+
+    /// Connections the pools of `server` may hold: the open ones' and the closing ones'.
+    fn reserved_on(&self, open: &HashMap<String, Entry>, server: &str) -> u32 {
+        let open: u32 = open
+            .values()
+            .filter(|e| e.db.server == server)
+            .map(|e| e.db.connections)
+            .sum();
+        open + self.retiring_map().get(server).copied().unwrap_or(0)
+    }
+
+    fn retiring_map(&self) -> MutexGuard<'_, HashMap<String, u32>> {
+        self.inner
+            .retiring
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a pool just taken out of `open` as closing.
+    fn retire(&self, db: &TenantDb) {
+        *self.retiring_map().entry(db.server.clone()).or_default() += db.connections;
+    }
+
+    /// Closes a retired pool once its leases have ended (a closed pool refuses new
+    /// acquisitions, and a request that took the pool before it was replaced still uses
+    /// it) and returns its connections to the budget.
+    async fn close_retired(&self, db: Arc<TenantDb>) {
+        loop {
+            let released = self.inner.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if Arc::strong_count(&db) == 1 {
+                break;
+            }
+            // A lease wakes this when it ends; the timeout only guards a missed wake-up.
+            let _ = tokio::time::timeout(Duration::from_secs(1), released).await;
+        }
+        db.pool.close().await;
+        if let Some(n) = self.retiring_map().get_mut(&db.server) {
+            *n = n.saturating_sub(db.connections);
+        }
+        self.inner.released.notify_waiters();
+    }
+
+    /// When every connection of `db`'s pool is in use and it may grow, replaces it by a
+    /// pool of `per_tenant` connections if its server's budget has room (closing pools
+    /// unused for [`GROWTH_MAY_EVICT`] to make it). Returns the pool to use.
+    fn grow_if_busy(&self, code: &str, db: Arc<TenantDb>) -> Arc<TenantDb> {
+        let per_tenant = self.inner.settings.per_tenant;
+        let busy = db.connections < per_tenant
+            && db.pool.size() >= db.connections
+            && db.pool.num_idle() == 0;
+        if !busy {
+            return db;
+        }
+        let Some(budget) = self
+            .inner
+            .server_slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&db.server)
+            .map(|slot| slot.budget)
+        else {
+            return db;
+        };
+        let mut open = self.open_map();
+        match open.get(code) {
+            Some(entry) if Arc::ptr_eq(&entry.db, &db) => {}
+            // Replaced meanwhile (grown by another request, or closed).
+            Some(entry) => return entry.db.clone(),
+            None => return db,
+        }
+        let needed = (self.reserved_on(&open, &db.server) + per_tenant - db.connections)
+            .saturating_sub(budget);
+        let mut evictable: Vec<(&String, &Entry)> = open
+            .iter()
+            .filter(|(k, e)| {
+                k.as_str() != code
+                    && e.db.server == db.server
+                    && !e.leased()
+                    && e.last_used.elapsed() >= GROWTH_MAY_EVICT
+            })
+            .collect();
+        evictable.sort_by_key(|(_, e)| e.last_used);
+        let mut freed = 0;
+        let mut victims = Vec::new();
+        for (k, e) in evictable {
+            if freed >= needed {
+                break;
+            }
+            freed += e.db.connections;
+            victims.push(k.clone());
+        }
+        if freed < needed {
+            return db;
+        }
+        let mut retired: Vec<Arc<TenantDb>> = victims
+            .iter()
+            .filter_map(|k| open.remove(k).map(|e| e.db))
+            .collect();
+        let grown = Arc::new(TenantDb {
+            code: db.code.clone(),
+            log_identity: db.log_identity.clone(),
+            database_name: db.database_name.clone(),
+            server: db.server.clone(),
+            pool: self.new_pool((*db.pool.connect_options()).clone(), per_tenant),
+            connections: per_tenant,
+        });
+        if let Some(entry) = open.get_mut(code) {
+            entry.db = grown.clone();
+        }
+        retired.push(db);
+        for old in &retired {
+            self.retire(old);
+        }
+        drop(open);
+        tracing::debug!(
+            code,
+            connections = per_tenant,
+            evicted = victims.len(),
+            "a busy hospital's pool grew"
+        );
+        for old in retired {
+            let registry = self.clone();
+            tokio::spawn(async move { registry.close_retired(old).await });
+        }
+        grown
     }
 
     /// Closes pools that nobody used for `idle_ttl`. Returns how many were closed.
@@ -364,10 +609,12 @@ impl PoolRegistry {
                 .filter_map(|k| open.remove(&k).map(|e| e.db))
                 .collect()
         };
-        for db in &victims {
-            db.pool.close().await;
+        let closed = victims.len();
+        for db in victims {
+            self.retire(&db);
+            self.close_retired(db).await;
         }
-        victims.len()
+        closed
     }
 
     /// Forgets a tenant's pool (after it was suspended or dropped), closing it once the
@@ -375,7 +622,10 @@ impl PoolRegistry {
     pub async fn forget(&self, code: &str) {
         let removed = self.open_map().remove(code);
         if let Some(entry) = removed {
-            entry.db.pool.close().await;
+            // Requests in flight finish on it; nobody waits for that.
+            self.retire(&entry.db);
+            let registry = self.clone();
+            tokio::spawn(async move { registry.close_retired(entry.db).await });
         }
     }
 

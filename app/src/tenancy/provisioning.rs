@@ -8,9 +8,9 @@
 //! advisory lock: `CREATE DATABASE … TEMPLATE` fails while anyone else is connected to
 //! the template, and the template is migrated in between.
 
+use std::collections::HashSet;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
 use hms_domain::common::{BoundedText, Email, HospitalCode, Username};
@@ -31,6 +31,7 @@ use uuid::Uuid;
 use super::directory::{self, ProvisioningStep, TenantRecord};
 use super::names::TenantNaming;
 use super::platform;
+use super::servers::{self, ServerDirectory, DEFAULT_SERVER};
 use super::{Result, TenancyError};
 use crate::commands::{self, CommandError};
 
@@ -45,6 +46,9 @@ pub struct NewHospital {
     pub name: BoundedText,
     pub plan: Plan,
     pub admin: NewAdmin,
+    /// The database server the operator chose; `None`: by placement
+    /// ([`super::servers::place`]).
+    pub server: Option<String>,
 }
 
 /// The first hospital administrator. Kept in the directory until provisioning is done,
@@ -78,7 +82,17 @@ impl NewHospital {
                 full_name: BoundedText::parse("admin_name", admin_name, MAX_FULL_NAME_CHARS)?,
                 password_hash: admin_password_hash,
             },
+            server: None,
         })
+    }
+
+    /// The same request, on database server `server` (checked when provisioning).
+    pub fn on_server(mut self, server: Option<String>) -> Result<Self> {
+        if let Some(name) = &server {
+            servers::check_name(name)?;
+        }
+        self.server = server;
+        Ok(self)
     }
 }
 
@@ -103,12 +117,12 @@ pub enum ProvisionOutcome {
 #[derive(Clone)]
 pub struct Provisioner {
     pub(super) control: PgPool,
-    pub(super) server: PgConnectOptions,
+    pub(super) servers: ServerDirectory,
     pub(super) naming: TenantNaming,
     pub(super) runner: ProjectionRunner,
-    /// Set once this process has seen the template at this binary's migrations, so
-    /// later provisionings skip the look-up (the template only ever moves forward).
-    pub(super) template_current: Arc<AtomicBool>,
+    /// The servers whose template this process has seen at this binary's migrations, so
+    /// later provisionings skip the look-up (a template only ever moves forward).
+    pub(super) templates_current: Arc<Mutex<HashSet<String>>>,
     /// Spare databases to keep ready (see [`super::spares`]); 0: none are used.
     pub(super) spares_to_keep: u32,
     /// This process's onboardings wait here for their turn, so that at most one of its
@@ -121,19 +135,19 @@ pub struct Provisioner {
 }
 
 impl Provisioner {
-    /// `server` carries host, port and credentials of the server tenants are created on.
+    /// Tenant databases are created on the servers of `servers`, as their owner role.
     pub fn new(
         control: PgPool,
-        server: PgConnectOptions,
+        servers: ServerDirectory,
         naming: TenantNaming,
         runner: ProjectionRunner,
     ) -> Self {
         Self {
             control,
-            server,
+            servers,
             naming,
             runner,
-            template_current: Arc::new(AtomicBool::new(false)),
+            templates_current: Arc::default(),
             spares_to_keep: 0,
             spare_taken: Arc::new(Notify::new()),
             turn: Arc::new(tokio::sync::Mutex::new(())),
@@ -228,10 +242,12 @@ impl Provisioner {
             name: BoundedText::parse("name", &record.name, MAX_NAME_CHARS)?,
             plan: Plan::parse(&record.plan)?,
             admin,
+            server: Some(record.db_server.clone()),
         };
 
         let database = record.database_name.clone();
-        let tenant_options = self.server.clone().database(&database);
+        let server = record.db_server.clone();
+        let tenant_options = self.servers.options(&server).await?.database(&database);
         // `step` is how far the work got, `recorded` what the directory says. A finished
         // step is recorded while the next one runs (the record is only a shortcut for a
         // resumed run: every step is idempotent, so a run that finds an older step
@@ -245,13 +261,14 @@ impl Provisioner {
                 Ok::<_, TenancyError>(match step {
                     ProvisioningStep::Reserved
                         if stop_after >= ProvisioningStep::Migrated
+                            && server == DEFAULT_SERVER
                             && self.take_spare(code, &database).await? =>
                     {
                         // Renamed in the same transaction that recorded MIGRATED.
                         (ProvisioningStep::Migrated, true)
                     }
                     ProvisioningStep::Reserved => {
-                        if self.create_database(&database).await? {
+                        if self.create_database(&server, &database).await? {
                             // A fresh copy of a current template has every migration.
                             (ProvisioningStep::Migrated, false)
                         } else {
@@ -316,11 +333,17 @@ impl Provisioner {
         let database = self.naming.database_for(&request.code);
         let admin = serde_json::to_value(&request.admin)
             .map_err(|e| TenancyError::Command(e.to_string()))?;
+        let existing = directory::get(&self.control, request.code.as_str()).await?;
+        if let Some(record) = existing {
+            return Ok(Reservation::Existing(record));
+        }
+        let server = servers::place(&self.control, request.server.as_deref()).await?;
         let inserted = directory::insert_reserved(
             &self.control,
             request.code.as_str(),
             request.name.as_str(),
             &database,
+            &server,
             request.plan.as_str(),
             admin,
         )
@@ -338,32 +361,60 @@ impl Provisioner {
         record_step(&self.control, code, step).await
     }
 
-    /// Copies the migrated template (the fast path). Returns whether this call made a
-    /// fresh copy of a current template (so it needs no migration); `false` when the
-    /// database existed already (a resumed run).
-    async fn create_database(&self, database: &str) -> Result<bool> {
-        let mut conn = self.control.acquire().await?;
-        self.copy_template(&mut conn, database).await
+    /// Copies the migrated template on `server` (the fast path). Returns whether this
+    /// call made a fresh copy of a current template (so it needs no migration); `false`
+    /// when the database existed already (a resumed run).
+    async fn create_database(&self, server: &str, database: &str) -> Result<bool> {
+        if server == DEFAULT_SERVER {
+            let mut conn = self.control.acquire().await?;
+            return self.copy_template(&mut conn, server, database).await;
+        }
+        let options = self.servers.options(server).await?;
+        let mut conn = platform::connect_once(&options.database("postgres")).await?;
+        let copied = self.copy_template(&mut conn, server, database).await;
+        let _ = sqlx::Connection::close(conn).await;
+        copied
     }
 
-    /// `CREATE DATABASE database TEMPLATE <template>`; `false` when `database` exists.
-    /// The template is created or brought up to date first when the platform database
-    /// says it is behind (looked up once per process) or it is missing. The caller holds
-    /// the provisioning lock.
+    fn template_known_current(&self, server: &str) -> bool {
+        self.templates_current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(server)
+    }
+
+    fn set_template_current(&self, server: &str, current: bool) {
+        let mut known = self
+            .templates_current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if current {
+            known.insert(server.to_owned());
+        } else {
+            known.remove(server);
+        }
+    }
+
+    /// `CREATE DATABASE database TEMPLATE <template>` on `server` (`conn` is a
+    /// connection there); `false` when `database` exists. The template is created or
+    /// brought up to date first when the platform database says it is behind (looked up
+    /// once per process and server) or it is missing. The caller holds the provisioning
+    /// lock.
     pub(super) async fn copy_template(
         &self,
         conn: &mut PgConnection,
+        server: &str,
         database: &str,
     ) -> Result<bool> {
         let template = self.naming.template_database();
-        if !self.template_current.load(Ordering::Acquire) {
-            self.prepare_template(conn, &template).await?;
+        if !self.template_known_current(server) {
+            self.prepare_template(conn, server, &template).await?;
         }
         let outcome = match platform::copy_database(conn, database, &template).await? {
             platform::CopyOutcome::NoTemplate => {
                 // Dropped behind this process's back: make it again, once.
-                self.template_current.store(false, Ordering::Release);
-                self.prepare_template(conn, &template).await?;
+                self.set_template_current(server, false);
+                self.prepare_template(conn, server, &template).await?;
                 platform::copy_database(conn, database, &template).await?
             }
             other => other,
@@ -378,19 +429,24 @@ impl Provisioner {
     }
 
     /// Makes sure the template exists and has every tenant migration of this binary.
-    async fn prepare_template(&self, conn: &mut PgConnection, template: &str) -> Result<()> {
-        let current = platform::template_is_current(&self.control, template).await?
+    async fn prepare_template(
+        &self,
+        conn: &mut PgConnection,
+        server: &str,
+        template: &str,
+    ) -> Result<()> {
+        let current = platform::template_is_current(&self.control, server, template).await?
             && platform::database_exists(conn, template).await?;
         if !current {
             platform::create_database_if_missing(conn, template, None).await?;
             platform::migrate_tenant_database(
-                &self.server.clone().database(template),
+                &self.servers.options(server).await?.database(template),
                 &self.naming.writer_role(),
             )
             .await?;
-            platform::record_template_version(&self.control, template).await?;
+            platform::record_template_version(&self.control, server, template).await?;
         }
-        self.template_current.store(true, Ordering::Release);
+        self.set_template_current(server, true);
         Ok(())
     }
 

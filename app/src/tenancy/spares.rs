@@ -13,6 +13,9 @@
 //!   leaves the spare as it was; after it, the hospital resumes from MIGRATED. If the
 //!   rename fails (the tenant's name is taken, someone is connected to the spare), the
 //!   transaction is rolled back and provisioning copies the template as usual.
+//! - Spares are kept on the platform's own server only (`default`): the rename must be in
+//!   the platform database's transaction. A hospital placed on another server is copied
+//!   from that server's template.
 //! - Refilling and taking happen under the provisioning lock, so a refill never sees a
 //!   spare another process is still making: a database named like a spare without a row
 //!   is the leftover of an interrupted refill and is dropped, as is a row whose database
@@ -28,6 +31,7 @@ use super::directory::ProvisioningStep;
 use super::names::quote_ident;
 use super::platform;
 use super::provisioning::{record_step, Provisioner};
+use super::servers::DEFAULT_SERVER;
 use super::{Result, TenancyError};
 
 /// How long a new spare may take to be left by its first session.
@@ -222,7 +226,7 @@ impl Provisioner {
         let started = std::time::Instant::now();
         let name = self.naming.new_spare_database();
         let mut conn = self.control.acquire().await?;
-        if !self.copy_template(&mut conn, &name).await? {
+        if !self.copy_template(&mut conn, DEFAULT_SERVER, &name).await? {
             return Err(TenancyError::Command(format!(
                 "spare database {name} exists already"
             )));
@@ -234,7 +238,7 @@ impl Provisioner {
         // then does neither.
         let pool = PgPoolOptions::new()
             .max_connections(1)
-            .connect_with(self.server.clone().database(&name))
+            .connect_with(self.servers.options(DEFAULT_SERVER).await?.database(&name))
             .await?;
         let warmed = self.runner.catch_up(&pool).await;
         // `close` can miss a connection that was on its way back to the pool (sqlx

@@ -13,7 +13,7 @@
 //! swap tables, which only an owner may) keep running as the owner.
 
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 
 use super::{Result, TenancyError};
 use crate::config::Secret;
@@ -24,11 +24,15 @@ const APPEND_ONLY: &str = "events, event_seals, event_seal_encodings";
 /// Creates the writer role `role` if it does not exist yet (with `password`, when the
 /// server's authentication needs one), able to see every session's activity (the log
 /// reader's horizon reads `pg_stat_activity`; see `hms_projections::log::HORIZON`).
-pub async fn ensure_role(control: &PgPool, role: &str, password: Option<&Secret>) -> Result<()> {
+pub async fn ensure_role(
+    conn: &mut PgConnection,
+    role: &str,
+    password: Option<&Secret>,
+) -> Result<()> {
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)")
             .bind(role)
-            .fetch_one(control)
+            .fetch_one(&mut *conn)
             .await?;
     if !exists {
         let password = match password {
@@ -40,7 +44,7 @@ pub async fn ensure_role(control: &PgPool, role: &str, password: Option<&Secret>
             "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION{password}",
             ident(role)
         ))
-        .execute(control)
+        .execute(&mut *conn)
         .await;
         match created {
             Ok(_) => {}
@@ -58,11 +62,11 @@ pub async fn ensure_role(control: &PgPool, role: &str, password: Option<&Secret>
     }
     let member: bool = sqlx::query_scalar("SELECT pg_has_role($1, 'pg_read_all_stats', 'MEMBER')")
         .bind(role)
-        .fetch_one(control)
+        .fetch_one(&mut *conn)
         .await?;
     if !member {
         sqlx::query(&format!("GRANT pg_read_all_stats TO {}", ident(role)))
-            .execute(control)
+            .execute(&mut *conn)
             .await?;
     }
     Ok(())
@@ -87,6 +91,24 @@ pub async fn grant(conn: &mut PgConnection, role: &str) -> Result<()> {
         sqlx::query(&statement).execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+/// The writer role's name and password (when the servers' authentication needs one).
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub role: String,
+    pub password: Option<Secret>,
+}
+
+impl Credentials {
+    pub fn new(role: String, password: Option<Secret>) -> Self {
+        Self { role, password }
+    }
+
+    /// How tenant pools connect to `server`: as the writer.
+    pub fn on(&self, server: &PgConnectOptions) -> PgConnectOptions {
+        connect_options(server, &self.role, self.password.as_ref())
+    }
 }
 
 /// How the tenant pools connect: as the writer, to the server of `server`.

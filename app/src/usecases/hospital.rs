@@ -542,7 +542,11 @@ pub async fn create_user(auth: &Authorized<'_>, input: CreateUser) -> Result<Sta
     );
     let id = auth
         .idempotent_id(&options, &request, || async {
-            let password_hash = password::hash(input.password.clone())
+            let password_hash = auth
+                .scope
+                .state
+                .auth
+                .hash_password(input.password.clone())
                 .await
                 .map_err(AppError::internal)?;
             let command = UserCommand::CreateUser {
@@ -635,7 +639,11 @@ pub async fn reset_user_password(
     user_id: Uuid,
     new_password: String,
 ) -> Result<StaffUser> {
-    let password_hash = password::hash(new_password)
+    let password_hash = auth
+        .scope
+        .state
+        .auth
+        .hash_password(new_password)
         .await
         .map_err(|e| AppError::validation("newPassword", e.to_string()))?;
     let command = UserCommand::ResetPassword {
@@ -680,7 +688,11 @@ pub async fn change_password(
             "is not your current password",
         ));
     }
-    let password_hash = password::hash(new_password)
+    let password_hash = auth
+        .scope
+        .state
+        .auth
+        .hash_password(new_password)
         .await
         .map_err(|e| AppError::validation("newPassword", e.to_string()))?;
     let command = UserCommand::ChangePassword {

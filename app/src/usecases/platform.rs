@@ -173,7 +173,10 @@ impl<'a> PlatformScope<'a> {
             ));
         }
         // Hashed (~19 MiB, tens of ms) only for an account that will get it.
-        let password_hash = password::hash(new_password)
+        let password_hash = self
+            .state
+            .auth
+            .hash_password(new_password)
             .await
             .map_err(|e| AppError::validation("newPassword", e.to_string()))?;
         let now = Utc::now();
@@ -602,7 +605,9 @@ impl PlatformScope<'_> {
                 &input.admin_name,
                 hash,
             )
+            .and_then(|request| request.on_server(input.server.clone()))
             .map_err(|e| match e {
+                TenancyError::Config(message) => AppError::validation("server", message),
                 TenancyError::Invalid(v) => create_validation(v),
                 other => AppError::internal(other),
             })
@@ -621,7 +626,10 @@ impl PlatformScope<'_> {
         if existing.is_some_and(|r| r.provisioning_step == ProvisioningStep::Ready) {
             return Err(already_exists(&code));
         }
-        let hash = password::hash(input.admin_password.clone())
+        let hash = self
+            .state
+            .auth
+            .hash_password(input.admin_password.clone())
             .await
             .map_err(AppError::internal)?;
         let request = parse(hash)?;
@@ -642,6 +650,9 @@ impl PlatformScope<'_> {
             }
             Err(TenancyError::AlreadyExists(_)) => return Err(already_exists(&code)),
             Err(TenancyError::Invalid(v)) => return Err(create_validation(v)),
+            Err(TenancyError::Placement(message)) => {
+                return Err(AppError::validation("server", message))
+            }
             Err(TenancyError::Busy) => return Err(AppError::RateLimited),
             Err(other) => return Err(AppError::internal(other)),
         }
@@ -776,6 +787,8 @@ pub struct CreateHospital {
     pub admin_email: String,
     pub admin_name: String,
     pub admin_password: String,
+    /// The database server to place it on (`hms servers list`); by placement when `None`.
+    pub server: Option<String>,
 }
 
 /// A paid plan for a period: changing or reactivating a subscription.

@@ -10,6 +10,7 @@ mod backup;
 mod billing;
 mod erasure;
 mod faults;
+mod fleet;
 mod hospital;
 mod http;
 mod isolation;

@@ -32,7 +32,7 @@ async fn migrate_brings_every_tenant_database_up_to_date_and_is_safe_to_rerun() 
     let report = migrate_all(
         &app.state.control,
         &app.state.directory,
-        &app.state.server,
+        &app.state.servers,
         &app.state.naming,
         2,
         |_, total, db, result| {
@@ -64,7 +64,7 @@ async fn migrate_brings_every_tenant_database_up_to_date_and_is_safe_to_rerun() 
     let again = migrate_all(
         &app.state.control,
         &app.state.directory,
-        &app.state.server,
+        &app.state.servers,
         &app.state.naming,
         2,
         |_, _, _, _| {},

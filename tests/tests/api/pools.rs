@@ -88,5 +88,92 @@ async fn two_hundred_hospitals_are_served_within_the_connection_budget() {
         peak <= i64::from(BUDGET),
         "peak {peak} tenant connections > budget {BUDGET}"
     );
-    assert!(app.state.registry.open_pools() <= (BUDGET / PER_TENANT) as usize);
+    // Pools start with one connection: as many hospitals stay warm as the budget holds.
+    assert!(app.state.registry.open_pools() <= BUDGET as usize);
+}
+
+/// A pool starts with one connection and grows when its hospital is busy, closing pools
+/// nobody used for a while to make room within the budget; the connections PostgreSQL
+/// sees never exceed the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_hospitals_pool_grows_within_the_budget_and_idle_ones_make_room() {
+    const BUDGET: u32 = 4;
+    let app = spawn_app_with(TestConfig {
+        tenant_pool_size: 3,
+        tenant_connection_budget: BUDGET,
+        ..TestConfig::default()
+    })
+    .await;
+    let hash = hms_app::auth::password::hash(ADMIN_PASSWORD.to_owned())
+        .await
+        .expect("hash");
+    for code in ["GROWA", "GROWB", "GROWC"] {
+        app.setup_hospital_with_hash(code, "grow_admin", hash.clone())
+            .await;
+    }
+    app.state.registry.close_all().await;
+    let mut tokens = Vec::new();
+    for code in ["GROWA", "GROWB", "GROWC"] {
+        let token = app.login(Some(code), "grow_admin", ADMIN_PASSWORD).await;
+        tokens.push(token);
+    }
+    let registry = &app.state.registry;
+    for code in ["GROWA", "GROWB", "GROWC"] {
+        assert_eq!(
+            registry.pool_connections(code),
+            Some(1),
+            "{code} starts small"
+        );
+    }
+    // B and C go quiet for longer than a growing pool may wait for them.
+    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    let database = app.database_for("GROWA");
+    let mut probe = app.connect("postgres").await;
+    let mut peak = 0i64;
+    for _ in 0..20 {
+        let answers: Vec<serde_json::Value> = stream::iter(0..16)
+            .map(|_| app.graphql("{ me { hospital { code } } }", json!({}), Some(&tokens[0])))
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        for me in &answers {
+            assert_eq!(me["data"]["me"]["hospital"]["code"], "GROWA", "{me}");
+        }
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE starts_with(datname, $1) AND datname <> $2",
+        )
+        .bind(&app.prefix)
+        .bind(format!("{}_control", app.prefix))
+        .fetch_one(&mut probe)
+        .await
+        .expect("count");
+        peak = peak.max(n);
+    }
+    assert_eq!(
+        registry.pool_connections("GROWA"),
+        Some(3),
+        "the busy pool grew"
+    );
+    let on_a: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&database)
+        .fetch_one(&mut probe)
+        .await
+        .expect("count");
+    assert!(
+        on_a > 1,
+        "the busy hospital uses more than one connection: {on_a}"
+    );
+    assert!(peak <= i64::from(BUDGET), "peak {peak} > budget {BUDGET}");
+    assert!(
+        registry.usage().connections <= BUDGET,
+        "{:?}",
+        registry.usage()
+    );
+    // The quiet hospitals are still served (their pools open again, small).
+    for (code, token) in ["GROWB", "GROWC"].iter().zip(&tokens[1..]) {
+        let me = app
+            .graphql("{ me { hospital { code } } }", json!({}), Some(token))
+            .await;
+        assert_eq!(me["data"]["me"]["hospital"]["code"], *code, "{me}");
+    }
 }

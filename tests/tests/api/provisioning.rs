@@ -155,6 +155,7 @@ async fn malicious_and_malformed_codes_are_refused_before_any_sql_runs() {
                 admin_email: "evil@example.com".into(),
                 admin_name: "Evil".into(),
                 admin_password: hms_api::config::Secret::new(ADMIN_PASSWORD),
+                server: None,
             })),
         };
         let err = hms_api::cli::run(cli).await.expect_err("refused");

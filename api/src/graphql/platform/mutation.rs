@@ -33,6 +33,7 @@ impl PlatformMutation {
             admin_email: input.admin_email,
             admin_name: input.admin_name,
             admin_password: input.admin_password,
+            server: input.server,
         };
         Ok(scope.create_hospital(input).await?.into())
     }

@@ -262,6 +262,9 @@ pub struct CreateHospitalInput {
     pub admin_name: String,
     /// The first administrator's password (10 to 256 characters); only its hash is kept.
     pub admin_password: String,
+    /// The database server to place it on (a name from `hms servers list`); left out,
+    /// the server with the most room for its capacity that is not draining.
+    pub server: Option<String>,
 }
 
 #[derive(InputObject)]

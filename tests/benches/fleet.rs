@@ -1,0 +1,306 @@
+//! Many hospitals on one platform: onboarding through `createHospital` (20 at a time,
+//! spare databases on), then `registerPatient` from a fixed number of clients spread
+//! over a few hospitals and over all of them, in one run.
+//!
+//! Run: `cargo bench -p hms-tests --bench fleet` (uses HMS_TEST_DATABASE_URL).
+//! - `HMS_BENCH_HOSPITALS` (default 1000), `HMS_BENCH_SECONDS` per load (default 10),
+//!   `HMS_BENCH_CLIENTS` (default 32), `HMS_BENCH_FEW` (default 8) hospitals for the
+//!   concentrated load; `HMS_BENCH_SERVER` as for the commands bench.
+//!
+//! Prints hospitals/s onboarded and errors; for each load requests/s, p50/p99, errors,
+//! the ratio of the spread load to the concentrated one, and the most connections the
+//! hospital databases had at once (sampled from `pg_stat_activity` every 100 ms); and the
+//! server's peak RSS.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, StreamExt};
+use hms_tests::load::{
+    env_or, hms, measure, print_header, register, server_binary, Api, Measured, Server, PASSWORD,
+};
+use hms_tests::{drop_databases, server_options};
+use serde_json::json;
+use sqlx::postgres::PgPoolOptions;
+use uuid::Uuid;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let prefix = format!("hmsfl_{}_", &Uuid::new_v4().simple().to_string()[..8]);
+    let result = run(&prefix).await;
+    drop_databases(&prefix).await;
+    result
+}
+
+async fn run(prefix: &str) -> anyhow::Result<()> {
+    let binary = server_binary()?;
+    let hospitals: usize = env_or("HMS_BENCH_HOSPITALS", 1000);
+    let seconds: u64 = env_or("HMS_BENCH_SECONDS", 10);
+    let clients: usize = env_or("HMS_BENCH_CLIENTS", 32);
+    let few: usize = env_or::<usize>("HMS_BENCH_FEW", 8).min(hospitals);
+    let server = server_options();
+    let control_url = format!(
+        "postgres://{}@{}:{}/{prefix}_control",
+        server.get_username(),
+        server.get_host(),
+        server.get_port()
+    );
+
+    let status = hms(
+        &binary,
+        &control_url,
+        prefix,
+        &[
+            "create-superadmin",
+            "--username",
+            "operator",
+            "--email",
+            "operator@bench.example",
+            "--password",
+            PASSWORD,
+        ],
+    )
+    .status()?;
+    anyhow::ensure!(status.success(), "hms create-superadmin failed");
+
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
+    let mut serve = hms(&binary, &control_url, prefix, &["serve"]);
+    serve
+        .env("HMS_SPARE_DATABASES", "4")
+        .env("HMS_REQUEST_BUDGET_PER_MINUTE", "1000000000000");
+    let server = Server::start(serve, &http).await?;
+    let operator = Arc::new(Api::login(http.clone(), &server.url, None, "operator").await?);
+
+    // Onboarding, 20 at a time.
+    let codes: Vec<String> = (0..hospitals).map(|h| format!("FLEET{h:05}")).collect();
+    let started = Instant::now();
+    let failures: Vec<String> = stream::iter(codes.clone())
+        .map(|code| {
+            let operator = operator.clone();
+            async move {
+                operator
+                    .call(
+                        "mutation($i: CreateHospitalInput!) { createHospital(input: $i) { code } }",
+                        json!({ "i": { "code": code, "name": format!("Fleet {code}"), "plan": "ENTERPRISE",
+                                       "adminUsername": "bench_admin", "adminEmail": "admin@bench.example",
+                                       "adminName": "Bench Admin", "adminPassword": PASSWORD } }),
+                    )
+                    .await
+                    .err()
+                    .map(|e| format!("{code}: {e}"))
+            }
+        })
+        .buffer_unordered(20)
+        .filter_map(|f| async move { f })
+        .collect()
+        .await;
+    let took = started.elapsed().as_secs_f64();
+    println!(
+        "onboarded {} hospitals in {took:.1} s ({:.1} hospitals/s), {} error(s)",
+        hospitals - failures.len(),
+        (hospitals - failures.len()) as f64 / took,
+        failures.len()
+    );
+    if let Some(first) = failures.first() {
+        println!(
+            "    first error: {}",
+            first.chars().take(300).collect::<String>()
+        );
+    }
+    server.print_memory("after onboarding");
+
+    // One signed-in administrator per hospital (not measured); the server verifies a
+    // few passwords at once and turns the rest away, so sign-ins are retried.
+    let sign_in = |code: String| {
+        let http = http.clone();
+        let url = server.url.clone();
+        async move {
+            let mut attempt = 0;
+            loop {
+                match Api::login(http.clone(), &url, Some(&code), "bench_admin").await {
+                    Err(e) if attempt < 50 && e.to_string().contains("RATE_LIMITED") => {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    other => return other,
+                }
+            }
+        }
+    };
+    let apis: Vec<Arc<Api>> = stream::iter(codes.iter().cloned())
+        .map(sign_in)
+        .buffered(4)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<Vec<Api>>>()?
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    let apis = Arc::new(apis);
+    server.print_memory("after signing in to every hospital");
+
+    let duration = Duration::from_secs(seconds);
+    let serial = Arc::new(AtomicU64::new(1));
+    let load = |spread: usize| {
+        let apis = apis.clone();
+        let serial = serial.clone();
+        move || {
+            let s = serial.fetch_add(1, Ordering::Relaxed);
+            // A different hospital for every request, in an order that does not repeat a
+            // short cycle (7919 is prime, so all `spread` hospitals are visited).
+            let api = apis[(s.wrapping_mul(7919) % spread as u64) as usize].clone();
+            async move { register(&api, s).await.map(drop) }
+        }
+    };
+    print_header("vs few");
+    let mut rows: Vec<(String, Measured, u32)> = Vec::new();
+    // Rotating order: few, all, few, all.
+    for (round, spread) in [few, hospitals, few, hospitals].into_iter().enumerate() {
+        let watch = ConnectionWatch::start(prefix).await?;
+        let cpu = CpuTimes::now(server.child.id());
+        let measured = measure(clients, duration, load(spread)).await;
+        let cpu = CpuTimes::now(server.child.id()).since(&cpu);
+        let peak = watch.stop().await;
+        let few_rate = rows
+            .iter()
+            .filter(|(name, _, _)| name.starts_with("few"))
+            .map(|(_, m, _)| m.rate())
+            .last();
+        let name = if spread == few {
+            format!("few: {spread} hospitals")
+        } else {
+            format!("all: {spread} hospitals")
+        };
+        measured.print(&name, clients, if spread == few { None } else { few_rate });
+        println!("    round {round}: at most {peak} connections to hospital databases");
+        let per_request = |seconds: f64| 1000.0 * seconds / measured.ok.max(1) as f64;
+        println!(
+            "    CPU per request: server {:.1} ms, this bench {:.1} ms, the rest (PostgreSQL) {:.1} ms",
+            per_request(cpu.server),
+            per_request(cpu.bench),
+            per_request(cpu.rest)
+        );
+        rows.push((name, measured, peak));
+    }
+    let rate = |prefix: &str| {
+        let rates: Vec<f64> = rows
+            .iter()
+            .filter(|(n, _, _)| n.starts_with(prefix))
+            .map(|(_, m, _)| m.rate())
+            .collect();
+        rates.iter().sum::<f64>() / rates.len().max(1) as f64
+    };
+    println!(
+        "registerPatient over {hospitals} hospitals: {:.0} req/s, {:.1} % of the same load over {few} ({:.0} req/s); \
+         at most {} connections to hospital databases",
+        rate("all"),
+        100.0 * rate("all") / rate("few"),
+        rate("few"),
+        rows.iter().map(|(_, _, c)| *c).max().unwrap_or(0)
+    );
+    server.print_memory("at the end");
+    Ok(())
+}
+
+/// Samples how many sessions the platform's hospital databases have, every 100 ms.
+struct ConnectionWatch {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<u32>,
+}
+
+impl ConnectionWatch {
+    async fn start(prefix: &str) -> anyhow::Result<ConnectionWatch> {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(server_options())
+            .await?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let pattern = format!("{prefix}%");
+        let task = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut peak = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    let n: i64 = sqlx::query_scalar(
+                        "SELECT count(*) FROM pg_stat_activity \
+                          WHERE datname LIKE $1 AND datname NOT LIKE '%\\_control'",
+                    )
+                    .bind(&pattern)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap_or(0);
+                    peak = peak.max(n as u32);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                pool.close().await;
+                peak
+            })
+        };
+        Ok(ConnectionWatch { stop, task })
+    }
+
+    async fn stop(self) -> u32 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap_or(0)
+    }
+}
+
+/// CPU seconds used by the server process, this process, and everything else on the
+/// machine (PostgreSQL, in a benchmark run), from `/proc`.
+struct CpuTimes {
+    server: f64,
+    bench: f64,
+    rest: f64,
+}
+
+impl CpuTimes {
+    fn now(server_pid: u32) -> CpuTimes {
+        let ticks = 100.0; // USER_HZ on Linux
+        let process = |path: String| -> f64 {
+            std::fs::read_to_string(path)
+                .ok()
+                .and_then(|stat| {
+                    // Fields after the command name (which may hold spaces): utime is the
+                    // 12th, stime the 13th after ") ".
+                    let rest = stat.rsplit_once(") ")?.1.to_owned();
+                    let fields: Vec<&str> = rest.split_whitespace().collect();
+                    let utime: f64 = fields.get(11)?.parse().ok()?;
+                    let stime: f64 = fields.get(12)?.parse().ok()?;
+                    Some((utime + stime) / ticks)
+                })
+                .unwrap_or(0.0)
+        };
+        let busy = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|stat| {
+                let line = stat.lines().next()?.to_owned();
+                let v: Vec<f64> = line
+                    .split_whitespace()
+                    .skip(1)
+                    .filter_map(|x| x.parse().ok())
+                    .collect();
+                // user nice system idle iowait irq softirq steal
+                Some((v.iter().sum::<f64>() - v.get(3)? - v.get(4)?) / ticks)
+            })
+            .unwrap_or(0.0);
+        let server = process(format!("/proc/{server_pid}/stat"));
+        let bench = process("/proc/self/stat".to_owned());
+        CpuTimes {
+            server,
+            bench,
+            rest: busy - server - bench,
+        }
+    }
+
+    fn since(&self, earlier: &CpuTimes) -> CpuTimes {
+        CpuTimes {
+            server: self.server - earlier.server,
+            bench: self.bench - earlier.bench,
+            rest: self.rest - earlier.rest,
+        }
+    }
+}
