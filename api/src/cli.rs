@@ -305,6 +305,7 @@ async fn serve(
         production,
         max_concurrent_hashes: config.max_concurrent_password_hashes,
         request_budget_per_minute: config.request_budget_per_minute,
+        background_work: config.background_work,
     };
     let application = Application::build(platform, &settings).await?;
     let listener = TcpListener::bind(config.listen)

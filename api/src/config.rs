@@ -191,4 +191,9 @@ pub struct ServeConfig {
     /// Then: seconds the requests in flight get to finish before the process stops.
     #[arg(long, env = "HMS_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 30)]
     pub shutdown_timeout_seconds: u64,
+    /// Run the background work (sealing and catch-up after other processes' writes,
+    /// reservation sweeps, spare refills). With `false` this replica only serves
+    /// requests; at least one replica of the platform must run it.
+    #[arg(long, env = "HMS_BACKGROUND_WORK", default_value_t = true, action = clap::ArgAction::Set)]
+    pub background_work: bool,
 }

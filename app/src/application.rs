@@ -11,6 +11,7 @@ use crate::auth::TokenKeys;
 use crate::config::{PlatformConfig, Secret};
 use crate::state::{signing_secret, AppState, Platform};
 use crate::tenancy::Result;
+use crate::workers::replicas;
 
 /// How often the projection daemon visits recently active hospitals.
 const PROJECTION_TICK: Duration = Duration::from_secs(5);
@@ -32,11 +33,16 @@ pub struct ServeSettings {
     /// Query-cost units each signed-in principal may spend per minute (all replicas
     /// together); beyond it, RATE_LIMITED. `None`: the default; `Some(0)`: no budget.
     pub request_budget_per_minute: Option<u64>,
+    /// Runs the projection daemon (sealing, catch-up after other processes' writes,
+    /// reservation sweeps) and the spare refiller. A replica without them leaves that
+    /// work to the others (see [`crate::workers::replicas`]).
+    pub background_work: bool,
 }
 
 pub struct Application {
     state: AppState,
     workers: bool,
+    background_work: bool,
 }
 
 impl Application {
@@ -60,6 +66,7 @@ impl Application {
                 settings.request_budget_per_minute,
             ),
             workers: true,
+            background_work: settings.background_work,
         })
     }
 
@@ -78,20 +85,35 @@ impl Application {
     /// them and closes the tenant pools and the platform pool.
     pub async fn run<E>(self, serve: impl Future<Output = Result<(), E>>) -> Result<(), E> {
         let state = self.state;
-        let workers = if self.workers {
-            vec![
-                state.registry.spawn_idle_sweeper(),
-                crate::workers::projection_daemon::spawn(state.platform.clone(), PROJECTION_TICK),
-                state
-                    .provisioner()
-                    .spawn_spare_refiller(SPARE_REFILL_PERIOD),
-            ]
-        } else {
-            Vec::new()
-        };
+        let replica = state.hints.replica();
+        let mut workers = Vec::new();
+        if self.workers {
+            workers.push(state.registry.spawn_idle_sweeper());
+            workers.push(replicas::spawn_heartbeat(
+                state.control.clone(),
+                replica,
+                self.background_work,
+            ));
+            if self.background_work {
+                workers.push(crate::workers::projection_daemon::spawn(
+                    state.platform.clone(),
+                    PROJECTION_TICK,
+                ));
+                workers.push(
+                    state
+                        .provisioner()
+                        .spawn_spare_refiller(SPARE_REFILL_PERIOD),
+                );
+            }
+        }
         let served = serve.await;
         for worker in workers {
             worker.abort();
+        }
+        if self.workers {
+            // The others take over this replica's hints at once instead of after a
+            // silence.
+            replicas::leave(&state.control, replica).await;
         }
         state.registry.close_all().await;
         state.control.close().await;

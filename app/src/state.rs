@@ -68,7 +68,7 @@ impl Platform {
         )
         .with_spares(config.spare_databases);
         Ok(Self {
-            hints: Hints::new(control.clone()),
+            hints: Hints::new(control.clone(), uuid::Uuid::new_v4()),
             control,
             server: options,
             servers,

@@ -160,6 +160,7 @@ async fn start_server(
         production: test_config.production,
         max_concurrent_hashes: test_config.max_concurrent_hashes,
         request_budget_per_minute: test_config.request_budget_per_minute,
+        background_work: true,
     };
     let application = Application::build(&config, &settings)
         .await

@@ -9,20 +9,36 @@
 //! a lost hint. Only tenants with work are visited: the one named by a hint, and those
 //! with an open pool (recently active) on the timer. Once a minute the timer also sweeps
 //! those hospitals for slots a broken booking left held.
+//!
+//! A hint from another replica is that replica's work: it is only noted, and taken over
+//! on the timer when its sender is dead or does no background work
+//! ([`super::replicas`]).
 
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use hms_projections::projectors::seal;
 use sqlx::postgres::PgListener;
 use tokio::task::JoinHandle;
 
 use sqlx::PgPool;
+use uuid::Uuid;
 
-use crate::hints::CHANNEL;
+use super::replicas;
+use crate::hints::{self, CHANNEL};
 use crate::state::Platform;
 
 /// How often the recently active hospitals are swept for slots a broken booking left held.
 const SWEEP_PERIOD: Duration = Duration::from_secs(60);
+
+/// Hospitals with another replica's hints waiting (bounds the daemon's memory; beyond it
+/// a hint is handled as this replica's own).
+const MAX_NOTED: usize = 100_000;
+
+/// Other replicas' hints not yet looked at: per hospital, when the first came and from
+/// whom.
+#[derive(Default)]
+struct Noted(HashMap<String, (Instant, HashSet<Uuid>)>);
 
 /// Runs the daemon until the returned handle is aborted.
 pub fn spawn(platform: Platform, period: Duration) -> JoinHandle<()> {
@@ -31,6 +47,8 @@ pub fn spawn(platform: Platform, period: Duration) -> JoinHandle<()> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut listener = None;
         let mut last_sweep = tokio::time::Instant::now();
+        let me = platform.hints.replica();
+        let mut noted = Noted::default();
         loop {
             if listener.is_none() {
                 listener = listen(&platform.control).await;
@@ -43,7 +61,20 @@ pub fn spawn(platform: Platform, period: Duration) -> JoinHandle<()> {
             };
             tokio::select! {
                 received = hint => match received {
-                    Some(Ok(notification)) => catch_up(&platform, notification.payload()).await,
+                    Some(Ok(notification)) => {
+                        let (code, sender) = hints::parse(notification.payload());
+                        match sender {
+                            Some(sender) if sender != me && noted.0.len() < MAX_NOTED => {
+                                noted
+                                    .0
+                                    .entry(code.to_owned())
+                                    .or_insert_with(|| (Instant::now(), HashSet::new()))
+                                    .1
+                                    .insert(sender);
+                            }
+                            _ => catch_up(&platform, code).await,
+                        }
+                    }
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "projection hint listener failed; reconnecting");
                         listener = None;
@@ -52,6 +83,7 @@ pub fn spawn(platform: Platform, period: Duration) -> JoinHandle<()> {
                     None => {}
                 },
                 _ = tick.tick() => {
+                    take_over(&platform, &mut noted).await;
                     let sweep_due = last_sweep.elapsed() >= SWEEP_PERIOD;
                     if sweep_due {
                         last_sweep = tokio::time::Instant::now();
@@ -66,6 +98,37 @@ pub fn spawn(platform: Platform, period: Duration) -> JoinHandle<()> {
             }
         }
     })
+}
+
+/// Catches up the hospitals whose noted hints are older than
+/// [`replicas::TAKEOVER_AFTER`] and came from a replica that is gone or does no
+/// background work.
+async fn take_over(platform: &Platform, noted: &mut Noted) {
+    let due: Vec<String> = noted
+        .0
+        .iter()
+        .filter(|(_, (first, _))| first.elapsed() >= replicas::TAKEOVER_AFTER)
+        .map(|(code, _)| code.clone())
+        .collect();
+    if due.is_empty() {
+        return;
+    }
+    let working = match replicas::working(&platform.control).await {
+        Ok(working) => working,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the replicas' heartbeats; will retry");
+            return;
+        }
+    };
+    for code in due {
+        let Some((_, senders)) = noted.0.remove(&code) else {
+            continue;
+        };
+        if let Some(gone) = senders.iter().find(|s| !working.contains(s)) {
+            tracing::info!(code, replica = %gone, "catching up for a replica that is gone or does no background work");
+            catch_up(platform, &code).await;
+        }
+    }
 }
 
 async fn listen(control: &PgPool) -> Option<PgListener> {

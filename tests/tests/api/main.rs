@@ -25,6 +25,7 @@ mod projections;
 mod provisioning;
 mod redaction;
 mod replay;
+mod replicas;
 mod restricted;
 mod retries;
 mod schema;

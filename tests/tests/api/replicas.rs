@@ -1,0 +1,186 @@
+//! Background work shared by `hms serve` replicas: a replica seals and catches up after
+//! its own writes; another takes that over when the writer does no background work or
+//! is killed with `kill -9`, and nothing is skipped or applied twice.
+
+use std::time::{Duration, Instant};
+
+use hms_tests::process::{ProcessPlatform, ServerProcess};
+use serde_json::{json, Value};
+use sqlx::{Connection, PgConnection};
+
+const CODE: &str = "REPL01";
+const ADMIN: &str = "repl_admin";
+const PASSWORD: &str = "plum kettle orbit 4711";
+/// Heartbeats are 2 s apart, a replica is dead after 10 s of silence, a noted hint waits
+/// 3 s and the daemon ticks every 5 s: the work moves within this bound.
+const TAKEOVER_BOUND: Duration = Duration::from_secs(30);
+
+async fn graphql(
+    server: &ServerProcess,
+    query: &str,
+    variables: Value,
+    token: Option<&str>,
+) -> Value {
+    let mut request = reqwest::Client::new()
+        .post(format!("{}/graphql", server.address))
+        .json(&json!({ "query": query, "variables": variables }));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json")
+}
+
+async fn register(server: &ServerProcess, token: &str, n: usize) {
+    let answer = graphql(
+        server,
+        "mutation($i: RegisterPatientInput!) { registerPatient(input: $i) { id } }",
+        json!({ "i": { "givenName": format!("Replica{n}"), "familyName": "Handover",
+                       "dateOfBirth": "1960-02-02", "sex": "FEMALE" } }),
+        Some(token),
+    )
+    .await;
+    assert!(
+        answer["data"]["registerPatient"]["id"].is_string(),
+        "{answer}"
+    );
+}
+
+/// (events, sealed events, audit-index rows, patients) in the hospital's database.
+async fn counts(db: &mut PgConnection) -> (i64, i64, i64, i64) {
+    sqlx::query_as(
+        "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM event_seals), \
+                (SELECT count(*) FROM audit_index), (SELECT count(*) FROM patients)",
+    )
+    .fetch_one(db)
+    .await
+    .expect("counts")
+}
+
+/// Waits until every event is sealed; returns the counts then.
+async fn sealed_within(db: &mut PgConnection, bound: Duration, what: &str) -> (i64, i64, i64, i64) {
+    let started = Instant::now();
+    loop {
+        let c = counts(db).await;
+        if c.0 == c.1 {
+            return c;
+        }
+        assert!(
+            started.elapsed() < bound,
+            "{what}: {} of {} events sealed after {bound:?}",
+            c.1,
+            c.0
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_replica_does_the_background_work_of_one_without_it_or_killed() {
+    let platform = ProcessPlatform::new();
+    platform
+        .run(&[
+            "setup-hospital",
+            "--name",
+            "Replica General",
+            "--code",
+            CODE,
+            "--admin-username",
+            ADMIN,
+            "--admin-email",
+            "admin@replica.example",
+            "--admin-password",
+            PASSWORD,
+        ])
+        .await;
+    let mut db = PgConnection::connect_with(
+        &platform
+            .server
+            .clone()
+            .database(&platform.database_for(CODE)),
+    )
+    .await
+    .expect("connect");
+
+    // A replica that only serves requests writes; the other seals what it wrote.
+    let mut front = platform.serve(&[("HMS_BACKGROUND_WORK", "false")]).await;
+    let worker = platform.serve(&[]).await;
+    let login = |server: &ServerProcess| {
+        let server_address = server.address.clone();
+        async move {
+            let answer = reqwest::Client::new()
+                .post(format!("{server_address}/graphql"))
+                .json(&json!({ "query": "mutation($i: LoginInput!) { login(input: $i) { token } }",
+                               "variables": { "i": { "hospitalCode": CODE, "username": ADMIN, "password": PASSWORD } } }))
+                .send()
+                .await
+                .expect("post")
+                .json::<Value>()
+                .await
+                .expect("json");
+            answer["data"]["login"]["token"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{answer}"))
+                .to_owned()
+        }
+    };
+    let token = login(&front).await;
+    for n in 0..5 {
+        register(&front, &token, n).await;
+    }
+    let (events, _, audit, patients) = sealed_within(
+        &mut db,
+        TAKEOVER_BOUND,
+        "after writes through a front-only replica",
+    )
+    .await;
+    assert_eq!(patients, 5);
+    assert_eq!(audit, events, "each event indexed once");
+    front.stop().await;
+
+    // A replica with background work, killed right after its last acknowledged write.
+    let mut killed = platform.serve(&[]).await;
+    let token = login(&killed).await;
+    for n in 5..25 {
+        register(&killed, &token, n).await;
+    }
+    killed.kill().await;
+    let (events, sealed, audit, patients) =
+        sealed_within(&mut db, TAKEOVER_BOUND, "after the writer was killed").await;
+    assert_eq!(
+        patients, 25,
+        "every acknowledged registration is in the read model"
+    );
+    assert_eq!(sealed, events);
+    assert_eq!(audit, events, "nothing indexed twice or skipped");
+    let chain: (i64, i64) = sqlx::query_as(
+        "SELECT count(DISTINCT position), coalesce(max(chain_index), 0) FROM event_seals",
+    )
+    .fetch_one(&mut db)
+    .await
+    .expect("chain");
+    assert_eq!(chain, (events, events), "one seal per event, no gap");
+
+    // The worker reads them all.
+    let token = login(&worker).await;
+    let list = graphql(
+        &worker,
+        "{ patients(search: \"Handover\", first: 50) { edges { node { id } } } }",
+        json!({}),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(
+        list["data"]["patients"]["edges"].as_array().map(Vec::len),
+        Some(25),
+        "{list}"
+    );
+    drop(worker);
+    db.close().await.ok();
+    platform.cleanup().await;
+}
