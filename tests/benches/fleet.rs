@@ -169,7 +169,7 @@ async fn run(prefix: &str) -> anyhow::Result<()> {
             .iter()
             .filter(|(name, _, _)| name.starts_with("few"))
             .map(|(_, m, _)| m.rate())
-            .last();
+            .next_back();
         let name = if spread == few {
             format!("few: {spread} hospitals")
         } else {

@@ -43,7 +43,7 @@ pub fn spawn_heartbeat(control: PgPool, id: Uuid, background: bool) -> JoinHandl
             if let Err(e) = beat {
                 tracing::warn!(error = %e, "could not record this replica's heartbeat");
             }
-            if beats % 900 == 0 {
+            if beats.is_multiple_of(900) {
                 let _ =
                     sqlx::query("DELETE FROM replicas WHERE last_seen < now() - interval '1 hour'")
                         .execute(&control)
