@@ -59,7 +59,7 @@ impl Platform {
                 idle_ttl: Duration::from_secs(60),
             },
         )?;
-        let runner = ProjectionRunner::new(projectors::all());
+        let runner = ProjectionRunner::new(projectors::all()).with_widener(registry.widener());
         let provisioner = Provisioner::new(
             control.clone(),
             servers.clone(),

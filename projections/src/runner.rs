@@ -105,6 +105,17 @@ pub struct ProjectorProgress {
     pub busy: bool,
 }
 
+/// A pool on the same database with more connections, lent to a catch-up that found a
+/// backlog on a pool too small to spread it over lanes (see
+/// [`ProjectionRunner::with_widener`]); the guard keeps it open while in use.
+pub struct WiderPool {
+    pub pool: PgPool,
+    pub guard: Box<dyn std::any::Any + Send + Sync>,
+}
+
+/// Gives a wider pool for the database of the given one, if the caller's budget allows.
+pub type Widener = Arc<dyn Fn(&PgPool) -> Option<WiderPool> + Send + Sync>;
+
 #[derive(Clone)]
 pub struct ProjectionRunner {
     projectors: Projectors,
@@ -113,6 +124,7 @@ pub struct ProjectionRunner {
     /// [`ProjectionRunner::catch_up_through`]).
     read_side: Projectors,
     rounds: Arc<Rounds>,
+    widener: Option<Widener>,
 }
 
 type Projectors = Arc<Vec<Arc<dyn Projector>>>;
@@ -168,7 +180,15 @@ impl ProjectionRunner {
             projectors: Arc::new(projectors),
             read_side: Arc::new(read_side),
             rounds: Arc::default(),
+            widener: None,
         }
+    }
+
+    /// The same runner, asking `widener` for more connections when a backlog meets a
+    /// pool with too few to fan out (the server's pools start with one connection).
+    pub fn with_widener(mut self, widener: Widener) -> Self {
+        self.widener = Some(widener);
+        self
     }
 
     /// The projector with this name, if any.
@@ -362,10 +382,17 @@ impl ProjectionRunner {
                 let reached = checkpoints.into_iter().map(|c| c.max(last)).collect();
                 return Ok(Some(progress(reached, &applied)));
             }
-            // A full batch means a backlog (a restart, a burst): spread it over lanes.
-            let lanes = fan_out_lanes(pool, set.len());
+            // A full batch means a backlog (a restart, a burst): spread it over lanes,
+            // on a wider pool when this one has too few connections.
+            let wider = match &self.widener {
+                Some(widen) if fan_out_lanes(pool, set.len()) <= 1 => widen(pool),
+                _ => None,
+            };
+            let lane_pool = wider.as_ref().map_or(pool, |w| &w.pool);
+            let lanes = fan_out_lanes(lane_pool, set.len());
             if lanes > 1 {
-                let outcomes = self.fan_out(pool, set, last, lanes).await?;
+                let outcomes = self.fan_out(lane_pool, set, last, lanes).await?;
+                drop(wider);
                 let reached = checkpoints
                     .into_iter()
                     .zip(&outcomes)

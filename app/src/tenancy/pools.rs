@@ -509,15 +509,45 @@ impl PoolRegistry {
         self.inner.released.notify_waiters();
     }
 
-    /// When every connection of `db`'s pool is in use and it may grow, replaces it by a
-    /// pool of `per_tenant` connections if its server's budget has room (closing pools
-    /// unused for [`GROWTH_MAY_EVICT`] to make it). Returns the pool to use.
+    /// When every connection of `db`'s pool is in use and it may grow, [`Self::grow`]s
+    /// it. Returns the pool to use.
     fn grow_if_busy(&self, code: &str, db: Arc<TenantDb>) -> Arc<TenantDb> {
-        let per_tenant = self.inner.settings.per_tenant;
-        let busy = db.connections < per_tenant
+        let busy = db.connections < self.inner.settings.per_tenant
             && db.pool.size() >= db.connections
             && db.pool.num_idle() == 0;
-        if !busy {
+        if busy {
+            self.grow(code, db)
+        } else {
+            db
+        }
+    }
+
+    /// A wider pool for the hospital whose pool `pool` is, for a projection backlog
+    /// (the runner's [`hms_projections::runner::Widener`]).
+    pub fn widener(&self) -> hms_projections::runner::Widener {
+        let registry = self.clone();
+        Arc::new(move |pool: &PgPool| {
+            let options = pool.connect_options();
+            let database = options.get_database()?;
+            let (code, db) = registry
+                .open_map()
+                .iter()
+                .find(|(_, e)| e.db.database_name == database)
+                .map(|(code, e)| (code.clone(), e.db.clone()))?;
+            let grown = registry.grow(&code, db);
+            (grown.connections > 1).then(|| hms_projections::runner::WiderPool {
+                pool: grown.pool.clone(),
+                guard: Box::new(grown),
+            })
+        })
+    }
+
+    /// Replaces `db`'s pool by one of `per_tenant` connections if its server's budget has
+    /// room (closing pools unused for [`GROWTH_MAY_EVICT`] to make it). Returns the pool
+    /// to use.
+    fn grow(&self, code: &str, db: Arc<TenantDb>) -> Arc<TenantDb> {
+        let per_tenant = self.inner.settings.per_tenant;
+        if db.connections >= per_tenant {
             return db;
         }
         let Some(budget) = self

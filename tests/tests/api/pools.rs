@@ -177,3 +177,35 @@ async fn a_busy_hospitals_pool_grows_within_the_budget_and_idle_ones_make_room()
         assert_eq!(me["data"]["me"]["hospital"]["code"], *code, "{me}");
     }
 }
+
+/// A backlog met on a server pool of one connection is spread over lanes on a wider pool
+/// of the same hospital (the runner asks the registry for it), and ends caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projection_backlog_on_a_small_pool_is_caught_up_on_a_wider_one() {
+    let app = spawn_app_with(TestConfig {
+        tenant_pool_size: 4,
+        tenant_connection_budget: 8,
+        ..TestConfig::default()
+    })
+    .await;
+    app.setup_hospital("WIDE01").await;
+    let lease = app.state.registry.get("WIDE01").await.expect("lease");
+    assert_eq!(app.state.registry.pool_connections("WIDE01"), Some(1));
+    let mut owner = app.connect(&app.database_for("WIDE01")).await;
+    let total = hms_tests::bench::fill_log(&mut owner, 5_000)
+        .await
+        .expect("a backlog");
+    app.state
+        .runner
+        .catch_up(&lease.pool)
+        .await
+        .expect("caught up");
+    assert_eq!(
+        app.state.registry.pool_connections("WIDE01"),
+        Some(4),
+        "the pool grew for the backlog"
+    );
+    for lag in app.state.runner.lag(&lease.pool).await.expect("lag") {
+        assert_eq!(lag.events, 0, "{lag:?} of {total} events");
+    }
+}

@@ -420,15 +420,16 @@ pub(crate) async fn drain(pool: &PgPool, runner: &ProjectionRunner) {
     panic!("the read models did not catch up");
 }
 
+/// A pool on hospital `code`'s database as the server's tenant role, of the test's
+/// tenant pool size (the server's own pools start with one connection and grow).
 async fn tenant_pool(app: &TestApp, code: &str) -> PgPool {
     app.setup_hospital(code).await;
-    app.state
-        .registry
-        .get(code)
+    let lease = app.state.registry.get(code).await.expect("tenant");
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(app.config.tenant_pool_size)
+        .connect_with((*lease.pool.connect_options()).clone())
         .await
-        .expect("tenant")
-        .pool
-        .clone()
+        .expect("tenant pool")
 }
 
 /// A pool on hospital `code`'s database as its owner, as `hms-replay` connects: a
