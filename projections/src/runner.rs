@@ -349,14 +349,26 @@ impl ProjectionRunner {
                 return Ok(Some(progress(checkpoints, &applied)));
             };
             let (mut moved, mut counts) = (Vec::new(), Vec::new());
+            // Sealed personal data is opened once for every projector that reads it (each
+            // takes the suffix of the batch after its checkpoint): one look-up of the
+            // patients' keys per batch, not one per projector.
+            let mut opened_batch: Option<Vec<StoredEvent>> = None;
             for (i, projector) in set.iter().enumerate() {
                 let start = batch.partition_point(|e| e.cursor() <= checkpoints[i]);
                 let events = &batch[start..];
                 if events.is_empty() {
                     continue;
                 }
-                let opened = open_for(&mut tx, projector.as_ref(), events).await?;
-                projector.apply_batch(&mut tx, &opened).await?;
+                if opened_batch.is_none() && needs_opening(projector.as_ref(), events) {
+                    let mut all = batch.clone();
+                    crate::personal::unseal_stored(&mut tx, &mut all).await?;
+                    opened_batch = Some(all);
+                }
+                let events = match &opened_batch {
+                    Some(all) if projector.reads_personal_data() => &all[start..],
+                    _ => events,
+                };
+                projector.apply_batch(&mut tx, events).await?;
                 moved.push(names[i].clone());
                 counts.push(i64::try_from(events.len()).unwrap_or(i64::MAX));
                 applied[i] += events.len() as u64;
@@ -776,16 +788,20 @@ async fn apply_events(
 
 /// The batch as `projector` reads it: with sealed personal data opened when it reads
 /// such data (one key query for the batch), as stored otherwise.
+/// Whether `projector` needs `batch` with its personal data opened.
+fn needs_opening(projector: &dyn Projector, batch: &[StoredEvent]) -> bool {
+    projector.reads_personal_data()
+        && batch
+            .iter()
+            .any(|e| crate::personal::has_sealed(e.payload.get()))
+}
+
 async fn open_for<'b>(
     tx: &mut PgConnection,
     projector: &dyn Projector,
     batch: &'b [StoredEvent],
 ) -> Result<std::borrow::Cow<'b, [StoredEvent]>> {
-    if !projector.reads_personal_data()
-        || !batch
-            .iter()
-            .any(|e| crate::personal::has_sealed(e.payload.get()))
-    {
+    if !needs_opening(projector, batch) {
         return Ok(std::borrow::Cow::Borrowed(batch));
     }
     let mut opened = batch.to_vec();
