@@ -117,6 +117,9 @@ async fn sample(platform: &Platform) {
         tenants.budget,
     );
     telemetry::tenant_pools_open(tenants.pools);
+    for (server, usage) in platform.registry.usage_by_server() {
+        telemetry::server_connections(&server, usage.connections, usage.in_use, usage.budget);
+    }
     match platform.provisioner().spare_databases().await {
         Ok(spares) => telemetry::spare_databases(spares.len()),
         Err(e) => tracing::warn!(error = %e, "could not count the spare databases"),

@@ -21,6 +21,8 @@ pub const PROJECTION_LAG_SECONDS: &str = "hms_projection_lag_seconds";
 pub const DB_CONNECTIONS: &str = "hms_db_connections";
 pub const DB_CONNECTION_BUDGET: &str = "hms_db_connection_budget";
 pub const TENANT_POOLS_OPEN: &str = "hms_tenant_pools_open";
+pub const SERVER_CONNECTIONS: &str = "hms_db_server_connections";
+pub const SERVER_CONNECTION_BUDGET: &str = "hms_db_server_connection_budget";
 pub const PROVISIONINGS: &str = "hms_provisionings_total";
 pub const PROVISIONING_DURATION: &str = "hms_provisioning_duration_seconds";
 pub const SPARE_DATABASES: &str = "hms_spare_databases";
@@ -69,6 +71,14 @@ pub fn describe() {
         "Most connections a pool may hold (tenants: all tenant pools together)"
     );
     describe_gauge!(TENANT_POOLS_OPEN, "Tenant pools open in this process");
+    describe_gauge!(
+        SERVER_CONNECTIONS,
+        "Connections of this process to one database server's hospital databases, by server and state (open, in_use)"
+    );
+    describe_gauge!(
+        SERVER_CONNECTION_BUDGET,
+        "Most connections this process may hold to one database server's hospital databases"
+    );
     describe_counter!(
         PROVISIONINGS,
         "Hospital onboardings run by this process, by outcome"
@@ -144,6 +154,15 @@ pub fn connections(pool: &'static str, open: u32, in_use: u32, budget: u32) {
     gauge!(DB_CONNECTIONS, "pool" => pool, "state" => "open").set(f64::from(open));
     gauge!(DB_CONNECTIONS, "pool" => pool, "state" => "in_use").set(f64::from(in_use));
     gauge!(DB_CONNECTION_BUDGET, "pool" => pool).set(f64::from(budget));
+}
+
+/// The tenant connections to database server `server` (`hms servers list`).
+pub fn server_connections(server: &str, open: u32, in_use: u32, budget: u32) {
+    let server = server.to_owned();
+    gauge!(SERVER_CONNECTIONS, "server" => server.clone(), "state" => "open").set(f64::from(open));
+    gauge!(SERVER_CONNECTIONS, "server" => server.clone(), "state" => "in_use")
+        .set(f64::from(in_use));
+    gauge!(SERVER_CONNECTION_BUDGET, "server" => server).set(f64::from(budget));
 }
 
 pub fn tenant_pools_open(open: usize) {

@@ -117,6 +117,22 @@ async fn metrics_move_with_requests_commands_sign_ins_and_projections() {
     .expect("tenant connections reported");
     assert!(open >= 1.0 && open <= budget, "{open} of {budget}");
     assert!(sample(&after, "hms_tenant_pools_open", &[]).expect("pools") >= 1.0);
+    let on_default = sample(
+        &after,
+        "hms_db_server_connections",
+        &[("server", "default"), ("state", "open")],
+    )
+    .expect("connections per database server reported");
+    let default_budget = sample(
+        &after,
+        "hms_db_server_connection_budget",
+        &[("server", "default")],
+    )
+    .expect("budget per database server reported");
+    assert!(
+        on_default >= 1.0 && on_default <= default_budget,
+        "{on_default} of {default_budget}"
+    );
 
     // The read models are caught up by each command; the sealer is left to the daemon,
     // which this test server does not run: the seal lags by every event so far.
