@@ -1,27 +1,33 @@
 //! Many hospitals on one platform: onboarding through `createHospital` (20 at a time,
 //! spare databases on), then `registerPatient` from a fixed number of clients spread
-//! over a few hospitals and over all of them, in one run.
+//! over a few hospitals and over all of them, in one run; by default over two database
+//! servers (the test server and a private cluster started here, with `fsync = off`)
+//! and two `hms serve` replicas, each with a budget of 40 connections per server.
 //!
 //! Run: `cargo bench -p hms-tests --bench fleet` (uses HMS_TEST_DATABASE_URL).
 //! - `HMS_BENCH_HOSPITALS` (default 1000), `HMS_BENCH_SECONDS` per load (default 10),
 //!   `HMS_BENCH_CLIENTS` (default 32), `HMS_BENCH_FEW` (default 8) hospitals for the
-//!   concentrated load; `HMS_BENCH_SERVER` as for the commands bench.
+//!   concentrated load; `HMS_BENCH_SERVERS` (1 or 2, default 2) database servers and
+//!   `HMS_BENCH_REPLICAS` (default 2) replicas, requests spread round-robin over them;
+//!   `HMS_BENCH_SERVER` as for the commands bench.
 //!
 //! Prints hospitals/s onboarded and errors; for each load requests/s, p50/p99, errors,
 //! the ratio of the spread load to the concentrated one, and the most connections the
-//! hospital databases had at once (sampled from `pg_stat_activity` every 100 ms); and the
-//! server's peak RSS.
+//! hospital databases had at once on each server (sampled from `pg_stat_activity` every
+//! 100 ms); and each replica's peak RSS.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
+use hms_tests::cluster::Cluster;
 use hms_tests::load::{
     env_or, hms, measure, print_header, register, server_binary, Api, Measured, Server, PASSWORD,
 };
 use hms_tests::{drop_databases, server_options};
 use serde_json::json;
+use sqlx::postgres::PgConnectOptions;
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
@@ -39,6 +45,8 @@ async fn run(prefix: &str) -> anyhow::Result<()> {
     let seconds: u64 = env_or("HMS_BENCH_SECONDS", 10);
     let clients: usize = env_or("HMS_BENCH_CLIENTS", 32);
     let few: usize = env_or::<usize>("HMS_BENCH_FEW", 8).min(hospitals);
+    let second_server = env_or::<usize>("HMS_BENCH_SERVERS", 2) >= 2;
+    let replicas: usize = env_or::<usize>("HMS_BENCH_REPLICAS", 2).max(1);
     let server = server_options();
     let control_url = format!(
         "postgres://{}@{}:{}/{prefix}_control",
@@ -63,15 +71,43 @@ async fn run(prefix: &str) -> anyhow::Result<()> {
     )
     .status()?;
     anyhow::ensure!(status.success(), "hms create-superadmin failed");
+    let mut watched: Vec<(String, PgConnectOptions)> = vec![("default".into(), server_options())];
+    let cluster = if second_server {
+        let cluster = Cluster::primary()?;
+        let url = format!("postgres://postgres@127.0.0.1:{}/postgres", cluster.port);
+        let status = hms(
+            &binary,
+            &control_url,
+            prefix,
+            &["servers", "add", "second", &url, "--capacity", "100000"],
+        )
+        .status()?;
+        anyhow::ensure!(status.success(), "hms servers add failed");
+        watched.push(("second".into(), cluster.options("postgres")));
+        Some(cluster)
+    } else {
+        None
+    };
 
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()?;
-    let mut serve = hms(&binary, &control_url, prefix, &["serve"]);
-    serve
-        .env("HMS_SPARE_DATABASES", "4")
-        .env("HMS_REQUEST_BUDGET_PER_MINUTE", "1000000000000");
-    let server = Server::start(serve, &http).await?;
+    // At most 80 connections per database server, all replicas together.
+    let budget = (80 / replicas).to_string();
+    let mut servers = Vec::new();
+    for _ in 0..replicas {
+        let mut serve = hms(&binary, &control_url, prefix, &["serve"]);
+        serve
+            .env("HMS_SPARE_DATABASES", "4")
+            .env("HMS_TENANT_CONNECTION_BUDGET", &budget)
+            .env("HMS_REQUEST_BUDGET_PER_MINUTE", "1000000000000");
+        servers.push(Server::start(serve, &http).await?);
+    }
+    println!(
+        "{} database server(s), {replicas} replica(s), a budget of {budget} connections per server each",
+        watched.len()
+    );
+    let server = &servers[0];
     let operator = Arc::new(Api::login(http.clone(), &server.url, None, "operator").await?);
 
     // Onboarding, 20 at a time.
@@ -110,7 +146,7 @@ async fn run(prefix: &str) -> anyhow::Result<()> {
             first.chars().take(300).collect::<String>()
         );
     }
-    server.print_memory("after onboarding");
+    print_memory(&servers, "after onboarding");
 
     // One signed-in administrator per hospital (not measured); the server verifies a
     // few passwords at once and turns the rest away, so sign-ins are retried.
@@ -130,18 +166,31 @@ async fn run(prefix: &str) -> anyhow::Result<()> {
             }
         }
     };
-    let apis: Vec<Arc<Api>> = stream::iter(codes.iter().cloned())
+    let signed_in: Vec<Api> = stream::iter(codes.iter().cloned())
         .map(sign_in)
         .buffered(4)
         .collect::<Vec<_>>()
         .await
         .into_iter()
-        .collect::<anyhow::Result<Vec<Api>>>()?
-        .into_iter()
-        .map(Arc::new)
+        .collect::<anyhow::Result<Vec<Api>>>()?;
+    // The same tokens on every replica: apis[replica][hospital].
+    let apis: Vec<Vec<Arc<Api>>> = servers
+        .iter()
+        .map(|s| {
+            signed_in
+                .iter()
+                .map(|a| {
+                    Arc::new(Api {
+                        http: a.http.clone(),
+                        url: s.url.clone(),
+                        token: a.token.clone(),
+                    })
+                })
+                .collect()
+        })
         .collect();
     let apis = Arc::new(apis);
-    server.print_memory("after signing in to every hospital");
+    print_memory(&servers, "after signing in to every hospital");
 
     let duration = Duration::from_secs(seconds);
     let serial = Arc::new(AtomicU64::new(1));
@@ -152,7 +201,8 @@ async fn run(prefix: &str) -> anyhow::Result<()> {
             let s = serial.fetch_add(1, Ordering::Relaxed);
             // A different hospital for every request, in an order that does not repeat a
             // short cycle (7919 is prime, so all `spread` hospitals are visited).
-            let api = apis[(s.wrapping_mul(7919) % spread as u64) as usize].clone();
+            let replica = &apis[s as usize % apis.len()];
+            let api = replica[(s.wrapping_mul(7919) % spread as u64) as usize].clone();
             async move { register(&api, s).await.map(drop) }
         }
     };
@@ -160,11 +210,23 @@ async fn run(prefix: &str) -> anyhow::Result<()> {
     let mut rows: Vec<(String, Measured, u32)> = Vec::new();
     // Rotating order: few, all, few, all.
     for (round, spread) in [few, hospitals, few, hospitals].into_iter().enumerate() {
-        let watch = ConnectionWatch::start(prefix).await?;
-        let cpu = CpuTimes::now(server.child.id());
+        let mut watches = Vec::new();
+        for (_, options) in &watched {
+            watches.push(ConnectionWatch::start(options.clone(), prefix).await?);
+        }
+        let pids: Vec<u32> = servers.iter().map(|s| s.child.id()).collect();
+        let cpu = CpuTimes::now(&pids);
         let measured = measure(clients, duration, load(spread)).await;
-        let cpu = CpuTimes::now(server.child.id()).since(&cpu);
-        let peak = watch.stop().await;
+        let cpu = CpuTimes::now(&pids).since(&cpu);
+        let mut per_server = Vec::new();
+        for ((name, _), watch) in watched.iter().zip(watches) {
+            per_server.push(format!("{name} {}", watch.stop().await));
+        }
+        let peak = per_server
+            .iter()
+            .filter_map(|p| p.rsplit(' ').next()?.parse::<u32>().ok())
+            .max()
+            .unwrap_or(0);
         let few_rate = rows
             .iter()
             .filter(|(name, _, _)| name.starts_with("few"))
@@ -176,10 +238,13 @@ async fn run(prefix: &str) -> anyhow::Result<()> {
             format!("all: {spread} hospitals")
         };
         measured.print(&name, clients, if spread == few { None } else { few_rate });
-        println!("    round {round}: at most {peak} connections to hospital databases");
+        println!(
+            "    round {round}: at most {} connections to hospital databases",
+            per_server.join(", ")
+        );
         let per_request = |seconds: f64| 1000.0 * seconds / measured.ok.max(1) as f64;
         println!(
-            "    CPU per request: server {:.1} ms, this bench {:.1} ms, the rest (PostgreSQL) {:.1} ms",
+            "    CPU per request: replicas {:.1} ms, this bench {:.1} ms, the rest (PostgreSQL) {:.1} ms",
             per_request(cpu.server),
             per_request(cpu.bench),
             per_request(cpu.rest)
@@ -196,14 +261,22 @@ async fn run(prefix: &str) -> anyhow::Result<()> {
     };
     println!(
         "registerPatient over {hospitals} hospitals: {:.0} req/s, {:.1} % of the same load over {few} ({:.0} req/s); \
-         at most {} connections to hospital databases",
+         at most {} connections to one server's hospital databases",
         rate("all"),
         100.0 * rate("all") / rate("few"),
         rate("few"),
         rows.iter().map(|(_, _, c)| *c).max().unwrap_or(0)
     );
-    server.print_memory("at the end");
+    print_memory(&servers, "at the end");
+    drop(servers);
+    drop(cluster);
     Ok(())
+}
+
+fn print_memory(servers: &[Server], when: &str) {
+    for (i, server) in servers.iter().enumerate() {
+        server.print_memory(&format!("{when} (replica {i})"));
+    }
 }
 
 /// Samples how many sessions the platform's hospital databases have, every 100 ms.
@@ -213,10 +286,10 @@ struct ConnectionWatch {
 }
 
 impl ConnectionWatch {
-    async fn start(prefix: &str) -> anyhow::Result<ConnectionWatch> {
+    async fn start(server: PgConnectOptions, prefix: &str) -> anyhow::Result<ConnectionWatch> {
         let pool = PgPoolOptions::new()
             .max_connections(1)
-            .connect_with(server_options())
+            .connect_with(server)
             .await?;
         let stop = Arc::new(AtomicBool::new(false));
         let pattern = format!("{prefix}%");
@@ -249,7 +322,7 @@ impl ConnectionWatch {
     }
 }
 
-/// CPU seconds used by the server process, this process, and everything else on the
+/// CPU seconds used by the server processes, this process, and everything else on the
 /// machine (PostgreSQL, in a benchmark run), from `/proc`.
 struct CpuTimes {
     server: f64,
@@ -258,7 +331,7 @@ struct CpuTimes {
 }
 
 impl CpuTimes {
-    fn now(server_pid: u32) -> CpuTimes {
+    fn now(server_pids: &[u32]) -> CpuTimes {
         let ticks = 100.0; // USER_HZ on Linux
         let process = |path: String| -> f64 {
             std::fs::read_to_string(path)
@@ -287,7 +360,10 @@ impl CpuTimes {
                 Some((v.iter().sum::<f64>() - v.get(3)? - v.get(4)?) / ticks)
             })
             .unwrap_or(0.0);
-        let server = process(format!("/proc/{server_pid}/stat"));
+        let server = server_pids
+            .iter()
+            .map(|pid| process(format!("/proc/{pid}/stat")))
+            .sum::<f64>();
         let bench = process("/proc/self/stat".to_owned());
         CpuTimes {
             server,
