@@ -195,4 +195,41 @@ impl ServerProcess {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// One GraphQL request to this process; the whole answer.
+    pub async fn graphql(
+        &self,
+        query: &str,
+        variables: serde_json::Value,
+        token: Option<&str>,
+    ) -> serde_json::Value {
+        let mut request = reqwest::Client::new()
+            .post(format!("{}/graphql", self.address))
+            .json(&serde_json::json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request
+            .send()
+            .await
+            .expect("post")
+            .json()
+            .await
+            .expect("a JSON answer")
+    }
+
+    /// A token for `username` of hospital `code` (a super administrator with `None`).
+    pub async fn login(&self, code: Option<&str>, username: &str, password: &str) -> String {
+        let answer = self
+            .graphql(
+                "mutation($i: LoginInput!) { login(input: $i) { token } }",
+                serde_json::json!({ "i": { "hospitalCode": code, "username": username, "password": password } }),
+                None,
+            )
+            .await;
+        answer["data"]["login"]["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("sign-in of {username} to {code:?}: {answer}"))
+            .to_owned()
+    }
 }

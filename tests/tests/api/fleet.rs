@@ -107,33 +107,11 @@ async fn graphql(
     variables: Value,
     token: Option<&str>,
 ) -> Value {
-    let mut request = reqwest::Client::new()
-        .post(format!("{}/graphql", server.address))
-        .json(&json!({ "query": query, "variables": variables }));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    request
-        .send()
-        .await
-        .expect("post")
-        .json()
-        .await
-        .expect("json")
+    server.graphql(query, variables, token).await
 }
 
 async fn login(server: &ServerProcess, code: Option<&str>, username: &str) -> String {
-    let answer = graphql(
-        server,
-        "mutation($i: LoginInput!) { login(input: $i) { token } }",
-        json!({ "i": { "hospitalCode": code, "username": username, "password": PASSWORD } }),
-        None,
-    )
-    .await;
-    answer["data"]["login"]["token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("sign-in to {code:?}: {answer}"))
-        .to_owned()
+    server.login(code, username, PASSWORD).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

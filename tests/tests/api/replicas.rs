@@ -21,19 +21,7 @@ async fn graphql(
     variables: Value,
     token: Option<&str>,
 ) -> Value {
-    let mut request = reqwest::Client::new()
-        .post(format!("{}/graphql", server.address))
-        .json(&json!({ "query": query, "variables": variables }));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    request
-        .send()
-        .await
-        .expect("post")
-        .json()
-        .await
-        .expect("json")
+    server.graphql(query, variables, token).await
 }
 
 async fn register(server: &ServerProcess, token: &str, n: usize) {
@@ -110,26 +98,7 @@ async fn another_replica_does_the_background_work_of_one_without_it_or_killed() 
     // A replica that only serves requests writes; the other seals what it wrote.
     let mut front = platform.serve(&[("HMS_BACKGROUND_WORK", "false")]).await;
     let worker = platform.serve(&[]).await;
-    let login = |server: &ServerProcess| {
-        let server_address = server.address.clone();
-        async move {
-            let answer = reqwest::Client::new()
-                .post(format!("{server_address}/graphql"))
-                .json(&json!({ "query": "mutation($i: LoginInput!) { login(input: $i) { token } }",
-                               "variables": { "i": { "hospitalCode": CODE, "username": ADMIN, "password": PASSWORD } } }))
-                .send()
-                .await
-                .expect("post")
-                .json::<Value>()
-                .await
-                .expect("json");
-            answer["data"]["login"]["token"]
-                .as_str()
-                .unwrap_or_else(|| panic!("{answer}"))
-                .to_owned()
-        }
-    };
-    let token = login(&front).await;
+    let token = front.login(Some(CODE), ADMIN, PASSWORD).await;
     for n in 0..5 {
         register(&front, &token, n).await;
     }
@@ -145,7 +114,7 @@ async fn another_replica_does_the_background_work_of_one_without_it_or_killed() 
 
     // A replica with background work, killed right after its last acknowledged write.
     let mut killed = platform.serve(&[]).await;
-    let token = login(&killed).await;
+    let token = killed.login(Some(CODE), ADMIN, PASSWORD).await;
     for n in 5..25 {
         register(&killed, &token, n).await;
     }
@@ -167,7 +136,7 @@ async fn another_replica_does_the_background_work_of_one_without_it_or_killed() 
     assert_eq!(chain, (events, events), "one seal per event, no gap");
 
     // The worker reads them all.
-    let token = login(&worker).await;
+    let token = worker.login(Some(CODE), ADMIN, PASSWORD).await;
     let list = graphql(
         &worker,
         "{ patients(search: \"Handover\", first: 50) { edges { node { id } } } }",
