@@ -175,16 +175,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let platform = Platform::connect(&config).await?;
             let tenants = platform.directory.list().await?;
             println!(
-                "{:<16} {:<12} {:<12} {:<28} NAME",
-                "CODE", "STATUS", "PLAN", "DATABASE"
+                "{:<16} {:<12} {:<12} {:<28} {:<16} NAME",
+                "CODE", "STATUS", "PLAN", "DATABASE", "SERVER"
             );
             for t in &tenants {
                 println!(
-                    "{:<16} {:<12} {:<12} {:<28} {}",
+                    "{:<16} {:<12} {:<12} {:<28} {:<16} {}",
                     t.code,
                     t.status.as_str(),
                     t.plan,
                     t.database_name,
+                    t.db_server,
                     t.name
                 );
             }

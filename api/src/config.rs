@@ -46,7 +46,7 @@ pub enum Command {
     },
     /// Onboard a hospital: create and migrate its database, register it, create its admin.
     SetupHospital(SetupHospitalArgs),
-    /// List the hospitals with status, plan and database.
+    /// List the hospitals with status, plan, database and database server.
     Tenants,
     /// Write a consistent backup of one hospital's database (pg_dump) with a manifest.
     BackupHospital {

@@ -220,6 +220,16 @@ async fn run(fleet: Fleet) {
         );
     }
     assert!(!on_second.contains(&fleet.platform.database_for("fltb")));
+    let (ok, out) = fleet.hms(&["tenants"]).await;
+    assert!(ok, "{out}");
+    let line = |code: &str| {
+        out.lines()
+            .find(|l| l.starts_with(code))
+            .unwrap_or_else(|| panic!("{code} listed: {out}"))
+            .to_owned()
+    };
+    assert!(line("FLTA").contains(" second "), "{out}");
+    assert!(line("FLTB").contains(" default "), "{out}");
     let (ok, out) = fleet.hms(&["servers", "remove", "second"]).await;
     assert!(!ok && out.contains("2 hospital(s)"), "{out}");
 
