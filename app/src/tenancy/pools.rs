@@ -38,6 +38,10 @@ use super::{Result, TenancyError};
 /// A pool unused this long may be closed to let a busy hospital's pool grow.
 const GROWTH_MAY_EVICT: Duration = Duration::from_secs(5);
 
+/// How long a closed connection's backend is still counted against the budget: it
+/// exits after the pool has closed it.
+const BACKEND_EXIT: Duration = Duration::from_millis(20);
+
 /// How long `get` waits for a lease to be released when the budget is exhausted.
 const WAIT_FOR_CAPACITY: Duration = Duration::from_secs(10);
 
@@ -503,6 +507,9 @@ impl PoolRegistry {
             let _ = tokio::time::timeout(Duration::from_secs(1), released).await;
         }
         db.pool.close().await;
+        // Closing sends each backend its goodbye and returns; PostgreSQL still lists (and
+        // counts against max_connections) a backend until it has exited.
+        tokio::time::sleep(BACKEND_EXIT).await;
         if let Some(n) = self.retiring_map().get_mut(&db.server) {
             *n = n.saturating_sub(db.connections);
         }
