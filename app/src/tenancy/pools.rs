@@ -240,10 +240,7 @@ impl PoolRegistry {
     /// [`PoolRegistry::usage`] per database server this process has used, by name.
     pub fn usage_by_server(&self) -> Vec<(String, PoolUsage)> {
         let mut by_server: std::collections::BTreeMap<String, PoolUsage> = self
-            .inner
-            .server_slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .slots()
             .iter()
             .map(|(name, slot)| {
                 let usage = PoolUsage {
@@ -381,13 +378,7 @@ impl PoolRegistry {
     /// Server `name`'s address (as the writer) and budget, read once per process (a
     /// server's address never changes while hospitals are on it).
     async fn server_slot(&self, name: &str) -> Result<ServerSlot> {
-        let known = self
-            .inner
-            .server_slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned();
+        let known = self.slots().get(name).cloned();
         if let Some(slot) = known {
             return Ok(slot);
         }
@@ -403,11 +394,7 @@ impl PoolRegistry {
             options: self.inner.credentials.on(&options),
             budget,
         };
-        self.inner
-            .server_slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_owned(), slot.clone());
+        self.slots().insert(name.to_owned(), slot.clone());
         Ok(slot)
     }
 
@@ -478,6 +465,13 @@ impl PoolRegistry {
             .map(|e| e.db.connections)
             .sum();
         open + self.retiring_map().get(server).copied().unwrap_or(0)
+    }
+
+    fn slots(&self) -> MutexGuard<'_, HashMap<String, ServerSlot>> {
+        self.inner
+            .server_slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn retiring_map(&self) -> MutexGuard<'_, HashMap<String, u32>> {
@@ -557,14 +551,7 @@ impl PoolRegistry {
         if db.connections >= per_tenant {
             return db;
         }
-        let Some(budget) = self
-            .inner
-            .server_slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&db.server)
-            .map(|slot| slot.budget)
-        else {
+        let Some(budget) = self.slots().get(&db.server).map(|slot| slot.budget) else {
             return db;
         };
         let mut open = self.open_map();

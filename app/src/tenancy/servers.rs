@@ -102,19 +102,16 @@ impl ServerDirectory {
     }
 
     pub async fn list(&self) -> Result<Vec<ServerSummary>> {
-        let rows: Vec<(ServerSummary, Option<String>)> = sqlx::query_as::<_, ServerRow>(
+        let rows: Vec<ServerRow> = sqlx::query_as(
             "SELECT s.name, s.url, s.capacity, s.connection_budget, s.draining, \
                     (SELECT count(*) FROM tenants t WHERE t.db_server = s.name) AS hospitals \
                FROM database_servers s ORDER BY s.name",
         )
         .fetch_all(&self.control)
-        .await?
-        .into_iter()
-        .map(|r| (r.summary, r.url))
-        .collect();
+        .await?;
         Ok(rows
             .into_iter()
-            .map(|(mut summary, url)| {
+            .map(|ServerRow { mut summary, url }| {
                 summary.address = match url {
                     Some(url) => parse_server_url(&url)
                         .map(|o| redacted(&o))

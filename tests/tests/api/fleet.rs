@@ -4,8 +4,8 @@
 
 use clap::Parser;
 use hms_tests::cluster::Cluster;
-use hms_tests::process::{ProcessPlatform, ServerProcess};
-use serde_json::{json, Value};
+use hms_tests::process::ProcessPlatform;
+use serde_json::json;
 use sqlx::{Connection, PgConnection};
 
 const PASSWORD: &str = "plum kettle orbit 4711";
@@ -99,19 +99,6 @@ impl Fleet {
             .await
             .expect("a tenant")
     }
-}
-
-async fn graphql(
-    server: &ServerProcess,
-    query: &str,
-    variables: Value,
-    token: Option<&str>,
-) -> Value {
-    server.graphql(query, variables, token).await
-}
-
-async fn login(server: &ServerProcess, code: Option<&str>, username: &str) -> String {
-    server.login(code, username, PASSWORD).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,29 +237,27 @@ async fn run(fleet: Fleet) {
     let env = [("HMS_TENANT_POOL_SIZE", "1")];
     let a = fleet.platform.serve(&env).await;
     let b = fleet.platform.serve(&env).await;
-    let operator = login(&a, None, "operator").await;
-    let created = graphql(
-        &b,
-        "mutation($i: CreateHospitalInput!) { createHospital(input: $i) { code databaseServer } }",
+    let operator = a.login(None, "operator", PASSWORD).await;
+    let created = b.graphql("mutation($i: CreateHospitalInput!) { createHospital(input: $i) { code databaseServer } }",
         json!({ "i": { "code": "FLTD", "name": "Fleet D", "adminUsername": "fltd_admin",
                        "adminEmail": "fltd@fleet.example", "adminName": "D Admin",
                        "adminPassword": PASSWORD, "server": "second" } }),
-        Some(&login(&b, None, "operator").await),
+        Some(&b.login(None, "operator", PASSWORD).await),
     )
     .await;
     assert_eq!(
         created["data"]["createHospital"]["databaseServer"], "second",
         "{created}"
     );
-    let refused = graphql(
-        &a,
-        "mutation($i: CreateHospitalInput!) { createHospital(input: $i) { code } }",
-        json!({ "i": { "code": "FLTZ", "name": "Fleet Z", "adminUsername": "fltz_admin",
+    let refused = a
+        .graphql(
+            "mutation($i: CreateHospitalInput!) { createHospital(input: $i) { code } }",
+            json!({ "i": { "code": "FLTZ", "name": "Fleet Z", "adminUsername": "fltz_admin",
                        "adminEmail": "fltz@fleet.example", "adminName": "Z Admin",
                        "adminPassword": PASSWORD, "server": "nosuch" } }),
-        Some(&operator),
-    )
-    .await;
+            Some(&operator),
+        )
+        .await;
     assert_eq!(
         refused["errors"][0]["extensions"]["code"], "VALIDATION",
         "{refused}"
@@ -286,10 +271,8 @@ async fn run(fleet: Fleet) {
     // other.
     for code in ["FLTA", "FLTB", "FLTC", "FLTD"] {
         let admin = format!("{}_admin", code.to_ascii_lowercase());
-        let token_a = login(&a, Some(code), &admin).await;
-        let registered = graphql(
-            &a,
-            "mutation($i: RegisterPatientInput!) { registerPatient(input: $i) { id } }",
+        let token_a = a.login(Some(code), &admin, PASSWORD).await;
+        let registered = a.graphql("mutation($i: RegisterPatientInput!) { registerPatient(input: $i) { id } }",
             json!({ "i": { "givenName": "Placed", "familyName": code, "dateOfBirth": "1970-05-05", "sex": "MALE" } }),
             Some(&token_a),
         )
@@ -298,14 +281,14 @@ async fn run(fleet: Fleet) {
             .as_str()
             .unwrap_or_else(|| panic!("{code}: {registered}"))
             .to_owned();
-        let token_b = login(&b, Some(code), &admin).await;
-        let read = graphql(
-            &b,
-            "query($id: UUID!) { patient(id: $id) { familyName } }",
-            json!({ "id": id }),
-            Some(&token_b),
-        )
-        .await;
+        let token_b = b.login(Some(code), &admin, PASSWORD).await;
+        let read = b
+            .graphql(
+                "query($id: UUID!) { patient(id: $id) { familyName } }",
+                json!({ "id": id }),
+                Some(&token_b),
+            )
+            .await;
         assert_eq!(
             read["data"]["patient"]["familyName"], code,
             "{code}: {read}"

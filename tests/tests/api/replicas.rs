@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use hms_tests::process::{ProcessPlatform, ServerProcess};
-use serde_json::{json, Value};
+use serde_json::json;
 use sqlx::{Connection, PgConnection};
 
 const CODE: &str = "REPL01";
@@ -15,24 +15,15 @@ const PASSWORD: &str = "plum kettle orbit 4711";
 /// 3 s and the daemon ticks every 5 s: the work moves within this bound.
 const TAKEOVER_BOUND: Duration = Duration::from_secs(30);
 
-async fn graphql(
-    server: &ServerProcess,
-    query: &str,
-    variables: Value,
-    token: Option<&str>,
-) -> Value {
-    server.graphql(query, variables, token).await
-}
-
 async fn register(server: &ServerProcess, token: &str, n: usize) {
-    let answer = graphql(
-        server,
-        "mutation($i: RegisterPatientInput!) { registerPatient(input: $i) { id } }",
-        json!({ "i": { "givenName": format!("Replica{n}"), "familyName": "Handover",
+    let answer = server
+        .graphql(
+            "mutation($i: RegisterPatientInput!) { registerPatient(input: $i) { id } }",
+            json!({ "i": { "givenName": format!("Replica{n}"), "familyName": "Handover",
                        "dateOfBirth": "1960-02-02", "sex": "FEMALE" } }),
-        Some(token),
-    )
-    .await;
+            Some(token),
+        )
+        .await;
     assert!(
         answer["data"]["registerPatient"]["id"].is_string(),
         "{answer}"
@@ -137,13 +128,13 @@ async fn another_replica_does_the_background_work_of_one_without_it_or_killed() 
 
     // The worker reads them all.
     let token = worker.login(Some(CODE), ADMIN, PASSWORD).await;
-    let list = graphql(
-        &worker,
-        "{ patients(search: \"Handover\", first: 50) { edges { node { id } } } }",
-        json!({}),
-        Some(&token),
-    )
-    .await;
+    let list = worker
+        .graphql(
+            "{ patients(search: \"Handover\", first: 50) { edges { node { id } } } }",
+            json!({}),
+            Some(&token),
+        )
+        .await;
     assert_eq!(
         list["data"]["patients"]["edges"].as_array().map(Vec::len),
         Some(25),
