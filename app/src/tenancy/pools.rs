@@ -1,11 +1,12 @@
 //! The pool registry: one small pool per tenant, opened on first use, under a
 //! connection budget per database server for the whole process.
 //!
-//! Invariant: on each server, the sum of `max_connections` over the open pools and the
-//! pools still closing never exceeds that server's budget, so however many hospitals
-//! there are, this process never holds more than `budget` connections to one server's
-//! hospital databases. A pool is only closed while nobody holds a lease on it, and pools
-//! unused for `idle_ttl` are closed by a sweeper.
+//! Invariant: on each server, the sum of `max_connections` over the open pools, the
+//! pools still closing (until PostgreSQL no longer lists their backends), the growths
+//! waiting for room and the one watcher connection never exceeds that server's budget,
+//! so however many hospitals there are, this process never holds more than `budget`
+//! connections to one server. A pool is only closed while nobody holds a lease on it,
+//! and pools unused for `idle_ttl` are closed by a sweeper.
 //!
 //! A pool starts with one connection and grows to `per_tenant` when its hospital is busy
 //! (a request finds its connections all in use). Every connection to a database not yet
@@ -13,7 +14,14 @@
 //! so a hospital seen rarely costs one such connection, not `per_tenant`, and the budget
 //! keeps as many hospitals' connections warm as it has connections. A busy hospital's
 //! pool is replaced by a bigger one (the old one closes when its leases end), making room
-//! if needed by closing pools nobody used for [`GROWTH_MAY_EVICT`].
+//! if needed by closing pools nobody used for [`GROWTH_MAY_EVICT`]: the bigger pool is
+//! only opened once their backends have exited.
+//!
+//! A closed connection's backend is listed by PostgreSQL, and counts against its
+//! `max_connections`, until it has exited, which takes a moment after the pool has said
+//! goodbye (longer on a busy server). So each pool records its connections' backend
+//! pids, and a closed pool's connections count against the budget until a server's
+//! watcher connection no longer finds them in `pg_stat_activity`.
 //!
 //! Whether a hospital is open is the platform database's fact, not this process's: an
 //! open pool is re-checked against the directory when its last check is older than
@@ -38,9 +46,17 @@ use super::{Result, TenancyError};
 /// A pool unused this long may be closed to let a busy hospital's pool grow.
 const GROWTH_MAY_EVICT: Duration = Duration::from_secs(5);
 
-/// How long a closed connection's backend is still counted against the budget: it
-/// exits after the pool has closed it.
-const BACKEND_EXIT: Duration = Duration::from_millis(20);
+/// How often, and at most how long, a closed pool's backends are looked for until they
+/// have exited. Past the bound (a pid reused by another backend, say) they are taken
+/// as gone.
+const BACKEND_EXIT_POLL: Duration = Duration::from_millis(2);
+const BACKEND_EXIT_BOUND: Duration = Duration::from_secs(1);
+
+/// What is waited when a server's watcher cannot tell whether backends have exited.
+const BACKEND_EXIT_BLIND: Duration = Duration::from_millis(100);
+
+/// The watcher connection each server's budget holds for `pg_stat_activity`.
+const WATCHER_CONNECTIONS: u32 = 1;
 
 /// How long `get` waits for a lease to be released when the budget is exhausted.
 const WAIT_FOR_CAPACITY: Duration = Duration::from_secs(10);
@@ -89,6 +105,50 @@ pub struct TenantDb {
     pub pool: PgPool,
     /// The pool's `max_connections`: what it takes of its server's budget.
     connections: u32,
+    /// The backend pids of the connections this pool opened.
+    backends: Arc<Mutex<Vec<i32>>>,
+}
+
+impl TenantDb {
+    /// A lazily connected pool of `connections` to one hospital's database, recording
+    /// its connections' backend pids.
+    fn open(
+        code: &str,
+        log_identity: &str,
+        database_name: &str,
+        server: &str,
+        options: PgConnectOptions,
+        connections: u32,
+        idle_ttl: Duration,
+    ) -> Self {
+        let backends = Arc::new(Mutex::new(Vec::new()));
+        let recorded = backends.clone();
+        let pool = PgPoolOptions::new()
+            .max_connections(connections)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(10))
+            .idle_timeout(idle_ttl)
+            .after_connect(move |conn, _| {
+                let recorded = recorded.clone();
+                Box::pin(async move {
+                    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                        .fetch_one(conn)
+                        .await?;
+                    recorded.lock().unwrap_or_else(|p| p.into_inner()).push(pid);
+                    Ok(())
+                })
+            })
+            .connect_lazy_with(options);
+        Self {
+            code: code.to_owned(),
+            log_identity: log_identity.to_owned(),
+            database_name: database_name.to_owned(),
+            server: server.to_owned(),
+            pool,
+            connections,
+            backends,
+        }
+    }
 }
 
 /// A tenant's pool, held for the duration of one piece of work. While any lease is
@@ -125,6 +185,8 @@ struct Entry {
     /// When the directory last said this hospital is open.
     checked_at: Instant,
     tokens_not_before: Option<DateTime<Utc>>,
+    /// A bigger pool is waiting for evicted pools' backends to exit.
+    growing: bool,
 }
 
 impl Entry {
@@ -138,9 +200,10 @@ struct Inner {
     credentials: Credentials,
     /// Each server's address (as the writer) and budget, once read.
     server_slots: Mutex<HashMap<String, ServerSlot>>,
-    /// Connections of pools taken out of `open` and still closing, per server: they
-    /// count against the budget until closed. Locked after `open` when both are.
-    retiring: Mutex<HashMap<String, u32>>,
+    /// Connections that count against a server's budget outside `open`: pools taken out
+    /// of it and still closing, and growths waiting for room. Locked after `open` when
+    /// both are.
+    held: Mutex<HashMap<String, u32>>,
     directory: TenantDirectory,
     settings: PoolSettings,
     open: Mutex<HashMap<String, Entry>>,
@@ -151,6 +214,9 @@ struct Inner {
 struct ServerSlot {
     options: PgConnectOptions,
     budget: u32,
+    /// One connection to the server's `postgres` database, opened on first need and
+    /// kept, to see in `pg_stat_activity` when closed backends have exited.
+    watcher: PgPool,
 }
 
 #[derive(Clone)]
@@ -179,9 +245,9 @@ impl PoolRegistry {
         directory: TenantDirectory,
         settings: PoolSettings,
     ) -> Result<Self> {
-        if settings.per_tenant == 0 || settings.budget < settings.per_tenant {
+        if settings.per_tenant == 0 || settings.budget < settings.per_tenant + WATCHER_CONNECTIONS {
             return Err(TenancyError::Config(format!(
-                "the tenant connection budget ({}) must hold at least one pool of {} connections",
+                "the tenant connection budget ({}) must hold at least one pool of {} connections and the watcher",
                 settings.budget, settings.per_tenant
             )));
         }
@@ -190,7 +256,7 @@ impl PoolRegistry {
                 servers,
                 credentials,
                 server_slots: Mutex::new(HashMap::new()),
-                retiring: Mutex::new(HashMap::new()),
+                held: Mutex::new(HashMap::new()),
                 directory,
                 settings,
                 open: Mutex::new(HashMap::new()),
@@ -389,10 +455,19 @@ impl PoolRegistry {
             .connection_budget(name)
             .await?
             .unwrap_or(self.inner.settings.budget)
-            .max(self.inner.settings.per_tenant);
+            .max(self.inner.settings.per_tenant + WATCHER_CONNECTIONS);
+        let options = self.inner.credentials.on(&options);
+        let watcher = PgPoolOptions::new()
+            .max_connections(WATCHER_CONNECTIONS)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(2))
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_lazy_with(options.clone().database("postgres"));
         let slot = ServerSlot {
-            options: self.inner.credentials.on(&options),
+            options,
             budget,
+            watcher,
         };
         self.slots().insert(name.to_owned(), slot.clone());
         Ok(slot)
@@ -415,14 +490,15 @@ impl PoolRegistry {
         }
         let server = record.db_server.as_str();
         if self.reserved_on(&open, server) < slot.budget {
-            let db = Arc::new(TenantDb {
-                code: code.to_owned(),
-                log_identity: record.log_identity().to_owned(),
-                database_name: database_name.to_owned(),
-                server: server.to_owned(),
-                pool: self.new_pool(slot.options.clone().database(database_name), 1),
-                connections: 1,
-            });
+            let db = Arc::new(TenantDb::open(
+                code,
+                record.log_identity(),
+                database_name,
+                server,
+                slot.options.clone().database(database_name),
+                1,
+                self.inner.settings.idle_ttl,
+            ));
             open.insert(
                 code.to_owned(),
                 Entry {
@@ -430,6 +506,7 @@ impl PoolRegistry {
                     last_used: Instant::now(),
                     checked_at: Instant::now(),
                     tokens_not_before,
+                    growing: false,
                 },
             );
             return Step::Ready(db);
@@ -448,23 +525,15 @@ impl PoolRegistry {
         }
     }
 
-    fn new_pool(&self, options: PgConnectOptions, connections: u32) -> PgPool {
-        PgPoolOptions::new()
-            .max_connections(connections)
-            .min_connections(0)
-            .acquire_timeout(Duration::from_secs(10))
-            .idle_timeout(self.inner.settings.idle_ttl)
-            .connect_lazy_with(options)
-    }
-
-    /// Connections the pools of `server` may hold: the open ones' and the closing ones'.
+    /// Connections counted against `server`'s budget: the open pools', the ones held
+    /// outside `open` (closing pools, waiting growths) and the watcher's.
     fn reserved_on(&self, open: &HashMap<String, Entry>, server: &str) -> u32 {
         let open: u32 = open
             .values()
             .filter(|e| e.db.server == server)
             .map(|e| e.db.connections)
             .sum();
-        open + self.retiring_map().get(server).copied().unwrap_or(0)
+        open + self.held_map().get(server).copied().unwrap_or(0) + WATCHER_CONNECTIONS
     }
 
     fn slots(&self) -> MutexGuard<'_, HashMap<String, ServerSlot>> {
@@ -474,21 +543,31 @@ impl PoolRegistry {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    fn retiring_map(&self) -> MutexGuard<'_, HashMap<String, u32>> {
-        self.inner
-            .retiring
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+    fn held_map(&self) -> MutexGuard<'_, HashMap<String, u32>> {
+        self.inner.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts `connections` on `server` as held outside `open`.
+    fn hold(&self, server: &str, connections: u32) {
+        *self.held_map().entry(server.to_owned()).or_default() += connections;
+    }
+
+    /// Returns `connections` held on `server` to its budget and wakes those waiting.
+    fn unhold(&self, server: &str, connections: u32) {
+        if let Some(n) = self.held_map().get_mut(server) {
+            *n = n.saturating_sub(connections);
+        }
+        self.inner.released.notify_waiters();
     }
 
     /// Counts a pool just taken out of `open` as closing.
     fn retire(&self, db: &TenantDb) {
-        *self.retiring_map().entry(db.server.clone()).or_default() += db.connections;
+        self.hold(&db.server, db.connections);
     }
 
     /// Closes a retired pool once its leases have ended (a closed pool refuses new
     /// acquisitions, and a request that took the pool before it was replaced still uses
-    /// it) and returns its connections to the budget.
+    /// it) and returns its connections to the budget once their backends have exited.
     async fn close_retired(&self, db: Arc<TenantDb>) {
         loop {
             let released = self.inner.released.notified();
@@ -501,13 +580,46 @@ impl PoolRegistry {
             let _ = tokio::time::timeout(Duration::from_secs(1), released).await;
         }
         db.pool.close().await;
-        // Closing sends each backend its goodbye and returns; PostgreSQL still lists (and
-        // counts against max_connections) a backend until it has exited.
-        tokio::time::sleep(BACKEND_EXIT).await;
-        if let Some(n) = self.retiring_map().get_mut(&db.server) {
-            *n = n.saturating_sub(db.connections);
+        self.await_backends_exit(&db).await;
+        self.unhold(&db.server, db.connections);
+    }
+
+    /// Waits until PostgreSQL no longer lists the backends of `db`'s closed pool (see
+    /// the module's documentation), at most [`BACKEND_EXIT_BOUND`].
+    async fn await_backends_exit(&self, db: &TenantDb) {
+        let pids = db
+            .backends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if pids.is_empty() {
+            return;
         }
-        self.inner.released.notify_waiters();
+        let Some(watcher) = self.slots().get(&db.server).map(|s| s.watcher.clone()) else {
+            tokio::time::sleep(BACKEND_EXIT_BLIND).await;
+            return;
+        };
+        let deadline = Instant::now() + BACKEND_EXIT_BOUND;
+        loop {
+            let listed: std::result::Result<i64, sqlx::Error> =
+                sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)")
+                    .bind(&pids)
+                    .fetch_one(&watcher)
+                    .await;
+            match listed {
+                Ok(0) => return,
+                Ok(_) if Instant::now() < deadline => tokio::time::sleep(BACKEND_EXIT_POLL).await,
+                Ok(listed) => {
+                    tracing::debug!(code = %db.code, listed, "closed backends still listed; counted as gone");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(server = %db.server, error = %e, "cannot see whether closed backends exited");
+                    tokio::time::sleep(BACKEND_EXIT_BLIND).await;
+                    return;
+                }
+            }
+        }
     }
 
     /// When every connection of `db`'s pool is in use and it may grow, [`Self::grow`]s
@@ -544,8 +656,10 @@ impl PoolRegistry {
     }
 
     /// Replaces `db`'s pool by one of `per_tenant` connections if its server's budget has
-    /// room (closing pools unused for [`GROWTH_MAY_EVICT`] to make it). Returns the pool
-    /// to use.
+    /// room for both while the old one finishes its work, closing pools unused for
+    /// [`GROWTH_MAY_EVICT`] to make it. With room at hand the bigger pool is returned;
+    /// when pools had to be closed it replaces the old one once their backends have
+    /// exited, and the old one is returned meanwhile.
     fn grow(&self, code: &str, db: Arc<TenantDb>) -> Arc<TenantDb> {
         let per_tenant = self.inner.settings.per_tenant;
         if db.connections >= per_tenant {
@@ -556,13 +670,12 @@ impl PoolRegistry {
         };
         let mut open = self.open_map();
         match open.get(code) {
-            Some(entry) if Arc::ptr_eq(&entry.db, &db) => {}
-            // Replaced meanwhile (grown by another request, or closed).
+            Some(entry) if Arc::ptr_eq(&entry.db, &db) && !entry.growing => {}
+            // Growing already, replaced meanwhile (grown by another request) or closed.
             Some(entry) => return entry.db.clone(),
             None => return db,
         }
-        let needed = (self.reserved_on(&open, &db.server) + per_tenant - db.connections)
-            .saturating_sub(budget);
+        let needed = (self.reserved_on(&open, &db.server) + per_tenant).saturating_sub(budget);
         let mut evictable: Vec<(&String, &Entry)> = open
             .iter()
             .filter(|(k, e)| {
@@ -585,36 +698,73 @@ impl PoolRegistry {
         if freed < needed {
             return db;
         }
-        let mut retired: Vec<Arc<TenantDb>> = victims
+        let evicted: Vec<Arc<TenantDb>> = victims
             .iter()
             .filter_map(|k| open.remove(k).map(|e| e.db))
             .collect();
-        let grown = Arc::new(TenantDb {
-            code: db.code.clone(),
-            log_identity: db.log_identity.clone(),
-            database_name: db.database_name.clone(),
-            server: db.server.clone(),
-            pool: self.new_pool((*db.pool.connect_options()).clone(), per_tenant),
-            connections: per_tenant,
-        });
-        if let Some(entry) = open.get_mut(code) {
-            entry.db = grown.clone();
+        for victim in &evicted {
+            self.retire(victim);
         }
-        retired.push(db);
-        for old in &retired {
-            self.retire(old);
-        }
-        drop(open);
         tracing::debug!(
             code,
             connections = per_tenant,
-            evicted = victims.len(),
-            "a busy hospital's pool grew"
+            evicted = evicted.len(),
+            "a busy hospital's pool grows"
         );
-        for old in retired {
-            let registry = self.clone();
-            tokio::spawn(async move { registry.close_retired(old).await });
+        if evicted.is_empty() {
+            return self.install_grown(&mut open, code, &db);
         }
+        // The bigger pool is counted now and opened once the evicted pools are gone.
+        if let Some(entry) = open.get_mut(code) {
+            entry.growing = true;
+        }
+        self.hold(&db.server, per_tenant);
+        drop(open);
+        let registry = self.clone();
+        let growing = db.clone();
+        tokio::spawn(async move {
+            let db = growing;
+            for victim in evicted {
+                registry.close_retired(victim).await;
+            }
+            let mut open = registry.open_map();
+            let installed = open.get(&db.code).is_some_and(|e| Arc::ptr_eq(&e.db, &db));
+            if installed {
+                registry.install_grown(&mut open, &db.code, &db);
+            }
+            if let Some(entry) = open.get_mut(&db.code) {
+                entry.growing = false;
+            }
+            drop(open);
+            registry.unhold(&db.server, per_tenant);
+        });
+        db
+    }
+
+    /// Under the `open` lock: puts a pool of `per_tenant` connections in place of `old`
+    /// (which closes once its leases end) and returns it.
+    fn install_grown(
+        &self,
+        open: &mut HashMap<String, Entry>,
+        code: &str,
+        old: &Arc<TenantDb>,
+    ) -> Arc<TenantDb> {
+        let grown = Arc::new(TenantDb::open(
+            &old.code,
+            &old.log_identity,
+            &old.database_name,
+            &old.server,
+            (*old.pool.connect_options()).clone(),
+            self.inner.settings.per_tenant,
+            self.inner.settings.idle_ttl,
+        ));
+        if let Some(entry) = open.get_mut(code) {
+            entry.db = grown.clone();
+        }
+        self.retire(old);
+        let registry = self.clone();
+        let old = old.clone();
+        tokio::spawn(async move { registry.close_retired(old).await });
         grown
     }
 

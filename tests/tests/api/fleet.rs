@@ -221,7 +221,7 @@ async fn run(fleet: Fleet) {
     assert!(!ok && out.contains("2 hospital(s)"), "{out}");
 
     // Two replicas, each with a pool of one connection per hospital: the second server's
-    // budget of 2 holds at most two of its hospitals' pools per replica.
+    // budget of 2 holds one of its hospitals' pools and the watcher per replica.
     let (ok, out) = fleet
         .hms(&[
             "create-superadmin",

@@ -103,12 +103,13 @@ async fn two_hundred_hospitals_are_served_within_the_connection_budget() {
     assert_eq!(answered, TENANTS);
     let peak = peak.load(Ordering::SeqCst);
     assert!(peak > 0, "the sampler saw the tenant connections");
+    // The budget holds the server's watcher connection (to `postgres`, not counted here).
     assert!(
-        peak <= i64::from(BUDGET),
-        "peak {peak} tenant connections > budget {BUDGET}"
+        peak < i64::from(BUDGET),
+        "peak {peak} tenant connections > budget {BUDGET} less the watcher"
     );
     // Pools start with one connection: as many hospitals stay warm as the budget holds.
-    assert!(app.state.registry.open_pools() <= BUDGET as usize);
+    assert!(app.state.registry.open_pools() < BUDGET as usize);
 }
 
 /// A pool starts with one connection and grows when its hospital is busy, closing pools
@@ -116,7 +117,10 @@ async fn two_hundred_hospitals_are_served_within_the_connection_budget() {
 /// sees never exceed the budget.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_hospitals_pool_grows_within_the_budget_and_idle_ones_make_room() {
-    const BUDGET: u32 = 4;
+    // Three pools of one, the watcher, and room for the busy one to grow to three while
+    // its old pool finishes: only once the two quiet ones are closed.
+    const BUDGET: u32 = 5;
+    const TENANT_SHARE: i64 = BUDGET as i64 - 1;
     let app = spawn_app_with(TestConfig {
         tenant_pool_size: 3,
         tenant_connection_budget: BUDGET,
@@ -137,6 +141,12 @@ async fn a_busy_hospitals_pool_grows_within_the_budget_and_idle_ones_make_room()
         tokens.push(token);
     }
     let registry = &app.state.registry;
+    // Signing in (and the background work after onboarding) may have made a pool busy
+    // already: start again from three quiet pools of one connection.
+    registry.close_all().await;
+    for code in ["GROWA", "GROWB", "GROWC"] {
+        drop(registry.get(code).await.expect("lease"));
+    }
     for code in ["GROWA", "GROWB", "GROWC"] {
         assert_eq!(
             registry.pool_connections(code),
@@ -182,9 +192,12 @@ async fn a_busy_hospitals_pool_grows_within_the_budget_and_idle_ones_make_room()
         on_a > 1,
         "the busy hospital uses more than one connection: {on_a}"
     );
-    assert!(peak <= i64::from(BUDGET), "peak {peak} > budget {BUDGET}");
     assert!(
-        registry.usage().connections <= BUDGET,
+        peak <= TENANT_SHARE,
+        "peak {peak} tenant connections > budget {BUDGET} less the watcher"
+    );
+    assert!(
+        registry.usage().connections < BUDGET,
         "{:?}",
         registry.usage()
     );
