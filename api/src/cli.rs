@@ -12,6 +12,7 @@ use hms_app::auth::password;
 use hms_app::state::Platform;
 use hms_app::tenancy::backup::{backup_hospital, restore_hospital, PgTools};
 use hms_app::tenancy::migrate::migrate_all;
+use hms_app::tenancy::moving::{self, MoveProgress, MoveStep};
 use hms_app::tenancy::provisioning::{NewHospital, ProvisionOutcome};
 use hms_app::tenancy::servers::NewServer;
 use hms_app::tenancy::TenancyError;
@@ -165,6 +166,49 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 restored.head.as_deref().unwrap_or("none"),
                 restored.rebased_transactions
             );
+            Ok(())
+        }
+        Command::MoveHospital {
+            code,
+            to,
+            abort,
+            stop_after,
+        } => {
+            let platform = Platform::connect(&config).await?;
+            if abort {
+                let step = moving::abort_move(&platform, &code).await?;
+                println!("the move of {code} is aborted (it stood at {step:?}); the hospital stays where it was");
+                return Ok(());
+            }
+            let tools = PgTools::discover(config.database_url.expose());
+            let stop_after = stop_after.as_deref().and_then(MoveStep::from_name);
+            let report = moving::move_hospital(
+                &platform,
+                &tools,
+                &code,
+                to.as_deref(),
+                stop_after,
+                &print_move_progress,
+            )
+            .await?;
+            let held = report
+                .writes_held
+                .map_or_else(|| "-".to_owned(), |d| format!("{} ms", d.as_millis()));
+            if report.done {
+                println!(
+                    "hospital {} moved from {} to {}: {} events copied, writes held {held}, total {:.1} s",
+                    report.code,
+                    report.from,
+                    report.to,
+                    report.events,
+                    report.total.as_secs_f64()
+                );
+            } else {
+                println!(
+                    "the move of {} to {} is paused at {:?} (run `hms move-hospital {}` to resume, or with --abort); writes held {held}",
+                    report.code, report.to, report.step, report.code
+                );
+            }
             Ok(())
         }
         Command::PrintSchema => {
@@ -390,4 +434,26 @@ fn read_password(given: Secret) -> anyhow::Result<String> {
         .read_line(&mut line)
         .context("Failed to read the password from standard input")?;
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+/// One line per step of a move, as it goes.
+fn print_move_progress(progress: MoveProgress) {
+    match progress {
+        MoveProgress::Resumed { step } => println!("resuming the move at {step}"),
+        MoveProgress::Copied { events, took } => println!(
+            "copied while serving: {events} events in {:.1} s, verified",
+            took.as_secs_f64()
+        ),
+        MoveProgress::Round { events } => println!("caught up while serving: {events} more events"),
+        MoveProgress::Held => println!("writes held on the source"),
+        MoveProgress::Verified { head } => println!(
+            "the rest copied; both logs end at {}",
+            head.as_deref().unwrap_or("nothing")
+        ),
+        MoveProgress::Switched { held } => println!(
+            "switched: the directory names the new server; writes were held {} ms",
+            held.as_millis()
+        ),
+        MoveProgress::SourceDropped => println!("the source database is dropped"),
+    }
 }

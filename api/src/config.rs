@@ -70,6 +70,24 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         server: Option<String>,
     },
+    /// Move a hospital's database to another database server while it keeps serving:
+    /// copied while served, then writes held (commands answer UNAVAILABLE, retry) for
+    /// the last of the log, verified against the source's head digest, switched. Run it
+    /// again to resume an interrupted move.
+    MoveHospital {
+        /// The hospital's code.
+        code: String,
+        /// The database server to move it to (may be left out when resuming).
+        #[arg(long, value_name = "NAME", conflicts_with = "abort")]
+        to: Option<String>,
+        /// Abort the move in progress (before its switch): drop the copy, lift the hold.
+        #[arg(long)]
+        abort: bool,
+        /// Pause once this step is recorded: `copied`, `held` (writes stay held until the
+        /// move is resumed or aborted) or `switched` (the source is kept until resumed).
+        #[arg(long, value_name = "STEP", value_parser = ["copied", "held", "switched"])]
+        stop_after: Option<String>,
+    },
     /// The PostgreSQL servers hospitals' databases are placed on.
     #[command(subcommand)]
     Servers(ServersCommand),

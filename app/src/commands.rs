@@ -96,15 +96,22 @@ impl<E: std::error::Error> From<AggregateError<E>> for CommandError<E> {
             {
                 CommandError::Erased(e.to_string())
             }
-            AggregateError::UnexpectedError(e)
-                if e.downcast_ref::<sqlx::Error>()
-                    .is_some_and(crate::tenancy::platform::is_unreachable) =>
-            {
+            AggregateError::UnexpectedError(e) if caused_by_unreachable(&*e) => {
                 CommandError::Unavailable(e.to_string())
             }
             other => CommandError::Store(other.to_string()),
         }
     }
+}
+
+/// Whether a database that could not be reached (or held writes) is anywhere in the
+/// chain of causes: the store wraps the errors of what it calls (the personal-data
+/// sealing, say) in errors of their own.
+fn caused_by_unreachable(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source()).any(|e| {
+        e.downcast_ref::<sqlx::Error>()
+            .is_some_and(crate::tenancy::platform::is_unreachable)
+    })
 }
 
 /// postgres-es's repository, plus an exact check of the version the client last saw:

@@ -203,19 +203,7 @@ impl ServerProcess {
         variables: serde_json::Value,
         token: Option<&str>,
     ) -> serde_json::Value {
-        let mut request = reqwest::Client::new()
-            .post(format!("{}/graphql", self.address))
-            .json(&serde_json::json!({ "query": query, "variables": variables }));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        request
-            .send()
-            .await
-            .expect("post")
-            .json()
-            .await
-            .expect("a JSON answer")
+        graphql_at(&self.address, query, variables, token).await
     }
 
     /// A token for `username` of hospital `code` (a super administrator with `None`).
@@ -232,4 +220,26 @@ impl ServerProcess {
             .unwrap_or_else(|| panic!("sign-in of {username} to {code:?}: {answer}"))
             .to_owned()
     }
+}
+
+/// One GraphQL request to the server at `address` (`http://host:port`); the whole answer.
+pub async fn graphql_at(
+    address: &str,
+    query: &str,
+    variables: serde_json::Value,
+    token: Option<&str>,
+) -> serde_json::Value {
+    let mut request = reqwest::Client::new()
+        .post(format!("{address}/graphql"))
+        .json(&serde_json::json!({ "query": query, "variables": variables }));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("a JSON answer")
 }

@@ -135,7 +135,12 @@ impl PgTools {
     }
 
     /// Runs `program args…`; its standard error becomes the error's text.
-    async fn run(&self, program: &str, options: &PgConnectOptions, args: &[&str]) -> Result<()> {
+    pub(super) async fn run(
+        &self,
+        program: &str,
+        options: &PgConnectOptions,
+        args: &[&str],
+    ) -> Result<()> {
         let output = self
             .command(program, options)
             .args(args)

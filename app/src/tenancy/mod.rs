@@ -14,6 +14,7 @@
 pub mod backup;
 pub mod directory;
 pub mod migrate;
+pub mod moving;
 pub mod names;
 pub mod platform;
 pub mod pools;

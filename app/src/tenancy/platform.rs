@@ -51,13 +51,16 @@ pub fn is_unreachable(error: &sqlx::Error) -> bool {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
         // Connection exceptions (08…), shutdown and start-up (57P01-57P03), too many
-        // connections (53300), a database not accepting connections (55000 on connect).
+        // connections (53300), a database not accepting connections (55000 on connect),
+        // a hospital's database holding writes while it moves to another server (the
+        // directory names the new one within a bound; see `moving`).
         sqlx::Error::Database(e) => e.code().is_some_and(|code| {
             code.starts_with("08")
                 || matches!(
                     code.as_ref(),
                     "57P01" | "57P02" | "57P03" | "53300" | "55000"
                 )
+                || code == super::moving::WRITES_HELD
         }),
         _ => false,
     }

@@ -341,7 +341,11 @@ impl PoolRegistry {
                 if entry.checked_at.elapsed() < STATUS_RECHECK {
                     return Ok(self.lease(entry.db, entry.tokens_not_before));
                 }
-                return self.recheck(code, entry).await;
+                match self.recheck(code, entry).await? {
+                    Some(lease) => return Ok(lease),
+                    // Moved to another server or database: opened again where it is now.
+                    None => continue,
+                }
             }
             let record = match looked_up.take() {
                 Some(r) => r,
@@ -375,8 +379,9 @@ impl PoolRegistry {
 
     /// Asks the directory again whether an open pool's hospital is still open: if so the
     /// check is renewed; if it was closed (by any replica) the pool is dropped here and the
-    /// hospital is `NotFound`.
-    async fn recheck(&self, code: &str, seen: Touched) -> Result<TenantLease> {
+    /// hospital is `NotFound`; if it was moved (`hms move-hospital`) the pool is dropped
+    /// and `None` says to open the hospital where it is now.
+    async fn recheck(&self, code: &str, seen: Touched) -> Result<Option<TenantLease>> {
         let Touched {
             db,
             checked_at,
@@ -389,13 +394,15 @@ impl PoolRegistry {
                     && checked_at.elapsed() < PLATFORM_OUTAGE_GRACE =>
             {
                 tracing::warn!(code, error = %e, "platform database unreachable: serving the hospital on its status seen {:?} ago", checked_at.elapsed());
-                return Ok(self.lease(db, tokens_not_before));
+                return Ok(Some(self.lease(db, tokens_not_before)));
             }
             Err(e) => return Err(e),
         };
-        let record = record.filter(|r| {
-            r.is_open() && r.database_name == db.database_name && r.db_server == db.server
-        });
+        let record = record.filter(|r| r.is_open());
+        let moved = record
+            .as_ref()
+            .is_some_and(|r| r.database_name != db.database_name || r.db_server != db.server);
+        let record = record.filter(|_| !moved);
         let Some(record) = record else {
             let removed = {
                 let mut open = self.open_map();
@@ -405,11 +412,18 @@ impl PoolRegistry {
                 }
             };
             if let Some(entry) = removed {
-                tracing::info!(code, "hospital closed: its pool is dropped in this process");
+                if moved {
+                    tracing::info!(code, "hospital moved: its pool here is dropped");
+                } else {
+                    tracing::info!(code, "hospital closed: its pool is dropped in this process");
+                }
                 // Closing waits for connections in use; no request waits for that.
                 self.retire(&entry.db);
                 let registry = self.clone();
                 tokio::spawn(async move { registry.close_retired(entry.db).await });
+            }
+            if moved {
+                return Ok(None);
             }
             return Err(TenancyError::NotFound(code.to_owned()));
         };
@@ -419,7 +433,7 @@ impl PoolRegistry {
                 entry.tokens_not_before = record.tokens_not_before;
             }
         }
-        Ok(self.lease(db, record.tokens_not_before))
+        Ok(Some(self.lease(db, record.tokens_not_before)))
     }
 
     fn lease(&self, db: Arc<TenantDb>, tokens_not_before: Option<DateTime<Utc>>) -> TenantLease {

@@ -342,3 +342,267 @@ async fn run(fleet: Fleet) {
     drop((a, b));
     fleet.platform.cleanup().await;
 }
+
+/// `hms move-hospital`: interrupted after the copy and aborted, then moved under a write
+/// load through two replicas, paused while writes are held (commands answer UNAVAILABLE)
+/// and resumed: every acknowledged write is on the new server once, the log verifies,
+/// the read models equal a rebuild, and the old database is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hospital_moves_to_another_server_under_load_and_loses_nothing() {
+    let fleet = Fleet {
+        platform: ProcessPlatform::new(),
+        second: Cluster::primary().expect("a second PostgreSQL server"),
+    };
+    let result = tokio::spawn(run_move(fleet)).await;
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+const REGISTER: &str = "mutation($i: RegisterPatientInput!) { registerPatient(input: $i) { id } }";
+
+/// Registers one patient of family `family` through the server at `address`: its id,
+/// or the error's code.
+async fn register(address: &str, token: &str, family: &str, given: &str) -> Result<String, String> {
+    let answer = hms_tests::process::graphql_at(
+        address,
+        REGISTER,
+        json!({ "i": { "givenName": given, "familyName": family,
+                       "dateOfBirth": "1980-01-02", "sex": "FEMALE" } }),
+        Some(token),
+    )
+    .await;
+    match answer["data"]["registerPatient"]["id"].as_str() {
+        Some(id) => Ok(id.to_owned()),
+        None => Err(answer["errors"][0]["extensions"]["code"]
+            .as_str()
+            .map_or_else(|| answer.to_string(), str::to_owned)),
+    }
+}
+
+async fn run_move(fleet: Fleet) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let url = fleet.second_url();
+    let (ok, out) = fleet.hms(&["servers", "add", "second", &url]).await;
+    assert!(ok, "{out}");
+    // On a plan without a patient limit: the load registers hundreds.
+    let (ok, out) = fleet
+        .hms(&[
+            "setup-hospital",
+            "--name",
+            "Moving Hospital",
+            "--code",
+            "MOVA",
+            "--plan",
+            "ENTERPRISE",
+            "--admin-username",
+            "mova_admin",
+            "--admin-email",
+            "mova@fleet.example",
+            "--admin-password",
+            PASSWORD,
+        ])
+        .await;
+    assert!(ok, "{out}");
+    let a = fleet.platform.serve(&[]).await;
+    let b = fleet.platform.serve(&[]).await;
+    let token_a = a.login(Some("MOVA"), "mova_admin", PASSWORD).await;
+    let token_b = b.login(Some("MOVA"), "mova_admin", PASSWORD).await;
+    let mut acknowledged = Vec::new();
+    for n in 0..20 {
+        let id = register(&a.address, &token_a, "Loaded", &format!("seed{n}"))
+            .await
+            .expect("a patient");
+        acknowledged.push(id);
+    }
+
+    // Refusals: an unknown server, the hospital's own, nothing to resume or abort.
+    for (args, expected) in [
+        (
+            vec!["move-hospital", "MOVA", "--to", "nosuch"],
+            "unknown database server",
+        ),
+        (
+            vec!["move-hospital", "MOVA", "--to", "default"],
+            "on default already",
+        ),
+        (vec!["move-hospital", "MOVA"], "not being moved"),
+        (vec!["move-hospital", "MOVA", "--abort"], "not being moved"),
+        (vec!["move-hospital", "NOSUCH", "--to", "second"], "NOSUCH"),
+    ] {
+        let (ok, out) = fleet.hms(&args).await;
+        assert!(!ok && out.contains(expected), "hms {args:?}: {out}");
+    }
+
+    // Interrupted once the copy is made, and aborted: the copy goes, the hospital is
+    // served where it was.
+    let (ok, out) = fleet
+        .hms(&[
+            "move-hospital",
+            "MOVA",
+            "--to",
+            "second",
+            "--stop-after",
+            "copied",
+        ])
+        .await;
+    assert!(ok && out.contains("paused"), "{out}");
+    assert_eq!(
+        fleet.on_second().await.len(),
+        1,
+        "the copy is on the second server"
+    );
+    let (ok, out) = fleet.hms(&["move-hospital", "MOVA", "--to", "third"]).await;
+    assert!(!ok && out.contains("being moved to second"), "{out}");
+    acknowledged.push(
+        register(&b.address, &token_b, "Loaded", "during-copy")
+            .await
+            .expect("served"),
+    );
+    let (ok, out) = fleet.hms(&["move-hospital", "MOVA", "--abort"]).await;
+    assert!(ok && out.contains("aborted"), "{out}");
+    assert!(fleet.on_second().await.is_empty(), "the copy is dropped");
+    assert_eq!(fleet.server_of("MOVA").await, "default");
+
+    // A write load through both replicas for the whole move; refusals are retried.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for (w, (server, token)) in [
+        (&a, &token_a),
+        (&b, &token_b),
+        (&a, &token_a),
+        (&b, &token_b),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let stop = stop.clone();
+        let (address, token) = (server.address.clone(), token.clone());
+        workers.push(tokio::spawn(async move {
+            let (mut ids, mut refusals) = (Vec::new(), Vec::new());
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                match register(&address, &token, "Loaded", &format!("w{w}n{n}")).await {
+                    Ok(id) => ids.push(id),
+                    Err(code) => {
+                        refusals.push(code);
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                }
+                n += 1;
+            }
+            (ids, refusals)
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let (ok, out) = fleet
+        .hms(&[
+            "move-hospital",
+            "MOVA",
+            "--to",
+            "second",
+            "--stop-after",
+            "held",
+        ])
+        .await;
+    assert!(ok && out.contains("writes held on the source"), "{out}");
+    // While held, a command is told to retry.
+    let held = register(&a.address, &token_a, "Refused", "while-held").await;
+    assert_eq!(held, Err("UNAVAILABLE".to_owned()), "{held:?}");
+    let (ok, out) = fleet.hms(&["move-hospital", "MOVA"]).await;
+    assert!(ok && out.contains("moved from default to second"), "{out}");
+    assert!(out.contains("writes held"), "{out}");
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut refusals = Vec::new();
+    let mut loaded = 0;
+    for worker in workers {
+        let (ids, refused) = worker.await.expect("a worker");
+        loaded += ids.len();
+        acknowledged.extend(ids);
+        refusals.extend(refused);
+    }
+    assert!(loaded > 20, "the load went on through the move: {loaded}");
+    assert!(
+        refusals.iter().all(|code| code == "UNAVAILABLE"),
+        "refusals are retryable: {refusals:?}"
+    );
+    assert_eq!(fleet.server_of("MOVA").await, "second");
+    let database = fleet.platform.database_for("mova");
+    assert_eq!(fleet.on_second().await, vec![database.clone()]);
+    let mut here = PgConnection::connect_with(&fleet.platform.server.clone().database("postgres"))
+        .await
+        .expect("connect");
+    let left: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&database)
+            .fetch_one(&mut here)
+            .await
+            .expect("look");
+    assert!(!left, "the source database is dropped");
+
+    // Every acknowledged write, once, on the new server, read through either replica.
+    let owner = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(fleet.second.options(&database))
+        .await
+        .expect("the moved database");
+    let runner = hms_projections::runner::ProjectionRunner::new(hms_projections::projectors::all());
+    crate::projections::drain(&owner, &runner).await;
+    let stored: Vec<String> = sqlx::query_scalar(
+        "SELECT id::text FROM patients WHERE family_name = 'Loaded' ORDER BY id",
+    )
+    .fetch_all(&owner)
+    .await
+    .expect("patients");
+    let mut expected = acknowledged.clone();
+    expected.sort();
+    let missing: Vec<&String> = expected.iter().filter(|id| !stored.contains(id)).collect();
+    let extra: Vec<&String> = stored.iter().filter(|id| !expected.contains(id)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty() && stored.len() == expected.len(),
+        "every acknowledged patient once, nothing else: {} stored, {} acknowledged, missing {missing:?}, not acknowledged {extra:?}",
+        stored.len(),
+        expected.len()
+    );
+    for (server, token) in [(&a, &token_a), (&b, &token_b)] {
+        let read = server
+            .graphql(
+                "query($id: UUID!) { patient(id: $id) { familyName } }",
+                json!({ "id": acknowledged.last() }),
+                Some(token),
+            )
+            .await;
+        assert_eq!(read["data"]["patient"]["familyName"], "Loaded", "{read}");
+    }
+    let live = crate::projections::checksums(&owner, &runner).await;
+    for projector in runner.rebuildable() {
+        hms_projections::rebuild::rebuild(&owner, projector, true, &mut |_| {})
+            .await
+            .expect("rebuild");
+    }
+    assert_eq!(live, crate::projections::checksums(&owner, &runner).await);
+    owner.close().await;
+    let cli = hms_replay::Cli::try_parse_from([
+        "hms-replay",
+        "--database-url",
+        &fleet.platform.database_url,
+        "--tenant-db-prefix",
+        &fleet.platform.prefix,
+        "verify",
+        "--all",
+    ])
+    .expect("a command line");
+    let mut report = Vec::new();
+    let outcome = hms_replay::run(cli, &mut report).await;
+    let report = String::from_utf8_lossy(&report);
+    assert_eq!(
+        outcome.expect("verify runs"),
+        hms_replay::Outcome::Clean,
+        "{report}"
+    );
+    drop((a, b));
+    fleet.platform.cleanup().await;
+}
