@@ -14,7 +14,10 @@
 //! Prints hospitals/s onboarded and errors; for each load requests/s, p50/p99, errors,
 //! the ratio of the spread load to the concentrated one, and the most connections the
 //! hospital databases had at once on each server (sampled from `pg_stat_activity` every
-//! 100 ms); and each replica's peak RSS.
+//! 100 ms); and each replica's peak RSS. With two servers, then a live move
+//! (`hms move-hospital`) of one hospital whose log is first filled to
+//! `HMS_BENCH_MOVE_EVENTS` (default 100,000) events, under 4 clients writing to it: the
+//! writes-held window and total time it prints, and what the clients saw.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,6 +32,7 @@ use hms_tests::{drop_databases, server_options};
 use serde_json::json;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::postgres::PgPoolOptions;
+use sqlx::Connection;
 use uuid::Uuid;
 
 #[tokio::main]
@@ -267,9 +271,101 @@ async fn run(prefix: &str) -> anyhow::Result<()> {
         rate("few"),
         rows.iter().map(|(_, _, c)| *c).max().unwrap_or(0)
     );
+    if let Some(cluster) = &cluster {
+        let events: i64 = env_or("HMS_BENCH_MOVE_EVENTS", 100_000);
+        move_under_load(
+            &binary,
+            &control_url,
+            prefix,
+            cluster,
+            &codes[0],
+            &apis[0][0],
+            events,
+        )
+        .await?;
+    }
     print_memory(&servers, "at the end");
     drop(servers);
     drop(cluster);
+    Ok(())
+}
+
+/// `hms move-hospital` of hospital `code`, its log first filled to `events` events,
+/// while 4 clients register patients in it: what the move printed (writes held, total
+/// time) and what the clients saw.
+async fn move_under_load(
+    binary: &str,
+    control_url: &str,
+    prefix: &str,
+    cluster: &Cluster,
+    code: &str,
+    api: &Arc<Api>,
+    events: i64,
+) -> anyhow::Result<()> {
+    let control = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(server_options().database(&format!("{prefix}_control")))
+        .await?;
+    let (from, database): (String, String) =
+        sqlx::query_as("SELECT db_server, database_name FROM tenants WHERE code = $1")
+            .bind(code)
+            .fetch_one(&control)
+            .await?;
+    control.close().await;
+    let (owner, to) = if from == "default" {
+        (server_options(), "second")
+    } else {
+        (cluster.options("postgres"), "default")
+    };
+    let mut owner = sqlx::PgConnection::connect_with(&owner.database(&database)).await?;
+    let filled = hms_tests::bench::fill_log(&mut owner, events).await?;
+    drop(owner);
+    println!("move: hospital {code} ({filled} events) from {from} to {to}, 4 clients registering patients in it");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4u64)
+        .map(|c| {
+            let (api, stop) = (api.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut ok, mut refused, mut n) = (0u64, 0u64, c << 32);
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    match register(&api, n).await {
+                        Ok(_) => ok += 1,
+                        Err(_) => {
+                            refused += 1;
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+                (ok, refused)
+            })
+        })
+        .collect();
+    let mut command = hms(
+        binary,
+        control_url,
+        prefix,
+        &["move-hospital", code, "--to", to],
+    );
+    command.stdout(std::process::Stdio::piped());
+    let output = tokio::task::spawn_blocking(move || command.output()).await??;
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut refused) = (0, 0);
+    for client in clients {
+        let (o, r) = client.await?;
+        ok += o;
+        refused += r;
+    }
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        println!("    {line}");
+    }
+    anyhow::ensure!(
+        output.status.success(),
+        "hms move-hospital failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    println!("    meanwhile: {ok} patients registered, {refused} refusals (retried)");
     Ok(())
 }
 

@@ -242,6 +242,9 @@ pub async fn move_hospital(
                         break;
                     }
                 }
+                // Both sides' projections and seals as far as they go while serving, so
+                // the hold has only the last few events to seal.
+                catch_up(platform, &source.options).await?;
                 catch_up(platform, &target.clone().database(&row.target_scratch)).await?;
                 hold(&source.options).await?;
                 held_at = Some(Instant::now());
@@ -431,6 +434,8 @@ async fn copy(
     source: &Side,
     target: &PgConnectOptions,
 ) -> Result<()> {
+    // The source sealed as far as it goes, so the copy brings its seals along.
+    catch_up(platform, &source.options).await?;
     let mut admin = connect_once(&target.clone().database("postgres")).await?;
     // A copy left by an interrupted run is started again.
     drop_database(&mut admin, &row.target_scratch).await?;
@@ -901,7 +906,7 @@ async fn seal_through_end(
     result
 }
 
-/// Catches the copy's read models and seals up (so the hold has little left to do).
+/// Catches the read models and seals of the database at `options` up.
 async fn catch_up(platform: &Platform, options: &PgConnectOptions) -> Result<()> {
     let pool = temporary_pool(options).await?;
     let result = platform
@@ -909,7 +914,7 @@ async fn catch_up(platform: &Platform, options: &PgConnectOptions) -> Result<()>
         .catch_up(&pool)
         .await
         .map(|_| ())
-        .map_err(|e| TenancyError::Command(format!("catching the copy up: {e}")));
+        .map_err(|e| TenancyError::Command(format!("catching up: {e}")));
     pool.close().await;
     result
 }

@@ -466,6 +466,29 @@ async fn run_move(fleet: Fleet) {
     assert!(fleet.on_second().await.is_empty(), "the copy is dropped");
     assert_eq!(fleet.server_of("MOVA").await, "default");
 
+    // Interrupted while writes are held, and aborted: writes are taken again.
+    let (ok, out) = fleet
+        .hms(&[
+            "move-hospital",
+            "MOVA",
+            "--to",
+            "second",
+            "--stop-after",
+            "held",
+        ])
+        .await;
+    assert!(ok && out.contains("paused"), "{out}");
+    let held = register(&b.address, &token_b, "Refused", "held-then-aborted").await;
+    assert_eq!(held, Err("UNAVAILABLE".to_owned()), "{held:?}");
+    let (ok, out) = fleet.hms(&["move-hospital", "MOVA", "--abort"]).await;
+    assert!(ok && out.contains("aborted"), "{out}");
+    acknowledged.push(
+        register(&b.address, &token_b, "Loaded", "after-abort")
+            .await
+            .expect("writes are taken again"),
+    );
+    assert!(fleet.on_second().await.is_empty(), "the copy is dropped");
+
     // A write load through both replicas for the whole move; refusals are retried.
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
@@ -511,9 +534,21 @@ async fn run_move(fleet: Fleet) {
     // While held, a command is told to retry.
     let held = register(&a.address, &token_a, "Refused", "while-held").await;
     assert_eq!(held, Err("UNAVAILABLE".to_owned()), "{held:?}");
+    // Resumed, and interrupted once switched: the new server serves, the source is kept
+    // until the move is resumed once more.
+    let (ok, out) = fleet
+        .hms(&["move-hospital", "MOVA", "--stop-after", "switched"])
+        .await;
+    assert!(
+        ok && out.contains("switched: the directory names the new server"),
+        "{out}"
+    );
+    assert_eq!(fleet.server_of("MOVA").await, "second");
+    let (ok, out) = fleet.hms(&["move-hospital", "MOVA", "--abort"]).await;
+    assert!(!ok && out.contains("on second already"), "{out}");
     let (ok, out) = fleet.hms(&["move-hospital", "MOVA"]).await;
     assert!(ok && out.contains("moved from default to second"), "{out}");
-    assert!(out.contains("writes held"), "{out}");
+    assert!(out.contains("the source database is dropped"), "{out}");
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     stop.store(true, Ordering::SeqCst);
     let mut refusals = Vec::new();
