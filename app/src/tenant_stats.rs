@@ -154,23 +154,20 @@ fn log_error(e: hms_projections::ProjectionError) -> sqlx::Error {
     }
 }
 
-/// [`refresh_tenant_stats`], unless the hospital's figures are younger than `max_age`:
-/// for periodic callers (e.g. after a projection catch-up), so that a busy hospital is
-/// counted at most once per `max_age`. Returns whether figures were written.
-pub async fn refresh_tenant_stats_if_stale(
+/// Whether hospital `code`'s figures are missing or older than `max_age`: periodic
+/// callers (the projection daemon, after a catch-up) refresh only stale figures, so a
+/// busy hospital is counted at most once per `max_age`.
+pub async fn is_stale(
     control: &PgPool,
-    tenant: &TenantDb,
+    code: &str,
     max_age: chrono::Duration,
 ) -> std::result::Result<bool, sqlx::Error> {
     let fresh: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM tenant_stats WHERE code = $1 AND refreshed_at > $2)",
     )
-    .bind(&tenant.code)
+    .bind(code)
     .bind(Utc::now() - max_age)
     .fetch_one(control)
     .await?;
-    if fresh {
-        return Ok(false);
-    }
-    refresh_tenant_stats(control, tenant).await
+    Ok(!fresh)
 }

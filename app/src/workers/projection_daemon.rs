@@ -24,12 +24,17 @@ use tokio::task::JoinHandle;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::replicas;
+use super::{leases, replicas};
 use crate::hints::{self, CHANNEL};
 use crate::state::Platform;
 
 /// How often the recently active hospitals are swept for slots a broken booking left held.
 const SWEEP_PERIOD: Duration = Duration::from_secs(60);
+
+/// How old a hospital's figures in the platform database may grow, and how long the
+/// replica refreshing them holds the lease.
+const STATISTICS_MAX_AGE: chrono::Duration = chrono::Duration::minutes(5);
+const STATISTICS_LEASE: Duration = Duration::from_secs(60);
 
 /// Hospitals with another replica's hints waiting (bounds the daemon's memory; beyond it
 /// a hint is handled as this replica's own).
@@ -184,14 +189,27 @@ pub async fn catch_up(platform: &Platform, code: &str) {
         Err(e) => tracing::warn!(code, error = %e, "could not record the log head; will retry"),
     }
     // The super administrator's dashboard reads these figures from the platform
-    // database instead of visiting every tenant on each request.
-    if let Err(e) = crate::tenant_stats::refresh_tenant_stats_if_stale(
-        &platform.control,
-        &lease,
-        chrono::Duration::minutes(5),
-    )
-    .await
-    {
+    // database instead of visiting every tenant on each request; one replica refreshes
+    // a hospital's figures when they are stale.
+    let refreshed = async {
+        let stale =
+            crate::tenant_stats::is_stale(&platform.control, code, STATISTICS_MAX_AGE).await?;
+        if stale
+            && leases::take(
+                &platform.control,
+                leases::STATISTICS,
+                code,
+                platform.hints.replica(),
+                STATISTICS_LEASE,
+            )
+            .await?
+        {
+            crate::tenant_stats::refresh_tenant_stats(&platform.control, &lease).await?;
+        }
+        Ok::<_, sqlx::Error>(())
+    }
+    .await;
+    if let Err(e) = refreshed {
         tracing::warn!(code, error = %e, "could not refresh the hospital's statistics");
     }
 }
@@ -199,6 +217,23 @@ pub async fn catch_up(platform: &Platform, code: &str) {
 /// Releases the slots a broken booking left held in one hospital (see
 /// [`super::reservation_sweep`]); failures are logged and retried on the next sweep.
 async fn sweep_reservations(platform: &Platform, code: &str) {
+    // One replica sweeps a hospital per period.
+    let mine = leases::take(
+        &platform.control,
+        leases::RESERVATION_SWEEP,
+        code,
+        platform.hints.replica(),
+        SWEEP_PERIOD,
+    )
+    .await;
+    match mine {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            tracing::warn!(code, error = %e, "cannot take the reservation sweep's lease; will retry");
+            return;
+        }
+    }
     let Ok(lease) = platform.registry.get(code).await else {
         return;
     };

@@ -2,7 +2,7 @@
 //! subscriptions (read-only when suspended or cancelled), closing and reopening, the
 //! directory and platform-wide figures; and that nobody else gets any of it.
 
-use hms_app::tenant_stats::{refresh_tenant_stats, refresh_tenant_stats_if_stale};
+use hms_app::tenant_stats::{is_stale, refresh_tenant_stats};
 use hms_tests::{error_code, spawn_app, TestApp, ADMIN_PASSWORD};
 use serde_json::{json, Value};
 
@@ -612,10 +612,14 @@ async fn platform_stats_count_hospitals_by_status_and_plan_from_the_platform_dat
     assert!(written);
     // Periodic callers skip figures younger than they ask for.
     let hour = chrono::Duration::hours(1);
-    let skipped = refresh_tenant_stats_if_stale(&app.state.control, &lease, hour)
+    let stale = is_stale(&app.state.control, "STA001", hour)
         .await
         .expect("checked");
-    assert!(!skipped);
+    assert!(!stale);
+    let stale = is_stale(&app.state.control, "STA001", chrono::Duration::zero())
+        .await
+        .expect("checked");
+    assert!(stale);
     drop(lease);
 
     let response = app.graphql(stats_query, json!({}), Some(&root)).await;

@@ -144,3 +144,51 @@ async fn another_replica_does_the_background_work_of_one_without_it_or_killed() 
     db.close().await.ok();
     platform.cleanup().await;
 }
+
+/// Periodic work per hospital (the reservation sweep, the statistics refresh) is leased
+/// in the platform database: of twenty replicas asking at once exactly one gets it, the
+/// holder itself does not get it again within the period, and once it has expired (the
+/// holder died, or the period is over) another replica takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_work_is_leased_to_one_replica_per_hospital_and_period() {
+    use hms_app::workers::leases;
+
+    let app = hms_tests::spawn_app().await;
+    let control = &app.state.control;
+    let period = Duration::from_millis(1_500);
+    let replicas: Vec<uuid::Uuid> = (0..20).map(|_| uuid::Uuid::new_v4()).collect();
+    let taken = futures::future::join_all(
+        replicas
+            .iter()
+            .map(|r| leases::take(control, leases::RESERVATION_SWEEP, "LEAS01", *r, period)),
+    )
+    .await;
+    let holders: Vec<uuid::Uuid> = replicas
+        .iter()
+        .zip(taken)
+        .filter(|(_, t)| *t.as_ref().expect("taken or not"))
+        .map(|(r, _)| *r)
+        .collect();
+    assert_eq!(holders.len(), 1, "one replica holds the lease");
+    let holder = holders[0];
+    let other = *replicas.iter().find(|r| **r != holder).expect("another");
+    let again = leases::take(control, leases::RESERVATION_SWEEP, "LEAS01", holder, period)
+        .await
+        .expect("asked");
+    assert!(!again, "not twice in one period, not even by its holder");
+    // Another task and another hospital are leased separately.
+    for (task, code) in [
+        (leases::STATISTICS, "LEAS01"),
+        (leases::RESERVATION_SWEEP, "LEAS02"),
+    ] {
+        let free = leases::take(control, task, code, other, period)
+            .await
+            .expect("asked");
+        assert!(free, "{task} of {code} is free");
+    }
+    tokio::time::sleep(period + Duration::from_millis(200)).await;
+    let after = leases::take(control, leases::RESERVATION_SWEEP, "LEAS01", other, period)
+        .await
+        .expect("asked");
+    assert!(after, "an expired lease passes to another replica");
+}
