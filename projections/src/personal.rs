@@ -353,15 +353,19 @@ async fn data_key_for_writing(conn: &mut PgConnection, patient_id: Uuid) -> Resu
     }
     let fresh = Key::random();
     let (master_id, wrapped) = keyring().wrap(&fresh, patient_id)?;
-    sqlx::query(
+    let stored: Option<Uuid> = sqlx::query_scalar(
         "INSERT INTO patient_keys (patient_id, master_key_id, wrapped_key) VALUES ($1, $2, $3) \
-         ON CONFLICT (patient_id) DO NOTHING",
+         ON CONFLICT (patient_id) DO NOTHING RETURNING patient_id",
     )
     .bind(patient_id)
     .bind(&master_id)
     .bind(&wrapped)
-    .execute(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await?;
+    if stored.is_some() {
+        return Ok(Some(fresh));
+    }
+    // Another writer stored a key first (or the patient was erased meanwhile): theirs.
     let keys = Keys::load(conn, [patient_id]).await?;
     keys.get(patient_id)
 }

@@ -281,34 +281,32 @@ impl ProjectionRunner {
     ) -> Result<Option<Vec<ProjectorProgress>>> {
         let names: Vec<String> = set.iter().map(|p| p.name().to_owned()).collect();
         let derived_only = set.iter().all(|p| p.rebuildable());
-        // One statement each for ensuring, reading and moving all checkpoints: on a fresh
-        // connection every distinct statement also costs a prepare round trip.
-        sqlx::query(
-            "INSERT INTO public.projection_checkpoints (projector) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
-        )
-        .bind(&names)
-        .execute(pool)
-        .await?;
         let keys: Vec<String> = names.iter().map(|n| Target::Live.lock_key(n)).collect();
         let mut applied = vec![0u64; set.len()];
         loop {
+            // One statement for the locks (and the commit mode), one for ensuring and
+            // reading all checkpoints, one for moving them: each is a round trip on every
+            // command's read-your-writes, and a prepare on a fresh connection.
             let mut tx = pool.begin().await?;
-            if derived_only {
-                sqlx::query("SET LOCAL synchronous_commit = off")
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            let locked: bool = sqlx::query_scalar(
-                "SELECT bool_and(pg_try_advisory_xact_lock(hashtextextended(k, 0))) FROM unnest($1::text[]) AS k",
+            let (locked, _): (Option<bool>, Option<String>) = sqlx::query_as(
+                "SELECT bool_and(pg_try_advisory_xact_lock(hashtextextended(k, 0))), \
+                        CASE WHEN $2 THEN set_config('synchronous_commit', 'off', true) END \
+                   FROM unnest($1::text[]) AS k",
             )
             .bind(&keys)
+            .bind(derived_only)
             .fetch_one(&mut *tx)
             .await?;
-            if !locked {
+            if locked != Some(true) {
                 return Ok(None);
             }
+            // A projector's row is made on its first catch-up; the rows made here are not
+            // seen by this statement's read (one snapshot) and start at the log's start.
             let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-                "SELECT projector, last_transaction_id::text::bigint, last_position \
+                "WITH ensured AS ( \
+                   INSERT INTO public.projection_checkpoints (projector) \
+                   SELECT unnest($1::text[]) ON CONFLICT DO NOTHING) \
+                 SELECT projector, last_transaction_id::text::bigint, last_position \
                    FROM public.projection_checkpoints WHERE projector = ANY($1)",
             )
             .bind(&names)

@@ -564,6 +564,11 @@ pub async fn record_head(
                 found,
             });
         }
+        // Nothing sealed since: no write (an upsert that changes nothing still locks the
+        // row and waits for its commit to reach the disk, on every idle catch-up).
+        if head.is_none_or(|h| h.chain_index <= recorded.head.chain_index) {
+            return Ok(Some(recorded.head));
+        }
     }
     drop(conn);
     let Some(head) = head else {
