@@ -503,17 +503,31 @@ async fn verify(
             )));
         }
     }
+    check_chain(conn, &wanted, "the restored events", "the manifest says")
+        .await
+        .map_err(refused)
+}
+
+/// The chain recomputed from the events at `conn` must pass through each of `wanted`;
+/// otherwise the reason, naming the events (`events`) and where `wanted` came from
+/// (`source`).
+pub(super) async fn check_chain(
+    conn: &mut PgConnection,
+    wanted: &[SealHead],
+    events: &str,
+    source: &str,
+) -> std::result::Result<(), String> {
     let indexes: Vec<i64> = wanted.iter().map(|h| h.chain_index).collect();
     let recomputed = seal::recompute_chain_at(conn, &indexes)
         .await
-        .map_err(|e| TenancyError::Command(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
     for (want, got) in wanted.iter().zip(recomputed) {
         if got.map(|g| g.digest()) != Some(want.digest()) {
-            return Err(refused(format!(
-                "the chain recomputed from the restored events gives {} where the manifest says {}",
+            return Err(format!(
+                "the chain recomputed from {events} gives {} where {source} {}",
                 got.map_or("no such event".into(), |g| g.digest()),
                 want.digest()
-            )));
+            ));
         }
     }
     Ok(())

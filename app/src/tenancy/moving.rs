@@ -41,7 +41,7 @@ use hms_projections::projectors::seal::{self, MissingHead, SealHead};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 
-use super::backup::{rebase, PgTools};
+use super::backup::{check_chain, rebase, PgTools};
 use super::directory::TenantRecord;
 use super::names::quote_ident;
 use super::platform::{connect_once, latest_tenant_migration, migrate_tenant_database};
@@ -538,7 +538,9 @@ async fn copy(
             )));
         }
         let wanted: Vec<SealHead> = head.into_iter().chain(recorded.map(|r| r.head)).collect();
-        check_chain(&mut conn, &wanted).await
+        check_chain(&mut conn, &wanted, "the copy", "the source has")
+            .await
+            .map_err(refused)
     }
     .await;
     let _ = conn.close().await;
@@ -571,24 +573,6 @@ async fn cut_back(conn: &mut PgConnection, horizon: i64) -> Result<()> {
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(())
-}
-
-/// The chain recomputed from the copy's events must pass through each of `wanted`.
-async fn check_chain(conn: &mut PgConnection, wanted: &[SealHead]) -> Result<()> {
-    let indexes: Vec<i64> = wanted.iter().map(|h| h.chain_index).collect();
-    let recomputed = seal::recompute_chain_at(conn, &indexes)
-        .await
-        .map_err(|e| TenancyError::Command(e.to_string()))?;
-    for (want, got) in wanted.iter().zip(recomputed) {
-        if got.map(|g| g.digest()) != Some(want.digest()) {
-            return Err(refused(format!(
-                "the chain recomputed from the copy gives {} where the source's is {}",
-                got.map_or("no such event".into(), |g| g.digest()),
-                want.digest()
-            )));
-        }
-    }
     Ok(())
 }
 
@@ -751,8 +735,9 @@ async fn hold(source: &PgConnectOptions) -> Result<()> {
             ))
             .execute(&mut *tx)
             .await?;
-            // In the order commands take these tables, so the hold waits for writers in
-            // flight instead of deadlocking with them.
+            // The log last: a writer in flight that has written a key goes on to its
+            // events, so the hold waits for it instead of deadlocking with it (a
+            // deadlock or a lock timeout is tried again).
             for table in HELD_TABLES.iter().rev() {
                 sqlx::query(&format!(
                     "CREATE OR REPLACE TRIGGER hms_writes_held BEFORE INSERT OR UPDATE OR DELETE \

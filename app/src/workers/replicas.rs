@@ -63,6 +63,14 @@ pub async fn leave(control: &PgPool, id: Uuid) {
     {
         tracing::warn!(error = %e, "could not remove this replica's heartbeat");
     }
+    // Its periodic work passes to another replica at once, not when the leases expire.
+    if let Err(e) = sqlx::query("DELETE FROM background_leases WHERE holder = $1")
+        .bind(id)
+        .execute(control)
+        .await
+    {
+        tracing::warn!(error = %e, "could not release this replica's leases");
+    }
 }
 
 /// The replicas alive now that do their own background work.

@@ -82,6 +82,29 @@ impl Fleet {
         .expect("list")
     }
 
+    /// `hms-replay verify --all`, which must find every log intact: its report.
+    async fn verify_all(&self) -> String {
+        let cli = hms_replay::Cli::try_parse_from([
+            "hms-replay",
+            "--database-url",
+            &self.platform.database_url,
+            "--tenant-db-prefix",
+            &self.platform.prefix,
+            "verify",
+            "--all",
+        ])
+        .expect("a command line");
+        let mut report = Vec::new();
+        let outcome = hms_replay::run(cli, &mut report).await;
+        let report = String::from_utf8_lossy(&report).into_owned();
+        assert_eq!(
+            outcome.expect("verify runs"),
+            hms_replay::Outcome::Clean,
+            "{report}"
+        );
+        report
+    }
+
     /// The server the directory places `code` on.
     async fn server_of(&self, code: &str) -> String {
         let mut conn = PgConnection::connect_with(
@@ -318,24 +341,7 @@ async fn run(fleet: Fleet) {
     }
     assert!(out.contains(&fleet.platform.database_for("fltb")), "{out}");
     assert!(out.contains(" 0 failed"), "{out}");
-    let cli = hms_replay::Cli::try_parse_from([
-        "hms-replay",
-        "--database-url",
-        &fleet.platform.database_url,
-        "--tenant-db-prefix",
-        &fleet.platform.prefix,
-        "verify",
-        "--all",
-    ])
-    .expect("a command line");
-    let mut report = Vec::new();
-    let outcome = hms_replay::run(cli, &mut report).await;
-    let report = String::from_utf8_lossy(&report);
-    assert_eq!(
-        outcome.expect("verify runs"),
-        hms_replay::Outcome::Clean,
-        "{report}"
-    );
+    let report = fleet.verify_all().await;
     for code in ["FLTA", "FLTB", "FLTC", "FLTD"] {
         assert!(report.contains(code), "{code} verified: {report}");
     }
@@ -620,24 +626,7 @@ async fn run_move(fleet: Fleet) {
     }
     assert_eq!(live, crate::projections::checksums(&owner, &runner).await);
     owner.close().await;
-    let cli = hms_replay::Cli::try_parse_from([
-        "hms-replay",
-        "--database-url",
-        &fleet.platform.database_url,
-        "--tenant-db-prefix",
-        &fleet.platform.prefix,
-        "verify",
-        "--all",
-    ])
-    .expect("a command line");
-    let mut report = Vec::new();
-    let outcome = hms_replay::run(cli, &mut report).await;
-    let report = String::from_utf8_lossy(&report);
-    assert_eq!(
-        outcome.expect("verify runs"),
-        hms_replay::Outcome::Clean,
-        "{report}"
-    );
+    fleet.verify_all().await;
     drop((a, b));
     fleet.platform.cleanup().await;
 }

@@ -147,8 +147,9 @@ async fn another_replica_does_the_background_work_of_one_without_it_or_killed() 
 
 /// Periodic work per hospital (the reservation sweep, the statistics refresh) is leased
 /// in the platform database: of twenty replicas asking at once exactly one gets it, the
-/// holder itself does not get it again within the period, and once it has expired (the
-/// holder died, or the period is over) another replica takes it.
+/// holder itself does not get it again within the period, once it has expired (the
+/// holder died, or the period is over) another replica takes it, and a replica that
+/// leaves hands its leases on at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn periodic_work_is_leased_to_one_replica_per_hospital_and_period() {
     use hms_app::workers::leases;
@@ -191,4 +192,16 @@ async fn periodic_work_is_leased_to_one_replica_per_hospital_and_period() {
         .await
         .expect("asked");
     assert!(after, "an expired lease passes to another replica");
+    // A replica that stops gracefully hands its leases on at once.
+    let long = Duration::from_secs(600);
+    assert!(
+        leases::take(control, leases::STATISTICS, "LEAS03", holder, long)
+            .await
+            .expect("asked")
+    );
+    hms_app::workers::replicas::leave(control, holder).await;
+    let handed_on = leases::take(control, leases::STATISTICS, "LEAS03", other, long)
+        .await
+        .expect("asked");
+    assert!(handed_on, "a departed replica's lease is free");
 }
