@@ -21,7 +21,8 @@
 //! `max_connections`, until it has exited, which takes a moment after the pool has said
 //! goodbye (longer on a busy server). So each pool records its connections' backend
 //! pids, and a closed pool's connections count against the budget until a server's
-//! watcher connection no longer finds them in `pg_stat_activity`.
+//! watcher connection no longer finds them in `pg_stat_activity` (waiting at most
+//! [`BACKEND_EXIT_BOUND`]).
 //!
 //! Whether a hospital is open is the platform database's fact, not this process's: an
 //! open pool is re-checked against the directory when its last check is older than
