@@ -85,7 +85,7 @@ pub enum Command {
         abort: bool,
         /// Pause once this step is recorded: `copied`, `held` (writes stay held until the
         /// move is resumed or aborted) or `switched` (the source is kept until resumed).
-        #[arg(long, value_name = "STEP", value_parser = ["copied", "held", "switched"])]
+        #[arg(long, value_name = "STEP", value_parser = ["copied", "held", "switched"], conflicts_with = "abort")]
         stop_after: Option<String>,
     },
     /// The PostgreSQL servers hospitals' databases are placed on.
