@@ -134,6 +134,46 @@ impl PgTools {
         command
     }
 
+    /// `pg_dump` of the database at `options`, in the exported `snapshot`, to `file`
+    /// (custom format, without owners or privileges: the restore grants its own).
+    pub(super) async fn dump(
+        &self,
+        options: &PgConnectOptions,
+        snapshot: &str,
+        file: &Path,
+    ) -> Result<()> {
+        self.run(
+            "pg_dump",
+            options,
+            &[
+                "--format=custom",
+                "--no-owner",
+                "--no-privileges",
+                &format!("--snapshot={snapshot}"),
+                &format!("--file={}", file.to_string_lossy()),
+            ],
+        )
+        .await
+    }
+
+    /// `pg_restore` of `file` into the (empty) database at `options`, in one
+    /// transaction.
+    pub(super) async fn restore(&self, options: &PgConnectOptions, file: &Path) -> Result<()> {
+        self.run(
+            "pg_restore",
+            options,
+            &[
+                "--no-owner",
+                "--no-privileges",
+                "--exit-on-error",
+                "--single-transaction",
+                &format!("--dbname={}", options.get_database().unwrap_or_default()),
+                &file.to_string_lossy(),
+            ],
+        )
+        .await
+    }
+
     /// Runs `program args…`; its standard error becomes the error's text.
     pub(super) async fn run(
         &self,
@@ -206,22 +246,9 @@ pub async fn backup_hospital(
         .tempdir_in(parent_of(output))
         .map_err(io_error)?;
     let dump = scratch.path().join(DUMP_ENTRY);
-    let dump_path = dump.to_string_lossy().into_owned();
     // While this transaction is open its snapshot can be shared: the dump sees exactly
     // the log counted above.
-    let dumped = tools
-        .run(
-            "pg_dump",
-            &options,
-            &[
-                "--format=custom",
-                "--no-owner",
-                "--no-privileges",
-                &format!("--snapshot={snapshot}"),
-                &format!("--file={dump_path}"),
-            ],
-        )
-        .await;
+    let dumped = tools.dump(&options, &snapshot, &dump).await;
     let _ = sqlx::query("COMMIT").execute(&mut conn).await;
     let _ = conn.close().await;
     dumped?;
@@ -381,21 +408,7 @@ async fn build(
     head: Option<SealHead>,
     recorded: Option<SealHead>,
 ) -> Result<i64> {
-    let dump_path = dump.to_string_lossy().into_owned();
-    tools
-        .run(
-            "pg_restore",
-            options,
-            &[
-                "--no-owner",
-                "--no-privileges",
-                "--exit-on-error",
-                "--single-transaction",
-                &format!("--dbname={}", options.get_database().unwrap_or_default()),
-                &dump_path,
-            ],
-        )
-        .await?;
+    tools.restore(options, dump).await?;
     migrate_tenant_database(options, &platform.naming.writer_role()).await?;
     let mut conn = connect_once(options).await?;
     let result = async {
@@ -649,19 +662,29 @@ async fn register_restored(
 /// Runs the sealer over the hospital's log (best effort: a backup without it is still
 /// consistent, its head only older).
 async fn seal_now(platform: &Platform, options: &PgConnectOptions) {
+    if let Err(e) = catch_up_database(platform, options).await {
+        tracing::warn!(error = %e, "could not seal the log before the backup");
+    }
+}
+
+/// Catches the read models and seals of the database at `options` up, on a pool of its
+/// own (the database is not one the registry serves, or is served elsewhere).
+pub(super) async fn catch_up_database(
+    platform: &Platform,
+    options: &PgConnectOptions,
+) -> Result<()> {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
         .connect_with(options.clone())
-        .await;
-    match pool {
-        Ok(pool) => {
-            if let Err(e) = platform.runner.catch_up(&pool).await {
-                tracing::warn!(error = %e, "could not seal the log before the backup");
-            }
-            pool.close().await;
-        }
-        Err(e) => tracing::warn!(error = %e, "could not seal the log before the backup"),
-    }
+        .await?;
+    let result = platform
+        .runner
+        .catch_up(&pool)
+        .await
+        .map(drop)
+        .map_err(|e| TenancyError::Command(format!("catching up: {e}")));
+    pool.close().await;
+    result
 }
 
 fn write_archive(path: &Path, manifest: &Manifest, dump: &Path) -> Result<()> {

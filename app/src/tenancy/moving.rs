@@ -41,7 +41,7 @@ use hms_projections::projectors::seal::{self, MissingHead, SealHead};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 
-use super::backup::{check_chain, rebase, PgTools};
+use super::backup::{catch_up_database, check_chain, rebase, PgTools};
 use super::directory::TenantRecord;
 use super::names::quote_ident;
 use super::platform::{connect_once, latest_tenant_migration, migrate_tenant_database};
@@ -202,7 +202,7 @@ pub async fn move_hospital(
             begin(platform, &code, to).await?
         }
     };
-    let source = Side::source(platform, &row).await?;
+    let source = &source_database(platform, &row).await?;
     let target = platform.servers.options(&row.target_server).await?;
     let mut held_at = None;
     let mut writes_held = None;
@@ -210,7 +210,7 @@ pub async fn move_hospital(
         let step = MoveStep::parse(&row.step)?;
         if stop_after.is_some_and(|s| step >= s) || step == MoveStep::Switched {
             if step == MoveStep::Switched && stop_after.is_none_or(|s| s > MoveStep::Switched) {
-                finish(platform, &row, &source).await?;
+                finish(platform, &row, source).await?;
                 progress(MoveProgress::SourceDropped);
             }
             let done = step == MoveStep::Switched && stop_after.is_none();
@@ -228,7 +228,7 @@ pub async fn move_hospital(
         match step {
             MoveStep::Copying => {
                 let began = Instant::now();
-                copy(platform, tools, &mut row, &source, &target).await?;
+                copy(platform, tools, &mut row, source, &target).await?;
                 progress(MoveProgress::Copied {
                     events: row.events_copied,
                     took: began.elapsed(),
@@ -236,7 +236,7 @@ pub async fn move_hospital(
             }
             MoveStep::Copied => {
                 for _ in 0..MAX_ROUNDS {
-                    let copied = round(platform, &mut row, &source, &target, false).await?;
+                    let copied = round(platform, &mut row, source, &target, false).await?;
                     progress(MoveProgress::Round { events: copied });
                     if copied <= SMALL_ROUND {
                         break;
@@ -244,9 +244,9 @@ pub async fn move_hospital(
                 }
                 // Both sides' projections and seals as far as they go while serving, so
                 // the hold has only the last few events to seal.
-                catch_up(platform, &source.options).await?;
-                catch_up(platform, &target.clone().database(&row.target_scratch)).await?;
-                hold(&source.options).await?;
+                catch_up_database(platform, source).await?;
+                catch_up_database(platform, &target.clone().database(&row.target_scratch)).await?;
+                hold(source).await?;
                 held_at = Some(Instant::now());
                 set_step(&platform.control, &mut row, MoveStep::Held).await?;
                 progress(MoveProgress::Held);
@@ -254,10 +254,10 @@ pub async fn move_hospital(
             MoveStep::Held => {
                 // Resumed in the hold: the hold is (re)made first; it is idempotent.
                 if held_at.is_none() {
-                    hold(&source.options).await?;
+                    hold(source).await?;
                     held_at = Some(Instant::now());
                 }
-                let head = complete(platform, &mut row, &source, &target).await?;
+                let head = complete(platform, &mut row, source, &target).await?;
                 progress(MoveProgress::Verified {
                     head: head.map(|h| h.digest()),
                 });
@@ -285,8 +285,8 @@ pub async fn abort_move(platform: &Platform, code: &str) -> Result<MoveStep> {
             row.target_server
         )));
     }
-    let source = Side::source(platform, &row).await?;
-    release(&source.options).await?;
+    let source = &source_database(platform, &row).await?;
+    release(source).await?;
     let target = platform.servers.options(&row.target_server).await?;
     let mut admin = connect_once(&target.clone().database("postgres")).await?;
     drop_database(&mut admin, &row.target_scratch).await?;
@@ -331,19 +331,12 @@ impl Drop for MoveLock {
 }
 
 /// The hospital's database on its source server, as the server's owner role.
-struct Side {
-    options: PgConnectOptions,
-}
-
-impl Side {
-    async fn source(platform: &Platform, row: &MoveRow) -> Result<Self> {
-        let options = platform
-            .servers
-            .options(&row.source_server)
-            .await?
-            .database(&row.source_database);
-        Ok(Self { options })
-    }
+async fn source_database(platform: &Platform, row: &MoveRow) -> Result<PgConnectOptions> {
+    Ok(platform
+        .servers
+        .options(&row.source_server)
+        .await?
+        .database(&row.source_database))
 }
 
 async fn load(control: &PgPool, code: &str) -> Result<Option<MoveRow>> {
@@ -367,6 +360,31 @@ async fn set_step(control: &PgPool, row: &mut MoveRow, step: MoveStep) -> Result
     .execute(control)
     .await?;
     row.step = step.as_str().to_owned();
+    Ok(())
+}
+
+/// Records that the target holds the source's events below `below` (`events` copied in
+/// all), at `step`.
+async fn record_copied(
+    control: &PgPool,
+    row: &mut MoveRow,
+    step: MoveStep,
+    below: i64,
+    events: i64,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE hospital_moves SET step = $2, copied_below = $3, events_copied = $4, \
+                updated_at = now() WHERE code = $1",
+    )
+    .bind(&row.code)
+    .bind(step.as_str())
+    .bind(below)
+    .bind(events)
+    .execute(control)
+    .await?;
+    row.step = step.as_str().to_owned();
+    row.copied_below = Some(below);
+    row.events_copied = events;
     Ok(())
 }
 
@@ -431,11 +449,11 @@ async fn copy(
     platform: &Platform,
     tools: &PgTools,
     row: &mut MoveRow,
-    source: &Side,
+    source: &PgConnectOptions,
     target: &PgConnectOptions,
 ) -> Result<()> {
     // The source sealed as far as it goes, so the copy brings its seals along.
-    catch_up(platform, &source.options).await?;
+    catch_up_database(platform, source).await?;
     let mut admin = connect_once(&target.clone().database("postgres")).await?;
     // A copy left by an interrupted run is started again.
     drop_database(&mut admin, &row.target_scratch).await?;
@@ -448,7 +466,7 @@ async fn copy(
     let _ = admin.close().await;
     let scratch = target.clone().database(&row.target_scratch);
 
-    let mut conn = connect_once(&source.options).await?;
+    let mut conn = connect_once(source).await?;
     let migration: i64 =
         sqlx::query_scalar("SELECT coalesce(max(version), 0) FROM public._sqlx_migrations")
             .fetch_one(&mut conn)
@@ -484,37 +502,11 @@ async fn copy(
         .tempdir()
         .map_err(|e| TenancyError::Command(format!("cannot make a scratch directory: {e}")))?;
     let dump = dir.path().join("hospital.dump");
-    let dump_path = dump.to_string_lossy().into_owned();
-    let dumped = tools
-        .run(
-            "pg_dump",
-            &source.options,
-            &[
-                "--format=custom",
-                "--no-owner",
-                "--no-privileges",
-                &format!("--snapshot={snapshot}"),
-                &format!("--file={dump_path}"),
-            ],
-        )
-        .await;
+    let dumped = tools.dump(source, &snapshot, &dump).await;
     let _ = sqlx::query("COMMIT").execute(&mut conn).await;
     let _ = conn.close().await;
     dumped?;
-    tools
-        .run(
-            "pg_restore",
-            &scratch,
-            &[
-                "--no-owner",
-                "--no-privileges",
-                "--exit-on-error",
-                "--single-transaction",
-                &format!("--dbname={}", row.target_scratch),
-                &dump_path,
-            ],
-        )
-        .await?;
+    tools.restore(&scratch, &dump).await?;
     migrate_tenant_database(&scratch, &platform.naming.writer_role()).await?;
 
     let mut conn = connect_once(&scratch).await?;
@@ -545,19 +537,7 @@ async fn copy(
     .await;
     let _ = conn.close().await;
     checked?;
-    sqlx::query(
-        "UPDATE hospital_moves SET step = 'COPIED', copied_below = $2, events_copied = $3, \
-                updated_at = now() WHERE code = $1",
-    )
-    .bind(&row.code)
-    .bind(horizon)
-    .bind(events)
-    .execute(&platform.control)
-    .await?;
-    row.step = MoveStep::Copied.as_str().to_owned();
-    row.copied_below = Some(horizon);
-    row.events_copied = events;
-    Ok(())
+    record_copied(&platform.control, row, MoveStep::Copied, horizon, events).await
 }
 
 /// Drops the dump's events of transactions at or above `horizon` (they come again in
@@ -582,14 +562,14 @@ async fn cut_back(conn: &mut PgConnection, horizon: i64) -> Result<()> {
 async fn round(
     platform: &Platform,
     row: &mut MoveRow,
-    source: &Side,
+    source: &PgConnectOptions,
     target: &PgConnectOptions,
     held: bool,
 ) -> Result<i64> {
     let from = row
         .copied_below
         .ok_or_else(|| TenancyError::Command("the move has no copy horizon".into()))?;
-    let mut src = connect_once(&source.options).await?;
+    let mut src = connect_once(source).await?;
     sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut src)
         .await?;
@@ -678,17 +658,9 @@ async fn round(
     }
     tx.commit().await?;
     let _ = dst.close().await;
-    sqlx::query(
-        "UPDATE hospital_moves SET copied_below = $2, events_copied = events_copied + $3, \
-                updated_at = now() WHERE code = $1",
-    )
-    .bind(&row.code)
-    .bind(below)
-    .bind(added)
-    .execute(&platform.control)
-    .await?;
-    row.copied_below = Some(below);
-    row.events_copied += added;
+    let step = MoveStep::parse(&row.step)?;
+    let events = row.events_copied + added;
+    record_copied(&platform.control, row, step, below, events).await?;
     Ok(added)
 }
 
@@ -789,12 +761,12 @@ async fn release(source: &PgConnectOptions) -> Result<()> {
 async fn complete(
     platform: &Platform,
     row: &mut MoveRow,
-    source: &Side,
+    source: &PgConnectOptions,
     target: &PgConnectOptions,
 ) -> Result<Option<SealHead>> {
     round(platform, row, source, target, true).await?;
     let scratch = target.clone().database(&row.target_scratch);
-    let mut src = connect_once(&source.options).await?;
+    let mut src = connect_once(source).await?;
     let mut dst = connect_once(&scratch).await?;
     let mut tx = dst.begin().await?;
     for table in SIDE_TABLES {
@@ -829,11 +801,13 @@ async fn complete(
     let _ = src.close().await;
     let _ = dst.close().await;
 
-    let source_head = seal_through_end(platform, &source.options).await?;
+    let source_pool = temporary_pool(source).await?;
+    let source_head = seal_through_end(platform, &source_pool).await;
+    source_pool.close().await;
+    let source_head = source_head?;
     let target_pool = temporary_pool(&scratch).await?;
-    let target_head = seal_through_end(platform, &scratch).await;
     let checked = async {
-        let target_head = target_head?;
+        let target_head = seal_through_end(platform, &target_pool).await?;
         if source_head.map(|h| h.digest()) != target_head.map(|h| h.digest()) {
             return Err(refused(format!(
                 "the copy's log ends at {}, the source's at {}",
@@ -857,18 +831,16 @@ async fn complete(
     checked
 }
 
-/// Runs the projections (the sealer among them) of the database at `options` until its
+/// Runs the projections (the sealer among them) of the database behind `pool` until its
 /// seals reach its last event in log order. Returns its head.
-async fn seal_through_end(
-    platform: &Platform,
-    options: &PgConnectOptions,
-) -> Result<Option<SealHead>> {
-    let pool = temporary_pool(options).await?;
+async fn seal_through_end(platform: &Platform, pool: &PgPool) -> Result<Option<SealHead>> {
     let deadline = Instant::now() + SEAL_BOUND;
-    let result = loop {
-        if let Err(e) = platform.runner.catch_up(&pool).await {
-            break Err(TenancyError::Command(format!("catching up: {e}")));
-        }
+    loop {
+        platform
+            .runner
+            .catch_up(pool)
+            .await
+            .map_err(|e| TenancyError::Command(format!("catching up: {e}")))?;
         let mut conn = pool.acquire().await?;
         let last: Option<i64> = sqlx::query_scalar(
             "SELECT position FROM public.events ORDER BY transaction_id DESC, position DESC LIMIT 1",
@@ -877,31 +849,17 @@ async fn seal_through_end(
         .await?;
         let head = seal::sealed_head(&mut conn).await?;
         if head.map(|h| h.position) == last {
-            break Ok(head);
+            return Ok(head);
         }
         if Instant::now() > deadline {
-            break Err(TenancyError::Command(format!(
+            return Err(TenancyError::Command(format!(
                 "the seals stopped at {} before the last event",
                 describe(head)
             )));
         }
+        drop(conn);
         tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    pool.close().await;
-    result
-}
-
-/// Catches the read models and seals of the database at `options` up.
-async fn catch_up(platform: &Platform, options: &PgConnectOptions) -> Result<()> {
-    let pool = temporary_pool(options).await?;
-    let result = platform
-        .runner
-        .catch_up(&pool)
-        .await
-        .map(|_| ())
-        .map_err(|e| TenancyError::Command(format!("catching up: {e}")));
-    pool.close().await;
-    result
+    }
 }
 
 async fn temporary_pool(options: &PgConnectOptions) -> Result<PgPool> {
@@ -973,9 +931,9 @@ async fn switch(platform: &Platform, row: &mut MoveRow, target: &PgConnectOption
 }
 
 /// Step 5: once every server process has followed the directory, the source goes.
-async fn finish(platform: &Platform, row: &MoveRow, source: &Side) -> Result<()> {
+async fn finish(platform: &Platform, row: &MoveRow, source: &PgConnectOptions) -> Result<()> {
     tokio::time::sleep(STATUS_RECHECK + Duration::from_secs(1)).await;
-    let maintenance = source.options.clone().database("postgres");
+    let maintenance = source.clone().database("postgres");
     let mut admin = connect_once(&maintenance).await?;
     drop_database(&mut admin, &row.source_database).await?;
     let _ = admin.close().await;
