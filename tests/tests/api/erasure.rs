@@ -522,37 +522,17 @@ async fn the_master_key_rotates_by_rewrapping_and_is_required_in_production() {
         String::from_utf8_lossy(&setup.stderr)
     );
 
-    let graphql = |address: String,
-                   query: &'static str,
-                   variables: Value,
-                   token: Option<String>| async move {
-        let mut request = reqwest::Client::new()
-            .post(format!("{address}/graphql"))
-            .json(&json!({ "query": query, "variables": variables }));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        request
-            .send()
-            .await
-            .expect("post")
-            .json::<Value>()
-            .await
-            .expect("json")
-    };
     const LOGIN: &str = "mutation($i: LoginInput!) { login(input: $i) { token } }";
     let login = json!({ "i": { "hospitalCode": "ROT001", "username": "rotadmin", "password": "plum kettle orbit 4711" } });
     let mut server = platform.serve(&[("HMS_MASTER_KEY", old.as_str())]).await;
-    let token = graphql(server.address.clone(), LOGIN, login.clone(), None).await["data"]["login"]
-        ["token"]
+    let token = server.graphql(LOGIN, login.clone(), None).await["data"]["login"]["token"]
         .as_str()
         .expect("token")
         .to_owned();
-    let registered = graphql(
-        server.address.clone(),
+    let registered = server.graphql(
         "mutation($i: RegisterPatientInput!) { registerPatient(input: $i) { id } }",
         json!({ "i": { "givenName": "Rotating", "familyName": "Keyholder", "dateOfBirth": "1990-01-01", "sex": "FEMALE" } }),
-        Some(token),
+        Some(&token),
     )
     .await;
     let patient = registered["data"]["registerPatient"]["id"]
@@ -592,18 +572,18 @@ async fn the_master_key_rotates_by_rewrapping_and_is_required_in_production() {
     assert!(out.contains("ROT001: 1 key(s) rewrapped"), "{out}");
     assert_eq!(key_of(&platform).await, vec![new_id]);
     let mut server = platform.serve(&[("HMS_MASTER_KEY", new.as_str())]).await;
-    let token = graphql(server.address.clone(), LOGIN, login, None).await["data"]["login"]["token"]
+    let token = server.graphql(LOGIN, login, None).await["data"]["login"]["token"]
         .as_str()
         .expect("token")
         .to_owned();
     // A command loads the sealed registration: it opens under the rewrapped key.
-    let updated = graphql(
-        server.address.clone(),
-        "mutation($i: UpdatePatientInput!) { updatePatient(input: $i) { familyName phone } }",
-        json!({ "i": { "id": patient, "phone": "+254711000222" } }),
-        Some(token),
-    )
-    .await;
+    let updated = server
+        .graphql(
+            "mutation($i: UpdatePatientInput!) { updatePatient(input: $i) { familyName phone } }",
+            json!({ "i": { "id": patient, "phone": "+254711000222" } }),
+            Some(&token),
+        )
+        .await;
     assert_eq!(
         updated["data"]["updatePatient"]["familyName"], "Keyholder",
         "{updated}"
