@@ -478,6 +478,10 @@ async fn copy(
             latest_tenant_migration()
         )));
     }
+    // Read before the snapshot is taken: a head is recorded after its seals commit, so
+    // these seals and the events they cover are in the snapshot. Read after it, a
+    // replica's sealer could have recorded a head beyond the copy's events meanwhile.
+    let recorded = seal::recorded_head(&platform.control, &row.code).await?;
     sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut conn)
         .await?;
@@ -495,7 +499,6 @@ async fn copy(
     .fetch_one(&mut conn)
     .await?;
     let head = seal::sealed_head(&mut conn).await?;
-    let recorded = seal::recorded_head(&platform.control, &row.code).await?;
 
     let dir = tempfile::Builder::new()
         .prefix(".hms-move-")
