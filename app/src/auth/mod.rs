@@ -11,8 +11,11 @@ pub mod session;
 pub mod throttle;
 pub mod token;
 
+use std::sync::{Arc, Mutex};
+
 use chrono::{DateTime, Utc};
 use hms_domain::common::HospitalCode;
+use hms_domain::hospital::Hospital;
 use hms_domain::user::User;
 use hms_domain::Role;
 use hms_projections::projectors::StaffRow;
@@ -31,6 +34,27 @@ pub struct Principal {
     pub role: Role,
     /// The caller's hospital; `None` for a super administrator.
     pub tenant: Option<String>,
+    /// The hospital's aggregate, read with the account in one statement when the token
+    /// was checked: the request's first authorization decides on it.
+    pub hospital: ReadWithAccount,
+}
+
+/// A hospital aggregate read together with the caller's account, handed out once: the
+/// request's first authorization uses it (read a moment before, within the same
+/// request); every later one reads the hospital again, so a change made by an earlier
+/// field of the request counts.
+#[derive(Debug, Clone, Default)]
+pub struct ReadWithAccount(Arc<Mutex<Option<Hospital>>>);
+
+impl ReadWithAccount {
+    fn new(hospital: Hospital) -> Self {
+        Self(Arc::new(Mutex::new(Some(hospital))))
+    }
+
+    /// The hospital as read with the account, the first time only.
+    pub fn take(&self) -> Option<Hospital> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -215,7 +239,7 @@ impl Authenticator {
                     .open_tenant(code)
                     .await?
                     .ok_or(AuthError::InvalidCredentials)?;
-                let user = self.user(&lease, account.id).await?;
+                let (user, _) = self.user_and_hospital(&lease, account.id).await?;
                 match (user.active, user.role) {
                     (true, Some(role)) => (role, credentials_version(&user)),
                     _ => return Err(AuthError::InvalidCredentials),
@@ -233,6 +257,7 @@ impl Authenticator {
                 username: account.username,
                 role,
                 tenant,
+                hospital: ReadWithAccount::default(),
             },
         })
     }
@@ -265,6 +290,7 @@ impl Authenticator {
                     username: account.username,
                     role: Role::SuperAdmin,
                     tenant: None,
+                    hospital: ReadWithAccount::default(),
                 })
             }
             Some(code) => {
@@ -278,7 +304,7 @@ impl Authenticator {
                 {
                     return Err(AuthError::Unauthenticated);
                 }
-                let user = self.user(&lease, claims.sub).await?;
+                let (user, hospital) = self.user_and_hospital(&lease, claims.sub).await?;
                 let role = match (user.id, user.active, user.role) {
                     (Some(_), true, Some(role)) if credentials_version(&user) == claims.ver => role,
                     _ => return Err(AuthError::Unauthenticated),
@@ -288,16 +314,21 @@ impl Authenticator {
                     username: user.username,
                     role,
                     tenant: claims.tenant,
+                    hospital: ReadWithAccount::new(hospital),
                 })
             }
         }
     }
 
-    /// The user's account as its own event stream has it now.
-    async fn user(&self, lease: &TenantLease, id: Uuid) -> Result<User, AuthError> {
-        commands::load::<User>(&lease.pool, &id.to_string())
+    /// The user's account and their hospital as their own event streams have them now.
+    async fn user_and_hospital(
+        &self,
+        lease: &TenantLease,
+        id: Uuid,
+    ) -> Result<(User, Hospital), AuthError> {
+        commands::load_pair::<User, Hospital>(&lease.pool, &id.to_string(), &lease.log_identity)
             .await
-            .map(|(user, _)| user)
+            .map(|((user, _), (hospital, _))| (user, hospital))
             .map_err(|e| match e {
                 commands::CommandError::Unavailable(reason) => {
                     AuthError::Unavailable(TenancyError::Unreachable {

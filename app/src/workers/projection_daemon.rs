@@ -15,8 +15,10 @@
 //! ([`super::replicas`]).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use hms_projections::projectors::seal;
 use sqlx::postgres::PgListener;
 use tokio::task::JoinHandle;
@@ -35,6 +37,42 @@ const SWEEP_PERIOD: Duration = Duration::from_secs(60);
 /// replica refreshing them holds the lease.
 const STATISTICS_MAX_AGE: chrono::Duration = chrono::Duration::minutes(5);
 const STATISTICS_LEASE: Duration = Duration::from_secs(60);
+
+/// How often this process asks the platform database whether a hospital's figures are
+/// stale: not on every catch-up (under load there is one per few commands). Only when
+/// to ask lives here; whether to refresh, and who does, is decided in the platform
+/// database.
+const STATISTICS_LOOK_PERIOD: Duration = Duration::from_secs(30);
+
+/// When this process last asked about each hospital's figures.
+static STATISTICS_LOOKS: LazyLock<Looks> = LazyLock::new(Looks::default);
+
+#[derive(Default)]
+struct Looks(Mutex<HashMap<String, Instant>>);
+
+impl Looks {
+    /// Whether it is time to look at `code` again; if so, the look is noted now.
+    fn due(&self, code: &str) -> bool {
+        let mut looks = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if looks
+            .get(code)
+            .is_some_and(|at| at.elapsed() < STATISTICS_LOOK_PERIOD)
+        {
+            return false;
+        }
+        // Hospitals not looked at for a period are forgotten (bounds the map).
+        if looks.len() >= MAX_NOTED {
+            looks.retain(|_, at| at.elapsed() < STATISTICS_LOOK_PERIOD);
+        }
+        looks.insert(code.to_owned(), Instant::now());
+        true
+    }
+}
+
+/// How many hospitals the daemon catches up at once: hints from many hospitals (a load
+/// spread over a fleet) are not handled one after another, and a catch-up holds one of
+/// a hospital's connections and, briefly, one of the platform's.
+const CATCH_UP_CONCURRENCY: usize = 4;
 
 /// Hospitals with another replica's hints waiting (bounds the daemon's memory; beyond it
 /// a hint is handled as this replica's own).
@@ -66,19 +104,33 @@ pub fn spawn(platform: Platform, period: Duration) -> JoinHandle<()> {
             };
             tokio::select! {
                 received = hint => match received {
-                    Some(Ok(notification)) => {
-                        let (code, sender) = hints::parse(notification.payload());
-                        match sender {
-                            Some(sender) if sender != me && noted.0.len() < MAX_NOTED => {
-                                noted
-                                    .0
-                                    .entry(code.to_owned())
-                                    .or_insert_with(|| (Instant::now(), HashSet::new()))
-                                    .1
-                                    .insert(sender);
+                    Some(Ok(first)) => {
+                        // Every hint already waiting is taken too, and each hospital is
+                        // caught up once for all of them: under load a hint comes with
+                        // every command, and a catch-up covers all events written before
+                        // it starts.
+                        let mut mine = HashSet::new();
+                        let mut next = Some(first);
+                        while let Some(notification) = next.take() {
+                            let (code, sender) = hints::parse(notification.payload());
+                            match sender {
+                                Some(sender) if sender != me && noted.0.len() < MAX_NOTED => {
+                                    noted
+                                        .0
+                                        .entry(code.to_owned())
+                                        .or_insert_with(|| (Instant::now(), HashSet::new()))
+                                        .1
+                                        .insert(sender);
+                                }
+                                _ => {
+                                    mine.insert(code.to_owned());
+                                }
                             }
-                            _ => catch_up(&platform, code).await,
+                            if let Some(l) = listener.as_mut() {
+                                next = waiting_hint(l).await;
+                            }
                         }
+                        catch_up_each(&platform, mine).await;
                     }
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "projection hint listener failed; reconnecting");
@@ -93,12 +145,13 @@ pub fn spawn(platform: Platform, period: Duration) -> JoinHandle<()> {
                     if sweep_due {
                         last_sweep = tokio::time::Instant::now();
                     }
-                    for code in platform.registry.open_codes() {
-                        catch_up(&platform, &code).await;
-                        if sweep_due {
-                            sweep_reservations(&platform, &code).await;
+                    let open = platform.registry.open_codes();
+                    if sweep_due {
+                        for code in &open {
+                            sweep_reservations(&platform, code).await;
                         }
                     }
+                    catch_up_each(&platform, open.into_iter().collect()).await;
                 }
             }
         }
@@ -134,6 +187,25 @@ async fn take_over(platform: &Platform, noted: &mut Noted) {
             catch_up(platform, &code).await;
         }
     }
+}
+
+/// A hint that has arrived already, without waiting for one (a failure is left for the
+/// next wait to report).
+async fn waiting_hint(listener: &mut PgListener) -> Option<sqlx::postgres::PgNotification> {
+    // `recv` is cancel-safe: a hint not complete yet stays for the next call.
+    match tokio::time::timeout(Duration::ZERO, listener.recv()).await {
+        Ok(Ok(notification)) => Some(notification),
+        Ok(Err(_)) | Err(_) => None,
+    }
+}
+
+/// Catches up each hospital of `codes`, [`CATCH_UP_CONCURRENCY`] at a time.
+async fn catch_up_each(platform: &Platform, codes: HashSet<String>) {
+    futures::stream::iter(codes)
+        .for_each_concurrent(CATCH_UP_CONCURRENCY, |code| async move {
+            catch_up(platform, &code).await;
+        })
+        .await;
 }
 
 async fn listen(control: &PgPool) -> Option<PgListener> {
@@ -191,6 +263,9 @@ pub async fn catch_up(platform: &Platform, code: &str) {
     // The super administrator's dashboard reads these figures from the platform
     // database instead of visiting every tenant on each request; one replica refreshes
     // a hospital's figures when they are stale.
+    if !STATISTICS_LOOKS.due(code) {
+        return;
+    }
     let refreshed = async {
         let stale =
             crate::tenant_stats::is_stale(&platform.control, code, STATISTICS_MAX_AGE).await?;

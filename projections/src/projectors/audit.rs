@@ -36,11 +36,17 @@ impl Projector for AuditIndexProjector {
     /// The actor id is cast to `uuid` directly. The command path always writes a uuid;
     /// an event written some other way with a malformed one fails the cast, and then the
     /// batch is copied again with each actor id checked first (a regular expression per
-    /// row, too slow for every batch), storing no actor id where it is malformed.
+    /// row, too slow for every batch), storing no actor id where it is malformed. A
+    /// short run (a command's own catch-up) is copied checked at once: the regular
+    /// expression costs less there than the savepoint's two round trips.
     async fn apply_batch(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> Result<()> {
         let (Some(first), Some(last)) = (events.first(), events.last()) else {
             return Ok(());
         };
+        if events.len() <= CHECKED_RUN {
+            let copied = copy_log_run(tx, first, last, events.len(), ACTOR_ID_CHECKED).await?;
+            return self.ensure_whole(events, copied);
+        }
         let mut attempt = sqlx::Connection::begin(&mut *tx).await?;
         let copied =
             match copy_log_run(&mut attempt, first, last, events.len(), ACTOR_ID_CAST).await {
@@ -57,6 +63,19 @@ impl Projector for AuditIndexProjector {
                 }
                 Err(e) => return Err(e),
             };
+        self.ensure_whole(events, copied)
+    }
+
+    async fn apply(&self, tx: &mut PgConnection, event: &StoredEvent) -> Result<()> {
+        self.apply_batch(tx, std::slice::from_ref(event)).await
+    }
+}
+
+impl AuditIndexProjector {
+    /// The run of the log must have held exactly the batch's events.
+    fn ensure_whole(&self, events: &[StoredEvent], copied: u64) -> Result<()> {
+        let first = &events[0];
+        let last = &events[events.len() - 1];
         if copied != events.len() as u64 {
             return Err(ProjectionError::ProjectorFailed {
                 projector: self.name(),
@@ -71,11 +90,10 @@ impl Projector for AuditIndexProjector {
         }
         Ok(())
     }
-
-    async fn apply(&self, tx: &mut PgConnection, event: &StoredEvent) -> Result<()> {
-        self.apply_batch(tx, std::slice::from_ref(event)).await
-    }
 }
+
+/// Runs of at most this many events are copied with the actor id checked at once.
+const CHECKED_RUN: usize = 16;
 
 /// The actor id of an event's metadata as a `uuid`, trusting the command path.
 const ACTOR_ID_CAST: &str = "(metadata->>'actor_id')::uuid";

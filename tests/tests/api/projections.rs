@@ -821,6 +821,26 @@ async fn a_backlog_caught_up_in_lanes_isolates_a_failure_and_ends_equal_to_a_reb
     // Restarted with the real projectors: the same rows as a rebuild from the log.
     let runner = &app.state.runner;
     drain(&pool, runner).await;
+    // Another odd event, alone in its catch-up (a short run is copied checked at once).
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         SELECT aggregate_type, gen_random_uuid()::text, 1, event_type, event_version, payload, \
+                jsonb_set(metadata, '{actor_id}', '\"also-no-uuid\"') \
+           FROM events WHERE event_type = 'PatientDemographicsUpdated' LIMIT 1",
+    )
+    .execute(&pool)
+    .await
+    .expect("second odd event");
+    drain(&pool, runner).await;
+    let unattributed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_index WHERE actor_id IS NULL")
+            .fetch_one(&pool)
+            .await
+            .expect("audit rows");
+    assert_eq!(
+        unattributed, 2,
+        "the second odd event is indexed without an actor id"
+    );
     let live = checksums(&pool, runner).await;
     for projector in runner.rebuildable() {
         hms_projections::rebuild::rebuild(&owner, projector, true, &mut |_| {})
