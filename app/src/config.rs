@@ -39,6 +39,10 @@ pub struct PlatformConfig {
     /// Connections of one tenant's pool.
     #[arg(long, env = "HMS_TENANT_POOL_SIZE", global = true, default_value_t = 3)]
     pub tenant_pool_size: u32,
+    /// Connections a very busy tenant's pool may grow to while a quarter of the budget
+    /// stays free (default: 8, or the pool size if larger).
+    #[arg(long, env = "HMS_TENANT_POOL_MAX", global = true)]
+    pub tenant_pool_max: Option<u32>,
     /// Spare tenant databases to keep ready (copies of the template made ahead of time,
     /// renamed when a hospital is onboarded, so onboarding does not wait for
     /// `CREATE DATABASE`). `hms serve` refills them in the background; 0 turns them off
@@ -83,7 +87,17 @@ pub struct PlatformConfig {
     pub master_key_previous: Option<Secret>,
 }
 
+/// Connections a very busy tenant's pool may grow to unless configured.
+const DEFAULT_TENANT_POOL_MAX: u32 = 8;
+
 impl PlatformConfig {
+    /// What a very busy tenant's pool may grow to (`HMS_TENANT_POOL_MAX`); a configured
+    /// value below the pool size is refused when the registry is made.
+    pub fn tenant_pool_burst(&self) -> u32 {
+        self.tenant_pool_max
+            .unwrap_or(DEFAULT_TENANT_POOL_MAX.max(self.tenant_pool_size))
+    }
+
     /// The master keys this configuration names: refused in production without one.
     pub fn keyring(&self) -> Result<hms_projections::personal::Keyring, String> {
         use hms_projections::personal::Keyring;

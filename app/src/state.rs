@@ -55,6 +55,7 @@ impl Platform {
             directory.clone(),
             PoolSettings {
                 per_tenant: config.tenant_pool_size,
+                burst: config.tenant_pool_burst(),
                 budget: config.tenant_connection_budget,
                 idle_ttl: Duration::from_secs(60),
             },

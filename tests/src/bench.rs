@@ -25,6 +25,7 @@ pub fn platform_config(prefix: &str, tenant_pool_size: u32) -> PlatformConfig {
         tenant_db_prefix: prefix.to_owned(),
         tenant_connection_budget: 10,
         tenant_pool_size,
+        tenant_pool_max: None,
         control_pool_size: 3,
         spare_databases: 0,
         environment: Environment::Development,

@@ -58,6 +58,8 @@ fn init_logging() {
 #[derive(Debug, Clone)]
 pub struct TestConfig {
     pub tenant_pool_size: u32,
+    /// `HMS_TENANT_POOL_MAX` (`None`: the default).
+    pub tenant_pool_max: Option<u32>,
     pub tenant_connection_budget: u32,
     pub production: bool,
     /// `HMS_TRUSTED_PROXIES`: peers whose `X-Forwarded-For` names the client.
@@ -75,6 +77,7 @@ impl Default for TestConfig {
     fn default() -> Self {
         Self {
             tenant_pool_size: 2,
+            tenant_pool_max: None,
             tenant_connection_budget: 8,
             production: false,
             trusted_proxies: Vec::new(),
@@ -133,6 +136,7 @@ async fn spawn_platform(
         tenant_db_prefix: prefix.clone(),
         tenant_connection_budget: test_config.tenant_connection_budget,
         tenant_pool_size: test_config.tenant_pool_size,
+        tenant_pool_max: test_config.tenant_pool_max,
         control_pool_size: 3,
         spare_databases: 0,
         environment: if test_config.production {

@@ -58,6 +58,15 @@ const BACKEND_EXIT_BOUND: Duration = Duration::from_secs(1);
 /// What is waited when a server's watcher cannot tell whether backends have exited.
 const BACKEND_EXIT_BLIND: Duration = Duration::from_millis(100);
 
+/// A pool grows beyond `per_tenant` (up to `burst`, doubling) only while this fraction
+/// of its server's budget stays free after the growth: room for other hospitals to open
+/// and grow at once. It never evicts another pool for that.
+const BURST_SPARE_DIVISOR: u32 = 4;
+
+/// A pool grown beyond `per_tenant` whose connections were last all in use this long
+/// ago shrinks back to `per_tenant`.
+const BURST_SHRINK_AFTER: Duration = Duration::from_secs(30);
+
 /// The watcher connection each server's budget holds for `pg_stat_activity`.
 const WATCHER_CONNECTIONS: u32 = 1;
 
@@ -79,6 +88,9 @@ pub const PLATFORM_OUTAGE_GRACE: Duration = Duration::from_secs(60);
 pub struct PoolSettings {
     /// Connections a busy tenant's pool grows to (a pool starts with one).
     pub per_tenant: u32,
+    /// Connections a very busy tenant's pool may grow to beyond `per_tenant`, while its
+    /// server's budget keeps [`BURST_SPARE_DIVISOR`]⁻¹ of it free for other hospitals.
+    pub burst: u32,
     /// Connections the tenant pools on one server may hold together, unless the server
     /// has a budget of its own (`hms servers add --budget`).
     pub budget: u32,
@@ -190,6 +202,8 @@ struct Entry {
     tokens_not_before: Option<DateTime<Utc>>,
     /// A bigger pool is waiting for evicted pools' backends to exit.
     growing: bool,
+    /// When a request last found every connection of the pool in use.
+    last_saturated: Instant,
 }
 
 impl Entry {
@@ -252,6 +266,12 @@ impl PoolRegistry {
             return Err(TenancyError::Config(format!(
                 "the tenant connection budget ({}) must hold at least one pool of {} connections and the watcher",
                 settings.budget, settings.per_tenant
+            )));
+        }
+        if settings.burst < settings.per_tenant {
+            return Err(TenancyError::Config(format!(
+                "a busy hospital's pool may grow to {} connections, fewer than its usual {}",
+                settings.burst, settings.per_tenant
             )));
         }
         Ok(Self {
@@ -524,6 +544,7 @@ impl PoolRegistry {
                     checked_at: Instant::now(),
                     tokens_not_before,
                     growing: false,
+                    last_saturated: Instant::now(),
                 },
             );
             return Step::Ready(db);
@@ -642,10 +663,14 @@ impl PoolRegistry {
     /// When every connection of `db`'s pool is in use and it may grow, [`Self::grow`]s
     /// it. Returns the pool to use.
     fn grow_if_busy(&self, code: &str, db: Arc<TenantDb>) -> Arc<TenantDb> {
-        let busy = db.connections < self.inner.settings.per_tenant
-            && db.pool.size() >= db.connections
-            && db.pool.num_idle() == 0;
-        if busy {
+        let saturated = db.pool.size() >= db.connections && db.pool.num_idle() == 0;
+        if !saturated {
+            return db;
+        }
+        if let Some(entry) = self.open_map().get_mut(code) {
+            entry.last_saturated = Instant::now();
+        }
+        if db.connections < self.inner.settings.burst {
             self.grow(code, db)
         } else {
             db
@@ -679,12 +704,12 @@ impl PoolRegistry {
     /// exited, and the old one is returned meanwhile.
     fn grow(&self, code: &str, db: Arc<TenantDb>) -> Arc<TenantDb> {
         let per_tenant = self.inner.settings.per_tenant;
-        if db.connections >= per_tenant {
-            return db;
-        }
         let Some(budget) = self.slots().get(&db.server).map(|slot| slot.budget) else {
             return db;
         };
+        if db.connections >= per_tenant {
+            return self.burst(code, db, budget);
+        }
         let mut open = self.open_map();
         match open.get(code) {
             Some(entry) if Arc::ptr_eq(&entry.db, &db) && !entry.growing => {}
@@ -729,7 +754,7 @@ impl PoolRegistry {
             "a busy hospital's pool grows"
         );
         if evicted.is_empty() {
-            return self.install_grown(&mut open, code, &db);
+            return self.install_grown(&mut open, code, &db, per_tenant);
         }
         // The bigger pool is counted now and opened once the evicted pools are gone.
         if let Some(entry) = open.get_mut(code) {
@@ -747,7 +772,7 @@ impl PoolRegistry {
             let mut open = registry.open_map();
             let installed = open.get(&db.code).is_some_and(|e| Arc::ptr_eq(&e.db, &db));
             if installed {
-                registry.install_grown(&mut open, &db.code, &db);
+                registry.install_grown(&mut open, &db.code, &db, per_tenant);
             }
             if let Some(entry) = open.get_mut(&db.code) {
                 entry.growing = false;
@@ -758,13 +783,40 @@ impl PoolRegistry {
         db
     }
 
-    /// Under the `open` lock: puts a pool of `per_tenant` connections in place of `old`
-    /// (which closes once its leases end) and returns it.
+    /// Grows a pool of `per_tenant` or more connections (doubling, up to `burst`) when
+    /// its server's budget, counting the old pool until it has closed, keeps its spare
+    /// after the growth; otherwise returns it as it is.
+    fn burst(&self, code: &str, db: Arc<TenantDb>, budget: u32) -> Arc<TenantDb> {
+        let target = (db.connections * 2).min(self.inner.settings.burst);
+        if target <= db.connections {
+            return db;
+        }
+        let mut open = self.open_map();
+        match open.get(code) {
+            Some(entry) if Arc::ptr_eq(&entry.db, &db) && !entry.growing => {}
+            Some(entry) => return entry.db.clone(),
+            None => return db,
+        }
+        let spare = budget / BURST_SPARE_DIVISOR;
+        if self.reserved_on(&open, &db.server) + target + spare > budget {
+            return db;
+        }
+        tracing::debug!(
+            code,
+            connections = target,
+            "a very busy hospital's pool grows"
+        );
+        self.install_grown(&mut open, code, &db, target)
+    }
+
+    /// Under the `open` lock: puts a pool of `connections` in place of `old` (which
+    /// closes once its leases end) and returns it.
     fn install_grown(
         &self,
         open: &mut HashMap<String, Entry>,
         code: &str,
         old: &Arc<TenantDb>,
+        connections: u32,
     ) -> Arc<TenantDb> {
         let grown = Arc::new(TenantDb::open(
             &old.code,
@@ -772,7 +824,7 @@ impl PoolRegistry {
             &old.database_name,
             &old.server,
             (*old.pool.connect_options()).clone(),
-            self.inner.settings.per_tenant,
+            connections,
             self.inner.settings.idle_ttl,
         ));
         if let Some(entry) = open.get_mut(code) {
@@ -785,9 +837,12 @@ impl PoolRegistry {
         grown
     }
 
-    /// Closes pools that nobody used for `idle_ttl`. Returns how many were closed.
+    /// Closes pools that nobody used for `idle_ttl`, and shrinks pools grown beyond
+    /// `per_tenant` that have not needed it for [`BURST_SHRINK_AFTER`]. Returns how
+    /// many were closed.
     pub async fn evict_idle(&self) -> usize {
         let ttl = self.inner.settings.idle_ttl;
+        self.shrink_bursts(BURST_SHRINK_AFTER);
         let victims: Vec<Arc<TenantDb>> = {
             let mut open = self.open_map();
             let codes: Vec<String> = open
@@ -806,6 +861,31 @@ impl PoolRegistry {
             self.close_retired(db).await;
         }
         closed
+    }
+
+    /// Puts a pool of `per_tenant` in place of each grown-beyond one whose connections
+    /// were last all in use `quiet_for` ago or longer (the old one closes once its
+    /// leases end). The sweeper passes [`BURST_SHRINK_AFTER`].
+    pub fn shrink_bursts(&self, quiet_for: Duration) {
+        let per_tenant = self.inner.settings.per_tenant;
+        let mut open = self.open_map();
+        let quiet: Vec<(String, Arc<TenantDb>)> = open
+            .iter()
+            .filter(|(_, e)| {
+                e.db.connections > per_tenant
+                    && !e.growing
+                    && e.last_saturated.elapsed() >= quiet_for
+            })
+            .map(|(k, e)| (k.clone(), e.db.clone()))
+            .collect();
+        for (code, db) in quiet {
+            tracing::debug!(
+                code,
+                connections = per_tenant,
+                "a quiet hospital's pool shrinks"
+            );
+            self.install_grown(&mut open, &code, &db, per_tenant);
+        }
     }
 
     /// Forgets a tenant's pool (after it was suspended or dropped), closing it once the

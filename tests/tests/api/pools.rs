@@ -243,3 +243,82 @@ async fn a_projection_backlog_on_a_small_pool_is_caught_up_on_a_wider_one() {
         assert_eq!(lag.events, 0, "{lag:?} of {total} events");
     }
 }
+
+/// A hospital whose pool of the usual size is saturated keeps growing (doubling, up to
+/// the maximum) while a quarter of the budget stays free, never beyond the budget;
+/// another hospital still opens at once; once quiet, the pool shrinks back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_very_busy_hospitals_pool_grows_past_its_size_with_budget_to_spare_and_shrinks_when_quiet(
+) {
+    const BUDGET: u32 = 24;
+    let app = spawn_app_with(TestConfig {
+        tenant_pool_size: 3,
+        tenant_pool_max: Some(8),
+        tenant_connection_budget: BUDGET,
+        ..TestConfig::default()
+    })
+    .await;
+    let hash = hms_app::auth::password::hash(ADMIN_PASSWORD.to_owned())
+        .await
+        .expect("hash");
+    for code in ["BURSTA", "BURSTB"] {
+        app.setup_hospital_with_hash(code, "burst_admin", hash.clone())
+            .await;
+    }
+    let busy = app
+        .login(Some("BURSTA"), "burst_admin", ADMIN_PASSWORD)
+        .await;
+    let other = app
+        .login(Some("BURSTB"), "burst_admin", ADMIN_PASSWORD)
+        .await;
+    let registry = &app.state.registry;
+    registry.close_all().await;
+    let mut probe = app.connect("postgres").await;
+    let mut peak = 0i64;
+    for _ in 0..40 {
+        let answers: Vec<serde_json::Value> = stream::iter(0..32)
+            .map(|_| app.graphql("{ me { hospital { code } } }", json!({}), Some(&busy)))
+            .buffer_unordered(32)
+            .collect()
+            .await;
+        for me in &answers {
+            assert_eq!(me["data"]["me"]["hospital"]["code"], "BURSTA", "{me}");
+        }
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE starts_with(datname, $1) AND datname <> $2",
+        )
+        .bind(&app.prefix)
+        .bind(format!("{}_control", app.prefix))
+        .fetch_one(&mut probe)
+        .await
+        .expect("count");
+        peak = peak.max(n);
+        if registry.pool_connections("BURSTA") == Some(8) {
+            break;
+        }
+    }
+    let grown = registry.pool_connections("BURSTA").expect("open");
+    assert!(grown > 3 && grown <= 8, "the pool grew past 3, to {grown}");
+    assert!(
+        peak < i64::from(BUDGET),
+        "peak {peak} tenant connections, budget {BUDGET} with the watcher"
+    );
+    // The spare is there: another hospital opens without waiting for the busy one.
+    let me = app
+        .graphql("{ me { hospital { code } } }", json!({}), Some(&other))
+        .await;
+    assert_eq!(me["data"]["me"]["hospital"]["code"], "BURSTB", "{me}");
+
+    // Quiet now: the pool goes back to its usual size and still serves.
+    registry.shrink_bursts(Duration::ZERO);
+    assert_eq!(registry.pool_connections("BURSTA"), Some(3));
+    let me = app
+        .graphql("{ me { hospital { code } } }", json!({}), Some(&busy))
+        .await;
+    assert_eq!(me["data"]["me"]["hospital"]["code"], "BURSTA", "{me}");
+    assert!(
+        registry.usage().connections < BUDGET,
+        "{:?}",
+        registry.usage()
+    );
+}
