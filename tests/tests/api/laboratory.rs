@@ -947,15 +947,27 @@ async fn bad_laboratory_input_is_refused_with_a_clear_error_and_appends_nothing(
     .await;
     refused(&retired_order, "VALIDATION", Some("tests"));
 
-    // With the module switched off, the laboratory is closed; reads included.
+    // With the module switched off, the laboratory is closed; reads included. A later
+    // root field of the very request that switches it off is refused too: only the
+    // request's first authorization decides on the hospital read with the account.
     let disabled = app
         .graphql(
-            "mutation { disableModule(module: LABORATORY) { code } }",
+            "mutation { disableModule(module: LABORATORY) { code } \
+                        setLabTestInService(input: { code: \"UPREG\", inService: false, reason: \"kit withdrawn\" }) { retired } }",
             json!({}),
             Some(&lab.staff.admin),
         )
         .await;
-    assert!(disabled["errors"].is_null(), "{disabled}");
+    assert_eq!(error_code(&disabled), Some("MODULE_DISABLED"), "{disabled}");
+    assert_eq!(
+        disabled["errors"][0]["path"][0], "setLabTestInService",
+        "{disabled}"
+    );
+    assert_eq!(
+        disabled["errors"].as_array().map(Vec::len),
+        Some(1),
+        "{disabled}"
+    );
     let closed = order_mutation(
         &app,
         &lab.staff.doctor,

@@ -162,22 +162,7 @@ async fn a_busy_hospitals_pool_grows_within_the_budget_and_idle_ones_make_room()
     let mut probe = app.connect("postgres").await;
     let mut peak = 0i64;
     for _ in 0..20 {
-        let answers: Vec<serde_json::Value> = stream::iter(0..16)
-            .map(|_| app.graphql("{ me { hospital { code } } }", json!({}), Some(&tokens[0])))
-            .buffer_unordered(16)
-            .collect()
-            .await;
-        for me in &answers {
-            assert_eq!(me["data"]["me"]["hospital"]["code"], "GROWA", "{me}");
-        }
-        let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE starts_with(datname, $1) AND datname <> $2",
-        )
-        .bind(&app.prefix)
-        .bind(format!("{}_control", app.prefix))
-        .fetch_one(&mut probe)
-        .await
-        .expect("count");
+        let n = concurrent_requests(&app, &mut probe, "GROWA", &tokens[0], 16).await;
         peak = peak.max(n);
     }
     assert_eq!(
@@ -276,22 +261,7 @@ async fn a_very_busy_hospitals_pool_grows_past_its_size_with_budget_to_spare_and
     let mut probe = app.connect("postgres").await;
     let mut peak = 0i64;
     for _ in 0..40 {
-        let answers: Vec<serde_json::Value> = stream::iter(0..32)
-            .map(|_| app.graphql("{ me { hospital { code } } }", json!({}), Some(&busy)))
-            .buffer_unordered(32)
-            .collect()
-            .await;
-        for me in &answers {
-            assert_eq!(me["data"]["me"]["hospital"]["code"], "BURSTA", "{me}");
-        }
-        let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE starts_with(datname, $1) AND datname <> $2",
-        )
-        .bind(&app.prefix)
-        .bind(format!("{}_control", app.prefix))
-        .fetch_one(&mut probe)
-        .await
-        .expect("count");
+        let n = concurrent_requests(&app, &mut probe, "BURSTA", &busy, 32).await;
         peak = peak.max(n);
         if registry.pool_connections("BURSTA") == Some(8) {
             break;
@@ -321,4 +291,31 @@ async fn a_very_busy_hospitals_pool_grows_past_its_size_with_budget_to_spare_and
         "{:?}",
         registry.usage()
     );
+}
+
+/// `n` requests at once by `token`'s user of hospital `code`, each answered with its
+/// hospital; then the connections PostgreSQL lists to the app's hospital databases.
+async fn concurrent_requests(
+    app: &hms_tests::TestApp,
+    probe: &mut sqlx::PgConnection,
+    code: &str,
+    token: &str,
+    n: usize,
+) -> i64 {
+    let answers: Vec<serde_json::Value> = stream::iter(0..n)
+        .map(|_| app.graphql("{ me { hospital { code } } }", json!({}), Some(token)))
+        .buffer_unordered(n)
+        .collect()
+        .await;
+    for me in &answers {
+        assert_eq!(me["data"]["me"]["hospital"]["code"], code, "{me}");
+    }
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE starts_with(datname, $1) AND datname <> $2",
+    )
+    .bind(&app.prefix)
+    .bind(format!("{}_control", app.prefix))
+    .fetch_one(probe)
+    .await
+    .expect("count")
 }

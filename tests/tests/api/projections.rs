@@ -729,6 +729,21 @@ async fn a_runner_that_fails_mid_batch_resumes_without_doubling_anything() {
     assert_eq!(cleared, None, "moving past the event clears the failure");
 }
 
+/// Writes, behind the command path's back, a copy of a demographics update as the first
+/// event of a new stream, with `actor_id` in its metadata.
+async fn insert_with_actor_id(pool: &PgPool, actor_id: &str) {
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         SELECT aggregate_type, gen_random_uuid()::text, 1, event_type, event_version, payload, \
+                jsonb_set(metadata, '{actor_id}', to_jsonb($1::text)) \
+           FROM events WHERE event_type = 'PatientDemographicsUpdated' LIMIT 1",
+    )
+    .bind(actor_id)
+    .execute(pool)
+    .await
+    .expect("an event with an odd actor id");
+}
+
 /// The tenant pool of a server whose tenant pools have room for a fanned-out catch-up.
 async fn roomy_tenant_pool(code: &str) -> (TestApp, PgPool) {
     let app = spawn_app_with(TestConfig {
@@ -750,15 +765,7 @@ async fn a_backlog_caught_up_in_lanes_isolates_a_failure_and_ends_equal_to_a_reb
     join_all((11..13u64).map(|seed| random_workload(&pool, "LAN001", 3_000, seed))).await;
     // An event written behind the command path's back, with an actor id that is no
     // uuid: the audit index stores no actor for it, and stops for nothing.
-    sqlx::query(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-         SELECT aggregate_type, gen_random_uuid()::text, 1, event_type, event_version, payload, \
-                jsonb_set(metadata, '{actor_id}', '\"not-a-uuid\"') \
-           FROM events WHERE event_type = 'PatientDemographicsUpdated' LIMIT 1",
-    )
-    .execute(&pool)
-    .await
-    .expect("odd event");
+    insert_with_actor_id(&pool, "not-a-uuid").await;
     let backlog: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM events e WHERE NOT EXISTS (SELECT 1 FROM audit_index a WHERE a.position = e.position)",
     )
@@ -822,15 +829,7 @@ async fn a_backlog_caught_up_in_lanes_isolates_a_failure_and_ends_equal_to_a_reb
     let runner = &app.state.runner;
     drain(&pool, runner).await;
     // Another odd event, alone in its catch-up (a short run is copied checked at once).
-    sqlx::query(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-         SELECT aggregate_type, gen_random_uuid()::text, 1, event_type, event_version, payload, \
-                jsonb_set(metadata, '{actor_id}', '\"also-no-uuid\"') \
-           FROM events WHERE event_type = 'PatientDemographicsUpdated' LIMIT 1",
-    )
-    .execute(&pool)
-    .await
-    .expect("second odd event");
+    insert_with_actor_id(&pool, "also-no-uuid").await;
     drain(&pool, runner).await;
     let unattributed: i64 =
         sqlx::query_scalar("SELECT count(*) FROM audit_index WHERE actor_id IS NULL")
