@@ -222,12 +222,7 @@ pub async fn backup_hospital(
     seal_now(platform, &options).await;
 
     let mut conn = connect_once(&options).await?;
-    sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut conn)
-        .await?;
-    let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
-        .fetch_one(&mut conn)
-        .await?;
+    let snapshot = export_snapshot(&mut conn).await?;
     let events: i64 = sqlx::query_scalar("SELECT count(*) FROM public.events")
         .fetch_one(&mut conn)
         .await?;
@@ -480,6 +475,17 @@ pub async fn rebase(conn: &mut PgConnection) -> Result<i64> {
     .await?;
     tx.commit().await?;
     Ok(largest.saturating_sub(2))
+}
+
+/// Opens a read-only REPEATABLE READ transaction on `conn` and exports its snapshot, for
+/// `pg_dump --snapshot` to see exactly what the transaction sees (the caller commits).
+pub(super) async fn export_snapshot(conn: &mut PgConnection) -> Result<String> {
+    sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *conn)
+        .await?;
+    Ok(sqlx::query_scalar("SELECT pg_export_snapshot()")
+        .fetch_one(&mut *conn)
+        .await?)
 }
 
 /// The restored log must be the one backed up: as many events, and the chain recomputed

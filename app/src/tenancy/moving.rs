@@ -41,7 +41,7 @@ use hms_projections::projectors::seal::{self, MissingHead, SealHead};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 
-use super::backup::{catch_up_database, check_chain, rebase, PgTools};
+use super::backup::{catch_up_database, check_chain, export_snapshot, rebase, PgTools};
 use super::directory::TenantRecord;
 use super::names::quote_ident;
 use super::platform::{connect_once, latest_tenant_migration, migrate_tenant_database};
@@ -482,12 +482,7 @@ async fn copy(
     // these seals and the events they cover are in the snapshot. Read after it, a
     // replica's sealer could have recorded a head beyond the copy's events meanwhile.
     let recorded = seal::recorded_head(&platform.control, &row.code).await?;
-    sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut conn)
-        .await?;
-    let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
-        .fetch_one(&mut conn)
-        .await?;
+    let snapshot = export_snapshot(&mut conn).await?;
     let horizon: i64 =
         sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
             .fetch_one(&mut conn)
@@ -591,16 +586,7 @@ async fn round(
     };
     let mut dst = connect_once(&target.clone().database(&row.target_scratch)).await?;
     let mut tx = dst.begin().await?;
-    sqlx::query(&format!("TRUNCATE public.{KEYS_TABLE}"))
-        .execute(&mut *tx)
-        .await?;
-    pipe(
-        &mut src,
-        &format!("COPY public.{KEYS_TABLE} TO STDOUT (FORMAT binary)"),
-        &mut tx,
-        &format!("COPY public.{KEYS_TABLE} FROM STDIN (FORMAT binary)"),
-    )
-    .await?;
+    replace_table(&mut src, &mut tx, KEYS_TABLE).await?;
     sqlx::query(
         "CREATE TEMP TABLE incoming ON COMMIT DROP AS \
          SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, \
@@ -668,6 +654,20 @@ async fn round(
 }
 
 /// Streams `COPY … TO STDOUT` on `from` into `COPY … FROM STDIN` on `to`.
+/// Replaces the rows of `table` at `to` by those at `from` (binary COPY).
+async fn replace_table(from: &mut PgConnection, to: &mut PgConnection, table: &str) -> Result<()> {
+    sqlx::query(&format!("TRUNCATE public.{table}"))
+        .execute(&mut *to)
+        .await?;
+    pipe(
+        from,
+        &format!("COPY public.{table} TO STDOUT (FORMAT binary)"),
+        to,
+        &format!("COPY public.{table} FROM STDIN (FORMAT binary)"),
+    )
+    .await
+}
+
 async fn pipe(from: &mut PgConnection, out: &str, to: &mut PgConnection, into: &str) -> Result<()> {
     let mut sink = to.copy_in_raw(into).await?;
     let mut stream = from.copy_out_raw(out).await?;
@@ -773,16 +773,7 @@ async fn complete(
     let mut dst = connect_once(&scratch).await?;
     let mut tx = dst.begin().await?;
     for table in SIDE_TABLES {
-        sqlx::query(&format!("TRUNCATE public.{table}"))
-            .execute(&mut *tx)
-            .await?;
-        pipe(
-            &mut src,
-            &format!("COPY public.{table} TO STDOUT (FORMAT binary)"),
-            &mut tx,
-            &format!("COPY public.{table} FROM STDIN (FORMAT binary)"),
-        )
-        .await?;
+        replace_table(&mut src, &mut tx, table).await?;
     }
     let position_seq: String =
         sqlx::query_scalar("SELECT pg_get_serial_sequence('public.events', 'position')")

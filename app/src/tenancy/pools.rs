@@ -707,15 +707,15 @@ impl PoolRegistry {
         let Some(budget) = self.slots().get(&db.server).map(|slot| slot.budget) else {
             return db;
         };
-        if db.connections >= per_tenant {
-            return self.burst(code, db, budget);
-        }
         let mut open = self.open_map();
         match open.get(code) {
             Some(entry) if Arc::ptr_eq(&entry.db, &db) && !entry.growing => {}
             // Growing already, replaced meanwhile (grown by another request) or closed.
             Some(entry) => return entry.db.clone(),
             None => return db,
+        }
+        if db.connections >= per_tenant {
+            return self.burst(&mut open, code, db, budget);
         }
         let needed = (self.reserved_on(&open, &db.server) + per_tenant).saturating_sub(budget);
         let mut evictable: Vec<(&String, &Entry)> = open
@@ -783,22 +783,21 @@ impl PoolRegistry {
         db
     }
 
-    /// Grows a pool of `per_tenant` or more connections (doubling, up to `burst`) when
-    /// its server's budget, counting the old pool until it has closed, keeps its spare
-    /// after the growth; otherwise returns it as it is.
-    fn burst(&self, code: &str, db: Arc<TenantDb>, budget: u32) -> Arc<TenantDb> {
+    /// Under the `open` lock, `db` being the hospital's pool there: grows a pool of
+    /// `per_tenant` or more connections (doubling, up to `burst`) when its server's
+    /// budget, counting the old pool until it has closed, keeps its spare after the
+    /// growth; otherwise returns it as it is.
+    fn burst(
+        &self,
+        open: &mut HashMap<String, Entry>,
+        code: &str,
+        db: Arc<TenantDb>,
+        budget: u32,
+    ) -> Arc<TenantDb> {
         let target = (db.connections * 2).min(self.inner.settings.burst);
-        if target <= db.connections {
-            return db;
-        }
-        let mut open = self.open_map();
-        match open.get(code) {
-            Some(entry) if Arc::ptr_eq(&entry.db, &db) && !entry.growing => {}
-            Some(entry) => return entry.db.clone(),
-            None => return db,
-        }
         let spare = budget / BURST_SPARE_DIVISOR;
-        if self.reserved_on(&open, &db.server) + target + spare > budget {
+        if target <= db.connections || self.reserved_on(open, &db.server) + target + spare > budget
+        {
             return db;
         }
         tracing::debug!(
@@ -806,7 +805,7 @@ impl PoolRegistry {
             connections = target,
             "a very busy hospital's pool grows"
         );
-        self.install_grown(&mut open, code, &db, target)
+        self.install_grown(open, code, &db, target)
     }
 
     /// Under the `open` lock: puts a pool of `connections` in place of `old` (which

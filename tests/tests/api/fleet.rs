@@ -69,6 +69,19 @@ impl Fleet {
     }
 
     /// Databases of this platform on the second server.
+    /// `hms move-hospital MOVA --to second --stop-after STEP`.
+    async fn move_mova_pausing_after(&self, step: &str) -> (bool, String) {
+        self.hms(&[
+            "move-hospital",
+            "MOVA",
+            "--to",
+            "second",
+            "--stop-after",
+            step,
+        ])
+        .await
+    }
+
     async fn on_second(&self) -> Vec<String> {
         let mut conn = PgConnection::connect_with(&self.second.options("postgres"))
             .await
@@ -444,16 +457,7 @@ async fn run_move(fleet: Fleet) {
 
     // Interrupted once the copy is made, and aborted: the copy goes, the hospital is
     // served where it was.
-    let (ok, out) = fleet
-        .hms(&[
-            "move-hospital",
-            "MOVA",
-            "--to",
-            "second",
-            "--stop-after",
-            "copied",
-        ])
-        .await;
+    let (ok, out) = fleet.move_mova_pausing_after("copied").await;
     assert!(ok && out.contains("paused"), "{out}");
     assert_eq!(
         fleet.on_second().await.len(),
@@ -473,16 +477,7 @@ async fn run_move(fleet: Fleet) {
     assert_eq!(fleet.server_of("MOVA").await, "default");
 
     // Interrupted while writes are held, and aborted: writes are taken again.
-    let (ok, out) = fleet
-        .hms(&[
-            "move-hospital",
-            "MOVA",
-            "--to",
-            "second",
-            "--stop-after",
-            "held",
-        ])
-        .await;
+    let (ok, out) = fleet.move_mova_pausing_after("held").await;
     assert!(ok && out.contains("paused"), "{out}");
     let held = register(&b.address, &token_b, "Refused", "held-then-aborted").await;
     assert_eq!(held, Err("UNAVAILABLE".to_owned()), "{held:?}");
@@ -526,16 +521,7 @@ async fn run_move(fleet: Fleet) {
         }));
     }
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let (ok, out) = fleet
-        .hms(&[
-            "move-hospital",
-            "MOVA",
-            "--to",
-            "second",
-            "--stop-after",
-            "held",
-        ])
-        .await;
+    let (ok, out) = fleet.move_mova_pausing_after("held").await;
     assert!(ok && out.contains("writes held on the source"), "{out}");
     // While held, a command is told to retry.
     let held = register(&a.address, &token_a, "Refused", "while-held").await;

@@ -129,19 +129,7 @@ async fn a_busy_hospitals_pool_grows_within_the_budget_and_idle_ones_make_room()
         ..TestConfig::default()
     })
     .await;
-    let hash = hms_app::auth::password::hash(ADMIN_PASSWORD.to_owned())
-        .await
-        .expect("hash");
-    for code in ["GROWA", "GROWB", "GROWC"] {
-        app.setup_hospital_with_hash(code, "grow_admin", hash.clone())
-            .await;
-    }
-    app.state.registry.close_all().await;
-    let mut tokens = Vec::new();
-    for code in ["GROWA", "GROWB", "GROWC"] {
-        let token = app.login(Some(code), "grow_admin", ADMIN_PASSWORD).await;
-        tokens.push(token);
-    }
+    let tokens = signed_in_admins(&app, &["GROWA", "GROWB", "GROWC"], "grow_admin").await;
     let registry = &app.state.registry;
     // Signing in (and the background work after onboarding) may have made a pool busy
     // already: start again from three quiet pools of one connection.
@@ -243,25 +231,14 @@ async fn a_very_busy_hospitals_pool_grows_past_its_size_with_budget_to_spare_and
         ..TestConfig::default()
     })
     .await;
-    let hash = hms_app::auth::password::hash(ADMIN_PASSWORD.to_owned())
-        .await
-        .expect("hash");
-    for code in ["BURSTA", "BURSTB"] {
-        app.setup_hospital_with_hash(code, "burst_admin", hash.clone())
-            .await;
-    }
-    let busy = app
-        .login(Some("BURSTA"), "burst_admin", ADMIN_PASSWORD)
-        .await;
-    let other = app
-        .login(Some("BURSTB"), "burst_admin", ADMIN_PASSWORD)
-        .await;
+    let tokens = signed_in_admins(&app, &["BURSTA", "BURSTB"], "burst_admin").await;
+    let (busy, other) = (&tokens[0], &tokens[1]);
     let registry = &app.state.registry;
     registry.close_all().await;
     let mut probe = app.connect("postgres").await;
     let mut peak = 0i64;
     for _ in 0..40 {
-        let n = concurrent_requests(&app, &mut probe, "BURSTA", &busy, 32).await;
+        let n = concurrent_requests(&app, &mut probe, "BURSTA", busy, 32).await;
         peak = peak.max(n);
         if registry.pool_connections("BURSTA") == Some(8) {
             break;
@@ -275,7 +252,7 @@ async fn a_very_busy_hospitals_pool_grows_past_its_size_with_budget_to_spare_and
     );
     // The spare is there: another hospital opens without waiting for the busy one.
     let me = app
-        .graphql("{ me { hospital { code } } }", json!({}), Some(&other))
+        .graphql("{ me { hospital { code } } }", json!({}), Some(other))
         .await;
     assert_eq!(me["data"]["me"]["hospital"]["code"], "BURSTB", "{me}");
 
@@ -283,7 +260,7 @@ async fn a_very_busy_hospitals_pool_grows_past_its_size_with_budget_to_spare_and
     registry.shrink_bursts(Duration::ZERO);
     assert_eq!(registry.pool_connections("BURSTA"), Some(3));
     let me = app
-        .graphql("{ me { hospital { code } } }", json!({}), Some(&busy))
+        .graphql("{ me { hospital { code } } }", json!({}), Some(busy))
         .await;
     assert_eq!(me["data"]["me"]["hospital"]["code"], "BURSTA", "{me}");
     assert!(
@@ -318,4 +295,21 @@ async fn concurrent_requests(
     .fetch_one(probe)
     .await
     .expect("count")
+}
+
+/// Hospitals `codes`, each with an administrator `username` (one password hash for
+/// all), and a token of each administrator, in order.
+async fn signed_in_admins(app: &hms_tests::TestApp, codes: &[&str], username: &str) -> Vec<String> {
+    let hash = hms_app::auth::password::hash(ADMIN_PASSWORD.to_owned())
+        .await
+        .expect("hash");
+    let mut tokens = Vec::new();
+    for code in codes {
+        app.setup_hospital_with_hash(code, username, hash.clone())
+            .await;
+    }
+    for code in codes {
+        tokens.push(app.login(Some(code), username, ADMIN_PASSWORD).await);
+    }
+    tokens
 }
