@@ -3,17 +3,21 @@
 //! One channel for all tenants (`LISTEN` is per database: a listener per tenant database
 //! would pin a connection per tenant). Best effort: the daemon's timer covers a lost hint.
 //!
-//! Hints are coalesced per hospital: while one is waiting to be sent, later commits ride
-//! on it (it is sent after all of them), so a busy hospital costs the platform database
-//! one statement per send, not one per command. The sending process's own daemon acts on
-//! it too: the commands caught up only the read models, and the daemon's full catch-up
-//! seals the new events. A hint names its sender (`CODE REPLICA`), so the other
-//! processes leave that work to it while it is alive ([`crate::workers::replicas`]).
+//! Hints are batched: one sender per process sends every hospital queued since its last
+//! send in one statement, and a commit while a hospital's hint is queued rides on it (the
+//! hint is sent after all of them). Under load the batches grow by themselves (group
+//! commit: whatever queues while a send is in flight goes with the next one), so a busy
+//! process costs the platform database one statement per round trip, not one per command
+//! or per hospital. The sending process's own daemon acts on its hints too: the commands
+//! caught up only the read models, and the daemon's full catch-up seals the new events.
+//! A hint names its sender (`CODE REPLICA`), so the other processes leave that work to it
+//! while it is alive ([`crate::workers::replicas`]).
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use sqlx::PgPool;
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 /// The platform-database channel carrying "tenant X has new events" hints.
@@ -21,52 +25,88 @@ pub const CHANNEL: &str = "hms_events";
 
 #[derive(Clone)]
 pub struct Hints {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     control: PgPool,
     /// This process (see [`crate::workers::replicas`]).
     replica: Uuid,
     /// Hospitals with a hint queued but not sent yet.
-    queued: Arc<Mutex<HashSet<String>>>,
+    queued: Mutex<HashSet<String>>,
+    /// Wakes the sender: something was queued, or the hints are dropped.
+    wake: Arc<Notify>,
+    sender_started: std::sync::Once,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The sender holds only a weak reference: wake it so that it sees it is alone.
+        self.wake.notify_one();
+    }
 }
 
 impl Hints {
     pub fn new(control: PgPool, replica: Uuid) -> Self {
         Self {
-            control,
-            replica,
-            queued: Arc::default(),
+            inner: Arc::new(Inner {
+                control,
+                replica,
+                queued: Mutex::default(),
+                wake: Arc::default(),
+                sender_started: std::sync::Once::new(),
+            }),
         }
     }
 
     /// The id this process sends its hints under.
     pub fn replica(&self) -> Uuid {
-        self.replica
+        self.inner.replica
     }
 
     /// Tells every server process that `code` has new events committed. Returns at once;
     /// the hint is sent in the background, after every commit that precedes this call.
     pub fn notify(&self, code: &str) {
-        let newly_queued = self.lock().insert(code.to_owned());
+        let newly_queued = self.inner.lock().insert(code.to_owned());
         if !newly_queued {
             // The queued hint is sent after this commit too: it covers it.
             return;
         }
-        let hints = self.clone();
-        let code = code.to_owned();
-        tokio::spawn(async move {
-            // Unqueued before sending: a commit from now on queues a hint of its own.
-            hints.lock().remove(&code);
-            hints.send(&code).await;
+        self.inner.sender_started.call_once(|| {
+            tokio::spawn(send_queued(
+                Arc::downgrade(&self.inner),
+                self.inner.wake.clone(),
+            ));
         });
+        self.inner.wake.notify_one();
     }
+}
 
-    async fn send(&self, code: &str) {
-        if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHANNEL)
-            .bind(format!("{code} {}", self.replica))
-            .execute(&self.control)
-            .await
+/// The process's sender: waits for queued hints, takes them all and sends them in one
+/// statement; ends when the hints are dropped.
+async fn send_queued(hints: Weak<Inner>, wake: Arc<Notify>) {
+    loop {
+        wake.notified().await;
+        let Some(hints) = hints.upgrade() else { return };
+        // Taken before sending: a commit from now on queues a hint of its own.
+        let codes: Vec<String> = hints.lock().drain().collect();
+        if !codes.is_empty() {
+            hints.send(&codes).await;
+        }
+    }
+}
+
+impl Inner {
+    async fn send(&self, codes: &[String]) {
+        if let Err(e) =
+            sqlx::query("SELECT pg_notify($1, code || ' ' || $3) FROM unnest($2::text[]) AS code")
+                .bind(CHANNEL)
+                .bind(codes)
+                .bind(self.replica.to_string())
+                .execute(&self.control)
+                .await
         {
-            tracing::debug!(error = %e, code, "could not send the projection hint");
+            tracing::debug!(error = %e, hospitals = codes.len(), "could not send the projection hints");
         }
     }
 

@@ -345,29 +345,48 @@ pub fn keyring() -> &'static Keyring {
 
 /// The patient's data key, made (and stored wrapped) on first use. `None` once the
 /// patient is erased: nothing personal may be written for them any more.
+///
+/// One statement either way: it offers a fresh key (wrapping one costs microseconds) and
+/// reads the stored one, so a new patient's first write does not pay a read that finds
+/// nothing and then an insert.
 async fn data_key_for_writing(conn: &mut PgConnection, patient_id: Uuid) -> Result<Option<Key>> {
-    // Almost always there already: one read, no new key.
-    let keys = Keys::load(conn, [patient_id]).await?;
-    if !matches!(keys.keys.get(&patient_id), Some(KeyState::Missing) | None) {
-        return keys.get(patient_id);
-    }
     let fresh = Key::random();
     let (master_id, wrapped) = keyring().wrap(&fresh, patient_id)?;
-    let stored: Option<Uuid> = sqlx::query_scalar(
-        "INSERT INTO patient_keys (patient_id, master_key_id, wrapped_key) VALUES ($1, $2, $3) \
-         ON CONFLICT (patient_id) DO NOTHING RETURNING patient_id",
+    // The `SELECT` runs on the statement's snapshot, which never shows the row the insert
+    // makes: `inserted` says our key is the patient's; otherwise the stored row, if the
+    // snapshot shows it, is (a key stored concurrently and committed after the snapshot
+    // was taken is read again below).
+    let (inserted, stored_master, stored_wrapped, stored): (
+        bool,
+        Option<String>,
+        Option<Vec<u8>>,
+        bool,
+    ) = sqlx::query_as(
+        "WITH offered AS ( \
+           INSERT INTO patient_keys (patient_id, master_key_id, wrapped_key) VALUES ($1, $2, $3) \
+           ON CONFLICT (patient_id) DO NOTHING RETURNING patient_id) \
+         SELECT EXISTS (SELECT 1 FROM offered), k.master_key_id, k.wrapped_key, k.patient_id IS NOT NULL \
+           FROM (SELECT 1) AS one LEFT JOIN patient_keys AS k ON k.patient_id = $1",
     )
     .bind(patient_id)
     .bind(&master_id)
     .bind(&wrapped)
-    .fetch_optional(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
-    if stored.is_some() {
+    if inserted {
         return Ok(Some(fresh));
     }
-    // Another writer stored a key first (or the patient was erased meanwhile): theirs.
-    let keys = Keys::load(conn, [patient_id]).await?;
-    keys.get(patient_id)
+    if !stored {
+        // Another writer stored a key after this statement's snapshot: theirs.
+        return Keys::load(conn, [patient_id]).await?.get(patient_id);
+    }
+    match (stored_master, stored_wrapped) {
+        (Some(master_id), Some(wrapped)) => {
+            Ok(Some(keyring().unwrap(&master_id, &wrapped, patient_id)?))
+        }
+        // Destroyed on erasure.
+        _ => Ok(None),
+    }
 }
 
 /// The data keys of some patients, unwrapped for one batch of reads.

@@ -134,18 +134,29 @@ pub struct AppointmentFilter {
 
 /// Appointment `id` as the read model shows it, or NOT_FOUND.
 pub(crate) async fn load_appointment(auth: &Authorized<'_>, id: Uuid) -> Result<Appointment> {
-    let row: Option<AppointmentRow> = sqlx::query_as(&format!(
-        "SELECT {} FROM appointments WHERE id = $1",
+    /// The row, and whether its patient's record is restricted (read with it: the access
+    /// decision is then needed only for a restricted record).
+    #[derive(sqlx::FromRow)]
+    struct Found {
+        #[sqlx(flatten)]
+        row: AppointmentRow,
+        patient_restricted: bool,
+    }
+    let found: Option<Found> = sqlx::query_as(&format!(
+        "SELECT {}, EXISTS (SELECT 1 FROM patients p \
+                             WHERE p.id = appointments.patient_id AND p.restricted) \
+                    AS patient_restricted \
+           FROM appointments WHERE id = $1",
         AppointmentRow::COLUMNS
     ))
     .bind(id)
     .fetch_optional(auth.pool())
     .await?;
-    let mut appointment = row
-        .map(Appointment::try_from)
-        .transpose()?
-        .ok_or(AppError::NotFound)?;
-    withhold_restricted(auth, std::slice::from_mut(&mut appointment)).await?;
+    let found = found.ok_or(AppError::NotFound)?;
+    let mut appointment = Appointment::try_from(found.row)?;
+    if found.patient_restricted {
+        withhold_restricted(auth, std::slice::from_mut(&mut appointment)).await?;
+    }
     Ok(appointment)
 }
 

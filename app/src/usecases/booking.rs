@@ -103,14 +103,22 @@ pub async fn schedule_appointment(
             ));
         }
     }
-    let doctor = doctor_facts(auth, input.doctor_id).await?;
-    let patient_active = patient_active(auth, input.patient_id).await?;
+    let BookingFacts {
+        doctor,
+        patient_active,
+        start,
+    } = booking_facts(
+        auth,
+        input.doctor_id,
+        input.patient_id,
+        whole_minutes(input.start)?,
+    )
+    .await?;
     // A doctor booking themselves joins the care team of a restricted record: only one
     // who may read it already (or broke the glass) may do that.
     if auth.actor().role == Role::Doctor {
         super::restriction::require_full_access(auth, input.patient_id).await?;
     }
-    let start = local_time(auth, whole_minutes(input.start)?).await?;
     // Fail fast, before any slot is held; `Schedule` checks all of it again.
     if doctor.role != Role::Doctor {
         return Err(AppointmentError::NotADoctor(doctor.role).to_app_error());
@@ -346,30 +354,103 @@ async fn local_time(
     auth: &Authorized<'_>,
     instant: DateTime<Utc>,
 ) -> Result<DateTime<FixedOffset>> {
-    let zone = auth
-        .hospital
-        .profile
-        .as_ref()
-        .map_or("UTC", |p| p.time_zone.as_str());
+    let zone = time_zone(auth);
     let local: NaiveDateTime = sqlx::query_scalar("SELECT ($1::timestamptz AT TIME ZONE $2)")
         .bind(instant)
         .bind(zone)
         .fetch_one(auth.pool())
         .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(db) if db.code().as_deref() == Some("22023") => {
-                AppError::Conflict(format!(
-                    "the hospital's time zone {zone} is not known; an administrator must correct it"
-                ))
-            }
-            _ => AppError::internal(e),
-        })?;
+        .map_err(|e| zone_error(zone, e))?;
+    with_offset(zone, instant, local)
+}
+
+fn time_zone<'a>(auth: &'a Authorized<'_>) -> &'a str {
+    auth.hospital
+        .profile
+        .as_ref()
+        .map_or("UTC", |p| p.time_zone.as_str())
+}
+
+fn unknown_zone(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("22023"))
+}
+
+fn zone_error(zone: &str, e: sqlx::Error) -> AppError {
+    if unknown_zone(&e) {
+        AppError::Conflict(format!(
+            "the hospital's time zone {zone} is not known; an administrator must correct it"
+        ))
+    } else {
+        AppError::internal(e)
+    }
+}
+
+/// `instant` carrying the offset between it and its `local` wall-clock time.
+fn with_offset(
+    zone: &str,
+    instant: DateTime<Utc>,
+    local: NaiveDateTime,
+) -> Result<DateTime<FixedOffset>> {
     let offset = (local - instant.naive_utc()).num_seconds();
     let offset = i32::try_from(offset)
         .ok()
         .and_then(FixedOffset::east_opt)
         .ok_or_else(|| AppError::internal(format!("time zone {zone}: offset {offset}s")))?;
     Ok(instant.with_timezone(&offset))
+}
+
+/// What a booking must know before it holds any time.
+struct BookingFacts {
+    doctor: DoctorFacts,
+    patient_active: bool,
+    /// The start in the hospital's local time.
+    start: DateTime<FixedOffset>,
+}
+
+/// The doctor's facts (staff read model), whether the patient may be booked (patients
+/// read model) and the start's local time, in one statement: NOT_FOUND for an unknown
+/// doctor or patient, CONFLICT for a time zone PostgreSQL does not know (checked after
+/// them, as the separate look-ups would).
+async fn booking_facts(
+    auth: &Authorized<'_>,
+    doctor_id: Uuid,
+    patient_id: Uuid,
+    instant: DateTime<Utc>,
+) -> Result<BookingFacts> {
+    let zone = time_zone(auth);
+    let row: std::result::Result<(Option<String>, Option<bool>, Option<String>, NaiveDateTime), _> =
+        sqlx::query_as(
+            "SELECT s.role, s.active, (SELECT status FROM patients WHERE id = $2), \
+                    ($3::timestamptz AT TIME ZONE $4) \
+               FROM (SELECT 1) AS one LEFT JOIN staff AS s ON s.id = $1",
+        )
+        .bind(doctor_id)
+        .bind(patient_id)
+        .bind(instant)
+        .bind(zone)
+        .fetch_one(auth.pool())
+        .await;
+    let (role, active, status, local) = match row {
+        Ok(row) => row,
+        Err(e) if unknown_zone(&e) => {
+            doctor_facts(auth, doctor_id).await?;
+            patient_active(auth, patient_id).await?;
+            return Err(zone_error(zone, e));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let (Some(role), Some(active)) = (role, active) else {
+        return Err(AppError::NotFound);
+    };
+    let status = status.ok_or(AppError::NotFound)?;
+    Ok(BookingFacts {
+        doctor: DoctorFacts {
+            active,
+            role: Role::parse(&role).map_err(AppError::internal)?,
+        },
+        patient_active: status == stored_name(&PatientStatus::Active)?,
+        start: with_offset(zone, instant, local)?,
+    })
 }
 
 /// The facts `Schedule` needs about the doctor, from the staff read model; NOT_FOUND for

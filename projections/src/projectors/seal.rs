@@ -530,9 +530,13 @@ pub async fn record_head(
     tenant: &PgPool,
     missing: MissingHead,
 ) -> Result<Option<SealHead>, SealError> {
-    let mut conn = tenant.acquire().await?;
-    let head = sealed_head(&mut conn).await?;
+    // Three statements at most: the recorded head (platform), the newest seal and the
+    // seal at the recorded head's place (tenant, one read), the move (platform).
     let recorded = recorded_head(control, code).await?;
+    let (head, at_recorded) = {
+        let mut conn = tenant.acquire().await?;
+        newest_seal_and_seal_at(&mut conn, recorded.as_ref().map(|r| r.head.chain_index)).await?
+    };
     if let (None, Some(head), MissingHead::Refuse) = (&recorded, &head, missing) {
         return Err(SealError::HeadMissing {
             code: code.to_owned(),
@@ -540,12 +544,6 @@ pub async fn record_head(
         });
     }
     if let Some(recorded) = recorded {
-        let at_recorded: Option<(i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT position, chain_hash FROM public.event_seals WHERE chain_index = $1",
-        )
-        .bind(recorded.head.chain_index)
-        .fetch_optional(&mut *conn)
-        .await?;
         let intact = matches!(&at_recorded, Some((position, hash))
             if *position == recorded.head.position && hash.as_slice() == recorded.head.chain_hash);
         if !intact {
@@ -570,25 +568,65 @@ pub async fn record_head(
             return Ok(Some(recorded.head));
         }
     }
-    drop(conn);
     let Some(head) = head else {
         return Ok(None);
     };
-    sqlx::query(
+    let moved: Option<(i64, i64, Vec<u8>)> = sqlx::query_as(
         "INSERT INTO tenant_log_heads (code, chain_index, position, chain_hash, sealed_at) \
          VALUES ($1, $2, $3, $4, now()) \
          ON CONFLICT (code) DO UPDATE \
             SET chain_index = EXCLUDED.chain_index, position = EXCLUDED.position, \
                 chain_hash = EXCLUDED.chain_hash, sealed_at = EXCLUDED.sealed_at \
-          WHERE tenant_log_heads.chain_index < EXCLUDED.chain_index",
+          WHERE tenant_log_heads.chain_index < EXCLUDED.chain_index \
+         RETURNING chain_index, position, chain_hash",
     )
     .bind(code)
     .bind(head.chain_index)
     .bind(head.position)
     .bind(head.chain_hash.as_slice())
-    .execute(control)
+    .fetch_optional(control)
     .await?;
-    Ok(recorded_head(control, code).await?.map(|r| r.head))
+    match moved {
+        Some((chain_index, position, hash)) => Ok(Some(SealHead {
+            chain_index,
+            position,
+            chain_hash: to_digest(&hash),
+        })),
+        // Another process recorded a head at least as far meanwhile: that one stands.
+        None => Ok(recorded_head(control, code).await?.map(|r| r.head)),
+    }
+}
+
+/// The newest seal, and the position and hash of seal number `index` (if asked and
+/// present), in one read.
+async fn newest_seal_and_seal_at(
+    conn: &mut PgConnection,
+    index: Option<i64>,
+) -> Result<(Option<SealHead>, Option<(i64, Vec<u8>)>), sqlx::Error> {
+    let row: (Option<i64>, Option<i64>, Option<Vec<u8>>, Option<i64>, Option<Vec<u8>>) =
+        sqlx::query_as(
+            "SELECT newest.chain_index, newest.position, newest.chain_hash, at.position, at.chain_hash \
+               FROM (SELECT 1) AS one \
+               LEFT JOIN LATERAL (SELECT chain_index, position, chain_hash FROM public.event_seals \
+                                   ORDER BY chain_index DESC LIMIT 1) AS newest ON true \
+               LEFT JOIN public.event_seals AS at ON at.chain_index = $1",
+        )
+        .bind(index)
+        .fetch_one(conn)
+        .await?;
+    let newest = match (row.0, row.1, row.2) {
+        (Some(chain_index), Some(position), Some(hash)) => Some(SealHead {
+            chain_index,
+            position,
+            chain_hash: to_digest(&hash),
+        }),
+        _ => None,
+    };
+    let at = match (row.3, row.4) {
+        (Some(position), Some(hash)) => Some((position, hash)),
+        _ => None,
+    };
+    Ok((newest, at))
 }
 
 #[cfg(test)]

@@ -571,6 +571,42 @@ async fn an_appointment_goes_from_booking_to_completion_in_the_hospitals_local_t
         id_of(&a, "scheduleAppointment"),
         id_of(&b, "scheduleAppointment")
     );
+
+    // A time zone PostgreSQL does not know (the domain checks only its form): the booking
+    // is refused for an administrator to correct it, after an unknown doctor or patient is
+    // reported as such, and nothing is held.
+    set_time_zone(&app, "DMC001", "Mars/Olympus_Mons").await;
+    let lease = app.state.registry.get("DMC001").await.expect("tenant");
+    let events = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events")
+            .fetch_one(&lease.pool)
+            .await
+            .expect("count")
+    };
+    let before = events().await;
+    let start = nairobi(day + Duration::days(1), 11, 0);
+    let no_doctor = schedule(&app, desk, booking(&wanjiku, Uuid::new_v4(), &start, 15)).await;
+    assert_eq!(error_code(&no_doctor), Some("NOT_FOUND"), "{no_doctor}");
+    let no_patient = schedule(
+        &app,
+        desk,
+        booking(&Uuid::new_v4().to_string(), staff.doctor_id, &start, 15),
+    )
+    .await;
+    assert_eq!(error_code(&no_patient), Some("NOT_FOUND"), "{no_patient}");
+    let unknown_zone = schedule(&app, desk, booking(&wanjiku, staff.doctor_id, &start, 15)).await;
+    assert_eq!(
+        error_code(&unknown_zone),
+        Some("CONFLICT"),
+        "{unknown_zone}"
+    );
+    assert!(
+        unknown_zone["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Mars/Olympus_Mons") && m.contains("administrator")),
+        "{unknown_zone}"
+    );
+    assert_eq!(events().await, before, "no time was held");
 }
 
 #[tokio::test]
