@@ -418,20 +418,31 @@ async fn booking_facts(
     instant: DateTime<Utc>,
 ) -> Result<BookingFacts> {
     let zone = time_zone(auth);
-    let row: std::result::Result<(Option<String>, Option<bool>, Option<String>, NaiveDateTime), _> =
-        sqlx::query_as(
-            "SELECT s.role, s.active, (SELECT status FROM patients WHERE id = $2), \
-                    ($3::timestamptz AT TIME ZONE $4) \
-               FROM (SELECT 1) AS one LEFT JOIN staff AS s ON s.id = $1",
-        )
-        .bind(doctor_id)
-        .bind(patient_id)
-        .bind(instant)
-        .bind(zone)
-        .fetch_one(auth.pool())
-        .await;
-    let (role, active, status, local) = match row {
-        Ok(row) => row,
+    #[derive(sqlx::FromRow)]
+    struct Found {
+        role: Option<String>,
+        active: Option<bool>,
+        status: Option<String>,
+        local: NaiveDateTime,
+    }
+    let found: std::result::Result<Found, _> = sqlx::query_as(
+        "SELECT s.role, s.active, (SELECT status FROM patients WHERE id = $2) AS status, \
+                ($3::timestamptz AT TIME ZONE $4) AS local \
+           FROM (SELECT 1) AS one LEFT JOIN staff AS s ON s.id = $1",
+    )
+    .bind(doctor_id)
+    .bind(patient_id)
+    .bind(instant)
+    .bind(zone)
+    .fetch_one(auth.pool())
+    .await;
+    let Found {
+        role,
+        active,
+        status,
+        local,
+    } = match found {
+        Ok(found) => found,
         Err(e) if unknown_zone(&e) => {
             doctor_facts(auth, doctor_id).await?;
             patient_active(auth, patient_id).await?;

@@ -603,18 +603,27 @@ async fn newest_seal_and_seal_at(
     conn: &mut PgConnection,
     index: Option<i64>,
 ) -> Result<(Option<SealHead>, Option<(i64, Vec<u8>)>), sqlx::Error> {
-    let row: (Option<i64>, Option<i64>, Option<Vec<u8>>, Option<i64>, Option<Vec<u8>>) =
-        sqlx::query_as(
-            "SELECT newest.chain_index, newest.position, newest.chain_hash, at.position, at.chain_hash \
-               FROM (SELECT 1) AS one \
-               LEFT JOIN LATERAL (SELECT chain_index, position, chain_hash FROM public.event_seals \
-                                   ORDER BY chain_index DESC LIMIT 1) AS newest ON true \
-               LEFT JOIN public.event_seals AS at ON at.chain_index = $1",
-        )
-        .bind(index)
-        .fetch_one(conn)
-        .await?;
-    let newest = match (row.0, row.1, row.2) {
+    #[derive(sqlx::FromRow)]
+    struct Found {
+        newest_index: Option<i64>,
+        newest_position: Option<i64>,
+        newest_hash: Option<Vec<u8>>,
+        at_position: Option<i64>,
+        at_hash: Option<Vec<u8>>,
+    }
+    let found: Found = sqlx::query_as(
+        "SELECT newest.chain_index AS newest_index, newest.position AS newest_position, \
+                newest.chain_hash AS newest_hash, at.position AS at_position, \
+                at.chain_hash AS at_hash \
+           FROM (SELECT 1) AS one \
+           LEFT JOIN LATERAL (SELECT chain_index, position, chain_hash FROM public.event_seals \
+                               ORDER BY chain_index DESC LIMIT 1) AS newest ON true \
+           LEFT JOIN public.event_seals AS at ON at.chain_index = $1",
+    )
+    .bind(index)
+    .fetch_one(conn)
+    .await?;
+    let newest = match (found.newest_index, found.newest_position, found.newest_hash) {
         (Some(chain_index), Some(position), Some(hash)) => Some(SealHead {
             chain_index,
             position,
@@ -622,10 +631,7 @@ async fn newest_seal_and_seal_at(
         }),
         _ => None,
     };
-    let at = match (row.3, row.4) {
-        (Some(position), Some(hash)) => Some((position, hash)),
-        _ => None,
-    };
+    let at = found.at_position.zip(found.at_hash);
     Ok((newest, at))
 }
 
