@@ -393,7 +393,10 @@ where
     A::Command: Clone,
     A::Services: Clone,
 {
-    let head = append_expecting::<A>(pool, id, command, services, metadata, expected).await?;
+    let head = {
+        let _under_way = runner.appending(pool);
+        append_expecting::<A>(pool, id, command, services, metadata, expected).await?
+    };
     // The write stands whatever the read side does now: reporting it as failed would
     // invite a retry that repeats it. The client may read a read model that is behind
     // (or answer from the write side); the runner catches up.

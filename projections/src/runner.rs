@@ -143,10 +143,17 @@ type Projectors = Arc<Vec<Arc<dyn Projector>>>;
 /// when an operator resets a projector); between rounds it only lets a waiter skip a
 /// round that another one already did for it.
 #[derive(Default)]
-struct Rounds(StdMutex<HashMap<String, Arc<tokio::sync::Mutex<LogCursor>>>>);
+struct Rounds(StdMutex<HashMap<String, Arc<TenantRounds>>>);
+
+/// One tenant database's round, and the appends to it in flight in this process.
+#[derive(Default)]
+struct TenantRounds {
+    round: tokio::sync::Mutex<LogCursor>,
+    appends: Appends,
+}
 
 impl Rounds {
-    fn of(&self, pool: &PgPool) -> Arc<tokio::sync::Mutex<LogCursor>> {
+    fn of(&self, pool: &PgPool) -> Arc<TenantRounds> {
         let options = pool.connect_options();
         let key = format!(
             "{}:{}/{}",
@@ -156,6 +163,84 @@ impl Rounds {
         );
         let mut rounds = self.0.lock().unwrap_or_else(|e| e.into_inner());
         rounds.entry(key).or_default().clone()
+    }
+}
+
+/// How long a read-your-writes round waits for the appends that were in flight when it
+/// was about to start (see [`Appends`]).
+const GATHER_WAIT: Duration = Duration::from_millis(2);
+
+/// The appends to one tenant database in flight in this process, by ticket.
+///
+/// A read-your-writes round about to start waits, briefly ([`GATHER_WAIT`]), for the
+/// appends already under way to commit, so that one round applies them all: without it,
+/// a hospital with a few busy clients runs a round per command (each command's events
+/// arrive just after the previous round read the log), and the round is most of a
+/// command's statements. Under a single client nothing is in flight and nothing waits.
+/// Only *when to start* depends on it: what a round applies is still the log's.
+#[derive(Default)]
+struct Appends {
+    state: StdMutex<AppendsState>,
+    finished: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct AppendsState {
+    next: u64,
+    in_flight: std::collections::BTreeSet<u64>,
+}
+
+impl Appends {
+    fn state(&self) -> std::sync::MutexGuard<'_, AppendsState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until every append that started before this call has ended, or until
+    /// `deadline`.
+    async fn gather(&self, deadline: tokio::time::Instant) {
+        let horizon = self.state().next;
+        loop {
+            let finished = self.finished.notified();
+            tokio::pin!(finished);
+            finished.as_mut().enable();
+            let earlier_in_flight = self
+                .state()
+                .in_flight
+                .first()
+                .is_some_and(|&oldest| oldest < horizon);
+            if !earlier_in_flight {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, finished).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// An append in flight (see [`ProjectionRunner::appending`]); it ends when dropped.
+pub struct Appending {
+    tenant: Arc<TenantRounds>,
+    ticket: u64,
+}
+
+impl Appending {
+    fn start(tenant: Arc<TenantRounds>) -> Self {
+        let ticket = {
+            let mut state = tenant.appends.state();
+            let ticket = state.next;
+            state.next += 1;
+            state.in_flight.insert(ticket);
+            ticket
+        };
+        Appending { tenant, ticket }
+    }
+}
+
+impl Drop for Appending {
+    fn drop(&mut self) {
+        self.tenant.appends.state().in_flight.remove(&self.ticket);
+        self.tenant.appends.finished.notify_waiters();
     }
 }
 
@@ -216,8 +301,8 @@ impl ProjectionRunner {
     /// and reported in the result; the others are still brought up to date. Waits for a
     /// catch-up of the same tenant running in this process to end first.
     pub async fn catch_up(&self, pool: &PgPool) -> Result<Vec<ProjectorProgress>> {
-        let round = self.rounds.of(pool);
-        let mut reached = round.lock().await;
+        let tenant = self.rounds.of(pool);
+        let mut reached = tenant.round.lock().await;
         let progress = self.catch_up_round(pool, &self.projectors).await?;
         if let Some(low) = lowest_checkpoint(&progress) {
             *reached = low;
@@ -481,6 +566,12 @@ impl ProjectionRunner {
         }
     }
 
+    /// Marks an append to the database behind `pool` as under way until the guard is
+    /// dropped: a read-your-writes round about to start lets it join (see [`Appends`]).
+    pub fn appending(&self, pool: &PgPool) -> Appending {
+        Appending::start(self.rounds.of(pool))
+    }
+
     /// Catches up the read models (every rebuildable projector) until their checkpoints
     /// have reached `target` (an event the caller wrote), or fails after `timeout`. The
     /// sealer is left to the full catch-ups ([`Self::catch_up`], the daemon's): its
@@ -495,10 +586,18 @@ impl ProjectionRunner {
         timeout: Duration,
     ) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let round = self.rounds.of(pool);
-        let mut reached = tokio::time::timeout_at(deadline, round.lock())
+        let tenant = self.rounds.of(pool);
+        let mut reached = tokio::time::timeout_at(deadline, tenant.round.lock())
             .await
             .map_err(|_| ProjectionError::CatchUpTimeout(timeout))?;
+        if *reached >= target {
+            return Ok(());
+        }
+        // Let the appends under way join this round (see [`Appends`]).
+        tenant
+            .appends
+            .gather(deadline.min(tokio::time::Instant::now() + GATHER_WAIT))
+            .await;
         let mut pause = Duration::from_millis(1);
         loop {
             if *reached >= target {
@@ -974,5 +1073,55 @@ async fn record_failure(pool: &PgPool, name: &str, position: Option<i64>, error:
     .await;
     if let Err(e) = result {
         tracing::warn!(projector = name, error = %e, "could not record projector failure");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    const FAR: Duration = Duration::from_secs(10);
+
+    #[tokio::test]
+    async fn a_round_with_nothing_in_flight_starts_at_once() {
+        let tenant = Arc::new(TenantRounds::default());
+        let gathered = tokio::time::timeout(
+            Duration::from_secs(1),
+            tenant.appends.gather(Instant::now() + FAR),
+        )
+        .await;
+        assert!(gathered.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_round_waits_for_the_appends_under_way_and_not_for_later_ones() {
+        let tenant = Arc::new(TenantRounds::default());
+        let earlier = Appending::start(tenant.clone());
+        let waiting = tokio::spawn({
+            let tenant = tenant.clone();
+            async move { tenant.appends.gather(Instant::now() + FAR).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "an earlier append is under way");
+        let later = Appending::start(tenant.clone());
+        drop(earlier);
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("the round starts once the earlier append ended")
+            .expect("no panic");
+        drop(later);
+    }
+
+    #[tokio::test]
+    async fn a_round_waits_no_longer_than_its_deadline() {
+        let tenant = Arc::new(TenantRounds::default());
+        let _stuck = Appending::start(tenant.clone());
+        let started = Instant::now();
+        tenant
+            .appends
+            .gather(started + Duration::from_millis(30))
+            .await;
+        assert!(started.elapsed() >= Duration::from_millis(30));
     }
 }
