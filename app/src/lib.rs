@@ -22,6 +22,7 @@
 
 pub mod application;
 pub mod auth;
+pub mod batching;
 pub mod commands;
 pub mod config;
 pub mod domain_errors;

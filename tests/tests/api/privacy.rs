@@ -527,4 +527,26 @@ async fn complexity_counts_page_sizes_and_each_user_has_one_budget_across_replic
     // Another user of the same hospital has a budget of their own.
     let other = app.graphql(page, json!({}), Some(&staff.doctor)).await;
     assert!(other["errors"].is_null(), "{other}");
+
+    // Charges arriving together (one statement for the batch) hold the same limit: of
+    // eight pages sent at once by a fresh user, exactly four fit, whatever the batches.
+    let second = chrono::Utc::now().timestamp() % 60;
+    if second > 50 {
+        tokio::time::sleep(std::time::Duration::from_secs((61 - second) as u64)).await;
+    }
+    let answers = futures::future::join_all(
+        (0..8).map(|_| app.graphql(page, json!({}), Some(&staff.other_doctor))),
+    )
+    .await;
+    let codes: Vec<Option<&str>> = answers.iter().map(error_code).collect();
+    assert_eq!(
+        codes.iter().filter(|c| c.is_none()).count(),
+        4,
+        "{answers:?}"
+    );
+    assert_eq!(
+        codes.iter().filter(|c| **c == Some("RATE_LIMITED")).count(),
+        4,
+        "{answers:?}"
+    );
 }
