@@ -150,10 +150,29 @@ async fn invoice_or_not_found(auth: &Authorized<'_>, id: Uuid) -> Result<Invoice
 /// stream's newest event, otherwise the same row folded from the write side (the read
 /// side is behind or unavailable). A committed write is a success either way.
 async fn invoice_after_write(auth: &Authorized<'_>, id: Uuid) -> Result<InvoiceView> {
+    /// The row, and the stream's version read with it (one round trip).
+    #[derive(sqlx::FromRow)]
+    struct Found {
+        #[sqlx(flatten)]
+        row: InvoiceRow,
+        stream_version: i64,
+    }
     let mut conn = auth.pool().acquire().await?;
-    let version = log::stream_version(&mut conn, INVOICE_TYPE, &id.to_string()).await?;
-    match InvoiceRow::find(&mut *conn, id).await {
-        Ok(Some(row)) if row.version >= version => InvoiceView::try_from(row),
+    let found: std::result::Result<Option<Found>, sqlx::Error> = sqlx::query_as(&format!(
+        "SELECT {}, (SELECT coalesce(max(e.sequence), 0) FROM public.events e \
+                      WHERE e.aggregate_type = $2 AND e.aggregate_id = $3) AS stream_version \
+           FROM invoices WHERE id = $1",
+        InvoiceRow::COLUMNS
+    ))
+    .bind(id)
+    .bind(INVOICE_TYPE)
+    .bind(id.to_string())
+    .fetch_optional(&mut *conn)
+    .await;
+    match found {
+        Ok(Some(found)) if found.row.version >= found.stream_version => {
+            InvoiceView::try_from(found.row)
+        }
         Ok(_) => invoice_from_write_side(&mut conn, id).await,
         Err(error) => {
             tracing::warn!(
