@@ -380,11 +380,8 @@ async fn data_key_for_writing(conn: &mut PgConnection, patient_id: Uuid) -> Resu
         // Another writer stored a key after this statement's snapshot: theirs.
         return Keys::load(conn, [patient_id]).await?.get(patient_id);
     }
-    match (stored_master, stored_wrapped) {
-        (Some(master_id), Some(wrapped)) => {
-            Ok(Some(keyring().unwrap(&master_id, &wrapped, patient_id)?))
-        }
-        // Destroyed on erasure.
+    match KeyState::stored(patient_id, stored_master, stored_wrapped)? {
+        KeyState::Present(key) => Ok(Some(key)),
         _ => Ok(None),
     }
 }
@@ -403,6 +400,19 @@ enum KeyState {
     /// No row: sealed data under a key that was never stored (a partial restore, a
     /// deleted row, a forged owner). Not an erasure: reported where integrity is checked.
     Missing,
+}
+
+impl KeyState {
+    /// The state a row of `patient_keys` gives: the key unwrapped, or destroyed (its
+    /// columns cleared on erasure).
+    fn stored(patient: Uuid, master_id: Option<String>, wrapped: Option<Vec<u8>>) -> Result<Self> {
+        Ok(match (master_id, wrapped) {
+            (Some(master_id), Some(wrapped)) => {
+                KeyState::Present(keyring().unwrap(&master_id, &wrapped, patient)?)
+            }
+            _ => KeyState::Destroyed,
+        })
+    }
 }
 
 impl Keys {
@@ -427,15 +437,8 @@ impl Keys {
         .bind(&ids)
         .fetch_all(&mut *conn)
         .await?;
-        let ring = keyring();
         for (patient, master_id, wrapped) in rows {
-            let state = match (master_id, wrapped) {
-                (Some(master_id), Some(wrapped)) => {
-                    KeyState::Present(ring.unwrap(&master_id, &wrapped, patient)?)
-                }
-                _ => KeyState::Destroyed,
-            };
-            keys.insert(patient, state);
+            keys.insert(patient, KeyState::stored(patient, master_id, wrapped)?);
         }
         Ok(Self { keys })
     }

@@ -28,8 +28,8 @@ const PURGE_EVERY: u64 = 1_000;
 
 pub struct RequestBudget {
     control: PgPool,
-    /// 0: no budget.
-    per_minute: u64,
+    /// Units per principal and minute; 0: no budget.
+    limit: i64,
     charges: AtomicU64,
     queued: Batcher<Charge>,
 }
@@ -41,21 +41,10 @@ struct Charge {
     outcome: oneshot::Sender<Result<()>>,
 }
 
-/// What the budget statements answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Charged {
-    Fits,
-    OverBudget,
-    /// The platform database is unreachable: a throttle, not an authority, so the
-    /// hospitals keep working, unmetered.
-    Unmetered,
-}
-
 impl RequestBudget {
     /// `per_minute`: `None` for [`DEFAULT_PER_MINUTE`], `Some(0)` for no budget.
     pub fn new(control: PgPool, per_minute: Option<u64>) -> Self {
-        let per_minute = per_minute.unwrap_or(DEFAULT_PER_MINUTE);
-        let limit = i64::try_from(per_minute).unwrap_or(i64::MAX);
+        let limit = i64::try_from(per_minute.unwrap_or(DEFAULT_PER_MINUTE)).unwrap_or(i64::MAX);
         let queued = Batcher::new({
             let control = control.clone();
             move |charges: Vec<Charge>| {
@@ -65,7 +54,7 @@ impl RequestBudget {
         });
         Self {
             control,
-            per_minute,
+            limit,
             charges: AtomicU64::new(0),
             queued,
         }
@@ -75,7 +64,7 @@ impl RequestBudget {
     /// it over the budget (the refused request is not charged). A request costs at least
     /// one unit.
     pub async fn charge(&self, principal: Uuid, cost: usize) -> Result<()> {
-        if self.per_minute == 0 {
+        if self.limit == 0 {
             return Ok(());
         }
         if self.charges.fetch_add(1, Ordering::Relaxed) % PURGE_EVERY == PURGE_EVERY - 1 {
@@ -91,10 +80,7 @@ impl RequestBudget {
         match answer.await {
             Ok(outcome) => outcome,
             // The batch was dropped unanswered (its task's runtime is shutting down).
-            Err(_) => {
-                let limit = i64::try_from(self.per_minute).unwrap_or(i64::MAX);
-                answer_of(charge_one(&self.control, principal, cost, limit).await)
-            }
+            Err(_) => charge_alone(&self.control, self.limit, principal, cost).await,
         }
     }
 
@@ -113,31 +99,78 @@ impl RequestBudget {
     }
 }
 
-fn answer_of(charged: Result<Charged>) -> Result<()> {
-    match charged? {
-        Charged::Fits | Charged::Unmetered => Ok(()),
-        Charged::OverBudget => Err(AppError::RateLimited),
-    }
-}
-
 /// Charges a batch: one statement for all of it, each principal's charges added together
 /// where they fit. A principal whose several charges do not fit together has them charged
 /// one by one, so that those that still fit pass (as they would have, sent alone).
 async fn charge_batch(control: &PgPool, limit: i64, charges: Vec<Charge>) {
-    if let [_] = charges.as_slice() {
-        for c in charges {
-            let charged = charge_one(control, c.principal, c.cost, limit).await;
-            let _ = c.outcome.send(answer_of(charged));
-        }
-        return;
-    }
     let mut totals: HashMap<Uuid, i64> = HashMap::new();
     for c in &charges {
         let total = totals.entry(c.principal).or_default();
         *total = total.saturating_add(c.cost);
     }
     let (principals, costs): (Vec<Uuid>, Vec<i64>) = totals.into_iter().unzip();
-    let fitted: std::result::Result<Vec<Uuid>, sqlx::Error> = sqlx::query_scalar(
+    let fitted = match add_where_fits(control, limit, &principals, &costs).await {
+        Ok(Some(fitted)) => fitted,
+        failed => {
+            for c in charges {
+                let _ = c.outcome.send(unfitted(&failed));
+            }
+            return;
+        }
+    };
+    let mut refused: HashMap<Uuid, Vec<Charge>> = HashMap::new();
+    for c in charges {
+        if fitted.contains(&c.principal) {
+            let _ = c.outcome.send(Ok(()));
+        } else {
+            refused.entry(c.principal).or_default().push(c);
+        }
+    }
+    for charges in refused.into_values() {
+        if let [_] = charges.as_slice() {
+            for c in charges {
+                let _ = c.outcome.send(Err(AppError::RateLimited));
+            }
+            continue;
+        }
+        for c in charges {
+            let outcome = charge_alone(control, limit, c.principal, c.cost).await;
+            let _ = c.outcome.send(outcome);
+        }
+    }
+}
+
+/// One charge in a statement of its own.
+async fn charge_alone(control: &PgPool, limit: i64, principal: Uuid, cost: i64) -> Result<()> {
+    match add_where_fits(control, limit, &[principal], &[cost]).await {
+        Ok(Some(fitted)) if fitted.is_empty() => Err(AppError::RateLimited),
+        Ok(Some(_)) => Ok(()),
+        failed => unfitted(&failed),
+    }
+}
+
+/// What a charge gets when its statement gave no answer (`None`: unreachable, or the
+/// error).
+fn unfitted(failed: &std::result::Result<Option<Vec<Uuid>>, sqlx::Error>) -> Result<()> {
+    match failed {
+        Err(e) => Err(AppError::internal(e.to_string())),
+        // Unmetered: see `add_where_fits`.
+        Ok(_) => Ok(()),
+    }
+}
+
+/// Adds each principal's cost to its current minute where the sum stays within `limit`,
+/// atomically against every other replica's, in one statement committed without waiting
+/// for the disk. Returns the principals charged (the others did not fit), or `None`
+/// while the platform database is unreachable: a throttle, not an authority, so the
+/// hospitals keep working, unmetered.
+async fn add_where_fits(
+    control: &PgPool,
+    limit: i64,
+    principals: &[Uuid],
+    costs: &[i64],
+) -> std::result::Result<Option<Vec<Uuid>>, sqlx::Error> {
+    let charged = sqlx::query_scalar(
         "WITH _ AS (SELECT set_config('synchronous_commit', 'off', true)) \
          INSERT INTO request_budgets AS b (principal, window_start, spent) \
          SELECT c.principal, date_trunc('minute', now()), c.cost \
@@ -147,77 +180,17 @@ async fn charge_batch(control: &PgPool, limit: i64, charges: Vec<Charge>) {
          WHERE b.spent + EXCLUDED.spent <= $3 \
          RETURNING principal",
     )
-    .bind(&principals)
-    .bind(&costs)
+    .bind(principals)
+    .bind(costs)
     .bind(limit)
     .fetch_all(control)
     .await;
-    let fitted = match fitted {
-        Ok(fitted) => fitted,
-        Err(e) => {
-            let charged = charged_on_error(e);
-            for c in charges {
-                let _ = c.outcome.send(answer_of(match &charged {
-                    Ok(charged) => Ok(*charged),
-                    Err(message) => Err(AppError::internal(message.clone())),
-                }));
-            }
-            return;
-        }
-    };
-    let mut left: HashMap<Uuid, Vec<Charge>> = HashMap::new();
-    for c in charges {
-        if fitted.contains(&c.principal) {
-            let _ = c.outcome.send(Ok(()));
-        } else {
-            left.entry(c.principal).or_default().push(c);
-        }
-    }
-    for (_, charges) in left {
-        let together = charges.len() > 1;
-        for c in charges {
-            let outcome = if together {
-                answer_of(charge_one(control, c.principal, c.cost, limit).await)
-            } else {
-                Err(AppError::RateLimited)
-            };
-            let _ = c.outcome.send(outcome);
-        }
-    }
-}
-
-/// One charge, in one statement: added only where it fits, atomically against every
-/// other replica's; no row back means it did not fit. The setting makes the statement's
-/// commit not wait for the disk.
-async fn charge_one(control: &PgPool, principal: Uuid, cost: i64, limit: i64) -> Result<Charged> {
-    let charged: std::result::Result<Option<i64>, sqlx::Error> = sqlx::query_scalar(
-        "WITH _ AS (SELECT set_config('synchronous_commit', 'off', true)) \
-         INSERT INTO request_budgets AS b (principal, window_start, spent) \
-         SELECT $1, date_trunc('minute', now()), $2 FROM _ WHERE $2 <= $3 \
-         ON CONFLICT (principal, window_start) \
-         DO UPDATE SET spent = b.spent + EXCLUDED.spent \
-         WHERE b.spent + EXCLUDED.spent <= $3 \
-         RETURNING spent",
-    )
-    .bind(principal)
-    .bind(cost)
-    .bind(limit)
-    .fetch_optional(control)
-    .await;
     match charged {
-        Ok(Some(_)) => Ok(Charged::Fits),
-        Ok(None) => Ok(Charged::OverBudget),
-        Err(e) => charged_on_error(e).map_err(AppError::internal),
-    }
-}
-
-/// A failed budget statement: unmetered while the platform database is unreachable,
-/// otherwise an internal error (its text is logged, never shown to the client).
-fn charged_on_error(e: sqlx::Error) -> std::result::Result<Charged, String> {
-    if crate::tenancy::platform::is_unreachable(&e) {
-        tracing::warn!(error = %e, "request budget not charged: the platform database is unreachable");
-        Ok(Charged::Unmetered)
-    } else {
-        Err(e.to_string())
+        Ok(charged) => Ok(Some(charged)),
+        Err(e) if crate::tenancy::platform::is_unreachable(&e) => {
+            tracing::warn!(error = %e, "request budget not charged: the platform database is unreachable");
+            Ok(None)
+        }
+        Err(e) => Err(e),
     }
 }
