@@ -45,6 +45,9 @@ use sqlx::PgPool;
 use crate::idempotency::{current_run, RUN_METADATA_KEY};
 use crate::telemetry;
 
+mod together;
+pub use together::{together, Streams, Unit};
+
 /// How long a command waits for the read models to show its own events. The wait can be
 /// long when any transaction on the server is slow to commit (the log is read only below
 /// the oldest transaction in flight, cluster-wide).
@@ -208,7 +211,7 @@ impl PersistedEventRepository for ExpectingRepository {
             return self.inner.persist::<A>(events, snapshot_update).await;
         }
         let sealed = seal_events(&self.pool, events).await?;
-        let head = append_events::<A>(&self.pool, &sealed).await?;
+        let head = append_events(&self.pool, &sealed).await?;
         *self.attempt.head.lock().unwrap_or_else(|e| e.into_inner()) = head;
         Ok(())
     }
@@ -290,18 +293,20 @@ async fn seal_events(
     Ok(events)
 }
 
-/// Appends `events` (of one aggregate, in sequence order) in a single statement: atomic
+/// Appends `events` (each stream's in sequence order; one stream, or the several of a
+/// [`together`] unit) in a single statement: atomic
 /// on its own, so it costs one round trip instead of postgres-es's BEGIN, one INSERT per
 /// event and COMMIT, and it says where the events landed in the log. The columns and
 /// values are postgres-es's own (its reader loads them back), and a primary-key collision
 /// is a lost race, as postgres-es reports it.
-async fn append_events<A: Aggregate>(
+async fn append_events(
     pool: &PgPool,
     events: &[SerializedEvent],
 ) -> Result<Option<LogCursor>, PersistenceError> {
     if events.is_empty() {
         return Ok(None);
     }
+    let aggregate_types: Vec<&str> = events.iter().map(|e| e.aggregate_type.as_str()).collect();
     let ids: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
     let sequences: Vec<i64> = events
         .iter()
@@ -314,13 +319,13 @@ async fn append_events<A: Aggregate>(
     let landed: Vec<(i64, i64)> = sqlx::query_as(
         "INSERT INTO public.events \
                 (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-         SELECT $1, e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload, e.metadata \
-           FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[]) \
-                WITH ORDINALITY AS e(aggregate_id, sequence, event_type, event_version, payload, metadata, n) \
+         SELECT e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload, e.metadata \
+           FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[]) \
+                WITH ORDINALITY AS e(aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, n) \
           ORDER BY e.n \
          RETURNING transaction_id::text::bigint, position",
     )
-    .bind(A::TYPE)
+    .bind(&aggregate_types)
     .bind(&ids)
     .bind(&sequences)
     .bind(&types)
@@ -475,11 +480,18 @@ struct Turn {
 
 impl StreamTurns {
     async fn take<A: Aggregate>(&'static self, pool: &PgPool, id: &str) -> Turn {
+        self.take_of(pool, A::TYPE, id).await
+    }
+
+    /// The turn on stream `id` of aggregate type `aggregate_type`. A command that needs
+    /// several streams takes their turns in one order ([`together`]), so two such
+    /// commands never wait for each other in a circle.
+    async fn take_of(&'static self, pool: &PgPool, aggregate_type: &'static str, id: &str) -> Turn {
         let options = pool.connect_options();
         let key = (
             options.get_host().to_owned(),
             options.get_database().unwrap_or_default().to_owned(),
-            A::TYPE,
+            aggregate_type,
             id.to_owned(),
         );
         let gate = {
@@ -529,7 +541,7 @@ where
     if let Some(run) = &run {
         map.insert(RUN_METADATA_KEY.to_owned(), run.clone());
     }
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = Backoff::default();
     // With expected version 0 the stream is taken to be new and not read (see
     // `ExpectingRepository::get_events`) until the domain refuses on that assumption.
     let mut assume_new = expected == Some(0);
@@ -577,9 +589,7 @@ where
                     break;
                 }
                 telemetry::command_conflict(A::TYPE, true);
-                let pause = rand::thread_rng().gen_range(Duration::ZERO..=backoff);
-                tokio::time::sleep(pause).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                backoff.pause().await;
             }
             Err(other) => return Err(other.into()),
         }
@@ -590,6 +600,24 @@ where
         "concurrent writers won every attempt"
     );
     Err(CommandError::Contended)
+}
+
+/// The pause after a lost race: drawn uniformly below a bound that doubles per attempt
+/// from [`FIRST_BACKOFF`] up to [`MAX_BACKOFF`] (full jitter), so racers spread out.
+struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self(FIRST_BACKOFF)
+    }
+}
+
+impl Backoff {
+    async fn pause(&mut self) {
+        let pause = rand::thread_rng().gen_range(Duration::ZERO..=self.0);
+        tokio::time::sleep(pause).await;
+        self.0 = (self.0 * 2).min(MAX_BACKOFF);
+    }
 }
 
 /// Whether stream `id` holds an event of keyed-work run `run`.
@@ -656,49 +684,80 @@ where
     A: Aggregate + 'static,
     B: Aggregate + 'static,
 {
-    let rows: Vec<(String, String, i64, String, String, Value, Value)> = sqlx::query_as(
-        "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata \
-           FROM public.events \
-          WHERE (aggregate_type = $1 AND aggregate_id = $2) \
-             OR (aggregate_type = $3 AND aggregate_id = $4) \
-          ORDER BY aggregate_type, aggregate_id, sequence",
-    )
-    .bind(A::TYPE)
-    .bind(a_id)
-    .bind(B::TYPE)
-    .bind(b_id)
-    .fetch_all(pool)
-    .await
-    .map_err(|e| {
-        if crate::tenancy::platform::is_unreachable(&e) {
-            CommandError::Unavailable(e.to_string())
-        } else {
-            CommandError::Store(e.to_string())
-        }
-    })?;
-    let mut events: Vec<SerializedEvent> = rows
-        .into_iter()
-        .map(
-            |(aggregate_type, aggregate_id, sequence, event_type, version, payload, metadata)| {
-                SerializedEvent::new(
-                    aggregate_id,
-                    usize::try_from(sequence).unwrap_or(usize::MAX),
-                    aggregate_type,
-                    event_type,
-                    version,
-                    payload,
-                    metadata,
-                )
-            },
-        )
-        .collect();
-    open_events(pool, &mut events)
+    let (events, _) = load_streams(pool, &[(A::TYPE, a_id), (B::TYPE, b_id)])
         .await
-        .map_err(|e| CommandError::Store(e.to_string()))?;
+        .map_err(|e| match e {
+            PersistenceError::ConnectionError(e) => CommandError::Unavailable(e.to_string()),
+            other => CommandError::Store(other.to_string()),
+        })?;
     let loaded = Loaded(events);
     let a = loaded.aggregate::<A>(a_id).await?;
     let b = loaded.aggregate::<B>(b_id).await?;
     Ok((a, b))
+}
+
+/// Every event of `streams` (aggregate type, id), read in one statement, in stream and
+/// sequence order, with their sealed personal data opened; and where each landed in the
+/// log, in the same order.
+async fn load_streams(
+    pool: &PgPool,
+    streams: &[(&str, &str)],
+) -> Result<(Vec<SerializedEvent>, Vec<LogCursor>), PersistenceError> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        aggregate_type: String,
+        aggregate_id: String,
+        sequence: i64,
+        event_type: String,
+        event_version: String,
+        payload: Value,
+        metadata: Value,
+        transaction_id: i64,
+        position: i64,
+    }
+    let (types, ids): (Vec<&str>, Vec<&str>) = streams.iter().copied().unzip();
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version, \
+                e.payload, e.metadata, e.transaction_id::text::bigint AS transaction_id, e.position \
+           FROM unnest($1::text[], $2::text[]) AS s(aggregate_type, aggregate_id) \
+           JOIN public.events e \
+             ON e.aggregate_type = s.aggregate_type AND e.aggregate_id = s.aggregate_id \
+          ORDER BY e.aggregate_type, e.aggregate_id, e.sequence",
+    )
+    .bind(&types)
+    .bind(&ids)
+    .fetch_all(pool)
+    .await
+    .map_err(|e| {
+        if crate::tenancy::platform::is_unreachable(&e) {
+            PersistenceError::ConnectionError(Box::new(e))
+        } else {
+            PersistenceError::UnknownError(Box::new(e))
+        }
+    })?;
+    let cursors = rows
+        .iter()
+        .map(|row| LogCursor {
+            transaction_id: row.transaction_id,
+            position: row.position,
+        })
+        .collect();
+    let mut events: Vec<SerializedEvent> = rows
+        .into_iter()
+        .map(|row| {
+            SerializedEvent::new(
+                row.aggregate_id,
+                usize::try_from(row.sequence).unwrap_or(usize::MAX),
+                row.aggregate_type,
+                row.event_type,
+                row.event_version,
+                row.payload,
+                row.metadata,
+            )
+        })
+        .collect();
+    open_events(pool, &mut events).await?;
+    Ok((events, cursors))
 }
 
 /// Events read already, served to cqrs-es's event store so that it decodes and applies

@@ -189,8 +189,21 @@ pub fn load_error<E: StdError>(e: CommandError<E>) -> AppError {
 
 /// Maps a command failure to what the client sees.
 pub fn command_error<E: DomainErrorCode + Send + Sync + 'static>(e: CommandError<E>) -> AppError {
+    command_failure(e, |e| e.to_app_error())
+}
+
+/// Maps the failure of a unit of commands ([`crate::commands::together`]), whose
+/// refusals are the use case's own answers already.
+pub fn unit_error(e: CommandError<AppError>) -> AppError {
+    command_failure(e, |e| e)
+}
+
+fn command_failure<E: StdError>(
+    e: CommandError<E>,
+    rejected: impl FnOnce(E) -> AppError,
+) -> AppError {
     match e {
-        CommandError::Rejected(e) => e.to_app_error(),
+        CommandError::Rejected(e) => rejected(e),
         CommandError::Conflict => AppError::Conflict(
             "the record was changed by someone else; reload and try again".into(),
         ),

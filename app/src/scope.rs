@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::commands;
-use crate::error::{command_error, AppError, DomainErrorCode, Result};
+use crate::error::{command_error, unit_error, AppError, DomainErrorCode, Result};
 use crate::state::AppState;
 use crate::tenancy::{TenancyError, TenantLease};
 
@@ -221,6 +221,27 @@ impl Authorized<'_> {
         )
         .await
         .map_err(command_error)?;
+        self.notify();
+        Ok(())
+    }
+
+    /// Runs `decide` on `streams` as one unit: every event it decides is appended in one
+    /// statement, or none is; then waits until the read models show them
+    /// ([`commands::together`]).
+    pub async fn together<F, Fut>(&self, streams: commands::Streams, decide: F) -> Result<()>
+    where
+        F: FnMut(commands::Unit) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        commands::together(
+            self.pool(),
+            &self.scope.state.runner,
+            &self.metadata(),
+            streams,
+            decide,
+        )
+        .await
+        .map_err(unit_error)?;
         self.notify();
         Ok(())
     }

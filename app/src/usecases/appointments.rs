@@ -374,18 +374,6 @@ async fn appointment_command(
     load_appointment(auth, id).await
 }
 
-/// Loads appointment `id` from its stream and checks `action` is legal from its status,
-/// before any slot is touched (the aggregate checks again when the command runs).
-pub(crate) async fn load_for(
-    auth: &Authorized<'_>,
-    id: Uuid,
-    action: AppointmentAction,
-) -> Result<AppointmentAggregate> {
-    let (appointment, _) = auth.load::<AppointmentAggregate>(&id.to_string()).await?;
-    check_transition(&appointment, action)?;
-    Ok(appointment)
-}
-
 /// NOT_FOUND for an appointment that does not exist, CONFLICT for an illegal `action`.
 pub(crate) fn check_transition(
     appointment: &AppointmentAggregate,

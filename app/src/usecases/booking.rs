@@ -2,16 +2,18 @@
 //! patient's time (book, reschedule, cancel, no-show).
 //!
 //! No double booking is decided by the per-day schedule streams of the doctor and the
-//! patient (ADR 0002). Booking is a short process run here:
+//! patient (ADR 0002). A booking decides, on the streams as they stand:
 //! 1. `Reserve` on the doctor's schedule for the local day of the start;
-//! 2. `Reserve` on the patient's schedule (on failure, release step 1);
-//! 3. `Schedule` on the new appointment (on failure, release both).
+//! 2. `Reserve` on the patient's schedule;
+//! 3. `Schedule` on the new appointment;
 //!
-//! Every step that succeeded is undone in reverse order when a later one fails
-//! ([`Booking`]). The schedule steps are appended without waiting for the read models;
-//! only the appointment's own command waits (read-your-writes covers everything appended
-//! before it). A crash between steps leaves a slot held, never a double booking; the
-//! reservation sweep releases it.
+//! and appends the three decisions' events in one statement ([`crate::commands::together`]):
+//! a refusal at any step appends nothing, a concurrent booking of the same doctor or
+//! patient on that day makes the append lose its race and the booking is decided again.
+//! Rescheduling, cancelling and no-shows change the appointment and its slots the same
+//! way, so no step is ever undone by a compensating command and no crash leaves a slot
+//! held. (The reservation sweep still releases holds left by the earlier, stepwise
+//! bookings.)
 //!
 //! Times arrive as instants; the hospital's time zone (PostgreSQL's tz database, so the
 //! domain needs none) turns them into local, offset-carrying times.
@@ -31,11 +33,9 @@ use hms_domain::schedule::{
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::appointments::{
-    check_transition, load_appointment, load_for, Appointment, AppointmentChange,
-};
-use crate::commands::{self, CommandError};
-use crate::error::{command_error, AppError, DomainErrorCode, Result};
+use super::appointments::{check_transition, load_appointment, Appointment, AppointmentChange};
+use crate::commands::{CommandError, Streams, Unit};
+use crate::error::{command_error, load_error, AppError, DomainErrorCode, Result};
 use crate::scope::{Authorized, MutationOptions};
 use crate::usecases::stored_name;
 
@@ -134,42 +134,49 @@ pub async fn schedule_appointment(
     let id = auth
         .idempotent_id(&options, input, || async {
             let appointment_id = auth.new_id(&options);
-            let mut booking = Booking::new(auth, appointment_id);
-            booking
-                .reserve(Party::Doctor, input.doctor_id, start, minutes)
-                .await?;
-            booking
-                .reserve(Party::Patient, input.patient_id, start, minutes)
-                .await?;
-            let command = AppointmentCommand::Schedule {
-                actor: auth.actor(),
-                appointment_id,
-                patient_id: input.patient_id,
-                doctor_id: input.doctor_id,
-                department_id: input.department_id,
-                start,
-                minutes,
-                reason,
-                policy,
-                doctor,
-                patient_active,
-                now: auth.now,
-            };
-            match auth
-                .execute::<AppointmentAggregate>(&appointment_id.to_string(), command, Some(0))
-                .await
-            {
-                Ok(()) => Ok(appointment_id),
-                Err(e) => Err(booking.fail(e).await),
-            }
+            let appointment = appointment_id.to_string();
+            let day = start.date_naive();
+            let streams = Streams::new()
+                .with::<DoctorSchedule>(Party::Doctor.stream(input.doctor_id, day))
+                .with::<PatientSchedule>(Party::Patient.stream(input.patient_id, day))
+                .expecting::<AppointmentAggregate>(appointment.as_str(), Some(0));
+            auth.together(streams, |unit| {
+                let booking = Booking::new(auth, appointment_id, unit);
+                let command = AppointmentCommand::Schedule {
+                    actor: auth.actor(),
+                    appointment_id,
+                    patient_id: input.patient_id,
+                    doctor_id: input.doctor_id,
+                    department_id: input.department_id,
+                    start,
+                    minutes,
+                    reason: reason.clone(),
+                    policy,
+                    doctor,
+                    patient_active,
+                    now: auth.now,
+                };
+                let (appointment, input) = (appointment.as_str(), input);
+                async move {
+                    booking
+                        .reserve(Party::Doctor, input.doctor_id, start, minutes)
+                        .await?;
+                    booking
+                        .reserve(Party::Patient, input.patient_id, start, minutes)
+                        .await?;
+                    booking.appointment(appointment, command).await
+                }
+            })
+            .await?;
+            Ok::<_, AppError>(appointment_id)
         })
         .await?;
     load_appointment(auth, id).await
 }
 
-/// Moves a scheduled appointment (RescheduleAppointment): the new time is held before
-/// the old one is given back (on the same day the old slot is given back first and
-/// taken back if the new one cannot be held).
+/// Moves a scheduled appointment (RescheduleAppointment): the old slots are given back
+/// and the new ones held in the same unit as the appointment's change, so the time is
+/// never held twice nor lost.
 pub async fn reschedule_appointment(
     auth: &Authorized<'_>,
     input: &RescheduleAppointment,
@@ -177,66 +184,59 @@ pub async fn reschedule_appointment(
     auth.require(Operation::RescheduleAppointment)?;
     let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
     let id = input.appointment_id;
-    let (current, version) = auth.load::<AppointmentAggregate>(&id.to_string()).await?;
-    let stale = options.expected_version.is_some_and(|v| v != version);
-    let (Some(doctor), Some(patient), Some(old_start), Some(old_end), Some(old_day)) = (
-        current.doctor_id,
-        current.patient_id,
-        current.start,
-        current.end,
-        current.local_date,
-    ) else {
-        return Err(AppError::NotFound);
-    };
-    let old_minutes =
-        u32::try_from((old_end - old_start).num_minutes()).map_err(AppError::internal)?;
     let policy = BookingPolicy::from(&auth.hospital.settings);
-    let minutes = duration_minutes(input.duration_minutes, old_minutes)?;
+    // Checked before the appointment is read: a bad length or start fails fast.
+    if let Some(minutes) = input.duration_minutes {
+        duration_minutes(Some(minutes), policy.slot_length.get())?;
+    }
     let start = local_time(auth, whole_minutes(input.start)?).await?;
-    validate_slot(start, minutes, &policy, auth.now).map_err(|e| e.to_app_error())?;
-    let old_local = local_time(auth, old_start).await?;
-    let same_day = start.date_naive() == old_day;
 
     auth.idempotent(&options, input, || async {
-        // A stale version is refused before any slot is touched (inside the idempotent
-        // block: a retry of a request that succeeded gets its answer).
-        if stale {
-            return Err(command_error::<AppointmentError>(CommandError::Conflict));
-        }
-        check_transition(&current, AppointmentAction::Reschedule)?;
-        let mut booking = Booking::new(auth, id);
-        for (party, owner) in [(Party::Doctor, doctor), (Party::Patient, patient)] {
-            if same_day {
-                // One stream holds both slots, and it refuses a second slot for the
-                // same appointment: give the old one back first.
-                booking
-                    .release_for_move(party, owner, old_local, old_minutes)
+        let appointment = id.to_string();
+        let streams = Streams::new()
+            .expecting::<AppointmentAggregate>(appointment.as_str(), options.expected_version);
+        auth.together(streams, |unit| {
+            let booking = Booking::new(auth, id, unit);
+            let (appointment, input) = (appointment.as_str(), input);
+            async move {
+                let current = booking
+                    .current(appointment, AppointmentAction::Reschedule)
                     .await?;
+                let (Some(doctor), Some(patient), Some(old_start), Some(old_end), Some(old_day)) = (
+                    current.doctor_id,
+                    current.patient_id,
+                    current.start,
+                    current.end,
+                    current.local_date,
+                ) else {
+                    return Err(AppError::NotFound);
+                };
+                let old_minutes = u32::try_from((old_end - old_start).num_minutes())
+                    .map_err(AppError::internal)?;
+                let minutes = duration_minutes(input.duration_minutes, old_minutes)?;
+                validate_slot(start, minutes, &policy, auth.now).map_err(|e| e.to_app_error())?;
+                let day = start.date_naive();
+                booking.include(doctor, patient, &[old_day, day]).await?;
+                for (party, owner) in [(Party::Doctor, doctor), (Party::Patient, patient)] {
+                    // Given back first: on the same day one stream holds both slots, and
+                    // it refuses a second slot for the same appointment.
+                    booking
+                        .release(party, owner, old_day, ReleaseReason::Rescheduled)
+                        .await?;
+                    booking.reserve(party, owner, start, minutes).await?;
+                }
+                let command = AppointmentCommand::Reschedule {
+                    actor: auth.actor(),
+                    start,
+                    minutes,
+                    policy,
+                    now: auth.now,
+                };
+                booking.appointment(appointment, command).await
             }
-            booking.reserve(party, owner, start, minutes).await?;
-        }
-        let command = AppointmentCommand::Reschedule {
-            actor: auth.actor(),
-            start,
-            minutes,
-            policy,
-            now: auth.now,
-        };
-        if let Err(e) = auth
-            .execute::<AppointmentAggregate>(&id.to_string(), command, options.expected_version)
-            .await
-        {
-            return Err(booking.fail(e).await);
-        }
-        if !same_day {
-            booking
-                .release_after(Party::Doctor, doctor, old_day, ReleaseReason::Rescheduled)
-                .await;
-            booking
-                .release_after(Party::Patient, patient, old_day, ReleaseReason::Rescheduled)
-                .await;
-        }
-        Ok::<_, AppError>(id.to_string())
+        })
+        .await?;
+        Ok::<_, AppError>(appointment)
     })
     .await?;
     load_appointment(auth, id).await
@@ -286,8 +286,8 @@ pub async fn mark_no_show(auth: &Authorized<'_>, input: &AppointmentChange) -> R
     .await
 }
 
-/// Cancel or no-show: the appointment first (so a slot is never free while the
-/// appointment still holds it), then both slots.
+/// Cancel or no-show: the appointment's change and the release of both slots, as one
+/// unit.
 async fn end_and_release(
     auth: &Authorized<'_>,
     options: &MutationOptions,
@@ -300,23 +300,28 @@ async fn end_and_release(
         .action()
         .ok_or_else(|| AppError::internal("end_and_release needs a status change"))?;
     auth.idempotent(options, input, || async {
-        let appointment = load_for(auth, id, action).await?;
-        auth.execute::<AppointmentAggregate>(&id.to_string(), command, options.expected_version)
-            .await?;
-        if let (Some(doctor), Some(patient), Some(day)) = (
-            appointment.doctor_id,
-            appointment.patient_id,
-            appointment.local_date,
-        ) {
-            let booking = Booking::new(auth, id);
-            booking
-                .release_after(Party::Doctor, doctor, day, reason)
-                .await;
-            booking
-                .release_after(Party::Patient, patient, day, reason)
-                .await;
-        }
-        Ok::<_, AppError>(id.to_string())
+        let appointment = id.to_string();
+        let streams = Streams::new()
+            .expecting::<AppointmentAggregate>(appointment.as_str(), options.expected_version);
+        auth.together(streams, |unit| {
+            let booking = Booking::new(auth, id, unit);
+            let (appointment, command) = (appointment.as_str(), command.clone());
+            async move {
+                let current = booking.current(appointment, action).await?;
+                if let (Some(doctor), Some(patient), Some(day)) =
+                    (current.doctor_id, current.patient_id, current.local_date)
+                {
+                    booking.include(doctor, patient, &[day]).await?;
+                    booking.release(Party::Doctor, doctor, day, reason).await?;
+                    booking
+                        .release(Party::Patient, patient, day, reason)
+                        .await?;
+                }
+                booking.appointment(appointment, command).await
+            }
+        })
+        .await?;
+        Ok::<_, AppError>(appointment)
     })
     .await?;
     load_appointment(auth, id).await
@@ -513,71 +518,84 @@ impl Party {
     }
 }
 
-/// A step that succeeded and how to take it back.
-#[derive(Debug, Clone)]
-enum Undo {
-    /// Give back a slot that was reserved.
-    Release {
-        party: Party,
-        owner: Uuid,
-        day: NaiveDate,
-    },
-    /// Take back a slot that was released (a same-day reschedule that failed).
-    Reserve {
-        party: Party,
-        owner: Uuid,
-        start: DateTime<FixedOffset>,
-        minutes: u32,
-    },
-}
-
-/// The schedule steps of one booking, rescheduling or cancellation of appointment `id`,
-/// with what to undo if a later step fails.
+/// The decisions of one booking, rescheduling or cancellation of appointment `id`, made
+/// in one unit: every event is appended together, or none is, so a refusal at any step
+/// leaves nothing to undo.
 struct Booking<'s, 'a> {
     auth: &'s Authorized<'a>,
     appointment_id: Uuid,
-    done: Vec<Undo>,
+    unit: Unit,
 }
 
 impl<'s, 'a> Booking<'s, 'a> {
-    fn new(auth: &'s Authorized<'a>, appointment_id: Uuid) -> Self {
+    fn new(auth: &'s Authorized<'a>, appointment_id: Uuid, unit: Unit) -> Self {
         Self {
             auth,
             appointment_id,
-            done: Vec::new(),
+            unit,
         }
     }
 
-    /// Appends one schedule command without waiting for the read models (the
-    /// appointment's own command, last, waits). The domain's refusal stays typed: a
-    /// taken slot, a concurrent booking and a slot already given back are told apart.
-    async fn append(
+    /// The appointment as the unit reads it; NOT_FOUND if it does not exist, CONFLICT if
+    /// `action` is not allowed from its status.
+    async fn current(&self, id: &str, action: AppointmentAction) -> Result<AppointmentAggregate> {
+        let (current, _) = self
+            .unit
+            .state::<AppointmentAggregate>(id)
+            .await
+            .map_err(command_error)?;
+        check_transition(&current, action)?;
+        Ok(current)
+    }
+
+    /// Adds the doctor's and the patient's schedules of `days` to the unit.
+    async fn include(&self, doctor: Uuid, patient: Uuid, days: &[NaiveDate]) -> Result<()> {
+        let streams = days.iter().fold(Streams::new(), |streams, day| {
+            streams
+                .with::<DoctorSchedule>(Party::Doctor.stream(doctor, *day))
+                .with::<PatientSchedule>(Party::Patient.stream(patient, *day))
+        });
+        self.unit.include(streams).await.map_err(load_error)
+    }
+
+    /// Decides the appointment's own command.
+    async fn appointment(&self, id: &str, command: AppointmentCommand) -> Result<()> {
+        self.unit
+            .decide::<AppointmentAggregate>(id, command, ())
+            .await
+            .map_err(command_error)
+    }
+
+    /// Decides one schedule command. The domain's refusal stays typed: a taken slot and
+    /// a slot already given back are told apart.
+    async fn schedule(
         &self,
         party: Party,
         stream: &str,
         command: ScheduleCommand,
     ) -> Result<(), CommandError<ScheduleError>> {
-        let auth = self.auth;
-        let metadata = auth.metadata();
         match party {
             Party::Doctor => {
-                commands::append::<DoctorSchedule>(auth.pool(), stream, command, (), &metadata)
+                self.unit
+                    .decide::<DoctorSchedule>(stream, command, ())
                     .await
             }
             Party::Patient => {
-                commands::append::<PatientSchedule>(auth.pool(), stream, command, (), &metadata)
+                self.unit
+                    .decide::<PatientSchedule>(stream, command, ())
                     .await
             }
         }
     }
 
-    async fn try_reserve(
+    /// Holds the owner's time from `start`: a CONFLICT that says whose time is taken.
+    async fn reserve(
         &self,
         party: Party,
         owner: Uuid,
         start: DateTime<FixedOffset>,
         minutes: u32,
-    ) -> Result<(), CommandError<ScheduleError>> {
+    ) -> Result<()> {
         let command = ScheduleCommand::Reserve {
             actor: self.auth.actor(),
             owner_id: owner,
@@ -586,133 +604,33 @@ impl<'s, 'a> Booking<'s, 'a> {
             minutes,
             now: self.auth.now,
         };
-        self.append(party, &party.stream(owner, start.date_naive()), command)
+        self.schedule(party, &party.stream(owner, start.date_naive()), command)
             .await
+            .map_err(|e| reservation_error(party, e))
     }
 
-    async fn try_release(
+    /// Gives back the owner's time on `day`. A slot that is not held (released by an
+    /// operator, or never held by an appointment booked before reservations existed)
+    /// has nothing to give back.
+    async fn release(
         &self,
         party: Party,
         owner: Uuid,
         day: NaiveDate,
         reason: ReleaseReason,
-    ) -> Result<(), CommandError<ScheduleError>> {
+    ) -> Result<()> {
         let command = ScheduleCommand::Release {
             actor: self.auth.actor(),
             appointment_id: self.appointment_id,
             reason,
             now: self.auth.now,
         };
-        self.append(party, &party.stream(owner, day), command).await
-    }
-
-    /// Reserves the slot; on success remembers to release it if a later step fails.
-    async fn reserve(
-        &mut self,
-        party: Party,
-        owner: Uuid,
-        start: DateTime<FixedOffset>,
-        minutes: u32,
-    ) -> Result<()> {
-        match self.try_reserve(party, owner, start, minutes).await {
-            Ok(()) => {
-                self.done.push(Undo::Release {
-                    party,
-                    owner,
-                    day: start.date_naive(),
-                });
-                Ok(())
-            }
-            Err(e) => {
-                let error = reservation_error(party, e);
-                self.compensate().await;
-                Err(error)
-            }
-        }
-    }
-
-    /// Releases the slot held for `start`; on success remembers to take it back if a
-    /// later step fails.
-    async fn release_for_move(
-        &mut self,
-        party: Party,
-        owner: Uuid,
-        start: DateTime<FixedOffset>,
-        minutes: u32,
-    ) -> Result<()> {
         match self
-            .try_release(party, owner, start.date_naive(), ReleaseReason::Rescheduled)
+            .schedule(party, &party.stream(owner, day), command)
             .await
         {
-            Ok(()) => {
-                self.done.push(Undo::Reserve {
-                    party,
-                    owner,
-                    start,
-                    minutes,
-                });
-                Ok(())
-            }
-            Err(e) => {
-                self.compensate().await;
-                Err(command_error(e))
-            }
-        }
-    }
-
-    /// Fails the process after a non-schedule step failed: undoes what was done.
-    async fn fail(mut self, error: AppError) -> AppError {
-        self.compensate().await;
-        error
-    }
-
-    /// Undoes the steps that succeeded, newest first. An undo that fails leaves a slot
-    /// held (never a double booking); it is logged for the operators' sweep.
-    async fn compensate(&mut self) {
-        while let Some(step) = self.done.pop() {
-            let result = match &step {
-                Undo::Release { party, owner, day } => {
-                    self.try_release(*party, *owner, *day, ReleaseReason::Compensation)
-                        .await
-                }
-                Undo::Reserve {
-                    party,
-                    owner,
-                    start,
-                    minutes,
-                } => self.try_reserve(*party, *owner, *start, *minutes).await,
-            };
-            if let Err(e) = result {
-                tracing::error!(
-                    appointment_id = %self.appointment_id,
-                    ?step,
-                    error = %e,
-                    "compensating a booking step failed; the slot needs a manual release"
-                );
-            }
-        }
-    }
-
-    /// Releases a slot after the appointment itself has changed (cancel, no-show, the
-    /// old day of a reschedule). The appointment is already final, so a failure is
-    /// logged rather than undoing it; a slot already released is fine.
-    async fn release_after(
-        &self,
-        party: Party,
-        owner: Uuid,
-        day: NaiveDate,
-        reason: ReleaseReason,
-    ) {
-        match self.try_release(party, owner, day, reason).await {
-            Ok(()) | Err(CommandError::Rejected(ScheduleError::NotReserved(_))) => {}
-            Err(e) => tracing::error!(
-                appointment_id = %self.appointment_id,
-                party = party.name(),
-                %owner,
-                %day,
-                error = %e,
-                "releasing a slot failed; it stays held until released by an operator"
-            ),
+            Ok(()) | Err(CommandError::Rejected(ScheduleError::NotReserved(_))) => Ok(()),
+            Err(e) => Err(command_error(e)),
         }
     }
 }

@@ -11,16 +11,17 @@
 //! [`AppointmentError::IllegalTransition`].
 //!
 //! No double booking is not decided here but in the per-day schedules of
-//! [`crate::schedule`] (ADR 0002). Booking is three appends, in this order, by the caller:
+//! [`crate::schedule`] (ADR 0002). A booking is three decisions that the caller appends
+//! together, in one statement, or not at all:
 //! 1. `Reserve` on the doctor's [`crate::schedule::DoctorSchedule`] of that local day;
-//! 2. `Reserve` on the patient's [`crate::schedule::PatientSchedule`] (on failure,
-//!    `Release` step 1 with `Compensation`);
-//! 3. [`AppointmentCommand::Schedule`] here (on failure, release both).
+//! 2. `Reserve` on the patient's [`crate::schedule::PatientSchedule`];
+//! 3. [`AppointmentCommand::Schedule`] here.
 //!
-//! Steps 1–2 are idempotent for the same appointment id, so a crashed booking is finished by
-//! running it again. Cancelling, no-show and rescheduling release (and re-reserve) slots in
-//! the same way. To fail fast before reserving, the caller may run [`validate_slot`] first;
-//! `Schedule` runs it again.
+//! Cancelling, no-show and rescheduling release (and re-reserve) slots in the same unit
+//! as the appointment's change. `Release` with `Compensation` undid a step of the earlier,
+//! stepwise bookings; it stays for the events they wrote and for the reservation sweep.
+//! To fail fast before deciding, the caller may run [`validate_slot`] first; `Schedule`
+//! runs it again.
 //!
 //! Facts from outside arrive in the command: the hospital's working hours and slot length
 //! ([`BookingPolicy`]), whether the doctor is an active DOCTOR ([`DoctorFacts`]), whether

@@ -609,6 +609,121 @@ async fn an_appointment_goes_from_booking_to_completion_in_the_hospitals_local_t
     assert_eq!(events().await, before, "no time was held");
 }
 
+/// The appointment's events and its slots', grouped by the transaction that wrote them,
+/// in log order: `aggregate_type:event_type` per event.
+async fn transactions(app: &TestApp, code: &str) -> Vec<Vec<String>> {
+    let mut db = app.connect(&app.database_for(code)).await;
+    sqlx::query_scalar(
+        "SELECT array_agg(aggregate_type || ':' || event_type ORDER BY position) \
+           FROM events \
+          WHERE aggregate_type IN ('appointment', 'doctor_schedule', 'patient_schedule') \
+          GROUP BY transaction_id ORDER BY min(position)",
+    )
+    .fetch_all(&mut db)
+    .await
+    .expect("transactions")
+}
+
+#[tokio::test]
+async fn a_booking_and_each_change_of_it_commit_as_one_transaction() {
+    let app = spawn_app().await;
+    let staff = hospital_with_staff(&app, "DMC001").await;
+    let desk = staff.receptionist.as_str();
+    let day = next_monday();
+    let patient = register_simple(&app, desk, "Achieng", "Otieno").await;
+
+    let booked = schedule(
+        &app,
+        desk,
+        booking(&patient, staff.doctor_id, &format!("{day}T09:00:00Z"), 30),
+    )
+    .await;
+    let id = id_of(&booked, "scheduleAppointment");
+    let next_day = day + Duration::days(1);
+    let moved = act(
+        &app,
+        desk,
+        "rescheduleAppointment",
+        "RescheduleAppointmentInput",
+        json!({ "appointmentId": id, "start": format!("{next_day}T10:00:00Z") }),
+    )
+    .await;
+    assert_eq!(
+        moved["data"]["rescheduleAppointment"]["localDate"],
+        next_day.to_string(),
+        "{moved}"
+    );
+    let same_day = act(
+        &app,
+        desk,
+        "rescheduleAppointment",
+        "RescheduleAppointmentInput",
+        json!({ "appointmentId": id, "start": format!("{next_day}T10:15:00Z") }),
+    )
+    .await;
+    assert_eq!(
+        same_day["data"]["rescheduleAppointment"]["version"], 3,
+        "{same_day}"
+    );
+    let cancelled = act(
+        &app,
+        desk,
+        "cancelAppointment",
+        "CancelAppointmentInput",
+        json!({ "appointmentId": id, "reason": "Feeling better" }),
+    )
+    .await;
+    assert_eq!(
+        cancelled["data"]["cancelAppointment"]["status"], "CANCELLED",
+        "{cancelled}"
+    );
+
+    let reserve = [
+        "doctor_schedule:SlotReserved",
+        "patient_schedule:SlotReserved",
+    ];
+    let release = [
+        "doctor_schedule:SlotReleased",
+        "patient_schedule:SlotReleased",
+    ];
+    let mut moving: Vec<&str> = Vec::new();
+    for (released, reserved) in release.iter().zip(&reserve) {
+        moving.extend([*released, *reserved]);
+    }
+    let expected: Vec<Vec<&str>> = vec![
+        [&reserve[..], &["appointment:AppointmentScheduled"]].concat(),
+        [&moving[..], &["appointment:AppointmentRescheduled"]].concat(),
+        [&moving[..], &["appointment:AppointmentRescheduled"]].concat(),
+        [&release[..], &["appointment:AppointmentCancelled"]].concat(),
+    ];
+    assert_eq!(transactions(&app, "DMC001").await, expected);
+
+    // A refused change appends nothing: the time is free again, and a second
+    // cancellation is refused without touching the slots.
+    let again = act(
+        &app,
+        desk,
+        "cancelAppointment",
+        "CancelAppointmentInput",
+        json!({ "appointmentId": id, "reason": "Twice" }),
+    )
+    .await;
+    assert_eq!(error_code(&again), Some("CONFLICT"), "{again}");
+    assert_eq!(transactions(&app, "DMC001").await.len(), expected.len());
+    let rebooked = schedule(
+        &app,
+        desk,
+        booking(
+            &patient,
+            staff.doctor_id,
+            &format!("{next_day}T10:15:00Z"),
+            15,
+        ),
+    )
+    .await;
+    id_of(&rebooked, "scheduleAppointment");
+}
+
 #[tokio::test]
 async fn twenty_concurrent_bookings_of_one_doctor_slot_yield_exactly_one_appointment() {
     let app = spawn_app_with(TestConfig {
@@ -711,7 +826,8 @@ async fn a_patient_cannot_be_booked_with_two_doctors_at_overlapping_times() {
         "{overlapping}"
     );
 
-    // The second doctor's slot, reserved first, was given back (compensation).
+    // The refused booking appended nothing (its decisions are one unit): the second
+    // doctor's time was never held, and is free.
     let free = schedule(
         &app,
         desk,
@@ -734,8 +850,11 @@ async fn a_patient_cannot_be_booked_with_two_doctors_at_overlapping_times() {
     .await
     .expect("events");
     let kinds: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
-    assert_eq!(kinds, ["SlotReserved", "SlotReleased", "SlotReserved"]);
-    assert_eq!(events[1].1["SlotReleased"]["reason"], "COMPENSATION");
+    assert_eq!(kinds, ["SlotReserved"]);
+    assert_eq!(
+        events[0].1["SlotReserved"]["appointment_id"],
+        id_of(&free, "scheduleAppointment")
+    );
     let appointments: i64 = sqlx::query_scalar("SELECT count(*) FROM appointments")
         .fetch_one(&mut db)
         .await

@@ -1,0 +1,417 @@
+//! Commands on several streams decided together and appended in one statement (a
+//! *unit*): all of their events commit, or none do.
+//!
+//! A booking holds the doctor's time, the patient's time and records the appointment.
+//! Run as three commands it needs three loads, three commits and, when a later step
+//! fails, compensating commands (which can themselves fail and leave a slot held). As a
+//! unit it needs one load of every stream (one statement), decisions in memory, and one
+//! append: a refusal anywhere appends nothing, and nothing is left to undo.
+//!
+//! The guarantees are the single-stream command's ([`super::execute`]):
+//! - each decided stream's events land at its loaded version + 1, so a concurrent writer
+//!   on any of them makes the whole append fail on the primary key; the unit is then
+//!   decided again on fresh state (bounded, jittered), unless a stream's expected
+//!   version (the client's) no longer holds: that is a final conflict;
+//! - inside keyed work every event carries the run's id; a unit whose loaded streams
+//!   hold an event of the run committed in an earlier attempt (all or nothing), and is
+//!   not decided again;
+//! - the caller reads its own writes: the read models are caught up through the unit's
+//!   last event before it returns.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::{Arc, Mutex as StdMutex};
+
+use cqrs_es::persist::{
+    PersistedEventRepository, PersistedEventStore, PersistenceError, ReplayStream, SerializedEvent,
+    SerializedSnapshot,
+};
+use cqrs_es::{Aggregate, AggregateError, CqrsFramework, EventStore};
+use hms_domain::EventMetadata;
+use hms_projections::{LogCursor, ProjectionRunner};
+use serde_json::Value;
+use sqlx::PgPool;
+
+use super::{
+    append_events, load_streams, seal_events, Backoff, CommandError, MAX_ATTEMPTS,
+    READ_YOUR_WRITES_TIMEOUT, TURNS,
+};
+use crate::idempotency::{current_run, RUN_METADATA_KEY};
+use crate::telemetry;
+
+/// The streams a unit reads and may write, each with the version the client expects
+/// of it, if any.
+#[derive(Debug, Default, Clone)]
+pub struct Streams(Vec<Declared>);
+
+#[derive(Debug, Clone)]
+struct Declared {
+    aggregate_type: &'static str,
+    id: String,
+    expected: Option<u64>,
+}
+
+impl Streams {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds stream `id` of aggregate `A`.
+    pub fn with<A: Aggregate>(self, id: impl Into<String>) -> Self {
+        self.expecting::<A>(id, None)
+    }
+
+    /// Adds stream `id` of aggregate `A`, which must be at version `expected` (the
+    /// sequence of its last event; 0 for a new one) when one is given.
+    pub fn expecting<A: Aggregate>(mut self, id: impl Into<String>, expected: Option<u64>) -> Self {
+        let id = id.into();
+        match self
+            .0
+            .iter_mut()
+            .find(|d| d.aggregate_type == A::TYPE && d.id == id)
+        {
+            // One stream named twice (a doctor's day, before and after a move on the
+            // same day) is loaded once.
+            Some(declared) => declared.expected = declared.expected.or(expected),
+            None => self.0.push(Declared {
+                aggregate_type: A::TYPE,
+                id,
+                expected,
+            }),
+        }
+        self
+    }
+
+    fn holds(&self, aggregate_type: &str, id: &str) -> bool {
+        self.0
+            .iter()
+            .any(|d| d.aggregate_type == aggregate_type && d.id == id)
+    }
+}
+
+/// One attempt of a unit: the declared streams as loaded, and the events decided so
+/// far (also visible to later decisions on the same stream). Cheap to clone; the
+/// decisions of one attempt share it.
+#[derive(Clone)]
+pub struct Unit(Arc<Attempt>);
+
+struct Attempt {
+    pool: PgPool,
+    /// The declared streams and those included since.
+    streams: StdMutex<Streams>,
+    metadata: HashMap<String, String>,
+    /// Loaded events (personal data opened) followed by the ones decided in this attempt.
+    events: StdMutex<Vec<SerializedEvent>>,
+    decided: StdMutex<Vec<SerializedEvent>>,
+}
+
+impl Unit {
+    /// Decides `command` on stream `id` of aggregate `A` (declared in the unit's
+    /// [`Streams`]) as the stream stands in this attempt; its events are appended with
+    /// the rest of the unit's, or not at all. A refusal is the domain's, typed.
+    pub async fn decide<A>(
+        &self,
+        id: &str,
+        command: A::Command,
+        services: A::Services,
+    ) -> Result<(), CommandError<A::Error>>
+    where
+        A: Aggregate + 'static,
+    {
+        let store = PersistedEventStore::<_, A>::new_event_store(self.clone())
+            .with_upcasters(hms_domain::upcasters());
+        CqrsFramework::new(store, vec![], services)
+            .execute_with_metadata(id, command, self.0.metadata.clone())
+            .await
+            .map_err(CommandError::from)
+    }
+
+    /// Stream `id` of aggregate `A` as it stands in this attempt (its events decided so
+    /// far included) and its version.
+    pub async fn state<A>(&self, id: &str) -> Result<(A, u64), CommandError<A::Error>>
+    where
+        A: Aggregate + 'static,
+    {
+        let context = PersistedEventStore::<_, A>::new_event_store(self.clone())
+            .with_upcasters(hms_domain::upcasters())
+            .load_aggregate(id)
+            .await?;
+        Ok((context.aggregate, context.current_sequence as u64))
+    }
+
+    /// Adds streams `more` to the unit, loaded in one statement: for streams known only
+    /// from what a declared one holds (the days an appointment's slots are on). A
+    /// concurrent writer on them loses the unit its race, as on any other. Their expected
+    /// versions are not checked, and the run's earlier commit is recognised on the
+    /// declared streams only: a unit's declared streams include one it always writes.
+    pub async fn include(&self, more: Streams) -> Result<(), CommandError<Infallible>> {
+        let new: Vec<Declared> = {
+            let streams = self.0.streams.lock().unwrap_or_else(|e| e.into_inner());
+            more.0
+                .into_iter()
+                .filter(|d| !streams.holds(d.aggregate_type, &d.id))
+                .collect()
+        };
+        if new.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<(&str, &str)> = new
+            .iter()
+            .map(|d| (d.aggregate_type, d.id.as_str()))
+            .collect();
+        let (events, _) = load_streams(&self.0.pool, &keys)
+            .await
+            .map_err(store_error)?;
+        self.0
+            .streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .extend(new);
+        self.0
+            .events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(events);
+        Ok(())
+    }
+
+    fn events_of(
+        &self,
+        aggregate_type: &str,
+        id: &str,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        let declared = self
+            .0
+            .streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .holds(aggregate_type, id);
+        if !declared {
+            return Err(PersistenceError::UnknownError(
+                format!("stream {aggregate_type}/{id} is not one of the unit's").into(),
+            ));
+        }
+        let events = self.0.events.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(events
+            .iter()
+            .filter(|e| e.aggregate_type == aggregate_type && e.aggregate_id == id)
+            .cloned()
+            .collect())
+    }
+}
+
+impl PersistedEventRepository for Unit {
+    async fn get_events<A: Aggregate>(
+        &self,
+        id: &str,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.events_of(A::TYPE, id)
+    }
+
+    async fn get_last_events<A: Aggregate>(
+        &self,
+        id: &str,
+        last_sequence: usize,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        let mut events = self.events_of(A::TYPE, id)?;
+        events.retain(|e| e.sequence > last_sequence);
+        Ok(events)
+    }
+
+    async fn get_snapshot<A: Aggregate>(
+        &self,
+        _id: &str,
+    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
+        Ok(None)
+    }
+
+    /// Keeps the decided events for the unit's one append.
+    async fn persist<A: Aggregate>(
+        &self,
+        events: &[SerializedEvent],
+        snapshot_update: Option<(String, Value, usize)>,
+    ) -> Result<(), PersistenceError> {
+        if snapshot_update.is_some() {
+            return Err(PersistenceError::UnknownError(
+                "a unit keeps no snapshots".into(),
+            ));
+        }
+        self.0
+            .events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(events);
+        self.0
+            .decided
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(events);
+        Ok(())
+    }
+
+    async fn stream_events<A: Aggregate>(
+        &self,
+        _id: &str,
+    ) -> Result<ReplayStream, PersistenceError> {
+        Err(PersistenceError::UnknownError(
+            "a unit's streams are not replayed".into(),
+        ))
+    }
+
+    async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
+        Err(PersistenceError::UnknownError(
+            "a unit's streams are not replayed".into(),
+        ))
+    }
+}
+
+/// How one attempt ended, short of a refusal.
+enum Ended {
+    /// The unit's events were appended; the last landed here.
+    Appended(Option<LogCursor>),
+    /// An earlier attempt of this request committed the unit; its last event is here.
+    Earlier(LogCursor),
+    /// A concurrent writer appended to one of the decided streams first.
+    Lost,
+}
+
+/// Runs `decide` on `streams` as one unit (see the module notes), then waits until the
+/// read models show it. `decide` is called once per attempt with that attempt's
+/// [`Unit`]; its error is the caller's refusal, reported as `Rejected`.
+pub async fn together<E, F, Fut>(
+    pool: &PgPool,
+    runner: &ProjectionRunner,
+    metadata: &EventMetadata,
+    streams: Streams,
+    mut decide: F,
+) -> Result<(), CommandError<E>>
+where
+    E: std::error::Error,
+    F: FnMut(Unit) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+{
+    let run = current_run().map(|run| run.to_string());
+    let mut map = metadata.to_map();
+    if let Some(run) = &run {
+        map.insert(RUN_METADATA_KEY.to_owned(), run.clone());
+    }
+    // The unit's own name in the conflict counter: its last stream, the record it is
+    // about (the appointment of a booking).
+    let label = streams.0.last().map_or("unit", |d| d.aggregate_type);
+    let mut order: Vec<(&'static str, &str)> = streams
+        .0
+        .iter()
+        .map(|d| (d.aggregate_type, d.id.as_str()))
+        .collect();
+    order.sort_unstable();
+    order.dedup();
+    let mut backoff = Backoff::default();
+    for attempt in 1..=MAX_ATTEMPTS {
+        let ended = {
+            let mut turns = Vec::with_capacity(order.len());
+            for (aggregate_type, id) in &order {
+                turns.push(TURNS.take_of(pool, aggregate_type, id).await);
+            }
+            let _under_way = runner.appending(pool);
+            attempt_once(pool, &streams, &map, run.as_deref(), &mut decide).await?
+        };
+        let head = match ended {
+            Ended::Appended(head) => head,
+            Ended::Earlier(head) => Some(head),
+            Ended::Lost if attempt < MAX_ATTEMPTS => {
+                telemetry::command_conflict(label, true);
+                backoff.pause().await;
+                continue;
+            }
+            Ended::Lost => {
+                telemetry::command_conflict(label, false);
+                break;
+            }
+        };
+        if let Some(head) = head {
+            // The write stands whatever the read side does now (see `execute`).
+            if let Err(error) = runner
+                .catch_up_through(pool, head, READ_YOUR_WRITES_TIMEOUT)
+                .await
+            {
+                tracing::warn!(%error, unit = label, "read models are behind the unit just written");
+            }
+        }
+        return Ok(());
+    }
+    tracing::warn!(
+        unit = label,
+        attempts = MAX_ATTEMPTS,
+        "concurrent writers won every attempt"
+    );
+    Err(CommandError::Contended)
+}
+
+async fn attempt_once<E, F, Fut>(
+    pool: &PgPool,
+    streams: &Streams,
+    metadata: &HashMap<String, String>,
+    run: Option<&str>,
+    decide: &mut F,
+) -> Result<Ended, CommandError<E>>
+where
+    E: std::error::Error,
+    F: FnMut(Unit) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+{
+    let keys: Vec<(&str, &str)> = streams
+        .0
+        .iter()
+        .map(|d| (d.aggregate_type, d.id.as_str()))
+        .collect();
+    let (events, cursors) = load_streams(pool, &keys).await.map_err(store_error)?;
+    if let Some(run) = run {
+        let ours = events
+            .iter()
+            .zip(&cursors)
+            .filter(|(e, _)| e.metadata.get(RUN_METADATA_KEY).and_then(Value::as_str) == Some(run));
+        if let Some(head) = ours.map(|(_, cursor)| *cursor).max() {
+            return Ok(Ended::Earlier(head));
+        }
+    }
+    for declared in &streams.0 {
+        let Some(expected) = declared.expected else {
+            continue;
+        };
+        let version = events
+            .iter()
+            .filter(|e| {
+                e.aggregate_type == declared.aggregate_type && e.aggregate_id == declared.id
+            })
+            .map(|e| e.sequence as u64)
+            .max()
+            .unwrap_or(0);
+        if version != expected {
+            telemetry::command_conflict(declared.aggregate_type, false);
+            return Err(CommandError::Conflict);
+        }
+    }
+    let unit = Unit(Arc::new(Attempt {
+        pool: pool.clone(),
+        streams: StdMutex::new(streams.clone()),
+        metadata: metadata.clone(),
+        events: StdMutex::new(events),
+        decided: StdMutex::new(Vec::new()),
+    }));
+    decide(unit.clone()).await.map_err(CommandError::Rejected)?;
+    let decided = std::mem::take(&mut *unit.0.decided.lock().unwrap_or_else(|e| e.into_inner()));
+    let sealed = seal_events(pool, &decided).await.map_err(store_error)?;
+    match append_events(pool, &sealed).await {
+        Ok(head) => Ok(Ended::Appended(head)),
+        Err(PersistenceError::OptimisticLockError) => Ok(Ended::Lost),
+        Err(e) => Err(store_error(e)),
+    }
+}
+
+/// A failure of the store, as the single-stream path reports it (unreachable, erased
+/// patient, anything else).
+fn store_error<E: std::error::Error>(e: PersistenceError) -> CommandError<E> {
+    CommandError::from(AggregateError::<E>::from(e))
+}
