@@ -1,9 +1,10 @@
 //! Releasing slots that a broken booking left held (ADR 0002).
 //!
-//! Booking is a saga of three appends (doctor's day, patient's day, appointment). A crash
-//! between them, or a compensation or release that fails, leaves a slot held that no
-//! active appointment uses: nobody is double booked, but that time can no longer be
-//! booked. The sweep finds future holds that disagree with their appointment in the read
+//! Booking was once a saga of three appends (doctor's day, patient's day, appointment),
+//! and a crash between them, or a compensation or release that failed, left a slot held
+//! that no active appointment uses: nobody is double booked, but that time can no longer
+//! be booked. Bookings are now one atomic unit, so new holds of that kind do not arise;
+//! the sweep stays for those already in the logs and for events written outside the API. The sweep finds future holds that disagree with their appointment in the read
 //! models, confirms each against the event store (read models may lag), and releases it
 //! on the schedule stream like the saga would have.
 //!
