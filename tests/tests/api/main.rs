@@ -31,3 +31,4 @@ mod retries;
 mod schema;
 mod security;
 mod throttle;
+mod units;
