@@ -690,9 +690,17 @@ where
             PersistenceError::ConnectionError(e) => CommandError::Unavailable(e.to_string()),
             other => CommandError::Store(other.to_string()),
         })?;
-    let loaded = Loaded(events);
-    let a = loaded.aggregate::<A>(a_id).await?;
-    let b = loaded.aggregate::<B>(b_id).await?;
+    // Decoded as a unit decodes what it loaded; nothing is decided on it.
+    let streams = Streams::new().with::<A>(a_id).with::<B>(b_id);
+    let loaded = Unit::of(pool, streams, HashMap::new(), events);
+    let a = loaded
+        .state::<A>(a_id)
+        .await
+        .map_err(|e| CommandError::Store(e.to_string()))?;
+    let b = loaded
+        .state::<B>(b_id)
+        .await
+        .map_err(|e| CommandError::Store(e.to_string()))?;
     Ok((a, b))
 }
 
@@ -758,79 +766,4 @@ async fn load_streams(
         .collect();
     open_events(pool, &mut events).await?;
     Ok((events, cursors))
-}
-
-/// Events read already, served to cqrs-es's event store so that it decodes and applies
-/// them as it does those it loads itself.
-#[derive(Clone)]
-struct Loaded(Vec<SerializedEvent>);
-
-impl Loaded {
-    async fn aggregate<A: Aggregate>(
-        &self,
-        id: &str,
-    ) -> Result<(A, u64), CommandError<std::convert::Infallible>> {
-        let context = PersistedEventStore::<_, A>::new_event_store(self.clone())
-            .with_upcasters(hms_domain::upcasters())
-            .load_aggregate(id)
-            .await
-            .map_err(|e| CommandError::Store(e.to_string()))?;
-        Ok((context.aggregate, context.current_sequence as u64))
-    }
-}
-
-impl PersistedEventRepository for Loaded {
-    async fn get_events<A: Aggregate>(
-        &self,
-        id: &str,
-    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        Ok(self
-            .0
-            .iter()
-            .filter(|e| e.aggregate_type == A::TYPE && e.aggregate_id == id)
-            .cloned()
-            .collect())
-    }
-
-    async fn get_last_events<A: Aggregate>(
-        &self,
-        id: &str,
-        last_sequence: usize,
-    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        let mut events = self.get_events::<A>(id).await?;
-        events.retain(|e| e.sequence > last_sequence);
-        Ok(events)
-    }
-
-    async fn get_snapshot<A: Aggregate>(
-        &self,
-        _id: &str,
-    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
-        Ok(None)
-    }
-
-    async fn persist<A: Aggregate>(
-        &self,
-        _events: &[SerializedEvent],
-        _snapshot_update: Option<(String, Value, usize)>,
-    ) -> Result<(), PersistenceError> {
-        Err(PersistenceError::UnknownError(
-            "events read for a decision are not written through".into(),
-        ))
-    }
-
-    async fn stream_events<A: Aggregate>(
-        &self,
-        _id: &str,
-    ) -> Result<ReplayStream, PersistenceError> {
-        Err(PersistenceError::UnknownError(
-            "events read for a decision are not replayed".into(),
-        ))
-    }
-
-    async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
-        Err(PersistenceError::UnknownError(
-            "events read for a decision are not replayed".into(),
-        ))
-    }
 }

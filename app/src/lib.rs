@@ -32,6 +32,7 @@ pub mod idempotency;
 pub mod page;
 pub mod redact;
 pub mod scope;
+pub mod sequences;
 pub mod state;
 pub mod telemetry;
 pub mod tenancy;

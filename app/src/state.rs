@@ -12,6 +12,7 @@ use crate::auth::budget::RequestBudget;
 use crate::auth::{Authenticator, TokenKeys};
 use crate::config::PlatformConfig;
 use crate::hints::Hints;
+use crate::sequences::Sequences;
 use crate::tenancy::pools::PoolSettings;
 use crate::tenancy::provisioning::Provisioner;
 use crate::tenancy::servers::ServerDirectory;
@@ -33,6 +34,8 @@ pub struct Platform {
     pub runner: ProjectionRunner,
     /// "New events in hospital X" for the other server processes.
     pub hints: Hints,
+    /// Numbers from the hospitals' sequences (MRNs), drawn in batches.
+    pub sequences: Sequences,
     /// One for the process, so what it learns (the template is current) is shared.
     provisioner: Provisioner,
 }
@@ -70,6 +73,7 @@ impl Platform {
         .with_spares(config.spare_databases);
         Ok(Self {
             hints: Hints::new(control.clone(), uuid::Uuid::new_v4()),
+            sequences: Sequences::new(),
             control,
             server: options,
             servers,

@@ -107,6 +107,22 @@ struct Attempt {
 }
 
 impl Unit {
+    /// The unit of `streams`, loaded as `events`.
+    pub(super) fn of(
+        pool: &PgPool,
+        streams: Streams,
+        metadata: HashMap<String, String>,
+        events: Vec<SerializedEvent>,
+    ) -> Self {
+        Unit(Arc::new(Attempt {
+            pool: pool.clone(),
+            streams: StdMutex::new(streams),
+            metadata,
+            events: StdMutex::new(events),
+            decided: StdMutex::new(Vec::new()),
+        }))
+    }
+
     /// Decides `command` on stream `id` of aggregate `A` (declared in the unit's
     /// [`Streams`]) as the stream stands in this attempt; its events are appended with
     /// the rest of the unit's, or not at all. A refusal is the domain's, typed.
@@ -393,13 +409,7 @@ where
             return Err(CommandError::Conflict);
         }
     }
-    let unit = Unit(Arc::new(Attempt {
-        pool: pool.clone(),
-        streams: StdMutex::new(streams.clone()),
-        metadata: metadata.clone(),
-        events: StdMutex::new(events),
-        decided: StdMutex::new(Vec::new()),
-    }));
+    let unit = Unit::of(pool, streams.clone(), metadata.clone(), events);
     decide(unit.clone()).await.map_err(CommandError::Rejected)?;
     let decided = std::mem::take(&mut *unit.0.decided.lock().unwrap_or_else(|e| e.into_inner()));
     let sealed = seal_events(pool, &decided).await.map_err(store_error)?;

@@ -30,6 +30,7 @@ use super::{optional_text, stored, stored_name};
 use crate::error::{AppError, DomainErrorCode, Result};
 use crate::page::{Keyset, Page, PageRequest};
 use crate::scope::{Authorized, MutationOptions};
+use crate::sequences::Sequence;
 
 pub use hms_projections::projectors::PatientRecordStatus;
 
@@ -709,8 +710,10 @@ pub async fn register_patient(auth: &Authorized<'_>, input: NewPatient) -> Resul
                     )
                     .map_err(AppError::from)?;
             }
-            let seq: i64 = sqlx::query_scalar("SELECT nextval('mrn_seq')")
-                .fetch_one(auth.pool())
+            let seq = auth
+                .state()
+                .sequences
+                .next(auth.pool(), Sequence::Mrn)
                 .await?;
             let seq = u64::try_from(seq).map_err(AppError::internal)?;
             let mrn = Mrn::new(&hospital, seq).map_err(AppError::internal)?;

@@ -42,6 +42,52 @@ async fn search(app: &TestApp, token: &str, search: &str) -> Vec<String> {
         .collect()
 }
 
+/// MRNs drawn by registrations at the same moment (in batches, one statement for those
+/// waiting together) are distinct and leave no gap; a database without the sequence
+/// fails every draw of its batch, and no other database's.
+#[tokio::test]
+async fn concurrent_registrations_draw_distinct_mrns_without_gaps() {
+    use hms_app::sequences::Sequence;
+    let app = spawn_app().await;
+    let staff = hospital_with_staff(&app, "DMC001").await;
+    let desk = staff.receptionist.as_str();
+    let registrations = (0..24).map(|i| {
+        let app = &app;
+        async move { register_simple(app, desk, &format!("Racer{i}"), "Concurrent").await }
+    });
+    futures::future::join_all(registrations).await;
+    let response = app
+        .graphql(
+            "query { patients(first: 50) { edges { node { mrn } } } }",
+            json!({}),
+            Some(desk),
+        )
+        .await;
+    let mut mrns: Vec<String> = response["data"]["patients"]["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{response}"))
+        .iter()
+        .map(|e| e["node"]["mrn"].as_str().expect("mrn").to_owned())
+        .collect();
+    mrns.sort_unstable();
+    let expected: Vec<String> = (1..=24).map(|n| format!("DMC001-{n:06}")).collect();
+    assert_eq!(mrns, expected);
+
+    let lease = app.state.registry.get("DMC001").await.expect("tenant");
+    let control = app.state.control.clone();
+    let draws = [&lease.pool, &control, &lease.pool].map(|pool| {
+        let sequences = app.state.sequences.clone();
+        async move { sequences.next(pool, Sequence::Mrn).await }
+    });
+    let [a, platform, b] = futures::future::join_all(draws)
+        .await
+        .try_into()
+        .expect("three answers");
+    let (a, b) = (a.expect("drawn"), b.expect("drawn"));
+    assert_eq!((a.min(b), a.max(b)), (25, 26));
+    assert!(platform.is_err(), "the platform database has no MRNs");
+}
+
 #[tokio::test]
 async fn patients_are_registered_with_mrns_found_by_search_and_their_views_are_logged() {
     let app = spawn_app().await;
