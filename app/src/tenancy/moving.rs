@@ -6,9 +6,11 @@
 //!
 //! 1. **COPYING**: `pg_dump` of the hospital's database in an exported snapshot S₀,
 //!    restored into a scratch database on the target, brought to this binary's
-//!    migrations; its events are cut back to those of transactions below xmin(S₀) (the
-//!    read models and seals in the dump never reach further: the runner and the sealer
-//!    only read below their own snapshot's xmin), re-based into the target's numbering
+//!    migrations; its events are cut back to those of transactions below a horizon: the
+//!    larger of xmin(S₀) and just past the last transaction the dump's read models or
+//!    seals reached (the runner and the sealer read below a horizon of the hospital's own
+//!    transactions, which can pass the cluster-wide xmin; every transaction of this
+//!    database below what they applied is finished, so in S₀), re-based into the target's numbering
 //!    ([`super::backup::rebase`]) and the chain recomputed from them checked against the
 //!    dump's seals and the platform's recorded head.
 //! 2. **COPIED**: rounds while the hospital is served: each copies the events of the
@@ -483,10 +485,26 @@ async fn copy(
     // replica's sealer could have recorded a head beyond the copy's events meanwhile.
     let recorded = seal::recorded_head(&platform.control, &row.code).await?;
     let snapshot = export_snapshot(&mut conn).await?;
-    let horizon: i64 =
+    let xmin: i64 =
         sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
             .fetch_one(&mut conn)
             .await?;
+    // The runner and the sealer read below a horizon of this database's own transactions
+    // in flight, which can pass the cluster's xmin (that counts other databases' too).
+    // What they applied or sealed in this snapshot is committed, and so is every
+    // transaction of this database below it (they read below their horizon). The copy
+    // reaches at least that far: cut shorter, its read models would hold rows of events
+    // that the rounds bring again, to be applied twice.
+    let applied: Option<i64> = sqlx::query_scalar(
+        "SELECT greatest( \
+            (SELECT max(last_transaction_id::text::bigint) FROM public.projection_checkpoints), \
+            (SELECT e.transaction_id::text::bigint FROM public.event_seals s \
+               JOIN public.events e ON e.position = s.position \
+              ORDER BY s.chain_index DESC LIMIT 1))",
+    )
+    .fetch_one(&mut conn)
+    .await?;
+    let horizon = applied.map_or(xmin, |applied| xmin.max(applied + 1));
     let events: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM public.events WHERE transaction_id < $1::text::xid8",
     )
@@ -589,9 +607,14 @@ async fn round(
         .fetch_one(&mut src)
         .await?
     } else {
-        sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-            .fetch_one(&mut src)
-            .await?
+        // Never below the last horizon: the copy's may be past the cluster's xmin (see
+        // `copy`), and a round only moves forward.
+        sqlx::query_scalar(
+            "SELECT greatest($1, pg_snapshot_xmin(pg_current_snapshot())::text::bigint)",
+        )
+        .bind(from)
+        .fetch_one(&mut src)
+        .await?
     };
     let mut dst = connect_once(&target.clone().database(&row.target_scratch)).await?;
     let mut tx = dst.begin().await?;

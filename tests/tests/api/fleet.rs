@@ -520,8 +520,24 @@ async fn run_move(fleet: Fleet) {
             (ids, refusals)
         }));
     }
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // A transaction of another database keeps the source cluster's xmin back through
+    // the copy (as other work on a shared server does): the hospital's read models and
+    // seals, which wait only for its own transactions, move past that xmin, and the copy
+    // must reach as far as they do, or the rounds would bring events they applied already.
+    let mut pin = PgConnection::connect_with(&hms_tests::server_options().database("postgres"))
+        .await
+        .expect("connect");
+    sqlx::query("BEGIN").execute(&mut pin).await.expect("begin");
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut pin)
+        .await
+        .expect("an xid");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let (ok, out) = fleet.move_mova_pausing_after("held").await;
+    sqlx::query("ROLLBACK")
+        .execute(&mut pin)
+        .await
+        .expect("rollback");
     assert!(ok && out.contains("writes held on the source"), "{out}");
     // While held, a command is told to retry.
     let held = register(&a.address, &token_a, "Refused", "while-held").await;
