@@ -210,8 +210,7 @@ impl PersistedEventRepository for ExpectingRepository {
             // Snapshots are off (DESIGN.md); postgres-es keeps them in its own transaction.
             return self.inner.persist::<A>(events, snapshot_update).await;
         }
-        let sealed = seal_events(&self.pool, events).await?;
-        let head = append_events(&self.pool, &sealed).await?;
+        let head = seal_and_append(&self.pool, events, self.attempt.assume_new).await?;
         *self.attempt.head.lock().unwrap_or_else(|e| e.into_inner()) = head;
         Ok(())
     }
@@ -258,6 +257,50 @@ async fn open_events(
     Ok(())
 }
 
+/// Seals and appends `events`. On a stream taken to be new that is a patient's own
+/// record (a registration), the patient has no data key yet: a fresh one is offered and
+/// stored by the append's own statement ([`personal::seal_offering`]), saving a round
+/// trip; should a key be stored already, the events are sealed again with it.
+async fn seal_and_append(
+    pool: &PgPool,
+    events: &[SerializedEvent],
+    new_stream: bool,
+) -> Result<Option<LogCursor>, PersistenceError> {
+    if new_stream {
+        let mut offering = events.to_vec();
+        let offers = personal::seal_offering(outgoing(&mut offering))
+            .await
+            .map_err(seal_error)?;
+        if let Some(offers) = offers.filter(|offers| !offers.is_empty()) {
+            if let Some(head) = append_events_offering(pool, &offering, &offers).await? {
+                return Ok(Some(head));
+            }
+        }
+    }
+    let sealed = seal_events(pool, events).await?;
+    append_events(pool, &sealed).await
+}
+
+fn outgoing(events: &mut [SerializedEvent]) -> Vec<personal::Outgoing<'_>> {
+    events
+        .iter_mut()
+        .map(|e| personal::Outgoing {
+            aggregate_type: &e.aggregate_type,
+            aggregate_id: &e.aggregate_id,
+            sequence: i64::try_from(e.sequence).unwrap_or(i64::MAX),
+            event_type: &e.event_type,
+            payload: &mut e.payload,
+        })
+        .collect()
+}
+
+fn seal_error(e: personal::SealError) -> PersistenceError {
+    match e {
+        personal::SealError::Erased(erased) => PersistenceError::UnknownError(Box::new(erased)),
+        personal::SealError::Store(e) => PersistenceError::UnknownError(Box::new(e)),
+    }
+}
+
 /// The events to append, their personal data sealed under each patient's key.
 async fn seal_events(
     pool: &PgPool,
@@ -274,22 +317,9 @@ async fn seal_events(
         .acquire()
         .await
         .map_err(|e| PersistenceError::ConnectionError(Box::new(e)))?;
-    let outgoing = events
-        .iter_mut()
-        .map(|e| personal::Outgoing {
-            aggregate_type: &e.aggregate_type,
-            aggregate_id: &e.aggregate_id,
-            sequence: i64::try_from(e.sequence).unwrap_or(i64::MAX),
-            event_type: &e.event_type,
-            payload: &mut e.payload,
-        })
-        .collect();
-    personal::seal(&mut conn, outgoing)
+    personal::seal(&mut conn, outgoing(&mut events))
         .await
-        .map_err(|e| match e {
-            personal::SealError::Erased(erased) => PersistenceError::UnknownError(Box::new(erased)),
-            personal::SealError::Store(e) => PersistenceError::UnknownError(Box::new(e)),
-        })?;
+        .map_err(seal_error)?;
     Ok(events)
 }
 
@@ -302,6 +332,25 @@ async fn seal_events(
 async fn append_events(
     pool: &PgPool,
     events: &[SerializedEvent],
+) -> Result<Option<LogCursor>, PersistenceError> {
+    insert_events(pool, events, &[]).await
+}
+
+/// [`append_events`], storing `offers` (fresh data keys, see [`seal_and_append`]) in the
+/// same statement: nothing is appended, and `None` returned, when a patient's key was
+/// stored already.
+async fn append_events_offering(
+    pool: &PgPool,
+    events: &[SerializedEvent],
+    offers: &[personal::KeyOffer],
+) -> Result<Option<LogCursor>, PersistenceError> {
+    insert_events(pool, events, offers).await
+}
+
+async fn insert_events(
+    pool: &PgPool,
+    events: &[SerializedEvent],
+    offers: &[personal::KeyOffer],
 ) -> Result<Option<LogCursor>, PersistenceError> {
     if events.is_empty() {
         return Ok(None);
@@ -316,25 +365,37 @@ async fn append_events(
     let versions: Vec<&str> = events.iter().map(|e| e.event_version.as_str()).collect();
     let payloads: Vec<&Value> = events.iter().map(|e| &e.payload).collect();
     let metadata: Vec<&Value> = events.iter().map(|e| &e.metadata).collect();
-    let landed: Vec<(i64, i64)> = sqlx::query_as(
-        "INSERT INTO public.events \
+    const INSERT: &str = "INSERT INTO public.events \
                 (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
          SELECT e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload, e.metadata \
            FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[]) \
-                WITH ORDINALITY AS e(aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, n) \
-          ORDER BY e.n \
-         RETURNING transaction_id::text::bigint, position",
-    )
-    .bind(&aggregate_types)
-    .bind(&ids)
-    .bind(&sequences)
-    .bind(&types)
-    .bind(&versions)
-    .bind(&payloads)
-    .bind(&metadata)
-    .fetch_all(pool)
-    .await
-    .map_err(|e| match &e {
+                WITH ORDINALITY AS e(aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, n)";
+    const LANDED: &str = " ORDER BY e.n RETURNING transaction_id::text::bigint, position";
+    let sql = if offers.is_empty() {
+        format!("{INSERT}{LANDED}")
+    } else {
+        // Every offer taken, or no event appended.
+        format!(
+            "WITH offered AS ({}) {INSERT} \
+              WHERE (SELECT count(*) FROM offered) = cardinality($8::uuid[]){LANDED}",
+            personal::STORE_OFFERS
+        )
+    };
+    let mut query = sqlx::query_as::<_, (i64, i64)>(&sql)
+        .bind(&aggregate_types)
+        .bind(&ids)
+        .bind(&sequences)
+        .bind(&types)
+        .bind(&versions)
+        .bind(&payloads)
+        .bind(&metadata);
+    if !offers.is_empty() {
+        let patients: Vec<uuid::Uuid> = offers.iter().map(|o| o.patient_id).collect();
+        let masters: Vec<&str> = offers.iter().map(|o| o.master_key_id.as_str()).collect();
+        let wrapped: Vec<&[u8]> = offers.iter().map(|o| o.wrapped_key.as_slice()).collect();
+        query = query.bind(patients).bind(masters).bind(wrapped);
+    }
+    let landed = query.fetch_all(pool).await.map_err(|e| match &e {
         sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
             PersistenceError::OptimisticLockError
         }

@@ -703,6 +703,51 @@ pub async fn seal(
     conn: &mut PgConnection,
     events: Vec<Outgoing<'_>>,
 ) -> std::result::Result<(), SealError> {
+    seal_with(KeySource::Stored(conn), events).await.map(drop)
+}
+
+/// A fresh data key offered as a patient's, to be stored with the events sealed under it
+/// in one statement (`INSERT … ON CONFLICT DO NOTHING`): it is the patient's only if no
+/// key was stored before, and the events are then appended with it; otherwise the
+/// caller seals again with [`seal`], which uses the stored key (or refuses an erased
+/// patient).
+#[derive(Debug, Clone)]
+pub struct KeyOffer {
+    pub patient_id: Uuid,
+    pub master_key_id: String,
+    pub wrapped_key: Vec<u8>,
+}
+
+/// Seals `events` of a new patient record (a registration) under a fresh key offered
+/// as the patient's, without a statement. Returns the offers; `None` when an event's
+/// patient is another record's (then use [`seal`]).
+///
+/// The offers are stored by [`STORE_OFFERS`] in the statement that appends the events.
+pub async fn seal_offering(
+    events: Vec<Outgoing<'_>>,
+) -> std::result::Result<Option<Vec<KeyOffer>>, SealError> {
+    seal_with(KeySource::Offered(Vec::new()), events).await
+}
+
+/// Stores [`KeyOffer`]s inside another statement (as a `WITH` query): patient ids,
+/// master key ids and wrapped keys are its parameters `$8`, `$9` and `$10`; it returns
+/// one row per offer taken, none for a patient whose key is stored already.
+pub const STORE_OFFERS: &str = "INSERT INTO patient_keys (patient_id, master_key_id, wrapped_key) \
+     SELECT * FROM unnest($8::uuid[], $9::text[], $10::bytea[]) \
+     ON CONFLICT (patient_id) DO NOTHING RETURNING patient_id";
+
+/// Where [`seal_with`] takes data keys from.
+enum KeySource<'c> {
+    /// The key table (made on first use).
+    Stored(&'c mut PgConnection),
+    /// Fresh keys, offered to be stored with the events.
+    Offered(Vec<KeyOffer>),
+}
+
+async fn seal_with(
+    mut source: KeySource<'_>,
+    events: Vec<Outgoing<'_>>,
+) -> std::result::Result<Option<Vec<KeyOffer>>, SealError> {
     let mut keys: HashMap<Uuid, Key> = HashMap::new();
     for event in events {
         let specs: Vec<&Spec> = specs_for(event.aggregate_type, event.event_type).collect();
@@ -710,15 +755,19 @@ pub async fn seal(
         let Some(body) = variant_mut(event.payload, event.event_type) else {
             continue;
         };
-        let patient = match first.patient {
-            PatientOf::AggregateId => event.aggregate_id.parse::<Uuid>().ok(),
-            PatientOf::Field(field) => body
+        let patient = match (first.patient, &mut source) {
+            (PatientOf::AggregateId, _) => event.aggregate_id.parse::<Uuid>().ok(),
+            (PatientOf::Field(_), KeySource::Offered(_)) => return Ok(None),
+            (PatientOf::Field(field), KeySource::Stored(_)) => body
                 .get(field)
                 .and_then(Value::as_str)
                 .and_then(|s| s.parse().ok()),
-            PatientOf::FirstEvent(field) => {
+            (PatientOf::FirstEvent(field), KeySource::Stored(conn)) => {
                 first_event_field(conn, event.aggregate_type, event.aggregate_id, field).await?
             }
+            // Only the patient's own first event is taken to find no key: a patient found
+            // elsewhere most likely has one already.
+            (PatientOf::FirstEvent(_), KeySource::Offered(_)) => return Ok(None),
         };
         let Some(patient) = patient else {
             return Err(SealError::Store(crypto_error(&format!(
@@ -729,9 +778,21 @@ pub async fn seal(
         let key = match keys.get(&patient) {
             Some(key) => key.clone(),
             None => {
-                let key = data_key_for_writing(conn, patient)
-                    .await?
-                    .ok_or(SealError::Erased(ErasedPatient(patient)))?;
+                let key = match &mut source {
+                    KeySource::Stored(conn) => data_key_for_writing(conn, patient)
+                        .await?
+                        .ok_or(SealError::Erased(ErasedPatient(patient)))?,
+                    KeySource::Offered(offers) => {
+                        let fresh = Key::random();
+                        let (master_key_id, wrapped_key) = keyring().wrap(&fresh, patient)?;
+                        offers.push(KeyOffer {
+                            patient_id: patient,
+                            master_key_id,
+                            wrapped_key,
+                        });
+                        fresh
+                    }
+                };
                 keys.insert(patient, key.clone());
                 key
             }
@@ -750,7 +811,10 @@ pub async fn seal(
             }
         }
     }
-    Ok(())
+    Ok(match source {
+        KeySource::Offered(offers) => Some(offers),
+        KeySource::Stored(_) => Some(Vec::new()),
+    })
 }
 
 /// Why events could not be sealed.

@@ -42,6 +42,90 @@ async fn search(app: &TestApp, token: &str, search: &str) -> Vec<String> {
         .collect()
 }
 
+/// A registration offers the new patient's data key in the statement that appends the
+/// event (one round trip); an id whose key is stored already — here destroyed, as an
+/// erasure leaves it — is sealed with the stored key instead, and so refused as erased,
+/// with nothing appended.
+#[tokio::test]
+async fn a_registration_stores_its_key_with_its_event_and_an_erased_id_is_refused() {
+    use chrono::Utc;
+    use hms_app::commands::{self, CommandError};
+    use hms_domain::common::HospitalCode;
+    use hms_domain::patient::{Mrn, Patient, PatientCommand};
+    use hms_tests::fixtures::{admin_actor, demographics, metadata};
+
+    let app = spawn_app().await;
+    app.setup_hospital("KEY001").await;
+    let lease = app.state.registry.get("KEY001").await.expect("tenant");
+    let pool = &lease.pool;
+    let hospital = HospitalCode::parse("KEY001").expect("code");
+    let registration = |id: Uuid, n: u64| PatientCommand::RegisterPatient {
+        actor: admin_actor("KEY001"),
+        patient_id: id,
+        mrn: Mrn::new(&hospital, n).expect("mrn"),
+        hospital: hospital.clone(),
+        demographics: demographics("Keyholder"),
+        allergies: vec![],
+        now: Utc::now(),
+    };
+    let meta = metadata("KEY001", admin_actor("KEY001"));
+
+    let fresh = Uuid::new_v4();
+    commands::append_new::<Patient>(pool, &fresh.to_string(), registration(fresh, 1), (), &meta)
+        .await
+        .expect("registered");
+    let (keys, sealed): (i64, bool) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM patient_keys WHERE patient_id = $1 AND wrapped_key IS NOT NULL), \
+                (SELECT bool_and(payload::text NOT LIKE '%Keyholder%') FROM events WHERE aggregate_id = $2)",
+    )
+    .bind(fresh)
+    .bind(fresh.to_string())
+    .fetch_one(pool)
+    .await
+    .expect("key and event");
+    assert_eq!(
+        (keys, sealed),
+        (1, true),
+        "one key stored, the name sealed under it"
+    );
+    let (patient, version) = commands::load::<Patient>(pool, &fresh.to_string())
+        .await
+        .expect("loaded");
+    assert_eq!(version, 1);
+    assert_eq!(
+        patient
+            .demographics
+            .map(|d| d.family_name.as_str().to_owned()),
+        Some("Keyholder".to_owned()),
+        "opened with the key stored by the append"
+    );
+
+    let erased = Uuid::new_v4();
+    sqlx::query("INSERT INTO patient_keys (patient_id, destroyed_at) VALUES ($1, now())")
+        .bind(erased)
+        .execute(pool)
+        .await
+        .expect("a destroyed key");
+    let refused = commands::append_new::<Patient>(
+        pool,
+        &erased.to_string(),
+        registration(erased, 2),
+        (),
+        &meta,
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(CommandError::Erased(_))),
+        "{refused:?}"
+    );
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_id = $1")
+        .bind(erased.to_string())
+        .fetch_one(pool)
+        .await
+        .expect("count");
+    assert_eq!(events, 0);
+}
+
 /// MRNs drawn by registrations at the same moment (in batches, one statement for those
 /// waiting together) are distinct and leave no gap; a database without the sequence
 /// fails every draw of its batch, and no other database's.
