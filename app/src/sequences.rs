@@ -1,14 +1,14 @@
 //! Numbers from a hospital's sequences (the MRN's `mrn_seq`), drawn in batches: the
-//! registrations waiting at the same moment share one statement
+//! registrations of one hospital waiting at the same moment share one statement
 //! (`SELECT nextval(…) FROM generate_series(1, n)`) instead of one round trip each
-//! ([`crate::batching`]).
+//! ([`crate::batching`], one batcher per database).
 //!
 //! Nothing is cached: each number is drawn from PostgreSQL for a request waiting for it,
 //! and the sequence stays the only authority (several replicas draw from it). As with a
 //! single `nextval`, a number whose request then fails is not reused (a gap).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use sqlx::PgPool;
 use tokio::sync::oneshot;
@@ -44,28 +44,25 @@ struct Draw {
     answer: oneshot::Sender<Result<i64, Failed>>,
 }
 
-#[derive(Clone)]
-pub struct Sequences {
-    queued: Arc<Batcher<Draw>>,
-}
+/// One database on one server.
+type DatabaseKey = (String, u16, String);
 
-impl Default for Sequences {
-    fn default() -> Self {
-        Self::new()
-    }
+/// A batcher per database: a database that is slow or unreachable holds up the numbers
+/// of its own hospital only, never another's.
+#[derive(Clone, Default)]
+pub struct Sequences {
+    batchers: Arc<Mutex<HashMap<DatabaseKey, Arc<Batcher<Draw>>>>>,
 }
 
 impl Sequences {
     pub fn new() -> Self {
-        Self {
-            queued: Arc::new(Batcher::new(draw_all)),
-        }
+        Self::default()
     }
 
     /// The next number of `sequence` in the database behind `pool`.
     pub async fn next(&self, pool: &PgPool, sequence: Sequence) -> Result<i64, AppError> {
         let (answer, drawn) = oneshot::channel();
-        self.queued.push(Draw {
+        self.batcher(pool).push(Draw {
             pool: pool.clone(),
             sequence,
             answer,
@@ -80,23 +77,32 @@ impl Sequences {
             Err(_) => Err(AppError::internal("the sequence batcher stopped")),
         }
     }
-}
 
-/// One statement per database and sequence in the batch, run side by side (one slow
-/// database does not hold up another's numbers).
-async fn draw_all(draws: Vec<Draw>) {
-    let mut groups: HashMap<(String, u16, String, Sequence), Vec<Draw>> = HashMap::new();
-    for draw in draws {
-        let options = draw.pool.connect_options();
+    fn batcher(&self, pool: &PgPool) -> Arc<Batcher<Draw>> {
+        let options = pool.connect_options();
         let key = (
             options.get_host().to_owned(),
             options.get_port(),
             options.get_database().unwrap_or_default().to_owned(),
-            draw.sequence,
         );
-        groups.entry(key).or_default().push(draw);
+        self.batchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_insert_with(|| Arc::new(Batcher::new(draw_all)))
+            .clone()
     }
-    futures::future::join_all(groups.into_values().map(draw_group)).await;
+}
+
+/// One statement per sequence in the batch (all of one database).
+async fn draw_all(draws: Vec<Draw>) {
+    let mut groups: HashMap<Sequence, Vec<Draw>> = HashMap::new();
+    for draw in draws {
+        groups.entry(draw.sequence).or_default().push(draw);
+    }
+    for group in groups.into_values() {
+        draw_group(group).await;
+    }
 }
 
 async fn draw_group(draws: Vec<Draw>) {

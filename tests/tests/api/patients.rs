@@ -128,7 +128,7 @@ async fn a_registration_stores_its_key_with_its_event_and_an_erased_id_is_refuse
 
 /// MRNs drawn by registrations at the same moment (in batches, one statement for those
 /// waiting together) are distinct and leave no gap; a database without the sequence
-/// fails every draw of its batch, and no other database's.
+/// fails its own draws only, and a hospital whose sequence is held up delays no other.
 #[tokio::test]
 async fn concurrent_registrations_draw_distinct_mrns_without_gaps() {
     use hms_app::sequences::Sequence;
@@ -170,6 +170,39 @@ async fn concurrent_registrations_draw_distinct_mrns_without_gaps() {
     let (a, b) = (a.expect("drawn"), b.expect("drawn"));
     assert_eq!((a.min(b), a.max(b)), (25, 26));
     assert!(platform.is_err(), "the platform database has no MRNs");
+
+    // A hospital whose sequence cannot be drawn from (an ALTER SEQUENCE holds its lock
+    // here) holds up its own registrations only: another hospital's numbers keep coming.
+    app.setup_hospital("DMC002").await;
+    let other = app.state.registry.get("DMC002").await.expect("tenant");
+    let mut locker = app.connect(&app.database_for("DMC001")).await;
+    sqlx::query("BEGIN")
+        .execute(&mut locker)
+        .await
+        .expect("begin");
+    sqlx::query("ALTER SEQUENCE mrn_seq INCREMENT BY 1")
+        .execute(&mut locker)
+        .await
+        .expect("locked");
+    let stuck = tokio::spawn({
+        let (sequences, pool) = (app.state.sequences.clone(), lease.pool.clone());
+        async move { sequences.next(&pool, Sequence::Mrn).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let elsewhere = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        app.state.sequences.next(&other.pool, Sequence::Mrn),
+    )
+    .await
+    .expect("not held up by another hospital")
+    .expect("drawn");
+    assert_eq!(elsewhere, 1);
+    assert!(!stuck.is_finished(), "the locked hospital waits");
+    sqlx::query("ROLLBACK")
+        .execute(&mut locker)
+        .await
+        .expect("unlocked");
+    assert_eq!(stuck.await.expect("joined").expect("drawn"), 27);
 }
 
 #[tokio::test]
