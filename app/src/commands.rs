@@ -266,19 +266,26 @@ async fn seal_and_append(
     events: &[SerializedEvent],
     new_stream: bool,
 ) -> Result<Option<LogCursor>, PersistenceError> {
-    if new_stream {
+    if new_stream && seal_any(events) {
         let mut offering = events.to_vec();
         let offers = personal::seal_offering(outgoing(&mut offering))
             .await
             .map_err(seal_error)?;
-        if let Some(offers) = offers.filter(|offers| !offers.is_empty()) {
-            if let Some(head) = append_events_offering(pool, &offering, &offers).await? {
+        if let Some(offers) = offers {
+            if let Some(head) = append_events(pool, &offering, &offers).await? {
                 return Ok(Some(head));
             }
         }
     }
     let sealed = seal_events(pool, events).await?;
-    append_events(pool, &sealed).await
+    append_events(pool, &sealed, &[]).await
+}
+
+/// Whether any of `events` carries personal data to seal.
+fn seal_any(events: &[SerializedEvent]) -> bool {
+    events
+        .iter()
+        .any(|e| personal::seals(&e.aggregate_type, &e.event_type))
 }
 
 fn outgoing(events: &mut [SerializedEvent]) -> Vec<personal::Outgoing<'_>> {
@@ -307,10 +314,7 @@ async fn seal_events(
     events: &[SerializedEvent],
 ) -> Result<Vec<SerializedEvent>, PersistenceError> {
     let mut events = events.to_vec();
-    if !events
-        .iter()
-        .any(|e| personal::seals(&e.aggregate_type, &e.event_type))
-    {
+    if !seal_any(&events) {
         return Ok(events);
     }
     let mut conn = pool
@@ -324,30 +328,14 @@ async fn seal_events(
 }
 
 /// Appends `events` (each stream's in sequence order; one stream, or the several of a
-/// [`together`] unit) in a single statement: atomic
-/// on its own, so it costs one round trip instead of postgres-es's BEGIN, one INSERT per
-/// event and COMMIT, and it says where the events landed in the log. The columns and
-/// values are postgres-es's own (its reader loads them back), and a primary-key collision
-/// is a lost race, as postgres-es reports it.
+/// [`together`] unit) in a single statement: atomic on its own, so it costs one round
+/// trip instead of postgres-es's BEGIN, one INSERT per event and COMMIT, and it says where
+/// the events landed in the log. The columns and values are postgres-es's own (its reader
+/// loads them back), and a primary-key collision is a lost race, as postgres-es reports it.
+///
+/// With `offers` (fresh data keys, see [`seal_and_append`]) the keys are stored by the same
+/// statement, and nothing is appended (`None`) when a patient's key was stored already.
 async fn append_events(
-    pool: &PgPool,
-    events: &[SerializedEvent],
-) -> Result<Option<LogCursor>, PersistenceError> {
-    insert_events(pool, events, &[]).await
-}
-
-/// [`append_events`], storing `offers` (fresh data keys, see [`seal_and_append`]) in the
-/// same statement: nothing is appended, and `None` returned, when a patient's key was
-/// stored already.
-async fn append_events_offering(
-    pool: &PgPool,
-    events: &[SerializedEvent],
-    offers: &[personal::KeyOffer],
-) -> Result<Option<LogCursor>, PersistenceError> {
-    insert_events(pool, events, offers).await
-}
-
-async fn insert_events(
     pool: &PgPool,
     events: &[SerializedEvent],
     offers: &[personal::KeyOffer],
@@ -747,10 +735,7 @@ where
 {
     let (events, _) = load_streams(pool, &[(A::TYPE, a_id), (B::TYPE, b_id)])
         .await
-        .map_err(|e| match e {
-            PersistenceError::ConnectionError(e) => CommandError::Unavailable(e.to_string()),
-            other => CommandError::Store(other.to_string()),
-        })?;
+        .map_err(together::store_error)?;
     // Decoded as a unit decodes what it loaded; nothing is decided on it.
     let streams = Streams::new().with::<A>(a_id).with::<B>(b_id);
     let loaded = Unit::of(pool, streams, HashMap::new(), events);

@@ -350,8 +350,8 @@ pub fn keyring() -> &'static Keyring {
 /// reads the stored one, so a new patient's first write does not pay a read that finds
 /// nothing and then an insert.
 async fn data_key_for_writing(conn: &mut PgConnection, patient_id: Uuid) -> Result<Option<Key>> {
-    let fresh = Key::random();
-    let (master_id, wrapped) = keyring().wrap(&fresh, patient_id)?;
+    let (fresh, offer) = KeyOffer::fresh(patient_id)?;
+    let (master_id, wrapped) = (offer.master_key_id, offer.wrapped_key);
     // The `SELECT` runs on the statement's snapshot, which never shows the row the insert
     // makes: `inserted` says our key is the patient's; otherwise the stored row, if the
     // snapshot shows it, is (a key stored concurrently and committed after the snapshot
@@ -718,6 +718,23 @@ pub struct KeyOffer {
     pub wrapped_key: Vec<u8>,
 }
 
+impl KeyOffer {
+    /// A new random data key for `patient_id`, and the offer of it wrapped under the
+    /// current master key.
+    fn fresh(patient_id: Uuid) -> Result<(Key, KeyOffer)> {
+        let key = Key::random();
+        let (master_key_id, wrapped_key) = keyring().wrap(&key, patient_id)?;
+        Ok((
+            key,
+            KeyOffer {
+                patient_id,
+                master_key_id,
+                wrapped_key,
+            },
+        ))
+    }
+}
+
 /// Seals `events` of a new patient record (a registration) under a fresh key offered
 /// as the patient's, without a statement. Returns the offers; `None` when an event's
 /// patient is another record's (then use [`seal`]).
@@ -783,13 +800,8 @@ async fn seal_with(
                         .await?
                         .ok_or(SealError::Erased(ErasedPatient(patient)))?,
                     KeySource::Offered(offers) => {
-                        let fresh = Key::random();
-                        let (master_key_id, wrapped_key) = keyring().wrap(&fresh, patient)?;
-                        offers.push(KeyOffer {
-                            patient_id: patient,
-                            master_key_id,
-                            wrapped_key,
-                        });
+                        let (fresh, offer) = KeyOffer::fresh(patient)?;
+                        offers.push(offer);
                         fresh
                     }
                 };

@@ -135,9 +135,7 @@ impl Unit {
     where
         A: Aggregate + 'static,
     {
-        let store = PersistedEventStore::<_, A>::new_event_store(self.clone())
-            .with_upcasters(hms_domain::upcasters());
-        CqrsFramework::new(store, vec![], services)
+        CqrsFramework::new(self.store::<A>(), vec![], services)
             .execute_with_metadata(id, command, self.0.metadata.clone())
             .await
             .map_err(CommandError::from)
@@ -149,10 +147,7 @@ impl Unit {
     where
         A: Aggregate + 'static,
     {
-        let context = PersistedEventStore::<_, A>::new_event_store(self.clone())
-            .with_upcasters(hms_domain::upcasters())
-            .load_aggregate(id)
-            .await?;
+        let context = self.store::<A>().load_aggregate(id).await?;
         Ok((context.aggregate, context.current_sequence as u64))
     }
 
@@ -191,6 +186,11 @@ impl Unit {
             .unwrap_or_else(|e| e.into_inner())
             .extend(events);
         Ok(())
+    }
+
+    /// cqrs-es's event store over this attempt, decoding as every load does (upcasters).
+    fn store<A: Aggregate>(&self) -> PersistedEventStore<Unit, A> {
+        PersistedEventStore::new_event_store(self.clone()).with_upcasters(hms_domain::upcasters())
     }
 
     fn events_of(
@@ -321,8 +321,8 @@ where
         .iter()
         .map(|d| (d.aggregate_type, d.id.as_str()))
         .collect();
+    // `Streams` names each stream once.
     order.sort_unstable();
-    order.dedup();
     let mut backoff = Backoff::default();
     for attempt in 1..=MAX_ATTEMPTS {
         let ended = {
@@ -413,7 +413,7 @@ where
     decide(unit.clone()).await.map_err(CommandError::Rejected)?;
     let decided = std::mem::take(&mut *unit.0.decided.lock().unwrap_or_else(|e| e.into_inner()));
     let sealed = seal_events(pool, &decided).await.map_err(store_error)?;
-    match append_events(pool, &sealed).await {
+    match append_events(pool, &sealed, &[]).await {
         Ok(head) => Ok(Ended::Appended(head)),
         Err(PersistenceError::OptimisticLockError) => Ok(Ended::Lost),
         Err(e) => Err(store_error(e)),
@@ -422,6 +422,6 @@ where
 
 /// A failure of the store, as the single-stream path reports it (unreachable, erased
 /// patient, anything else).
-fn store_error<E: std::error::Error>(e: PersistenceError) -> CommandError<E> {
+pub(super) fn store_error<E: std::error::Error>(e: PersistenceError) -> CommandError<E> {
     CommandError::from(AggregateError::<E>::from(e))
 }

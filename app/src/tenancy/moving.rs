@@ -485,26 +485,23 @@ async fn copy(
     // replica's sealer could have recorded a head beyond the copy's events meanwhile.
     let recorded = seal::recorded_head(&platform.control, &row.code).await?;
     let snapshot = export_snapshot(&mut conn).await?;
-    let xmin: i64 =
-        sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-            .fetch_one(&mut conn)
-            .await?;
     // The runner and the sealer read below a horizon of this database's own transactions
-    // in flight, which can pass the cluster's xmin (that counts other databases' too).
+    // in flight, which can pass the snapshot's xmin (that counts other databases' too).
     // What they applied or sealed in this snapshot is committed, and so is every
     // transaction of this database below it (they read below their horizon). The copy
     // reaches at least that far: cut shorter, its read models would hold rows of events
-    // that the rounds bring again, to be applied twice.
-    let applied: Option<i64> = sqlx::query_scalar(
+    // that the rounds bring again, to be applied twice, and its seals would cover events
+    // it does not hold.
+    let horizon: i64 = sqlx::query_scalar(
         "SELECT greatest( \
-            (SELECT max(last_transaction_id::text::bigint) FROM public.projection_checkpoints), \
-            (SELECT e.transaction_id::text::bigint FROM public.event_seals s \
+            pg_snapshot_xmin(pg_current_snapshot())::text::bigint, \
+            (SELECT max(last_transaction_id::text::bigint) + 1 FROM public.projection_checkpoints), \
+            (SELECT e.transaction_id::text::bigint + 1 FROM public.event_seals s \
                JOIN public.events e ON e.position = s.position \
               ORDER BY s.chain_index DESC LIMIT 1))",
     )
     .fetch_one(&mut conn)
     .await?;
-    let horizon = applied.map_or(xmin, |applied| xmin.max(applied + 1));
     let events: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM public.events WHERE transaction_id < $1::text::xid8",
     )
@@ -545,16 +542,9 @@ async fn copy(
                 describe(head)
             )));
         }
-        // The copy is the log's prefix below the snapshot's xmin, which counts every
-        // transaction in flight on the cluster; the sealer's horizon counts only this
-        // database's, so it may have sealed (and a head be recorded) a little beyond the
-        // copy. Those heads are checked once the rounds bring their events (`complete`
-        // checks both logs through their ends); the ones inside the copy are checked now.
-        let wanted: Vec<SealHead> = head
-            .into_iter()
-            .chain(recorded.map(|r| r.head))
-            .filter(|h| h.chain_index <= copied)
-            .collect();
+        // The horizon covers every seal in the snapshot, and the recorded head was read
+        // before it: both heads lie inside the copy.
+        let wanted: Vec<SealHead> = head.into_iter().chain(recorded.map(|r| r.head)).collect();
         check_chain(&mut conn, &wanted, "the copy", "the source has")
             .await
             .map_err(refused)

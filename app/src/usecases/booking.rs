@@ -136,9 +136,7 @@ pub async fn schedule_appointment(
             let appointment_id = auth.new_id(&options);
             let appointment = appointment_id.to_string();
             let day = start.date_naive();
-            let streams = Streams::new()
-                .with::<DoctorSchedule>(Party::Doctor.stream(input.doctor_id, day))
-                .with::<PatientSchedule>(Party::Patient.stream(input.patient_id, day))
+            let streams = schedules(Streams::new(), input.doctor_id, input.patient_id, day)
                 .expecting::<AppointmentAggregate>(appointment.as_str(), Some(0));
             auth.together(streams, |unit| {
                 let booking = Booking::new(auth, appointment_id, unit);
@@ -518,6 +516,13 @@ impl Party {
     }
 }
 
+/// `streams` and the doctor's and the patient's schedules of local day `day`.
+fn schedules(streams: Streams, doctor: Uuid, patient: Uuid, day: NaiveDate) -> Streams {
+    streams
+        .with::<DoctorSchedule>(Party::Doctor.stream(doctor, day))
+        .with::<PatientSchedule>(Party::Patient.stream(patient, day))
+}
+
 /// The decisions of one booking, rescheduling or cancellation of appointment `id`, made
 /// in one unit: every event is appended together, or none is, so a refusal at any step
 /// leaves nothing to undo.
@@ -551,9 +556,7 @@ impl<'s, 'a> Booking<'s, 'a> {
     /// Adds the doctor's and the patient's schedules of `days` to the unit.
     async fn include(&self, doctor: Uuid, patient: Uuid, days: &[NaiveDate]) -> Result<()> {
         let streams = days.iter().fold(Streams::new(), |streams, day| {
-            streams
-                .with::<DoctorSchedule>(Party::Doctor.stream(doctor, *day))
-                .with::<PatientSchedule>(Party::Patient.stream(patient, *day))
+            schedules(streams, doctor, patient, *day)
         });
         self.unit.include(streams).await.map_err(load_error)
     }
