@@ -23,7 +23,8 @@ const APPEND_ONLY: &str = "events, event_seals, event_seal_encodings";
 
 /// Creates the writer role `role` if it does not exist yet (with `password`, when the
 /// server's authentication needs one), able to see every session's activity (the log
-/// reader's horizon reads `pg_stat_activity`; see `hms_projections::log::HORIZON`).
+/// reader's horizon reads the sessions `pg_stat_activity` lists; see
+/// `hms_projections::log::HORIZON`).
 pub async fn ensure_role(
     conn: &mut PgConnection,
     role: &str,
