@@ -327,6 +327,9 @@ async fn seal_events(
     Ok(events)
 }
 
+/// How often an append chosen as a deadlock's victim is sent again.
+const DEADLOCK_RETRIES: u32 = 2;
+
 /// Appends `events` (each stream's in sequence order; one stream, or the several of a
 /// [`together`] unit) in a single statement: atomic on its own, so it costs one round
 /// trip instead of postgres-es's BEGIN, one INSERT per event and COMMIT, and it says where
@@ -369,29 +372,46 @@ async fn append_events(
             personal::STORE_OFFERS
         )
     };
-    let mut query = sqlx::query_as::<_, (i64, i64)>(&sql)
-        .bind(&aggregate_types)
-        .bind(&ids)
-        .bind(&sequences)
-        .bind(&types)
-        .bind(&versions)
-        .bind(&payloads)
-        .bind(&metadata);
-    if !offers.is_empty() {
-        let patients: Vec<uuid::Uuid> = offers.iter().map(|o| o.patient_id).collect();
-        let masters: Vec<&str> = offers.iter().map(|o| o.master_key_id.as_str()).collect();
-        let wrapped: Vec<&[u8]> = offers.iter().map(|o| o.wrapped_key.as_slice()).collect();
-        query = query.bind(patients).bind(masters).bind(wrapped);
-    }
-    let landed = query.fetch_all(pool).await.map_err(|e| match &e {
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
-            PersistenceError::OptimisticLockError
+    let patients: Vec<uuid::Uuid> = offers.iter().map(|o| o.patient_id).collect();
+    let masters: Vec<&str> = offers.iter().map(|o| o.master_key_id.as_str()).collect();
+    let wrapped: Vec<&[u8]> = offers.iter().map(|o| o.wrapped_key.as_slice()).collect();
+    let mut deadlocks = 0;
+    let landed = loop {
+        let mut query = sqlx::query_as::<_, (i64, i64)>(&sql)
+            .bind(&aggregate_types)
+            .bind(&ids)
+            .bind(&sequences)
+            .bind(&types)
+            .bind(&versions)
+            .bind(&payloads)
+            .bind(&metadata);
+        if !offers.is_empty() {
+            query = query.bind(&patients).bind(&masters).bind(&wrapped);
         }
-        _ if crate::tenancy::platform::is_unreachable(&e) => {
-            PersistenceError::ConnectionError(Box::new(e))
+        match query.fetch_all(pool).await {
+            Ok(landed) => break landed,
+            // A deadlock (this statement takes the log and the key table; a move's hold
+            // takes them too) aborted the whole statement: nothing was written, so it is
+            // sent again.
+            Err(sqlx::Error::Database(db))
+                if db.code().as_deref() == Some("40P01") && deadlocks < DEADLOCK_RETRIES =>
+            {
+                deadlocks += 1;
+                tracing::warn!("the append was chosen to break a deadlock; sending it again");
+            }
+            Err(e) => {
+                return Err(match &e {
+                    sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
+                        PersistenceError::OptimisticLockError
+                    }
+                    _ if crate::tenancy::platform::is_unreachable(&e) => {
+                        PersistenceError::ConnectionError(Box::new(e))
+                    }
+                    _ => PersistenceError::UnknownError(Box::new(e)),
+                })
+            }
         }
-        _ => PersistenceError::UnknownError(Box::new(e)),
-    })?;
+    };
     Ok(landed
         .into_iter()
         .map(|(transaction_id, position)| LogCursor {

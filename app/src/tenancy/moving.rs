@@ -56,7 +56,8 @@ use crate::state::Platform;
 /// The SQLSTATE a held or moved-away hospital database refuses writes with.
 pub const WRITES_HELD: &str = "HM503";
 
-/// The tables commands write outside the projections: held during the move.
+/// The tables commands write outside the projections: held during the move, in this
+/// order (see [`hold`]).
 const HELD_TABLES: [&str; 3] = ["events", "idempotency_keys", "patient_keys"];
 
 /// Copied whole while writes are held (small next to the log).
@@ -732,10 +733,13 @@ async fn hold(source: &PgConnectOptions) -> Result<()> {
             ))
             .execute(&mut *tx)
             .await?;
-            // The log last: a writer in flight that has written a key goes on to its
-            // events, so the hold waits for it instead of deadlocking with it (a
-            // deadlock or a lock timeout is tried again).
-            for table in HELD_TABLES.iter().rev() {
+            // The log first, in the order a writer takes these tables: the one statement
+            // that writes two of them (an append with a new patient's key) locks the log,
+            // then the keys. Taken the other way round, the hold held the keys while that
+            // append held the log, and one of the two was aborted as a deadlock (seen in
+            // CI: the command's answer was INTERNAL). A deadlock or a lock timeout here is
+            // tried again.
+            for table in HELD_TABLES {
                 sqlx::query(&format!(
                     "CREATE OR REPLACE TRIGGER hms_writes_held BEFORE INSERT OR UPDATE OR DELETE \
                      ON public.{table} FOR EACH STATEMENT EXECUTE FUNCTION public.hms_writes_held()"

@@ -476,8 +476,65 @@ async fn run_move(fleet: Fleet) {
     assert!(fleet.on_second().await.is_empty(), "the copy is dropped");
     assert_eq!(fleet.server_of("MOVA").await, "default");
 
-    // Interrupted while writes are held, and aborted: writes are taken again.
-    let (ok, out) = fleet.move_mova_pausing_after("held").await;
+    // Interrupted while writes are held, and aborted: writes are taken again. The hold
+    // begins while an append is in flight, holding the log (an append with a new
+    // patient's key locks the log, then the key table): the hold waits for it, and does
+    // not hold the key table the append takes next (that was a deadlock).
+    let source = fleet
+        .platform
+        .server
+        .clone()
+        .database(&fleet.platform.database_for("mova"));
+    let mut writer = PgConnection::connect_with(&source).await.expect("connect");
+    sqlx::query("BEGIN")
+        .execute(&mut writer)
+        .await
+        .expect("begin");
+    sqlx::query("LOCK TABLE events IN ROW EXCLUSIVE MODE")
+        .execute(&mut writer)
+        .await
+        .expect("the log, as an append takes it");
+    let in_flight = async {
+        let mut watch = PgConnection::connect_with(&source).await.expect("connect");
+        let mut waited = 0;
+        loop {
+            let hold_waits: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
+                  WHERE datname = current_database() AND wait_event_type = 'Lock' \
+                    AND query LIKE 'CREATE OR REPLACE TRIGGER hms_writes_held%')",
+            )
+            .fetch_one(&mut watch)
+            .await
+            .expect("look");
+            if hold_waits {
+                break;
+            }
+            waited += 1;
+            assert!(
+                waited < 600,
+                "the hold never waited for the append in flight"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        // Shorter than the deadlock check's second: the key table must be free now.
+        sqlx::query("SET LOCAL lock_timeout = '300ms'")
+            .execute(&mut writer)
+            .await
+            .expect("set");
+        let keys = sqlx::query("LOCK TABLE patient_keys IN ROW EXCLUSIVE MODE")
+            .execute(&mut writer)
+            .await;
+        sqlx::query("COMMIT")
+            .execute(&mut writer)
+            .await
+            .expect("commit");
+        keys
+    };
+    let ((ok, out), keys) = tokio::join!(fleet.move_mova_pausing_after("held"), in_flight);
+    assert!(
+        keys.is_ok(),
+        "the append in flight takes the key table: {keys:?}"
+    );
     assert!(ok && out.contains("paused"), "{out}");
     let held = register(&b.address, &token_b, "Refused", "held-then-aborted").await;
     assert_eq!(held, Err("UNAVAILABLE".to_owned()), "{held:?}");

@@ -126,6 +126,100 @@ async fn a_registration_stores_its_key_with_its_event_and_an_erased_id_is_refuse
     assert_eq!(events, 0);
 }
 
+/// The append of a registration takes the log, then the key table (its key is stored by
+/// the same statement). Chosen as a deadlock's victim — here another transaction holds
+/// the key table and then wants the log — it is sent again, not failed: nothing of it was
+/// written.
+#[tokio::test]
+async fn a_registration_chosen_to_break_a_deadlock_is_sent_again() {
+    use chrono::Utc;
+    use hms_app::commands;
+    use hms_domain::common::HospitalCode;
+    use hms_domain::patient::{Mrn, Patient, PatientCommand};
+    use hms_tests::fixtures::{admin_actor, demographics, metadata};
+    use sqlx::{Connection, PgConnection};
+
+    let app = spawn_app().await;
+    app.setup_hospital("DLK001").await;
+    let lease = app.state.registry.get("DLK001").await.expect("tenant");
+    let pool = lease.pool.clone();
+    let hospital = HospitalCode::parse("DLK001").expect("code");
+    let registration = |id: Uuid, n: u64| PatientCommand::RegisterPatient {
+        actor: admin_actor("DLK001"),
+        patient_id: id,
+        mrn: Mrn::new(&hospital, n).expect("mrn"),
+        hospital: hospital.clone(),
+        demographics: demographics("Deadlocked"),
+        allergies: vec![],
+        now: Utc::now(),
+    };
+    let meta = metadata("DLK001", admin_actor("DLK001"));
+    // A first registration prepares the statement on the pool's connection: a prepared
+    // statement takes its locks in plan order (the log, then the key table); its very
+    // first parse takes the key table first, and would just wait below.
+    let first = Uuid::new_v4();
+    commands::append_new::<Patient>(&pool, &first.to_string(), registration(first, 1), (), &meta)
+        .await
+        .expect("registered");
+    let id = Uuid::new_v4();
+    let registration = registration(id, 2);
+
+    let owner = hms_tests::server_options().database(&lease.database_name);
+    let mut other = PgConnection::connect_with(&owner).await.expect("connect");
+    sqlx::query("BEGIN")
+        .execute(&mut other)
+        .await
+        .expect("begin");
+    sqlx::query("LOCK TABLE patient_keys IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut other)
+        .await
+        .expect("the key table");
+    let append = tokio::spawn(async move {
+        commands::append_new::<Patient>(&pool, &id.to_string(), registration, (), &meta).await
+    });
+    let mut watch = PgConnection::connect_with(&owner).await.expect("connect");
+    let mut waited = 0;
+    loop {
+        let append_waits: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
+              WHERE datname = current_database() AND wait_event_type = 'Lock' \
+                AND query LIKE 'WITH offered AS%')",
+        )
+        .fetch_one(&mut watch)
+        .await
+        .expect("look");
+        if append_waits {
+            break;
+        }
+        waited += 1;
+        assert!(waited < 600, "the append never waited for the key table");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The append holds the log and waits for the keys; this transaction now waits for the
+    // log. The append has waited longer, so its deadlock check runs first and aborts it:
+    // the log is then this transaction's.
+    let log = sqlx::query("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut other)
+        .await;
+    assert!(log.is_ok(), "the append was the deadlock's victim: {log:?}");
+    sqlx::query("COMMIT")
+        .execute(&mut other)
+        .await
+        .expect("commit");
+    let appended = append.await.expect("the append's task");
+    assert!(appended.is_ok(), "sent again and appended: {appended:?}");
+    let (events, keys): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM events WHERE aggregate_id = $1), \
+                (SELECT count(*) FROM patient_keys WHERE patient_id = $2)",
+    )
+    .bind(id.to_string())
+    .bind(id)
+    .fetch_one(&mut watch)
+    .await
+    .expect("count");
+    assert_eq!((events, keys), (1, 1), "appended once, with its key");
+}
+
 /// MRNs drawn by registrations at the same moment (in batches, one statement for those
 /// waiting together) are distinct and leave no gap; a database without the sequence
 /// fails its own draws only, and a hospital whose sequence is held up delays no other.
