@@ -333,6 +333,28 @@ impl TestApp {
     }
 }
 
+/// Waits (at most 30 s) until a session of `conn`'s database waits for a lock while
+/// running a statement that starts with `statement`: how a test knows another session got
+/// as far as a lock it holds back.
+pub async fn until_waiting_for_a_lock(conn: &mut PgConnection, statement: &str) {
+    for _ in 0..1500 {
+        let waits: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
+              WHERE datname = current_database() AND wait_event_type = 'Lock' \
+                AND starts_with(query, $1))",
+        )
+        .bind(statement)
+        .fetch_one(&mut *conn)
+        .await
+        .expect("pg_stat_activity");
+        if waits {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("no session ran {statement:?} waiting for a lock within 30 s");
+}
+
 /// The `extensions.code` of the first error, if any.
 pub fn error_code(response: &Value) -> Option<&str> {
     response["errors"][0]["extensions"]["code"].as_str()

@@ -496,26 +496,11 @@ async fn run_move(fleet: Fleet) {
         .expect("the log, as an append takes it");
     let in_flight = async {
         let mut watch = PgConnection::connect_with(&source).await.expect("connect");
-        let mut waited = 0;
-        loop {
-            let hold_waits: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
-                  WHERE datname = current_database() AND wait_event_type = 'Lock' \
-                    AND query LIKE 'CREATE OR REPLACE TRIGGER hms_writes_held%')",
-            )
-            .fetch_one(&mut watch)
-            .await
-            .expect("look");
-            if hold_waits {
-                break;
-            }
-            waited += 1;
-            assert!(
-                waited < 600,
-                "the hold never waited for the append in flight"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        hms_tests::until_waiting_for_a_lock(
+            &mut watch,
+            "CREATE OR REPLACE TRIGGER hms_writes_held",
+        )
+        .await;
         // Shorter than the deadlock check's second: the key table must be free now.
         sqlx::query("SET LOCAL lock_timeout = '300ms'")
             .execute(&mut writer)

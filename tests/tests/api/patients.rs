@@ -178,23 +178,7 @@ async fn a_registration_chosen_to_break_a_deadlock_is_sent_again() {
         commands::append_new::<Patient>(&pool, &id.to_string(), registration, (), &meta).await
     });
     let mut watch = PgConnection::connect_with(&owner).await.expect("connect");
-    let mut waited = 0;
-    loop {
-        let append_waits: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
-              WHERE datname = current_database() AND wait_event_type = 'Lock' \
-                AND query LIKE 'WITH offered AS%')",
-        )
-        .fetch_one(&mut watch)
-        .await
-        .expect("look");
-        if append_waits {
-            break;
-        }
-        waited += 1;
-        assert!(waited < 600, "the append never waited for the key table");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    hms_tests::until_waiting_for_a_lock(&mut watch, "WITH offered AS").await;
     // The append holds the log and waits for the keys; this transaction now waits for the
     // log. The append has waited longer, so its deadlock check runs first and aborts it:
     // the log is then this transaction's.
