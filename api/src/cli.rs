@@ -129,7 +129,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::BackupHospital { code, output } => {
             let platform = Platform::connect(&config).await?;
-            let tools = PgTools::discover(config.database_url.expose());
+            let tools = PgTools::discover();
             let manifest = backup_hospital(&platform, &tools, &code, &output).await?;
             println!(
                 "hospital {} backed up to {}: {} events, head {}, recorded head {}, dump {} bytes (sha256 {})",
@@ -149,7 +149,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             server,
         } => {
             let platform = Platform::connect(&config).await?;
-            let tools = PgTools::discover(config.database_url.expose());
+            let tools = PgTools::discover();
             let restored = restore_hospital(
                 &platform,
                 &tools,
@@ -180,7 +180,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("the move of {code} is aborted (it stood at {step:?}); the hospital stays where it was");
                 return Ok(());
             }
-            let tools = PgTools::discover(config.database_url.expose());
+            let tools = PgTools::discover();
             let stop_after = stop_after.as_deref().and_then(MoveStep::from_name);
             let report = moving::move_hospital(
                 &platform,
@@ -297,15 +297,18 @@ async fn servers(config: &PlatformConfig, command: ServersCommand) -> anyhow::Re
                 connection_budget: budget,
             };
             let role = platform.naming.writer_role();
-            servers
+            let warning = servers
                 .add(&new, &role, config.tenant_role_password.as_ref())
                 .await?;
+            if let Some(warning) = warning {
+                eprintln!("warning: {warning}");
+            }
             println!("database server {} added", new.name);
         }
         ServersCommand::List => {
             println!(
-                "{:<16} {:<40} {:>9} {:>9} {:>7}  status",
-                "name", "address", "hospitals", "capacity", "budget"
+                "{:<16} {:<40} {:<11} {:>9} {:>9} {:>7}  status",
+                "name", "address", "tls", "hospitals", "capacity", "budget"
             );
             for s in servers.list().await? {
                 let budget = s.connection_budget.map_or_else(
@@ -313,9 +316,10 @@ async fn servers(config: &PlatformConfig, command: ServersCommand) -> anyhow::Re
                     |b| b.to_string(),
                 );
                 println!(
-                    "{:<16} {:<40} {:>9} {:>9} {:>7}  {}",
+                    "{:<16} {:<40} {:<11} {:>9} {:>9} {:>7}  {}",
                     s.name,
                     s.address,
+                    s.tls,
                     s.hospitals,
                     s.capacity,
                     budget,

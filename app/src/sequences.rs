@@ -48,7 +48,10 @@ struct Draw {
 type DatabaseKey = (String, u16, String);
 
 /// A batcher per database: a database that is slow or unreachable holds up the numbers
-/// of its own hospital only, never another's.
+/// of its own hospital only, never another's. A database's batcher lives while draws
+/// are in flight there and is let go with the last one, so a process that has served
+/// thousands of hospitals keeps none for those it is not drawing from (each would hold
+/// a parked task).
 #[derive(Clone, Default)]
 pub struct Sequences {
     batchers: Arc<Mutex<HashMap<DatabaseKey, Arc<Batcher<Draw>>>>>,
@@ -62,12 +65,17 @@ impl Sequences {
     /// The next number of `sequence` in the database behind `pool`.
     pub async fn next(&self, pool: &PgPool, sequence: Sequence) -> Result<i64, AppError> {
         let (answer, drawn) = oneshot::channel();
-        self.batcher(pool).push(Draw {
+        // Held until answered (or this request is dropped): the batcher and its queue
+        // must outlive the draw.
+        let held = self.batcher(pool);
+        held.batcher().push(Draw {
             pool: pool.clone(),
             sequence,
             answer,
         });
-        match drawn.await {
+        let drawn = drawn.await;
+        drop(held);
+        match drawn {
             Ok(Ok(number)) => Ok(number),
             Ok(Err(Failed {
                 unreachable: true,
@@ -78,19 +86,62 @@ impl Sequences {
         }
     }
 
-    fn batcher(&self, pool: &PgPool) -> Arc<Batcher<Draw>> {
+    /// Databases with draws in flight (each has a batcher).
+    pub fn databases_drawing(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn batcher(&self, pool: &PgPool) -> Held<'_> {
         let options = pool.connect_options();
         let key = (
             options.get_host().to_owned(),
             options.get_port(),
             options.get_database().unwrap_or_default().to_owned(),
         );
-        self.batchers
+        let batcher = self
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(key)
+            .entry(key.clone())
             .or_insert_with(|| Arc::new(Batcher::new(draw_all)))
-            .clone()
+            .clone();
+        Held {
+            sequences: self,
+            key,
+            batcher,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DatabaseKey, Arc<Batcher<Draw>>>> {
+        // Entries are whole values: a poisoned map is still consistent.
+        self.batchers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One draw's hold on its database's batcher; the last hold removes it from the map.
+struct Held<'a> {
+    sequences: &'a Sequences,
+    key: DatabaseKey,
+    batcher: Arc<Batcher<Draw>>,
+}
+
+impl Held<'_> {
+    fn batcher(&self) -> &Batcher<Draw> {
+        &self.batcher
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let batcher = &self.batcher;
+        // Holds are cloned under the same lock, so a count of two (the map's and this
+        // one) means no other draw holds the batcher or can be about to.
+        let mut batchers = self.sequences.lock();
+        if Arc::strong_count(batcher) == 2
+            && batchers
+                .get(&self.key)
+                .is_some_and(|b| Arc::ptr_eq(b, batcher))
+        {
+            batchers.remove(&self.key);
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context};
-use sqlx::postgres::PgConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 /// One running cluster on 127.0.0.1.
 pub struct Cluster {
@@ -52,6 +52,108 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// A primary reached over TCP only with TLS (`hostnossl` connections are refused),
+    /// with a certificate for 127.0.0.1 and `localhost` signed by a CA of its own
+    /// ([`Self::ca_file`]); made with the `openssl` program.
+    pub fn primary_with_tls() -> anyhow::Result<Self> {
+        let cluster = Self::primary()?;
+        cluster.run(
+            "pg_ctl",
+            &["-D", path(&cluster.data), "-m", "fast", "-w", "stop"],
+        )?;
+        let tls = cluster.root.join("tls");
+        std::fs::create_dir_all(&tls)?;
+        let file = |name: &str| path(&tls.join(name)).to_owned();
+        let extensions = tls.join("server.ext");
+        std::fs::write(
+            &extensions,
+            "subjectAltName = DNS:localhost, IP:127.0.0.1\n\
+             extendedKeyUsage = serverAuth\n\
+             basicConstraints = critical, CA:FALSE\n",
+        )?;
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=hms test CA",
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign",
+                    "-keyout",
+                    &file("ca.key"),
+                    "-out",
+                    &file("ca.crt"),
+                ],
+            ]
+            .concat(),
+        )?;
+        openssl(
+            &[
+                &["req"][..],
+                &ec,
+                &[
+                    "-subj",
+                    "/CN=localhost",
+                    "-keyout",
+                    &file("server.key"),
+                    "-out",
+                    &file("server.csr"),
+                ],
+            ]
+            .concat(),
+        )?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &file("server.csr"),
+            "-CA",
+            &file("ca.crt"),
+            "-CAkey",
+            &file("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            path(&extensions),
+            "-out",
+            &file("server.crt"),
+        ])?;
+        give_to_postgres_recursively(&tls)?;
+        set_mode(&tls.join("server.key"), 0o600)?;
+        std::fs::write(
+            cluster.data.join("pg_hba.conf"),
+            "local all all trust\n\
+             hostssl all all 127.0.0.1/32 trust\n\
+             hostssl replication all 127.0.0.1/32 trust\n\
+             hostnossl all all 0.0.0.0/0 reject\n",
+        )?;
+        cluster.configure(&[
+            "ssl = on",
+            &format!("ssl_cert_file = '{}'", file("server.crt")),
+            &format!("ssl_key_file = '{}'", file("server.key")),
+        ])?;
+        cluster.start()?;
+        Ok(cluster)
+    }
+
+    /// The CA that signed a [`Self::primary_with_tls`] server's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.root.join("tls").join("ca.crt")
+    }
+
     /// A hot standby of `primary`, streaming from it.
     pub fn standby_of(primary: &Cluster) -> anyhow::Result<Self> {
         let cluster = Self {
@@ -84,11 +186,17 @@ impl Cluster {
     }
 
     pub fn options(&self, database: &str) -> PgConnectOptions {
-        PgConnectOptions::new()
+        let options = PgConnectOptions::new()
             .host("127.0.0.1")
             .port(self.port)
             .username("postgres")
-            .database(database)
+            .database(database);
+        let ca = self.ca_file();
+        if ca.exists() {
+            options.ssl_mode(PgSslMode::VerifyFull).ssl_root_cert(ca)
+        } else {
+            options.ssl_mode(PgSslMode::Disable)
+        }
     }
 
     /// Appends settings (later lines win), with this cluster's port and sockets.
@@ -192,6 +300,38 @@ fn give_to_postgres(dir: &Path) -> anyhow::Result<()> {
             bail!("chown of {} failed", dir.display());
         }
     }
+    Ok(())
+}
+
+fn openssl(args: &[&str]) -> anyhow::Result<()> {
+    let output = Command::new("openssl")
+        .args(args)
+        .output()
+        .context("running openssl")?;
+    if !output.status.success() {
+        bail!(
+            "openssl {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+fn give_to_postgres_recursively(dir: &Path) -> anyhow::Result<()> {
+    if is_root() {
+        let status = Command::new("chown")
+            .args(["-R", "postgres:postgres", path(dir)])
+            .status()?;
+        if !status.success() {
+            bail!("chown of {} failed", dir.display());
+        }
+    }
+    Ok(())
+}
+
+fn set_mode(file: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode))?;
     Ok(())
 }
 

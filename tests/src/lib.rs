@@ -35,9 +35,9 @@ pub fn server_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
+/// Read as the server reads its URLs (the same TLS policy).
 pub fn server_options() -> PgConnectOptions {
-    server_url()
-        .parse::<PgConnectOptions>()
+    hms_app::tenancy::platform::parse_url(&server_url())
         .expect("HMS_TEST_DATABASE_URL is a postgres URL")
         .log_statements(tracing::log::LevelFilter::Trace)
 }

@@ -37,7 +37,7 @@ use sqlx::{Connection, PgConnection};
 
 use super::directory::TenantStatus;
 use super::names::quote_ident;
-use super::platform::{connect_once, latest_tenant_migration, migrate_tenant_database};
+use super::platform::{self, connect_once, latest_tenant_migration, migrate_tenant_database};
 use super::provisioning::drop_database;
 use super::servers::{self, DEFAULT_SERVER};
 use super::{Result, TenancyError};
@@ -78,18 +78,16 @@ pub struct Manifest {
     pub dump_bytes: u64,
 }
 
-/// Where the PostgreSQL client programs are, and the password they connect with.
+/// Where the PostgreSQL client programs are.
 #[derive(Debug, Clone, Default)]
 pub struct PgTools {
     /// `None`: found on `PATH`.
     pub bindir: Option<PathBuf>,
-    pub password: Option<String>,
 }
 
 impl PgTools {
-    /// `HMS_PG_BINDIR`, else `pg_config --bindir`, else `PATH`; the password is the one
-    /// in the platform's URL (handed over in the environment, never on a command line).
-    pub fn discover(database_url: &str) -> Self {
+    /// `HMS_PG_BINDIR`, else `pg_config --bindir`, else `PATH`.
+    pub fn discover() -> Self {
         let bindir = std::env::var_os("HMS_PG_BINDIR")
             .map(PathBuf::from)
             .or_else(|| {
@@ -101,36 +99,26 @@ impl PgTools {
                     .success()
                     .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
             });
-        let password = url::Url::parse(database_url)
-            .ok()
-            .and_then(|u| u.password().map(str::to_owned))
-            .map(|p| {
-                percent_encoding::percent_decode_str(&p)
-                    .decode_utf8_lossy()
-                    .into_owned()
-            });
-        Self { bindir, password }
+        Self { bindir }
     }
 
+    /// `program` reaching the server of `options` as this process does: its own
+    /// credentials and TLS mode (each server has its own URL), in the environment.
     fn command(&self, program: &str, options: &PgConnectOptions) -> tokio::process::Command {
         let path = match &self.bindir {
             Some(dir) => dir.join(program),
             None => PathBuf::from(program),
         };
         let mut command = tokio::process::Command::new(path);
+        for inherited in ["PGPASSWORD", "PGSSLMODE", "PGSSLROOTCERT", "PGSERVICE"] {
+            command.env_remove(inherited);
+        }
         command
-            .env("PGHOST", options.get_host())
-            .env("PGPORT", options.get_port().to_string())
-            .env("PGUSER", options.get_username())
-            .env("PGDATABASE", options.get_database().unwrap_or("postgres"))
-            .env_remove("PGPASSWORD")
+            .envs(platform::libpq_environment(options))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        if let Some(password) = &self.password {
-            command.env("PGPASSWORD", password);
-        }
         command
     }
 

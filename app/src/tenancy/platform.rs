@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::{ConnectOptions, Connection, Executor, PgConnection, PgPool};
 
 use super::names::quote_ident;
@@ -66,10 +66,105 @@ pub fn is_unreachable(error: &sqlx::Error) -> bool {
     }
 }
 
+///
+/// Every address of a database server passes through here, so this is where the TLS
+/// policy lives: see [`with_tls_policy`].
 pub fn parse_url(url: &str) -> Result<PgConnectOptions> {
-    url.parse::<PgConnectOptions>()
-        .map(|o| o.log_statements(tracing::log::LevelFilter::Debug))
-        .map_err(|_| TenancyError::Config("DATABASE_URL is not a valid postgres:// URL".into()))
+    let invalid = || TenancyError::Config("DATABASE_URL is not a valid postgres:// URL".into());
+    let options = url
+        .parse::<PgConnectOptions>()
+        .map_err(|_| invalid())?
+        .log_statements(tracing::log::LevelFilter::Debug);
+    let parsed = url::Url::parse(url).map_err(|_| invalid())?;
+    let mode_named = parsed
+        .query_pairs()
+        .any(|(key, _)| key == "sslmode" || key == "ssl-mode")
+        || std::env::var_os("PGSSLMODE").is_some();
+    Ok(with_tls_policy(options, mode_named))
+}
+
+/// TLS to a database server (ADR 0009, "TLS"): a mode the operator named (`sslmode` in
+/// the URL, or `PGSSLMODE`) is kept. Otherwise a server on this machine (a loopback
+/// address, `localhost` or a Unix socket) is reached without TLS, which would only add
+/// a handshake to every new connection (about 5 ms, both sides), and any other server
+/// with `verify-full`: patient data never crosses a network in clear text, nor to a
+/// server that cannot prove its name. libpq's own default, `prefer`, would silently
+/// fall back to clear text and accepts any certificate.
+pub fn with_tls_policy(options: PgConnectOptions, mode_named: bool) -> PgConnectOptions {
+    if mode_named {
+        return options;
+    }
+    let mode = if on_this_machine(&options) {
+        PgSslMode::Disable
+    } else {
+        PgSslMode::VerifyFull
+    };
+    options.ssl_mode(mode)
+}
+
+/// Whether `options` reach a server on this machine: a Unix socket, `localhost` or a
+/// loopback address.
+pub fn on_this_machine(options: &PgConnectOptions) -> bool {
+    let host = options.get_host();
+    options.get_socket().is_some()
+        || host.starts_with('/')
+        || host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// How `options` use TLS, as `hms servers list` shows it.
+pub fn tls_mode(options: &PgConnectOptions) -> &'static str {
+    match options.get_ssl_mode() {
+        PgSslMode::Disable => "off",
+        PgSslMode::Allow => "allow",
+        PgSslMode::Prefer => "prefer",
+        PgSslMode::Require => "require",
+        PgSslMode::VerifyCa => "verify-ca",
+        PgSslMode::VerifyFull => "verify-full",
+    }
+}
+
+/// The libpq environment that reaches the server of `options` as sqlx does (for
+/// `pg_dump` and `pg_restore`): host, port, user, database, password, and the TLS mode
+/// and root certificate. Handed over in the environment, never on a command line.
+pub fn libpq_environment(options: &PgConnectOptions) -> Vec<(&'static str, String)> {
+    let host = match options.get_socket() {
+        Some(directory) => directory.to_string_lossy().into_owned(),
+        None => options.get_host().to_owned(),
+    };
+    let mut env = vec![
+        ("PGHOST", host),
+        ("PGPORT", options.get_port().to_string()),
+        ("PGUSER", options.get_username().to_owned()),
+        (
+            "PGDATABASE",
+            options.get_database().unwrap_or("postgres").to_owned(),
+        ),
+    ];
+    // sqlx keeps the password and root certificate private; its URL carries them.
+    let url = options.to_url_lossy();
+    if let Some(password) = url.password() {
+        let password = percent_encoding::percent_decode_str(password).decode_utf8_lossy();
+        env.push(("PGPASSWORD", password.into_owned()));
+    }
+    for (key, value) in url.query_pairs() {
+        match &*key {
+            "sslmode" => env.push(("PGSSLMODE", value.into_owned())),
+            // A file is shown as "file: PATH"; a certificate given inline (PEM) has no
+            // path to hand over, and libpq then reads its own default root file.
+            "sslrootcert" => {
+                if let Some(path) = value.strip_prefix("file: ") {
+                    env.push(("PGSSLROOTCERT", path.to_owned()));
+                }
+            }
+            _ => {}
+        }
+    }
+    env
 }
 
 /// One short-lived connection, e.g. to migrate a database or run `CREATE DATABASE`.

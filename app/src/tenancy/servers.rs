@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use sqlx::postgres::PgConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::{FromRow, PgExecutor, PgPool};
 
 use super::platform;
@@ -31,6 +31,9 @@ pub struct ServerSummary {
     /// Host, port and user; never the password ([`redacted`]).
     #[sqlx(skip)]
     pub address: String,
+    /// The TLS mode it is reached with ([`platform::tls_mode`]).
+    #[sqlx(skip)]
+    pub tls: &'static str,
     pub capacity: i32,
     pub connection_budget: Option<i32>,
     pub draining: bool,
@@ -112,11 +115,13 @@ impl ServerDirectory {
         Ok(rows
             .into_iter()
             .map(|ServerRow { mut summary, url }| {
-                summary.address = match url {
-                    Some(url) => parse_server_url(&url)
-                        .map(|o| redacted(&o))
-                        .unwrap_or_else(|_| "(unreadable URL)".into()),
-                    None => format!("{} (the platform's own)", redacted(&self.platform_server)),
+                let options = match url {
+                    Some(url) => parse_server_url(&url).ok(),
+                    None => Some(self.platform_server.clone()),
+                };
+                (summary.address, summary.tls) = match options {
+                    Some(options) => (redacted(&options), platform::tls_mode(&options)),
+                    None => ("(unreadable URL)".into(), "?"),
                 };
                 summary
             })
@@ -136,12 +141,15 @@ impl ServerDirectory {
 
     /// Adds a server after checking that it answers with `new.url` and may create
     /// databases; the tenant writer role `writer` is made there as on the platform's.
+    /// Returns a warning for the operator when a server on another machine is reached
+    /// without a verified certificate (a mode the URL named; see
+    /// [`platform::with_tls_policy`]).
     pub async fn add(
         &self,
         new: &NewServer,
         writer: &str,
         writer_password: Option<&crate::config::Secret>,
-    ) -> Result<()> {
+    ) -> Result<Option<String>> {
         check_name(&new.name)?;
         if new.name == DEFAULT_SERVER {
             return Err(TenancyError::Config(format!(
@@ -154,6 +162,7 @@ impl ServerDirectory {
             ));
         }
         let options = parse_server_url(&new.url)?;
+        let warning = tls_warning(&new.name, &options);
         let mut conn = platform::connect_once(&options.clone().database("postgres")).await?;
         let may_create: bool = sqlx::query_scalar(
             "SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user",
@@ -188,7 +197,7 @@ impl ServerDirectory {
                 new.name
             )));
         }
-        Ok(())
+        Ok(warning)
     }
 
     /// Stops (or, with `false`, resumes) placing new hospitals on `name`.
@@ -328,6 +337,20 @@ fn parse_server_url(url: &str) -> Result<PgConnectOptions> {
     })
 }
 
+/// What to tell the operator when server `name` is on another machine and reached
+/// without checking its certificate and name (a weaker mode the URL named).
+fn tls_warning(name: &str, options: &PgConnectOptions) -> Option<String> {
+    let verified = matches!(options.get_ssl_mode(), PgSslMode::VerifyFull);
+    (!verified && !platform::on_this_machine(options)).then(|| {
+        format!(
+            "server {name} is on another machine and reached with sslmode={}: its traffic \
+             can be read or altered on the network (verify-full, the default, checks the \
+             server's certificate and name)",
+            platform::tls_mode(options)
+        )
+    })
+}
+
 /// `user@host:port`: where a server is, without its password.
 pub fn redacted(options: &PgConnectOptions) -> String {
     format!(
@@ -359,5 +382,79 @@ mod tests {
         assert!(!e.to_string().contains("hunter2"));
         let options = parse_server_url("postgres://root:hunter2@db.example:6432/x").expect("a URL");
         assert_eq!(redacted(&options), "root@db.example:6432");
+    }
+
+    #[test]
+    fn a_server_elsewhere_is_reached_with_a_verified_certificate_unless_the_url_says_otherwise() {
+        if std::env::var_os("PGSSLMODE").is_some() {
+            // The operator's PGSSLMODE is a named mode: it wins over the policy.
+            return;
+        }
+        let mode = |url: &str| parse_server_url(url).expect("a URL").get_ssl_mode();
+        for elsewhere in [
+            "postgres://u:pw@db.example/x",
+            "postgres://u:pw@10.0.0.7:6432/x",
+            "postgres://u:pw@[2001:db8::1]/x",
+        ] {
+            assert!(
+                matches!(mode(elsewhere), PgSslMode::VerifyFull),
+                "{elsewhere}"
+            );
+        }
+        for here in [
+            "postgres://u@127.0.0.1/x",
+            "postgres://u@127.0.0.2:5433/x",
+            "postgres://u@LOCALHOST/x",
+            "postgres://u@[::1]/x",
+            "postgres://u@%2Fvar%2Frun%2Fpostgresql/x",
+            "postgres:///x?host=/var/run/postgresql",
+        ] {
+            assert!(matches!(mode(here), PgSslMode::Disable), "{here}");
+        }
+        // A mode the URL names is kept, here and elsewhere.
+        assert!(matches!(
+            mode("postgres://u@127.0.0.1/x?sslmode=verify-full"),
+            PgSslMode::VerifyFull
+        ));
+        assert!(matches!(
+            mode("postgres://u@db.example/x?sslmode=require"),
+            PgSslMode::Require
+        ));
+        // ... and a weaker one for a server elsewhere is worth a warning.
+        let weak =
+            parse_server_url("postgres://u:hunter2@db.example/x?sslmode=require").expect("a URL");
+        let warning = tls_warning("pg-2", &weak).expect("a warning");
+        assert!(warning.contains("sslmode=require") && !warning.contains("hunter2"));
+        for fine in [
+            "postgres://u@db.example/x",
+            "postgres://u@127.0.0.1/x?sslmode=disable",
+        ] {
+            let options = parse_server_url(fine).expect("a URL");
+            assert_eq!(tls_warning("pg-2", &options), None, "{fine}");
+        }
+    }
+
+    #[test]
+    fn client_programs_reach_a_server_with_its_own_credentials_and_tls_mode() {
+        if std::env::var_os("PGSSLMODE").is_some() {
+            return;
+        }
+        let options = parse_server_url(
+            "postgres://owner:p%40ss%2Fw@db.example:6432/hms?sslrootcert=/etc/hms/ca.pem",
+        )
+        .expect("a URL");
+        let env: HashMap<_, _> = platform::libpq_environment(&options).into_iter().collect();
+        let get = |key: &str| env.get(key).map(String::as_str);
+        assert_eq!(get("PGHOST"), Some("db.example"));
+        assert_eq!(get("PGPORT"), Some("6432"));
+        assert_eq!(get("PGUSER"), Some("owner"));
+        assert_eq!(get("PGDATABASE"), Some("hms"));
+        assert_eq!(get("PGPASSWORD"), Some("p@ss/w"));
+        assert_eq!(get("PGSSLMODE"), Some("verify-full"));
+        assert_eq!(get("PGSSLROOTCERT"), Some("/etc/hms/ca.pem"));
+        let local = parse_server_url("postgres://owner@127.0.0.1/hms").expect("a URL");
+        let env: HashMap<_, _> = platform::libpq_environment(&local).into_iter().collect();
+        assert_eq!(env.get("PGSSLMODE").map(String::as_str), Some("disable"));
+        assert!(!env.contains_key("PGPASSWORD"));
     }
 }

@@ -13,6 +13,10 @@ const PASSWORD: &str = "plum kettle orbit 4711";
 /// must never be printed.
 const SECRET_IN_URL: &str = "fleet-secret-pw-93";
 
+// The second server refuses connections without TLS (`Cluster::primary_with_tls`), so
+// every path that reaches it — pools, provisioning, spares, `hms-replay`, and a move's
+// `pg_dump`/`pg_restore` — is shown to use TLS with the URL's certificate check.
+
 struct Fleet {
     platform: ProcessPlatform,
     second: Cluster,
@@ -20,6 +24,14 @@ struct Fleet {
 
 impl Fleet {
     fn second_url(&self) -> String {
+        format!(
+            "{}?sslmode=verify-full&sslrootcert={}",
+            self.second_url_without_tls(),
+            self.second.ca_file().display()
+        )
+    }
+
+    fn second_url_without_tls(&self) -> String {
         format!(
             "postgres://postgres:{SECRET_IN_URL}@127.0.0.1:{}/postgres",
             self.second.port
@@ -141,7 +153,7 @@ impl Fleet {
 async fn hospitals_on_two_database_servers_are_placed_served_migrated_and_verified() {
     let fleet = Fleet {
         platform: ProcessPlatform::new(),
-        second: Cluster::primary().expect("a second PostgreSQL server"),
+        second: Cluster::primary_with_tls().expect("a second PostgreSQL server"),
     };
     let result = tokio::spawn(run(fleet)).await;
     if let Err(e) = result {
@@ -168,8 +180,20 @@ async fn run(fleet: Fleet) {
         ])
         .await;
     assert!(ok, "{out}");
-    // Refusals, each without the URL's password in what is printed.
+    // Refusals, each without the URL's password in what is printed. On this machine a
+    // server is reached without TLS unless the URL asks (which the second one refuses),
+    // and a certificate is checked against the URL's CA, not any CA.
+    let without_tls = fleet.second_url_without_tls();
+    let unverifiable = format!("{without_tls}?sslmode=verify-full");
     for (args, expected) in [
+        (
+            vec!["servers", "add", "third", without_tls.as_str()],
+            "no encryption",
+        ),
+        (
+            vec!["servers", "add", "third", unverifiable.as_str()],
+            "certificate",
+        ),
         (
             vec!["servers", "add", "second", url.as_str()],
             "exists already",
@@ -212,9 +236,15 @@ async fn run(fleet: Fleet) {
         .find(|l| l.starts_with("second"))
         .unwrap_or_else(|| panic!("{listed}"));
     assert!(
-        second_line.contains(&format!("postgres@127.0.0.1:{}", fleet.second.port)),
+        second_line.contains(&format!("postgres@127.0.0.1:{}", fleet.second.port))
+            && second_line.contains("verify-full"),
         "{second_line}"
     );
+    let default_line = listed
+        .lines()
+        .find(|l| l.starts_with("default"))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(default_line.contains(" off "), "{default_line}");
 
     // Placement: by name, then by policy (the platform's own server has far more room),
     // then around a draining server.
@@ -370,7 +400,7 @@ async fn run(fleet: Fleet) {
 async fn a_hospital_moves_to_another_server_under_load_and_loses_nothing() {
     let fleet = Fleet {
         platform: ProcessPlatform::new(),
-        second: Cluster::primary().expect("a second PostgreSQL server"),
+        second: Cluster::primary_with_tls().expect("a second PostgreSQL server"),
     };
     let result = tokio::spawn(run_move(fleet)).await;
     if let Err(e) = result {

@@ -276,11 +276,14 @@ async fn concurrent_registrations_draw_distinct_mrns_without_gaps() {
     .expect("drawn");
     assert_eq!(elsewhere, 1);
     assert!(!stuck.is_finished(), "the locked hospital waits");
+    // Only a database with a draw in flight keeps a batcher.
+    assert_eq!(app.state.sequences.databases_drawing(), 1);
     sqlx::query("ROLLBACK")
         .execute(&mut locker)
         .await
         .expect("unlocked");
     assert_eq!(stuck.await.expect("joined").expect("drawn"), 27);
+    assert_eq!(app.state.sequences.databases_drawing(), 0);
 }
 
 #[tokio::test]
