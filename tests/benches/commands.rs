@@ -27,7 +27,7 @@ use std::time::Duration;
 use anyhow::Context;
 use hms_projections::projectors::PatientRow;
 use hms_tests::load::{
-    env_or, hms, measure, print_header, register, server_binary, Api, Server, PASSWORD,
+    env_or, hms, measure, print_header, register, server_binary, Api, CpuTimes, Server, PASSWORD,
 };
 use hms_tests::{drop_databases, server_options};
 use serde_json::json;
@@ -156,6 +156,7 @@ async fn run(prefix: &str) -> anyhow::Result<()> {
         order.rotate_left(round % len);
         let mut results = Vec::new();
         for workload in order {
+            let cpu = CpuTimes::now(&[server.child.id()]);
             let r = match workload {
                 Workload::Raw => {
                     let pool = raw.clone();
@@ -268,19 +269,21 @@ async fn run(prefix: &str) -> anyhow::Result<()> {
                     .await
                 }
             };
-            results.push((workload, r));
+            results.push((workload, r, CpuTimes::now(&[server.child.id()]).since(&cpu)));
         }
         let raw_rate = results
             .iter()
-            .find(|(w, _)| *w == Workload::Raw)
-            .map(|(_, r)| r.rate());
-        results.sort_by_key(|(w, _)| *w);
-        for (workload, r) in &results {
+            .find(|(w, _, _)| *w == Workload::Raw)
+            .map(|(_, r, _)| r.rate());
+        results.sort_by_key(|(w, _, _)| *w);
+        for (workload, r, cpu) in &results {
             let against = match workload {
                 Workload::Raw | Workload::SearchSql => None,
                 _ => raw_rate,
             };
             r.print(workload.name(), n, against);
+            // Raw PostgreSQL and the bare search run in this process: "this bench".
+            cpu.print_per_request(r.ok, "server");
             if *workload == Workload::Register && n == 64 {
                 single_64 = Some(r.rate());
             }

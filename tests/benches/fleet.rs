@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 use futures::stream::{self, StreamExt};
 use hms_tests::cluster::Cluster;
 use hms_tests::load::{
-    env_or, hms, measure, print_header, register, server_binary, Api, Measured, Server, PASSWORD,
+    env_or, hms, measure, print_header, register, server_binary, Api, CpuTimes, Measured, Server,
+    PASSWORD,
 };
 use hms_tests::{drop_databases, server_options};
 use serde_json::json;
@@ -246,13 +247,7 @@ async fn run(prefix: &str) -> anyhow::Result<()> {
             "    round {round}: at most {} connections to hospital databases",
             per_server.join(", ")
         );
-        let per_request = |seconds: f64| 1000.0 * seconds / measured.ok.max(1) as f64;
-        println!(
-            "    CPU per request: replicas {:.1} ms, this bench {:.1} ms, the rest (PostgreSQL) {:.1} ms",
-            per_request(cpu.server),
-            per_request(cpu.bench),
-            per_request(cpu.rest)
-        );
+        cpu.print_per_request(measured.ok, "replicas");
         rows.push((name, measured, peak));
     }
     let rate = |prefix: &str| {
@@ -415,64 +410,5 @@ impl ConnectionWatch {
     async fn stop(self) -> u32 {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.unwrap_or(0)
-    }
-}
-
-/// CPU seconds used by the server processes, this process, and everything else on the
-/// machine (PostgreSQL, in a benchmark run), from `/proc`.
-struct CpuTimes {
-    server: f64,
-    bench: f64,
-    rest: f64,
-}
-
-impl CpuTimes {
-    fn now(server_pids: &[u32]) -> CpuTimes {
-        let ticks = 100.0; // USER_HZ on Linux
-        let process = |path: String| -> f64 {
-            std::fs::read_to_string(path)
-                .ok()
-                .and_then(|stat| {
-                    // Fields after the command name (which may hold spaces): utime is the
-                    // 12th, stime the 13th after ") ".
-                    let rest = stat.rsplit_once(") ")?.1.to_owned();
-                    let fields: Vec<&str> = rest.split_whitespace().collect();
-                    let utime: f64 = fields.get(11)?.parse().ok()?;
-                    let stime: f64 = fields.get(12)?.parse().ok()?;
-                    Some((utime + stime) / ticks)
-                })
-                .unwrap_or(0.0)
-        };
-        let busy = std::fs::read_to_string("/proc/stat")
-            .ok()
-            .and_then(|stat| {
-                let line = stat.lines().next()?.to_owned();
-                let v: Vec<f64> = line
-                    .split_whitespace()
-                    .skip(1)
-                    .filter_map(|x| x.parse().ok())
-                    .collect();
-                // user nice system idle iowait irq softirq steal
-                Some((v.iter().sum::<f64>() - v.get(3)? - v.get(4)?) / ticks)
-            })
-            .unwrap_or(0.0);
-        let server = server_pids
-            .iter()
-            .map(|pid| process(format!("/proc/{pid}/stat")))
-            .sum::<f64>();
-        let bench = process("/proc/self/stat".to_owned());
-        CpuTimes {
-            server,
-            bench,
-            rest: busy - server - bench,
-        }
-    }
-
-    fn since(&self, earlier: &CpuTimes) -> CpuTimes {
-        CpuTimes {
-            server: self.server - earlier.server,
-            bench: self.bench - earlier.bench,
-            rest: self.rest - earlier.rest,
-        }
     }
 }

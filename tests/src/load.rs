@@ -297,3 +297,73 @@ where
     all.latencies.sort();
     all
 }
+
+/// CPU seconds used by the server processes, this process, and everything else on the
+/// machine (PostgreSQL, in a benchmark run), from `/proc`.
+pub struct CpuTimes {
+    pub server: f64,
+    pub bench: f64,
+    pub rest: f64,
+}
+
+impl CpuTimes {
+    pub fn now(server_pids: &[u32]) -> CpuTimes {
+        let ticks = 100.0; // USER_HZ on Linux
+        let process = |path: String| -> f64 {
+            std::fs::read_to_string(path)
+                .ok()
+                .and_then(|stat| {
+                    // Fields after the command name (which may hold spaces): utime is the
+                    // 12th, stime the 13th after ") ".
+                    let rest = stat.rsplit_once(") ")?.1.to_owned();
+                    let fields: Vec<&str> = rest.split_whitespace().collect();
+                    let utime: f64 = fields.get(11)?.parse().ok()?;
+                    let stime: f64 = fields.get(12)?.parse().ok()?;
+                    Some((utime + stime) / ticks)
+                })
+                .unwrap_or(0.0)
+        };
+        let busy = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|stat| {
+                let line = stat.lines().next()?.to_owned();
+                let v: Vec<f64> = line
+                    .split_whitespace()
+                    .skip(1)
+                    .filter_map(|x| x.parse().ok())
+                    .collect();
+                // user nice system idle iowait irq softirq steal
+                Some((v.iter().sum::<f64>() - v.get(3)? - v.get(4)?) / ticks)
+            })
+            .unwrap_or(0.0);
+        let server = server_pids
+            .iter()
+            .map(|pid| process(format!("/proc/{pid}/stat")))
+            .sum::<f64>();
+        let bench = process("/proc/self/stat".to_owned());
+        CpuTimes {
+            server,
+            bench,
+            rest: busy - server - bench,
+        }
+    }
+
+    pub fn since(&self, earlier: &CpuTimes) -> CpuTimes {
+        CpuTimes {
+            server: self.server - earlier.server,
+            bench: self.bench - earlier.bench,
+            rest: self.rest - earlier.rest,
+        }
+    }
+
+    /// `    CPU per request: <server> … ms, this bench … ms, the rest (PostgreSQL) … ms`.
+    pub fn print_per_request(&self, requests: usize, server: &str) {
+        let per_request = |seconds: f64| 1000.0 * seconds / requests.max(1) as f64;
+        println!(
+            "    CPU per request: {server} {:.2} ms, this bench {:.2} ms, the rest (PostgreSQL) {:.2} ms",
+            per_request(self.server),
+            per_request(self.bench),
+            per_request(self.rest)
+        );
+    }
+}

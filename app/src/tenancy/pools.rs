@@ -120,8 +120,18 @@ pub struct TenantDb {
     pub pool: PgPool,
     /// The pool's `max_connections`: what it takes of its server's budget.
     connections: u32,
-    /// The backend pids of the connections this pool opened.
-    backends: Arc<Mutex<Vec<i32>>>,
+    /// The backends of the connections this pool opened.
+    backends: Arc<Mutex<Vec<Backend>>>,
+}
+
+/// One backend a pool's connection talks to: its pid, and a moment of the server's
+/// clock when it was already running. A pid alone is not enough: Linux reuses pids
+/// (32,768 by default), and a server forking backends for many hospitals soon gives a
+/// long-lived pool's old pid to another backend, which must not count as this one.
+#[derive(Debug, Clone, Copy)]
+struct Backend {
+    pid: i32,
+    running_at: DateTime<Utc>,
 }
 
 impl TenantDb {
@@ -146,10 +156,14 @@ impl TenantDb {
             .after_connect(move |conn, _| {
                 let recorded = recorded.clone();
                 Box::pin(async move {
-                    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-                        .fetch_one(conn)
-                        .await?;
-                    recorded.lock().unwrap_or_else(|p| p.into_inner()).push(pid);
+                    let (pid, running_at): (i32, DateTime<Utc>) =
+                        sqlx::query_as("SELECT pg_backend_pid(), now()")
+                            .fetch_one(conn)
+                            .await?;
+                    recorded
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(Backend { pid, running_at });
                     Ok(())
                 })
             })
@@ -625,11 +639,13 @@ impl PoolRegistry {
     /// Waits until PostgreSQL no longer lists the backends of `db`'s closed pool (see
     /// the module's documentation), at most [`BACKEND_EXIT_BOUND`].
     async fn await_backends_exit(&self, db: &TenantDb) {
-        let pids = db
+        let (pids, running_at): (Vec<i32>, Vec<DateTime<Utc>>) = db
             .backends
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone();
+            .iter()
+            .map(|b| (b.pid, b.running_at))
+            .unzip();
         if pids.is_empty() {
             return;
         }
@@ -639,11 +655,17 @@ impl PoolRegistry {
         };
         let deadline = Instant::now() + BACKEND_EXIT_BOUND;
         loop {
-            let listed: std::result::Result<i64, sqlx::Error> =
-                sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)")
-                    .bind(&pids)
-                    .fetch_one(&watcher)
-                    .await;
+            // A backend that started after the moment recorded is another one that was
+            // given the same pid.
+            let listed: std::result::Result<i64, sqlx::Error> = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity a \
+                   JOIN unnest($1::int[], $2::timestamptz[]) AS b(pid, running_at) \
+                     ON a.pid = b.pid AND a.backend_start <= b.running_at",
+            )
+            .bind(&pids)
+            .bind(&running_at)
+            .fetch_one(&watcher)
+            .await;
             match listed {
                 Ok(0) => return,
                 Ok(_) if Instant::now() < deadline => tokio::time::sleep(BACKEND_EXIT_POLL).await,
