@@ -337,6 +337,46 @@ fn decode_keyset(keyset: &Keyset) -> Result<(String, String, Uuid)> {
     Ok((family, given, id))
 }
 
+/// The statement of [`search_patients`]: parameters $1 MRN, $2 date of birth, $3 phone
+/// digits, $4 one name prefix, $5 several, $6-$8 the keyset after which the page
+/// starts, $9 the rows to fetch, $10 the status of merged records.
+///
+/// Pages come in name order straight from `patients_name_order` (migration
+/// 20261206000010): a list, or a search by family name, reads a page's rows and stops.
+/// One prefix may match either name, and an OR of the two would make PostgreSQL sort
+/// every match, so it is two parts merged in order: family names from the ordered index,
+/// then given names whose family name does not match (their own index, then sorted;
+/// `OFFSET 0` keeps the planner from walking the name index for them, which with
+/// correlated names it misjudges as short).
+fn search_sql(one_prefix: bool) -> String {
+    // Merged duplicates are found by their MRN only (a client holding an old MRN can
+    // follow `mergedInto`); other searches show the records in use.
+    let filters = "($1::text IS NULL OR p.mrn = $1) \
+            AND ($2::date IS NULL OR p.date_of_birth = $2) \
+            AND ($3::text IS NULL OR p.phone_digits LIKE '%' || $3) \
+            AND ($5::text[] IS NULL OR NOT EXISTS ( \
+                   SELECT 1 FROM unnest($5::text[]) w \
+                    WHERE (' ' || p.family_key || ' ' || p.given_key) NOT LIKE '% ' || w || '%')) \
+            AND ($1::text IS NOT NULL OR p.status <> $10) \
+            AND ($6::text IS NULL OR (p.family_key, p.given_key, p.id) > ($6, $7, $8))";
+    let order = "ORDER BY p.family_key, p.given_key, p.id LIMIT $9";
+    let columns = PatientRow::COLUMNS;
+    if one_prefix {
+        format!(
+            "SELECT * FROM ( \
+               (SELECT {columns} FROM patients p \
+                 WHERE {filters} AND p.family_key LIKE $4 || '%' {order}) \
+               UNION ALL \
+               (SELECT * FROM (SELECT {columns} FROM patients p \
+                                WHERE {filters} AND p.given_key LIKE $4 || '%' \
+                                  AND p.family_key NOT LIKE $4 || '%' OFFSET 0) p {order}) \
+             ) p {order}"
+        )
+    } else {
+        format!("SELECT {columns} FROM patients p WHERE {filters} AND $4::text IS NULL {order}")
+    }
+}
+
 async fn search_patients(
     pool: &PgPool,
     search: &Search,
@@ -351,35 +391,19 @@ async fn search_patients(
         Search::Name(w) if w.len() == 1 => (None, None, None, w.first().cloned(), None),
         Search::Name(w) => (None, None, None, None, Some(w.clone())),
     };
-    // Merged duplicates are found by their MRN only (a client holding an old MRN can
-    // follow `mergedInto`); other searches show the records in use.
-    let rows: Vec<PatientRow> = sqlx::query_as(&format!(
-        "SELECT {} FROM patients p \
-          WHERE ($1::text IS NULL OR p.mrn = $1) \
-            AND ($2::date IS NULL OR p.date_of_birth = $2) \
-            AND ($3::text IS NULL OR p.phone_digits LIKE '%' || $3) \
-            AND ($4::text IS NULL OR p.family_key LIKE $4 || '%' OR p.given_key LIKE $4 || '%') \
-            AND ($5::text[] IS NULL OR NOT EXISTS ( \
-                   SELECT 1 FROM unnest($5::text[]) w \
-                    WHERE (' ' || p.family_key || ' ' || p.given_key) NOT LIKE '% ' || w || '%')) \
-            AND ($1::text IS NOT NULL OR p.status <> $10) \
-            AND ($6::text IS NULL OR (p.family_key, p.given_key, p.id) > ($6, $7, $8)) \
-          ORDER BY p.family_key, p.given_key, p.id \
-          LIMIT $9",
-        PatientRow::COLUMNS
-    ))
-    .bind(mrn)
-    .bind(dob)
-    .bind(phone)
-    .bind(single)
-    .bind(words)
-    .bind(after.as_ref().map(|a| a.0.clone()))
-    .bind(after.as_ref().map(|a| a.1.clone()))
-    .bind(after.as_ref().map(|a| a.2))
-    .bind(page.fetch_limit())
-    .bind(stored_name(&PatientRecordStatus::Merged)?)
-    .fetch_all(pool)
-    .await?;
+    let rows: Vec<PatientRow> = sqlx::query_as(&search_sql(single.is_some()))
+        .bind(mrn)
+        .bind(dob)
+        .bind(phone)
+        .bind(single)
+        .bind(words)
+        .bind(after.as_ref().map(|a| a.0.clone()))
+        .bind(after.as_ref().map(|a| a.1.clone()))
+        .bind(after.as_ref().map(|a| a.2))
+        .bind(page.fetch_limit())
+        .bind(stored_name(&PatientRecordStatus::Merged)?)
+        .fetch_all(pool)
+        .await?;
     page.page(rows, patient_keyset)
         .try_map(PatientRecord::try_from)
 }

@@ -991,3 +991,65 @@ async fn allergies_alerts_death_deactivation_and_merging_follow_the_rules() {
         ]
     );
 }
+
+/// A one-word search matches family or given names: the page order (family, given, id)
+/// holds across both, a patient matching by both names comes once, and keyset pages
+/// continue where the last ended.
+#[tokio::test]
+async fn a_name_search_pages_through_family_and_given_name_matches_in_name_order() {
+    let app = spawn_app().await;
+    let staff = hospital_with_staff(&app, "DMC001").await;
+    let desk = staff.receptionist.as_str();
+    for (given, family) in [
+        ("Kato", "Zulu"),
+        ("Otieno", "Kamau"),
+        ("Kamande", "Kariuki"),
+        ("Amina", "Kamara"),
+        ("Kanini", "Odhiambo"),
+        ("Wanjiku", "Njoroge"),
+        ("Akinyi", "Kamau"),
+    ] {
+        register_simple(&app, desk, given, family).await;
+    }
+    let expected = [
+        "Kamara Amina",
+        "Kamau Akinyi",
+        "Kamau Otieno",
+        "Kariuki Kamande",
+        "Odhiambo Kanini",
+        "Zulu Kato",
+    ];
+    for first in [1, 2, 50] {
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = app
+                .graphql(
+                    "query($first: Int, $after: String) { patients(search: \"KA\", first: $first, after: $after) { \
+                       edges { node { familyName givenName } } pageInfo { hasNextPage endCursor } } }",
+                    json!({ "first": first, "after": after }),
+                    Some(desk),
+                )
+                .await;
+            let connection = &page["data"]["patients"];
+            let edges = connection["edges"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{page}"));
+            assert!(edges.len() <= first, "{page}");
+            seen.extend(edges.iter().map(|e| {
+                format!(
+                    "{} {}",
+                    e["node"]["familyName"].as_str().unwrap_or_default(),
+                    e["node"]["givenName"].as_str().unwrap_or_default()
+                )
+            }));
+            if connection["pageInfo"]["hasNextPage"] != true {
+                break;
+            }
+            after = connection["pageInfo"]["endCursor"]
+                .as_str()
+                .map(str::to_owned);
+        }
+        assert_eq!(seen, expected, "pages of {first}");
+    }
+}
