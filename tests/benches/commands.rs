@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use hms_projections::projectors::PatientRow;
+use hms_app::usecases::patients::search_sql;
 use hms_tests::load::{
     env_or, hms, measure, print_header, register, server_binary, Api, CpuTimes, Server, PASSWORD,
 };
@@ -236,16 +236,20 @@ async fn run(prefix: &str) -> anyhow::Result<()> {
                     measure(n, duration, move || {
                         let pool = pool.clone();
                         async move {
-                            sqlx::query(&format!(
-                                "SELECT {} FROM patients p \
-                                  WHERE (p.family_key LIKE $1 || '%' OR p.given_key LIKE $1 || '%') \
-                                    AND p.status <> 'MERGED' \
-                                  ORDER BY p.family_key, p.given_key, p.id LIMIT 21",
-                                PatientRow::COLUMNS
-                            ))
-                            .bind("bench")
-                            .fetch_all(&pool)
-                            .await?;
+                            // The server's own statement and parameters for this search.
+                            sqlx::query(&search_sql(true))
+                                .bind(None::<String>)
+                                .bind(None::<chrono::NaiveDate>)
+                                .bind(None::<String>)
+                                .bind("bench")
+                                .bind(None::<Vec<String>>)
+                                .bind(None::<String>)
+                                .bind(None::<String>)
+                                .bind(None::<Uuid>)
+                                .bind(21_i64)
+                                .bind("MERGED")
+                                .fetch_all(&pool)
+                                .await?;
                             Ok(())
                         }
                     })

@@ -348,7 +348,7 @@ fn decode_keyset(keyset: &Keyset) -> Result<(String, String, Uuid)> {
 /// then given names whose family name does not match (their own index, then sorted;
 /// `OFFSET 0` keeps the planner from walking the name index for them, which with
 /// correlated names it misjudges as short).
-fn search_sql(one_prefix: bool) -> String {
+pub fn search_sql(one_prefix: bool) -> String {
     // Merged duplicates are found by their MRN only (a client holding an old MRN can
     // follow `mergedInto`); other searches show the records in use.
     let filters = "($1::text IS NULL OR p.mrn = $1) \
