@@ -313,3 +313,55 @@ async fn signed_in_admins(app: &hms_tests::TestApp, codes: &[&str], username: &s
     }
     tokens
 }
+
+/// A closed pool leaves no backend behind, also when it closes while a connection is
+/// being given back (sqlx checks it with a ping first): the registry keeps a closed
+/// pool's connections counted until PostgreSQL no longer lists their backends, so one
+/// left idle would hold budget for nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_closed_while_a_connection_is_given_back_leaves_no_backend() {
+    use hms_app::tenancy::pools::close_pool;
+    use sqlx::postgres::PgPoolOptions;
+    use sqlx::{Connection, PgConnection};
+
+    let name = format!("hms-close-{}", uuid::Uuid::new_v4().simple());
+    let mut watcher = PgConnection::connect_with(&hms_tests::server_options())
+        .await
+        .expect("a watcher");
+    let mut left_behind = 0;
+    for attempt in 0..60u32 {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with(hms_tests::server_options().application_name(&name));
+        let conn = pool.acquire().await.expect("a connection");
+        drop(conn);
+        // Let the give-back start its ping (a varying head start, to meet the window).
+        for _ in 0..attempt % 6 {
+            tokio::task::yield_now().await;
+        }
+        close_pool(&pool).await;
+        // The pool value is still alive here, as while the registry waits for exits.
+        let mut listed = 1;
+        for _ in 0..100 {
+            listed = sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            )
+            .bind(&name)
+            .fetch_one(&mut watcher)
+            .await
+            .expect("activity");
+            if listed == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if listed > 0 {
+            left_behind += 1;
+        }
+        drop(pool);
+    }
+    assert_eq!(
+        left_behind, 0,
+        "closed pools whose backend stayed for 500 ms"
+    );
+}
