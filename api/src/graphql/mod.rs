@@ -13,6 +13,7 @@ pub mod hospital;
 pub mod lab;
 pub mod operation;
 pub mod pagination;
+pub mod parsed;
 pub mod patients;
 pub mod platform;
 pub mod privacy;
@@ -90,7 +91,9 @@ pub fn build_schema(state: Option<AppState>, production: bool) -> HmsSchema {
     .limit_complexity(MAX_COMPLEXITY)
     .limit_recursive_depth(32)
     .extension(budget::RequestBudget)
-    .extension(operation::OperationLabel);
+    .extension(operation::OperationLabel)
+    // Innermost: the label is still taken from every request's document.
+    .extension(parsed::ParsedDocuments::default());
     if production {
         builder = builder.disable_introspection().disable_suggestions();
     }
