@@ -68,7 +68,7 @@ impl Sequences {
         // Held until answered (or this request is dropped): the batcher and its queue
         // must outlive the draw.
         let held = self.batcher(pool);
-        held.batcher().push(Draw {
+        held.batcher.push(Draw {
             pool: pool.clone(),
             sequence,
             answer,
@@ -121,12 +121,6 @@ struct Held<'a> {
     sequences: &'a Sequences,
     key: DatabaseKey,
     batcher: Arc<Batcher<Draw>>,
-}
-
-impl Held<'_> {
-    fn batcher(&self) -> &Batcher<Draw> {
-        &self.batcher
-    }
 }
 
 impl Drop for Held<'_> {

@@ -237,7 +237,7 @@ async fn run(prefix: &str) -> anyhow::Result<()> {
                         let pool = pool.clone();
                         async move {
                             // The server's own statement and parameters for this search.
-                            sqlx::query(&search_sql(true))
+                            sqlx::query(search_sql(true))
                                 .bind(None::<String>)
                                 .bind(None::<chrono::NaiveDate>)
                                 .bind(None::<String>)

@@ -24,6 +24,13 @@ pub struct Cluster {
 impl Cluster {
     /// A new primary that streams its WAL to standbys, trust authentication.
     pub fn primary() -> anyhow::Result<Self> {
+        let cluster = Self::initialized()?;
+        cluster.start()?;
+        Ok(cluster)
+    }
+
+    /// A primary's data directory, made and configured but not started.
+    fn initialized() -> anyhow::Result<Self> {
         let bindir = server_bindir().context("no PostgreSQL server binaries (initdb) found")?;
         let root = std::env::temp_dir().join(format!("hms-cluster-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&root)?;
@@ -48,7 +55,6 @@ impl Cluster {
             ],
         )?;
         cluster.configure(&["wal_level = replica", "max_wal_senders = 4"])?;
-        cluster.start()?;
         Ok(cluster)
     }
 
@@ -56,11 +62,7 @@ impl Cluster {
     /// with a certificate for 127.0.0.1 and `localhost` signed by a CA of its own
     /// ([`Self::ca_file`]); made with the `openssl` program.
     pub fn primary_with_tls() -> anyhow::Result<Self> {
-        let cluster = Self::primary()?;
-        cluster.run(
-            "pg_ctl",
-            &["-D", path(&cluster.data), "-m", "fast", "-w", "stop"],
-        )?;
+        let cluster = Self::initialized()?;
         let tls = cluster.root.join("tls");
         std::fs::create_dir_all(&tls)?;
         let file = |name: &str| path(&tls.join(name)).to_owned();

@@ -66,17 +66,15 @@ pub fn is_unreachable(error: &sqlx::Error) -> bool {
     }
 }
 
-///
-/// Every address of a database server passes through here, so this is where the TLS
-/// policy lives: see [`with_tls_policy`].
+/// The options of a `postgres://` URL. Every address of a database server passes
+/// through here, so this is where the TLS policy is applied: see [`with_tls_policy`].
 pub fn parse_url(url: &str) -> Result<PgConnectOptions> {
     let invalid = || TenancyError::Config("DATABASE_URL is not a valid postgres:// URL".into());
-    let options = url
-        .parse::<PgConnectOptions>()
+    let url = url::Url::parse(url).map_err(|_| invalid())?;
+    let options = PgConnectOptions::from_url(&url)
         .map_err(|_| invalid())?
         .log_statements(tracing::log::LevelFilter::Debug);
-    let parsed = url::Url::parse(url).map_err(|_| invalid())?;
-    let mode_named = parsed
+    let mode_named = url
         .query_pairs()
         .any(|(key, _)| key == "sslmode" || key == "ssl-mode")
         || std::env::var_os("PGSSLMODE").is_some();

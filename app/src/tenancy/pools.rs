@@ -679,8 +679,8 @@ impl PoolRegistry {
         let deadline = Instant::now() + BACKEND_EXIT_BOUND;
         loop {
             // A backend that started after the moment recorded is another one that was
-            // given the same pid. What each listed one is doing, for the warning below (state, wait, and
-            // for how long; never the statement).
+            // given the same pid. Each listed one says what it is doing, for the
+            // warning below (state, wait and for how long; never the statement).
             let listed: std::result::Result<Vec<String>, sqlx::Error> = sqlx::query_scalar(
                 "SELECT format('%s %s/%s for %s ms', a.pid, coalesce(a.state, '-'), \
                                coalesce(a.wait_event, '-'), \

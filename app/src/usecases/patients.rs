@@ -12,6 +12,8 @@
 //! here, in the order the fields are listed, so the first error a client sees is the
 //! same whatever the transport.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, NaiveDate, Utc};
 use hms_domain::access::LimitedResource;
 use hms_domain::common::{Address, BoundedText, Email, Phone};
@@ -348,7 +350,18 @@ fn decode_keyset(keyset: &Keyset) -> Result<(String, String, Uuid)> {
 /// then given names whose family name does not match (their own index, then sorted;
 /// `OFFSET 0` keeps the planner from walking the name index for them, which with
 /// correlated names it misjudges as short).
-pub fn search_sql(one_prefix: bool) -> String {
+pub fn search_sql(one_prefix: bool) -> &'static str {
+    // Built once: the text is the same for every search.
+    static ONE_PREFIX: LazyLock<String> = LazyLock::new(|| build_search_sql(true));
+    static OTHER: LazyLock<String> = LazyLock::new(|| build_search_sql(false));
+    if one_prefix {
+        &ONE_PREFIX
+    } else {
+        &OTHER
+    }
+}
+
+fn build_search_sql(one_prefix: bool) -> String {
     // Merged duplicates are found by their MRN only (a client holding an old MRN can
     // follow `mergedInto`); other searches show the records in use.
     let filters = "($1::text IS NULL OR p.mrn = $1) \
@@ -391,7 +404,7 @@ async fn search_patients(
         Search::Name(w) if w.len() == 1 => (None, None, None, w.first().cloned(), None),
         Search::Name(w) => (None, None, None, None, Some(w.clone())),
     };
-    let rows: Vec<PatientRow> = sqlx::query_as(&search_sql(single.is_some()))
+    let rows: Vec<PatientRow> = sqlx::query_as(search_sql(single.is_some()))
         .bind(mrn)
         .bind(dob)
         .bind(phone)
