@@ -45,7 +45,9 @@ use sqlx::PgPool;
 use crate::idempotency::{current_run, RUN_METADATA_KEY};
 use crate::telemetry;
 
+mod current;
 mod together;
+pub use current::CurrentStates;
 pub use together::{together, Streams, Unit};
 
 /// How long a command waits for the read models to show its own events. The wait can be
@@ -739,35 +741,6 @@ pub async fn wait_for_stream<A: Aggregate>(
         runner.catch_up_through(pool, head, timeout).await?;
     }
     Ok(())
-}
-
-/// Two aggregates as they are now, read in one statement: a request's user and hospital
-/// are both needed before anything else, and one round trip serves both. Decoded
-/// exactly as [`load`] does (upcasters, sealed personal data opened).
-pub async fn load_pair<A, B>(
-    pool: &PgPool,
-    a_id: &str,
-    b_id: &str,
-) -> Result<((A, u64), (B, u64)), CommandError<std::convert::Infallible>>
-where
-    A: Aggregate + 'static,
-    B: Aggregate + 'static,
-{
-    let (events, _) = load_streams(pool, &[(A::TYPE, a_id), (B::TYPE, b_id)])
-        .await
-        .map_err(together::store_error)?;
-    // Decoded as a unit decodes what it loaded; nothing is decided on it.
-    let streams = Streams::new().with::<A>(a_id).with::<B>(b_id);
-    let loaded = Unit::of(pool, streams, HashMap::new(), events);
-    let a = loaded
-        .state::<A>(a_id)
-        .await
-        .map_err(|e| CommandError::Store(e.to_string()))?;
-    let b = loaded
-        .state::<B>(b_id)
-        .await
-        .map_err(|e| CommandError::Store(e.to_string()))?;
-    Ok((a, b))
 }
 
 /// Every event of `streams` (aggregate type, id), read in one statement, in stream and

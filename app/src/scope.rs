@@ -126,7 +126,14 @@ impl<'a> HospitalScope<'a> {
 
     /// The hospital aggregate as it is now (its stream is short by design).
     pub async fn hospital(&self) -> Result<(Hospital, u64)> {
-        commands::load::<Hospital>(self.pool(), self.code.as_str())
+        self.state
+            .auth
+            .states()
+            .one::<Hospital>(
+                self.pool(),
+                self.directory_code.as_str(),
+                self.code.as_str(),
+            )
             .await
             .map_err(crate::error::load_error)
     }
@@ -258,6 +265,11 @@ impl Authorized<'_> {
         commands::append_new::<A>(self.pool(), id, command, (), &self.metadata())
             .await
             .map_err(command_error)?;
+        // This process's daemon applies them on the hint (no command's round waits).
+        self.scope
+            .state
+            .runner
+            .appended_without_waiting(self.pool());
         self.notify();
         Ok(())
     }

@@ -8,7 +8,9 @@
 //!   with `cargo build --release -p hms-api --bin hms`). The bench talks to it only over
 //!   the CLI and HTTP, so an older build can be measured the same way.
 //! - `HMS_BENCH_SECONDS` (default 5) per workload and concurrency; `HMS_BENCH_CLIENTS`
-//!   (default `1,16,64`); `HMS_BENCH_INVOICES` (default 200) issued invoices to pay.
+//!   (default `1,16,64`); `HMS_BENCH_INVOICES` (default 200) issued invoices to pay;
+//!   `HMS_BENCH_WORKLOADS` (default all): which of `register`, `pay`, `schedule`, `read`,
+//!   `search` run, comma-separated (raw always runs: the ratios are to it).
 //!
 //! Workloads, in rotating order at each concurrency: raw, `registerPatient` (new stream),
 //! `recordPayment` on a random issued invoice (existing stream), `scheduleAppointment`
@@ -151,7 +153,7 @@ async fn run(prefix: &str) -> anyhow::Result<()> {
     let mut single_64 = None;
     for (round, &n) in clients.iter().enumerate() {
         // Rotating order: no workload always runs first (on a cold cache) or last.
-        let mut order = Workload::ALL.to_vec();
+        let mut order: Vec<Workload> = Workload::ALL.into_iter().filter(|w| w.chosen()).collect();
         let len = order.len();
         order.rotate_left(round % len);
         let mut results = Vec::new();
@@ -390,6 +392,21 @@ impl Workload {
         Workload::Search,
         Workload::SearchSql,
     ];
+
+    /// Whether `HMS_BENCH_WORKLOADS` (absent: all) names this workload.
+    fn chosen(self) -> bool {
+        let key = match self {
+            Workload::Raw => return true,
+            Workload::Register => "register",
+            Workload::Pay => "pay",
+            Workload::Schedule => "schedule",
+            Workload::Read => "read",
+            Workload::Search | Workload::SearchSql => "search",
+        };
+        std::env::var("HMS_BENCH_WORKLOADS")
+            .map(|chosen| chosen.split(',').any(|c| c.trim() == key))
+            .unwrap_or(true)
+    }
 
     fn name(self) -> &'static str {
         match self {

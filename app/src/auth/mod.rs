@@ -123,6 +123,8 @@ pub struct Authenticator {
     keys: TokenKeys,
     throttle: throttle::LoginThrottle,
     hasher: password::Hasher,
+    /// Accounts and hospitals as their streams stand, decoded once per change.
+    states: commands::CurrentStates,
 }
 
 impl Authenticator {
@@ -133,7 +135,14 @@ impl Authenticator {
             throttle: throttle::LoginThrottle::new(control.clone()),
             control,
             hasher: password::Hasher::new(password::default_max_concurrent()),
+            states: commands::CurrentStates::new(),
         }
+    }
+
+    /// Rarely changing streams (accounts, hospitals) read current without decoding
+    /// them again on every request.
+    pub fn states(&self) -> &commands::CurrentStates {
+        &self.states
     }
 
     /// Bounds the password verifications this process runs at once (`None`: the default).
@@ -326,7 +335,13 @@ impl Authenticator {
         lease: &TenantLease,
         id: Uuid,
     ) -> Result<(User, Hospital), AuthError> {
-        commands::load_pair::<User, Hospital>(&lease.pool, &id.to_string(), &lease.log_identity)
+        self.states
+            .pair::<User, Hospital>(
+                &lease.pool,
+                &lease.code,
+                &id.to_string(),
+                &lease.log_identity,
+            )
             .await
             .map(|((user, _), (hospital, _))| (user, hospital))
             .map_err(|e| match e {

@@ -45,24 +45,40 @@ const STATISTICS_LEASE: Duration = Duration::from_secs(60);
 const STATISTICS_LOOK_PERIOD: Duration = Duration::from_secs(30);
 
 /// When this process last asked about each hospital's figures.
-static STATISTICS_LOOKS: LazyLock<Looks> = LazyLock::new(Looks::default);
+static STATISTICS_LOOKS: LazyLock<Looks> = LazyLock::new(|| Looks::every(STATISTICS_LOOK_PERIOD));
 
-#[derive(Default)]
-struct Looks(Mutex<HashMap<String, Instant>>);
+/// How often a hint from this process's own commands moves a hospital's recorded log
+/// head (their rounds seal as they go; the timer records it too, every
+/// [`crate::application`] tick).
+const HEAD_RECORD_PERIOD: Duration = Duration::from_secs(1);
+
+/// When this process last recorded each hospital's head on a hint of its own.
+static HEAD_RECORDS: LazyLock<Looks> = LazyLock::new(|| Looks::every(HEAD_RECORD_PERIOD));
+
+/// When something was last done per hospital, to do it at most once a period. Only
+/// *when* lives here; what is done reads and writes the databases.
+struct Looks {
+    period: Duration,
+    at: Mutex<HashMap<String, Instant>>,
+}
 
 impl Looks {
+    fn every(period: Duration) -> Self {
+        Self {
+            period,
+            at: Mutex::default(),
+        }
+    }
+
     /// Whether it is time to look at `code` again; if so, the look is noted now.
     fn due(&self, code: &str) -> bool {
-        let mut looks = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if looks
-            .get(code)
-            .is_some_and(|at| at.elapsed() < STATISTICS_LOOK_PERIOD)
-        {
+        let mut looks = self.at.lock().unwrap_or_else(|e| e.into_inner());
+        if looks.get(code).is_some_and(|at| at.elapsed() < self.period) {
             return false;
         }
         // Hospitals not looked at for a period are forgotten (bounds the map).
         if looks.len() >= MAX_NOTED {
-            looks.retain(|_, at| at.elapsed() < STATISTICS_LOOK_PERIOD);
+            looks.retain(|_, at| at.elapsed() < self.period);
         }
         looks.insert(code.to_owned(), Instant::now());
         true
@@ -130,7 +146,7 @@ pub fn spawn(platform: Platform, period: Duration) -> JoinHandle<()> {
                                 next = waiting_hint(l).await;
                             }
                         }
-                        catch_up_each(&platform, mine).await;
+                        catch_up_hinted(&platform, mine).await;
                     }
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "projection hint listener failed; reconnecting");
@@ -199,6 +215,36 @@ async fn waiting_hint(listener: &mut PgListener) -> Option<sqlx::postgres::PgNot
     }
 }
 
+/// Hospitals this process's own commands hinted, [`CATCH_UP_CONCURRENCY`] at a time.
+/// Their rounds have usually applied and sealed everything they wrote: a round runs
+/// only where they have not (see [`hms_projections::ProjectionRunner::catch_up_own`]),
+/// and the head is recorded at most every [`HEAD_RECORD_PERIOD`] otherwise.
+async fn catch_up_hinted(platform: &Platform, codes: HashSet<String>) {
+    futures::stream::iter(codes)
+        .for_each_concurrent(CATCH_UP_CONCURRENCY, |code| async move {
+            let lease = match platform.registry.get(&code).await {
+                Ok(lease) => lease,
+                Err(e) => {
+                    tracing::debug!(code, error = %e, "skipping projection catch-up");
+                    return;
+                }
+            };
+            let ran = platform
+                .runner
+                .catch_up_own(&lease.pool)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(code, error = %e, "projection catch-up failed; will retry");
+                    true
+                });
+            if ran || HEAD_RECORDS.due(&code) {
+                record_head(platform, &code, &lease).await;
+            }
+            refresh_statistics(platform, &code, &lease).await;
+        })
+        .await;
+}
+
 /// Catches up each hospital of `codes`, [`CATCH_UP_CONCURRENCY`] at a time.
 async fn catch_up_each(platform: &Platform, codes: HashSet<String>) {
     futures::stream::iter(codes)
@@ -238,6 +284,11 @@ pub async fn catch_up(platform: &Platform, code: &str) {
     if let Err(e) = platform.runner.catch_up(&lease.pool).await {
         tracing::warn!(code, error = %e, "projection catch-up failed; will retry");
     }
+    record_head(platform, code, &lease).await;
+    refresh_statistics(platform, code, &lease).await;
+}
+
+async fn record_head(platform: &Platform, code: &str, lease: &crate::tenancy::TenantLease) {
     // Move the log's recorded head forward (an auditor's digest lives in the platform
     // database, out of reach of whoever can write the tenant database).
     // Where the head row is gone but events are sealed, it refuses: recording the
@@ -260,6 +311,9 @@ pub async fn catch_up(platform: &Platform, code: &str) {
         }
         Err(e) => tracing::warn!(code, error = %e, "could not record the log head; will retry"),
     }
+}
+
+async fn refresh_statistics(platform: &Platform, code: &str, lease: &crate::tenancy::TenantLease) {
     // The super administrator's dashboard reads these figures from the platform
     // database instead of visiting every tenant on each request; one replica refreshes
     // a hospital's figures when they are stale.
@@ -279,7 +333,7 @@ pub async fn catch_up(platform: &Platform, code: &str) {
             )
             .await?
         {
-            crate::tenant_stats::refresh_tenant_stats(&platform.control, &lease).await?;
+            crate::tenant_stats::refresh_tenant_stats(&platform.control, lease).await?;
         }
         Ok::<_, sqlx::Error>(())
     }

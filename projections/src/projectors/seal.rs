@@ -126,9 +126,23 @@ impl Projector for LogSealer {
             )
             .bind(positions)
         };
-        let ends = probe(vec![first.position, last.position])
-            .fetch_all(&mut *tx)
-            .await?;
+        // The batch's ends and the chain's head in one statement (a command's round
+        // runs this for every batch).
+        let (ends, head_index, head_position, head_hash): (
+            Vec<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<Vec<u8>>,
+        ) = sqlx::query_as(
+            "SELECT ARRAY(SELECT position FROM event_seals WHERE position = ANY($1)), \
+                    h.chain_index, h.position, h.chain_hash \
+               FROM (SELECT 1) AS one LEFT JOIN LATERAL ( \
+                    SELECT chain_index, position, chain_hash FROM event_seals \
+                     ORDER BY chain_index DESC LIMIT 1) AS h ON true",
+        )
+        .bind(vec![first.position, last.position])
+        .fetch_one(&mut *tx)
+        .await?;
         let sealed: std::collections::HashSet<i64> = match ends.len() {
             0 => Default::default(),
             _ if ends.len() == 2 || events.len() == 1 => {
@@ -140,11 +154,10 @@ impl Projector for LogSealer {
                 .into_iter()
                 .collect(),
         };
-        let head: Option<(i64, i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT chain_index, position, chain_hash FROM event_seals ORDER BY chain_index DESC LIMIT 1",
-        )
-        .fetch_optional(&mut *tx)
-        .await?;
+        let head = match (head_index, head_position, head_hash) {
+            (Some(i), Some(p), Some(h)) => Some((i, p, h)),
+            _ => None,
+        };
         let (mut index, mut prev_position, mut prev) = match head {
             Some((i, p, h)) => (i, Some(p), to_digest(&h)),
             None => (0, None, GENESIS),

@@ -209,6 +209,104 @@ async fn closing_a_hospital_through_one_replica_stops_it_on_another_within_the_b
     assert_eq!(error_code(&users), Some("UNAUTHENTICATED"), "{users}");
 }
 
+#[tokio::test]
+async fn a_role_changed_through_one_replica_counts_on_another_at_the_next_request() {
+    let app = spawn_app().await;
+    let root = admin(&app, "AUT006").await;
+    let replica = app.spawn_replica(TestConfig::default()).await;
+    let created = create_user(&app, &root, "nurse_cal", "NURSE").await;
+    let id = created["data"]["createUser"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("created: {created}"))
+        .to_owned();
+    let token = app.login(Some("AUT006"), "nurse_cal", PASSWORD).await;
+    // The replica has decoded (and keeps) the account as a nurse's.
+    let me = replica.graphql(ME, json!({}), Some(&token)).await;
+    assert_eq!(me["data"]["me"]["role"], "NURSE", "{me}");
+
+    user_mutation(
+        &app,
+        &root,
+        "changeUserRole(userId: $id, role: STAFF) { role }",
+        &id,
+    )
+    .await;
+    // No bound to wait for: every request reads the account's stream on the write side.
+    let me = replica.graphql(ME, json!({}), Some(&token)).await;
+    assert_eq!(me["data"]["me"]["role"], "STAFF", "{me}");
+}
+
+/// A replica keeps an account it decoded, with the place of its last event in the log.
+/// When the stream is rewritten under it (a restore; here a last event replaced by
+/// another one at the same sequence), the kept account is not taken for current: the
+/// stream is read afresh.
+#[tokio::test]
+async fn an_account_rewritten_under_a_kept_one_is_read_afresh() {
+    let app = spawn_app().await;
+    let root = admin(&app, "AUT007").await;
+    let created = create_user(&app, &root, "desk_dee", "RECEPTIONIST").await;
+    let id = created["data"]["createUser"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("created: {created}"))
+        .to_owned();
+    user_mutation(
+        &app,
+        &root,
+        "changeUserRole(userId: $id, role: STAFF) { role }",
+        &id,
+    )
+    .await;
+    let token = app.login(Some("AUT007"), "desk_dee", PASSWORD).await;
+    let me = app.graphql(ME, json!({}), Some(&token)).await;
+    assert_eq!(me["data"]["me"]["role"], "STAFF", "{me}");
+
+    // Behind the system's back (as a restore would), the role change is taken out of the
+    // log; a different one then lands at the same sequence.
+    let mut owner = app.connect(&app.database_for("AUT007")).await;
+    let trigger = |on: bool| {
+        format!(
+            "ALTER TABLE events {} TRIGGER events_append_only",
+            if on { "ENABLE" } else { "DISABLE" }
+        )
+    };
+    sqlx::query(&trigger(false))
+        .execute(&mut owner)
+        .await
+        .expect("append-only guard off");
+    let removed = sqlx::query(
+        "DELETE FROM events WHERE aggregate_type = 'user' AND aggregate_id = $1 \
+           AND sequence = (SELECT max(sequence) FROM events \
+                            WHERE aggregate_type = 'user' AND aggregate_id = $1)",
+    )
+    .bind(&id)
+    .execute(&mut owner)
+    .await
+    .expect("the role change taken out");
+    assert_eq!(removed.rows_affected(), 1);
+    sqlx::query(&trigger(true))
+        .execute(&mut owner)
+        .await
+        .expect("append-only guard on");
+    user_mutation(
+        &app,
+        &root,
+        "changeUserRole(userId: $id, role: NURSE) { role }",
+        &id,
+    )
+    .await;
+    let version: i64 = sqlx::query_scalar(
+        "SELECT max(sequence) FROM events WHERE aggregate_type = 'user' AND aggregate_id = $1",
+    )
+    .bind(&id)
+    .fetch_one(&mut owner)
+    .await
+    .expect("the stream's version");
+    assert_eq!(version, 2, "the new event has the replaced one's sequence");
+
+    let me = app.graphql(ME, json!({}), Some(&token)).await;
+    assert_eq!(me["data"]["me"]["role"], "NURSE", "{me}");
+}
+
 /// The code of a database error, or a panic naming what was expected to fail.
 fn refused_code(what: &str, result: Result<sqlx::postgres::PgQueryResult, sqlx::Error>) -> String {
     match result {

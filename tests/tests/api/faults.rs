@@ -905,7 +905,7 @@ async fn refuse_connections(operator: &mut PgConnection, database: &str, refuse:
 /// The parameters of a load of one event stream as they travel in its Bind message:
 /// postgres-es binds the aggregate type, then the id (text as is, after its length).
 /// The elements of the aggregate-types array that a load of several streams in one
-/// statement binds (`commands::load_pair`, as a request loads its user and hospital):
+/// statement binds (`CurrentStates::pair`, as a request loads its user and hospital):
 /// in PostgreSQL's binary array format each element is its length, then its bytes.
 fn streams_load_parameters(aggregate_types: &[&str]) -> Vec<u8> {
     let mut bytes = Vec::new();

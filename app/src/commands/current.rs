@@ -1,0 +1,337 @@
+//! The caller's account and hospital as their streams stand *now*, without decoding
+//! either stream on every request.
+//!
+//! Every request needs both (authentication, then authorization), and both streams
+//! change rarely. A decoded state is kept per process with the place of its stream's
+//! last event (sequence and log cursor). Each read is still one statement against the
+//! write side: it returns that last event's place and any event after it, so a change
+//! committed by any process counts on the next request, exactly as a full load would.
+//! When the last event is no longer where it was (a restore, or a move that re-based
+//! the log) the stream is read in full again. Memory only saves decoding; it never
+//! decides anything.
+//!
+//! Only streams without sealed personal data are kept (accounts and hospitals have
+//! none): an erasure must not leave a patient's name in a process's memory.
+
+use std::any::Any;
+use std::convert::Infallible;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use cqrs_es::persist::{EventUpcaster, PersistenceError, SerializedEvent};
+use cqrs_es::{Aggregate, EventEnvelope};
+use hashlink::LruCache;
+use hms_projections::{personal, LogCursor};
+use serde_json::Value;
+use sqlx::PgPool;
+
+use super::{open_events, together, CommandError};
+
+/// States kept per process: a hospital's and its active staff's, for every hospital this
+/// process serves recently. A few kilobytes each at most.
+const KEPT_STATES: NonZeroUsize = match NonZeroUsize::new(8_192) {
+    Some(n) => n,
+    None => unreachable!(),
+};
+
+/// Decoded states of rarely changing streams, confirmed against the log on every read.
+#[derive(Clone)]
+pub struct CurrentStates {
+    kept: Arc<Mutex<LruCache<Key, Kept>>>,
+    upcasters: Arc<Vec<Box<dyn EventUpcaster>>>,
+}
+
+/// A stream in one hospital's database: the directory's code names the database (a
+/// restored copy under another code is another database).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    database: String,
+    aggregate_type: &'static str,
+    aggregate_id: String,
+}
+
+#[derive(Clone)]
+struct Kept {
+    state: Arc<dyn Any + Send + Sync>,
+    /// The sequence of the stream's last event the state includes (≥ 1).
+    version: u64,
+    /// Where that event is in the log: a stream rewritten under it (restore, move) is
+    /// told apart by this.
+    at: LogCursor,
+}
+
+/// One stream to read, and what is kept of it.
+struct Wanted<'a> {
+    aggregate_type: &'static str,
+    aggregate_id: &'a str,
+    kept: Option<Kept>,
+}
+
+/// An event a read returned, with its place in the log and whether it held sealed
+/// personal data (opened by the read).
+struct Fetched {
+    event: SerializedEvent,
+    at: LogCursor,
+    sealed: bool,
+}
+
+/// The events a read returned for one stream, in sequence order; a kept last event comes
+/// first, without its payload.
+type Rows = Vec<Fetched>;
+
+impl Default for CurrentStates {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CurrentStates {
+    pub fn new() -> Self {
+        Self {
+            kept: Arc::new(Mutex::new(LruCache::new(KEPT_STATES.get()))),
+            upcasters: Arc::new(hms_domain::upcasters()),
+        }
+    }
+
+    /// Streams `a_id` of `A` and `b_id` of `B` in `database` (the directory's code of the
+    /// hospital behind `pool`) as they are now, with their versions; one statement.
+    pub async fn pair<A, B>(
+        &self,
+        pool: &PgPool,
+        database: &str,
+        a_id: &str,
+        b_id: &str,
+    ) -> Result<((A, u64), (B, u64)), CommandError<Infallible>>
+    where
+        A: Aggregate + Clone + 'static,
+        B: Aggregate + Clone + 'static,
+    {
+        let [a, b] = [
+            self.wanted::<A>(database, a_id),
+            self.wanted::<B>(database, b_id),
+        ];
+        let (a_rows, b_rows) = read(pool, &[&a, &b]).await?.into_iter().partition(|f| {
+            f.event.aggregate_type == a.aggregate_type && f.event.aggregate_id == a.aggregate_id
+        });
+        Ok((
+            self.settle::<A>(pool, database, a, a_rows).await?,
+            self.settle::<B>(pool, database, b, b_rows).await?,
+        ))
+    }
+
+    /// Stream `id` of `A` in `database` as it is now, with its version; one statement.
+    pub async fn one<A>(
+        &self,
+        pool: &PgPool,
+        database: &str,
+        id: &str,
+    ) -> Result<(A, u64), CommandError<Infallible>>
+    where
+        A: Aggregate + Clone + 'static,
+    {
+        let wanted = self.wanted::<A>(database, id);
+        let rows = read(pool, &[&wanted]).await?;
+        self.settle::<A>(pool, database, wanted, rows).await
+    }
+
+    fn key<A: Aggregate>(database: &str, id: &str) -> Key {
+        Key {
+            database: database.to_owned(),
+            aggregate_type: A::TYPE,
+            aggregate_id: id.to_owned(),
+        }
+    }
+
+    fn wanted<'a, A: Aggregate>(&self, database: &str, id: &'a str) -> Wanted<'a> {
+        let kept = self
+            .kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&Self::key::<A>(database, id))
+            .cloned();
+        Wanted {
+            aggregate_type: A::TYPE,
+            aggregate_id: id,
+            kept,
+        }
+    }
+
+    /// The state of a stream from what a read returned for it, kept for the next read.
+    /// When the kept last event is no longer where it was, the stream is read in full.
+    async fn settle<A>(
+        &self,
+        pool: &PgPool,
+        database: &str,
+        wanted: Wanted<'_>,
+        rows: Rows,
+    ) -> Result<(A, u64), CommandError<Infallible>>
+    where
+        A: Aggregate + Clone + 'static,
+    {
+        let key = Self::key::<A>(database, wanted.aggregate_id);
+        let kept_version = wanted.kept.as_ref().map(|k| k.version);
+        let (state, version, at) = match self.follow::<A>(wanted.kept.as_ref(), rows)? {
+            Some(followed) => followed,
+            None => {
+                // Rewritten under the kept state (a restore, a move): read as if new.
+                self.kept
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&key);
+                let fresh = Wanted {
+                    kept: None,
+                    ..wanted
+                };
+                let rows = read(pool, &[&fresh]).await?;
+                self.follow::<A>(None, rows)?
+                    .ok_or_else(|| CommandError::Store("a stream read twice".into()))?
+            }
+        };
+        if let (true, Some(at)) = (kept_version != Some(version), at) {
+            let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+            // A concurrent request may have kept a later state meanwhile.
+            if kept.peek(&key).is_none_or(|k| k.version < version) {
+                let state = Arc::new(state.clone());
+                kept.insert(key, Kept { state, version, at });
+            }
+        }
+        Ok((state, version))
+    }
+
+    /// `kept` (or a new state) with the events of `rows` after it applied; `None` when
+    /// the rows do not start at the kept last event. The place of the last event comes
+    /// back only where the state may be kept (no sealed data among the events).
+    #[allow(clippy::type_complexity)]
+    fn follow<A>(
+        &self,
+        kept: Option<&Kept>,
+        rows: Rows,
+    ) -> Result<Option<(A, u64, Option<LogCursor>)>, CommandError<Infallible>>
+    where
+        A: Aggregate + Clone + 'static,
+    {
+        let mut rows = rows.into_iter().peekable();
+        let (mut state, mut version, mut last) = match kept {
+            Some(kept) => {
+                let confirmed = rows
+                    .next_if(|f| f.event.sequence as u64 == kept.version && f.at == kept.at)
+                    .is_some();
+                match (confirmed, kept.state.clone().downcast::<A>()) {
+                    (true, Ok(state)) => ((*state).clone(), kept.version, Some(kept.at)),
+                    _ => return Ok(None),
+                }
+            }
+            None => (A::default(), 0, None),
+        };
+        let mut keepable = true;
+        for fetched in rows {
+            keepable &= !fetched.sealed;
+            version = fetched.event.sequence as u64;
+            last = Some(fetched.at);
+            state.apply(self.decode::<A>(fetched.event)?.payload);
+        }
+        Ok(Some((state, version, last.filter(|_| keepable))))
+    }
+
+    /// An event as cqrs-es decodes it on a load: through the domain's upcasters.
+    fn decode<A: Aggregate>(
+        &self,
+        mut event: SerializedEvent,
+    ) -> Result<EventEnvelope<A>, CommandError<Infallible>> {
+        for upcaster in self.upcasters.iter() {
+            if upcaster.can_upcast(&event.event_type, &event.event_version) {
+                event = upcaster.upcast(event);
+            }
+        }
+        EventEnvelope::<A>::try_from(event).map_err(|e| CommandError::Store(e.to_string()))
+    }
+
+    /// How many states this process keeps.
+    pub fn len(&self) -> usize {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One statement for every wanted stream: the kept last event's place (no payload), then
+/// every event after it; the whole stream where nothing is kept.
+async fn read(pool: &PgPool, wanted: &[&Wanted<'_>]) -> Result<Rows, CommandError<Infallible>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        aggregate_type: String,
+        aggregate_id: String,
+        sequence: i64,
+        event_type: String,
+        event_version: String,
+        payload: Option<Value>,
+        metadata: Option<Value>,
+        transaction_id: i64,
+        position: i64,
+    }
+    let types: Vec<&str> = wanted.iter().map(|w| w.aggregate_type).collect();
+    let ids: Vec<&str> = wanted.iter().map(|w| w.aggregate_id).collect();
+    let after: Vec<i64> = wanted
+        .iter()
+        .map(|w| w.kept.as_ref().map_or(0, |k| k.version as i64))
+        .collect();
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version, \
+                CASE WHEN e.sequence > s.after THEN e.payload END AS payload, \
+                CASE WHEN e.sequence > s.after THEN e.metadata END AS metadata, \
+                e.transaction_id::text::bigint AS transaction_id, e.position \
+           FROM unnest($1::text[], $2::text[], $3::bigint[]) AS s(aggregate_type, aggregate_id, after) \
+           JOIN public.events e \
+             ON e.aggregate_type = s.aggregate_type AND e.aggregate_id = s.aggregate_id \
+            AND e.sequence >= s.after \
+          ORDER BY e.aggregate_type, e.aggregate_id, e.sequence",
+    )
+    .bind(&types)
+    .bind(&ids)
+    .bind(&after)
+    .fetch_all(pool)
+    .await
+    .map_err(|e| {
+        together::store_error(if crate::tenancy::platform::is_unreachable(&e) {
+            PersistenceError::ConnectionError(Box::new(e))
+        } else {
+            PersistenceError::UnknownError(Box::new(e))
+        })
+    })?;
+    let mut cursors = Vec::with_capacity(rows.len());
+    let mut events = Vec::with_capacity(rows.len());
+    for row in rows {
+        cursors.push(LogCursor {
+            transaction_id: row.transaction_id,
+            position: row.position,
+        });
+        events.push(SerializedEvent::new(
+            row.aggregate_id,
+            usize::try_from(row.sequence).unwrap_or(usize::MAX),
+            row.aggregate_type,
+            row.event_type,
+            row.event_version,
+            row.payload.unwrap_or(Value::Null),
+            row.metadata.unwrap_or(Value::Null),
+        ));
+    }
+    // Kept streams hold no sealed data; should one gain some, it is opened as any load
+    // opens it, and the state is not kept.
+    let sealed: Vec<bool> = events
+        .iter_mut()
+        .map(|e| !personal::sealed_patients(&mut e.payload).is_empty())
+        .collect();
+    if sealed.contains(&true) {
+        open_events(pool, &mut events)
+            .await
+            .map_err(together::store_error)?;
+    }
+    Ok(events
+        .into_iter()
+        .zip(cursors)
+        .zip(sealed)
+        .map(|((event, at), sealed)| Fetched { event, at, sealed })
+        .collect())
+}
