@@ -745,7 +745,7 @@ pub async fn wait_for_stream<A: Aggregate>(
 
 /// Every event of `streams` (aggregate type, id), read in one statement, in stream and
 /// sequence order, with their sealed personal data opened; and where each landed in the
-/// log, in the same order.
+/// log, in the same order. Each stream is looked up on its own (see `current::read`).
 async fn load_streams(
     pool: &PgPool,
     streams: &[(&str, &str)],
@@ -767,8 +767,10 @@ async fn load_streams(
         "SELECT e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version, \
                 e.payload, e.metadata, e.transaction_id::text::bigint AS transaction_id, e.position \
            FROM unnest($1::text[], $2::text[]) AS s(aggregate_type, aggregate_id) \
-           JOIN public.events e \
-             ON e.aggregate_type = s.aggregate_type AND e.aggregate_id = s.aggregate_id \
+          CROSS JOIN LATERAL ( \
+                SELECT * FROM public.events e \
+                 WHERE e.aggregate_type = s.aggregate_type \
+                   AND e.aggregate_id = s.aggregate_id ORDER BY e.sequence OFFSET 0) AS e \
           ORDER BY e.aggregate_type, e.aggregate_id, e.sequence",
     )
     .bind(&types)
