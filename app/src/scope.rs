@@ -265,11 +265,6 @@ impl Authorized<'_> {
         commands::append_new::<A>(self.pool(), id, command, (), &self.metadata())
             .await
             .map_err(command_error)?;
-        // This process's daemon applies them on the hint (no command's round waits).
-        self.scope
-            .state
-            .runner
-            .appended_without_waiting(self.pool());
         self.notify();
         Ok(())
     }

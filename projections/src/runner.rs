@@ -120,7 +120,8 @@ pub type Widener = Arc<dyn Fn(&PgPool) -> Option<WiderPool> + Send + Sync>;
 pub struct ProjectionRunner {
     projectors: Projectors,
     /// The rebuildable projectors (read models, not the sealer's evidence): what a
-    /// command's answer reads (see [`ProjectionRunner::catch_up_through`]).
+    /// command waits for, committed without waiting for the disk (see
+    /// [`ProjectionRunner::catch_up_through`]).
     read_side: Projectors,
     rounds: Arc<Rounds>,
     widener: Option<Widener>,
@@ -149,12 +150,6 @@ struct Rounds(StdMutex<HashMap<String, Arc<TenantRounds>>>);
 struct TenantRounds {
     round: tokio::sync::Mutex<LogCursor>,
     appends: Appends,
-    /// The newest event a command of this process waited for: the daemon has nothing
-    /// to do for this process once the round's checkpoint is past it.
-    wanted: StdMutex<LogCursor>,
-    /// Events were appended here that no command waits for (see
-    /// [`ProjectionRunner::appended_without_waiting`]); the next full catch-up clears it.
-    unapplied: std::sync::atomic::AtomicBool,
 }
 
 impl Rounds {
@@ -258,19 +253,6 @@ fn lowest_checkpoint(progress: &[ProjectorProgress]) -> Option<LogCursor> {
     progress.iter().map(|p| p.checkpoint).min()
 }
 
-/// How a round's transaction commits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Commit {
-    /// Waits for the disk: the full catch-ups (the daemon's, provisioning's, the tools').
-    Durable,
-    /// Does not wait for the disk (`synchronous_commit = off`): a command's round, which
-    /// the command waits for. Everything a round writes is a function of the log, whose
-    /// events are durable before anyone waits for them: should a crash lose the commit,
-    /// its checkpoints go with its rows, and the same rows (read models, and seals, whose
-    /// chain is a hash of the stored events) are made again from the same events.
-    Deferred,
-}
-
 impl ProjectionRunner {
     pub fn new(projectors: Vec<Box<dyn Projector>>) -> Self {
         let projectors: Vec<Arc<dyn Projector>> = projectors.into_iter().map(Arc::from).collect();
@@ -321,13 +303,7 @@ impl ProjectionRunner {
     pub async fn catch_up(&self, pool: &PgPool) -> Result<Vec<ProjectorProgress>> {
         let tenant = self.rounds.of(pool);
         let mut reached = tenant.round.lock().await;
-        // Cleared before the round reads the log: whatever was appended before is read.
-        tenant
-            .unapplied
-            .store(false, std::sync::atomic::Ordering::SeqCst);
-        let progress = self
-            .catch_up_round(pool, &self.projectors, Commit::Durable)
-            .await?;
+        let progress = self.catch_up_round(pool, &self.projectors).await?;
         if let Some(low) = lowest_checkpoint(&progress) {
             *reached = low;
         }
@@ -341,9 +317,8 @@ impl ProjectionRunner {
         &self,
         pool: &PgPool,
         set: &Projectors,
-        commit: Commit,
     ) -> Result<Vec<ProjectorProgress>> {
-        let progress = self.catch_up_round_uncounted(pool, set, commit).await?;
+        let progress = self.catch_up_round_uncounted(pool, set).await?;
         for p in progress.iter().filter(|p| p.applied > 0) {
             metrics::counter!(EVENTS_APPLIED, "projector" => p.projector).increment(p.applied);
         }
@@ -354,13 +329,12 @@ impl ProjectionRunner {
         &self,
         pool: &PgPool,
         set: &Projectors,
-        commit: Commit,
     ) -> Result<Vec<ProjectorProgress>> {
         // The fast path reads each batch once for every projector; anything unusual (a
         // failing projector, another process holding a lock) falls back to one projector
         // at a time, which isolates the failure and records it.
         if set.len() > 1 {
-            if let Ok(Some(progress)) = self.catch_up_together(pool, set, commit).await {
+            if let Ok(Some(progress)) = self.catch_up_together(pool, set).await {
                 return Ok(progress);
             }
         }
@@ -382,15 +356,16 @@ impl ProjectionRunner {
     }
 
     /// All projectors of `set` in one transaction per batch, reading the log once. `None`
-    /// when another process holds a projector's lock.
+    /// when another process holds a projector's lock. A set of read models only commits
+    /// without waiting for the disk: should a crash lose the commit, its checkpoints go
+    /// with it and the events are applied again.
     async fn catch_up_together(
         &self,
         pool: &PgPool,
         set: &Projectors,
-        commit: Commit,
     ) -> Result<Option<Vec<ProjectorProgress>>> {
         let names: Vec<String> = set.iter().map(|p| p.name().to_owned()).collect();
-        let deferred = commit == Commit::Deferred;
+        let derived_only = set.iter().all(|p| p.rebuildable());
         let keys: Vec<String> = names.iter().map(|n| Target::Live.lock_key(n)).collect();
         let mut applied = vec![0u64; set.len()];
         loop {
@@ -404,7 +379,7 @@ impl ProjectionRunner {
                    FROM unnest($1::text[]) AS k",
             )
             .bind(&keys)
-            .bind(deferred)
+            .bind(derived_only)
             .fetch_one(&mut *tx)
             .await?;
             if locked != Some(true) {
@@ -597,13 +572,13 @@ impl ProjectionRunner {
         Appending::start(self.rounds.of(pool))
     }
 
-    /// Catches up every projector, the log sealer included, until their checkpoints have
-    /// reached `target` (an event the caller wrote), or fails after `timeout`; when
-    /// another process holds a projector, until the read models have (what the caller's
-    /// answer reads). The round commits without waiting for the disk ([`Commit`]). The
-    /// caller queues on the tenant's round (see [`Rounds`]) and returns at once when a
-    /// round ahead of it got there. Events of transactions still in flight elsewhere hold
-    /// the log back, hence the short pauses.
+    /// Catches up the read models (every rebuildable projector) until their checkpoints
+    /// have reached `target` (an event the caller wrote), or fails after `timeout`. The
+    /// sealer is left to the full catch-ups ([`Self::catch_up`], the daemon's): its
+    /// commit must wait for the disk, and no answer reads it. The caller queues on the
+    /// tenant's round (see [`Rounds`]) and returns at once when a round ahead of it got
+    /// there. Events of transactions still in flight elsewhere hold the log back, hence
+    /// the short pauses.
     pub async fn catch_up_through(
         &self,
         pool: &PgPool,
@@ -612,10 +587,6 @@ impl ProjectionRunner {
     ) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         let tenant = self.rounds.of(pool);
-        {
-            let mut wanted = tenant.wanted.lock().unwrap_or_else(|e| e.into_inner());
-            *wanted = (*wanted).max(target);
-        }
         let mut reached = tokio::time::timeout_at(deadline, tenant.round.lock())
             .await
             .map_err(|_| ProjectionError::CatchUpTimeout(timeout))?;
@@ -632,9 +603,7 @@ impl ProjectionRunner {
             if *reached >= target {
                 return Ok(());
             }
-            let progress = self
-                .catch_up_round(pool, &self.projectors, Commit::Deferred)
-                .await?;
+            let progress = self.catch_up_round(pool, &self.read_side).await?;
             match lowest_checkpoint(&progress) {
                 Some(low) => *reached = low,
                 // Another process holds a projector: its checkpoint table says how far
@@ -651,32 +620,6 @@ impl ProjectionRunner {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(50));
         }
-    }
-
-    /// Notes that events were appended to the database behind `pool` that no command
-    /// waits for (an access-log entry): [`Self::catch_up_own`] then runs a round.
-    pub fn appended_without_waiting(&self, pool: &PgPool) {
-        self.rounds
-            .of(pool)
-            .unapplied
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Catches up what this process appended to the database behind `pool` and its own
-    /// rounds have not applied: nothing at all (not a statement) when the commands'
-    /// rounds applied every event they waited for and nothing was appended without
-    /// waiting; a full catch-up otherwise (a round that failed or timed out, a
-    /// projector another process held). Whether the round runs.
-    pub async fn catch_up_own(&self, pool: &PgPool) -> Result<bool> {
-        let tenant = self.rounds.of(pool);
-        {
-            let reached = tenant.round.lock().await;
-            let wanted = *tenant.wanted.lock().unwrap_or_else(|e| e.into_inner());
-            if *reached >= wanted && !tenant.unapplied.load(std::sync::atomic::Ordering::SeqCst) {
-                return Ok(false);
-            }
-        }
-        self.catch_up(pool).await.map(|_| true)
     }
 
     /// How far behind the log's readable head the read models (their lowest checkpoint)
@@ -802,7 +745,7 @@ async fn follow(
         if projector.rebuildable() {
             // A read model is derived: if a crash loses this commit, its checkpoint goes
             // with it and the batch is applied again. So the commit need not wait for the
-            // disk. A backlog's seals are committed durably, as every full catch-up's.
+            // disk. Not so for the seals, whose head the platform may have recorded.
             sqlx::query("SET LOCAL synchronous_commit = off")
                 .execute(&mut *tx)
                 .await?;

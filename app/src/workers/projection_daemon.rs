@@ -45,40 +45,24 @@ const STATISTICS_LEASE: Duration = Duration::from_secs(60);
 const STATISTICS_LOOK_PERIOD: Duration = Duration::from_secs(30);
 
 /// When this process last asked about each hospital's figures.
-static STATISTICS_LOOKS: LazyLock<Looks> = LazyLock::new(|| Looks::every(STATISTICS_LOOK_PERIOD));
+static STATISTICS_LOOKS: LazyLock<Looks> = LazyLock::new(Looks::default);
 
-/// How often a hint from this process's own commands moves a hospital's recorded log
-/// head (their rounds seal as they go; the timer records it too, every
-/// [`crate::application`] tick).
-const HEAD_RECORD_PERIOD: Duration = Duration::from_secs(1);
-
-/// When this process last recorded each hospital's head on a hint of its own.
-static HEAD_RECORDS: LazyLock<Looks> = LazyLock::new(|| Looks::every(HEAD_RECORD_PERIOD));
-
-/// When something was last done per hospital, to do it at most once a period. Only
-/// *when* lives here; what is done reads and writes the databases.
-struct Looks {
-    period: Duration,
-    at: Mutex<HashMap<String, Instant>>,
-}
+#[derive(Default)]
+struct Looks(Mutex<HashMap<String, Instant>>);
 
 impl Looks {
-    fn every(period: Duration) -> Self {
-        Self {
-            period,
-            at: Mutex::default(),
-        }
-    }
-
     /// Whether it is time to look at `code` again; if so, the look is noted now.
     fn due(&self, code: &str) -> bool {
-        let mut looks = self.at.lock().unwrap_or_else(|e| e.into_inner());
-        if looks.get(code).is_some_and(|at| at.elapsed() < self.period) {
+        let mut looks = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if looks
+            .get(code)
+            .is_some_and(|at| at.elapsed() < STATISTICS_LOOK_PERIOD)
+        {
             return false;
         }
         // Hospitals not looked at for a period are forgotten (bounds the map).
         if looks.len() >= MAX_NOTED {
-            looks.retain(|_, at| at.elapsed() < self.period);
+            looks.retain(|_, at| at.elapsed() < STATISTICS_LOOK_PERIOD);
         }
         looks.insert(code.to_owned(), Instant::now());
         true
@@ -99,6 +83,78 @@ const MAX_NOTED: usize = 100_000;
 #[derive(Default)]
 struct Noted(HashMap<String, (Instant, HashSet<Uuid>)>);
 
+/// How often this process's own hints catch one hospital up. Its commands have caught up
+/// the read models already (read-your-writes); what the hint's catch-up adds is the seal
+/// and the recorded head, and events appended without waiting (an access-log entry).
+/// One round a period covers every command of the period: under load a round per hint
+/// batch cost about as many statements as the commands' own rounds (one hospital), or
+/// more (a load spread over a few hospitals, a few clients each).
+const OWN_HINT_PERIOD: Duration = Duration::from_millis(250);
+
+/// This process's own hints, at most one catch-up per hospital per [`OWN_HINT_PERIOD`]:
+/// a hint within the period waits for its end. Only *when* lives here; what a catch-up
+/// applies is the log's.
+struct Paced {
+    period: Duration,
+    last: HashMap<String, tokio::time::Instant>,
+    waiting: HashMap<String, tokio::time::Instant>,
+}
+
+impl Paced {
+    fn every(period: Duration) -> Self {
+        Self {
+            period,
+            last: HashMap::new(),
+            waiting: HashMap::new(),
+        }
+    }
+
+    /// Of the hinted `codes`, those to catch up now; the others wait for their period.
+    fn due_now(&mut self, codes: HashSet<String>) -> HashSet<String> {
+        let now = tokio::time::Instant::now();
+        // Hospitals not caught up for a period are forgotten (bounds the map).
+        if self.last.len() >= MAX_NOTED {
+            let period = self.period;
+            self.last.retain(|_, at| now.duration_since(*at) < period);
+        }
+        let mut due = HashSet::new();
+        for code in codes {
+            match self.last.get(&code) {
+                Some(at) if now.duration_since(*at) < self.period => {
+                    self.waiting.entry(code).or_insert(*at + self.period);
+                }
+                _ => {
+                    self.waiting.remove(&code);
+                    self.last.insert(code.clone(), now);
+                    due.insert(code);
+                }
+            }
+        }
+        due
+    }
+
+    /// When the first waiting hospital is due.
+    fn next(&self) -> Option<tokio::time::Instant> {
+        self.waiting.values().min().copied()
+    }
+
+    /// The waiting hospitals whose period has ended, taken (and noted as caught up now).
+    fn take_due(&mut self) -> HashSet<String> {
+        let now = tokio::time::Instant::now();
+        let due: HashSet<String> = self
+            .waiting
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(code, _)| code.clone())
+            .collect();
+        for code in &due {
+            self.waiting.remove(code);
+            self.last.insert(code.clone(), now);
+        }
+        due
+    }
+}
+
 /// Runs the daemon until the returned handle is aborted.
 pub fn spawn(platform: Platform, period: Duration) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -108,6 +164,7 @@ pub fn spawn(platform: Platform, period: Duration) -> JoinHandle<()> {
         let mut last_sweep = tokio::time::Instant::now();
         let me = platform.hints.replica();
         let mut noted = Noted::default();
+        let mut paced = Paced::every(OWN_HINT_PERIOD);
         loop {
             if listener.is_none() {
                 listener = listen(&platform.control).await;
@@ -118,7 +175,17 @@ pub fn spawn(platform: Platform, period: Duration) -> JoinHandle<()> {
                     None => std::future::pending().await,
                 }
             };
+            let waited = async {
+                match paced.next() {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                () = waited => {
+                    let due = paced.take_due();
+                    catch_up_each(&platform, due).await;
+                }
                 received = hint => match received {
                     Some(Ok(first)) => {
                         // Every hint already waiting is taken too, and each hospital is
@@ -146,7 +213,8 @@ pub fn spawn(platform: Platform, period: Duration) -> JoinHandle<()> {
                                 next = waiting_hint(l).await;
                             }
                         }
-                        catch_up_hinted(&platform, mine).await;
+                        let due = paced.due_now(mine);
+                        catch_up_each(&platform, due).await;
                     }
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "projection hint listener failed; reconnecting");
@@ -215,36 +283,6 @@ async fn waiting_hint(listener: &mut PgListener) -> Option<sqlx::postgres::PgNot
     }
 }
 
-/// Hospitals this process's own commands hinted, [`CATCH_UP_CONCURRENCY`] at a time.
-/// Their rounds have usually applied and sealed everything they wrote: a round runs
-/// only where they have not (see [`hms_projections::ProjectionRunner::catch_up_own`]),
-/// and the head is recorded at most every [`HEAD_RECORD_PERIOD`] otherwise.
-async fn catch_up_hinted(platform: &Platform, codes: HashSet<String>) {
-    futures::stream::iter(codes)
-        .for_each_concurrent(CATCH_UP_CONCURRENCY, |code| async move {
-            let lease = match platform.registry.get(&code).await {
-                Ok(lease) => lease,
-                Err(e) => {
-                    tracing::debug!(code, error = %e, "skipping projection catch-up");
-                    return;
-                }
-            };
-            let ran = platform
-                .runner
-                .catch_up_own(&lease.pool)
-                .await
-                .unwrap_or_else(|e| {
-                    tracing::warn!(code, error = %e, "projection catch-up failed; will retry");
-                    true
-                });
-            if ran || HEAD_RECORDS.due(&code) {
-                record_head(platform, &code, &lease).await;
-            }
-            refresh_statistics(platform, &code, &lease).await;
-        })
-        .await;
-}
-
 /// Catches up each hospital of `codes`, [`CATCH_UP_CONCURRENCY`] at a time.
 async fn catch_up_each(platform: &Platform, codes: HashSet<String>) {
     futures::stream::iter(codes)
@@ -284,11 +322,6 @@ pub async fn catch_up(platform: &Platform, code: &str) {
     if let Err(e) = platform.runner.catch_up(&lease.pool).await {
         tracing::warn!(code, error = %e, "projection catch-up failed; will retry");
     }
-    record_head(platform, code, &lease).await;
-    refresh_statistics(platform, code, &lease).await;
-}
-
-async fn record_head(platform: &Platform, code: &str, lease: &crate::tenancy::TenantLease) {
     // Move the log's recorded head forward (an auditor's digest lives in the platform
     // database, out of reach of whoever can write the tenant database).
     // Where the head row is gone but events are sealed, it refuses: recording the
@@ -311,9 +344,6 @@ async fn record_head(platform: &Platform, code: &str, lease: &crate::tenancy::Te
         }
         Err(e) => tracing::warn!(code, error = %e, "could not record the log head; will retry"),
     }
-}
-
-async fn refresh_statistics(platform: &Platform, code: &str, lease: &crate::tenancy::TenantLease) {
     // The super administrator's dashboard reads these figures from the platform
     // database instead of visiting every tenant on each request; one replica refreshes
     // a hospital's figures when they are stale.
@@ -333,7 +363,7 @@ async fn refresh_statistics(platform: &Platform, code: &str, lease: &crate::tena
             )
             .await?
         {
-            crate::tenant_stats::refresh_tenant_stats(&platform.control, lease).await?;
+            crate::tenant_stats::refresh_tenant_stats(&platform.control, &lease).await?;
         }
         Ok::<_, sqlx::Error>(())
     }
@@ -376,5 +406,38 @@ async fn sweep_reservations(platform: &Platform, code: &str) {
     match swept {
         Ok(released) => crate::telemetry::reservations_released(released),
         Err(e) => tracing::warn!(code, error = %e, "the reservation sweep failed; will retry"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn codes(names: &[&str]) -> HashSet<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_hospital_hinted_again_within_the_period_waits_for_its_end_and_is_not_lost() {
+        let period = Duration::from_millis(40);
+        let mut paced = Paced::every(period);
+        assert_eq!(paced.due_now(codes(&["A", "B"])), codes(&["A", "B"]));
+        assert_eq!(paced.next(), None, "nothing waits");
+
+        // Hinted again at once: it waits for the end of its period, once however often.
+        assert!(paced.due_now(codes(&["A"])).is_empty());
+        assert!(paced.due_now(codes(&["A"])).is_empty());
+        let due_at = paced.next().expect("A waits");
+        assert!(due_at > tokio::time::Instant::now());
+        assert!(paced.take_due().is_empty(), "not before its time");
+
+        tokio::time::sleep_until(due_at).await;
+        assert_eq!(paced.take_due(), codes(&["A"]));
+        assert_eq!(paced.next(), None);
+        // Caught up just now: a new hint waits for a new period.
+        assert!(paced.due_now(codes(&["A"])).is_empty());
+        // B's period has passed: hinted again, it goes at once.
+        tokio::time::sleep(period).await;
+        assert_eq!(paced.due_now(codes(&["B"])), codes(&["B"]));
     }
 }
