@@ -18,14 +18,13 @@ use std::convert::Infallible;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
-use cqrs_es::persist::{EventUpcaster, PersistenceError, SerializedEvent};
+use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use cqrs_es::{Aggregate, EventEnvelope};
 use hashlink::LruCache;
-use hms_projections::{personal, LogCursor};
-use serde_json::Value;
+use hms_projections::LogCursor;
 use sqlx::PgPool;
 
-use super::{open_events, together, CommandError};
+use super::{read_streams, together, CommandError, StreamEvent};
 
 /// States kept per process: a hospital's and its active staff's, for every hospital this
 /// process serves recently. A few kilobytes each at most.
@@ -67,17 +66,9 @@ struct Wanted<'a> {
     kept: Option<Kept>,
 }
 
-/// An event a read returned, with its place in the log and whether it held sealed
-/// personal data (opened by the read).
-struct Fetched {
-    event: SerializedEvent,
-    at: LogCursor,
-    sealed: bool,
-}
-
 /// The events a read returned for one stream, in sequence order; a kept last event comes
 /// first, without its payload.
-type Rows = Vec<Fetched>;
+type Rows = Vec<StreamEvent>;
 
 impl Default for CurrentStates {
     fn default() -> Self {
@@ -256,87 +247,17 @@ impl CurrentStates {
     }
 }
 
-/// One statement for every wanted stream: the kept last event's place (no payload), then
-/// every event after it; the whole stream where nothing is kept. Each stream is looked up
-/// on its own, in key order (`LATERAL … ORDER BY … OFFSET 0`, which the planner does not
-/// flatten into a join): as a join, a plan cached while the log was small (a new
-/// hospital, before its first statistics) hashed the whole log on every request, 5 ms at
-/// 20,000 events.
+/// One statement for every wanted stream (see [`read_streams`]): from the kept last event
+/// on, or the whole stream where nothing is kept.
 async fn read(pool: &PgPool, wanted: &[&Wanted<'_>]) -> Result<Rows, CommandError<Infallible>> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        aggregate_type: String,
-        aggregate_id: String,
-        sequence: i64,
-        event_type: String,
-        event_version: String,
-        payload: Option<Value>,
-        metadata: Option<Value>,
-        transaction_id: i64,
-        position: i64,
-    }
-    let types: Vec<&str> = wanted.iter().map(|w| w.aggregate_type).collect();
-    let ids: Vec<&str> = wanted.iter().map(|w| w.aggregate_id).collect();
-    let after: Vec<i64> = wanted
+    let streams: Vec<(&str, &str, u64)> = wanted
         .iter()
-        .map(|w| w.kept.as_ref().map_or(0, |k| k.version as i64))
-        .collect();
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version, \
-                CASE WHEN e.sequence > s.after THEN e.payload END AS payload, \
-                CASE WHEN e.sequence > s.after THEN e.metadata END AS metadata, \
-                e.transaction_id::text::bigint AS transaction_id, e.position \
-           FROM unnest($1::text[], $2::text[], $3::bigint[]) AS s(aggregate_type, aggregate_id, after) \
-          CROSS JOIN LATERAL ( \
-                SELECT * FROM public.events e \
-                 WHERE e.aggregate_type = s.aggregate_type AND e.aggregate_id = s.aggregate_id \
-                   AND e.sequence >= s.after ORDER BY e.sequence OFFSET 0) AS e \
-          ORDER BY e.aggregate_type, e.aggregate_id, e.sequence",
-    )
-    .bind(&types)
-    .bind(&ids)
-    .bind(&after)
-    .fetch_all(pool)
-    .await
-    .map_err(|e| {
-        together::store_error(if crate::tenancy::platform::is_unreachable(&e) {
-            PersistenceError::ConnectionError(Box::new(e))
-        } else {
-            PersistenceError::UnknownError(Box::new(e))
+        .map(|w| {
+            let after = w.kept.as_ref().map_or(0, |k| k.version);
+            (w.aggregate_type, w.aggregate_id, after)
         })
-    })?;
-    let mut cursors = Vec::with_capacity(rows.len());
-    let mut events = Vec::with_capacity(rows.len());
-    for row in rows {
-        cursors.push(LogCursor {
-            transaction_id: row.transaction_id,
-            position: row.position,
-        });
-        events.push(SerializedEvent::new(
-            row.aggregate_id,
-            usize::try_from(row.sequence).unwrap_or(usize::MAX),
-            row.aggregate_type,
-            row.event_type,
-            row.event_version,
-            row.payload.unwrap_or(Value::Null),
-            row.metadata.unwrap_or(Value::Null),
-        ));
-    }
-    // Kept streams hold no sealed data; should one gain some, it is opened as any load
-    // opens it, and the state is not kept.
-    let sealed: Vec<bool> = events
-        .iter_mut()
-        .map(|e| !personal::sealed_patients(&mut e.payload).is_empty())
         .collect();
-    if sealed.contains(&true) {
-        open_events(pool, &mut events)
-            .await
-            .map_err(together::store_error)?;
-    }
-    Ok(events
-        .into_iter()
-        .zip(cursors)
-        .zip(sealed)
-        .map(|((event, at), sealed)| Fetched { event, at, sealed })
-        .collect())
+    read_streams(pool, &streams)
+        .await
+        .map_err(together::store_error)
 }
