@@ -15,7 +15,6 @@
 
 use std::any::Any;
 use std::convert::Infallible;
-use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
@@ -28,10 +27,7 @@ use super::{read_streams, together, CommandError, StreamEvent};
 
 /// States kept per process: a hospital's and its active staff's, for every hospital this
 /// process serves recently. A few kilobytes each at most.
-const KEPT_STATES: NonZeroUsize = match NonZeroUsize::new(8_192) {
-    Some(n) => n,
-    None => unreachable!(),
-};
+const KEPT_STATES: usize = 8_192;
 
 /// Decoded states of rarely changing streams, confirmed against the log on every read.
 #[derive(Clone)]
@@ -79,7 +75,7 @@ impl Default for CurrentStates {
 impl CurrentStates {
     pub fn new() -> Self {
         Self {
-            kept: Arc::new(Mutex::new(LruCache::new(KEPT_STATES.get()))),
+            kept: Arc::new(Mutex::new(LruCache::new(KEPT_STATES))),
             upcasters: Arc::new(hms_domain::upcasters()),
         }
     }
@@ -161,8 +157,13 @@ impl CurrentStates {
     {
         let key = Self::key::<A>(database, wanted.aggregate_id);
         let kept_version = wanted.kept.as_ref().map(|k| k.version);
-        let (state, version, at) = match self.follow::<A>(wanted.kept.as_ref(), rows)? {
-            Some(followed) => followed,
+        let mut rows = rows.into_iter().peekable();
+        let resumed = match &wanted.kept {
+            Some(kept) => resume::<A>(kept, &mut rows),
+            None => Some(Start::new()),
+        };
+        let (state, version, at) = match resumed {
+            Some(start) => self.follow(start, rows)?,
             None => {
                 // Rewritten under the kept state (a restore, a move): read as if new.
                 self.kept
@@ -174,8 +175,7 @@ impl CurrentStates {
                     ..wanted
                 };
                 let rows = read(pool, &[&fresh]).await?;
-                self.follow::<A>(None, rows)?
-                    .ok_or_else(|| CommandError::Store("a stream read twice".into()))?
+                self.follow(Start::new(), rows.into_iter())?
             }
         };
         if let (true, Some(at)) = (kept_version != Some(version), at) {
@@ -189,31 +189,18 @@ impl CurrentStates {
         Ok((state, version))
     }
 
-    /// `kept` (or a new state) with the events of `rows` after it applied; `None` when
-    /// the rows do not start at the kept last event. The place of the last event comes
-    /// back only where the state may be kept (no sealed data among the events).
-    #[allow(clippy::type_complexity)]
-    fn follow<A>(
+    /// `start` with the events of `rows` applied. The place of the last event comes back
+    /// only where the state may be kept (no sealed data among the events).
+    fn follow<A: Aggregate>(
         &self,
-        kept: Option<&Kept>,
-        rows: Rows,
-    ) -> Result<Option<(A, u64, Option<LogCursor>)>, CommandError<Infallible>>
-    where
-        A: Aggregate + Clone + 'static,
-    {
-        let mut rows = rows.into_iter().peekable();
-        let (mut state, mut version, mut last) = match kept {
-            Some(kept) => {
-                let confirmed = rows
-                    .next_if(|f| f.event.sequence as u64 == kept.version && f.at == kept.at)
-                    .is_some();
-                match (confirmed, kept.state.clone().downcast::<A>()) {
-                    (true, Ok(state)) => ((*state).clone(), kept.version, Some(kept.at)),
-                    _ => return Ok(None),
-                }
-            }
-            None => (A::default(), 0, None),
-        };
+        start: Start<A>,
+        rows: impl Iterator<Item = StreamEvent>,
+    ) -> Result<(A, u64, Option<LogCursor>), CommandError<Infallible>> {
+        let Start {
+            mut state,
+            mut version,
+            mut last,
+        } = start;
         let mut keepable = true;
         for fetched in rows {
             keepable &= !fetched.sealed;
@@ -221,7 +208,7 @@ impl CurrentStates {
             last = Some(fetched.at);
             state.apply(self.decode::<A>(fetched.event)?.payload);
         }
-        Ok(Some((state, version, last.filter(|_| keepable))))
+        Ok((state, version, last.filter(|_| keepable)))
     }
 
     /// An event as cqrs-es decodes it on a load: through the domain's upcasters.
@@ -236,15 +223,38 @@ impl CurrentStates {
         }
         EventEnvelope::<A>::try_from(event).map_err(|e| CommandError::Store(e.to_string()))
     }
+}
 
-    /// How many states this process keeps.
-    pub fn len(&self) -> usize {
-        self.kept.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
+/// Where applying a stream's events starts: a new aggregate, or a kept state.
+struct Start<A> {
+    state: A,
+    version: u64,
+    last: Option<LogCursor>,
+}
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+impl<A: Default> Start<A> {
+    fn new() -> Self {
+        Self {
+            state: A::default(),
+            version: 0,
+            last: None,
+        }
     }
+}
+
+/// The kept state, when `rows` start at its last event, in the same place of the log
+/// (that row is taken); `None` when the stream was rewritten under it.
+fn resume<A: Aggregate + Clone + 'static>(
+    kept: &Kept,
+    rows: &mut std::iter::Peekable<std::vec::IntoIter<StreamEvent>>,
+) -> Option<Start<A>> {
+    rows.next_if(|f| f.event.sequence as u64 == kept.version && f.at == kept.at)?;
+    let state = kept.state.clone().downcast::<A>().ok()?;
+    Some(Start {
+        state: (*state).clone(),
+        version: kept.version,
+        last: Some(kept.at),
+    })
 }
 
 /// One statement for every wanted stream (see [`read_streams`]): from the kept last event

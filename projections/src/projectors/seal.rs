@@ -126,8 +126,7 @@ impl Projector for LogSealer {
             )
             .bind(positions)
         };
-        // The batch's ends and the chain's head in one statement (a command's round
-        // runs this for every batch).
+        // The batch's ends and the chain's head in one statement.
         let (ends, head_index, head_position, head_hash): (
             Vec<i64>,
             Option<i64>,
