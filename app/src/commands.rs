@@ -772,10 +772,7 @@ struct StreamEvent {
 /// payload and metadata (its place is all a caller compares), then every later one with
 /// its sealed personal data opened. `after` 0 reads the whole stream.
 ///
-/// Each stream is looked up on its own, in key order (`LATERAL … ORDER BY … OFFSET 0`,
-/// which the planner does not flatten into a join): as a join, a plan cached while the
-/// log was small (a new hospital, before its first statistics) hashed the whole log on
-/// every request, 5 ms at 20,000 events.
+/// Each stream is looked up on its own primary-key range ([`read_streams_sql`]).
 async fn read_streams(
     pool: &PgPool,
     streams: &[(&str, &str, u64)],
@@ -792,30 +789,18 @@ async fn read_streams(
         transaction_id: i64,
         position: i64,
     }
-    let types: Vec<&str> = streams.iter().map(|s| s.0).collect();
-    let ids: Vec<&str> = streams.iter().map(|s| s.1).collect();
-    let after: Vec<i64> = streams
-        .iter()
-        .map(|s| i64::try_from(s.2).unwrap_or(i64::MAX))
-        .collect();
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version, \
-                CASE WHEN e.sequence > s.after THEN e.payload END AS payload, \
-                CASE WHEN e.sequence > s.after THEN e.metadata END AS metadata, \
-                e.transaction_id::text::bigint AS transaction_id, e.position \
-           FROM unnest($1::text[], $2::text[], $3::bigint[]) AS s(aggregate_type, aggregate_id, after) \
-          CROSS JOIN LATERAL ( \
-                SELECT * FROM public.events e \
-                 WHERE e.aggregate_type = s.aggregate_type AND e.aggregate_id = s.aggregate_id \
-                   AND e.sequence >= s.after ORDER BY e.sequence OFFSET 0) AS e \
-          ORDER BY e.aggregate_type, e.aggregate_id, e.sequence",
-    )
-    .bind(&types)
-    .bind(&ids)
-    .bind(&after)
-    .fetch_all(pool)
-    .await
-    .map_err(|e| {
+    if streams.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = read_streams_sql(streams.len());
+    let mut query = sqlx::query_as::<_, Row>(&sql);
+    for &(aggregate_type, aggregate_id, after) in streams {
+        query = query
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .bind(i64::try_from(after).unwrap_or(i64::MAX));
+    }
+    let rows: Vec<Row> = query.fetch_all(pool).await.map_err(|e| {
         if crate::tenancy::platform::is_unreachable(&e) {
             PersistenceError::ConnectionError(Box::new(e))
         } else {
@@ -852,4 +837,35 @@ async fn read_streams(
         .zip(sealed)
         .map(|((event, at), sealed)| StreamEvent { event, at, sealed })
         .collect())
+}
+
+/// The statement of [`read_streams`] for `n` streams: one primary-key range scan per
+/// stream, with its own scalar parameters (type, id, `after`), in stream and sequence
+/// order.
+///
+/// - Scalars, not arrays: given `unnest` of arrays, a cached generic plan is costed for
+///   a hundred streams, so PostgreSQL planned afresh on every execution (measured in a
+///   commands bench: 0.14 ms of planning per call against 0.06 of execution, the largest
+///   planning cost of the command path). With scalars the generic plan is the same index
+///   scans, and it is kept.
+/// - Never a join over the log: a join's plan cached while the log was small (a new
+///   hospital, before its first statistics) hashed the whole log on every request, 5 ms
+///   at 20,000 events; a primary-key range per stream has no such alternative.
+pub fn read_streams_sql(n: usize) -> String {
+    let branch = |k: usize| {
+        let (ty, id, after) = (3 * k + 1, 3 * k + 2, 3 * k + 3);
+        format!(
+            "(SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, \
+                     CASE WHEN sequence > ${after} THEN payload END AS payload, \
+                     CASE WHEN sequence > ${after} THEN metadata END AS metadata, \
+                     transaction_id::text::bigint AS transaction_id, position \
+                FROM public.events \
+               WHERE aggregate_type = ${ty} AND aggregate_id = ${id} AND sequence >= ${after})"
+        )
+    };
+    let union: Vec<String> = (0..n).map(branch).collect();
+    format!(
+        "SELECT * FROM ({}) AS e ORDER BY aggregate_type, aggregate_id, sequence",
+        union.join(" UNION ALL ")
+    )
 }

@@ -221,12 +221,18 @@ pub async fn read_batch(
     after: LogCursor,
     limit: i64,
 ) -> Result<Vec<StoredEvent>> {
+    // The cursor and the limit are read through sub-selects, whose values the planner
+    // does not look into. Given as plain parameters, the estimate of "events after this
+    // cursor" depended on the cursor, the cached generic plan always looked dearer than a
+    // plan for the values at hand, and every round was planned afresh (0.07 ms; measured
+    // in a commands bench). Now both estimates are the same and the generic plan, an
+    // index scan in log order, is kept.
     let sql = format!(
         "SELECT {SELECT_COLUMNS} FROM public.events \
-          WHERE (transaction_id, position) > ($1::text::xid8, $2) \
+          WHERE (transaction_id, position) > (SELECT $1::text::xid8, $2::bigint) \
             AND transaction_id < {HORIZON} \
           ORDER BY events.transaction_id, events.position \
-          LIMIT $3"
+          LIMIT (SELECT $3::bigint)"
     );
     Ok(sqlx::query_as::<_, StoredEvent>(&sql)
         .bind(after.transaction_id.to_string())

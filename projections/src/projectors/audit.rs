@@ -117,8 +117,9 @@ async fn copy_log_run(
                 metadata->>'actor_username', metadata->>'actor_role', aggregate_type, aggregate_id, \
                 sequence, event_type, event_version, metadata->>'request_id' \
            FROM public.events \
-          WHERE (transaction_id, position) BETWEEN ($1::text::xid8, $2) AND ($3::text::xid8, $4) \
-          ORDER BY events.transaction_id, events.position LIMIT $5"
+          WHERE (transaction_id, position) >= (SELECT $1::text::xid8, $2::bigint) \
+            AND (transaction_id, position) <= (SELECT $3::text::xid8, $4::bigint) \
+          ORDER BY events.transaction_id, events.position LIMIT (SELECT $5::bigint)"
     ))
     .bind(first.transaction_id.to_string())
     .bind(first.position)
@@ -127,7 +128,9 @@ async fn copy_log_run(
     // The order (of the table's columns, not the output's) and the limit steer the planner
     // to the log-order index: its estimate for a row range goes by the transaction id
     // alone, and one large transaction (an import) would make it scan the whole table
-    // for every batch. One more than expected, so that an extra row shows.
+    // for every batch. The bounds and the limit are sub-selects, as in
+    // `log::read_batch`, so that the generic plan is kept rather than planned per call.
+    // One more than expected, so that an extra row shows.
     .bind(i64::try_from(expected).unwrap_or(i64::MAX).saturating_add(1))
     .execute(tx)
     .await?

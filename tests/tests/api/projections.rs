@@ -1185,3 +1185,92 @@ async fn wait_for_replay(primary: &mut PgConnection, standby: &mut PgConnection)
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// The command path's stream read and the catch-up's log read run on a cached generic
+/// plan, not planned afresh per call (planning had cost them more than running), and that
+/// plan is a scan of the right index, also when it is made on a new hospital's log of a
+/// few events: a plan is kept until the next ANALYZE, and a sequential scan cached while
+/// the log was small would be paid on every request as it grows.
+#[tokio::test]
+async fn the_stream_and_log_reads_keep_a_generic_plan_on_their_index() {
+    let app = spawn_app().await;
+    let pool = tenant_pool(&app, "PLAN01").await;
+    let mut conn = pool.acquire().await.expect("connection");
+    let admin: String =
+        sqlx::query_scalar("SELECT aggregate_id FROM events WHERE aggregate_type = 'user'")
+            .fetch_one(&mut *conn)
+            .await
+            .expect("the admin's stream");
+    let streams = commands::read_streams_sql(2);
+    for _ in 0..8 {
+        sqlx::query(&streams)
+            .bind("hospital")
+            .bind("PLAN01")
+            .bind(0i64)
+            .bind("user")
+            .bind(&admin)
+            .bind(0i64)
+            .fetch_all(&mut *conn)
+            .await
+            .expect("stream read");
+        hms_projections::log::read_batch(&mut conn, hms_projections::LogCursor::START, 100)
+            .await
+            .expect("log read");
+    }
+    let plans: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements \
+          WHERE statement LIKE '%FROM public.events%' \
+            AND statement NOT LIKE '%pg_prepared_statements%'",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .expect("prepared statements");
+    assert_eq!(plans.len(), 2, "{plans:?}");
+    for (statement, generic, custom) in &plans {
+        assert!(
+            *generic >= 3 && *custom <= 5,
+            "{generic} generic and {custom} custom plans for {statement}"
+        );
+    }
+    // The generic plans themselves, on this log of a few events.
+    let explain = |sql: &str, args: &str| {
+        format!("PREPARE p{args} AS {sql}; SET plan_cache_mode = force_generic_plan")
+    };
+    for (sql, types, values, index) in [
+        (
+            streams.clone(),
+            "(text, text, bigint, text, text, bigint)",
+            format!("('hospital', 'PLAN01', 0, 'user', '{admin}', 0)"),
+            "events_pkey",
+        ),
+        (
+            plans
+                .iter()
+                .map(|p| p.0.clone())
+                .find(|s| s.contains("LIMIT"))
+                .expect("the log read"),
+            "(text, bigint, bigint)",
+            "('0', 0, 100)".to_owned(),
+            "events_log_order",
+        ),
+    ] {
+        sqlx::raw_sql(&explain(&sql, types))
+            .execute(&mut *conn)
+            .await
+            .expect("prepare");
+        let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN EXECUTE p{values}"))
+            .fetch_all(&mut *conn)
+            .await
+            .expect("explain");
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains(&format!("Scan using {index} on events"))
+                && !plan.contains("Seq Scan on events"),
+            "{plan}"
+        );
+        sqlx::raw_sql("DEALLOCATE p; RESET plan_cache_mode")
+            .execute(&mut *conn)
+            .await
+            .expect("deallocate");
+    }
+}

@@ -1,0 +1,13 @@
+-- The event log gets its first statistics once it holds about a thousand events.
+--
+-- The command path reads streams with cached generic plans (app/src/commands.rs,
+-- `read_streams_sql`): PostgreSQL builds such a plan from the table's statistics of that
+-- moment and keeps it until the next ANALYZE. Analyzed at autovacuum's default threshold
+-- (50 changed rows), a new hospital's log is a page or two, a sequential scan looks
+-- cheapest, and that plan is kept while a busy hospital's log grows by thousands of events
+-- before autovacuum comes by again (it visits each database about once a minute). Until
+-- a table's first VACUUM or ANALYZE the planner assumes at least ten pages, where the
+-- primary-key scan wins; at a thousand events (some eighty pages) it wins on real
+-- statistics. Autovacuum's first VACUUM of an insert-only table comes at a thousand
+-- inserts as well (`autovacuum_vacuum_insert_threshold`).
+ALTER TABLE events SET (autovacuum_analyze_threshold = 1000);
