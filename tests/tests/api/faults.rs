@@ -301,7 +301,7 @@ async fn a_link_cut_while_a_request_is_authorized_answers_unavailable() {
     let warm_up = Registration::new("Warm", 0, 0);
     assert!(api.register(&token, &warm_up).await.id().is_some());
 
-    proxy.lose_reply_after(&streams_load_parameters(&["user", "hospital"]));
+    proxy.lose_reply_after(&stream_parameters("hospital", code));
     let request = Registration::new("Authz", 0, 1);
     let first = api.register(&token, &request).await;
     let lost = proxy.stats().lost_replies;
@@ -904,15 +904,16 @@ async fn refuse_connections(operator: &mut PgConnection, database: &str, refuse:
 
 /// The parameters of a load of one event stream as they travel in its Bind message:
 /// postgres-es binds the aggregate type, then the id (text as is, after its length).
-/// The elements of the aggregate-types array that a load of several streams in one
-/// statement binds (`CurrentStates::pair`, as a request loads its user and hospital):
-/// in PostgreSQL's binary array format each element is its length, then its bytes.
-fn streams_load_parameters(aggregate_types: &[&str]) -> Vec<u8> {
+/// The parameters that name one stream in a load of streams (`commands::read_streams_sql`:
+/// its type, then its id, each a text parameter), as a request loads its user and hospital
+/// (`CurrentStates::pair`): in PostgreSQL's Bind message each parameter is its length,
+/// then its bytes.
+fn stream_parameters(aggregate_type: &str, aggregate_id: &str) -> Vec<u8> {
     let mut bytes = Vec::new();
-    for aggregate_type in aggregate_types {
-        let length = u32::try_from(aggregate_type.len()).expect("a short name");
+    for text in [aggregate_type, aggregate_id] {
+        let length = u32::try_from(text.len()).expect("a short parameter");
         bytes.extend_from_slice(&length.to_be_bytes());
-        bytes.extend_from_slice(aggregate_type.as_bytes());
+        bytes.extend_from_slice(text.as_bytes());
     }
     bytes
 }
