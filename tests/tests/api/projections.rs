@@ -1232,6 +1232,23 @@ async fn the_stream_and_log_reads_keep_a_generic_plan_on_their_index() {
             "{generic} generic and {custom} custom plans for {statement}"
         );
     }
+    // What keeps those plans on the indexes (migration 20261206000020): a new hospital's
+    // log has no statistics yet (the planner then assumes at least ten pages), and gets
+    // its first only at a thousand events.
+    let (tuples, options): (f32, Vec<String>) = sqlx::query_as(
+        "SELECT reltuples, coalesce(reloptions, '{}') FROM pg_class WHERE oid = 'public.events'::regclass",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .expect("the log's statistics");
+    assert!(
+        tuples < 0.0,
+        "a new hospital's log was analyzed: {tuples} rows"
+    );
+    assert!(
+        options.contains(&"autovacuum_analyze_threshold=1000".to_owned()),
+        "{options:?}"
+    );
     // The generic plans themselves, on this log of a few events.
     let explain = |sql: &str, args: &str| {
         format!("PREPARE p{args} AS {sql}; SET plan_cache_mode = force_generic_plan")
