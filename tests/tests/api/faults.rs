@@ -902,12 +902,9 @@ async fn refuse_connections(operator: &mut PgConnection, database: &str, refuse:
     .expect("terminate sessions")
 }
 
-/// The parameters of a load of one event stream as they travel in its Bind message:
-/// postgres-es binds the aggregate type, then the id (text as is, after its length).
-/// The parameters that name one stream in a load of streams (`commands::read_streams_sql`:
-/// its type, then its id, each a text parameter), as a request loads its user and hospital
-/// (`CurrentStates::pair`): in PostgreSQL's Bind message each parameter is its length,
-/// then its bytes.
+/// The parameters that name one stream in a load of streams, as they travel in its Bind
+/// message: `commands::read_streams_sql` binds each stream's type, then its id (text as
+/// is, after its length), as a request loads its user and hospital (`CurrentStates::pair`).
 fn stream_parameters(aggregate_type: &str, aggregate_id: &str) -> Vec<u8> {
     let mut bytes = Vec::new();
     for text in [aggregate_type, aggregate_id] {
