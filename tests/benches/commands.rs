@@ -27,13 +27,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use hms_app::tenancy::pools::serving_pool_options;
 use hms_app::usecases::patients::search_sql;
 use hms_tests::load::{
     env_or, hms, measure, print_header, register, server_binary, Api, CpuTimes, Server, PASSWORD,
 };
 use hms_tests::{drop_databases, server_options};
 use serde_json::json;
-use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
 const CODE: &str = "BENCH01";
@@ -126,10 +126,10 @@ async fn run(prefix: &str) -> anyhow::Result<()> {
     let pairs = Arc::new(pairs);
     server.print_memory("after set-up (logins and 64 password hashes)");
 
-    // Raw PostgreSQL on the same tenant database.
+    // Raw PostgreSQL on the same tenant database, through a pool set up as the server's.
     let tenant_db = format!("{prefix}{}", CODE.to_ascii_lowercase());
     let max_clients = clients.iter().copied().max().unwrap_or(16) as u32;
-    let raw = PgPoolOptions::new()
+    let raw = serving_pool_options()
         .max_connections(max_clients)
         .connect_with(server_options().database(&tenant_db))
         .await?;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::{ConnectOptions, Connection, Executor, PgConnection, PgPool};
 
 use super::names::quote_ident;
@@ -189,7 +189,7 @@ pub async fn open_platform(options: &PgConnectOptions, pool_size: u32) -> Result
     create_database_if_missing(&mut conn, &database, None).await?;
     conn.close().await?;
 
-    let pool = PgPoolOptions::new()
+    let pool = super::pools::serving_pool_options()
         .max_connections(pool_size.max(1))
         .min_connections(0)
         .acquire_timeout(CONNECT_TIMEOUT)

@@ -84,6 +84,33 @@ pub const STATUS_RECHECK: Duration = Duration::from_secs(2);
 /// A hospital not seen open that recently is refused.
 pub const PLATFORM_OUTAGE_GRACE: Duration = Duration::from_secs(60);
 
+/// A pooled connection idle at least this long is pinged before it is handed out.
+///
+/// sqlx pings every connection it hands out by default: a round trip, and a wake-up of
+/// the backend, for each use. On the write path a request takes a connection four or
+/// five times (authorization, MRN, append, read-your-writes round, answer), and on two
+/// cores these wake-ups are what the CPU goes to (ADR 0006). A connection in steady use
+/// was working a moment ago; one that sat idle may have been cut (a server restart, a
+/// dropped link), and is checked. One cut while briefly idle fails its statement as
+/// unreachable, which answers as any request in flight at that moment does: retryable,
+/// nothing written.
+pub const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
+
+/// Options every pool that serves requests starts from (tenants' and the platform's):
+/// the acquire ping only after [`PING_WHEN_IDLE_FOR`].
+pub fn serving_pool_options() -> PgPoolOptions {
+    PgPoolOptions::new()
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_WHEN_IDLE_FOR {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
+}
+
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
     /// Connections a busy tenant's pool grows to (a pool starts with one).
@@ -148,7 +175,7 @@ impl TenantDb {
     ) -> Self {
         let backends = Arc::new(Mutex::new(Vec::new()));
         let recorded = backends.clone();
-        let pool = PgPoolOptions::new()
+        let pool = serving_pool_options()
             .max_connections(connections)
             .min_connections(0)
             .acquire_timeout(Duration::from_secs(10))

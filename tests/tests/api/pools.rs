@@ -365,3 +365,67 @@ async fn a_pool_closed_while_a_connection_is_given_back_leaves_no_backend() {
         "closed pools whose backend stayed for 500 ms"
     );
 }
+
+/// Connections cut while they sat idle in the server's pools (a database restart, a
+/// dropped link) are found out before a request uses them: the next request is served
+/// on new connections, not refused. The serving pools skip sqlx's ping for connections
+/// in steady use, and ping those idle for [`PING_WHEN_IDLE_FOR`]; without that ping,
+/// the request's first statement on a cut connection fails.
+///
+/// [`PING_WHEN_IDLE_FOR`]: hms_app::tenancy::pools::PING_WHEN_IDLE_FOR
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_cut_while_idle_are_replaced_before_a_request_uses_them() {
+    use hms_app::tenancy::pools::PING_WHEN_IDLE_FOR;
+    use hms_tests::fixtures::register_simple;
+
+    let app = hms_tests::spawn_app().await;
+    let admin = app.setup_hospital("CUTIDLE").await;
+    let token = app.login(Some("CUTIDLE"), &admin, ADMIN_PASSWORD).await;
+    register_simple(&app, &token, "Ada", "Before").await;
+
+    // Every session of this test's databases ends, the platform's and the hospital's,
+    // as when their server restarts.
+    let mut operator = app.connect("postgres").await;
+    let ended: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+          WHERE starts_with(datname, $1) AND pid <> pg_backend_pid()) t",
+    )
+    .bind(&app.prefix)
+    .fetch_one(&mut operator)
+    .await
+    .expect("end the sessions");
+    assert!(
+        ended >= 2,
+        "the server held connections to both databases ({ended})"
+    );
+    tokio::time::sleep(PING_WHEN_IDLE_FOR + Duration::from_millis(300)).await;
+
+    for family in ["After", "AfterAgain"] {
+        let response = app
+            .graphql(
+                "mutation($input: RegisterPatientInput!) { registerPatient(input: $input) { id } }",
+                json!({ "input": { "givenName": "Ada", "familyName": family, "dateOfBirth": "1985-06-15", "sex": "FEMALE" } }),
+                Some(&token),
+            )
+            .await;
+        assert!(
+            response["errors"].is_null(),
+            "a request after the cut is served: {response}"
+        );
+    }
+    let patients = app
+        .graphql(
+            "query { patients(first: 10) { edges { node { familyName } } } }",
+            json!({}),
+            Some(&token),
+        )
+        .await;
+    assert!(patients["errors"].is_null(), "{patients}");
+    assert_eq!(
+        patients["data"]["patients"]["edges"]
+            .as_array()
+            .map(Vec::len),
+        Some(3),
+        "{patients}"
+    );
+}
