@@ -96,8 +96,9 @@ pub const PLATFORM_OUTAGE_GRACE: Duration = Duration::from_secs(60);
 /// nothing written.
 pub const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 
-/// Options every pool that serves requests starts from (tenants' and the platform's):
-/// the acquire ping only after [`PING_WHEN_IDLE_FOR`].
+/// Options every pool the serving path uses starts from (tenants', the platform's, and
+/// each server's watcher, which polls every few ms while a pool closes): the acquire
+/// ping only after [`PING_WHEN_IDLE_FOR`].
 pub fn serving_pool_options() -> PgPoolOptions {
     PgPoolOptions::new()
         .test_before_acquire(false)
@@ -553,7 +554,7 @@ impl PoolRegistry {
             .unwrap_or(self.inner.settings.budget)
             .max(self.inner.settings.per_tenant + WATCHER_CONNECTIONS);
         let options = self.inner.credentials.on(&options);
-        let watcher = PgPoolOptions::new()
+        let watcher = serving_pool_options()
             .max_connections(WATCHER_CONNECTIONS)
             .min_connections(0)
             .acquire_timeout(Duration::from_secs(2))
