@@ -1,7 +1,8 @@
 //! The write path against raw PostgreSQL, in one run: the release `hms` server over
 //! HTTP/GraphQL at 1, 16 and 64 concurrent clients, next to what a command minimally does
 //! in PostgreSQL (read a 10-event stream, then BEGIN / INSERT one row / COMMIT) from this
-//! process with a pool of the same size as the clients.
+//! process with a pool of the same size as the clients, set up as the server's pools
+//! (`serving_pool_options`: no ping before a connection in steady use).
 //!
 //! Run: `cargo bench -p hms-tests --bench commands` (uses HMS_TEST_DATABASE_URL).
 //! - `HMS_BENCH_SERVER`: the `hms` binary to measure (default: this workspace's, built
