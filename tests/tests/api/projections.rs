@@ -1250,9 +1250,6 @@ async fn the_stream_and_log_reads_keep_a_generic_plan_on_their_index() {
         "{options:?}"
     );
     // The generic plans themselves, on this log of a few events.
-    let explain = |sql: &str, args: &str| {
-        format!("PREPARE p{args} AS {sql}; SET plan_cache_mode = force_generic_plan")
-    };
     for (sql, types, values, index) in [
         (
             streams.clone(),
@@ -1271,7 +1268,9 @@ async fn the_stream_and_log_reads_keep_a_generic_plan_on_their_index() {
             "events_log_order",
         ),
     ] {
-        sqlx::raw_sql(&explain(&sql, types))
+        let prepare =
+            format!("PREPARE p{types} AS {sql}; SET plan_cache_mode = force_generic_plan");
+        sqlx::raw_sql(&prepare)
             .execute(&mut *conn)
             .await
             .expect("prepare");
