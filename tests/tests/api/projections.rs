@@ -858,6 +858,79 @@ async fn a_backlog_caught_up_in_lanes_isolates_a_failure_and_ends_equal_to_a_reb
     assert_eq!(versions, 0, "each invoice row carries its stream's version");
 }
 
+/// A round takes every projector's lock at once, or none; a projector another process
+/// holds is left to it, and the rest are brought up to date (one at a time) meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_held_by_another_process_is_left_to_it_while_the_others_catch_up() {
+    let app = spawn_app().await;
+    let pool = tenant_pool(&app, "LCK001").await;
+    let runner = &app.state.runner;
+    runner.catch_up(&pool).await.expect("initial catch-up");
+
+    // Another process's round on the access log, as the key's holder.
+    let mut other = pool.acquire().await.expect("connection");
+    sqlx::query("SELECT pg_advisory_lock(hashtextextended('hms.projector.patient_access_log', 0))")
+        .execute(&mut *other)
+        .await
+        .expect("lock");
+    let viewer = actor_for(Operation::ViewPatient);
+    for _ in 0..3 {
+        let command = RecordAccessCommand::RecordPatientView {
+            actor: viewer.clone(),
+            patient_id: Uuid::new_v4(),
+            purpose: "patient".into(),
+            now: Utc::now(),
+        };
+        append::<RecordAccess>(
+            &pool,
+            "LCK001",
+            &Uuid::new_v4().to_string(),
+            &viewer,
+            command,
+        )
+        .await
+        .expect("append");
+    }
+    let progress = runner.catch_up(&pool).await.expect("catch up");
+    let held = progress
+        .iter()
+        .find(|p| p.projector == "patient_access_log")
+        .expect("the access log's progress");
+    assert!(
+        held.busy,
+        "the held projector is reported busy: {progress:?}"
+    );
+    let counts = || async {
+        sqlx::query_as::<_, (i64, i64)>(
+            "SELECT (SELECT count(*) FROM patient_access_log), \
+                    (SELECT count(*) FROM audit_index WHERE aggregate_type = 'record_access')",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("counts")
+    };
+    assert_eq!(
+        counts().await,
+        (0, 3),
+        "the held read model is untouched; the audit index has the three views"
+    );
+
+    sqlx::query(
+        "SELECT pg_advisory_unlock(hashtextextended('hms.projector.patient_access_log', 0))",
+    )
+    .execute(&mut *other)
+    .await
+    .expect("unlock");
+    drop(other);
+    // This process's daemon may be the one that applies them now.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while counts().await.0 < 3 && tokio::time::Instant::now() < deadline {
+        runner.catch_up(&pool).await.expect("catch up");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(counts().await, (3, 3), "each view applied once");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_patients_balance_fed_by_many_invoices_loses_no_update_under_200_concurrent_commands() {
     let app = spawn_app().await;
