@@ -421,3 +421,21 @@ pub async fn drop_databases(prefix: &str) {
     }
     let _ = conn.close().await;
 }
+
+/// Catches up every projector on `pool`, waiting out another catch-up that holds some of
+/// them (this process's daemon, woken by the same writes): one `catch_up` leaves a busy
+/// projector to its holder and returns before that holder has committed.
+pub async fn settle(runner: &hms_projections::ProjectionRunner, pool: &sqlx::PgPool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let progress = runner.catch_up(pool).await.expect("catch up");
+        if progress.iter().all(|p| !p.busy) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "projectors stayed busy: {progress:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

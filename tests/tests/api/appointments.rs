@@ -938,7 +938,7 @@ async fn slots_left_held_by_broken_bookings_are_released_by_the_sweep() {
     let noon = format!("{day}T12:00:00Z");
     let kept = schedule(&app, desk, booking(&first, staff.doctor_id, &noon, 30)).await;
     id_of(&kept, "scheduleAppointment");
-    app.state.runner.catch_up(&pool).await.expect("catch up");
+    hms_tests::settle(&app.state.runner, &pool).await;
 
     let fresh = sweep(&pool, code, GRACE, Utc::now()).await.expect("sweep");
     assert_eq!(
@@ -952,7 +952,7 @@ async fn slots_left_held_by_broken_bookings_are_released_by_the_sweep() {
         released, 3,
         "the orphan, and the cancelled appointment's doctor and patient slots"
     );
-    app.state.runner.catch_up(&pool).await.expect("catch up");
+    hms_tests::settle(&app.state.runner, &pool).await;
     let holds: Vec<(String, DateTime<Utc>)> =
         sqlx::query_as("SELECT schedule_type, start_at FROM slot_holds ORDER BY schedule_type")
             .fetch_all(&pool)

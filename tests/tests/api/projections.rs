@@ -100,6 +100,19 @@ where
     commands::append::<A>(pool, id, command, (), &metadata(code, actor)).await
 }
 
+/// Appends one access-log entry: `viewer` opened a patient's record.
+async fn record_view(pool: &PgPool, code: &str, viewer: &Actor) {
+    let command = RecordAccessCommand::RecordPatientView {
+        actor: viewer.clone(),
+        patient_id: Uuid::new_v4(),
+        purpose: "patient".into(),
+        now: Utc::now(),
+    };
+    append::<RecordAccess>(pool, code, &Uuid::new_v4().to_string(), viewer, command)
+        .await
+        .expect("append");
+}
+
 /// An invoice of the workload: id, payments so far (id, amount), issued or not.
 type InvoiceState = (Uuid, Vec<(Uuid, i64)>, bool);
 /// Builds the next command of an appointment's life.
@@ -519,21 +532,7 @@ async fn an_event_of_a_transaction_held_open_is_neither_skipped_nor_applied_twic
         let viewer = viewer.clone();
         async move {
             for _ in 0..150 {
-                let command = RecordAccessCommand::RecordPatientView {
-                    actor: viewer.clone(),
-                    patient_id: Uuid::new_v4(),
-                    purpose: "patient".into(),
-                    now: Utc::now(),
-                };
-                append::<RecordAccess>(
-                    &pool,
-                    "HLD001",
-                    &Uuid::new_v4().to_string(),
-                    &viewer,
-                    command,
-                )
-                .await
-                .expect("append");
+                record_view(&pool, "HLD001", &viewer).await;
             }
         }
     });
@@ -591,22 +590,7 @@ async fn a_transaction_held_open_in_another_database_does_not_hold_a_tenant_back
         .await
         .expect("xid on the platform");
 
-    let viewer = actor_for(Operation::ViewPatient);
-    let command = RecordAccessCommand::RecordPatientView {
-        actor: viewer.clone(),
-        patient_id: Uuid::new_v4(),
-        purpose: "patient".into(),
-        now: Utc::now(),
-    };
-    append::<RecordAccess>(
-        &pool,
-        "ISO001",
-        &Uuid::new_v4().to_string(),
-        &viewer,
-        command,
-    )
-    .await
-    .expect("append");
+    record_view(&pool, "ISO001", &actor_for(Operation::ViewPatient)).await;
     let (transaction_id, position): (i64, i64) = sqlx::query_as(
         "SELECT transaction_id::text::bigint, position FROM events ORDER BY position DESC LIMIT 1",
     )
@@ -875,21 +859,7 @@ async fn a_projector_held_by_another_process_is_left_to_it_while_the_others_catc
         .expect("lock");
     let viewer = actor_for(Operation::ViewPatient);
     for _ in 0..3 {
-        let command = RecordAccessCommand::RecordPatientView {
-            actor: viewer.clone(),
-            patient_id: Uuid::new_v4(),
-            purpose: "patient".into(),
-            now: Utc::now(),
-        };
-        append::<RecordAccess>(
-            &pool,
-            "LCK001",
-            &Uuid::new_v4().to_string(),
-            &viewer,
-            command,
-        )
-        .await
-        .expect("append");
+        record_view(&pool, "LCK001", &viewer).await;
     }
     let progress = runner.catch_up(&pool).await.expect("catch up");
     let held = progress
@@ -922,12 +892,7 @@ async fn a_projector_held_by_another_process_is_left_to_it_while_the_others_catc
     .await
     .expect("unlock");
     drop(other);
-    // This process's daemon may be the one that applies them now.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while counts().await.0 < 3 && tokio::time::Instant::now() < deadline {
-        runner.catch_up(&pool).await.expect("catch up");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    hms_tests::settle(runner, &pool).await;
     assert_eq!(counts().await, (3, 3), "each view applied once");
 }
 
