@@ -986,7 +986,7 @@ async fn slots_left_held_by_broken_bookings_are_released_by_the_sweep() {
     // The time is bookable again, and a second sweep finds nothing.
     let rebooked = schedule(&app, desk, booking(&first, staff.doctor_id, &ten, 30)).await;
     id_of(&rebooked, "scheduleAppointment");
-    app.state.runner.catch_up(&pool).await.expect("catch up");
+    hms_tests::settle(&app.state.runner, &pool).await;
     let again = sweep(&pool, code, chrono::Duration::zero(), Utc::now())
         .await
         .expect("sweep");
