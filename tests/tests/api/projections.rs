@@ -851,12 +851,14 @@ async fn a_projector_held_by_another_process_is_left_to_it_while_the_others_catc
     let runner = &app.state.runner;
     runner.catch_up(&pool).await.expect("initial catch-up");
 
-    // Another process's round on the access log, as the key's holder.
-    let mut other = pool.acquire().await.expect("connection");
-    sqlx::query("SELECT pg_advisory_lock(hashtextextended('hms.projector.patient_access_log', 0))")
-        .execute(&mut *other)
-        .await
-        .expect("lock");
+    // Another process's round on the access log: its transaction holds the key.
+    let mut other = pool.begin().await.expect("begin");
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended('hms.projector.patient_access_log', 0))",
+    )
+    .execute(&mut *other)
+    .await
+    .expect("lock");
     let viewer = actor_for(Operation::ViewPatient);
     for _ in 0..3 {
         record_view(&pool, "LCK001", &viewer).await;
@@ -885,13 +887,7 @@ async fn a_projector_held_by_another_process_is_left_to_it_while_the_others_catc
         "the held read model is untouched; the audit index has the three views"
     );
 
-    sqlx::query(
-        "SELECT pg_advisory_unlock(hashtextextended('hms.projector.patient_access_log', 0))",
-    )
-    .execute(&mut *other)
-    .await
-    .expect("unlock");
-    drop(other);
+    other.rollback().await.expect("the other round ends");
     hms_tests::settle(runner, &pool).await;
     assert_eq!(counts().await, (3, 3), "each view applied once");
 }
