@@ -36,6 +36,7 @@ use cqrs_es::persist::{
 };
 use cqrs_es::{Aggregate, AggregateError, CqrsFramework, EventStore};
 use hms_domain::EventMetadata;
+use hms_projections::inline::InlineRows;
 use hms_projections::{log, personal, LogCursor, ProjectionRunner};
 use postgres_es::PostgresEventRepository;
 use rand::Rng;
@@ -144,6 +145,8 @@ struct Attempt {
     seen: Arc<AtomicBool>,
     /// Where the append put its last event, for the read-your-writes wait.
     head: Arc<StdMutex<Option<LogCursor>>>,
+    /// Whether the append wrote read-model rows inline (docs/adr/0011).
+    inline: Arc<AtomicBool>,
 }
 
 impl ExpectingRepository {
@@ -212,7 +215,14 @@ impl PersistedEventRepository for ExpectingRepository {
             // Snapshots are off (DESIGN.md); postgres-es keeps them in its own transaction.
             return self.inner.persist::<A>(events, snapshot_update).await;
         }
-        let head = seal_and_append(&self.pool, events, self.attempt.assume_new).await?;
+        // Rows the append writes itself are built from the events as decided, before
+        // their personal data is sealed.
+        let inline = hms_projections::inline::rows_written_inline(events)
+            .map_err(|e| PersistenceError::UnknownError(Box::new(e)))?;
+        let head = seal_and_append(&self.pool, events, self.attempt.assume_new, &inline).await?;
+        if head.is_some() && !inline.is_empty() {
+            self.attempt.inline.store(true, Ordering::SeqCst);
+        }
         *self.attempt.head.lock().unwrap_or_else(|e| e.into_inner()) = head;
         Ok(())
     }
@@ -259,14 +269,16 @@ async fn open_events(
     Ok(())
 }
 
-/// Seals and appends `events`. On a stream taken to be new that is a patient's own
-/// record (a registration), the patient has no data key yet: a fresh one is offered and
-/// stored by the append's own statement ([`personal::seal_offering`]), saving a round
-/// trip; should a key be stored already, the events are sealed again with it.
+/// Seals and appends `events`, with the read-model rows written `inline`. On a stream
+/// taken to be new that is a patient's own record (a registration), the patient has no
+/// data key yet: a fresh one is offered and stored by the append's own statement
+/// ([`personal::seal_offering`]), saving a round trip; should a key be stored already, the
+/// events are sealed again with it.
 async fn seal_and_append(
     pool: &PgPool,
     events: &[SerializedEvent],
     new_stream: bool,
+    inline: &[InlineRows],
 ) -> Result<Option<LogCursor>, PersistenceError> {
     if new_stream && seal_any(events) {
         let mut offering = events.to_vec();
@@ -274,13 +286,13 @@ async fn seal_and_append(
             .await
             .map_err(seal_error)?;
         if let Some(offers) = offers {
-            if let Some(head) = append_events(pool, &offering, &offers).await? {
+            if let Some(head) = append_events(pool, &offering, &offers, inline).await? {
                 return Ok(Some(head));
             }
         }
     }
     let sealed = seal_events(pool, events).await?;
-    append_events(pool, &sealed, &[]).await
+    append_events(pool, &sealed, &[], inline).await
 }
 
 /// Whether any of `events` carries personal data to seal.
@@ -340,10 +352,13 @@ const DEADLOCK_RETRIES: u32 = 2;
 ///
 /// With `offers` (fresh data keys, see [`seal_and_append`]) the keys are stored by the same
 /// statement, and nothing is appended (`None`) when a patient's key was stored already.
+/// The `inline` rows (docs/adr/0011) are inserted by the same statement too, exactly when
+/// the events are.
 async fn append_events(
     pool: &PgPool,
     events: &[SerializedEvent],
     offers: &[personal::KeyOffer],
+    inline: &[InlineRows],
 ) -> Result<Option<LogCursor>, PersistenceError> {
     if events.is_empty() {
         return Ok(None);
@@ -364,16 +379,32 @@ async fn append_events(
            FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[]) \
                 WITH ORDINALITY AS e(aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, n)";
     const LANDED: &str = " ORDER BY e.n RETURNING transaction_id::text::bigint, position";
-    let sql = if offers.is_empty() {
-        format!("{INSERT}{LANDED}")
+    let mut with = Vec::new();
+    // Every offer taken, or no event appended (and no row written inline).
+    let taken = if offers.is_empty() {
+        ""
     } else {
-        // Every offer taken, or no event appended.
-        format!(
-            "WITH offered AS ({}) {INSERT} \
-              WHERE (SELECT count(*) FROM offered) = cardinality($8::uuid[]){LANDED}",
-            personal::STORE_OFFERS
-        )
+        with.push(format!("offered AS ({})", personal::STORE_OFFERS));
+        "(SELECT count(*) FROM offered) = cardinality($8::uuid[])"
     };
+    let first_inline = if offers.is_empty() { 8 } else { 11 };
+    for (i, rows) in inline.iter().enumerate() {
+        with.push(format!(
+            "inline_{i} AS ({})",
+            rows.insert_sql(first_inline + i, taken)
+        ));
+    }
+    let with = if with.is_empty() {
+        String::new()
+    } else {
+        format!("WITH {} ", with.join(", "))
+    };
+    let filter = if taken.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {taken}")
+    };
+    let sql = format!("{with}{INSERT}{filter}{LANDED}");
     let patients: Vec<uuid::Uuid> = offers.iter().map(|o| o.patient_id).collect();
     let masters: Vec<&str> = offers.iter().map(|o| o.master_key_id.as_str()).collect();
     let wrapped: Vec<&[u8]> = offers.iter().map(|o| o.wrapped_key.as_slice()).collect();
@@ -389,6 +420,9 @@ async fn append_events(
             .bind(&metadata);
         if !offers.is_empty() {
             query = query.bind(&patients).bind(&masters).bind(&wrapped);
+        }
+        for rows in inline {
+            query = query.bind(&rows.rows);
         }
         match query.fetch_all(pool).await {
             Ok(landed) => break landed,
@@ -469,10 +503,83 @@ where
     A::Command: Clone,
     A::Services: Clone,
 {
-    let head = {
-        let _under_way = runner.appending(pool);
+    execute_then::<A>(
+        pool,
+        runner,
+        id,
+        command,
+        services,
+        metadata,
+        expected,
+        Answer::ReadModels,
+    )
+    .await
+}
+
+/// Executes `command` on the new aggregate `id` (a fresh id). When its append wrote the
+/// rows its answer reads inline (a registration's row of the patient register, docs/adr/0011),
+/// it returns without waiting: the other read models follow in the daemon's round, woken by
+/// the command's hint, and the audit trail's readers catch up before reading
+/// ([`wait_for_log`]). Otherwise it waits as [`execute`] does.
+pub async fn create<A>(
+    pool: &PgPool,
+    runner: &ProjectionRunner,
+    id: &str,
+    command: A::Command,
+    services: A::Services,
+    metadata: &EventMetadata,
+) -> Result<(), CommandError<A::Error>>
+where
+    A: Aggregate + 'static,
+    A::Command: Clone,
+    A::Services: Clone,
+{
+    execute_then::<A>(
+        pool,
+        runner,
+        id,
+        command,
+        services,
+        metadata,
+        Some(0),
+        Answer::Inline,
+    )
+    .await
+}
+
+/// What a command's answer reads, and so what it waits for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// The read models: every rebuildable projector must have passed its events.
+    ReadModels,
+    /// The rows its append writes inline, when it wrote any; the read models otherwise.
+    Inline,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn execute_then<A>(
+    pool: &PgPool,
+    runner: &ProjectionRunner,
+    id: &str,
+    command: A::Command,
+    services: A::Services,
+    metadata: &EventMetadata,
+    expected: Option<u64>,
+    answer: Answer,
+) -> Result<(), CommandError<A::Error>>
+where
+    A: Aggregate + 'static,
+    A::Command: Clone,
+    A::Services: Clone,
+{
+    let appended = {
+        let _under_way = (answer == Answer::ReadModels).then(|| runner.appending(pool));
         append_expecting::<A>(pool, id, command, services, metadata, expected).await?
     };
+    if appended.inline && answer == Answer::Inline {
+        return Ok(());
+    }
+    let head = appended.head;
     // The write stands whatever the read side does now: reporting it as failed would
     // invite a retry that repeats it. The client may read a read model that is behind
     // (or answer from the write side); the runner catches up.
@@ -593,7 +700,8 @@ impl Drop for Turn {
 /// Decides `command` on the aggregate and appends its events. Without an expected
 /// version a lost race is retried on fresh state (bounded, jittered); inside keyed work
 /// a stream that already holds the run's event is left alone (see the module notes).
-/// Returns where the last appended event landed in the log (`None`: nothing appended).
+/// Returns where the last appended event landed in the log (`None`: nothing appended),
+/// and whether the append wrote rows inline.
 async fn append_expecting<A>(
     pool: &PgPool,
     id: &str,
@@ -601,7 +709,7 @@ async fn append_expecting<A>(
     services: A::Services,
     metadata: &EventMetadata,
     expected: Option<u64>,
-) -> Result<Option<LogCursor>, CommandError<A::Error>>
+) -> Result<Appended, CommandError<A::Error>>
 where
     A: Aggregate + 'static,
     A::Command: Clone,
@@ -620,12 +728,14 @@ where
         // Each attempt has its own note of whether the stream holds this run's event.
         let seen = Arc::new(AtomicBool::new(false));
         let head = Arc::new(StdMutex::new(None));
+        let inline = Arc::new(AtomicBool::new(false));
         let this_attempt = Attempt {
             expected,
             assume_new,
             run: run.clone(),
             seen: seen.clone(),
             head: head.clone(),
+            inline: inline.clone(),
         };
         let framework =
             CqrsFramework::new(store::<A>(pool, this_attempt), vec![], services.clone());
@@ -637,10 +747,15 @@ where
         };
         if seen.load(Ordering::SeqCst) {
             // An earlier attempt of this request committed this command already.
-            return Ok(None);
+            return Ok(Appended::default());
         }
         match outcome {
-            Ok(()) => return Ok(*head.lock().unwrap_or_else(|e| e.into_inner())),
+            Ok(()) => {
+                return Ok(Appended {
+                    head: *head.lock().unwrap_or_else(|e| e.into_inner()),
+                    inline: inline.load(Ordering::SeqCst),
+                })
+            }
             // Refused as a new record: decide again on what the stream really holds (a
             // client's stale version 0 of an existing record is a conflict, not a
             // "not found").
@@ -650,7 +765,7 @@ where
                     // The client decided on the version it saw: its answer is final,
                     // unless the event that got in first is this run's own.
                     if run.is_some() && holds_run::<A>(pool, id, run.clone()).await? {
-                        return Ok(None);
+                        return Ok(Appended::default());
                     }
                     telemetry::command_conflict(A::TYPE, false);
                     return Err(CommandError::Conflict);
@@ -671,6 +786,15 @@ where
         "concurrent writers won every attempt"
     );
     Err(CommandError::Contended)
+}
+
+/// What an append left for the read-your-writes wait.
+#[derive(Default)]
+struct Appended {
+    /// Where its last event landed (`None`: nothing appended now).
+    head: Option<LogCursor>,
+    /// Whether it wrote read-model rows inline (docs/adr/0011).
+    inline: bool,
 }
 
 /// The pause after a lost race: drawn uniformly below a bound that doubles per attempt
@@ -736,6 +860,23 @@ pub async fn wait_for_stream<A: Aggregate>(
 ) -> Result<(), hms_projections::ProjectionError> {
     let mut conn = pool.acquire().await?;
     let head = log::stream_head(&mut conn, A::TYPE, id).await?;
+    drop(conn);
+    if let Some(head) = head {
+        runner.catch_up_through(pool, head, timeout).await?;
+    }
+    Ok(())
+}
+
+/// Waits until every projector has applied every event committed before now: what a
+/// reader of the derived read models (the audit trail) does first, since a command whose
+/// answer was written inline does not wait for them (docs/adr/0011).
+pub async fn wait_for_log(
+    pool: &PgPool,
+    runner: &ProjectionRunner,
+    timeout: Duration,
+) -> Result<(), hms_projections::ProjectionError> {
+    let mut conn = pool.acquire().await?;
+    let head = log::log_head(&mut conn).await?;
     drop(conn);
     if let Some(head) = head {
         runner.catch_up_through(pool, head, timeout).await?;

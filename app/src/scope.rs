@@ -232,6 +232,45 @@ impl Authorized<'_> {
         Ok(())
     }
 
+    /// Runs `command` on the new aggregate `id` (a fresh id) and returns once its events
+    /// and the rows its answer reads are committed: a registration writes its row of the
+    /// patient register in its append (docs/adr/0011); the other read models follow.
+    pub async fn create<A>(&self, id: &str, command: A::Command) -> Result<()>
+    where
+        A: Aggregate<Services = ()> + 'static,
+        A::Command: Clone,
+        A::Error: DomainErrorCode + Send + Sync + 'static,
+    {
+        commands::create::<A>(
+            self.pool(),
+            &self.scope.state.runner,
+            id,
+            command,
+            (),
+            &self.metadata(),
+        )
+        .await
+        .map_err(command_error)?;
+        self.notify();
+        Ok(())
+    }
+
+    /// Makes the derived read models (the audit index above all) show every event
+    /// committed before now, the caller's own included: commands that answer from rows
+    /// written inline do not wait for them (docs/adr/0011). Should they not catch up in
+    /// time, the read goes on with what they show.
+    pub async fn derived_views_current(&self) {
+        if let Err(error) = commands::wait_for_log(
+            self.pool(),
+            &self.scope.state.runner,
+            commands::READ_YOUR_WRITES_TIMEOUT,
+        )
+        .await
+        {
+            tracing::warn!(%error, "the audit index is behind the log");
+        }
+    }
+
     /// Runs `decide` on `streams` as one unit: every event it decides is appended in one
     /// statement, or none is; then waits until the read models show them
     /// ([`commands::together`]).

@@ -11,9 +11,11 @@
 //!   write a whole batch with a few set-based statements (`rows`).
 //! - [`personal`]: personal data in events sealed under a key per patient, for erasure by
 //!   destroying the key (crypto-shredding).
+//! - [`inline`]: the few rows an append writes itself, so its answer needs no wait.
 //! - [`rebuild`]: rebuilding a projector's tables from the log while the old ones serve.
 
 pub mod error;
+pub mod inline;
 pub mod log;
 pub mod personal;
 pub mod projectors;

@@ -264,6 +264,21 @@ pub async fn stream_head(
     }))
 }
 
+/// The log cursor of the newest committed event, whether or not readers may see it yet.
+/// A reader that must see everything committed before it started waits for it.
+pub async fn log_head(conn: &mut PgConnection) -> Result<Option<LogCursor>> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT transaction_id::text::bigint, position FROM public.events \
+          ORDER BY transaction_id DESC, position DESC LIMIT 1",
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|(transaction_id, position)| LogCursor {
+        transaction_id,
+        position,
+    }))
+}
+
 /// Every event of one aggregate stream in sequence order (for history and as-of views),
 /// with sealed personal data opened (or erased).
 pub async fn read_stream(

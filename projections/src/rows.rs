@@ -94,8 +94,14 @@ where
         }
     }
 
-    /// The row with this key as the batch leaves it, taken out of the set (for a fold
-    /// done in memory, never stored).
+    /// The row with this key as the set holds it now, without marking it changed.
+    pub(crate) fn get(&self, key: &K) -> Option<&R> {
+        match self.rows.get(key)? {
+            Slot::Loaded(row) | Slot::Changed(row) | Slot::New(row) => Some(row),
+            Slot::Removed => None,
+        }
+    }
+
     /// The keys of the rows the set holds (loaded or new) that satisfy `pred`.
     pub(crate) fn keys_where(&self, pred: impl Fn(&R) -> bool) -> Vec<K> {
         self.rows
@@ -107,6 +113,8 @@ where
             .collect()
     }
 
+    /// The row with this key as the batch leaves it, taken out of the set (for a fold
+    /// done in memory, never stored).
     pub(crate) fn take(&mut self, key: &K) -> Option<R> {
         match self.rows.remove(key)? {
             Slot::Loaded(row) | Slot::Changed(row) | Slot::New(row) => Some(row),
@@ -193,6 +201,44 @@ where
             .await?;
         }
         Ok(())
+    }
+}
+
+/// Rows of a read model to be inserted by another statement (an append writing them
+/// inline, docs/adr/0011): the same JSON and the same `json_populate_recordset` as
+/// [`RowSet::store`]'s inserts, so both paths give the same typed rows.
+#[derive(Debug, Clone)]
+pub struct InlineRows {
+    /// The live table (schema-qualified: an inline write never goes to a rebuild's copy).
+    pub table: String,
+    /// The column list, from the row type's field names.
+    pub columns: String,
+    /// The rows as a JSON array.
+    pub rows: String,
+}
+
+impl InlineRows {
+    pub(crate) fn of<R: Serialize>(table: &'static str, rows: &[R]) -> Result<Self> {
+        Ok(Self {
+            table: format!("public.{table}"),
+            columns: column_names(table, rows)?.join(", "),
+            rows: serde_json::to_string(rows).map_err(|e| unmappable(table, e))?,
+        })
+    }
+
+    /// The `INSERT` writing these rows, with the JSON as parameter `$param`; `condition`,
+    /// when not empty, is a `WHERE` clause's condition on the enclosing statement.
+    pub fn insert_sql(&self, param: usize, condition: &str) -> String {
+        let (table, columns) = (&self.table, &self.columns);
+        let condition = if condition.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {condition}")
+        };
+        format!(
+            "INSERT INTO {table} ({columns}) \
+             SELECT {columns} FROM json_populate_recordset(NULL::{table}, ${param}::json){condition}"
+        )
     }
 }
 

@@ -143,6 +143,7 @@ pub async fn trail(
     filter: &TrailFilter,
     page: &PageRequest,
 ) -> Result<Page<AuditEntry>> {
+    auth.derived_views_current().await;
     let entries = read_trail(auth.pool(), filter, page).await?;
     let mut patients: Vec<Uuid> = entries
         .items
@@ -204,19 +205,20 @@ fn patient_of(entry: &AuditEntry) -> Option<Uuid> {
 }
 
 /// The history of one record (the `history` field of record types), oldest first. The
-/// caller has checked that it may read the trail; it passes the hospital's pool.
+/// caller has checked that it may read the trail.
 pub async fn history(
-    pool: &PgPool,
+    auth: &Authorized<'_>,
     aggregate_type: &str,
     aggregate_id: &str,
     page: &PageRequest,
 ) -> Result<Page<AuditEntry>> {
+    auth.derived_views_current().await;
     let filter = TrailFilter {
         aggregate_type: Some(aggregate_type.to_owned()),
         aggregate_id: Some(aggregate_id.to_owned()),
         ..TrailFilter::default()
     };
-    read_trail(pool, &filter, page).await
+    read_trail(auth.pool(), &filter, page).await
 }
 
 // ---------------------------------------------------------------------------------------

@@ -764,7 +764,8 @@ pub async fn register_patient(auth: &Authorized<'_>, input: NewPatient) -> Resul
                 allergies,
                 now: auth.now,
             };
-            auth.execute::<PatientAggregate>(&patient_id.to_string(), command, Some(0))
+            // Answered from the row its append writes (docs/adr/0011).
+            auth.create::<PatientAggregate>(&patient_id.to_string(), command)
                 .await?;
             Ok::<_, AppError>(patient_id)
         })

@@ -7,7 +7,7 @@ mod break_glass;
 mod hospital;
 mod invoices;
 mod lab;
-mod patients;
+pub(crate) mod patients;
 pub mod seal;
 mod slot_holds;
 mod staff;
@@ -75,6 +75,10 @@ pub(crate) fn decode_batch<'e, A: cqrs_es::Aggregate>(
 /// The common shape of a projector that keeps one row per aggregate in `table` (keyed by
 /// `id`): decode the batch's events of `A`, load the rows of the streams not created in
 /// this batch (`creates`), fold the events onto them in log order, write the outcome.
+///
+/// An event at or below its row's version is in the row already: its append wrote the
+/// row inline (docs/adr/0011), so it is passed over. A projector whose creating events
+/// may be written inline must not count them as `creates`, or their rows are not loaded.
 pub(crate) async fn fold_rows<A, R>(
     tx: &mut PgConnection,
     projector: &'static str,
@@ -91,7 +95,7 @@ where
     if events.is_empty() {
         return Ok(());
     }
-    let mut rows = RowSet::new(table, "id");
+    let mut rows: RowSet<Uuid, R> = RowSet::new(table, "id");
     let existing = events
         .iter()
         .filter(|(_, _, e)| !creates(e))
@@ -99,6 +103,12 @@ where
         .collect();
     rows.load(tx, existing).await?;
     for (id, stored, event) in events {
+        if rows
+            .get(&id)
+            .is_some_and(|row| row.version() >= stored.sequence)
+        {
+            continue;
+        }
         fold(&mut rows, id, stored, event);
         if let Some(row) = rows.get_mut(&id) {
             row.set_version(stored.sequence);
@@ -111,6 +121,7 @@ where
 /// (the sequence of the last event folded into it), which clients send back as the
 /// expected version of their next command: it always matches the state the row shows.
 pub(crate) trait StreamRow {
+    fn version(&self) -> i64;
     fn set_version(&mut self, version: i64);
 }
 
@@ -118,6 +129,10 @@ pub(crate) trait StreamRow {
 macro_rules! stream_row {
     ($($row:ty),+) => {$(
         impl $crate::projectors::StreamRow for $row {
+            fn version(&self) -> i64 {
+                self.version
+            }
+
             fn set_version(&mut self, version: i64) {
                 self.version = version;
             }

@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
+use cqrs_es::persist::SerializedEvent;
 use hms_domain::common::BoundedText;
 use hms_domain::patient::{same_substance, Alert, Allergy, Demographics, Patient, PatientEvent};
 use serde::{Deserialize, Serialize};
@@ -11,7 +12,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{enum_name, fold_rows, search_key};
-use crate::rows::RowSet;
+use crate::rows::{InlineRows, RowSet};
 use crate::{Projector, Result, StoredEvent};
 
 pub struct PatientProjector;
@@ -167,7 +168,9 @@ impl Projector for PatientProjector {
             self.name(),
             "patients",
             events,
-            |e| matches!(e, PatientEvent::PatientRegistered { .. }),
+            // A registration's row is written by its append (docs/adr/0011): loaded,
+            // so that the registration is passed over.
+            |_| false,
             fold,
         )
         .await?;
@@ -191,8 +194,51 @@ impl Projector for PatientProjector {
     }
 }
 
+/// The row a registration writes inline, in its append's own statement (docs/adr/0011):
+/// built by the same code as the projector's, so a rebuild gives the same row, and
+/// carrying the stream's version, so the projector passes the registration over.
+/// Nothing for any other append.
+pub(crate) fn inline(events: &[SerializedEvent]) -> Result<Option<InlineRows>> {
+    let rows = events
+        .iter()
+        .filter(|e| {
+            e.aggregate_type == "patient" && e.sequence == 1 && e.event_type == "PatientRegistered"
+        })
+        .map(|e| {
+            let event: PatientEvent = serde_json::from_value(e.payload.clone()).map_err(|e| {
+                crate::ProjectionError::Row(format!(
+                    "a registration to write inline does not decode: {e}"
+                ))
+            })?;
+            Ok(registered(event).map(|mut row| {
+                row.version = e.sequence as i64;
+                row
+            }))
+        })
+        .filter_map(Result::transpose)
+        .collect::<Result<Vec<_>>>()?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    InlineRows::of("patients", &rows).map(Some)
+}
+
 fn fold(patients: &mut RowSet<Uuid, PatientRow>, id: Uuid, _: &StoredEvent, event: PatientEvent) {
-    if let PatientEvent::PatientRegistered {
+    if let PatientEvent::PatientRegistered { .. } = event {
+        if let Some(row) = registered(event) {
+            patients.insert(row.id, row);
+        }
+        return;
+    }
+    let Some(row) = patients.get_mut(&id) else {
+        return;
+    };
+    apply(row, event);
+}
+
+/// A registered patient's row (version 0, set by whoever writes it).
+fn registered(event: PatientEvent) -> Option<PatientRow> {
+    let PatientEvent::PatientRegistered {
         patient_id,
         mrn,
         demographics,
@@ -200,40 +246,41 @@ fn fold(patients: &mut RowSet<Uuid, PatientRow>, id: Uuid, _: &StoredEvent, even
         alerts,
         registered_at,
     } = event
-    {
-        let mut row = PatientRow {
-            id: patient_id,
-            mrn: mrn.as_str().to_owned(),
-            given_name: None,
-            middle_name: None,
-            family_name: String::new(),
-            given_key: String::new(),
-            family_key: String::new(),
-            date_of_birth: demographics.date_of_birth,
-            sex: String::new(),
-            phone: None,
-            phone_digits: None,
-            email: None,
-            demographics: Value::Null,
-            allergies,
-            alerts,
-            status: enum_name(&PatientRecordStatus::Active),
-            died_at: None,
-            merged_into: None,
-            registered_at,
-            updated_at: registered_at,
-            version: 0,
-            restricted: false,
-            erased: false,
-        };
-        // The same code as every later update fills the demographic columns.
-        row.set_demographics(&demographics, registered_at);
-        patients.insert(patient_id, row);
-        return;
-    }
-    let Some(row) = patients.get_mut(&id) else {
-        return;
+    else {
+        return None;
     };
+    let mut row = PatientRow {
+        id: patient_id,
+        mrn: mrn.as_str().to_owned(),
+        given_name: None,
+        middle_name: None,
+        family_name: String::new(),
+        given_key: String::new(),
+        family_key: String::new(),
+        date_of_birth: demographics.date_of_birth,
+        sex: String::new(),
+        phone: None,
+        phone_digits: None,
+        email: None,
+        demographics: Value::Null,
+        allergies,
+        alerts,
+        status: enum_name(&PatientRecordStatus::Active),
+        died_at: None,
+        merged_into: None,
+        registered_at,
+        updated_at: registered_at,
+        version: 0,
+        restricted: false,
+        erased: false,
+    };
+    // The same code as every later update fills the demographic columns.
+    row.set_demographics(&demographics, registered_at);
+    Some(row)
+}
+
+/// A later event of the patient's stream, folded onto its row.
+fn apply(row: &mut PatientRow, event: PatientEvent) {
     match event {
         PatientEvent::PatientRegistered { .. } => {}
         PatientEvent::PatientDemographicsUpdated { demographics, at } => {

@@ -367,3 +367,71 @@ async fn a_patient_as_of_an_instant_and_the_views_of_the_record() {
         .await;
     assert_eq!(error_code(&too_big), Some("VALIDATION"), "{too_big}");
 }
+
+/// A registration answers from the row its append writes and does not wait for the audit
+/// index (docs/adr/0011); a reader of the trail catches the index up first, so the caller
+/// still sees their own write there.
+#[tokio::test]
+async fn the_trail_shows_a_registration_made_while_the_audit_index_was_held() {
+    let app = spawn_app().await;
+    let admin_name = app.setup_hospital("AUD003").await;
+    let admin = app.login(Some("AUD003"), &admin_name, ADMIN_PASSWORD).await;
+
+    // Another process's round holds the audit index.
+    let mut other = app.connect(&app.database_for("AUD003")).await;
+    sqlx::query("BEGIN")
+        .execute(&mut other)
+        .await
+        .expect("begin");
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('hms.projector.audit_index', 0))")
+        .execute(&mut other)
+        .await
+        .expect("lock");
+
+    let registered = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        app.graphql(
+            "mutation($i: RegisterPatientInput!) { registerPatient(input: $i) { id version familyName } }",
+            json!({ "i": { "givenName": "Neema", "familyName": "Otieno",
+                           "dateOfBirth": "1990-01-02", "sex": "FEMALE" } }),
+            Some(&admin),
+        ),
+    )
+    .await
+    .expect("a registration does not wait for the audit index");
+    let patient = registered["data"]["registerPatient"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{registered}"))
+        .to_owned();
+    assert_eq!(
+        registered["data"]["registerPatient"]["version"], 1,
+        "{registered}"
+    );
+    assert_eq!(
+        registered["data"]["registerPatient"]["familyName"],
+        "Otieno"
+    );
+
+    let reading = app.graphql(
+        TRAIL,
+        json!({ "filter": { "aggregateType": "patient", "aggregateId": patient } }),
+        Some(&admin),
+    );
+    tokio::pin!(reading);
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), &mut reading)
+            .await
+            .is_err(),
+        "the trail waits for the audit index to reach the log"
+    );
+    sqlx::query("ROLLBACK")
+        .execute(&mut other)
+        .await
+        .expect("release");
+    let trail = reading.await;
+    assert_eq!(
+        event_types(&nodes(&trail)),
+        ["PatientRegistered"],
+        "the caller's own registration is in the trail: {trail}"
+    );
+}

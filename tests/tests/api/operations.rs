@@ -72,6 +72,16 @@ async fn metrics_move_with_requests_commands_sign_ins_and_projections() {
         .await;
     assert!(wrong["errors"].is_array(), "{wrong}");
 
+    // Registrations do not wait for the read models (docs/adr/0011); a reader of them
+    // catches them up, as the audit trail does.
+    let lease = app.state.registry.get(code).await.expect("tenant");
+    hms_app::commands::wait_for_log(
+        &lease.pool,
+        &app.state.runner,
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    .expect("read models caught up");
     let after = scrape(&app).await;
     let delta = |name: &str, labels: &[(&str, &str)]| {
         count(&after, name, labels) - count(&before, name, labels)
@@ -134,8 +144,8 @@ async fn metrics_move_with_requests_commands_sign_ins_and_projections() {
         "{on_default} of {default_budget}"
     );
 
-    // The read models are caught up by each command; the sealer is left to the daemon,
-    // which this test server does not run: the seal lags by every event so far.
+    // The read models are caught up by commands and readers; the sealer is left to the
+    // daemon, which this test server does not run: the seal lags by every event so far.
     let lag = |text: &str, group: &str, what: &str| {
         sample(text, what, &[("hospital", code), ("group", group)])
             .unwrap_or_else(|| panic!("{what} of {group} for {code}:\n{text}"))

@@ -1324,3 +1324,140 @@ async fn the_stream_and_log_reads_keep_a_generic_plan_on_their_index() {
             .expect("deallocate");
     }
 }
+
+/// A registration's row of the patient register is written by its append (docs/adr/0011):
+/// there at commit while no round can run, identical to what the projector writes, passed
+/// over (not written again) when the runner reaches the registration, and folded on by
+/// later events; an append that fails writes no row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_writes_its_row_in_its_append_and_the_runner_passes_it_over() {
+    let app = spawn_app().await;
+    let pool = tenant_pool(&app, "INL001").await;
+    let owner = owner_pool(&app, "INL001").await;
+    let runner = &app.state.runner;
+    hms_tests::settle(runner, &pool).await;
+    let hospital = HospitalCode::parse("INL001").expect("code");
+    let clerk = actor_for(Operation::RegisterPatient);
+    let mut rng = StdRng::seed_from_u64(7);
+    let patient = Uuid::new_v4();
+    let register = |mrn: u64, demographics: Demographics| PatientCommand::RegisterPatient {
+        actor: clerk.clone(),
+        patient_id: patient,
+        mrn: Mrn::new(&hospital, mrn).expect("mrn"),
+        hospital: hospital.clone(),
+        demographics,
+        allergies: vec![],
+        now: Utc::now(),
+    };
+
+    // No round can apply the register meanwhile: another process's round holds it.
+    let mut held = pool.begin().await.expect("begin");
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('hms.projector.patients', 0))")
+        .execute(&mut *held)
+        .await
+        .expect("lock");
+    let first = demographics(0, &mut rng);
+    let family = first.family_name.as_str().to_owned();
+    commands::create::<Patient>(
+        &pool,
+        runner,
+        &patient.to_string(),
+        register(1, first),
+        (),
+        &metadata("INL001", &clerk),
+    )
+    .await
+    .expect("registered");
+    let row = projectors::PatientRow::find(&pool, patient)
+        .await
+        .expect("read")
+        .expect("the row is there when the registration returns");
+    assert_eq!(
+        (row.version, row.family_name.as_str()),
+        (1, family.as_str())
+    );
+    let written: (String, String) =
+        sqlx::query_as("SELECT xmin::text, to_jsonb(p)::text FROM patients p WHERE id = $1")
+            .bind(patient)
+            .fetch_one(&pool)
+            .await
+            .expect("row");
+
+    held.rollback().await.expect("the other round ends");
+    hms_tests::settle(runner, &pool).await;
+    let passed: (String, String) =
+        sqlx::query_as("SELECT xmin::text, to_jsonb(p)::text FROM patients p WHERE id = $1")
+            .bind(patient)
+            .fetch_one(&pool)
+            .await
+            .expect("row");
+    assert_eq!(passed, written, "the runner passed the registration over");
+    let indexed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_index WHERE aggregate_id = $1")
+            .bind(patient.to_string())
+            .fetch_one(&pool)
+            .await
+            .expect("audit index");
+    assert_eq!(indexed, 1, "the derived read models follow the log");
+
+    // A later event folds onto the row written inline.
+    let renamed = demographics(1, &mut rng);
+    let new_family = renamed.family_name.as_str().to_owned();
+    commands::execute::<Patient>(
+        &pool,
+        runner,
+        &patient.to_string(),
+        PatientCommand::UpdateDemographics {
+            actor: clerk.clone(),
+            demographics: renamed,
+            now: Utc::now(),
+        },
+        (),
+        &metadata("INL001", &clerk),
+    )
+    .await
+    .expect("updated");
+    let row = projectors::PatientRow::find(&pool, patient)
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!(
+        (row.version, row.family_name.as_str()),
+        (2, new_family.as_str())
+    );
+
+    // The register equals its rebuild from the log.
+    let live = table_checksum(&mut pool.acquire().await.expect("conn"), "patients").await;
+    hms_projections::rebuild::rebuild(
+        &owner,
+        runner.projector("patients").expect("the register"),
+        true,
+        &mut |_| {},
+    )
+    .await
+    .expect("rebuild");
+    let rebuilt = table_checksum(&mut pool.acquire().await.expect("conn"), "patients").await;
+    assert_eq!(rebuilt, live, "the rebuilt register equals the live one");
+
+    // An append that fails writes no row: the stream exists, so registering it again is a
+    // conflict, and the row deleted meanwhile stays absent.
+    sqlx::query("DELETE FROM patients WHERE id = $1")
+        .bind(patient)
+        .execute(&owner)
+        .await
+        .expect("delete");
+    let again = commands::create::<Patient>(
+        &pool,
+        runner,
+        &patient.to_string(),
+        register(2, demographics(2, &mut rng)),
+        (),
+        &metadata("INL001", &clerk),
+    )
+    .await;
+    assert!(matches!(again, Err(CommandError::Conflict)), "{again:?}");
+    let row = projectors::PatientRow::find(&pool, patient)
+        .await
+        .expect("read");
+    assert!(row.is_none(), "no row without its event: {row:?}");
+}

@@ -117,14 +117,7 @@ impl Appointment {
         // A bad page request is refused before a view is recorded.
         page_request(first, after.clone())?;
         record_patient_view(&auth, self.patient_id, "appointment history").await?;
-        audit::history(
-            auth.pool(),
-            "appointment",
-            &self.id.to_string(),
-            first,
-            after,
-        )
-        .await
+        audit::history(&auth, "appointment", &self.id.to_string(), first, after).await
     }
 }
 

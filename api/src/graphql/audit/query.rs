@@ -3,7 +3,7 @@
 use async_graphql::{Context, Object};
 use chrono::{DateTime, Utc};
 use hms_app::usecases::access_report;
-use hms_app::usecases::audit::{self as uc, PgPool};
+use hms_app::usecases::audit as uc;
 use hms_domain::permissions::Operation;
 use uuid::Uuid;
 
@@ -12,21 +12,21 @@ use super::types::{
 };
 use crate::graphql::error::{ApiError, Result};
 use crate::graphql::pagination::{connection, page_cost, page_request, Page, RECORD_READ_COST};
-use crate::graphql::session::authorize;
+use crate::graphql::session::{authorize, Authorized};
 use crate::graphql::types::check_instant;
 use crate::graphql::QUERY_FIELD_COST;
 
 /// The history of one record (the `history` field of record types), oldest first. The
 /// caller has authorized `ViewAuditTrail` and passes the hospital's pool.
 pub async fn history(
-    pool: &PgPool,
+    auth: &Authorized<'_>,
     aggregate_type: &str,
     aggregate_id: &str,
     first: Option<i32>,
     after: Option<String>,
 ) -> Result<Page<AuditEntry>, ApiError> {
     let page = page_request(first, after)?;
-    let entries = uc::history(pool, aggregate_type, aggregate_id, &page).await?;
+    let entries = uc::history(auth, aggregate_type, aggregate_id, &page).await?;
     Ok(connection(entries.map(AuditEntry::from)))
 }
 

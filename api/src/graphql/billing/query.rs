@@ -73,6 +73,6 @@ impl InvoiceView {
         page_request(first, after.clone())?;
         record_patient_view(&auth, self.patient_id, "invoice history").await?;
         let id = self.id.to_string();
-        audit::history(auth.pool(), uc::INVOICE_TYPE, &id, first, after).await
+        audit::history(&auth, uc::INVOICE_TYPE, &id, first, after).await
     }
 }

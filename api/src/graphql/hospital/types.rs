@@ -146,7 +146,7 @@ impl Hospital {
         after: Option<String>,
     ) -> Result<Page<AuditEntry>> {
         let auth = authorize(ctx, Operation::ViewAuditTrail).await?;
-        audit::history(auth.pool(), "hospital", &self.0.code, first, after).await
+        audit::history(&auth, "hospital", &self.0.code, first, after).await
     }
 }
 
@@ -320,7 +320,7 @@ impl StaffUser {
         after: Option<String>,
     ) -> Result<Page<AuditEntry>> {
         let auth = authorize(ctx, Operation::ViewAuditTrail).await?;
-        audit::history(auth.pool(), "user", &self.id.to_string(), first, after).await
+        audit::history(&auth, "user", &self.id.to_string(), first, after).await
     }
 }
 

@@ -224,7 +224,7 @@ impl LabOrder {
         page_request(first, after.clone())?;
         record_patient_view(&auth, self.patient_id, "lab order history").await?;
         let id = self.id.to_string();
-        audit::history(auth.pool(), uc::LAB_ORDER_TYPE, &id, first, after).await
+        audit::history(&auth, uc::LAB_ORDER_TYPE, &id, first, after).await
     }
 }
 

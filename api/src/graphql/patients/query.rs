@@ -130,6 +130,6 @@ impl Patient {
         // A bad page request is refused before a view is recorded.
         page_request(first, after.clone())?;
         uc::record_patient_view(&auth, self.id, "history").await?;
-        audit::history(auth.pool(), "patient", &self.id.to_string(), first, after).await
+        audit::history(&auth, "patient", &self.id.to_string(), first, after).await
     }
 }

@@ -1,0 +1,27 @@
+//! Read-model rows written by an append's own statement (docs/adr/0011).
+//!
+//! Most read models follow the log: the runner applies committed events in log order and
+//! moves each projector's checkpoint in the same transaction. A few rows are needed by the
+//! command's own answer at once; waiting for a round to write them costs the command a
+//! share of that round on its path. Those rows are written *inline*: built from the events
+//! being appended by the projector's own code, and inserted by the append's statement, so
+//! they commit with the events or not at all. The runner still passes every event; a
+//! projector finds such a row already at the event's version and leaves it (`fold_rows`'s
+//! version guard), and a rebuild, which starts from empty tables, writes the same row
+//! through the same code.
+//!
+//! Only an event that creates its row may be written inline: a later event folds onto a
+//! row the runner may not have brought up to date yet.
+
+use cqrs_es::persist::SerializedEvent;
+
+pub use crate::rows::InlineRows;
+use crate::Result;
+
+/// The rows that an append of `events` (decided, not yet sealed) writes inline: for now, a
+/// registration's row of the patient register.
+pub fn rows_written_inline(events: &[SerializedEvent]) -> Result<Vec<InlineRows>> {
+    Ok(crate::projectors::patients::inline(events)?
+        .into_iter()
+        .collect())
+}
