@@ -1376,21 +1376,21 @@ async fn a_registration_writes_its_row_in_its_append_and_the_runner_passes_it_ov
         (row.version, row.family_name.as_str()),
         (1, family.as_str())
     );
-    let written: (String, String) =
-        sqlx::query_as("SELECT xmin::text, to_jsonb(p)::text FROM patients p WHERE id = $1")
-            .bind(patient)
-            .fetch_one(&pool)
-            .await
-            .expect("row");
+    // The row as stored, with the transaction that wrote it.
+    let stored = || async {
+        sqlx::query_as::<_, (String, String)>(
+            "SELECT xmin::text, to_jsonb(p)::text FROM patients p WHERE id = $1",
+        )
+        .bind(patient)
+        .fetch_one(&pool)
+        .await
+        .expect("row")
+    };
+    let written = stored().await;
 
     held.rollback().await.expect("the other round ends");
     hms_tests::settle(runner, &pool).await;
-    let passed: (String, String) =
-        sqlx::query_as("SELECT xmin::text, to_jsonb(p)::text FROM patients p WHERE id = $1")
-            .bind(patient)
-            .fetch_one(&pool)
-            .await
-            .expect("row");
+    let passed = stored().await;
     assert_eq!(passed, written, "the runner passed the registration over");
     let indexed: i64 =
         sqlx::query_scalar("SELECT count(*) FROM audit_index WHERE aggregate_id = $1")
