@@ -36,7 +36,7 @@ use cqrs_es::persist::{
 };
 use cqrs_es::{Aggregate, AggregateError, CqrsFramework, EventStore};
 use hms_domain::EventMetadata;
-use hms_projections::inline::InlineRows;
+use hms_projections::inline::{InlineRows, WrittenInline};
 use hms_projections::{log, personal, LogCursor, ProjectionRunner};
 use postgres_es::PostgresEventRepository;
 use rand::Rng;
@@ -145,8 +145,8 @@ struct Attempt {
     seen: Arc<AtomicBool>,
     /// Where the append put its last event, for the read-your-writes wait.
     head: Arc<StdMutex<Option<LogCursor>>>,
-    /// Whether the append wrote read-model rows inline (docs/adr/0011).
-    inline: Arc<AtomicBool>,
+    /// The read-model rows the append wrote inline, as stored (docs/adr/0011).
+    inline: Arc<StdMutex<Option<String>>>,
 }
 
 impl ExpectingRepository {
@@ -219,11 +219,15 @@ impl PersistedEventRepository for ExpectingRepository {
         // their personal data is sealed.
         let inline = hms_projections::inline::rows_written_inline(events)
             .map_err(|e| PersistenceError::UnknownError(Box::new(e)))?;
-        let head = seal_and_append(&self.pool, events, self.attempt.assume_new, &inline).await?;
-        if head.is_some() && !inline.is_empty() {
-            self.attempt.inline.store(true, Ordering::SeqCst);
+        let landed = seal_and_append(&self.pool, events, self.attempt.assume_new, &inline).await?;
+        if let Some(landed) = landed {
+            *self.attempt.head.lock().unwrap_or_else(|e| e.into_inner()) = Some(landed.head);
+            *self
+                .attempt
+                .inline
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = landed.inline;
         }
-        *self.attempt.head.lock().unwrap_or_else(|e| e.into_inner()) = head;
         Ok(())
     }
 
@@ -279,15 +283,15 @@ async fn seal_and_append(
     events: &[SerializedEvent],
     new_stream: bool,
     inline: &[InlineRows],
-) -> Result<Option<LogCursor>, PersistenceError> {
+) -> Result<Option<Landed>, PersistenceError> {
     if new_stream && seal_any(events) {
         let mut offering = events.to_vec();
         let offers = personal::seal_offering(outgoing(&mut offering))
             .await
             .map_err(seal_error)?;
         if let Some(offers) = offers {
-            if let Some(head) = append_events(pool, &offering, &offers, inline).await? {
-                return Ok(Some(head));
+            if let Some(landed) = append_events(pool, &offering, &offers, inline).await? {
+                return Ok(Some(landed));
             }
         }
     }
@@ -353,13 +357,13 @@ const DEADLOCK_RETRIES: u32 = 2;
 /// With `offers` (fresh data keys, see [`seal_and_append`]) the keys are stored by the same
 /// statement, and nothing is appended (`None`) when a patient's key was stored already.
 /// The `inline` rows (docs/adr/0011) are inserted by the same statement too, exactly when
-/// the events are.
+/// the events are, and returned as stored.
 async fn append_events(
     pool: &PgPool,
     events: &[SerializedEvent],
     offers: &[personal::KeyOffer],
     inline: &[InlineRows],
-) -> Result<Option<LogCursor>, PersistenceError> {
+) -> Result<Option<Landed>, PersistenceError> {
     if events.is_empty() {
         return Ok(None);
     }
@@ -380,6 +384,8 @@ async fn append_events(
                 WITH ORDINALITY AS e(aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, n)";
     const LANDED: &str = " ORDER BY e.n RETURNING transaction_id::text::bigint, position";
     let mut with = Vec::new();
+    // The rows written inline, as stored: each table's, by name, in one JSON object.
+    let mut stored = Vec::new();
     // Every offer taken, or no event appended (and no row written inline).
     let taken = if offers.is_empty() {
         ""
@@ -393,7 +399,16 @@ async fn append_events(
             "inline_{i} AS ({})",
             rows.insert_sql(first_inline + i, taken)
         ));
+        stored.push(format!(
+            "'{}', (SELECT json_agg(r) FROM inline_{i} r)",
+            rows.table
+        ));
     }
+    let stored = if stored.is_empty() {
+        ", NULL::text".to_owned()
+    } else {
+        format!(", json_build_object({})::text", stored.join(", "))
+    };
     let with = if with.is_empty() {
         String::new()
     } else {
@@ -404,13 +419,13 @@ async fn append_events(
     } else {
         format!(" WHERE {taken}")
     };
-    let sql = format!("{with}{INSERT}{filter}{LANDED}");
+    let sql = format!("{with}{INSERT}{filter}{LANDED}{stored}");
     let patients: Vec<uuid::Uuid> = offers.iter().map(|o| o.patient_id).collect();
     let masters: Vec<&str> = offers.iter().map(|o| o.master_key_id.as_str()).collect();
     let wrapped: Vec<&[u8]> = offers.iter().map(|o| o.wrapped_key.as_slice()).collect();
     let mut deadlocks = 0;
     let landed = loop {
-        let mut query = sqlx::query_as::<_, (i64, i64)>(&sql)
+        let mut query = sqlx::query_as::<_, (i64, i64, Option<String>)>(&sql)
             .bind(&aggregate_types)
             .bind(&ids)
             .bind(&sequences)
@@ -448,13 +463,22 @@ async fn append_events(
             }
         }
     };
-    Ok(landed
+    let inline = landed.first().and_then(|(_, _, rows)| rows.clone());
+    let head = landed
         .into_iter()
-        .map(|(transaction_id, position)| LogCursor {
+        .map(|(transaction_id, position, _)| LogCursor {
             transaction_id,
             position,
         })
-        .max())
+        .max();
+    Ok(head.map(|head| Landed { head, inline }))
+}
+
+/// Where an append's events landed, and the rows it wrote inline as stored (the JSON of
+/// [`WrittenInline`]).
+pub(crate) struct Landed {
+    pub(crate) head: LogCursor,
+    inline: Option<String>,
 }
 
 fn store<A: Aggregate>(
@@ -514,13 +538,14 @@ where
         Answer::ReadModels,
     )
     .await
+    .map(drop)
 }
 
 /// Executes `command` on the new aggregate `id` (a fresh id). When its append wrote the
 /// rows its answer reads inline (a registration's row of the patient register, docs/adr/0011),
-/// it returns without waiting: the other read models follow in the daemon's round, woken by
-/// the command's hint, and the audit trail's readers catch up before reading
-/// ([`wait_for_log`]). Otherwise it waits as [`execute`] does.
+/// it returns them as stored, without waiting: the other read models follow in the
+/// daemon's round, woken by the command's hint, and the audit trail's readers catch up
+/// before reading ([`wait_for_log`]). Otherwise (`None`) it waits as [`execute`] does.
 pub async fn create<A>(
     pool: &PgPool,
     runner: &ProjectionRunner,
@@ -528,7 +553,7 @@ pub async fn create<A>(
     command: A::Command,
     services: A::Services,
     metadata: &EventMetadata,
-) -> Result<(), CommandError<A::Error>>
+) -> Result<Option<WrittenInline>, CommandError<A::Error>>
 where
     A: Aggregate + 'static,
     A::Command: Clone,
@@ -566,7 +591,7 @@ async fn execute_then<A>(
     metadata: &EventMetadata,
     expected: Option<u64>,
     answer: Answer,
-) -> Result<(), CommandError<A::Error>>
+) -> Result<Option<WrittenInline>, CommandError<A::Error>>
 where
     A: Aggregate + 'static,
     A::Command: Clone,
@@ -576,8 +601,12 @@ where
         let _under_way = (answer == Answer::ReadModels).then(|| runner.appending(pool));
         append_expecting::<A>(pool, id, command, services, metadata, expected).await?
     };
-    if appended.inline && answer == Answer::Inline {
-        return Ok(());
+    if let (Some(rows), Answer::Inline) = (&appended.inline, answer) {
+        match WrittenInline::parse(rows) {
+            Ok(rows) => return Ok(Some(rows)),
+            // The write stands; the answer is read from the read models instead.
+            Err(error) => tracing::warn!(%error, stream = id, "rows written inline unreadable"),
+        }
     }
     let head = appended.head;
     // The write stands whatever the read side does now: reporting it as failed would
@@ -600,7 +629,7 @@ where
             "read models are behind the command just written"
         );
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Executes `command` and appends its events, without waiting for the read models.
@@ -728,7 +757,7 @@ where
         // Each attempt has its own note of whether the stream holds this run's event.
         let seen = Arc::new(AtomicBool::new(false));
         let head = Arc::new(StdMutex::new(None));
-        let inline = Arc::new(AtomicBool::new(false));
+        let inline = Arc::new(StdMutex::new(None));
         let this_attempt = Attempt {
             expected,
             assume_new,
@@ -753,7 +782,7 @@ where
             Ok(()) => {
                 return Ok(Appended {
                     head: *head.lock().unwrap_or_else(|e| e.into_inner()),
-                    inline: inline.load(Ordering::SeqCst),
+                    inline: inline.lock().unwrap_or_else(|e| e.into_inner()).take(),
                 })
             }
             // Refused as a new record: decide again on what the stream really holds (a
@@ -793,8 +822,8 @@ where
 struct Appended {
     /// Where its last event landed (`None`: nothing appended now).
     head: Option<LogCursor>,
-    /// Whether it wrote read-model rows inline (docs/adr/0011).
-    inline: bool,
+    /// The read-model rows it wrote inline, as stored (docs/adr/0011).
+    inline: Option<String>,
 }
 
 /// The pause after a lost race: drawn uniformly below a bound that doubles per attempt

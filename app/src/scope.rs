@@ -15,6 +15,7 @@ use hms_domain::common::HospitalCode;
 use hms_domain::hospital::Hospital;
 use hms_domain::permissions::Operation;
 use hms_domain::{Actor, EventMetadata};
+use hms_projections::inline::WrittenInline;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -233,15 +234,17 @@ impl Authorized<'_> {
     }
 
     /// Runs `command` on the new aggregate `id` (a fresh id) and returns once its events
-    /// and the rows its answer reads are committed: a registration writes its row of the
-    /// patient register in its append (docs/adr/0011); the other read models follow.
-    pub async fn create<A>(&self, id: &str, command: A::Command) -> Result<()>
+    /// and the rows its answer reads are committed, with those rows as stored: a
+    /// registration writes its row of the patient register in its append (docs/adr/0011);
+    /// the other read models follow. `None`: nothing was written inline, and the read
+    /// models show the command (as after [`Self::execute`]).
+    pub async fn create<A>(&self, id: &str, command: A::Command) -> Result<Option<WrittenInline>>
     where
         A: Aggregate<Services = ()> + 'static,
         A::Command: Clone,
         A::Error: DomainErrorCode + Send + Sync + 'static,
     {
-        commands::create::<A>(
+        let written = commands::create::<A>(
             self.pool(),
             &self.scope.state.runner,
             id,
@@ -252,7 +255,7 @@ impl Authorized<'_> {
         .await
         .map_err(command_error)?;
         self.notify();
-        Ok(())
+        Ok(written)
     }
 
     /// Makes the derived read models (the audit index above all) show every event

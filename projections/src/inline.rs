@@ -14,9 +14,11 @@
 //! row the runner may not have brought up to date yet.
 
 use cqrs_es::persist::SerializedEvent;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
 
 pub use crate::rows::InlineRows;
-use crate::Result;
+use crate::{ProjectionError, Result};
 
 /// The rows that an append of `events` (decided, not yet sealed) writes inline: for now, a
 /// registration's row of the patient register.
@@ -24,4 +26,28 @@ pub fn rows_written_inline(events: &[SerializedEvent]) -> Result<Vec<InlineRows>
     Ok(crate::projectors::patients::inline(events)?
         .into_iter()
         .collect())
+}
+
+/// The rows an append wrote inline, as PostgreSQL stored them (returned by the append's own
+/// statement): what a command answers with, exact at commit, without reading them again.
+#[derive(Debug, Clone, Default)]
+pub struct WrittenInline(Map<String, Value>);
+
+impl WrittenInline {
+    /// From the JSON object the append returns: each table's rows by its name.
+    pub fn parse(json: &str) -> Result<Self> {
+        serde_json::from_str(json)
+            .map(Self)
+            .map_err(|e| ProjectionError::Row(format!("rows written inline do not parse: {e}")))
+    }
+
+    /// The rows written to `table` (unqualified, e.g. `patients`), as its row type.
+    pub fn rows<R: DeserializeOwned>(&self, table: &str) -> Result<Vec<R>> {
+        match self.0.get(&format!("public.{table}")) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(rows) => serde_json::from_value(rows.clone()).map_err(|e| {
+                ProjectionError::Row(format!("a row of {table} written inline does not map: {e}"))
+            }),
+        }
+    }
 }

@@ -226,8 +226,9 @@ impl InlineRows {
         })
     }
 
-    /// The `INSERT` writing these rows, with the JSON as parameter `$param`; `condition`,
-    /// when not empty, is a `WHERE` clause's condition on the enclosing statement.
+    /// The `INSERT` writing these rows, with the JSON as parameter `$param`, returning
+    /// them as stored; `condition`, when not empty, is a `WHERE` clause's condition on the
+    /// enclosing statement.
     pub fn insert_sql(&self, param: usize, condition: &str) -> String {
         let (table, columns) = (&self.table, &self.columns);
         let condition = if condition.is_empty() {
@@ -237,7 +238,8 @@ impl InlineRows {
         };
         format!(
             "INSERT INTO {table} ({columns}) \
-             SELECT {columns} FROM json_populate_recordset(NULL::{table}, ${param}::json){condition}"
+             SELECT {columns} FROM json_populate_recordset(NULL::{table}, ${param}::json){condition} \
+             RETURNING *"
         )
     }
 }

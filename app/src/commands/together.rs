@@ -414,7 +414,7 @@ where
     let decided = std::mem::take(&mut *unit.0.decided.lock().unwrap_or_else(|e| e.into_inner()));
     let sealed = seal_events(pool, &decided).await.map_err(store_error)?;
     match append_events(pool, &sealed, &[], &[]).await {
-        Ok(head) => Ok(Ended::Appended(head)),
+        Ok(landed) => Ok(Ended::Appended(landed.map(|l| l.head))),
         Err(PersistenceError::OptimisticLockError) => Ok(Ended::Lost),
         Err(e) => Err(store_error(e)),
     }

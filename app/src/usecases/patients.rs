@@ -728,6 +728,8 @@ pub async fn register_patient(auth: &Authorized<'_>, input: NewPatient) -> Resul
         .map(AllergyFields::parse)
         .collect::<Result<Vec<_>>>()?;
     let hospital = auth.code().clone();
+    // The row the registration's append stored, when it wrote one (docs/adr/0011).
+    let stored = std::sync::Mutex::new(None);
     let id = auth
         .idempotent_id(&options, &input, || async {
             // Counted only under a limit, and only up to it: a registration must not
@@ -764,13 +766,24 @@ pub async fn register_patient(auth: &Authorized<'_>, input: NewPatient) -> Resul
                 allergies,
                 now: auth.now,
             };
-            // Answered from the row its append writes (docs/adr/0011).
-            auth.create::<PatientAggregate>(&patient_id.to_string(), command)
+            let written = auth
+                .create::<PatientAggregate>(&patient_id.to_string(), command)
                 .await?;
+            *stored.lock().unwrap_or_else(|e| e.into_inner()) = written;
             Ok::<_, AppError>(patient_id)
         })
         .await?;
-    patient_after_write(auth, id).await
+    let stored = stored.into_inner().unwrap_or_else(|e| e.into_inner());
+    let row = stored
+        .map(|rows| rows.rows::<PatientRow>("patients"))
+        .transpose()?
+        .and_then(|rows| rows.into_iter().find(|row| row.id == id));
+    match row {
+        // A new record is not restricted: the row as stored is the answer.
+        Some(row) if !row.restricted => PatientRecord::try_from(row),
+        // A retry answered from the first attempt, or nothing written inline.
+        _ => patient_after_write(auth, id).await,
+    }
 }
 
 /// Changes a patient's demographics (only the fields given). The change is computed

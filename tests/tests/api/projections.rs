@@ -1358,7 +1358,7 @@ async fn a_registration_writes_its_row_in_its_append_and_the_runner_passes_it_ov
         .expect("lock");
     let first = demographics(0, &mut rng);
     let family = first.family_name.as_str().to_owned();
-    commands::create::<Patient>(
+    let returned: Vec<projectors::PatientRow> = commands::create::<Patient>(
         &pool,
         runner,
         &patient.to_string(),
@@ -1367,11 +1367,20 @@ async fn a_registration_writes_its_row_in_its_append_and_the_runner_passes_it_ov
         &metadata("INL001", &clerk),
     )
     .await
-    .expect("registered");
+    .expect("registered")
+    .expect("rows written inline")
+    .rows("patients")
+    .expect("patient rows");
     let row = projectors::PatientRow::find(&pool, patient)
         .await
         .expect("read")
         .expect("the row is there when the registration returns");
+    let as_json = |row: &projectors::PatientRow| serde_json::to_value(row).expect("json");
+    assert_eq!(
+        returned.iter().map(as_json).collect::<Vec<_>>(),
+        [as_json(&row)],
+        "the append returns the row as stored"
+    );
     assert_eq!(
         (row.version, row.family_name.as_str()),
         (1, family.as_str())
