@@ -17,7 +17,10 @@
 //! 100 ms); and each replica's peak RSS. With two servers, then a live move
 //! (`hms move-hospital`) of one hospital whose log is first filled to
 //! `HMS_BENCH_MOVE_EVENTS` (default 100,000) events, under 4 clients writing to it: the
-//! writes-held window and total time it prints, and what the clients saw.
+//! writes-held window and total time it prints, and what the clients saw. Also, as the
+//! floor under the spread-to-few ratio, raw PostgreSQL (read 10 + append 1) over the few
+//! hospital databases through connections kept open and over all of them with a new
+//! connection per request (8 clients: the servers' connection limits allow no more).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -266,6 +269,16 @@ async fn run(prefix: &str) -> anyhow::Result<()> {
         rate("few"),
         rows.iter().map(|(_, _, c)| *c).max().unwrap_or(0)
     );
+    raw_floor(
+        prefix,
+        &watched,
+        &codes,
+        few,
+        duration,
+        rate("few"),
+        rate("all"),
+    )
+    .await?;
     if let Some(cluster) = &cluster {
         let events: i64 = env_or("HMS_BENCH_MOVE_EVENTS", 100_000);
         move_under_load(
@@ -282,6 +295,141 @@ async fn run(prefix: &str) -> anyhow::Result<()> {
     print_memory(&servers, "at the end");
     drop(servers);
     drop(cluster);
+    Ok(())
+}
+
+/// How many clients the raw comparison runs: the replicas' pools may hold 80 connections
+/// per server by then, and the test server allows 100.
+const RAW_CLIENTS: usize = 8;
+
+/// Raw PostgreSQL doing what a command minimally does (read a 10-row stream, append one
+/// row in a transaction) in the same hospital databases, in the same run: over the `few`
+/// hospitals through connections kept open, and over all of them with a new connection
+/// per request, which is what a load spread over more databases than a server's
+/// connection budget mostly meets (a backend serves one database). Their ratio is the
+/// floor under the spread-to-few ratio above.
+async fn raw_floor(
+    prefix: &str,
+    watched: &[(String, PgConnectOptions)],
+    codes: &[String],
+    few: usize,
+    duration: Duration,
+    api_few: f64,
+    api_all: f64,
+) -> anyhow::Result<()> {
+    let control = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(server_options().database(&format!("{prefix}_control")))
+        .await?;
+    let placed: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT code, database_name, db_server FROM tenants WHERE code = ANY($1)")
+            .bind(codes)
+            .fetch_all(&control)
+            .await?;
+    control.close().await;
+    // Each hospital database as its owner, in the order of `codes`.
+    let mut databases = Vec::new();
+    for code in codes {
+        let (_, database, server) = placed
+            .iter()
+            .find(|(c, _, _)| c == code)
+            .ok_or_else(|| anyhow::anyhow!("{code} is not in the directory"))?;
+        let (_, options) = watched
+            .iter()
+            .find(|(name, _)| name == server)
+            .ok_or_else(|| anyhow::anyhow!("{code} is on an unknown server {server}"))?;
+        databases.push(options.clone().database(database));
+    }
+    let failed: Vec<String> = stream::iter(databases.clone())
+        .map(|options| async move {
+            let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+            sqlx::raw_sql(
+                "CREATE TABLE bench_raw (stream text, sequence bigint, payload jsonb, \
+                 PRIMARY KEY (stream, sequence)); \
+                 INSERT INTO bench_raw SELECT 'read', n, '{\"k\": 1}' FROM generate_series(1, 10) n",
+            )
+            .execute(&mut conn)
+            .await?;
+            conn.close().await?;
+            anyhow::Ok(())
+        })
+        .buffer_unordered(RAW_CLIENTS)
+        .filter_map(|r| async move { r.err().map(|e| e.to_string()) })
+        .collect()
+        .await;
+    anyhow::ensure!(failed.is_empty(), "raw set-up failed: {failed:?}");
+
+    async fn read_and_append(conn: &mut sqlx::PgConnection, s: u64) -> anyhow::Result<()> {
+        sqlx::query("SELECT * FROM bench_raw WHERE stream = 'read' ORDER BY sequence")
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut tx = conn.begin().await?;
+        sqlx::query("INSERT INTO bench_raw VALUES ($1, 1, '{\"k\": 1}')")
+            .bind(format!("w{s}"))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+    let serial = Arc::new(AtomicU64::new(1));
+    // Over the few, through pools kept open (the clients share them).
+    let mut pools = Vec::new();
+    for options in &databases[..few] {
+        pools.push(
+            PgPoolOptions::new()
+                .max_connections(RAW_CLIENTS.div_ceil(few) as u32)
+                .connect_with(options.clone())
+                .await?,
+        );
+    }
+    let pools = Arc::new(pools);
+    let warm = {
+        let (pools, serial) = (pools.clone(), serial.clone());
+        measure(RAW_CLIENTS, duration, move || {
+            let (pools, s) = (pools.clone(), serial.fetch_add(1, Ordering::Relaxed));
+            async move {
+                let pool = &pools[(s.wrapping_mul(7919) % pools.len() as u64) as usize];
+                read_and_append(&mut *pool.acquire().await?, s).await
+            }
+        })
+        .await
+    };
+    for pool in pools.iter() {
+        pool.close().await;
+    }
+    // Over all of them, a new connection per request.
+    let databases = Arc::new(databases);
+    let cold = {
+        let (databases, serial) = (databases.clone(), serial.clone());
+        measure(RAW_CLIENTS, duration, move || {
+            let (databases, s) = (databases.clone(), serial.fetch_add(1, Ordering::Relaxed));
+            async move {
+                let options = &databases[(s.wrapping_mul(7919) % databases.len() as u64) as usize];
+                let mut conn = sqlx::PgConnection::connect_with(options).await?;
+                read_and_append(&mut conn, s).await?;
+                conn.close().await?;
+                Ok(())
+            }
+        })
+        .await
+    };
+    warm.print(
+        &format!("raw: {few} hospitals, kept open"),
+        RAW_CLIENTS,
+        None,
+    );
+    cold.print(
+        &format!("raw: {}, new connections", databases.len()),
+        RAW_CLIENTS,
+        Some(warm.rate()),
+    );
+    println!(
+        "the floor: raw over {} hospitals with a new connection each is {:.1} % of raw over {few} \
+         (registerPatient: {:.1} %)",
+        databases.len(),
+        100.0 * cold.rate() / warm.rate().max(f64::MIN_POSITIVE),
+        100.0 * api_all / api_few.max(f64::MIN_POSITIVE)
+    );
     Ok(())
 }
 
