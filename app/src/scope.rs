@@ -258,10 +258,10 @@ impl Authorized<'_> {
         Ok(written)
     }
 
-    /// Makes the derived read models (the audit index above all) show every event
+    /// Makes the derived read models (the audit index, the access log) show every event
     /// committed before now, the caller's own included: commands that answer from rows
-    /// written inline do not wait for them (docs/adr/0011). Should they not catch up in
-    /// time, the read goes on with what they show.
+    /// written inline and recorded views do not wait for them (docs/adr/0011). Should they
+    /// not catch up in time, the read goes on with what they show.
     pub async fn derived_views_current(&self) {
         if let Err(error) = commands::wait_for_log(
             self.pool(),

@@ -9,6 +9,7 @@
 use std::io::Write;
 
 use chrono::Utc;
+use hms_app::commands::{wait_for_log, READ_YOUR_WRITES_TIMEOUT};
 use hms_app::error::AppError;
 use hms_app::state::Platform;
 use hms_app::usecases::access_report::{build_access_report, to_csv, AccessReport};
@@ -52,6 +53,13 @@ pub async fn run(
 /// The report named by `args`, its window taken against the clock now.
 pub async fn report_of(platform: &Platform, args: &AccessReportArgs) -> Result<AccessReport> {
     let tenant = tenant::open(platform, &args.hospital).await?;
+    // Views are committed before a record is served, and the access log's read model
+    // follows them (docs/adr/0011): it is brought up to the log's head first, so the
+    // report holds every access committed before it was asked for.
+    if let Err(e) = wait_for_log(&tenant, &platform.runner, READ_YOUR_WRITES_TIMEOUT).await {
+        tenant.close().await;
+        return Err(e.into());
+    }
     let report = build_access_report(&tenant, args.patient, args.from, args.to, Utc::now()).await;
     tenant.close().await;
     report.map_err(|e| match e {

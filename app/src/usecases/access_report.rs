@@ -202,6 +202,7 @@ pub async fn patient_access_report(
     to: Option<DateTime<Utc>>,
 ) -> Result<AccessReport> {
     auth.require(Operation::ViewPatientAccessReport)?;
+    auth.derived_views_current().await;
     let report = build_access_report(auth.pool(), patient_id, from, to, auth.now).await?;
     super::patients::record_patients_viewed(auth, [patient_id], REPORT_PURPOSE).await?;
     Ok(report)

@@ -420,6 +420,7 @@ pub async fn patient_access_log(
     patient_id: Uuid,
     page: &PageRequest,
 ) -> Result<Page<PatientAccess>> {
+    auth.derived_views_current().await;
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM patients WHERE id = $1)")
         .bind(patient_id)
         .fetch_one(auth.pool())

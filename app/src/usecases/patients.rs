@@ -135,7 +135,9 @@ pub(crate) async fn patient_after_write(auth: &Authorized<'_>, id: Uuid) -> Resu
 
 /// Records that the caller opened patient `patient_id`'s record, for `purpose` (e.g.
 /// `patient`, `history`). Each view is a stream of its own, so views never contend. A
-/// failure fails the read: an unrecorded view is never served.
+/// failure fails the read: an unrecorded view is never served. The view is committed
+/// before the record is returned; the access log's readers catch it up
+/// ([`Authorized::derived_views_current`]), so the read does not wait for it.
 pub async fn record_patient_view(
     auth: &Authorized<'_>,
     patient_id: Uuid,
@@ -147,7 +149,7 @@ pub async fn record_patient_view(
         purpose: purpose.to_owned(),
         now: auth.now,
     };
-    auth.execute::<RecordAccess>(&Uuid::new_v4().to_string(), command, None)
+    auth.append_new::<RecordAccess>(&Uuid::new_v4().to_string(), command)
         .await
 }
 

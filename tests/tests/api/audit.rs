@@ -374,11 +374,11 @@ async fn a_patient_as_of_an_instant_and_the_views_of_the_record() {
 #[tokio::test]
 async fn the_trail_shows_a_registration_made_while_the_audit_index_was_held() {
     let app = spawn_app().await;
-    let admin_name = app.setup_hospital("AUD003").await;
-    let admin = app.login(Some("AUD003"), &admin_name, ADMIN_PASSWORD).await;
+    let admin_name = app.setup_hospital("AUD004").await;
+    let admin = app.login(Some("AUD004"), &admin_name, ADMIN_PASSWORD).await;
 
     // Another process's round holds the audit index.
-    let mut other = app.connect(&app.database_for("AUD003")).await;
+    let mut other = app.connect(&app.database_for("AUD004")).await;
     sqlx::query("BEGIN")
         .execute(&mut other)
         .await
@@ -433,5 +433,65 @@ async fn the_trail_shows_a_registration_made_while_the_audit_index_was_held() {
         event_types(&nodes(&trail)),
         ["PatientRegistered"],
         "the caller's own registration is in the trail: {trail}"
+    );
+}
+
+/// Opening a record commits its view before answering but does not wait for the access
+/// log's read model (docs/adr/0011); the access log's readers catch it up first.
+#[tokio::test]
+async fn a_view_made_while_the_access_log_was_held_is_in_the_access_log() {
+    let app = spawn_app().await;
+    let admin_name = app.setup_hospital("AUD005").await;
+    let admin = app.login(Some("AUD005"), &admin_name, ADMIN_PASSWORD).await;
+    let id = register_patient(&app, "AUD005", "Wanjiru").await;
+
+    // Another process's round holds the access log.
+    let mut other = app.connect(&app.database_for("AUD005")).await;
+    sqlx::query("BEGIN")
+        .execute(&mut other)
+        .await
+        .expect("begin");
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended('hms.projector.patient_access_log', 0))",
+    )
+    .execute(&mut other)
+    .await
+    .expect("lock");
+
+    let opened = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        app.graphql(
+            "query($id: UUID!) { patient(id: $id) { id } }",
+            json!({ "id": id }),
+            Some(&admin),
+        ),
+    )
+    .await
+    .expect("opening a record does not wait for the access log's read model");
+    assert_eq!(opened["data"]["patient"]["id"], id.to_string(), "{opened}");
+
+    let reading = app.graphql(ACCESS_LOG, json!({ "id": id }), Some(&admin));
+    tokio::pin!(reading);
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), &mut reading)
+            .await
+            .is_err(),
+        "the access log waits for its read model to reach the log"
+    );
+    sqlx::query("ROLLBACK")
+        .execute(&mut other)
+        .await
+        .expect("release");
+    let log = reading.await;
+    let purposes: Vec<&str> = log["data"]["patientAccessLog"]["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{log}"))
+        .iter()
+        .filter_map(|e| e["node"]["purpose"].as_str())
+        .collect();
+    assert_eq!(
+        purposes,
+        ["patient"],
+        "the caller's own view is there: {log}"
     );
 }

@@ -465,9 +465,13 @@ async fn patients_are_registered_with_mrns_found_by_search_and_their_views_are_l
         "{read}"
     );
     assert!(read["errors"].is_null(), "{read}");
+    // The view is in the log when the record is returned (the access log's read model
+    // follows it, docs/adr/0011).
     let rows: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT viewer_username, viewer_role, purpose FROM patient_access_log \
-          WHERE patient_id = $1::uuid AND viewer_role = 'NURSE'",
+        "SELECT v->>'viewer_username', v->>'viewer_role', v->>'purpose' \
+           FROM events, jsonb_extract_path(payload, 'PatientRecordViewed') v \
+          WHERE aggregate_type = 'record_access' AND v->>'patient_id' = $1 \
+            AND v->>'viewer_role' = 'NURSE'",
     )
     .bind(&id)
     .fetch_all(&mut db)
@@ -491,11 +495,13 @@ async fn patients_are_registered_with_mrns_found_by_search_and_their_views_are_l
         )
         .await;
     assert_eq!(error_code(&missing), Some("NOT_FOUND"));
-    let logged: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM patient_access_log WHERE purpose = 'patient'")
-            .fetch_one(&mut db)
-            .await
-            .expect("count");
+    let logged: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE aggregate_type = 'record_access' \
+            AND event_type = 'PatientRecordViewed'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .expect("count");
     assert_eq!(logged, 1);
 
     // Roles: the matrix decides who sees and who registers.
