@@ -32,6 +32,7 @@ use hms_app::tenancy::pools::serving_pool_options;
 use hms_app::usecases::patients::search_sql;
 use hms_tests::load::{
     env_or, hms, measure, print_header, register, server_binary, Api, CpuTimes, Server, PASSWORD,
+    RAW_APPEND, RAW_READ,
 };
 use hms_tests::{drop_databases, server_options};
 use serde_json::json;
@@ -168,13 +169,9 @@ async fn run(prefix: &str) -> anyhow::Result<()> {
                         let pool = pool.clone();
                         let s = serial.fetch_add(1, Ordering::Relaxed) as i64;
                         async move {
-                            sqlx::query(
-                                "SELECT * FROM bench_raw WHERE stream = 'read' ORDER BY sequence",
-                            )
-                            .fetch_all(&pool)
-                            .await?;
+                            sqlx::query(RAW_READ).fetch_all(&pool).await?;
                             let mut tx = pool.begin().await?;
-                            sqlx::query("INSERT INTO bench_raw VALUES ($1, 1, '{\"k\": 1}')")
+                            sqlx::query(RAW_APPEND)
                                 .bind(format!("w{s}"))
                                 .execute(&mut *tx)
                                 .await?;

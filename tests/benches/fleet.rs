@@ -30,7 +30,7 @@ use futures::stream::{self, StreamExt};
 use hms_tests::cluster::Cluster;
 use hms_tests::load::{
     env_or, hms, measure, print_header, register, server_binary, Api, CpuTimes, Measured, Server,
-    PASSWORD,
+    PASSWORD, RAW_APPEND, RAW_READ,
 };
 use hms_tests::{drop_databases, server_options};
 use serde_json::json;
@@ -360,11 +360,9 @@ async fn raw_floor(
     anyhow::ensure!(failed.is_empty(), "raw set-up failed: {failed:?}");
 
     async fn read_and_append(conn: &mut sqlx::PgConnection, s: u64) -> anyhow::Result<()> {
-        sqlx::query("SELECT * FROM bench_raw WHERE stream = 'read' ORDER BY sequence")
-            .fetch_all(&mut *conn)
-            .await?;
+        sqlx::query(RAW_READ).fetch_all(&mut *conn).await?;
         let mut tx = conn.begin().await?;
-        sqlx::query("INSERT INTO bench_raw VALUES ($1, 1, '{\"k\": 1}')")
+        sqlx::query(RAW_APPEND)
             .bind(format!("w{s}"))
             .execute(&mut *tx)
             .await?;

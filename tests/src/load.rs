@@ -367,3 +367,9 @@ impl CpuTimes {
         );
     }
 }
+
+/// Raw PostgreSQL's minimal command, as the benches compare against it: read a stream of 10
+/// rows of `bench_raw` ...
+pub const RAW_READ: &str = "SELECT * FROM bench_raw WHERE stream = 'read' ORDER BY sequence";
+/// ... then append one row in a transaction (the new stream's name is the parameter).
+pub const RAW_APPEND: &str = "INSERT INTO bench_raw VALUES ($1, 1, '{\"k\": 1}')";

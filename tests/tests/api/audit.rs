@@ -378,15 +378,7 @@ async fn the_trail_shows_a_registration_made_while_the_audit_index_was_held() {
     let admin = app.login(Some("AUD004"), &admin_name, ADMIN_PASSWORD).await;
 
     // Another process's round holds the audit index.
-    let mut other = app.connect(&app.database_for("AUD004")).await;
-    sqlx::query("BEGIN")
-        .execute(&mut other)
-        .await
-        .expect("begin");
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('hms.projector.audit_index', 0))")
-        .execute(&mut other)
-        .await
-        .expect("lock");
+    let held = hold_projector(&app, "AUD004", "audit_index").await;
 
     let registered = tokio::time::timeout(
         std::time::Duration::from_secs(5),
@@ -417,18 +409,7 @@ async fn the_trail_shows_a_registration_made_while_the_audit_index_was_held() {
         json!({ "filter": { "aggregateType": "patient", "aggregateId": patient } }),
         Some(&admin),
     );
-    tokio::pin!(reading);
-    assert!(
-        tokio::time::timeout(std::time::Duration::from_millis(300), &mut reading)
-            .await
-            .is_err(),
-        "the trail waits for the audit index to reach the log"
-    );
-    sqlx::query("ROLLBACK")
-        .execute(&mut other)
-        .await
-        .expect("release");
-    let trail = reading.await;
+    let trail = read_after_release(held, reading, "the trail").await;
     assert_eq!(
         event_types(&nodes(&trail)),
         ["PatientRegistered"],
@@ -446,17 +427,7 @@ async fn a_view_made_while_the_access_log_was_held_is_in_the_access_log() {
     let id = register_patient(&app, "AUD005", "Wanjiru").await;
 
     // Another process's round holds the access log.
-    let mut other = app.connect(&app.database_for("AUD005")).await;
-    sqlx::query("BEGIN")
-        .execute(&mut other)
-        .await
-        .expect("begin");
-    sqlx::query(
-        "SELECT pg_advisory_xact_lock(hashtextextended('hms.projector.patient_access_log', 0))",
-    )
-    .execute(&mut other)
-    .await
-    .expect("lock");
+    let held = hold_projector(&app, "AUD005", "patient_access_log").await;
 
     let opened = tokio::time::timeout(
         std::time::Duration::from_secs(5),
@@ -471,18 +442,7 @@ async fn a_view_made_while_the_access_log_was_held_is_in_the_access_log() {
     assert_eq!(opened["data"]["patient"]["id"], id.to_string(), "{opened}");
 
     let reading = app.graphql(ACCESS_LOG, json!({ "id": id }), Some(&admin));
-    tokio::pin!(reading);
-    assert!(
-        tokio::time::timeout(std::time::Duration::from_millis(300), &mut reading)
-            .await
-            .is_err(),
-        "the access log waits for its read model to reach the log"
-    );
-    sqlx::query("ROLLBACK")
-        .execute(&mut other)
-        .await
-        .expect("release");
-    let log = reading.await;
+    let log = read_after_release(held, reading, "the access log").await;
     let purposes: Vec<&str> = log["data"]["patientAccessLog"]["edges"]
         .as_array()
         .unwrap_or_else(|| panic!("{log}"))
@@ -494,4 +454,41 @@ async fn a_view_made_while_the_access_log_was_held_is_in_the_access_log() {
         ["patient"],
         "the caller's own view is there: {log}"
     );
+}
+
+/// A connection holding projector `name`'s key in an open transaction, as another
+/// process's round holds it.
+async fn hold_projector(app: &hms_tests::TestApp, code: &str, name: &str) -> sqlx::PgConnection {
+    let mut held = app.connect(&app.database_for(code)).await;
+    sqlx::query("BEGIN")
+        .execute(&mut held)
+        .await
+        .expect("begin");
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("hms.projector.{name}"))
+        .execute(&mut held)
+        .await
+        .expect("lock");
+    held
+}
+
+/// Runs `read` while `held` holds a projector: it must still be waiting after 300 ms (for
+/// that read model to reach the log); then the key is released and its answer returned.
+async fn read_after_release(
+    mut held: sqlx::PgConnection,
+    read: impl std::future::Future<Output = Value>,
+    what: &str,
+) -> Value {
+    tokio::pin!(read);
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), &mut read)
+            .await
+            .is_err(),
+        "{what} waits for its read model to reach the log"
+    );
+    sqlx::query("ROLLBACK")
+        .execute(&mut held)
+        .await
+        .expect("release");
+    read.await
 }
