@@ -3,7 +3,9 @@
 //!
 //! postgres-es loads the aggregate; the append is one statement of ours into its table
 //! ([`append_events`]), which also tells where the events landed, so the wait needs no
-//! further lookup and queues on the hospital's shared catch-up (docs/adr/0006).
+//! further lookup and queues on the hospital's shared catch-up (docs/adr/0006). A
+//! registration ([`create`]) writes the row its answer reads in that same statement and
+//! does not wait at all (docs/adr/0011).
 //!
 //! A framework is built per command: it is a handful of pool clones, and building it
 //! fresh lets each command carry its own expected version.
@@ -730,7 +732,7 @@ impl Drop for Turn {
 /// version a lost race is retried on fresh state (bounded, jittered); inside keyed work
 /// a stream that already holds the run's event is left alone (see the module notes).
 /// Returns where the last appended event landed in the log (`None`: nothing appended),
-/// and whether the append wrote rows inline.
+/// and the rows the append wrote inline, as stored.
 async fn append_expecting<A>(
     pool: &PgPool,
     id: &str,
