@@ -1,9 +1,9 @@
 //! Keeps every hospital's read models moving without a request to drive them.
 //!
-//! The command path already catches up the read models inline (read-your-writes). This
-//! task covers the rest: the log sealer (kept out of the commands' way, see
-//! docs/adr/0006), events written by *other* processes, and projectors that failed and
-//! must be retried. It wakes on a hint sent on one channel of the platform database (one
+//! Most commands catch up the read models themselves (read-your-writes). This task
+//! covers the rest: the log sealer (kept out of the commands' way, see docs/adr/0006),
+//! registrations and recorded views, which do not wait (docs/adr/0011), events written by
+//! *other* processes, and projectors that failed and must be retried. It wakes on a hint sent on one channel of the platform database (one
 //! listening connection for all tenants: `LISTEN` is per database, and a listener per
 //! tenant database would pin a connection per tenant) and on a timer, which also covers
 //! a lost hint. Only tenants with work are visited: the one named by a hint, and those
@@ -83,9 +83,10 @@ const MAX_NOTED: usize = 100_000;
 #[derive(Default)]
 struct Noted(HashMap<String, (Instant, HashSet<Uuid>)>);
 
-/// How often this process's own hints catch one hospital up. Its commands have caught up
-/// the read models already (read-your-writes); what the hint's catch-up adds is the seal
-/// and the recorded head, and events appended without waiting (an access-log entry).
+/// How often this process's own hints catch one hospital up. Most of its commands have
+/// caught up the read models already (read-your-writes); what the hint's catch-up adds is
+/// the seal and the recorded head, and events appended without waiting (registrations,
+/// views of records, docs/adr/0011).
 /// One round a period covers every command of the period: under load a round per hint
 /// batch cost about as many statements as the commands' own rounds (one hospital), or
 /// more (a load spread over a few hospitals, a few clients each).
