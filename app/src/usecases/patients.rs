@@ -228,8 +228,8 @@ pub async fn patients(
 /// caller may not read in full shows only the patient's identity.
 pub async fn patient(auth: &Authorized<'_>, id: Uuid) -> Result<PatientRecord> {
     let mut patient = load_patient(auth.pool(), id).await?;
-    // The row says whether the record is restricted (every command waits for it); only
-    // then is the write side asked who may read it.
+    // The row says whether the record is restricted (a restriction's command waits for
+    // it, a registration writes it); only then is the write side asked who may read it.
     let access = if patient.restricted {
         super::restriction::access_to(&auth.scope, id, auth.now).await?
     } else {
