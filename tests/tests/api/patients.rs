@@ -530,6 +530,9 @@ async fn patients_are_registered_with_mrns_found_by_search_and_their_views_are_l
         json!({ "eventType": "PatientRegistered", "actor": { "username": "dmc001_desk" } }),
         "{history}"
     );
+    // Views are in the log when a record is shown; the access log's table follows.
+    let lease = app.state.registry.get("DMC001").await.expect("tenant");
+    crate::projections::drain(&lease.pool, &app.state.runner).await;
     let purposes: Vec<String> = sqlx::query_scalar(
         "SELECT purpose FROM patient_access_log \
           WHERE patient_id = $1::uuid AND purpose NOT LIKE 'patients:%' ORDER BY purpose",
