@@ -145,10 +145,8 @@ struct Attempt {
     assume_new: bool,
     run: Option<String>,
     seen: Arc<AtomicBool>,
-    /// Where the append put its last event, for the read-your-writes wait.
-    head: Arc<StdMutex<Option<LogCursor>>>,
-    /// The read-model rows the append wrote inline, as stored (docs/adr/0011).
-    inline: Arc<StdMutex<Option<String>>>,
+    /// Where the append put its events and the rows it wrote inline, for the wait.
+    landed: Arc<StdMutex<Option<Landed>>>,
 }
 
 impl ExpectingRepository {
@@ -222,14 +220,11 @@ impl PersistedEventRepository for ExpectingRepository {
         let inline = hms_projections::inline::rows_written_inline(events)
             .map_err(|e| PersistenceError::UnknownError(Box::new(e)))?;
         let landed = seal_and_append(&self.pool, events, self.attempt.assume_new, &inline).await?;
-        if let Some(landed) = landed {
-            *self.attempt.head.lock().unwrap_or_else(|e| e.into_inner()) = Some(landed.head);
-            *self
-                .attempt
-                .inline
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = landed.inline;
-        }
+        *self
+            .attempt
+            .landed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = landed;
         Ok(())
     }
 
@@ -403,7 +398,7 @@ async fn append_events(
         ));
         stored.push(format!(
             "'{}', (SELECT json_agg(r) FROM inline_{i} r)",
-            rows.table
+            rows.name
         ));
     }
     let stored = if stored.is_empty() {
@@ -599,18 +594,19 @@ where
     A::Command: Clone,
     A::Services: Clone,
 {
-    let appended = {
+    let landed = {
         let _under_way = (answer == Answer::ReadModels).then(|| runner.appending(pool));
         append_expecting::<A>(pool, id, command, services, metadata, expected).await?
     };
-    if let (Some(rows), Answer::Inline) = (&appended.inline, answer) {
+    let inline = landed.as_ref().and_then(|l| l.inline.as_deref());
+    if let (Some(rows), Answer::Inline) = (inline, answer) {
         match WrittenInline::parse(rows) {
             Ok(rows) => return Ok(Some(rows)),
             // The write stands; the answer is read from the read models instead.
             Err(error) => tracing::warn!(%error, stream = id, "rows written inline unreadable"),
         }
     }
-    let head = appended.head;
+    let head = landed.map(|l| l.head);
     // The write stands whatever the read side does now: reporting it as failed would
     // invite a retry that repeats it. The client may read a read model that is behind
     // (or answer from the write side); the runner catches up.
@@ -731,8 +727,8 @@ impl Drop for Turn {
 /// Decides `command` on the aggregate and appends its events. Without an expected
 /// version a lost race is retried on fresh state (bounded, jittered); inside keyed work
 /// a stream that already holds the run's event is left alone (see the module notes).
-/// Returns where the last appended event landed in the log (`None`: nothing appended),
-/// and the rows the append wrote inline, as stored.
+/// Returns where the last appended event landed in the log and the rows the append wrote
+/// inline, as stored (`None`: nothing appended now).
 async fn append_expecting<A>(
     pool: &PgPool,
     id: &str,
@@ -740,7 +736,7 @@ async fn append_expecting<A>(
     services: A::Services,
     metadata: &EventMetadata,
     expected: Option<u64>,
-) -> Result<Appended, CommandError<A::Error>>
+) -> Result<Option<Landed>, CommandError<A::Error>>
 where
     A: Aggregate + 'static,
     A::Command: Clone,
@@ -758,15 +754,13 @@ where
     for attempt in 1..=MAX_ATTEMPTS {
         // Each attempt has its own note of whether the stream holds this run's event.
         let seen = Arc::new(AtomicBool::new(false));
-        let head = Arc::new(StdMutex::new(None));
-        let inline = Arc::new(StdMutex::new(None));
+        let landed = Arc::new(StdMutex::new(None));
         let this_attempt = Attempt {
             expected,
             assume_new,
             run: run.clone(),
             seen: seen.clone(),
-            head: head.clone(),
-            inline: inline.clone(),
+            landed: landed.clone(),
         };
         let framework =
             CqrsFramework::new(store::<A>(pool, this_attempt), vec![], services.clone());
@@ -778,15 +772,10 @@ where
         };
         if seen.load(Ordering::SeqCst) {
             // An earlier attempt of this request committed this command already.
-            return Ok(Appended::default());
+            return Ok(None);
         }
         match outcome {
-            Ok(()) => {
-                return Ok(Appended {
-                    head: *head.lock().unwrap_or_else(|e| e.into_inner()),
-                    inline: inline.lock().unwrap_or_else(|e| e.into_inner()).take(),
-                })
-            }
+            Ok(()) => return Ok(landed.lock().unwrap_or_else(|e| e.into_inner()).take()),
             // Refused as a new record: decide again on what the stream really holds (a
             // client's stale version 0 of an existing record is a conflict, not a
             // "not found").
@@ -796,7 +785,7 @@ where
                     // The client decided on the version it saw: its answer is final,
                     // unless the event that got in first is this run's own.
                     if run.is_some() && holds_run::<A>(pool, id, run.clone()).await? {
-                        return Ok(Appended::default());
+                        return Ok(None);
                     }
                     telemetry::command_conflict(A::TYPE, false);
                     return Err(CommandError::Conflict);
@@ -817,15 +806,6 @@ where
         "concurrent writers won every attempt"
     );
     Err(CommandError::Contended)
-}
-
-/// What an append left for the read-your-writes wait.
-#[derive(Default)]
-struct Appended {
-    /// Where its last event landed (`None`: nothing appended now).
-    head: Option<LogCursor>,
-    /// The read-model rows it wrote inline, as stored (docs/adr/0011).
-    inline: Option<String>,
 }
 
 /// The pause after a lost race: drawn uniformly below a bound that doubles per attempt
@@ -889,13 +869,8 @@ pub async fn wait_for_stream<A: Aggregate>(
     id: &str,
     timeout: Duration,
 ) -> Result<(), hms_projections::ProjectionError> {
-    let mut conn = pool.acquire().await?;
-    let head = log::stream_head(&mut conn, A::TYPE, id).await?;
-    drop(conn);
-    if let Some(head) = head {
-        runner.catch_up_through(pool, head, timeout).await?;
-    }
-    Ok(())
+    let head = log::stream_head(&mut *pool.acquire().await?, A::TYPE, id).await?;
+    wait_through(pool, runner, head, timeout).await
 }
 
 /// Waits until every projector has applied every event committed before now: what a
@@ -906,13 +881,21 @@ pub async fn wait_for_log(
     runner: &ProjectionRunner,
     timeout: Duration,
 ) -> Result<(), hms_projections::ProjectionError> {
-    let mut conn = pool.acquire().await?;
-    let head = log::log_head(&mut conn).await?;
-    drop(conn);
-    if let Some(head) = head {
-        runner.catch_up_through(pool, head, timeout).await?;
+    let head = log::log_head(&mut *pool.acquire().await?).await?;
+    wait_through(pool, runner, head, timeout).await
+}
+
+/// Catches the read models up through `head`, if there is one.
+async fn wait_through(
+    pool: &PgPool,
+    runner: &ProjectionRunner,
+    head: Option<LogCursor>,
+    timeout: Duration,
+) -> Result<(), hms_projections::ProjectionError> {
+    match head {
+        Some(head) => runner.catch_up_through(pool, head, timeout).await,
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Every event of `streams` (aggregate type, id), read in one statement, in stream and

@@ -270,7 +270,7 @@ impl Authorized<'_> {
         )
         .await
         {
-            tracing::warn!(%error, "the audit index is behind the log");
+            tracing::warn!(%error, "the read models are behind the log; reading what they show");
         }
     }
 

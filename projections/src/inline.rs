@@ -15,6 +15,7 @@
 
 use cqrs_es::persist::SerializedEvent;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 pub use crate::rows::InlineRows;
@@ -34,18 +35,19 @@ pub fn rows_written_inline(events: &[SerializedEvent]) -> Result<Vec<InlineRows>
 pub struct WrittenInline(Map<String, Value>);
 
 impl WrittenInline {
-    /// From the JSON object the append returns: each table's rows by its name.
+    /// From the JSON object the append returns: each table's rows by its name
+    /// ([`InlineRows::name`]).
     pub fn parse(json: &str) -> Result<Self> {
         serde_json::from_str(json)
             .map(Self)
             .map_err(|e| ProjectionError::Row(format!("rows written inline do not parse: {e}")))
     }
 
-    /// The rows written to `table` (unqualified, e.g. `patients`), as its row type.
+    /// The rows written to `table` (e.g. `patients`), as its row type.
     pub fn rows<R: DeserializeOwned>(&self, table: &str) -> Result<Vec<R>> {
-        match self.0.get(&format!("public.{table}")) {
+        match self.0.get(table) {
             None | Some(Value::Null) => Ok(Vec::new()),
-            Some(rows) => serde_json::from_value(rows.clone()).map_err(|e| {
+            Some(rows) => Vec::<R>::deserialize(rows).map_err(|e| {
                 ProjectionError::Row(format!("a row of {table} written inline does not map: {e}"))
             }),
         }

@@ -209,8 +209,9 @@ where
 /// [`RowSet::store`]'s inserts, so both paths give the same typed rows.
 #[derive(Debug, Clone)]
 pub struct InlineRows {
-    /// The live table (schema-qualified: an inline write never goes to a rebuild's copy).
-    pub table: String,
+    /// The table's name; the write goes to the live table (`public.`), never to a
+    /// rebuild's copy.
+    pub name: &'static str,
     /// The column list, from the row type's field names.
     pub columns: String,
     /// The rows as a JSON array.
@@ -220,7 +221,7 @@ pub struct InlineRows {
 impl InlineRows {
     pub(crate) fn of<R: Serialize>(table: &'static str, rows: &[R]) -> Result<Self> {
         Ok(Self {
-            table: format!("public.{table}"),
+            name: table,
             columns: column_names(table, rows)?.join(", "),
             rows: serde_json::to_string(rows).map_err(|e| unmappable(table, e))?,
         })
@@ -230,7 +231,7 @@ impl InlineRows {
     /// them as stored; `condition`, when not empty, is a `WHERE` clause's condition on the
     /// enclosing statement.
     pub fn insert_sql(&self, param: usize, condition: &str) -> String {
-        let (table, columns) = (&self.table, &self.columns);
+        let (table, columns) = (format!("public.{}", self.name), &self.columns);
         let condition = if condition.is_empty() {
             String::new()
         } else {

@@ -205,7 +205,7 @@ pub(crate) fn inline(events: &[SerializedEvent]) -> Result<Option<InlineRows>> {
             e.aggregate_type == "patient" && e.sequence == 1 && e.event_type == "PatientRegistered"
         })
         .map(|e| {
-            let event: PatientEvent = serde_json::from_value(e.payload.clone()).map_err(|e| {
+            let event = PatientEvent::deserialize(&e.payload).map_err(|e| {
                 crate::ProjectionError::Row(format!(
                     "a registration to write inline does not decode: {e}"
                 ))

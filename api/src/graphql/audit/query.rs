@@ -17,7 +17,7 @@ use crate::graphql::types::check_instant;
 use crate::graphql::QUERY_FIELD_COST;
 
 /// The history of one record (the `history` field of record types), oldest first. The
-/// caller has authorized `ViewAuditTrail` and passes the hospital's pool.
+/// caller has authorized `ViewAuditTrail`.
 pub async fn history(
     auth: &Authorized<'_>,
     aggregate_type: &str,
