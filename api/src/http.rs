@@ -20,9 +20,11 @@ use tower_http::timeout::TimeoutLayer;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::graphql::error::REQUEST_ID;
+use crate::graphql::error::{ApiError, REQUEST_ID};
 use crate::graphql::operation::Operation;
 use crate::graphql::{build_schema, HmsSchema, RequestContext};
+use hms_app::auth::Confirmation;
+use hms_app::commands::Authority;
 use hms_app::config::TrustedProxies;
 use hms_app::scope::RequestInfo;
 use hms_app::state::AppState;
@@ -225,7 +227,10 @@ async fn graphql(
     let started = Instant::now();
     let request_id = request_id(&headers);
     let auth = match bearer(&headers) {
-        Some(token) => Some(http.state.auth.authenticate(token).await),
+        Some(token) => {
+            let may_assume = starts_as_mutation(&request.0.query);
+            Some(http.state.auth.authenticate(token, may_assume).await)
+        }
         None => None,
     };
     // Ids only: a username or a hospital's name is not for the logs.
@@ -234,20 +239,66 @@ async fn graphql(
         _ => (String::new(), String::new()),
     };
     let span = tracing::info_span!("request", %request_id, hospital, actor);
-    let context = RequestContext {
-        info: RequestInfo {
-            request_id: request_id.clone(),
-            client_addr: Some(client_addr(peer.ip(), &headers, &http.trusted_proxies).to_string()),
-        },
-        auth,
+    // The caller, whose rights the request may have assumed (docs/adr/0012).
+    let principal = match &auth {
+        Some(Ok(principal)) => Some(principal.clone()),
+        _ => None,
+    };
+    let info = RequestInfo {
+        request_id: request_id.clone(),
+        client_addr: Some(client_addr(peer.ip(), &headers, &http.trusted_proxies).to_string()),
     };
     let request = request.into_inner();
     let operation = Operation::new(request.operation_name.clone());
-    let execution = http
-        .schema
-        .execute(request.data(context).data(operation.clone()));
+    // Kept while the rights are assumed: the request may have to be decided again.
+    let again = principal
+        .as_ref()
+        .filter(|p| p.authority.assumption().is_some())
+        .map(|_| the_same_request(&request));
+    let authority = principal
+        .as_ref()
+        .map_or_else(Authority::confirmed, |p| p.authority.clone());
+    let context = RequestContext {
+        info: info.clone(),
+        auth,
+    };
+    // Boxed: the schema's future is large, and it is moved into two more.
+    let execution = Box::pin(
+        authority.scope(
+            http.schema
+                .execute(request.data(context).data(operation.clone())),
+        ),
+    );
+    let answered = async {
+        let response = execution.await;
+        // An answer made on assumed rights that no guarded append confirmed leaves only
+        // once they are read (docs/adr/0012): as assumed, it stands; moved since, the
+        // request (which wrote nothing) is decided again on them; revoked, the caller
+        // gets UNAUTHENTICATED, never the data.
+        let (Some(principal), Some(again), Some(token)) = (&principal, again, bearer(&headers))
+        else {
+            return response;
+        };
+        let refused = match http.state.auth.confirm(principal).await {
+            Ok(Confirmation::NotAssumed | Confirmation::Held) => return response,
+            Ok(Confirmation::Moved) => {
+                let context = RequestContext {
+                    info,
+                    auth: Some(http.state.auth.authenticate(token, false).await),
+                };
+                return Box::pin(
+                    http.schema
+                        .execute(again.data(context).data(operation.clone())),
+                )
+                .await;
+            }
+            Err(refused) => refused,
+        };
+        let refused = async_graphql::Error::from(ApiError::from(refused));
+        async_graphql::Response::from_errors(vec![refused.into_server_error(Default::default())])
+    };
     let response = async {
-        let mut response = REQUEST_ID.scope(request_id.clone(), execution).await;
+        let mut response = REQUEST_ID.scope(request_id.clone(), answered).await;
         // Every resolver error carries a code (see graphql::error). An error without one
         // comes from async-graphql itself: a malformed document, a wrong variable type, a
         // depth or complexity limit: the client's request is invalid.
@@ -281,6 +332,31 @@ async fn graphql(
         headers.insert(HeaderName::from_static("x-request-id"), v);
     }
     (headers, GraphQLResponse::from(response))
+}
+
+/// A copy of `request` as the client sent it, to execute it again.
+fn the_same_request(request: &async_graphql::Request) -> async_graphql::Request {
+    let mut again =
+        async_graphql::Request::new(request.query.clone()).variables(request.variables.clone());
+    again.operation_name = request.operation_name.clone();
+    again.extensions = request.extensions.clone();
+    again
+}
+
+/// Whether a GraphQL document starts with a mutation: a request expected to write, whose
+/// rights may be assumed (docs/adr/0012). Only a hint for what to read first: a document
+/// misjudged either way is still answered on confirmed rights, at the cost of a read.
+fn starts_as_mutation(document: &str) -> bool {
+    let mut rest = document;
+    loop {
+        rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == ',' || c == '\u{feff}');
+        match rest.strip_prefix('#') {
+            Some(comment) => rest = comment.split_once('\n').map_or("", |(_, after)| after),
+            None => break,
+        }
+    }
+    rest.strip_prefix("mutation")
+        .is_some_and(|after| !after.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_'))
 }
 
 async fn graphiql_page(State(http): State<Http>) -> Response {
@@ -410,6 +486,28 @@ fn request_id(headers: &HeaderMap) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_document_starting_with_a_mutation_is_told_from_the_rest() {
+        for mutation in [
+            "mutation { a }",
+            "  mutation($x: Int) { a }",
+            "# a comment\n, mutation Named { a }",
+            "\u{feff}mutation{ a }",
+        ] {
+            assert!(starts_as_mutation(mutation), "{mutation:?}");
+        }
+        for other in [
+            "{ me { role } }",
+            "query { a }",
+            "mutations { a }",
+            "mutation_like { a }",
+            "# mutation\n{ a }",
+            "",
+        ] {
+            assert!(!starts_as_mutation(other), "{other:?}");
+        }
+    }
 
     fn headers(values: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();

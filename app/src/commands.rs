@@ -48,8 +48,10 @@ use sqlx::PgPool;
 use crate::idempotency::{current_run, RUN_METADATA_KEY};
 use crate::telemetry;
 
+mod authority;
 mod current;
 mod together;
+pub use authority::{AssumedStream, Assumption, Authority, AuthorityChanged};
 pub use current::CurrentStates;
 pub use together::{together, Streams, Unit};
 
@@ -80,6 +82,11 @@ pub enum CommandError<E: std::error::Error> {
     /// [`MAX_ATTEMPTS`] attempts: the same request may succeed if sent again.
     #[error("the record is being changed by many requests at once; try again")]
     Contended,
+    /// The caller's account or hospital changed after the request assumed them, and the
+    /// append's guard refused it (docs/adr/0012): nothing was written; the rights are read
+    /// again and the command decided anew.
+    #[error("the caller's rights changed while the request ran; send it again")]
+    AuthorityChanged,
     /// The command would record personal data of a patient whose record was erased.
     #[error("{0}")]
     Erased(String),
@@ -103,6 +110,11 @@ impl<E: std::error::Error> From<AggregateError<E>> for CommandError<E> {
                 if e.downcast_ref::<personal::ErasedPatient>().is_some() =>
             {
                 CommandError::Erased(e.to_string())
+            }
+            AggregateError::UnexpectedError(e)
+                if e.downcast_ref::<AuthorityChanged>().is_some() =>
+            {
+                CommandError::AuthorityChanged
             }
             AggregateError::UnexpectedError(e) if caused_by_unreachable(&*e) => {
                 CommandError::Unavailable(e.to_string())
@@ -383,18 +395,33 @@ async fn append_events(
     let mut with = Vec::new();
     // The rows written inline, as stored: each table's, by name, in one JSON object.
     let mut stored = Vec::new();
-    // Every offer taken, or no event appended (and no row written inline).
-    let taken = if offers.is_empty() {
-        ""
-    } else {
+    // What must hold for anything to be written: no event is appended (and no row
+    // written inline) otherwise.
+    let mut conditions = Vec::new();
+    // Every offer taken.
+    if !offers.is_empty() {
         with.push(format!("offered AS ({})", personal::STORE_OFFERS));
-        "(SELECT count(*) FROM offered) = cardinality($8::uuid[])"
-    };
+        conditions.push("(SELECT count(*) FROM offered) = cardinality($8::uuid[])".to_owned());
+    }
     let first_inline = if offers.is_empty() { 8 } else { 11 };
+    // The rights the request assumed still hold: their streams are where they were read.
+    let authority = authority::current();
+    let assumption = authority.as_ref().and_then(Authority::assumption);
+    let first_guard = first_inline + inline.len();
+    for i in 0..assumption.as_ref().map_or(0, |a| a.streams.len()) {
+        let p = first_guard + 3 * i;
+        conditions.push(format!(
+            "NOT EXISTS (SELECT 1 FROM public.events g WHERE g.aggregate_type = ${p} \
+               AND g.aggregate_id = ${} AND g.sequence > ${})",
+            p + 1,
+            p + 2
+        ));
+    }
+    let taken = conditions.join(" AND ");
     for (i, rows) in inline.iter().enumerate() {
         with.push(format!(
             "inline_{i} AS ({})",
-            rows.insert_sql(first_inline + i, taken)
+            rows.insert_sql(first_inline + i, &taken)
         ));
         stored.push(format!(
             "'{}', (SELECT json_agg(r) FROM inline_{i} r)",
@@ -436,6 +463,12 @@ async fn append_events(
         for rows in inline {
             query = query.bind(&rows.rows);
         }
+        for stream in assumption.iter().flat_map(|a| &a.streams) {
+            query = query
+                .bind(stream.aggregate_type)
+                .bind(&stream.aggregate_id)
+                .bind(i64::try_from(stream.version).unwrap_or(i64::MAX));
+        }
         match query.fetch_all(pool).await {
             Ok(landed) => break landed,
             // A deadlock (this statement takes the log and the key table; a move's hold
@@ -460,6 +493,16 @@ async fn append_events(
             }
         }
     };
+    if let (Some(authority), Some(_)) = (&authority, &assumption) {
+        match (landed.is_empty(), offers.is_empty()) {
+            // The guard held at the append: the rights are confirmed for the request.
+            (false, _) => authority.confirm(),
+            (true, true) => return Err(PersistenceError::UnknownError(Box::new(AuthorityChanged))),
+            // Not appended, for the offers or the guard: the caller appends again
+            // without offers, and that append tells.
+            (true, false) => {}
+        }
+    }
     let inline = landed.first().and_then(|(_, _, rows)| rows.clone());
     let head = landed
         .into_iter()

@@ -211,6 +211,10 @@ fn command_failure<E: StdError>(
             "the record is being changed by many requests at once; try again".into(),
         ),
         CommandError::Unavailable(e) => AppError::unavailable(e),
+        // Decided again by `Authorized` once; only a second change in that moment ends here.
+        CommandError::AuthorityChanged => AppError::Contended(
+            "your account or hospital changed while the request ran; try again".into(),
+        ),
         CommandError::Erased(message) => AppError::Conflict(message),
         CommandError::Store(e) => AppError::internal(e),
         CommandError::Projection(e) => e.into(),

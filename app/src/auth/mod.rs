@@ -14,6 +14,7 @@ pub mod token;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
+use cqrs_es::Aggregate;
 use hms_domain::common::HospitalCode;
 use hms_domain::hospital::Hospital;
 use hms_domain::user::User;
@@ -22,7 +23,8 @@ use hms_projections::projectors::StaffRow;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::commands;
+use crate::commands::{self, AssumedStream, Assumption, Authority};
+use crate::error::AppError;
 use crate::tenancy::{PoolRegistry, TenancyError, TenantLease};
 pub use token::{Claims, TokenKeys};
 
@@ -37,6 +39,9 @@ pub struct Principal {
     /// The hospital's aggregate, read with the account in one statement when the token
     /// was checked: the request's first authorization decides on it.
     pub hospital: ReadWithAccount,
+    /// Whether the account and hospital above were read for this request or are assumed
+    /// from this process's last read (docs/adr/0012).
+    pub authority: Authority,
 }
 
 /// A hospital aggregate read together with the caller's account, handed out once: the
@@ -55,6 +60,18 @@ impl ReadWithAccount {
     pub fn take(&self) -> Option<Hospital> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
+}
+
+/// What reading the rights a request assumed found ([`Authenticator::confirm`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirmation {
+    /// Nothing was assumed (or it was confirmed already).
+    NotAssumed,
+    /// The account and hospital are where they were assumed: the request's answer stands.
+    Held,
+    /// Either moved since (the account still grants the token): what the request decided
+    /// on them may be stale, and nothing it appended landed. It is to be decided again.
+    Moved,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -267,6 +284,7 @@ impl Authenticator {
                 role,
                 tenant,
                 hospital: ReadWithAccount::default(),
+                authority: Authority::confirmed(),
             },
         })
     }
@@ -278,7 +296,15 @@ impl Authenticator {
     /// within [`crate::tenancy::pools::STATUS_RECHECK`]). A deactivation, a password change
     /// or closing the hospital revokes every token issued before it, also after a
     /// reactivation or reopening.
-    pub async fn authenticate(&self, bearer: &str) -> Result<Principal, AuthError> {
+    ///
+    /// With `may_assume` (a request expected to write), the account and hospital may be
+    /// taken from this process's last read of them instead, checked by every append of
+    /// the request and read before its answer leaves if no append did (docs/adr/0012).
+    pub async fn authenticate(
+        &self,
+        bearer: &str,
+        may_assume: bool,
+    ) -> Result<Principal, AuthError> {
         let claims = self
             .keys
             .verify(bearer)
@@ -300,6 +326,7 @@ impl Authenticator {
                     role: Role::SuperAdmin,
                     tenant: None,
                     hospital: ReadWithAccount::default(),
+                    authority: Authority::confirmed(),
                 })
             }
             Some(code) => {
@@ -313,19 +340,96 @@ impl Authenticator {
                 {
                     return Err(AuthError::Unauthenticated);
                 }
-                let (user, hospital) = self.user_and_hospital(&lease, claims.sub).await?;
-                let role = match (user.id, user.active, user.role) {
-                    (Some(_), true, Some(role)) if credentials_version(&user) == claims.ver => role,
-                    _ => return Err(AuthError::Unauthenticated),
-                };
+                let (user, hospital, authority) = self.rights(&lease, &claims, may_assume).await?;
+                let role = granted_role(&user, claims.ver).ok_or(AuthError::Unauthenticated)?;
                 Ok(Principal {
                     user_id: claims.sub,
                     username: user.username,
                     role,
                     tenant: claims.tenant,
                     hospital: ReadWithAccount::new(hospital),
+                    authority,
                 })
             }
+        }
+    }
+
+    /// The caller's account and hospital: as this process last read them, assumed, when
+    /// that state grants the token (every append of the request then checks that neither
+    /// stream moved, docs/adr/0012); otherwise read from the write side now.
+    async fn rights(
+        &self,
+        lease: &TenantLease,
+        claims: &Claims,
+        may_assume: bool,
+    ) -> Result<(User, Hospital, Authority), AuthError> {
+        let user_id = claims.sub.to_string();
+        let kept = may_assume
+            .then(|| {
+                self.states
+                    .kept_pair::<User, Hospital>(&lease.code, &user_id, &lease.log_identity)
+            })
+            .flatten();
+        if let Some(((user, user_version), (hospital, hospital_version))) = kept {
+            if granted_role(&user, claims.ver).is_some() {
+                let assumption = Assumption {
+                    streams: [
+                        AssumedStream {
+                            aggregate_type: User::TYPE,
+                            aggregate_id: user_id,
+                            version: user_version,
+                        },
+                        AssumedStream {
+                            aggregate_type: Hospital::TYPE,
+                            aggregate_id: lease.log_identity.clone(),
+                            version: hospital_version,
+                        },
+                    ],
+                    credentials_version: claims.ver,
+                };
+                return Ok((user, hospital, Authority::assumed(assumption)));
+            }
+        }
+        let (user, hospital) = self.user_and_hospital(lease, claims.sub).await?;
+        Ok((user, hospital, Authority::confirmed()))
+    }
+
+    /// Reads the caller's account and hospital from the write side when the request
+    /// assumed them and nothing confirmed them yet (docs/adr/0012), and tells whether
+    /// they are still where they were assumed. UNAUTHENTICATED when the account no longer
+    /// grants the token.
+    pub async fn confirm(&self, principal: &Principal) -> Result<Confirmation, AppError> {
+        let Some(assumption) = principal.authority.assumption() else {
+            return Ok(Confirmation::NotAssumed);
+        };
+        let read = async {
+            let code = principal
+                .tenant
+                .as_deref()
+                .ok_or(AuthError::Unauthenticated)?;
+            let lease = self
+                .open_tenant(code)
+                .await?
+                .ok_or(AuthError::Unauthenticated)?;
+            let ((user, user_version), (_, hospital_version)) =
+                self.read_rights(&lease, principal.user_id).await?;
+            granted_role(&user, assumption.credentials_version)
+                .ok_or(AuthError::Unauthenticated)?;
+            Ok([user_version, hospital_version])
+        };
+        match read.await {
+            Ok(versions) => {
+                let assumed = assumption.streams.each_ref().map(|s| s.version);
+                if versions == assumed {
+                    principal.authority.confirm();
+                    Ok(Confirmation::Held)
+                } else {
+                    Ok(Confirmation::Moved)
+                }
+            }
+            Err(AuthError::Unavailable(e)) => Err(e.into()),
+            Err(AuthError::Internal(e)) => Err(AppError::internal(e)),
+            Err(_) => Err(AppError::Unauthenticated),
         }
     }
 
@@ -335,6 +439,16 @@ impl Authenticator {
         lease: &TenantLease,
         id: Uuid,
     ) -> Result<(User, Hospital), AuthError> {
+        let ((user, _), (hospital, _)) = self.read_rights(lease, id).await?;
+        Ok((user, hospital))
+    }
+
+    /// [`Self::user_and_hospital`], with each stream's version.
+    async fn read_rights(
+        &self,
+        lease: &TenantLease,
+        id: Uuid,
+    ) -> Result<((User, u64), (Hospital, u64)), AuthError> {
         self.states
             .pair::<User, Hospital>(
                 &lease.pool,
@@ -343,7 +457,6 @@ impl Authenticator {
                 &lease.log_identity,
             )
             .await
-            .map(|((user, _), (hospital, _))| (user, hospital))
             .map_err(|e| match e {
                 commands::CommandError::Unavailable(reason) => {
                     AuthError::Unavailable(TenancyError::Unreachable {
@@ -386,6 +499,15 @@ pub async fn create_super_admin(
     .execute(control)
     .await?;
     Ok(inserted.rows_affected() == 1)
+}
+
+/// The role an account grants a token carrying credentials version `version`: none when it
+/// is deactivated, has no role, or its password changed since.
+fn granted_role(user: &User, version: i64) -> Option<Role> {
+    match (user.id, user.active, user.role) {
+        (Some(_), true, Some(role)) if credentials_version(user) == version => Some(role),
+        _ => None,
+    }
 }
 
 /// The version a staff token carries (see [`token::Claims::ver`]).

@@ -55,6 +55,14 @@ struct Kept {
     at: LogCursor,
 }
 
+impl Kept {
+    /// The kept state as an `A`, with its version.
+    fn state_of<A: Aggregate + Clone + 'static>(self) -> Option<(A, u64)> {
+        let state = self.state.downcast::<A>().ok()?;
+        Some(((*state).clone(), self.version))
+    }
+}
+
 /// One stream to read, and what is kept of it.
 struct Wanted<'a> {
     aggregate_type: &'static str,
@@ -119,6 +127,26 @@ impl CurrentStates {
         let wanted = self.wanted::<A>(database, id);
         let rows = read(pool, &[&wanted]).await?;
         self.settle::<A>(pool, database, wanted, rows).await
+    }
+
+    /// Streams `a_id` of `A` and `b_id` of `B` in `database` as this process last read
+    /// them, with their versions, without asking the database: what a request may assume
+    /// until a guarded append or a read confirms it (docs/adr/0012). `None` unless both
+    /// are kept.
+    pub fn kept_pair<A, B>(
+        &self,
+        database: &str,
+        a_id: &str,
+        b_id: &str,
+    ) -> Option<((A, u64), (B, u64))>
+    where
+        A: Aggregate + Clone + 'static,
+        B: Aggregate + Clone + 'static,
+    {
+        Some((
+            self.wanted::<A>(database, a_id).kept?.state_of::<A>()?,
+            self.wanted::<B>(database, b_id).kept?.state_of::<B>()?,
+        ))
     }
 
     fn key<A: Aggregate>(database: &str, id: &str) -> Key {
@@ -249,10 +277,10 @@ fn resume<A: Aggregate + Clone + 'static>(
     rows: &mut std::iter::Peekable<std::vec::IntoIter<StreamEvent>>,
 ) -> Option<Start<A>> {
     rows.next_if(|f| f.event.sequence as u64 == kept.version && f.at == kept.at)?;
-    let state = kept.state.clone().downcast::<A>().ok()?;
+    let (state, version) = kept.clone().state_of::<A>()?;
     Some(Start {
-        state: (*state).clone(),
-        version: kept.version,
+        state,
+        version,
         last: Some(kept.at),
     })
 }

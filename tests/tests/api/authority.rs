@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use hms_app::commands;
 use hms_app::tenancy::pools::STATUS_RECHECK;
 use hms_domain::user::{User, UserCommand};
-use hms_tests::fixtures::{admin_actor, metadata, super_admin, user_id};
+use hms_tests::fixtures::{
+    admin_actor, event_count, events_after, metadata, register, register_simple, super_admin,
+    user_id,
+};
 use hms_tests::{error_code, spawn_app, TestApp, TestConfig, ADMIN_PASSWORD};
 use serde_json::{json, Value};
 
@@ -234,6 +237,161 @@ async fn a_role_changed_through_one_replica_counts_on_another_at_the_next_reques
     // No bound to wait for: every request reads the account's stream on the write side.
     let me = replica.graphql(ME, json!({}), Some(&token)).await;
     assert_eq!(me["data"]["me"]["role"], "STAFF", "{me}");
+}
+
+/// Whether the process would take the caller's rights as assumed for a write now (it
+/// kept the account and the hospital), as the transport asks for a mutation.
+async fn assumed_for_a_write(app: &TestApp, token: &str) -> bool {
+    let principal = app
+        .state
+        .auth
+        .authenticate(token, true)
+        .await
+        .expect("the token is good");
+    principal.authority.assumption().is_some()
+}
+
+/// Deactivates `username` by appending to their stream directly: no request of the app
+/// reads the account, so the process keeps it as it was.
+async fn deactivate_behind_the_process(app: &TestApp, code: &str, username: &str) {
+    let lease = app.state.registry.get(code).await.expect("tenant");
+    commands::append::<User>(
+        &lease.pool,
+        &user_id(username),
+        UserCommand::DeactivateUser {
+            now: chrono::Utc::now(),
+        },
+        (),
+        &metadata(code, admin_actor(code)),
+    )
+    .await
+    .expect("deactivated");
+}
+
+fn patient(given: &str) -> Value {
+    json!({ "givenName": given, "familyName": "Guarded", "dateOfBirth": "1990-01-02", "sex": "FEMALE" })
+}
+
+/// A write may start from the account and hospital this process last read (docs/adr/0012),
+/// because its append lands only while neither stream has moved since. An account
+/// deactivated after that read gets UNAUTHENTICATED and nothing is written; so does an
+/// answer that appended nothing (a refused input), which leaves only after a read.
+#[tokio::test]
+async fn a_write_on_an_account_deactivated_since_the_process_read_it_is_refused_and_writes_nothing()
+{
+    let app = spawn_app().await;
+    let root = admin(&app, "AUT010").await;
+    for desk in ["desk_eve", "desk_fay"] {
+        create_user(&app, &root, desk, "RECEPTIONIST").await;
+    }
+    let eve = app.login(Some("AUT010"), "desk_eve", PASSWORD).await;
+    let fay = app.login(Some("AUT010"), "desk_fay", PASSWORD).await;
+    for token in [&eve, &fay] {
+        register_simple(&app, token, "Read", "First").await;
+        assert!(
+            assumed_for_a_write(&app, token).await,
+            "the process kept both streams"
+        );
+    }
+    deactivate_behind_the_process(&app, "AUT010", "desk_eve").await;
+    deactivate_behind_the_process(&app, "AUT010", "desk_fay").await;
+    let before = event_count(&app, "AUT010").await;
+
+    // The append's guard finds the account moved: the rights are read, and refuse.
+    let refused = register(&app, &eve, patient("Eve")).await;
+    assert_eq!(error_code(&refused), Some("UNAUTHENTICATED"), "{refused}");
+    assert!(refused["data"].is_null(), "{refused}");
+    // No append at all: the answer (VALIDATION) waits for the read, which refuses.
+    let invalid = register(
+        &app,
+        &fay,
+        json!({ "givenName": "", "familyName": "X",
+        "dateOfBirth": "1990-01-02", "sex": "FEMALE" }),
+    )
+    .await;
+    assert_eq!(error_code(&invalid), Some("UNAUTHENTICATED"), "{invalid}");
+    assert_eq!(
+        events_after(&app, "AUT010", before).await,
+        Vec::<String>::new(),
+        "a revoked caller wrote"
+    );
+}
+
+/// A demotion after the process last read the account: the demoted admin's write was
+/// decided as an admin's, so its append refuses, and the request is decided again on the
+/// role read now: FORBIDDEN. No account is made.
+#[tokio::test]
+async fn a_write_decided_on_a_role_taken_away_since_the_process_read_it_is_forbidden() {
+    let app = spawn_app().await;
+    let root = admin(&app, "AUT011").await;
+    let created = create_user(&app, &root, "admin_gil", "HOSPITAL_ADMIN").await;
+    let id = created["data"]["createUser"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("created: {created}"))
+        .to_owned();
+    let gil = app.login(Some("AUT011"), "admin_gil", PASSWORD).await;
+    create_user(&app, &gil, "made_by_gil", "NURSE").await;
+    assert!(
+        assumed_for_a_write(&app, &gil).await,
+        "the process kept gil as an admin"
+    );
+
+    // Through the same process: the command loads gil's stream, not the kept state.
+    user_mutation(
+        &app,
+        &root,
+        "changeUserRole(userId: $id, role: STAFF) { role }",
+        &id,
+    )
+    .await;
+    let before = event_count(&app, "AUT011").await;
+    let escalation = create_user(&app, &gil, "sneaky_admin", "HOSPITAL_ADMIN").await;
+    assert_eq!(error_code(&escalation), Some("FORBIDDEN"), "{escalation}");
+    assert_eq!(
+        events_after(&app, "AUT011", before).await,
+        Vec::<String>::new(),
+        "a demoted admin wrote"
+    );
+}
+
+/// The hospital's stream moved after the process last read it (its branding changed):
+/// a write decided on the old state appends nothing, and the request is decided again
+/// on the new one and lands, once.
+#[tokio::test]
+async fn a_write_assuming_a_hospital_changed_since_is_decided_again_and_lands_once() {
+    let app = spawn_app().await;
+    let root = admin(&app, "AUT012").await;
+    create_user(&app, &root, "desk_hal", "RECEPTIONIST").await;
+    let hal = app.login(Some("AUT012"), "desk_hal", PASSWORD).await;
+    register_simple(&app, &hal, "Read", "First").await;
+    assert!(
+        assumed_for_a_write(&app, &hal).await,
+        "the process kept both streams"
+    );
+
+    let branded = app
+        .graphql(
+            "mutation { updateBranding(input: { primaryColor: \"#123456\" }) { code } }",
+            json!({}),
+            Some(&root),
+        )
+        .await;
+    assert!(branded["errors"].is_null(), "{branded}");
+    let before = event_count(&app, "AUT012").await;
+    let registered = register(&app, &hal, patient("Hal")).await;
+    assert!(
+        registered["data"]["registerPatient"]["id"].is_string(),
+        "{registered}"
+    );
+    let appended = events_after(&app, "AUT012", before).await;
+    assert_eq!(
+        appended
+            .iter()
+            .filter(|e| e.starts_with("patient/PatientRegistered "))
+            .count(),
+        1,
+        "{appended:?}"
+    );
 }
 
 /// A replica keeps an account it decoded, with the place of its last event in the log.
