@@ -2,15 +2,14 @@
 //!
 //! A request is decided on the caller's account and hospital as their streams stand.
 //! Reading both costs a statement per request; this process keeps what it last read of
-//! them ([`super::CurrentStates`]), so a request may start from that instead, *assumed*.
+//! them ([`super::CurrentStates`]), so a write may start from that instead, *assumed*.
 //! An assumption is never an answer on its own: every append made under it carries a
 //! guard, "neither stream has an event beyond the versions assumed", checked by the
-//! append's own statement, so a write lands only while the rights it was decided on
-//! still hold at that instant. A guarded append that lands confirms the assumption for
-//! the rest of the request; one refused by its guard appends nothing and reports
-//! [`AuthorityChanged`], and the caller reads the rights again and decides anew. A
-//! response made under an assumption nothing confirmed is confirmed by a read before it
-//! is sent (the transport's last step).
+//! append's own statement, so a write lands only while what it was decided on still holds
+//! at that instant. A guarded append that lands confirms the assumption for the rest of
+//! the request; one refused by its guard appends nothing ([`AuthorityChanged`]). An
+//! answer that nothing confirmed leaves only after a read: the transport sends it as it
+//! is, decides the request again on the rights read, or refuses it.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
