@@ -82,9 +82,9 @@ pub enum CommandError<E: std::error::Error> {
     /// [`MAX_ATTEMPTS`] attempts: the same request may succeed if sent again.
     #[error("the record is being changed by many requests at once; try again")]
     Contended,
-    /// The caller's account or hospital changed after the request assumed them, and the
-    /// append's guard refused it (docs/adr/0012): nothing was written; the rights are read
-    /// again and the command decided anew.
+    /// The caller's account or hospital moved after the request assumed them, and the
+    /// append's guard refused it (docs/adr/0012): nothing was written. The transport
+    /// reads them and decides the request again.
     #[error("the caller's rights changed while the request ran; send it again")]
     AuthorityChanged,
     /// The command would record personal data of a patient whose record was erased.

@@ -211,7 +211,8 @@ fn command_failure<E: StdError>(
             "the record is being changed by many requests at once; try again".into(),
         ),
         CommandError::Unavailable(e) => AppError::unavailable(e),
-        // Decided again by `Authorized` once; only a second change in that moment ends here.
+        // The transport decides the request again on the rights read (docs/adr/0012):
+        // this answer is replaced before it leaves.
         CommandError::AuthorityChanged => AppError::Contended(
             "your account or hospital changed while the request ran; try again".into(),
         ),
