@@ -29,6 +29,7 @@ use hms_app::config::TrustedProxies;
 use hms_app::scope::RequestInfo;
 use hms_app::state::AppState;
 use hms_app::telemetry;
+use hms_app::AppError;
 
 /// Largest request body accepted (GraphQL documents and variables).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -273,7 +274,8 @@ async fn graphql(
         let response = execution.await;
         // An answer made on assumed rights that no guarded append confirmed leaves only
         // once they are read (docs/adr/0012): as assumed, it stands; moved since, the
-        // request (which wrote nothing) is decided again on them; revoked, the caller
+        // request (which wrote nothing) is decided again on them, unless one of its
+        // appends went unanswered (it may have landed: UNAVAILABLE); revoked, the caller
         // gets UNAUTHENTICATED, never the data.
         let (Some(principal), Some(again), Some(token)) = (&principal, again, bearer(&headers))
         else {
@@ -291,6 +293,9 @@ async fn graphql(
                         .execute(again.data(context).data(operation.clone())),
                 )
                 .await;
+            }
+            Ok(Confirmation::Unknown) => {
+                AppError::unavailable("a write of the request went unanswered")
             }
             Err(refused) => refused,
         };

@@ -481,6 +481,15 @@ async fn append_events(
                 tracing::warn!("the append was chosen to break a deadlock; sending it again");
             }
             Err(e) => {
+                // An error of PostgreSQL's own says the statement failed whole; any other
+                // leaves its outcome unknown.
+                if let (Some(authority), Some(_), false) = (
+                    &authority,
+                    &assumption,
+                    matches!(e, sqlx::Error::Database(_)),
+                ) {
+                    authority.note_unanswered();
+                }
                 return Err(match &e {
                     sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
                         PersistenceError::OptimisticLockError
@@ -489,7 +498,7 @@ async fn append_events(
                         PersistenceError::ConnectionError(Box::new(e))
                     }
                     _ => PersistenceError::UnknownError(Box::new(e)),
-                })
+                });
             }
         }
     };

@@ -72,6 +72,10 @@ pub enum Confirmation {
     /// Either moved since (the account still grants the token): what the request decided
     /// on them may be stale, and nothing it appended landed. It is to be decided again.
     Moved,
+    /// Either moved since, and an append of the request went unanswered: it may have
+    /// landed (and moved them itself), so the request is not decided again; the caller
+    /// sends it again, with its idempotency key.
+    Unknown,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -423,6 +427,8 @@ impl Authenticator {
                 if versions == assumed {
                     principal.authority.confirm();
                     Ok(Confirmation::Held)
+                } else if principal.authority.unanswered() {
+                    Ok(Confirmation::Unknown)
                 } else {
                     Ok(Confirmation::Moved)
                 }

@@ -23,7 +23,12 @@ pub struct Authority(Arc<Mutex<Standing>>);
 enum Standing {
     #[default]
     Confirmed,
-    Assumed(Assumption),
+    Assumed {
+        assumption: Assumption,
+        /// A guarded append of the request went unanswered (the link broke after it was
+        /// sent): it may have landed, so the request must not be decided again.
+        unanswered: bool,
+    },
 }
 
 /// The streams a request's rights were decided on, at the versions this process last
@@ -62,7 +67,10 @@ impl Authority {
 
     /// Rights taken from this process's last read of the streams in `assumption`.
     pub fn assumed(assumption: Assumption) -> Self {
-        Self(Arc::new(Mutex::new(Standing::Assumed(assumption))))
+        Self(Arc::new(Mutex::new(Standing::Assumed {
+            assumption,
+            unanswered: false,
+        })))
     }
 
     fn standing(&self) -> std::sync::MutexGuard<'_, Standing> {
@@ -73,8 +81,27 @@ impl Authority {
     /// What is assumed, while nothing has confirmed it.
     pub fn assumption(&self) -> Option<Assumption> {
         match &*self.standing() {
-            Standing::Assumed(assumption) => Some(assumption.clone()),
+            Standing::Assumed { assumption, .. } => Some(assumption.clone()),
             Standing::Confirmed => None,
+        }
+    }
+
+    /// Whether a guarded append of the request may have landed unseen (see
+    /// [`Self::note_unanswered`]).
+    pub fn unanswered(&self) -> bool {
+        matches!(
+            *self.standing(),
+            Standing::Assumed {
+                unanswered: true,
+                ..
+            }
+        )
+    }
+
+    /// A guarded append was sent and no answer came back.
+    pub(super) fn note_unanswered(&self) {
+        if let Standing::Assumed { unanswered, .. } = &mut *self.standing() {
+            *unanswered = true;
         }
     }
 

@@ -282,10 +282,11 @@ async fn a_write_whose_answer_is_lost_after_commit_is_answered_on_retry_with_the
     );
 }
 
-/// The link to PostgreSQL breaks as a request loads its hospital's stream to decide what
-/// the caller may do (every request does, before its use case runs): the database could
-/// not be reached, so the answer is UNAVAILABLE (`retryable: true`), as the README says
-/// of any database that cannot be reached; the same request sent again succeeds, once.
+/// The link to PostgreSQL breaks as a request reads its caller's account and hospital to
+/// decide what the caller may do (a process reads them for a caller's first request, and
+/// for every query; later writes start from what it read, docs/adr/0012): the database
+/// could not be reached, so the answer is UNAVAILABLE (`retryable: true`), as the README
+/// says of any database that cannot be reached; the same request sent again succeeds, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_cut_while_a_request_is_authorized_answers_unavailable() {
     const LABEL: &str = "lost answer, authorization";
@@ -295,11 +296,18 @@ async fn a_link_cut_while_a_request_is_authorized_answers_unavailable() {
     let proxy = Proxy::start(platform.server_address().await)
         .await
         .expect("proxy starts");
+    // Signed in and warmed up through another server: the one behind the proxy has not
+    // read the caller's account, so the request below reads it first.
+    let direct = platform.serve(SERVE_ENV).await;
+    let token = Api::new(&direct).token(Some(code), &admin).await;
+    let warm_up = Registration::new("Warm", 0, 0);
+    assert!(Api::new(&direct)
+        .register(&token, &warm_up)
+        .await
+        .id()
+        .is_some());
     let server = platform.serve_through(&proxy).await;
     let api = Api::new(&server);
-    let token = api.token(Some(code), &admin).await;
-    let warm_up = Registration::new("Warm", 0, 0);
-    assert!(api.register(&token, &warm_up).await.id().is_some());
 
     proxy.lose_reply_after(&stream_parameters("hospital", code));
     let request = Registration::new("Authz", 0, 1);
@@ -330,6 +338,65 @@ async fn a_link_cut_while_a_request_is_authorized_answers_unavailable() {
         first.code().as_deref() == Some("UNAVAILABLE") && first.worth_retrying(),
         "a database that cannot be reached is UNAVAILABLE, retryable: {first:?}"
     );
+}
+
+/// A write on assumed rights (docs/adr/0012) that moves the hospital's own stream, whose
+/// answer is lost after its guarded append committed: the rights read afterwards show the
+/// hospital moved, by this very write. The request is not decided again (that would
+/// write twice); the answer is UNAVAILABLE, retryable, and the write stands once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guarded_append_whose_answer_is_lost_is_not_decided_again() {
+    const LABEL: &str = "lost answer, guarded append";
+    let platform = Platform::on_shared_server();
+    let code = "FLTGUARD";
+    let admin = platform.setup_hospital(code).await;
+    let proxy = Proxy::start(platform.server_address().await)
+        .await
+        .expect("proxy starts");
+    let server = platform.serve_through(&proxy).await;
+    let api = Api::new(&server);
+    let token = api.token(Some(code), &admin).await;
+    // A first write reads the account and the hospital; the next one assumes them.
+    assert!(api
+        .register(&token, &Registration::new("Warm", 0, 0))
+        .await
+        .id()
+        .is_some());
+    const BRANDED: &str = "SELECT count(*) FROM events WHERE aggregate_type = 'hospital' \
+                             AND event_type = 'BrandingUpdated'";
+    assert_eq!(platform.scalar(code, BRANDED).await, 0);
+    let hospital_version = platform
+        .scalar(
+            code,
+            "SELECT max(sequence) FROM events WHERE aggregate_type = 'hospital'",
+        )
+        .await;
+    // The guard's parameters: the hospital's stream and the version assumed. A load of
+    // the stream binds the first two only.
+    let mut guard = stream_parameters("hospital", code);
+    guard.extend_from_slice(&8u32.to_be_bytes());
+    guard.extend_from_slice(&hospital_version.to_be_bytes());
+    proxy.lose_reply_after(&guard);
+
+    let first = api
+        .post(
+            "mutation { updateBranding(input: { primaryColor: \"#224466\" }) { code } }",
+            json!({}),
+            Some(&token),
+        )
+        .await;
+    println!("[{LABEL}] the request got: {}", first.label());
+    assert_eq!(
+        proxy.stats().lost_replies,
+        1,
+        "the append's answer was lost"
+    );
+    assert_clean(LABEL, &first);
+    assert!(
+        first.code().as_deref() == Some("UNAVAILABLE") && first.worth_retrying(),
+        "an append that went unanswered is UNAVAILABLE, retryable: {first:?}"
+    );
+    assert_eq!(platform.scalar(code, BRANDED).await, 1, "written once");
 }
 
 /// A statement timeout on the hospital's database, and another session holding the event
@@ -821,6 +888,17 @@ impl Platform {
     async fn snapshot(&self, code: &str, tag: &str) -> Found {
         let mut conn = self.connect(&self.database_for(code)).await;
         let found = Found::read(&mut conn, tag).await;
+        conn.close().await.expect("close");
+        found
+    }
+
+    /// A count (or other number) hospital `code`'s database gives for `sql`.
+    async fn scalar(&self, code: &str, sql: &str) -> i64 {
+        let mut conn = self.connect(&self.database_for(code)).await;
+        let found = sqlx::query_scalar(sql)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
         conn.close().await.expect("close");
         found
     }
