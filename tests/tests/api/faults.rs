@@ -169,9 +169,7 @@ async fn links_cut_and_delayed_between_server_and_postgresql_leave_nothing_half_
     let platform = Platform::on_shared_server();
     let code = "FLTPROXY";
     let admin = platform.setup_hospital(code).await;
-    let proxy = Proxy::start(platform.server_address().await)
-        .await
-        .expect("proxy starts");
+    let proxy = platform.proxy().await;
     let server = platform.serve_through(&proxy).await;
     let api = Api::new(&server);
     let token = api.token(Some(code), &admin).await;
@@ -240,9 +238,7 @@ async fn a_write_whose_answer_is_lost_after_commit_is_answered_on_retry_with_the
     let platform = Platform::on_shared_server();
     let code = "FLTLOST";
     let admin = platform.setup_hospital(code).await;
-    let proxy = Proxy::start(platform.server_address().await)
-        .await
-        .expect("proxy starts");
+    let proxy = platform.proxy().await;
     let server = platform.serve_through(&proxy).await;
     let api = Api::new(&server);
     let token = api.token(Some(code), &admin).await;
@@ -293,9 +289,7 @@ async fn a_link_cut_while_a_request_is_authorized_answers_unavailable() {
     let platform = Platform::on_shared_server();
     let code = "FLTAUTHZ";
     let admin = platform.setup_hospital(code).await;
-    let proxy = Proxy::start(platform.server_address().await)
-        .await
-        .expect("proxy starts");
+    let proxy = platform.proxy().await;
     // Signed in and warmed up through another server: the one behind the proxy has not
     // read the caller's account, so the request below reads it first.
     let direct = platform.serve(SERVE_ENV).await;
@@ -350,9 +344,7 @@ async fn a_guarded_append_whose_answer_is_lost_is_not_decided_again() {
     let platform = Platform::on_shared_server();
     let code = "FLTGUARD";
     let admin = platform.setup_hospital(code).await;
-    let proxy = Proxy::start(platform.server_address().await)
-        .await
-        .expect("proxy starts");
+    let proxy = platform.proxy().await;
     let server = platform.serve_through(&proxy).await;
     let api = Api::new(&server);
     let token = api.token(Some(code), &admin).await;
@@ -866,6 +858,13 @@ impl Platform {
         let mut env = SERVE_ENV.to_vec();
         env.push(("DATABASE_URL", &url));
         self.serve(&env).await
+    }
+
+    /// A proxy in front of the PostgreSQL server, for [`Self::serve_through`].
+    async fn proxy(&self) -> Proxy {
+        Proxy::start(self.server_address().await)
+            .await
+            .expect("proxy starts")
     }
 
     /// The PostgreSQL server's address, for a proxy in front of it.
