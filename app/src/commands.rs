@@ -405,10 +405,12 @@ async fn append_events(
     }
     let first_inline = if offers.is_empty() { 8 } else { 11 };
     // The rights the request assumed still hold: their streams are where they were read.
-    let authority = authority::current();
-    let assumption = authority.as_ref().and_then(Authority::assumption);
+    let guard = authority::current().and_then(|a| a.assumption().map(|assumed| (a, assumed)));
     let first_guard = first_inline + inline.len();
-    for i in 0..assumption.as_ref().map_or(0, |a| a.streams.len()) {
+    for i in 0..guard
+        .as_ref()
+        .map_or(0, |(_, assumed)| assumed.streams.len())
+    {
         let p = first_guard + 3 * i;
         conditions.push(format!(
             "NOT EXISTS (SELECT 1 FROM public.events g WHERE g.aggregate_type = ${p} \
@@ -463,7 +465,7 @@ async fn append_events(
         for rows in inline {
             query = query.bind(&rows.rows);
         }
-        for stream in assumption.iter().flat_map(|a| &a.streams) {
+        for stream in guard.iter().flat_map(|(_, assumed)| &assumed.streams) {
             query = query
                 .bind(stream.aggregate_type)
                 .bind(&stream.aggregate_id)
@@ -483,11 +485,9 @@ async fn append_events(
             Err(e) => {
                 // An error of PostgreSQL's own says the statement failed whole; any other
                 // leaves its outcome unknown.
-                if let (Some(authority), Some(_), false) = (
-                    &authority,
-                    &assumption,
-                    matches!(e, sqlx::Error::Database(_)),
-                ) {
+                if let (Some((authority, _)), false) =
+                    (&guard, matches!(e, sqlx::Error::Database(_)))
+                {
                     authority.note_unanswered();
                 }
                 return Err(match &e {
@@ -502,7 +502,7 @@ async fn append_events(
             }
         }
     };
-    if let (Some(authority), Some(_)) = (&authority, &assumption) {
+    if let Some((authority, _)) = &guard {
         match (landed.is_empty(), offers.is_empty()) {
             // The guard held at the append: the rights are confirmed for the request.
             (false, _) => authority.confirm(),

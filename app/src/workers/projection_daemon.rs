@@ -3,10 +3,10 @@
 //! Most commands catch up the read models themselves (read-your-writes). This task
 //! covers the rest: the log sealer (kept out of the commands' way, see docs/adr/0006),
 //! registrations and recorded views, which do not wait (docs/adr/0011), events written by
-//! *other* processes, and projectors that failed and must be retried. It wakes on a hint sent on one channel of the platform database (one
-//! listening connection for all tenants: `LISTEN` is per database, and a listener per
-//! tenant database would pin a connection per tenant) and on a timer, which also covers
-//! a lost hint. Only tenants with work are visited: the one named by a hint, and those
+//! *other* processes, and projectors that failed and must be retried. It wakes on a hint
+//! sent on one channel of the platform database (one listening connection for all
+//! tenants: `LISTEN` is per database, and a listener per tenant database would pin a
+//! connection per tenant) and on a timer, which also covers a lost hint. Only tenants with work are visited: the one named by a hint, and those
 //! with an open pool (recently active) on the timer. Once a minute the timer also sweeps
 //! those hospitals for slots a broken booking left held.
 //!
