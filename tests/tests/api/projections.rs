@@ -1470,3 +1470,225 @@ async fn a_registration_writes_its_row_in_its_append_and_the_runner_passes_it_ov
         .expect("read");
     assert!(row.is_none(), "no row without its event: {row:?}");
 }
+
+/// A change to an invoice writes the invoice's row, and the payment it adds, in its append
+/// (docs/adr/0013), but only over a row at the stream's previous version: there at commit
+/// while no round can run, passed over by the runner, folded on by later events. Over a row
+/// that is behind its stream nothing is written inline, and the command waits for the
+/// runner; a refused append writes no row; the tables equal their rebuild.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invoice_change_writes_its_row_in_its_append_only_over_a_current_row() {
+    let app = spawn_app().await;
+    let pool = tenant_pool(&app, "INL002").await;
+    let owner = owner_pool(&app, "INL002").await;
+    let runner = &app.state.runner;
+    let currency = Currency::parse("KES").expect("currency");
+    let accountant = actor_for(Operation::RecordPayment);
+    let invoice = Uuid::new_v4();
+    let id = invoice.to_string();
+    let add_line = |code: &str, quantity: u32, minor: i64| InvoiceCommand::AddLine {
+        actor: actor_for(Operation::EditInvoice),
+        line_id: Uuid::new_v4(),
+        code: text(code),
+        description: text(code),
+        quantity,
+        unit_price: Money::new(minor, currency),
+        now: Utc::now(),
+    };
+    let ward = add_line("WARD", 2, 5_000);
+    let InvoiceCommand::AddLine {
+        line_id: ward_line, ..
+    } = ward
+    else {
+        unreachable!("a line")
+    };
+    for step in [
+        InvoiceCommand::DraftInvoice {
+            actor: actor_for(Operation::DraftInvoice),
+            invoice_id: invoice,
+            number: InvoiceNumber::new(&InvoicePrefix::default(), 1).expect("number"),
+            patient_id: Uuid::new_v4(),
+            appointment_id: None,
+            currency,
+            now: Utc::now(),
+        },
+        add_line("SURGERY", 1, 100_000),
+        ward,
+    ] {
+        append::<Invoice>(&pool, "INL002", &id, &accountant, step)
+            .await
+            .expect("invoice step");
+    }
+    hms_tests::settle(runner, &pool).await;
+    let change = |command: InvoiceCommand, expected: Option<u64>| {
+        let (pool, runner, id) = (pool.clone(), runner.clone(), id.clone());
+        let metadata = metadata("INL002", &accountant);
+        async move {
+            commands::change::<Invoice>(&pool, &runner, &id, command, (), &metadata, expected).await
+        }
+    };
+    // The invoice's row as stored, with the transaction that wrote it.
+    let stored = || async {
+        sqlx::query_as::<_, (String, String)>(
+            "SELECT xmin::text, to_jsonb(i)::text FROM invoices i WHERE id = $1",
+        )
+        .bind(invoice)
+        .fetch_one(&pool)
+        .await
+        .expect("row")
+    };
+    let count = |table: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(&format!(
+                "SELECT count(*) FROM {table} WHERE invoice_id = $1"
+            ))
+            .bind(invoice)
+            .fetch_one(&pool)
+            .await
+            .expect("count")
+        }
+    };
+    // No round can apply the invoices meanwhile: another process's round holds them.
+    let hold = || async {
+        let mut held = pool.begin().await.expect("begin");
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('hms.projector.invoices', 0))")
+            .execute(&mut *held)
+            .await
+            .expect("lock");
+        held
+    };
+
+    // A removed line is never written inline: the row falls behind its stream, and the next
+    // change writes nothing inline; it commits, then waits for the round.
+    let held = hold().await;
+    let removal = InvoiceCommand::RemoveLine {
+        actor: actor_for(Operation::EditInvoice),
+        line_id: ward_line,
+        now: Utc::now(),
+    };
+    append::<Invoice>(&pool, "INL002", &id, &accountant, removal)
+        .await
+        .expect("removed");
+    let before = stored().await;
+    let pending = tokio::spawn(change(add_line("LAB", 1, 10_000), None));
+    let committed = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM events WHERE aggregate_type = 'invoice' AND aggregate_id = $1",
+        )
+        .bind(&id)
+        .fetch_one(&owner)
+        .await
+        .expect("events")
+    };
+    while committed().await < 5 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(stored().await, before, "nothing written over a row behind");
+    assert_eq!(count("invoice_lines").await, 2);
+    held.rollback().await.expect("the other round ends");
+    let answer = pending.await.expect("task").expect("line added");
+    assert!(answer.is_none(), "answered after the round");
+    let row = projectors::InvoiceRow::find(&pool, invoice)
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!((row.version, row.total_minor), (5, 110_000));
+    assert_eq!(count("invoice_lines").await, 2, "one removed, one added");
+
+    // Issued and paid while the round is held: each append writes the row.
+    let held = hold().await;
+    let issue = InvoiceCommand::Issue {
+        actor: actor_for(Operation::IssueInvoice),
+        due_date: None,
+        now: Utc::now(),
+    };
+    let issued: Vec<projectors::InvoiceRow> = change(issue, Some(5))
+        .await
+        .expect("issued")
+        .expect("the row written inline")
+        .rows("invoices")
+        .expect("invoice rows");
+    assert_eq!(
+        issued
+            .iter()
+            .map(|r| (r.version, r.status.as_str(), r.balance_minor))
+            .collect::<Vec<_>>(),
+        [(6, "ISSUED", 110_000)]
+    );
+    let pay = |minor: i64| InvoiceCommand::RecordPayment {
+        actor: accountant.clone(),
+        payment_id: Uuid::new_v4(),
+        amount: Money::new(minor, currency),
+        method: PaymentMethod::Card,
+        reference: None,
+        now: Utc::now(),
+    };
+    let paid: Vec<projectors::InvoiceRow> = change(pay(30_000), None)
+        .await
+        .expect("paid")
+        .expect("the row written inline")
+        .rows("invoices")
+        .expect("invoice rows");
+    let row = projectors::InvoiceRow::find(&pool, invoice)
+        .await
+        .expect("read")
+        .expect("row");
+    let as_json = |row: &projectors::InvoiceRow| serde_json::to_value(row).expect("json");
+    assert_eq!(
+        paid.iter().map(as_json).collect::<Vec<_>>(),
+        [as_json(&row)],
+        "the append returns the row as stored"
+    );
+    assert_eq!(
+        (
+            row.version,
+            row.status.as_str(),
+            row.paid_minor,
+            row.balance_minor
+        ),
+        (7, "PARTIALLY_PAID", 30_000, 80_000)
+    );
+    assert_eq!(
+        count("invoice_payments").await,
+        1,
+        "written with its invoice"
+    );
+    let written = stored().await;
+    held.rollback().await.expect("the other round ends");
+    hms_tests::settle(runner, &pool).await;
+    assert_eq!(stored().await, written, "the runner passed both over");
+    assert_eq!(
+        count("invoice_payments").await,
+        1,
+        "and wrote no payment twice"
+    );
+
+    // A refused append writes no row: a stale expected version is a conflict.
+    let refused = change(pay(1_000), Some(6)).await;
+    assert!(
+        matches!(refused, Err(CommandError::Conflict)),
+        "{refused:?}"
+    );
+    assert_eq!(stored().await, written);
+    assert_eq!(count("invoice_payments").await, 1);
+
+    // The three tables equal their rebuild from the log.
+    let tables = ["invoices", "invoice_lines", "invoice_payments"];
+    let mut live = Vec::new();
+    for table in tables {
+        live.push(table_checksum(&mut pool.acquire().await.expect("conn"), table).await);
+    }
+    hms_projections::rebuild::rebuild(
+        &owner,
+        runner.projector("invoices").expect("the invoices"),
+        true,
+        &mut |_| {},
+    )
+    .await
+    .expect("rebuild");
+    for (table, live) in tables.into_iter().zip(live) {
+        let rebuilt = table_checksum(&mut pool.acquire().await.expect("conn"), table).await;
+        assert_eq!(rebuilt, live, "the rebuilt {table} equals the live one");
+    }
+}
