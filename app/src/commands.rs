@@ -159,9 +159,6 @@ struct Attempt {
     seen: Arc<AtomicBool>,
     /// Where the append put its events and the rows it wrote inline, for the wait.
     landed: Arc<StdMutex<Option<Landed>>>,
-    /// The stream's events as loaded, when its inline rows are folded from them too
-    /// ([`hms_projections::inline::folds_earlier_events`]).
-    earlier: StdMutex<Vec<SerializedEvent>>,
 }
 
 impl ExpectingRepository {
@@ -190,13 +187,6 @@ impl PersistedEventRepository for ExpectingRepository {
         let mut events = self.inner.get_events::<A>(id).await?;
         self.note_run(&events);
         open_events(&self.pool, &mut events).await?;
-        if hms_projections::inline::folds_earlier_events(A::TYPE) {
-            *self
-                .attempt
-                .earlier
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = events.clone();
-        }
         Ok(events)
     }
 
@@ -239,15 +229,8 @@ impl PersistedEventRepository for ExpectingRepository {
         }
         // Rows the append writes itself are built from the events as decided, before
         // their personal data is sealed.
-        let inline = {
-            let earlier = self
-                .attempt
-                .earlier
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            hms_projections::inline::rows_written_inline(&earlier, events)
-        }
-        .map_err(|e| PersistenceError::UnknownError(Box::new(e)))?;
+        let inline = hms_projections::inline::rows_written_inline(events)
+            .map_err(|e| PersistenceError::UnknownError(Box::new(e)))?;
         let landed = seal_and_append(&self.pool, events, self.attempt.assume_new, &inline).await?;
         *self
             .attempt
@@ -403,13 +386,66 @@ async fn append_events(
     let versions: Vec<&str> = events.iter().map(|e| e.event_version.as_str()).collect();
     let payloads: Vec<&Value> = events.iter().map(|e| &e.payload).collect();
     let metadata: Vec<&Value> = events.iter().map(|e| &e.metadata).collect();
+    const INSERT: &str = "INSERT INTO public.events \
+                (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         SELECT e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload, e.metadata \
+           FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[]) \
+                WITH ORDINALITY AS e(aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, n)";
+    const LANDED: &str = " ORDER BY e.n RETURNING transaction_id::text::bigint, position";
+    let mut with = Vec::new();
+    // The rows written inline, as stored: each table's, by name, in one JSON object.
+    let mut stored = Vec::new();
+    // What must hold for anything to be written: no event is appended (and no row
+    // written inline) otherwise.
+    let mut conditions = Vec::new();
+    // Every offer taken.
+    if !offers.is_empty() {
+        with.push(format!("offered AS ({})", personal::STORE_OFFERS));
+        conditions.push("(SELECT count(*) FROM offered) = cardinality($8::uuid[])".to_owned());
+    }
+    let first_inline = if offers.is_empty() { 8 } else { 11 };
     // The rights the request assumed still hold: their streams are where they were read.
     let guard = authority::current().and_then(|a| a.assumption().map(|assumed| (a, assumed)));
-    let mut inline = inline;
-    let guarded_streams = guard
+    let first_guard = first_inline + inline.len();
+    for i in 0..guard
         .as_ref()
-        .map_or(0, |(_, assumed)| assumed.streams.len());
-    let mut sql = append_sql(!offers.is_empty(), inline, guarded_streams);
+        .map_or(0, |(_, assumed)| assumed.streams.len())
+    {
+        let p = first_guard + 3 * i;
+        conditions.push(format!(
+            "NOT EXISTS (SELECT 1 FROM public.events g WHERE g.aggregate_type = ${p} \
+               AND g.aggregate_id = ${} AND g.sequence > ${})",
+            p + 1,
+            p + 2
+        ));
+    }
+    let taken = conditions.join(" AND ");
+    for (i, rows) in inline.iter().enumerate() {
+        with.push(format!(
+            "inline_{i} AS ({})",
+            rows.insert_sql(first_inline + i, &taken)
+        ));
+        stored.push(format!(
+            "'{}', (SELECT json_agg(r) FROM inline_{i} r)",
+            rows.name
+        ));
+    }
+    let stored = if stored.is_empty() {
+        ", NULL::text".to_owned()
+    } else {
+        format!(", json_build_object({})::text", stored.join(", "))
+    };
+    let with = if with.is_empty() {
+        String::new()
+    } else {
+        format!("WITH {} ", with.join(", "))
+    };
+    let filter = if taken.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {taken}")
+    };
+    let sql = format!("{with}{INSERT}{filter}{LANDED}{stored}");
     let patients: Vec<uuid::Uuid> = offers.iter().map(|o| o.patient_id).collect();
     let masters: Vec<&str> = offers.iter().map(|o| o.master_key_id.as_str()).collect();
     let wrapped: Vec<&[u8]> = offers.iter().map(|o| o.wrapped_key.as_slice()).collect();
@@ -446,18 +482,6 @@ async fn append_events(
                 deadlocks += 1;
                 tracing::warn!("the append was chosen to break a deadlock; sending it again");
             }
-            // A read model refused the rows written inline (its table away, say): the
-            // statement failed whole, and the events do not depend on those rows. They are
-            // sent again without them; the runner writes the rows, or reports the read
-            // model's failure, and the command answers as when nothing was written inline.
-            Err(sqlx::Error::Database(db)) if !inline.is_empty() && !lost_race(&*db) => {
-                tracing::warn!(
-                    error = %db,
-                    "a read model refused the rows written inline; appending without them"
-                );
-                inline = &[];
-                sql = append_sql(!offers.is_empty(), inline, guarded_streams);
-            }
             Err(e) => {
                 // An error of PostgreSQL's own says the statement failed whole; any other
                 // leaves its outcome unknown.
@@ -467,7 +491,7 @@ async fn append_events(
                     authority.note_unanswered();
                 }
                 return Err(match &e {
-                    sqlx::Error::Database(db) if lost_race(&**db) => {
+                    sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
                         PersistenceError::OptimisticLockError
                     }
                     _ if crate::tenancy::platform::is_unreachable(&e) => {
@@ -497,85 +521,6 @@ async fn append_events(
         })
         .max();
     Ok(head.map(|head| Landed { head, inline }))
-}
-
-/// The statement of [`append_events`]: the events' `INSERT` with, as `WITH` queries, the
-/// key offers (when `offers`), the `inline` rows, and the condition that `guarded_streams`
-/// streams of the rights the request assumed did not move (docs/adr/0012). Parameters: the
-/// events' seven arrays, the offers' three, one per set of inline rows, three per stream.
-fn append_sql(offers: bool, inline: &[InlineRows], guarded_streams: usize) -> String {
-    const INSERT: &str = "INSERT INTO public.events \
-                (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-         SELECT e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload, e.metadata \
-           FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[]) \
-                WITH ORDINALITY AS e(aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, n)";
-    const LANDED: &str = " ORDER BY e.n RETURNING transaction_id::text::bigint, position";
-    let mut with = Vec::new();
-    // The rows written inline, as stored: each table's, by name, in one JSON object.
-    let mut stored = Vec::new();
-    // What must hold for anything to be written: no event is appended (and no row
-    // written inline) otherwise.
-    let mut conditions = Vec::new();
-    // Every offer taken.
-    if offers {
-        with.push(format!("offered AS ({})", personal::STORE_OFFERS));
-        conditions.push("(SELECT count(*) FROM offered) = cardinality($8::uuid[])".to_owned());
-    }
-    let first_inline = if offers { 11 } else { 8 };
-    let first_guard = first_inline + inline.len();
-    // The rights the request assumed still hold: their streams are where they were read.
-    for i in 0..guarded_streams {
-        let p = first_guard + 3 * i;
-        conditions.push(format!(
-            "NOT EXISTS (SELECT 1 FROM public.events g WHERE g.aggregate_type = ${p} \
-               AND g.aggregate_id = ${} AND g.sequence > ${})",
-            p + 1,
-            p + 2
-        ));
-    }
-    let taken = conditions.join(" AND ");
-    for (i, rows) in inline.iter().enumerate() {
-        // The first set leads: the others are written only with it (an invoice's payment
-        // only where its row was replaced).
-        let condition = match (i, taken.is_empty()) {
-            (0, _) => taken.clone(),
-            (_, true) => "EXISTS (SELECT 1 FROM inline_0)".to_owned(),
-            (_, false) => format!("{taken} AND EXISTS (SELECT 1 FROM inline_0)"),
-        };
-        with.push(format!(
-            "inline_{i} AS ({})",
-            rows.write_sql(first_inline + i, &condition)
-        ));
-        stored.push(format!(
-            "'{}', (SELECT json_agg(r) FROM inline_{i} r)",
-            rows.name
-        ));
-    }
-    let stored = if stored.is_empty() {
-        ", NULL::text".to_owned()
-    } else {
-        format!(
-            ", CASE WHEN EXISTS (SELECT 1 FROM inline_0) THEN json_build_object({})::text END",
-            stored.join(", ")
-        )
-    };
-    let with = if with.is_empty() {
-        String::new()
-    } else {
-        format!("WITH {} ", with.join(", "))
-    };
-    let filter = if taken.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {taken}")
-    };
-    format!("{with}{INSERT}{filter}{LANDED}{stored}")
-}
-
-/// Whether a failed append lost the race for its stream: another writer's event holds
-/// one of its places in the log (the log's primary key).
-fn lost_race(db: &dyn sqlx::error::DatabaseError) -> bool {
-    db.code().as_deref() == Some("23505") && db.table() == Some("events")
 }
 
 /// Where an append's events landed, and the rows it wrote inline as stored (the JSON of
@@ -671,38 +616,6 @@ where
         services,
         metadata,
         Some(0),
-        Answer::Inline,
-    )
-    .await
-}
-
-/// Executes `command` on the existing aggregate `id` (refused with `Conflict` unless it
-/// is at `expected`, when given). When its append wrote the rows its answer reads inline
-/// (an invoice's row after a payment, docs/adr/0013), it returns them as stored without
-/// waiting, as [`create`] does; otherwise (`None`: the row was behind its stream, or the
-/// aggregate writes nothing inline) it waits as [`execute`] does.
-pub async fn change<A>(
-    pool: &PgPool,
-    runner: &ProjectionRunner,
-    id: &str,
-    command: A::Command,
-    services: A::Services,
-    metadata: &EventMetadata,
-    expected: Option<u64>,
-) -> Result<Option<WrittenInline>, CommandError<A::Error>>
-where
-    A: Aggregate + 'static,
-    A::Command: Clone,
-    A::Services: Clone,
-{
-    execute_then::<A>(
-        pool,
-        runner,
-        id,
-        command,
-        services,
-        metadata,
-        expected,
         Answer::Inline,
     )
     .await
@@ -900,7 +813,6 @@ where
             run: run.clone(),
             seen: seen.clone(),
             landed: landed.clone(),
-            earlier: StdMutex::default(),
         };
         let framework =
             CqrsFramework::new(store::<A>(pool, this_attempt), vec![], services.clone());

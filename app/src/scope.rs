@@ -258,36 +258,6 @@ impl Authorized<'_> {
         Ok(written)
     }
 
-    /// Runs `command` on the existing aggregate `id` (at `expected_version`, when given)
-    /// and returns once its events are committed, with the rows its append wrote inline
-    /// as stored (an invoice's change, docs/adr/0013). `None`: nothing was written inline,
-    /// and the read models show the command (as after [`Self::execute`]).
-    pub async fn change<A>(
-        &self,
-        id: &str,
-        command: A::Command,
-        expected_version: Option<u64>,
-    ) -> Result<Option<WrittenInline>>
-    where
-        A: Aggregate<Services = ()> + 'static,
-        A::Command: Clone,
-        A::Error: DomainErrorCode + Send + Sync + 'static,
-    {
-        let written = commands::change::<A>(
-            self.pool(),
-            &self.scope.state.runner,
-            id,
-            command,
-            (),
-            &self.metadata(),
-            expected_version,
-        )
-        .await
-        .map_err(command_error)?;
-        self.notify();
-        Ok(written)
-    }
-
     /// Makes the derived read models (the audit index, the access log) show every event
     /// committed before now, the caller's own included: commands that answer from rows
     /// written inline and recorded views do not wait for them (docs/adr/0011). Should they

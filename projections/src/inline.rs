@@ -10,37 +10,23 @@
 //! version guard), and a rebuild, which starts from empty tables, writes the same row
 //! through the same code.
 //!
-//! An event that creates its row is inserted. A later event (an invoice's, docs/adr/0013)
-//! replaces its row only where that row is at the stream's version before it: the runner
-//! may not have brought the row up to date yet, and then folds the event itself.
+//! Only an event that creates its row may be written inline: a later event folds onto a
+//! row the runner may not have brought up to date yet.
 
 use cqrs_es::persist::SerializedEvent;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-pub use crate::rows::{InlineRows, InlineWrite};
+pub use crate::rows::InlineRows;
 use crate::{ProjectionError, Result};
 
-/// The rows that an append of `events` (decided, not yet sealed) writes inline: a
-/// registration's row of the patient register, or an invoice's row and the payments and
-/// lines its change adds. `earlier` are the events of the stream the command was decided
-/// on, as loaded (only for streams of a type [`folds_earlier_events`] names). The first set
-/// leads: the others are written only with it.
-pub fn rows_written_inline(
-    earlier: &[SerializedEvent],
-    events: &[SerializedEvent],
-) -> Result<Vec<InlineRows>> {
-    if let Some(registration) = crate::projectors::patients::inline(events)? {
-        return Ok(vec![registration]);
-    }
-    crate::projectors::invoices::inline(earlier, events)
-}
-
-/// Whether an append to a stream of `aggregate_type` builds its inline rows from the
-/// stream's earlier events too, so the command path keeps them from its load.
-pub fn folds_earlier_events(aggregate_type: &str) -> bool {
-    aggregate_type == <hms_domain::billing::Invoice as cqrs_es::Aggregate>::TYPE
+/// The rows that an append of `events` (decided, not yet sealed) writes inline: for now, a
+/// registration's row of the patient register.
+pub fn rows_written_inline(events: &[SerializedEvent]) -> Result<Vec<InlineRows>> {
+    Ok(crate::projectors::patients::inline(events)?
+        .into_iter()
+        .collect())
 }
 
 /// The rows an append wrote inline, as PostgreSQL stored them (returned by the append's own

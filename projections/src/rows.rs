@@ -122,20 +122,6 @@ where
         }
     }
 
-    /// The rows the batch added, for an inline write that inserts them; `None` if it
-    /// changed or removed any row.
-    pub(crate) fn into_added(self) -> Option<Vec<R>> {
-        let mut added = Vec::new();
-        for slot in self.rows.into_values() {
-            match slot {
-                Slot::New(row) => added.push(row),
-                Slot::Loaded(_) => {}
-                Slot::Changed(_) | Slot::Removed => return None,
-            }
-        }
-        Some(added)
-    }
-
     /// Adds a row. A key that exists already is the caller's bug, reported by the
     /// table's primary key when the batch is stored (as a plain `INSERT` would be).
     pub(crate) fn insert(&mut self, key: K, row: R) {
@@ -218,96 +204,44 @@ where
     }
 }
 
-/// Rows of a read model written by another statement (an append writing them inline,
-/// docs/adr/0011 and 0013): the same JSON and the same `json_populate_recordset` as
-/// [`RowSet::store`]'s writes, so both paths give the same typed rows.
+/// Rows of a read model to be inserted by another statement (an append writing them
+/// inline, docs/adr/0011): the same JSON and the same `json_populate_recordset` as
+/// [`RowSet::store`]'s inserts, so both paths give the same typed rows.
 #[derive(Debug, Clone)]
 pub struct InlineRows {
     /// The table's name; the write goes to the live table (`public.`), never to a
     /// rebuild's copy.
     pub name: &'static str,
-    /// The column names, from the row type's field names (never from input).
-    columns: Vec<String>,
+    /// The column list, from the row type's field names.
+    pub columns: String,
     /// The rows as a JSON array.
     pub rows: String,
-    pub write: InlineWrite,
-}
-
-/// How an append writes a set of inline rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InlineWrite {
-    /// New rows (their stream's first event): inserted.
-    Insert,
-    /// Each replaces the row with its `id` only where that row is exactly this many events
-    /// behind it (its version is the new row's less this): the row then shows every earlier
-    /// event of its stream and nothing later, so the new row, folded by the projector's own
-    /// code from the whole stream, is the row the runner would write. Elsewhere nothing is
-    /// written, and the runner folds the events. (A count, not a version, so that the
-    /// statement's text, and with it its prepared plan, stays the same.)
-    Advance(i64),
 }
 
 impl InlineRows {
-    /// Rows to insert.
     pub(crate) fn of<R: Serialize>(table: &'static str, rows: &[R]) -> Result<Self> {
         Ok(Self {
             name: table,
-            columns: column_names(table, rows)?,
+            columns: column_names(table, rows)?.join(", "),
             rows: serde_json::to_string(rows).map_err(|e| unmappable(table, e))?,
-            write: InlineWrite::Insert,
         })
     }
 
-    /// Rows replacing rows keyed by `id` that are `events` behind them (see
-    /// [`InlineWrite::Advance`]).
-    pub(crate) fn advancing<R: Serialize>(
-        table: &'static str,
-        rows: &[R],
-        events: i64,
-    ) -> Result<Self> {
-        Ok(Self {
-            write: InlineWrite::Advance(events),
-            ..Self::of(table, rows)?
-        })
-    }
-
-    /// The statement writing these rows, with the JSON as parameter `$param`, returning
+    /// The `INSERT` writing these rows, with the JSON as parameter `$param`, returning
     /// them as stored; `condition`, when not empty, is a `WHERE` clause's condition on the
     /// enclosing statement.
-    pub fn write_sql(&self, param: usize, condition: &str) -> String {
-        let table = format!("public.{}", self.name);
-        let source = format!("json_populate_recordset(NULL::{table}, ${param}::json)");
-        // The enclosing statement's condition, after what the write itself requires.
-        let also = |keyword: &str| {
-            if condition.is_empty() {
-                String::new()
-            } else {
-                format!(" {keyword} {condition}")
-            }
+    pub fn insert_sql(&self, param: usize, condition: &str) -> String {
+        let (table, columns) = (format!("public.{}", self.name), &self.columns);
+        let condition = if condition.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {condition}")
         };
-        match self.write {
-            InlineWrite::Insert => {
-                let columns = self.columns.join(", ");
-                format!(
-                    "INSERT INTO {table} ({columns}) SELECT {columns} FROM {source}{} RETURNING *",
-                    also("WHERE")
-                )
-            }
-            InlineWrite::Advance(events) => {
-                let assignments = self
-                    .columns
-                    .iter()
-                    .filter(|c| c.as_str() != "id")
-                    .map(|c| format!("{c} = src.{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                format!(
-                    "UPDATE {table} AS t SET {assignments} FROM {source} AS src \
-                      WHERE t.id = src.id AND t.version = src.version - {events}{} RETURNING t.*",
-                    also("AND")
-                )
-            }
-        }
+        format!(
+            "INSERT INTO {table} ({columns}) \
+             SELECT {columns} FROM json_populate_recordset(NULL::{table}, ${param}::json){condition} \
+             RETURNING *"
+        )
     }
 }
 

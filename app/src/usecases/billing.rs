@@ -374,8 +374,7 @@ async fn prepare(
 }
 
 /// Runs one command on an existing invoice: once per idempotency key, checked against
-/// the expected version, and answers with the invoice as its append wrote it (docs/adr/0013)
-/// or, when it wrote nothing inline, as the read model shows it after catching up.
+/// the expected version, and answers with the invoice as the read model now shows it.
 async fn edit(
     auth: &Authorized<'_>,
     invoice: &InvoiceView,
@@ -385,25 +384,13 @@ async fn edit(
 ) -> Result<InvoiceView> {
     auth.require(command.operation())?;
     let id = invoice.id;
-    let written = std::sync::Mutex::new(None);
     auth.idempotent(options, input, || async {
-        let rows = auth
-            .change::<domain::Invoice>(&id.to_string(), command, options.expected_version)
+        auth.execute::<domain::Invoice>(&id.to_string(), command, options.expected_version)
             .await?;
-        *written.lock().unwrap_or_else(|e| e.into_inner()) = rows;
         Ok::<_, AppError>(id.to_string())
     })
     .await?;
-    let written = written.into_inner().unwrap_or_else(|e| e.into_inner());
-    let row = written
-        .map(|rows| rows.rows::<InvoiceRow>("invoices"))
-        .transpose()?
-        .and_then(|rows| rows.into_iter().find(|row| row.id == id));
-    match row {
-        Some(row) => InvoiceView::try_from(row),
-        // A retry answered from its first attempt, or the row was behind its stream.
-        None => invoice_after_write(auth, id).await,
-    }
+    invoice_after_write(auth, id).await
 }
 
 /// A new invoice, as entered. Its serialized form identifies a retry.

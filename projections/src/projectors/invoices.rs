@@ -10,12 +10,9 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use cqrs_es::persist::SerializedEvent;
-use cqrs_es::Aggregate;
-
 use super::StreamRow;
-use super::{decode_appended, decode_batch, enum_name, json};
-use crate::rows::{InlineRows, RowSet};
+use super::{decode_batch, enum_name, json};
+use crate::rows::RowSet;
 use crate::{Projector, Result, StoredEvent};
 
 pub struct InvoiceProjector;
@@ -73,7 +70,11 @@ impl InvoiceRow {
     /// order), folded in memory: the write side's view of the record, for an answer
     /// while the read model is behind or unavailable. `None` for an empty stream.
     pub fn fold_stream(events: &[StoredEvent]) -> Result<Option<Self>> {
-        let mut changes = Changes::new();
+        let mut changes = Changes {
+            invoices: RowSet::new("invoices", "id"),
+            lines: RowSet::new("invoice_lines", "line_id"),
+            payments: RowSet::new("invoice_payments", "id"),
+        };
         let mut last = None;
         for (id, stored, event) in decode_batch::<Invoice>("invoices", events)? {
             fold(&mut changes, id, event);
@@ -158,16 +159,6 @@ struct Changes {
     payments: RowSet<Uuid, InvoicePaymentRow>,
 }
 
-impl Changes {
-    fn new() -> Self {
-        Self {
-            invoices: RowSet::new("invoices", "id"),
-            lines: RowSet::new("invoice_lines", "line_id"),
-            payments: RowSet::new("invoice_payments", "id"),
-        }
-    }
-}
-
 #[async_trait]
 impl Projector for InvoiceProjector {
     fn name(&self) -> &'static str {
@@ -188,7 +179,11 @@ impl Projector for InvoiceProjector {
         if events.is_empty() {
             return Ok(());
         }
-        let mut changes = Changes::new();
+        let mut changes = Changes {
+            invoices: RowSet::new("invoices", "id"),
+            lines: RowSet::new("invoice_lines", "line_id"),
+            payments: RowSet::new("invoice_payments", "id"),
+        };
         let existing = events
             .iter()
             .filter(|(_, _, e)| !matches!(e, InvoiceEvent::InvoiceDrafted { .. }))
@@ -196,14 +191,6 @@ impl Projector for InvoiceProjector {
             .collect();
         changes.invoices.load(tx, existing).await?;
         for (id, stored, event) in events {
-            // At or below its row's version: its append wrote the rows inline (docs/adr/0013).
-            if changes
-                .invoices
-                .get(&id)
-                .is_some_and(|row| row.version >= stored.sequence)
-            {
-                continue;
-            }
             fold(&mut changes, id, event);
             if let Some(invoice) = changes.invoices.get_mut(&id) {
                 invoice.set_version(stored.sequence);
@@ -214,69 +201,6 @@ impl Projector for InvoiceProjector {
         changes.lines.store(tx).await?;
         changes.payments.store(tx).await
     }
-}
-
-/// The rows an append to one existing invoice writes inline (docs/adr/0013): the invoice's
-/// row as the `appended` events leave it, folded by the projector's own code from the
-/// stream's `earlier` events (those the command was decided on) and the appended ones, to
-/// replace the row only where it is at the stream's version before them; then the payments
-/// and lines they add, written only with it. Nothing for a new invoice (the runner keeps
-/// inserting, and checking, invoice numbers), for an append to several streams, or for one
-/// that removes a line.
-pub(crate) fn inline(
-    earlier: &[SerializedEvent],
-    appended: &[SerializedEvent],
-) -> Result<Vec<InlineRows>> {
-    let Some(first) = appended.first() else {
-        return Ok(Vec::new());
-    };
-    let one_stream = |e: &SerializedEvent| {
-        e.aggregate_type == Invoice::TYPE && e.aggregate_id == first.aggregate_id
-    };
-    let follows = earlier
-        .last()
-        .is_some_and(|last| last.sequence + 1 == first.sequence);
-    let Ok(id) = Uuid::parse_str(&first.aggregate_id) else {
-        return Ok(Vec::new());
-    };
-    if !follows || !appended.iter().all(one_stream) || !earlier.iter().all(one_stream) {
-        return Ok(Vec::new());
-    }
-    let upcasters = hms_domain::upcasters();
-    let fold_all = |changes: &mut Changes, events: &[SerializedEvent]| -> Result<()> {
-        for e in events {
-            fold(changes, id, decode_appended::<Invoice>(e, &upcasters)?);
-            if let Some(invoice) = changes.invoices.get_mut(&id) {
-                invoice.set_version(i64::try_from(e.sequence).unwrap_or(i64::MAX));
-            }
-        }
-        Ok(())
-    };
-    let mut before = Changes::new();
-    fold_all(&mut before, earlier)?;
-    let Some(row) = before.invoices.take(&id) else {
-        return Ok(Vec::new());
-    };
-    // Only what the appended events do is written: they are folded onto the row alone.
-    let mut folded = Changes::new();
-    folded.invoices.insert(id, row);
-    fold_all(&mut folded, appended)?;
-    let events = i64::try_from(appended.len()).unwrap_or(i64::MAX);
-    let Some(invoice) = folded.invoices.take(&id) else {
-        return Ok(Vec::new());
-    };
-    let (Some(payments), Some(lines)) = (folded.payments.into_added(), folded.lines.into_added())
-    else {
-        return Ok(Vec::new());
-    };
-    let mut rows = vec![InlineRows::advancing("invoices", &[invoice], events)?];
-    if !payments.is_empty() {
-        rows.push(InlineRows::of("invoice_payments", &payments)?);
-    }
-    if !lines.is_empty() {
-        rows.push(InlineRows::of("invoice_lines", &lines)?);
-    }
-    Ok(rows)
 }
 
 fn fold(changes: &mut Changes, id: Uuid, event: InvoiceEvent) {

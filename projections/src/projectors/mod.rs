@@ -5,7 +5,7 @@ mod appointments;
 mod audit;
 mod break_glass;
 mod hospital;
-pub(crate) mod invoices;
+mod invoices;
 mod lab;
 pub(crate) mod patients;
 pub mod seal;
@@ -26,9 +26,8 @@ pub use seal::LogSealer;
 pub use slot_holds::SlotHoldProjector;
 pub use staff::{StaffFilter, StaffProjector, StaffRow, STAFF_COLUMNS};
 
-use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sqlx::PgConnection;
 use unicode_normalization::UnicodeNormalization;
 use uuid::Uuid;
@@ -71,33 +70,6 @@ pub(crate) fn decode_batch<'e, A: cqrs_es::Aggregate>(
         .filter(|e| e.aggregate_type == A::TYPE)
         .map(|e| Ok((uuid_id(projector, e)?, e, e.decode::<A>(&upcasters)?)))
         .collect()
-}
-
-/// An event an append carries (not in the log yet), or one loaded to decide a command,
-/// decoded as `A`'s, upcasting older versions first.
-pub(crate) fn decode_appended<A: cqrs_es::Aggregate>(
-    event: &SerializedEvent,
-    upcasters: &[Box<dyn EventUpcaster>],
-) -> Result<A::Event> {
-    let undecodable = |e: serde_json::Error| {
-        ProjectionError::Row(format!(
-            "a {} event ({} {}) to write inline does not decode: {e}",
-            event.aggregate_type, event.event_type, event.event_version
-        ))
-    };
-    if !upcasters
-        .iter()
-        .any(|u| u.can_upcast(&event.event_type, &event.event_version))
-    {
-        return A::Event::deserialize(&event.payload).map_err(undecodable);
-    }
-    let mut upcast = event.clone();
-    for upcaster in upcasters {
-        if upcaster.can_upcast(&upcast.event_type, &upcast.event_version) {
-            upcast = upcaster.upcast(upcast);
-        }
-    }
-    serde_json::from_value(upcast.payload).map_err(undecodable)
 }
 
 /// The common shape of a projector that keeps one row per aggregate in `table` (keyed by
