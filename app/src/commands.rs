@@ -485,10 +485,10 @@ async fn append_events(
             Err(e) => {
                 // An error of PostgreSQL's own says the statement failed whole; any other
                 // leaves its outcome unknown.
-                if let (Some((authority, _)), false) =
-                    (&guard, matches!(e, sqlx::Error::Database(_)))
-                {
-                    authority.note_unanswered();
+                if let Some((authority, _)) = &guard {
+                    if !matches!(e, sqlx::Error::Database(_)) {
+                        authority.note_unanswered();
+                    }
                 }
                 return Err(match &e {
                     sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {

@@ -6,9 +6,10 @@
 //! *other* processes, and projectors that failed and must be retried. It wakes on a hint
 //! sent on one channel of the platform database (one listening connection for all
 //! tenants: `LISTEN` is per database, and a listener per tenant database would pin a
-//! connection per tenant) and on a timer, which also covers a lost hint. Only tenants with work are visited: the one named by a hint, and those
-//! with an open pool (recently active) on the timer. Once a minute the timer also sweeps
-//! those hospitals for slots a broken booking left held.
+//! connection per tenant) and on a timer, which also covers a lost hint. Only tenants
+//! with work are visited: the one named by a hint, and those with an open pool (recently
+//! active) on the timer. Once a minute the timer also sweeps those hospitals for slots a
+//! broken booking left held.
 //!
 //! A hint from another replica is that replica's work: it is only noted, and taken over
 //! on the timer when its sender is dead or does no background work

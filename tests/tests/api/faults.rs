@@ -168,11 +168,8 @@ async fn links_cut_and_delayed_between_server_and_postgresql_leave_nothing_half_
     const LABEL: &str = "TCP proxy";
     let platform = Platform::on_shared_server();
     let code = "FLTPROXY";
-    let admin = platform.setup_hospital(code).await;
-    let proxy = platform.proxy().await;
-    let server = platform.serve_through(&proxy).await;
+    let (proxy, server, token) = platform.hospital_behind_proxy(code).await;
     let api = Api::new(&server);
-    let token = api.token(Some(code), &admin).await;
 
     let load = Load::start(&api, &token, "Proxy", CLIENTS);
     load.wait_for_acknowledged(load.started, 30, RECOVERY_BOUND)
@@ -237,11 +234,8 @@ async fn a_write_whose_answer_is_lost_after_commit_is_answered_on_retry_with_the
     const LABEL: &str = "lost answer";
     let platform = Platform::on_shared_server();
     let code = "FLTLOST";
-    let admin = platform.setup_hospital(code).await;
-    let proxy = platform.proxy().await;
-    let server = platform.serve_through(&proxy).await;
+    let (proxy, server, token) = platform.hospital_behind_proxy(code).await;
     let api = Api::new(&server);
-    let token = api.token(Some(code), &admin).await;
     let warm_up = Registration::new("Warm", 0, 0);
     assert!(api.register(&token, &warm_up).await.id().is_some());
 
@@ -343,11 +337,8 @@ async fn a_guarded_append_whose_answer_is_lost_is_not_decided_again() {
     const LABEL: &str = "lost answer, guarded append";
     let platform = Platform::on_shared_server();
     let code = "FLTGUARD";
-    let admin = platform.setup_hospital(code).await;
-    let proxy = platform.proxy().await;
-    let server = platform.serve_through(&proxy).await;
+    let (proxy, server, token) = platform.hospital_behind_proxy(code).await;
     let api = Api::new(&server);
-    let token = api.token(Some(code), &admin).await;
     // A first write reads the account and the hospital; the next one assumes them.
     assert!(api
         .register(&token, &Registration::new("Warm", 0, 0))
@@ -867,6 +858,16 @@ impl Platform {
             .expect("proxy starts")
     }
 
+    /// Hospital `code`, set up, served by a server that reaches PostgreSQL through a proxy:
+    /// the proxy, the server, and the hospital administrator's token.
+    async fn hospital_behind_proxy(&self, code: &str) -> (Proxy, ServerProcess, String) {
+        let admin = self.setup_hospital(code).await;
+        let proxy = self.proxy().await;
+        let server = self.serve_through(&proxy).await;
+        let token = Api::new(&server).token(Some(code), &admin).await;
+        (proxy, server, token)
+    }
+
     /// The PostgreSQL server's address, for a proxy in front of it.
     async fn server_address(&self) -> SocketAddr {
         let target = format!("{}:{}", self.server.get_host(), self.server.get_port());
@@ -904,13 +905,7 @@ impl Platform {
 
     /// Events in hospital `code`'s log, of every kind.
     async fn event_count(&self, code: &str) -> i64 {
-        let mut conn = self.connect(&self.database_for(code)).await;
-        let count = sqlx::query_scalar("SELECT count(*) FROM events")
-            .fetch_one(&mut conn)
-            .await
-            .expect("count events");
-        conn.close().await.expect("close");
-        count
+        self.scalar(code, "SELECT count(*) FROM events").await
     }
 
     /// [`Self::snapshot`], once the read model has caught up with the log (or after 30 s).
