@@ -50,6 +50,7 @@ use crate::telemetry;
 
 mod authority;
 mod current;
+mod kept;
 mod together;
 pub use authority::{AssumedStream, Assumption, Authority, AuthorityChanged};
 pub use current::CurrentStates;
@@ -553,7 +554,7 @@ pub async fn execute<A>(
     metadata: &EventMetadata,
 ) -> Result<(), CommandError<A::Error>>
 where
-    A: Aggregate + 'static,
+    A: Aggregate + Clone + 'static,
     A::Command: Clone,
     A::Services: Clone,
 {
@@ -572,7 +573,7 @@ pub async fn execute_expecting<A>(
     expected: Option<u64>,
 ) -> Result<(), CommandError<A::Error>>
 where
-    A: Aggregate + 'static,
+    A: Aggregate + Clone + 'static,
     A::Command: Clone,
     A::Services: Clone,
 {
@@ -604,7 +605,7 @@ pub async fn create<A>(
     metadata: &EventMetadata,
 ) -> Result<Option<WrittenInline>, CommandError<A::Error>>
 where
-    A: Aggregate + 'static,
+    A: Aggregate + Clone + 'static,
     A::Command: Clone,
     A::Services: Clone,
 {
@@ -642,7 +643,7 @@ async fn execute_then<A>(
     answer: Answer,
 ) -> Result<Option<WrittenInline>, CommandError<A::Error>>
 where
-    A: Aggregate + 'static,
+    A: Aggregate + Clone + 'static,
     A::Command: Clone,
     A::Services: Clone,
 {
@@ -691,7 +692,7 @@ pub async fn append<A>(
     metadata: &EventMetadata,
 ) -> Result<(), CommandError<A::Error>>
 where
-    A: Aggregate + 'static,
+    A: Aggregate + Clone + 'static,
     A::Command: Clone,
     A::Services: Clone,
 {
@@ -710,7 +711,7 @@ pub async fn append_new<A>(
     metadata: &EventMetadata,
 ) -> Result<(), CommandError<A::Error>>
 where
-    A: Aggregate + 'static,
+    A: Aggregate + Clone + 'static,
     A::Command: Clone,
     A::Services: Clone,
 {
@@ -790,7 +791,7 @@ async fn append_expecting<A>(
     expected: Option<u64>,
 ) -> Result<Option<Landed>, CommandError<A::Error>>
 where
-    A: Aggregate + 'static,
+    A: Aggregate + Clone + 'static,
     A::Command: Clone,
     A::Services: Clone,
 {
@@ -814,8 +815,16 @@ where
             seen: seen.clone(),
             landed: landed.clone(),
         };
-        let framework =
-            CqrsFramework::new(store::<A>(pool, this_attempt), vec![], services.clone());
+        // A stream taken to be new is not read; keyed work looks for its run among all
+        // of the stream's events (`ExpectingRepository::note_run`).
+        let reads_kept = !assume_new && run.is_none();
+        let store = kept::KeptStore::new(
+            store::<A>(pool, this_attempt),
+            pool,
+            reads_kept,
+            landed.clone(),
+        );
+        let framework = CqrsFramework::new(store, vec![], services.clone());
         let outcome = {
             let _turn = TURNS.take::<A>(pool, id).await;
             framework

@@ -214,7 +214,7 @@ impl Authorized<'_> {
         expected_version: Option<u64>,
     ) -> Result<()>
     where
-        A: Aggregate<Services = ()> + 'static,
+        A: Aggregate<Services = ()> + Clone + 'static,
         A::Command: Clone,
         A::Error: DomainErrorCode + Send + Sync + 'static,
     {
@@ -240,7 +240,7 @@ impl Authorized<'_> {
     /// models show the command (as after [`Self::execute`]).
     pub async fn create<A>(&self, id: &str, command: A::Command) -> Result<Option<WrittenInline>>
     where
-        A: Aggregate<Services = ()> + 'static,
+        A: Aggregate<Services = ()> + Clone + 'static,
         A::Command: Clone,
         A::Error: DomainErrorCode + Send + Sync + 'static,
     {
@@ -300,7 +300,7 @@ impl Authorized<'_> {
     /// that no answer reads back (e.g. the access log).
     pub async fn append_new<A>(&self, id: &str, command: A::Command) -> Result<()>
     where
-        A: Aggregate<Services = ()> + 'static,
+        A: Aggregate<Services = ()> + Clone + 'static,
         A::Command: Clone,
         A::Error: DomainErrorCode + Send + Sync + 'static,
     {

@@ -12,6 +12,10 @@
 //!
 //! Only streams without sealed personal data are kept (accounts and hospitals have
 //! none): an erasure must not leave a patient's name in a process's memory.
+//!
+//! The command path keeps the streams it decides on in an instance of its own
+//! (`commands::DECIDED`): an invoice paid from many tills is read from its last event on,
+//! not decoded from its first one on every payment.
 
 use std::any::Any;
 use std::convert::Infallible;
@@ -25,8 +29,8 @@ use sqlx::PgPool;
 
 use super::{read_streams, together, CommandError, StreamEvent};
 
-/// States kept per process: a hospital's and its active staff's, for every hospital this
-/// process serves recently. A few kilobytes each at most.
+/// States kept per process by the authenticator: a hospital's and its active staff's,
+/// for every hospital this process serves recently. A few kilobytes each at most.
 const KEPT_STATES: usize = 8_192;
 
 /// Decoded states of rarely changing streams, confirmed against the log on every read.
@@ -82,8 +86,13 @@ impl Default for CurrentStates {
 
 impl CurrentStates {
     pub fn new() -> Self {
+        Self::with_capacity(KEPT_STATES)
+    }
+
+    /// Keeping at most `states` states, the least recently read ones going first.
+    pub fn with_capacity(states: usize) -> Self {
         Self {
-            kept: Arc::new(Mutex::new(LruCache::new(KEPT_STATES))),
+            kept: Arc::new(Mutex::new(LruCache::new(states))),
             upcasters: Arc::new(hms_domain::upcasters()),
         }
     }
@@ -147,6 +156,34 @@ impl CurrentStates {
             self.wanted::<A>(database, a_id).kept?.state_of::<A>()?,
             self.wanted::<B>(database, b_id).kept?.state_of::<B>()?,
         ))
+    }
+
+    /// Stream `id` of `A` in `database` is at `version`, its last event at `at`, with
+    /// `state`: what this process just appended to it, decided on the stream at `from`.
+    /// Kept only where the state decided on was kept at `from` (a stream of no sealed
+    /// data, this process's read of it current) or the stream is new (`from` 0, nothing
+    /// kept); the caller leaves out appends of sealed data.
+    pub(super) fn advance<A>(
+        &self,
+        database: &str,
+        id: &str,
+        from: u64,
+        state: A,
+        version: u64,
+        at: LogCursor,
+    ) where
+        A: Aggregate + 'static,
+    {
+        let key = Self::key::<A>(database, id);
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let follows = match kept.peek(&key) {
+            Some(k) => k.version == from,
+            None => from == 0,
+        };
+        if follows {
+            let state = Arc::new(state);
+            kept.insert(key, Kept { state, version, at });
+        }
     }
 
     fn key<A: Aggregate>(database: &str, id: &str) -> Key {

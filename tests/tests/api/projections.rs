@@ -94,7 +94,7 @@ async fn append<A>(
     command: A::Command,
 ) -> Result<(), CommandError<A::Error>>
 where
-    A: Aggregate<Services = ()> + 'static,
+    A: Aggregate<Services = ()> + Clone + 'static,
     A::Command: Clone,
 {
     commands::append::<A>(pool, id, command, (), &metadata(code, actor)).await

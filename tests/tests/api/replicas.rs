@@ -205,3 +205,152 @@ async fn periodic_work_is_leased_to_one_replica_per_hospital_and_period() {
         .expect("asked");
     assert!(handed_on, "a departed replica's lease is free");
 }
+
+/// A command decides on its stream as it stands, whichever replica wrote it last: a
+/// replica that keeps the invoice it last changed (docs/adr/0014) issues it with the line
+/// another replica added since, counts the payment another replica recorded since,
+/// refuses what that leaves unpaid, and accepts exactly the rest, however the requests
+/// alternate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_decides_on_the_invoice_as_the_other_replica_left_it() {
+    const PAY: &str = "mutation($i: RecordPaymentInput!) { recordPayment(input: $i) { \
+                       status paidMinor balanceMinor version } }";
+    let platform = ProcessPlatform::new();
+    platform
+        .run(&[
+            "setup-hospital",
+            "--name",
+            "Replica Billing",
+            "--code",
+            "REPL02",
+            "--admin-username",
+            "repl2_admin",
+            "--admin-email",
+            "admin@replica2.example",
+            "--admin-password",
+            PASSWORD,
+        ])
+        .await;
+    let a = platform.serve(&[]).await;
+    let b = platform.serve(&[]).await;
+    let token_a = a.login(Some("REPL02"), "repl2_admin", PASSWORD).await;
+    let token_b = b.login(Some("REPL02"), "repl2_admin", PASSWORD).await;
+    let call =
+        |server: &ServerProcess, token: &str, query: &'static str, input: serde_json::Value| {
+            let (address, token) = (server.address.clone(), token.to_owned());
+            async move {
+                hms_tests::process::graphql_at(&address, query, json!({ "i": input }), Some(&token))
+                    .await
+            }
+        };
+    let patient = call(
+        &a,
+        &token_a,
+        "mutation($i: RegisterPatientInput!) { registerPatient(input: $i) { id } }",
+        json!({ "givenName": "Kept", "familyName": "Ledger", "dateOfBirth": "1971-03-04",
+                "sex": "MALE" }),
+    )
+    .await;
+    let patient = patient["data"]["registerPatient"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a patient: {patient}"))
+        .to_owned();
+    let created = call(
+        &a,
+        &token_a,
+        "mutation($i: CreateInvoiceInput!) { createInvoice(input: $i) { id } }",
+        json!({ "patientId": patient, "currency": "KES" }),
+    )
+    .await;
+    let invoice = created["data"]["createInvoice"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("an invoice: {created}"))
+        .to_owned();
+    // Lines from both replicas: A issues the invoice on its own line and B's.
+    let line = |code: &str, amount: i64| {
+        json!({ "invoiceId": invoice, "code": code, "description": format!("{code} service"),
+                "quantity": 1, "unitPriceMinor": amount })
+    };
+    const ADD_LINE: &str =
+        "mutation($i: AddInvoiceLineInput!) { addInvoiceLine(input: $i) { subtotalMinor } }";
+    let first_line = call(&a, &token_a, ADD_LINE, line("CONSULT", 500)).await;
+    assert_eq!(
+        first_line["data"]["addInvoiceLine"]["subtotalMinor"], 500,
+        "{first_line}"
+    );
+    let more = call(&a, &token_a, ADD_LINE, line("XRAY", 100)).await;
+    assert_eq!(
+        more["data"]["addInvoiceLine"]["subtotalMinor"], 600,
+        "{more}"
+    );
+    let second_line = call(&b, &token_b, ADD_LINE, line("LAB-FBC", 400)).await;
+    assert_eq!(
+        second_line["data"]["addInvoiceLine"]["subtotalMinor"], 1_000,
+        "{second_line}"
+    );
+    let issued = call(
+        &a,
+        &token_a,
+        "mutation($i: IssueInvoiceInput!) { issueInvoice(input: $i) { totalMinor balanceMinor } }",
+        json!({ "invoiceId": invoice }),
+    )
+    .await;
+    assert_eq!(
+        issued["data"]["issueInvoice"]["totalMinor"], 1_000,
+        "{issued}"
+    );
+    assert_eq!(
+        issued["data"]["issueInvoice"]["balanceMinor"], 1_000,
+        "{issued}"
+    );
+    let payment =
+        |amount: i64| json!({ "invoiceId": invoice, "amountMinor": amount, "method": "CASH" });
+
+    // A decides on the invoice (and keeps it), then B records a payment A never saw.
+    let first = call(&a, &token_a, PAY, payment(300)).await;
+    assert_eq!(
+        first["data"]["recordPayment"]["balanceMinor"], 700,
+        "{first}"
+    );
+    let second = call(&b, &token_b, PAY, payment(300)).await;
+    assert_eq!(
+        second["data"]["recordPayment"]["balanceMinor"], 400,
+        "{second}"
+    );
+
+    // A counts B's payment: 500 is more than is owed now, though not than A last saw.
+    let over = call(&a, &token_a, PAY, payment(500)).await;
+    assert_eq!(hms_tests::error_code(&over), Some("VALIDATION"), "{over}");
+    let message = over["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("exceeds the balance of 4.00 KES"),
+        "refused on the balance as it stands: {over}"
+    );
+    // Alternating, every payment lands on the stream as it stands, to the last minor unit.
+    for (server, token, amount, balance) in [
+        (&a, &token_a, 100, 300),
+        (&b, &token_b, 100, 200),
+        (&a, &token_a, 200, 0),
+    ] {
+        let paid = call(server, token, PAY, payment(amount)).await;
+        assert_eq!(
+            paid["data"]["recordPayment"]["balanceMinor"], balance,
+            "{paid}"
+        );
+    }
+    let last = call(
+        &b,
+        &token_b,
+        "query($i: UUID!) { invoice(id: $i) { status paidMinor version } }",
+        json!(invoice),
+    )
+    .await;
+    assert_eq!(last["data"]["invoice"]["status"], "PAID", "{last}");
+    assert_eq!(last["data"]["invoice"]["paidMinor"], 1_000, "{last}");
+    assert_eq!(
+        last["data"]["invoice"]["version"], 10,
+        "created, three lines, issued, five payments"
+    );
+    drop((a, b));
+    platform.cleanup().await;
+}

@@ -1,0 +1,153 @@
+//! The single-stream command's event store: cqrs-es's own, except that a stream this
+//! process decided on before is read from its last known event on, not decoded from its
+//! first event on every command (docs/adr/0014).
+//!
+//! An invoice paid from many tills was loaded whole for every payment, and decoding the
+//! loaded events was about a third of the server's time in a payments benchmark. The
+//! states kept here ([`CurrentStates`], one instance per process: [`DECIDED`]) are
+//! confirmed by the very statement that would have loaded the stream: it returns the
+//! kept last event's place and every event after it, so another process's append counts
+//! exactly as it would in a full load, and a stream rewritten under the kept state (a
+//! restore, a move) is read whole again. Memory only saves decoding; it never decides.
+//!
+//! After an append, the state the command left (the one it decided on, with its events
+//! applied as it wrote them) is kept at the new version, so the next command on the
+//! stream decodes nothing at all.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, LazyLock, Mutex as StdMutex};
+
+use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
+use cqrs_es::{Aggregate, AggregateError, DomainEvent, EventEnvelope, EventStore};
+use hms_projections::personal;
+use sqlx::PgPool;
+
+use super::{CommandError, CurrentStates, ExpectingRepository, Landed};
+
+/// Streams kept for the command path, per process, across every hospital it serves:
+/// invoices, schedules, appointments, accounts and hospitals as last decided on. A few
+/// kilobytes each at most.
+const DECIDED_STATES: usize = 16_384;
+
+/// The states this process's commands last decided on.
+pub(super) static DECIDED: LazyLock<CurrentStates> =
+    LazyLock::new(|| CurrentStates::with_capacity(DECIDED_STATES));
+
+/// cqrs-es's event store over [`ExpectingRepository`], loading from [`DECIDED`] where it
+/// may.
+pub(super) struct KeptStore<A: Aggregate> {
+    inner: PersistedEventStore<ExpectingRepository, A>,
+    pool: PgPool,
+    /// The database's server and name: the key of its streams in [`DECIDED`].
+    database: String,
+    /// Whether the stream is loaded through [`DECIDED`]. Not when the stream is taken
+    /// to be new (it is not read at all), nor inside keyed work, which looks for the
+    /// run's earlier event among all of the stream's events.
+    reads_kept: bool,
+    /// Where the append put its events (set by the repository).
+    landed: Arc<StdMutex<Option<Landed>>>,
+}
+
+impl<A: Aggregate> KeptStore<A> {
+    pub(super) fn new(
+        inner: PersistedEventStore<ExpectingRepository, A>,
+        pool: &PgPool,
+        reads_kept: bool,
+        landed: Arc<StdMutex<Option<Landed>>>,
+    ) -> Self {
+        Self {
+            inner,
+            pool: pool.clone(),
+            database: database_of(pool),
+            reads_kept,
+            landed,
+        }
+    }
+}
+
+/// The server and database behind `pool`: a hospital moved to another server is another
+/// key, even under the same database name.
+pub(super) fn database_of(pool: &PgPool) -> String {
+    let options = pool.connect_options();
+    format!(
+        "{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or_default()
+    )
+}
+
+impl<A: Aggregate + Clone + 'static> EventStore<A> for KeptStore<A> {
+    type AC = EventStoreAggregateContext<A>;
+
+    async fn load_events(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
+        self.inner.load_events(aggregate_id).await
+    }
+
+    async fn load_aggregate(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<EventStoreAggregateContext<A>, AggregateError<A::Error>> {
+        if !self.reads_kept {
+            return self.inner.load_aggregate(aggregate_id).await;
+        }
+        let (aggregate, version) = DECIDED
+            .one::<A>(&self.pool, &self.database, aggregate_id)
+            .await
+            .map_err(aggregate_error)?;
+        Ok(EventStoreAggregateContext {
+            aggregate_id: aggregate_id.to_owned(),
+            aggregate,
+            current_sequence: usize::try_from(version).unwrap_or(usize::MAX),
+            current_snapshot: None,
+        })
+    }
+
+    async fn commit(
+        &self,
+        events: Vec<A::Event>,
+        mut context: EventStoreAggregateContext<A>,
+        metadata: HashMap<String, String>,
+    ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
+        let from = context.current_sequence as u64;
+        let remembers = (self.reads_kept || from == 0)
+            && !events
+                .iter()
+                .any(|e| personal::seals(A::TYPE, &e.event_type()));
+        // The context's state already shows the events: cqrs-es's sink applies each event
+        // to the aggregate as the command writes it. The inner store reads the context's
+        // id and version only (snapshots are off), so the state is taken, not copied.
+        let state = remembers.then(|| std::mem::take(&mut context.aggregate));
+        let aggregate_id = context.aggregate_id.clone();
+        let committed = self.inner.commit(events, context, metadata).await?;
+        let head = self
+            .landed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|landed| landed.head);
+        if let (Some(state), Some(head), Some(last)) = (state, head, committed.last()) {
+            DECIDED.advance(
+                &self.database,
+                &aggregate_id,
+                from,
+                state,
+                last.sequence as u64,
+                head,
+            );
+        }
+        Ok(committed)
+    }
+}
+
+/// A failed read of the kept path, as cqrs-es reports a failed load.
+fn aggregate_error<E: std::error::Error>(error: CommandError<Infallible>) -> AggregateError<E> {
+    match error {
+        CommandError::Unavailable(_) => AggregateError::DatabaseConnectionError(Box::new(error)),
+        other => AggregateError::UnexpectedError(Box::new(other)),
+    }
+}
