@@ -1,9 +1,11 @@
 //! The command path: cqrs-es over postgres-es on the tenant's pool, then (read-your-
 //! writes) waiting until the projections have passed the events just written.
 //!
-//! postgres-es loads the aggregate; the append is one statement of ours into its table
-//! ([`append_events`]), which also tells where the events landed, so the wait needs no
-//! further lookup and queues on the hospital's shared catch-up (docs/adr/0006). A
+//! The aggregate is loaded from this process's kept state of its stream on, confirmed by
+//! the read (docs/adr/0014, [`kept`]), or by postgres-es where nothing may be kept. The
+//! append is one statement of ours into postgres-es's table ([`append_events`]), which
+//! also tells where the events landed, so the wait needs no further lookup and queues on
+//! the hospital's shared catch-up (docs/adr/0006). A
 //! registration ([`create`]) writes the row its answer reads in that same statement and
 //! does not wait at all (docs/adr/0011).
 //!
