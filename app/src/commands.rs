@@ -5,9 +5,9 @@
 //! the read (docs/adr/0014, [`kept`]), or by postgres-es where nothing may be kept. The
 //! append is one statement of ours into postgres-es's table ([`append_events`]), which
 //! also tells where the events landed, so the wait needs no further lookup and queues on
-//! the hospital's shared catch-up (docs/adr/0006). A
-//! registration ([`create`]) writes the row its answer reads in that same statement and
-//! does not wait at all (docs/adr/0011).
+//! the hospital's shared catch-up (docs/adr/0006). A registration ([`create`]) writes
+//! the row its answer reads in that same statement and does not wait at all
+//! (docs/adr/0011).
 //!
 //! A framework is built per command: it is a handful of pool clones, and building it
 //! fresh lets each command carry its own expected version.

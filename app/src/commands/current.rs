@@ -14,7 +14,7 @@
 //! none): an erasure must not leave a patient's name in a process's memory.
 //!
 //! The command path keeps the streams it decides on in an instance of its own
-//! (`commands::DECIDED`): an invoice paid from many tills is read from its last event on,
+//! (`kept::DECIDED`): an invoice paid from many tills is read from its last event on,
 //! not decoded from its first one on every payment.
 
 use std::any::Any;

@@ -68,7 +68,7 @@ impl<A: Aggregate> KeptStore<A> {
 
 /// The server and database behind `pool`: a hospital moved to another server is another
 /// key, even under the same database name.
-pub(super) fn database_of(pool: &PgPool) -> String {
+fn database_of(pool: &PgPool) -> String {
     let options = pool.connect_options();
     format!(
         "{}:{}/{}",
