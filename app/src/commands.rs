@@ -961,21 +961,6 @@ async fn wait_through(
     }
 }
 
-/// Every event of `streams` (aggregate type, id), read in one statement, in stream and
-/// sequence order, with their sealed personal data opened; and where each landed in the
-/// log, in the same order.
-async fn load_streams(
-    pool: &PgPool,
-    streams: &[(&str, &str)],
-) -> Result<(Vec<SerializedEvent>, Vec<LogCursor>), PersistenceError> {
-    let from_start: Vec<(&str, &str, u64)> = streams.iter().map(|&(t, id)| (t, id, 0)).collect();
-    Ok(read_streams(pool, &from_start)
-        .await?
-        .into_iter()
-        .map(|read| (read.event, read.at))
-        .unzip())
-}
-
 /// An event [`read_streams`] returned.
 struct StreamEvent {
     event: SerializedEvent,

@@ -49,19 +49,20 @@ struct Key {
     aggregate_id: String,
 }
 
+/// A kept state, with the place of the last event it includes.
 #[derive(Clone)]
-struct Kept {
+pub(super) struct Kept {
     state: Arc<dyn Any + Send + Sync>,
     /// The sequence of the stream's last event the state includes (≥ 1).
-    version: u64,
+    pub(super) version: u64,
     /// Where that event is in the log: a stream rewritten under it (restore, move) is
     /// told apart by this.
-    at: LogCursor,
+    pub(super) at: LogCursor,
 }
 
 impl Kept {
     /// The kept state as an `A`, with its version.
-    fn state_of<A: Aggregate + Clone + 'static>(self) -> Option<(A, u64)> {
+    pub(super) fn state_of<A: Aggregate + Clone + 'static>(self) -> Option<(A, u64)> {
         let state = self.state.downcast::<A>().ok()?;
         Some(((*state).clone(), self.version))
     }
@@ -186,6 +187,47 @@ impl CurrentStates {
         }
     }
 
+    /// What is kept of stream `id` of type `aggregate_type` in `database`, for a caller
+    /// that reads the events after it itself and checks the kept last event's place.
+    pub(super) fn entry(
+        &self,
+        database: &str,
+        aggregate_type: &'static str,
+        id: &str,
+    ) -> Option<Kept> {
+        let key = Key {
+            database: database.to_owned(),
+            aggregate_type,
+            aggregate_id: id.to_owned(),
+        };
+        self.kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned()
+    }
+
+    /// Keeps `state()` as stream `id` of `A` in `database` at `version`, its last event
+    /// at `at`: a state read from the stream by a caller (all of its events unsealed),
+    /// unless a later one is kept already.
+    pub(super) fn keep<A>(
+        &self,
+        database: &str,
+        id: &str,
+        version: u64,
+        at: LogCursor,
+        state: impl FnOnce() -> A,
+    ) where
+        A: Aggregate + 'static,
+    {
+        let key = Self::key::<A>(database, id);
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.peek(&key).is_none_or(|k| k.version < version) {
+            let state = Arc::new(state());
+            kept.insert(key, Kept { state, version, at });
+        }
+    }
+
     fn key<A: Aggregate>(database: &str, id: &str) -> Key {
         Key {
             database: database.to_owned(),
@@ -244,12 +286,8 @@ impl CurrentStates {
             }
         };
         if let (true, Some(at)) = (kept_version != Some(version), at) {
-            let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
             // A concurrent request may have kept a later state meanwhile.
-            if kept.peek(&key).is_none_or(|k| k.version < version) {
-                let state = Arc::new(state.clone());
-                kept.insert(key, Kept { state, version, at });
-            }
+            self.keep::<A>(database, wanted.aggregate_id, version, at, || state.clone());
         }
         Ok((state, version))
     }
@@ -277,7 +315,7 @@ impl CurrentStates {
     }
 
     /// An event as cqrs-es decodes it on a load: through the domain's upcasters.
-    fn decode<A: Aggregate>(
+    pub(super) fn decode<A: Aggregate>(
         &self,
         mut event: SerializedEvent,
     ) -> Result<EventEnvelope<A>, CommandError<Infallible>> {

@@ -68,7 +68,7 @@ impl<A: Aggregate> KeptStore<A> {
 
 /// The server and database behind `pool`: a hospital moved to another server is another
 /// key, even under the same database name.
-fn database_of(pool: &PgPool) -> String {
+pub(super) fn database_of(pool: &PgPool) -> String {
     let options = pool.connect_options();
     format!(
         "{}:{}/{}",
@@ -145,7 +145,9 @@ impl<A: Aggregate + Clone + 'static> EventStore<A> for KeptStore<A> {
 }
 
 /// A failed read of the kept path, as cqrs-es reports a failed load.
-fn aggregate_error<E: std::error::Error>(error: CommandError<Infallible>) -> AggregateError<E> {
+pub(super) fn aggregate_error<E: std::error::Error>(
+    error: CommandError<Infallible>,
+) -> AggregateError<E> {
     match error {
         CommandError::Unavailable(_) => AggregateError::DatabaseConnectionError(Box::new(error)),
         other => AggregateError::UnexpectedError(Box::new(other)),

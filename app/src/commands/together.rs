@@ -23,18 +23,21 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::sync::{Arc, Mutex as StdMutex};
 
+use cqrs_es::persist::EventStoreAggregateContext;
 use cqrs_es::persist::{
     PersistedEventRepository, PersistedEventStore, PersistenceError, ReplayStream, SerializedEvent,
     SerializedSnapshot,
 };
-use cqrs_es::{Aggregate, AggregateError, CqrsFramework, EventStore};
+use cqrs_es::{Aggregate, AggregateError, CqrsFramework, EventEnvelope, EventStore};
 use hms_domain::EventMetadata;
 use hms_projections::{LogCursor, ProjectionRunner};
 use serde_json::Value;
 use sqlx::PgPool;
 
+use super::current::Kept;
+use super::kept::{self, DECIDED};
 use super::{
-    append_events, load_streams, seal_events, Backoff, CommandError, MAX_ATTEMPTS,
+    append_events, read_streams, seal_events, Backoff, CommandError, MAX_ATTEMPTS,
     READ_YOUR_WRITES_TIMEOUT, TURNS,
 };
 use crate::idempotency::{current_run, RUN_METADATA_KEY};
@@ -98,27 +101,139 @@ pub struct Unit(Arc<Attempt>);
 
 struct Attempt {
     pool: PgPool,
+    /// The database's server and name: the key of its streams in [`DECIDED`].
+    database: String,
     /// The declared streams and those included since.
     streams: StdMutex<Streams>,
     metadata: HashMap<String, String>,
-    /// Loaded events (personal data opened) followed by the ones decided in this attempt.
+    /// Where each stream starts: this process's kept state, or nothing (its first event).
+    starts: StdMutex<HashMap<StreamKey, Start>>,
+    /// Loaded events after each stream's start (personal data opened), followed by the
+    /// ones decided in this attempt.
     events: StdMutex<Vec<SerializedEvent>>,
     decided: StdMutex<Vec<SerializedEvent>>,
 }
 
+/// A stream of a unit: aggregate type and id.
+type StreamKey = (&'static str, String);
+
+/// Where a unit's stream starts, and what its load found after that.
+#[derive(Clone, Default)]
+struct Start {
+    /// The state this process kept of the stream, current when loaded (docs/adr/0014).
+    kept: Option<Kept>,
+    /// The last event loaded after it, where it is in the log, and whether the state up
+    /// to it may be kept (no loaded event held sealed personal data).
+    last: Option<(u64, LogCursor, bool)>,
+}
+
+/// Streams as a unit starts from them: their loaded events (after any kept state), where
+/// each landed in the log, and each stream's [`Start`].
+struct Loaded {
+    events: Vec<SerializedEvent>,
+    cursors: Vec<LogCursor>,
+    starts: HashMap<StreamKey, Start>,
+}
+
+/// Loads `keys` in one statement: from the state this process keeps of each (when
+/// `from_kept`, and its last event is still where it was), else from the first event.
+/// A stream rewritten under its kept state is read again from its first event.
+async fn load(
+    pool: &PgPool,
+    database: &str,
+    keys: &[(&'static str, &str)],
+    from_kept: bool,
+) -> Result<Loaded, PersistenceError> {
+    let kept: Vec<Option<Kept>> = keys
+        .iter()
+        .map(|&(t, id)| from_kept.then(|| DECIDED.entry(database, t, id)).flatten())
+        .collect();
+    let after = |k: &Option<Kept>| k.as_ref().map_or(0, |k| k.version);
+    let wanted: Vec<(&str, &str, u64)> = keys
+        .iter()
+        .zip(&kept)
+        .map(|(&(t, id), k)| (t, id, after(k)))
+        .collect();
+    let mut rows = read_streams(pool, &wanted).await?;
+    // Kept states whose last event is no longer where it was: read those streams whole.
+    let mut stale = Vec::new();
+    for (&(t, id), k) in keys.iter().zip(&kept) {
+        let Some(k) = k else { continue };
+        let at_kept = rows.iter().any(|r| {
+            r.event.aggregate_type == t
+                && r.event.aggregate_id == id
+                && r.event.sequence as u64 == k.version
+                && r.at == k.at
+        });
+        if !at_kept {
+            stale.push((t, id, 0));
+        }
+    }
+    if !stale.is_empty() {
+        rows.retain(|r| {
+            !stale
+                .iter()
+                .any(|&(t, id, _)| r.event.aggregate_type == t && r.event.aggregate_id == id)
+        });
+        rows.extend(read_streams(pool, &stale).await?);
+    }
+    let mut starts: HashMap<StreamKey, Start> = HashMap::new();
+    for (&(t, id), k) in keys.iter().zip(kept) {
+        let fresh = stale.iter().any(|&(st, sid, _)| st == t && sid == id);
+        starts.insert(
+            (t, id.to_owned()),
+            Start {
+                kept: k.filter(|_| !fresh),
+                last: None,
+            },
+        );
+    }
+    let mut loaded = Loaded {
+        events: Vec::with_capacity(rows.len()),
+        cursors: Vec::with_capacity(rows.len()),
+        starts,
+    };
+    for row in rows {
+        let key = (
+            keys.iter()
+                .map(|&(t, _)| t)
+                .find(|t| *t == row.event.aggregate_type)
+                .unwrap_or("unknown"),
+            row.event.aggregate_id.clone(),
+        );
+        let start = loaded.starts.entry(key).or_default();
+        // The kept last event itself comes without its payload: the state holds it.
+        if start
+            .kept
+            .as_ref()
+            .is_some_and(|k| k.version == row.event.sequence as u64)
+        {
+            continue;
+        }
+        let keepable = start.last.is_none_or(|(_, _, keepable)| keepable) && !row.sealed;
+        start.last = Some((row.event.sequence as u64, row.at, keepable));
+        loaded.events.push(row.event);
+        loaded.cursors.push(row.at);
+    }
+    Ok(loaded)
+}
+
 impl Unit {
-    /// The unit of `streams`, loaded as `events`.
-    pub(super) fn of(
+    /// The unit of `streams`, as `loaded`.
+    fn of(
         pool: &PgPool,
+        database: String,
         streams: Streams,
         metadata: HashMap<String, String>,
-        events: Vec<SerializedEvent>,
+        loaded: Loaded,
     ) -> Self {
         Unit(Arc::new(Attempt {
             pool: pool.clone(),
+            database,
             streams: StdMutex::new(streams),
             metadata,
-            events: StdMutex::new(events),
+            starts: StdMutex::new(loaded.starts),
+            events: StdMutex::new(loaded.events),
             decided: StdMutex::new(Vec::new()),
         }))
     }
@@ -133,9 +248,9 @@ impl Unit {
         services: A::Services,
     ) -> Result<(), CommandError<A::Error>>
     where
-        A: Aggregate + 'static,
+        A: Aggregate + Clone + 'static,
     {
-        CqrsFramework::new(self.store::<A>(), vec![], services)
+        CqrsFramework::new(UnitStore::<A>::new(self), vec![], services)
             .execute_with_metadata(id, command, self.0.metadata.clone())
             .await
             .map_err(CommandError::from)
@@ -145,9 +260,9 @@ impl Unit {
     /// far included) and its version.
     pub async fn state<A>(&self, id: &str) -> Result<(A, u64), CommandError<A::Error>>
     where
-        A: Aggregate + 'static,
+        A: Aggregate + Clone + 'static,
     {
-        let context = self.store::<A>().load_aggregate(id).await?;
+        let context = UnitStore::<A>::new(self).load_aggregate(id).await?;
         Ok((context.aggregate, context.current_sequence as u64))
     }
 
@@ -167,13 +282,21 @@ impl Unit {
         if new.is_empty() {
             return Ok(());
         }
-        let keys: Vec<(&str, &str)> = new
+        let keys: Vec<(&'static str, &str)> = new
             .iter()
             .map(|d| (d.aggregate_type, d.id.as_str()))
             .collect();
-        let (events, _) = load_streams(&self.0.pool, &keys)
+        // The run is looked for on the declared streams only: these may start from kept
+        // states even inside keyed work.
+        let loaded = load(&self.0.pool, &self.0.database, &keys, true)
             .await
             .map_err(store_error)?;
+        self.0
+            .starts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(loaded.starts);
+        let events = loaded.events;
         self.0
             .streams
             .lock()
@@ -188,9 +311,14 @@ impl Unit {
         Ok(())
     }
 
-    /// cqrs-es's event store over this attempt, decoding as every load does (upcasters).
-    fn store<A: Aggregate>(&self) -> PersistedEventStore<Unit, A> {
-        PersistedEventStore::new_event_store(self.clone()).with_upcasters(hms_domain::upcasters())
+    fn start_of(&self, aggregate_type: &'static str, id: &str) -> Start {
+        self.0
+            .starts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(aggregate_type, id.to_owned()))
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn events_of(
@@ -280,6 +408,77 @@ impl PersistedEventRepository for Unit {
         Err(PersistenceError::UnknownError(
             "a unit's streams are not replayed".into(),
         ))
+    }
+}
+
+/// cqrs-es's event store over one attempt of a unit: a stream starts from its kept state
+/// where it has one, then takes the loaded and decided events after it, decoded as every
+/// load decodes them (upcasters). A state loaded before any decision of the attempt on it
+/// is kept for the next unit (docs/adr/0014).
+struct UnitStore<A: Aggregate> {
+    unit: Unit,
+    inner: PersistedEventStore<Unit, A>,
+}
+
+impl<A: Aggregate> UnitStore<A> {
+    fn new(unit: &Unit) -> Self {
+        Self {
+            unit: unit.clone(),
+            inner: PersistedEventStore::new_event_store(unit.clone())
+                .with_upcasters(hms_domain::upcasters()),
+        }
+    }
+}
+
+impl<A: Aggregate + Clone + 'static> EventStore<A> for UnitStore<A> {
+    type AC = EventStoreAggregateContext<A>;
+
+    async fn load_events(
+        &self,
+        id: &str,
+    ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
+        self.inner.load_events(id).await
+    }
+
+    async fn load_aggregate(
+        &self,
+        id: &str,
+    ) -> Result<EventStoreAggregateContext<A>, AggregateError<A::Error>> {
+        let start = self.unit.start_of(A::TYPE, id);
+        let (mut aggregate, mut version) = match start.kept {
+            Some(kept) => kept.state_of::<A>().ok_or_else(|| {
+                AggregateError::UnexpectedError(
+                    format!("the state kept of {}/{id} is of another type", A::TYPE).into(),
+                )
+            })?,
+            None => (A::default(), 0),
+        };
+        for event in self.unit.events_of(A::TYPE, id)? {
+            version = event.sequence as u64;
+            let event = DECIDED.decode::<A>(event).map_err(kept::aggregate_error)?;
+            aggregate.apply(event.payload);
+        }
+        if let Some((last, at, true)) = start.last {
+            // As loaded: no decision of this attempt on the stream yet.
+            if last == version {
+                DECIDED.keep::<A>(&self.unit.0.database, id, version, at, || aggregate.clone());
+            }
+        }
+        Ok(EventStoreAggregateContext {
+            aggregate_id: id.to_owned(),
+            aggregate,
+            current_sequence: usize::try_from(version).unwrap_or(usize::MAX),
+            current_snapshot: None,
+        })
+    }
+
+    async fn commit(
+        &self,
+        events: Vec<A::Event>,
+        context: EventStoreAggregateContext<A>,
+        metadata: HashMap<String, String>,
+    ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
+        self.inner.commit(events, context, metadata).await
     }
 }
 
@@ -377,16 +576,21 @@ where
     F: FnMut(Unit) -> Fut,
     Fut: Future<Output = Result<(), E>>,
 {
-    let keys: Vec<(&str, &str)> = streams
+    let keys: Vec<(&'static str, &str)> = streams
         .0
         .iter()
         .map(|d| (d.aggregate_type, d.id.as_str()))
         .collect();
-    let (events, cursors) = load_streams(pool, &keys).await.map_err(store_error)?;
+    // Keyed work looks for its run among all of the declared streams' events.
+    let database = kept::database_of(pool);
+    let loaded = load(pool, &database, &keys, run.is_none())
+        .await
+        .map_err(store_error)?;
+    let (events, cursors) = (&loaded.events, &loaded.cursors);
     if let Some(run) = run {
         let ours = events
             .iter()
-            .zip(&cursors)
+            .zip(cursors)
             .filter(|(e, _)| e.metadata.get(RUN_METADATA_KEY).and_then(Value::as_str) == Some(run));
         if let Some(head) = ours.map(|(_, cursor)| *cursor).max() {
             return Ok(Ended::Earlier(head));
@@ -396,20 +600,19 @@ where
         let Some(expected) = declared.expected else {
             continue;
         };
-        let version = events
-            .iter()
-            .filter(|e| {
-                e.aggregate_type == declared.aggregate_type && e.aggregate_id == declared.id
-            })
-            .map(|e| e.sequence as u64)
-            .max()
+        let start = loaded
+            .starts
+            .get(&(declared.aggregate_type, declared.id.clone()));
+        let version = start
+            .and_then(|s| s.last.map(|(version, _, _)| version))
+            .or_else(|| start.and_then(|s| s.kept.as_ref().map(|k| k.version)))
             .unwrap_or(0);
         if version != expected {
             telemetry::command_conflict(declared.aggregate_type, false);
             return Err(CommandError::Conflict);
         }
     }
-    let unit = Unit::of(pool, streams.clone(), metadata.clone(), events);
+    let unit = Unit::of(pool, database, streams.clone(), metadata.clone(), loaded);
     decide(unit.clone()).await.map_err(CommandError::Rejected)?;
     let decided = std::mem::take(&mut *unit.0.decided.lock().unwrap_or_else(|e| e.into_inner()));
     let sealed = seal_events(pool, &decided).await.map_err(store_error)?;

@@ -206,6 +206,69 @@ async fn periodic_work_is_leased_to_one_replica_per_hospital_and_period() {
     assert!(handed_on, "a departed replica's lease is free");
 }
 
+/// A hospital `code` (administrator `<code>_admin`) served by two `hms serve` processes,
+/// each with the administrator's token.
+struct Replicas;
+
+impl Replicas {
+    async fn start(
+        code: &str,
+    ) -> (
+        ProcessPlatform,
+        (ServerProcess, String),
+        (ServerProcess, String),
+    ) {
+        let platform = ProcessPlatform::new();
+        let admin = format!("{}_admin", code.to_ascii_lowercase());
+        platform
+            .run(&[
+                "setup-hospital",
+                "--name",
+                &format!("Replica {code}"),
+                "--code",
+                code,
+                "--admin-username",
+                &admin,
+                "--admin-email",
+                &format!("{admin}@replica.example"),
+                "--admin-password",
+                PASSWORD,
+            ])
+            .await;
+        let a = platform.serve(&[]).await;
+        let b = platform.serve(&[]).await;
+        let token_a = a.login(Some(code), &admin, PASSWORD).await;
+        let token_b = b.login(Some(code), &admin, PASSWORD).await;
+        (platform, (a, token_a), (b, token_b))
+    }
+}
+
+/// Mutation or query `query` with `$i` bound to `input`.
+async fn call(
+    server: &ServerProcess,
+    token: &str,
+    query: &str,
+    input: serde_json::Value,
+) -> serde_json::Value {
+    hms_tests::process::graphql_at(&server.address, query, json!({ "i": input }), Some(token)).await
+}
+
+/// Registers a patient of family name `family`; returns the id.
+async fn register_one(server: &ServerProcess, token: &str, family: &str) -> String {
+    let patient = call(
+        server,
+        token,
+        "mutation($i: RegisterPatientInput!) { registerPatient(input: $i) { id } }",
+        json!({ "givenName": "Kept", "familyName": family, "dateOfBirth": "1971-03-04",
+                "sex": "MALE" }),
+    )
+    .await;
+    patient["data"]["registerPatient"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a patient: {patient}"))
+        .to_owned()
+}
+
 /// A command decides on its stream as it stands, whichever replica wrote it last: a
 /// replica that keeps the invoice it last changed (docs/adr/0014) issues it with the line
 /// another replica added since, counts the payment another replica recorded since,
@@ -215,49 +278,12 @@ async fn periodic_work_is_leased_to_one_replica_per_hospital_and_period() {
 async fn a_replica_decides_on_the_invoice_as_the_other_replica_left_it() {
     const PAY: &str = "mutation($i: RecordPaymentInput!) { recordPayment(input: $i) { \
                        status paidMinor balanceMinor version } }";
-    let platform = ProcessPlatform::new();
-    platform
-        .run(&[
-            "setup-hospital",
-            "--name",
-            "Replica Billing",
-            "--code",
-            "REPL02",
-            "--admin-username",
-            "repl2_admin",
-            "--admin-email",
-            "admin@replica2.example",
-            "--admin-password",
-            PASSWORD,
-        ])
-        .await;
-    let a = platform.serve(&[]).await;
-    let b = platform.serve(&[]).await;
-    let token_a = a.login(Some("REPL02"), "repl2_admin", PASSWORD).await;
-    let token_b = b.login(Some("REPL02"), "repl2_admin", PASSWORD).await;
-    let call =
-        |server: &ServerProcess, token: &str, query: &'static str, input: serde_json::Value| {
-            let (address, token) = (server.address.clone(), token.to_owned());
-            async move {
-                hms_tests::process::graphql_at(&address, query, json!({ "i": input }), Some(&token))
-                    .await
-            }
-        };
-    let patient = call(
-        &a,
-        &token_a,
-        "mutation($i: RegisterPatientInput!) { registerPatient(input: $i) { id } }",
-        json!({ "givenName": "Kept", "familyName": "Ledger", "dateOfBirth": "1971-03-04",
-                "sex": "MALE" }),
-    )
-    .await;
-    let patient = patient["data"]["registerPatient"]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("a patient: {patient}"))
-        .to_owned();
+    let (platform, (server_a, token_a), (server_b, token_b)) = Replicas::start("REPL02").await;
+    let (a, b, token_a, token_b) = (&server_a, &server_b, token_a.as_str(), token_b.as_str());
+    let patient = register_one(a, token_a, "Ledger").await;
     let created = call(
-        &a,
-        &token_a,
+        a,
+        token_a,
         "mutation($i: CreateInvoiceInput!) { createInvoice(input: $i) { id } }",
         json!({ "patientId": patient, "currency": "KES" }),
     )
@@ -273,24 +299,24 @@ async fn a_replica_decides_on_the_invoice_as_the_other_replica_left_it() {
     };
     const ADD_LINE: &str =
         "mutation($i: AddInvoiceLineInput!) { addInvoiceLine(input: $i) { subtotalMinor } }";
-    let first_line = call(&a, &token_a, ADD_LINE, line("CONSULT", 500)).await;
+    let first_line = call(a, token_a, ADD_LINE, line("CONSULT", 500)).await;
     assert_eq!(
         first_line["data"]["addInvoiceLine"]["subtotalMinor"], 500,
         "{first_line}"
     );
-    let more = call(&a, &token_a, ADD_LINE, line("XRAY", 100)).await;
+    let more = call(a, token_a, ADD_LINE, line("XRAY", 100)).await;
     assert_eq!(
         more["data"]["addInvoiceLine"]["subtotalMinor"], 600,
         "{more}"
     );
-    let second_line = call(&b, &token_b, ADD_LINE, line("LAB-FBC", 400)).await;
+    let second_line = call(b, token_b, ADD_LINE, line("LAB-FBC", 400)).await;
     assert_eq!(
         second_line["data"]["addInvoiceLine"]["subtotalMinor"], 1_000,
         "{second_line}"
     );
     let issued = call(
-        &a,
-        &token_a,
+        a,
+        token_a,
         "mutation($i: IssueInvoiceInput!) { issueInvoice(input: $i) { totalMinor balanceMinor } }",
         json!({ "invoiceId": invoice }),
     )
@@ -307,19 +333,19 @@ async fn a_replica_decides_on_the_invoice_as_the_other_replica_left_it() {
         |amount: i64| json!({ "invoiceId": invoice, "amountMinor": amount, "method": "CASH" });
 
     // A decides on the invoice (and keeps it), then B records a payment A never saw.
-    let first = call(&a, &token_a, PAY, payment(300)).await;
+    let first = call(a, token_a, PAY, payment(300)).await;
     assert_eq!(
         first["data"]["recordPayment"]["balanceMinor"], 700,
         "{first}"
     );
-    let second = call(&b, &token_b, PAY, payment(300)).await;
+    let second = call(b, token_b, PAY, payment(300)).await;
     assert_eq!(
         second["data"]["recordPayment"]["balanceMinor"], 400,
         "{second}"
     );
 
     // A counts B's payment: 500 is more than is owed now, though not than A last saw.
-    let over = call(&a, &token_a, PAY, payment(500)).await;
+    let over = call(a, token_a, PAY, payment(500)).await;
     assert_eq!(hms_tests::error_code(&over), Some("VALIDATION"), "{over}");
     let message = over["errors"][0]["message"].as_str().unwrap_or_default();
     assert!(
@@ -328,9 +354,9 @@ async fn a_replica_decides_on_the_invoice_as_the_other_replica_left_it() {
     );
     // Alternating, every payment lands on the stream as it stands, to the last minor unit.
     for (server, token, amount, balance) in [
-        (&a, &token_a, 100, 300),
-        (&b, &token_b, 100, 200),
-        (&a, &token_a, 200, 0),
+        (a, token_a, 100, 300),
+        (b, token_b, 100, 200),
+        (a, token_a, 200, 0),
     ] {
         let paid = call(server, token, PAY, payment(amount)).await;
         assert_eq!(
@@ -339,8 +365,8 @@ async fn a_replica_decides_on_the_invoice_as_the_other_replica_left_it() {
         );
     }
     let last = call(
-        &b,
-        &token_b,
+        b,
+        token_b,
         "query($i: UUID!) { invoice(id: $i) { status paidMinor version } }",
         json!(invoice),
     )
@@ -351,6 +377,79 @@ async fn a_replica_decides_on_the_invoice_as_the_other_replica_left_it() {
         last["data"]["invoice"]["version"], 10,
         "created, three lines, issued, five payments"
     );
-    drop((a, b));
+    drop((server_a, server_b));
+    platform.cleanup().await;
+}
+
+/// A booking decides on the doctor's day as it stands, whichever replica booked it last:
+/// a replica that keeps the day from its last booking (docs/adr/0014) refuses a slot
+/// another replica has taken since, and books the free one next to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_books_on_the_doctors_day_as_the_other_replica_left_it() {
+    use chrono::Datelike;
+    const BOOK: &str =
+        "mutation($i: ScheduleAppointmentInput!) { scheduleAppointment(input: $i) { id } }";
+    let (platform, (server_a, token_a), (server_b, token_b)) = Replicas::start("REPL03").await;
+    let (a, b, token_a, token_b) = (&server_a, &server_b, token_a.as_str(), token_b.as_str());
+    let doctor = call(
+        a,
+        token_a,
+        "mutation($i: CreateUserInput!) { createUser(input: $i) { id } }",
+        json!({ "username": "dr.kept", "email": "dr.kept@replica.example",
+                "fullName": "Doctor Kept", "role": "DOCTOR", "password": PASSWORD }),
+    )
+    .await;
+    let doctor = doctor["data"]["createUser"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a doctor: {doctor}"))
+        .to_owned();
+    let mut patients = Vec::new();
+    for family in ["Early", "Later", "Other", "Last"] {
+        patients.push(register_one(a, token_a, family).await);
+    }
+    let mut day = chrono::Utc::now().date_naive() + chrono::Duration::days(7);
+    while day.weekday().number_from_monday() > 5 {
+        day += chrono::Duration::days(1);
+    }
+    let booking = |patient: &str, time: &str| {
+        json!({ "patientId": patient, "doctorId": doctor, "start": format!("{day}T{time}:00Z"),
+                "reason": "Replica booking" })
+    };
+
+    // A books twice (the second time it reads the day and keeps it); then B books the
+    // slot between, which A has not seen.
+    for (server, token, patient, time) in [
+        (a, token_a, &patients[0], "09:00"),
+        (a, token_a, &patients[1], "09:30"),
+        (b, token_b, &patients[2], "09:15"),
+    ] {
+        let booked = call(server, token, BOOK, booking(patient, time)).await;
+        assert!(
+            booked["data"]["scheduleAppointment"]["id"].is_string(),
+            "{time}: {booked}"
+        );
+    }
+    // A sees B's booking: the doctor's slot is taken (not "being booked at the same
+    // moment", as a decision on the day A kept would end).
+    let taken = call(a, token_a, BOOK, booking(&patients[3], "09:15")).await;
+    assert_eq!(hms_tests::error_code(&taken), Some("CONFLICT"), "{taken}");
+    let message = taken["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("the doctor already has an appointment at an overlapping time"),
+        "refused on the day as it stands: {taken}"
+    );
+    let free = call(a, token_a, BOOK, booking(&patients[3], "09:45")).await;
+    assert!(
+        free["data"]["scheduleAppointment"]["id"].is_string(),
+        "{free}"
+    );
+    // And B sees A's.
+    let again = call(b, token_b, BOOK, booking(&patients[0], "09:45")).await;
+    let message = again["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("the doctor already has an appointment at an overlapping time"),
+        "{again}"
+    );
+    drop((server_a, server_b));
     platform.cleanup().await;
 }
