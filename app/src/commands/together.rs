@@ -7,6 +7,9 @@
 //! unit it needs one load of every stream (one statement), decisions in memory, and one
 //! append: a refusal anywhere appends nothing, and nothing is left to undo.
 //!
+//! The load starts each stream from this process's kept state of it, where it has one
+//! that is still current, as a single-stream command does (docs/adr/0014, [`UnitStore`]).
+//!
 //! The guarantees are the single-stream command's ([`super::execute`]):
 //! - each decided stream's events land at its loaded version + 1, so a concurrent writer
 //!   on any of them makes the whole append fail on the primary key; the unit is then
