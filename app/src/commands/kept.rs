@@ -99,12 +99,7 @@ impl<A: Aggregate + Clone + 'static> EventStore<A> for KeptStore<A> {
             .one::<A>(&self.pool, &self.database, aggregate_id)
             .await
             .map_err(aggregate_error)?;
-        Ok(EventStoreAggregateContext {
-            aggregate_id: aggregate_id.to_owned(),
-            aggregate,
-            current_sequence: usize::try_from(version).unwrap_or(usize::MAX),
-            current_snapshot: None,
-        })
+        Ok(context(aggregate_id, aggregate, version))
     }
 
     async fn commit(
@@ -141,6 +136,20 @@ impl<A: Aggregate + Clone + 'static> EventStore<A> for KeptStore<A> {
             );
         }
         Ok(committed)
+    }
+}
+
+/// What cqrs-es decides on: stream `id` as `aggregate`, at `version`.
+pub(super) fn context<A: Aggregate>(
+    id: &str,
+    aggregate: A,
+    version: u64,
+) -> EventStoreAggregateContext<A> {
+    EventStoreAggregateContext {
+        aggregate_id: id.to_owned(),
+        aggregate,
+        current_sequence: usize::try_from(version).unwrap_or(usize::MAX),
+        current_snapshot: None,
     }
 }
 

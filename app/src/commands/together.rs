@@ -467,12 +467,7 @@ impl<A: Aggregate + Clone + 'static> EventStore<A> for UnitStore<A> {
                 DECIDED.keep::<A>(&self.unit.0.database, id, version, at, || aggregate.clone());
             }
         }
-        Ok(EventStoreAggregateContext {
-            aggregate_id: id.to_owned(),
-            aggregate,
-            current_sequence: usize::try_from(version).unwrap_or(usize::MAX),
-            current_snapshot: None,
-        })
+        Ok(kept::context(id, aggregate, version))
     }
 
     async fn commit(
