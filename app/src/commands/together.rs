@@ -26,10 +26,9 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::sync::{Arc, Mutex as StdMutex};
 
-use cqrs_es::persist::EventStoreAggregateContext;
 use cqrs_es::persist::{
-    PersistedEventRepository, PersistedEventStore, PersistenceError, ReplayStream, SerializedEvent,
-    SerializedSnapshot,
+    EventStoreAggregateContext, PersistedEventRepository, PersistedEventStore, PersistenceError,
+    ReplayStream, SerializedEvent, SerializedSnapshot,
 };
 use cqrs_es::{Aggregate, AggregateError, CqrsFramework, EventEnvelope, EventStore};
 use hms_domain::EventMetadata;
