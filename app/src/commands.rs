@@ -722,8 +722,20 @@ where
         .map(drop)
 }
 
+/// The server and database behind `pool`, as a stream's turn and its kept state name
+/// them: a hospital moved to another server is another key, under the same name too.
+fn database_of(pool: &PgPool) -> String {
+    let options = pool.connect_options();
+    format!(
+        "{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or_default()
+    )
+}
+
 /// One stream of one database, as [`StreamTurns`] knows it.
-type StreamKey = (String, String, &'static str, String);
+type StreamKey = (String, &'static str, String);
 
 /// The commands of this process take turns per stream: one loads, decides and appends
 /// while the others wait. Entries live while someone holds or awaits the turn.
@@ -747,13 +759,7 @@ impl StreamTurns {
     /// several streams takes their turns in one order ([`together`]), so two such
     /// commands never wait for each other in a circle.
     async fn take_of(&'static self, pool: &PgPool, aggregate_type: &'static str, id: &str) -> Turn {
-        let options = pool.connect_options();
-        let key = (
-            options.get_host().to_owned(),
-            options.get_database().unwrap_or_default().to_owned(),
-            aggregate_type,
-            id.to_owned(),
-        );
+        let key = (database_of(pool), aggregate_type, id.to_owned());
         let gate = {
             let mut turns = self.0.lock().unwrap_or_else(|e| e.into_inner());
             turns.entry(key.clone()).or_default().clone()

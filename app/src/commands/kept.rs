@@ -23,7 +23,7 @@ use cqrs_es::{Aggregate, AggregateError, DomainEvent, EventEnvelope, EventStore}
 use hms_projections::personal;
 use sqlx::PgPool;
 
-use super::{CommandError, CurrentStates, ExpectingRepository, Landed};
+use super::{database_of, CommandError, CurrentStates, ExpectingRepository, Landed};
 
 /// Streams kept for the command path, per process, across every hospital it serves:
 /// invoices, schedules, appointments, accounts and hospitals as last decided on. A few
@@ -64,18 +64,6 @@ impl<A: Aggregate> KeptStore<A> {
             landed,
         }
     }
-}
-
-/// The server and database behind `pool`: a hospital moved to another server is another
-/// key, even under the same database name.
-pub(super) fn database_of(pool: &PgPool) -> String {
-    let options = pool.connect_options();
-    format!(
-        "{}:{}/{}",
-        options.get_host(),
-        options.get_port(),
-        options.get_database().unwrap_or_default()
-    )
 }
 
 impl<A: Aggregate + Clone + 'static> EventStore<A> for KeptStore<A> {

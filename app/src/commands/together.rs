@@ -109,7 +109,7 @@ struct Attempt {
     streams: StdMutex<Streams>,
     metadata: HashMap<String, String>,
     /// Where each stream starts: this process's kept state, or nothing (its first event).
-    starts: StdMutex<HashMap<StreamKey, Start>>,
+    starts: StdMutex<HashMap<UnitStream, Start>>,
     /// Loaded events after each stream's start (personal data opened), followed by the
     /// ones decided in this attempt.
     events: StdMutex<Vec<SerializedEvent>>,
@@ -117,7 +117,7 @@ struct Attempt {
 }
 
 /// A stream of a unit: aggregate type and id.
-type StreamKey = (&'static str, String);
+type UnitStream = (&'static str, String);
 
 /// Where a unit's stream starts, and what its load found after that.
 #[derive(Clone, Default)]
@@ -134,7 +134,7 @@ struct Start {
 struct Loaded {
     events: Vec<SerializedEvent>,
     cursors: Vec<LogCursor>,
-    starts: HashMap<StreamKey, Start>,
+    starts: HashMap<UnitStream, Start>,
 }
 
 /// Loads `keys` in one statement: from the state this process keeps of each (when
@@ -179,7 +179,7 @@ async fn load(
         });
         rows.extend(read_streams(pool, &stale).await?);
     }
-    let mut starts: HashMap<StreamKey, Start> = HashMap::new();
+    let mut starts: HashMap<UnitStream, Start> = HashMap::new();
     for (&(t, id), k) in keys.iter().zip(kept) {
         let fresh = stale.iter().any(|&(st, sid, _)| st == t && sid == id);
         starts.insert(
@@ -579,7 +579,7 @@ where
         .map(|d| (d.aggregate_type, d.id.as_str()))
         .collect();
     // Keyed work looks for its run among all of the declared streams' events.
-    let database = kept::database_of(pool);
+    let database = super::database_of(pool);
     let loaded = load(pool, &database, &keys, run.is_none())
         .await
         .map_err(store_error)?;
