@@ -523,14 +523,35 @@ async fn append_events(
             position,
         })
         .max();
-    Ok(head.map(|head| Landed { head, inline }))
+    // An append to one stream leaves it at its last event's sequence.
+    let one_stream = events.iter().all(|e| {
+        e.aggregate_type == events[0].aggregate_type && e.aggregate_id == events[0].aggregate_id
+    });
+    let version = events
+        .last()
+        .filter(|_| one_stream)
+        .map(|last| last.sequence as u64);
+    Ok(head.map(|head| Landed {
+        head,
+        version,
+        inline,
+    }))
 }
 
-/// Where an append's events landed, and the rows it wrote inline as stored (the JSON of
-/// [`WrittenInline`]).
+/// Where an append's events landed, the version it left its stream at (an append to one
+/// stream), and the rows it wrote inline as stored (the JSON of [`WrittenInline`]).
 pub(crate) struct Landed {
     pub(crate) head: LogCursor,
+    version: Option<u64>,
     inline: Option<String>,
+}
+
+/// What a command's answer starts from: the version its append left the stream at
+/// (`None`: nothing was appended now, an earlier attempt of the request did), and the rows
+/// it wrote inline, as stored.
+struct Written {
+    version: Option<u64>,
+    inline: Option<WrittenInline>,
 }
 
 fn store<A: Aggregate>(
@@ -546,7 +567,8 @@ fn store<A: Aggregate>(
 }
 
 /// Executes `command` on aggregate `id` in the tenant database behind `pool`, then
-/// brings the read models up to (at least) the events it wrote.
+/// brings the read models up to (at least) the events it wrote. Returns the version the
+/// append left the stream at (`None`: an earlier attempt of the request appended).
 pub async fn execute<A>(
     pool: &PgPool,
     runner: &ProjectionRunner,
@@ -554,7 +576,7 @@ pub async fn execute<A>(
     command: A::Command,
     services: A::Services,
     metadata: &EventMetadata,
-) -> Result<(), CommandError<A::Error>>
+) -> Result<Option<u64>, CommandError<A::Error>>
 where
     A: Aggregate + Clone + 'static,
     A::Command: Clone,
@@ -573,7 +595,7 @@ pub async fn execute_expecting<A>(
     services: A::Services,
     metadata: &EventMetadata,
     expected: Option<u64>,
-) -> Result<(), CommandError<A::Error>>
+) -> Result<Option<u64>, CommandError<A::Error>>
 where
     A: Aggregate + Clone + 'static,
     A::Command: Clone,
@@ -590,7 +612,7 @@ where
         Answer::ReadModels,
     )
     .await
-    .map(drop)
+    .map(|written| written.version)
 }
 
 /// Executes `command` on the new aggregate `id` (a fresh id). When its append wrote the
@@ -622,6 +644,7 @@ where
         Answer::Inline,
     )
     .await
+    .map(|written| written.inline)
 }
 
 /// What a command's answer reads, and so what it waits for.
@@ -643,7 +666,7 @@ async fn execute_then<A>(
     metadata: &EventMetadata,
     expected: Option<u64>,
     answer: Answer,
-) -> Result<Option<WrittenInline>, CommandError<A::Error>>
+) -> Result<Written, CommandError<A::Error>>
 where
     A: Aggregate + Clone + 'static,
     A::Command: Clone,
@@ -653,10 +676,16 @@ where
         let _under_way = (answer == Answer::ReadModels).then(|| runner.appending(pool));
         append_expecting::<A>(pool, id, command, services, metadata, expected).await?
     };
+    let version = landed.as_ref().and_then(|l| l.version);
     let inline = landed.as_ref().and_then(|l| l.inline.as_deref());
     if let (Some(rows), Answer::Inline) = (inline, answer) {
         match WrittenInline::parse(rows) {
-            Ok(rows) => return Ok(Some(rows)),
+            Ok(rows) => {
+                return Ok(Written {
+                    version,
+                    inline: Some(rows),
+                })
+            }
             // The write stands; the answer is read from the read models instead.
             Err(error) => tracing::warn!(%error, stream = id, "rows written inline unreadable"),
         }
@@ -682,7 +711,10 @@ where
             "read models are behind the command just written"
         );
     }
-    Ok(None)
+    Ok(Written {
+        version,
+        inline: None,
+    })
 }
 
 /// Executes `command` and appends its events, without waiting for the read models.

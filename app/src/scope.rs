@@ -206,19 +206,21 @@ impl Authorized<'_> {
         }
     }
 
-    /// Runs `command` on aggregate `id` and waits until the read models show it.
+    /// Runs `command` on aggregate `id` and waits until the read models show it. Returns
+    /// the version its events left the stream at (`None`: an earlier attempt of this
+    /// request appended them), which an answer read from the read models must show.
     pub async fn execute<A>(
         &self,
         id: &str,
         command: A::Command,
         expected_version: Option<u64>,
-    ) -> Result<()>
+    ) -> Result<Option<u64>>
     where
         A: Aggregate<Services = ()> + Clone + 'static,
         A::Command: Clone,
         A::Error: DomainErrorCode + Send + Sync + 'static,
     {
-        commands::execute_expecting::<A>(
+        let version = commands::execute_expecting::<A>(
             self.pool(),
             &self.scope.state.runner,
             id,
@@ -230,7 +232,7 @@ impl Authorized<'_> {
         .await
         .map_err(command_error)?;
         self.notify();
-        Ok(())
+        Ok(version)
     }
 
     /// Runs `command` on the new aggregate `id` (a fresh id) and returns once its events

@@ -660,7 +660,7 @@ fn invoice_commands_enforce_the_matrix() {
             Box::new(move |a| InvoiceCommand::RecordPayment {
                 actor: a,
                 payment_id: Uuid::from_u128(11),
-                amount: kes_minor(100),
+                amount: kes_minor(100).into(),
                 method: PaymentMethod::Insurance,
                 reference: None,
                 now: now(),

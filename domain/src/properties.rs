@@ -90,7 +90,7 @@ fn invoice_command(op: &InvoiceOp) -> InvoiceCommand {
         InvoiceOp::Pay { id: n, amount } => InvoiceCommand::RecordPayment {
             actor: accountant(),
             payment_id: id(n),
-            amount: kes_minor(amount),
+            amount: kes_minor(amount).into(),
             method: [
                 PaymentMethod::Cash,
                 PaymentMethod::Card,

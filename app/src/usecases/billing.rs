@@ -147,9 +147,15 @@ async fn invoice_or_not_found(auth: &Authorized<'_>, id: Uuid) -> Result<Invoice
 }
 
 /// The invoice after this request wrote to it: the read model when it shows the
-/// stream's newest event, otherwise the same row folded from the write side (the read
-/// side is behind or unavailable). A committed write is a success either way.
-async fn invoice_after_write(auth: &Authorized<'_>, id: Uuid) -> Result<InvoiceView> {
+/// stream's version the request left (`written`; `None` when an earlier attempt of the
+/// request wrote, then the stream's newest version), otherwise the same row folded from
+/// the write side (the read side is behind or unavailable). A committed write is a
+/// success either way.
+async fn invoice_after_write(
+    auth: &Authorized<'_>,
+    id: Uuid,
+    written: Option<u64>,
+) -> Result<InvoiceView> {
     /// The row, and the stream's version read with it (one round trip).
     #[derive(sqlx::FromRow)]
     struct Found {
@@ -158,21 +164,26 @@ async fn invoice_after_write(auth: &Authorized<'_>, id: Uuid) -> Result<InvoiceV
         stream_version: i64,
     }
     let mut conn = auth.pool().acquire().await?;
-    let found: std::result::Result<Option<Found>, sqlx::Error> = sqlx::query_as(&format!(
-        "SELECT {}, (SELECT coalesce(max(e.sequence), 0) FROM public.events e \
-                      WHERE e.aggregate_type = $2 AND e.aggregate_id = $3) AS stream_version \
-           FROM invoices WHERE id = $1",
-        InvoiceRow::COLUMNS
-    ))
-    .bind(id)
-    .bind(INVOICE_TYPE)
-    .bind(id.to_string())
-    .fetch_optional(&mut *conn)
-    .await;
+    let found: std::result::Result<Option<(InvoiceRow, i64)>, sqlx::Error> = match written {
+        // The version is known: the row alone answers (the stream's head is not looked up).
+        Some(version) => InvoiceRow::find(&mut *conn, id)
+            .await
+            .map(|row| row.map(|row| (row, i64::try_from(version).unwrap_or(i64::MAX)))),
+        None => sqlx::query_as::<_, Found>(&format!(
+            "SELECT {}, (SELECT coalesce(max(e.sequence), 0) FROM public.events e \
+                          WHERE e.aggregate_type = $2 AND e.aggregate_id = $3) AS stream_version \
+               FROM invoices WHERE id = $1",
+            InvoiceRow::COLUMNS
+        ))
+        .bind(id)
+        .bind(INVOICE_TYPE)
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await
+        .map(|found| found.map(|f| (f.row, f.stream_version))),
+    };
     match found {
-        Ok(Some(found)) if found.row.version >= found.stream_version => {
-            InvoiceView::try_from(found.row)
-        }
+        Ok(Some((row, version))) if row.version >= version => InvoiceView::try_from(row),
         Ok(_) => invoice_from_write_side(&mut conn, id).await,
         Err(error) => {
             tracing::warn!(
@@ -337,20 +348,34 @@ fn parse_currency(raw: &str) -> Result<Currency> {
 }
 
 /// An amount in the invoice's currency; `currency`, when given, must be the invoice's.
-fn money(
-    field: &'static str,
-    invoice: &InvoiceView,
-    minor: i64,
-    currency: Option<&str>,
-) -> Result<domain::Money> {
+/// An amount as entered: within the limits, in the currency named if any (the invoice
+/// refuses another than its own, docs/adr/0015).
+fn amount(field: &'static str, minor: i64, currency: Option<&str>) -> Result<domain::Amount> {
     if !(-MAX_MINOR_UNITS..=MAX_MINOR_UNITS).contains(&minor) {
         return Err(AppError::validation(
             field,
             format!("must be between -{MAX_MINOR_UNITS} and {MAX_MINOR_UNITS} minor units"),
         ));
     }
-    let currency = parse_currency(currency.unwrap_or(&invoice.currency))?;
-    Ok(domain::Money::new(minor, currency))
+    Ok(domain::Amount {
+        minor,
+        currency: currency.map(parse_currency).transpose()?,
+    })
+}
+
+/// An amount as entered, as money: in the invoice's currency unless another is named.
+fn money(
+    field: &'static str,
+    invoice: &InvoiceView,
+    minor: i64,
+    currency: Option<&str>,
+) -> Result<domain::Money> {
+    let amount = amount(field, minor, currency)?;
+    let currency = match amount.currency {
+        Some(named) => named,
+        None => parse_currency(&invoice.currency)?,
+    };
+    Ok(domain::Money::new(amount.minor, currency))
 }
 
 fn basis_points(field: &'static str, value: i32) -> Result<u32> {
@@ -361,7 +386,9 @@ fn basis_points(field: &'static str, value: i32) -> Result<u32> {
 // Changing an invoice
 
 /// The invoice an edit names, and the request's options: the options are checked
-/// first, then the invoice must exist in this hospital.
+/// first, then the invoice must exist in this hospital. Only an edit that needs the
+/// invoice's currency reads it first; the others are decided on the stream alone, whose
+/// invoice refuses them when it does not exist (NOT_FOUND).
 async fn prepare(
     auth: &Authorized<'_>,
     invoice_id: Uuid,
@@ -373,24 +400,26 @@ async fn prepare(
     Ok((invoice, options))
 }
 
-/// Runs one command on an existing invoice: once per idempotency key, checked against
+/// Runs one command on existing invoice `id`: once per idempotency key, checked against
 /// the expected version, and answers with the invoice as the read model now shows it.
 async fn edit(
     auth: &Authorized<'_>,
-    invoice: &InvoiceView,
+    id: Uuid,
     options: &MutationOptions,
     input: &impl Serialize,
     command: InvoiceCommand,
 ) -> Result<InvoiceView> {
     auth.require(command.operation())?;
-    let id = invoice.id;
-    auth.idempotent(options, input, || async {
-        auth.execute::<domain::Invoice>(&id.to_string(), command, options.expected_version)
+    let mut written = None;
+    let slot = &mut written;
+    auth.idempotent(options, input, move || async move {
+        *slot = auth
+            .execute::<domain::Invoice>(&id.to_string(), command, options.expected_version)
             .await?;
         Ok::<_, AppError>(id.to_string())
     })
     .await?;
-    invoice_after_write(auth, id).await
+    invoice_after_write(auth, id, written).await
 }
 
 /// A new invoice, as entered. Its serialized form identifies a retry.
@@ -410,7 +439,7 @@ pub struct CreateInvoice {
 /// named, must be the patient's.
 pub async fn create_invoice(auth: &Authorized<'_>, input: CreateInvoice) -> Result<InvoiceView> {
     auth.require(Operation::DraftInvoice)?;
-    let options = MutationOptions::new(None, input.idempotency_key.clone())?;
+    let options = &MutationOptions::new(None, input.idempotency_key.clone())?;
     let patient_id = input.patient_id;
     let appointment_id = input.appointment_id;
     // The patients read model keeps a status name and the survivor of a merge.
@@ -456,8 +485,10 @@ pub async fn create_invoice(auth: &Authorized<'_>, input: CreateInvoice) -> Resu
             ))
         }
     };
+    let mut written = None;
+    let slot = &mut written;
     let id = auth
-        .idempotent_id(&options, &input, || async {
+        .idempotent_id(options, &input, move || async move {
             // Taken only when the command runs: a retry uses no number. A refused
             // command leaves a gap, never a duplicate.
             let sequence: i64 = sqlx::query_scalar("SELECT nextval('invoice_number_seq')")
@@ -465,7 +496,7 @@ pub async fn create_invoice(auth: &Authorized<'_>, input: CreateInvoice) -> Resu
                 .await?;
             let sequence = u64::try_from(sequence).map_err(AppError::internal)?;
             let number = InvoiceNumber::new(&auth.hospital.settings.invoice_prefix, sequence)?;
-            let invoice_id = auth.new_id(&options);
+            let invoice_id = auth.new_id(options);
             let command = InvoiceCommand::DraftInvoice {
                 actor: auth.actor(),
                 invoice_id,
@@ -475,12 +506,13 @@ pub async fn create_invoice(auth: &Authorized<'_>, input: CreateInvoice) -> Resu
                 currency,
                 now: auth.now,
             };
-            auth.execute::<domain::Invoice>(&invoice_id.to_string(), command, Some(0))
+            *slot = auth
+                .execute::<domain::Invoice>(&invoice_id.to_string(), command, Some(0))
                 .await?;
             Ok::<_, AppError>(invoice_id)
         })
         .await?;
-    invoice_after_write(auth, id).await
+    invoice_after_write(auth, id, written).await
 }
 
 /// A line to add, as entered.
@@ -529,7 +561,7 @@ pub async fn add_invoice_line(auth: &Authorized<'_>, input: AddInvoiceLine) -> R
         )?,
         now: auth.now,
     };
-    edit(auth, &invoice, &options, &input, command).await
+    edit(auth, invoice.id, &options, &input, command).await
 }
 
 /// A line to remove.
@@ -546,19 +578,13 @@ pub async fn remove_invoice_line(
     auth: &Authorized<'_>,
     input: RemoveInvoiceLine,
 ) -> Result<InvoiceView> {
-    let (invoice, options) = prepare(
-        auth,
-        input.invoice_id,
-        input.expected_version,
-        input.idempotency_key.clone(),
-    )
-    .await?;
+    let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
     let command = InvoiceCommand::RemoveLine {
         actor: auth.actor(),
         line_id: input.line_id,
         now: auth.now,
     };
-    edit(auth, &invoice, &options, &input, command).await
+    edit(auth, input.invoice_id, &options, &input, command).await
 }
 
 /// A discount rule, as entered: one of a percentage or a fixed amount; neither removes
@@ -610,7 +636,7 @@ pub async fn set_invoice_discount(
         discount,
         now: auth.now,
     };
-    edit(auth, &invoice, &options, &input, command).await
+    edit(auth, invoice.id, &options, &input, command).await
 }
 
 /// A tax rate, as entered.
@@ -625,19 +651,13 @@ pub struct SetInvoiceTax {
 
 /// Sets the tax rate of a DRAFT invoice.
 pub async fn set_invoice_tax(auth: &Authorized<'_>, input: SetInvoiceTax) -> Result<InvoiceView> {
-    let (invoice, options) = prepare(
-        auth,
-        input.invoice_id,
-        input.expected_version,
-        input.idempotency_key.clone(),
-    )
-    .await?;
+    let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
     let command = InvoiceCommand::SetTax {
         actor: auth.actor(),
         basis_points: basis_points("basisPoints", input.basis_points)?,
         now: auth.now,
     };
-    edit(auth, &invoice, &options, &input, command).await
+    edit(auth, input.invoice_id, &options, &input, command).await
 }
 
 /// An invoice to issue.
@@ -651,19 +671,13 @@ pub struct IssueInvoice {
 
 /// Issues a DRAFT invoice: its totals are frozen and it takes payments.
 pub async fn issue_invoice(auth: &Authorized<'_>, input: IssueInvoice) -> Result<InvoiceView> {
-    let (invoice, options) = prepare(
-        auth,
-        input.invoice_id,
-        input.expected_version,
-        input.idempotency_key.clone(),
-    )
-    .await?;
+    let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
     let command = InvoiceCommand::Issue {
         actor: auth.actor(),
         due_date: input.due_date,
         now: auth.now,
     };
-    edit(auth, &invoice, &options, &input, command).await
+    edit(auth, input.invoice_id, &options, &input, command).await
 }
 
 /// A payment taken, as entered.
@@ -683,27 +697,16 @@ pub struct RecordPayment {
 /// Records a payment on an issued invoice: partial payments are fine, more than the
 /// balance is refused.
 pub async fn record_payment(auth: &Authorized<'_>, input: RecordPayment) -> Result<InvoiceView> {
-    let (invoice, options) = prepare(
-        auth,
-        input.invoice_id,
-        input.expected_version,
-        input.idempotency_key.clone(),
-    )
-    .await?;
+    let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
     let command = InvoiceCommand::RecordPayment {
         actor: auth.actor(),
         payment_id: auth.new_id(&options),
-        amount: money(
-            "amountMinor",
-            &invoice,
-            input.amount_minor,
-            input.currency.as_deref(),
-        )?,
+        amount: amount("amountMinor", input.amount_minor, input.currency.as_deref())?,
         method: input.method,
         reference: optional_text("reference", input.reference.as_deref(), MAX_REFERENCE_CHARS)?,
         now: auth.now,
     };
-    edit(auth, &invoice, &options, &input, command).await
+    edit(auth, input.invoice_id, &options, &input, command).await
 }
 
 /// Money given back, as entered.
@@ -722,27 +725,16 @@ pub struct RefundPayment {
 
 /// Gives back part or all of a payment; never more than was paid.
 pub async fn refund_payment(auth: &Authorized<'_>, input: RefundPayment) -> Result<InvoiceView> {
-    let (invoice, options) = prepare(
-        auth,
-        input.invoice_id,
-        input.expected_version,
-        input.idempotency_key.clone(),
-    )
-    .await?;
+    let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
     let command = InvoiceCommand::RefundPayment {
         actor: auth.actor(),
         refund_id: auth.new_id(&options),
         payment_id: input.payment_id,
-        amount: money(
-            "amountMinor",
-            &invoice,
-            input.amount_minor,
-            input.currency.as_deref(),
-        )?,
+        amount: amount("amountMinor", input.amount_minor, input.currency.as_deref())?,
         reason: text("reason", &input.reason, MAX_REASON_CHARS)?,
         now: auth.now,
     };
-    edit(auth, &invoice, &options, &input, command).await
+    edit(auth, input.invoice_id, &options, &input, command).await
 }
 
 /// An invoice to void, and why.
@@ -756,17 +748,11 @@ pub struct VoidInvoice {
 
 /// Voids an invoice that has taken no payments.
 pub async fn void_invoice(auth: &Authorized<'_>, input: VoidInvoice) -> Result<InvoiceView> {
-    let (invoice, options) = prepare(
-        auth,
-        input.invoice_id,
-        input.expected_version,
-        input.idempotency_key.clone(),
-    )
-    .await?;
+    let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
     let command = InvoiceCommand::VoidInvoice {
         actor: auth.actor(),
         reason: text("reason", &input.reason, MAX_REASON_CHARS)?,
         now: auth.now,
     };
-    edit(auth, &invoice, &options, &input, command).await
+    edit(auth, input.invoice_id, &options, &input, command).await
 }

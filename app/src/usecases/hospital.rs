@@ -699,5 +699,7 @@ pub async fn change_password(
         password_hash,
         now: auth.now,
     };
-    auth.execute::<User>(&id.to_string(), command, None).await
+    auth.execute::<User>(&id.to_string(), command, None)
+        .await
+        .map(drop)
 }

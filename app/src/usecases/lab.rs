@@ -798,7 +798,7 @@ async fn raise_critical_alert(auth: &Authorized<'_>, order_id: Uuid, item_id: Uu
         .execute::<Patient>(&patient_id.to_string(), command, None)
         .await
     {
-        Ok(()) => Ok(()),
+        Ok(_) => Ok(()),
         // The result stands; the record can no longer take alerts (merged since the
         // order). The critical flag still shows on the result and the order.
         Err(AppError::Conflict(reason)) => {
@@ -928,7 +928,7 @@ async fn post_charges(auth: &Authorized<'_>, order: &LabOrder) -> Result<()> {
                 .execute::<Invoice>(&invoice_id.to_string(), command, None)
                 .await
             {
-                Ok(()) => break invoice_id,
+                Ok(_) => break invoice_id,
                 // Issued (or voided) since it was found: use another draft, or open one.
                 Err(AppError::Conflict(_)) if tried.insert(invoice_id) && tried.len() < 4 => {
                     continue
@@ -946,7 +946,7 @@ async fn post_charges(auth: &Authorized<'_>, order: &LabOrder) -> Result<()> {
         .execute::<LabOrder>(&order_id.to_string(), command, None)
         .await
     {
-        Ok(()) => Ok(()),
+        Ok(_) => Ok(()),
         Err(AppError::Conflict(_)) => Ok(()), // billed by a concurrent attempt
         Err(other) => Err(other),
     }
@@ -1002,7 +1002,7 @@ async fn open_invoice_for(
         .execute::<Invoice>(&invoice_id.to_string(), command, Some(0))
         .await
     {
-        Ok(()) | Err(AppError::Conflict(_)) => Ok(invoice_id),
+        Ok(_) | Err(AppError::Conflict(_)) => Ok(invoice_id),
         Err(other) => Err(other),
     }
 }

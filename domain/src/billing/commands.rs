@@ -3,7 +3,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
-use super::{Discount, InvoiceNumber, Money, PaymentMethod};
+use super::{Amount, Discount, InvoiceNumber, Money, PaymentMethod};
 use crate::common::{Actor, BoundedText, Currency};
 use crate::permissions::Operation;
 
@@ -51,7 +51,8 @@ pub enum InvoiceCommand {
     RecordPayment {
         actor: Actor,
         payment_id: Uuid,
-        amount: Money,
+        /// In the invoice's currency unless another is named (then refused).
+        amount: Amount,
         method: PaymentMethod,
         reference: Option<BoundedText>,
         now: DateTime<Utc>,
@@ -60,7 +61,8 @@ pub enum InvoiceCommand {
         actor: Actor,
         refund_id: Uuid,
         payment_id: Uuid,
-        amount: Money,
+        /// In the invoice's currency unless another is named (then refused).
+        amount: Amount,
         reason: BoundedText,
         now: DateTime<Utc>,
     },

@@ -305,6 +305,7 @@ impl Invoice {
                 ..
             } => {
                 let f = self.figures()?;
+                let amount = amount.in_currency(f.currency)?;
                 if !matches!(
                     f.status,
                     InvoiceStatus::Issued | InvoiceStatus::PartiallyPaid
@@ -351,6 +352,7 @@ impl Invoice {
                 ..
             } => {
                 let f = self.figures()?;
+                let amount = amount.in_currency(f.currency)?;
                 if self.refund_ids.contains(&refund_id) {
                     return Err(InvoiceError::DuplicateRefund(refund_id));
                 }

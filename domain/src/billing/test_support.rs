@@ -73,7 +73,11 @@ pub fn pay(id: u128, minor: i64) -> InvoiceCommand {
     InvoiceCommand::RecordPayment {
         actor: accountant(),
         payment_id: Uuid::from_u128(id),
-        amount: kes_minor(minor),
+        // As a till enters it: in the invoice's currency.
+        amount: Amount {
+            minor,
+            currency: None,
+        },
         method: PaymentMethod::Cash,
         reference: None,
         now: now(),
@@ -85,7 +89,7 @@ pub fn refund(id: u128, payment: u128, minor: i64) -> InvoiceCommand {
         actor: accountant(),
         refund_id: Uuid::from_u128(id),
         payment_id: Uuid::from_u128(payment),
-        amount: kes_minor(minor),
+        amount: kes_minor(minor).into(),
         reason: text("Overcharged"),
         now: now(),
     }

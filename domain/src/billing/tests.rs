@@ -397,7 +397,7 @@ fn payments_move_the_balance_and_the_status() {
         InvoiceCommand::RecordPayment {
             actor: accountant(),
             payment_id: Uuid::from_u128(10),
-            amount: Money::new(100, usd()),
+            amount: Money::new(100, usd()).into(),
             method: PaymentMethod::Card,
             reference: None,
             now: now(),

@@ -17,6 +17,37 @@ pub struct Money {
     currency: Currency,
 }
 
+/// Money as a till enters it: minor units, in the invoice's currency unless the till
+/// names one, which must then be the invoice's. The invoice resolves it
+/// ([`Amount::in_currency`]), so a payment needs no read of the invoice before its command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Amount {
+    pub minor: i64,
+    pub currency: Option<Currency>,
+}
+
+impl Amount {
+    /// The amount as money of an invoice in `currency`; another currency named is refused.
+    pub fn in_currency(self, currency: Currency) -> Result<Money, MoneyError> {
+        match self.currency {
+            Some(named) if named != currency => Err(MoneyError::CurrencyMismatch {
+                left: currency,
+                right: named,
+            }),
+            _ => Ok(Money::new(self.minor, currency)),
+        }
+    }
+}
+
+impl From<Money> for Amount {
+    fn from(money: Money) -> Self {
+        Self {
+            minor: money.minor,
+            currency: Some(money.currency),
+        }
+    }
+}
+
 impl Money {
     pub fn new(minor: i64, currency: Currency) -> Self {
         Self { minor, currency }

@@ -638,6 +638,28 @@ async fn roles_voiding_bad_input_isolation_versions_and_retries() {
         Some("NOT_FOUND"),
         "{foreign_line}"
     );
+    // Payments, refunds and status changes are decided on the stream alone (no read of
+    // the invoice first, docs/adr/0015): another hospital's invoice is no stream there.
+    for (name, input) in [
+        (
+            "recordPayment",
+            json!({ "invoiceId": ids[2], "amountMinor": 1, "method": "CASH" }),
+        ),
+        (
+            "refundPayment",
+            json!({ "invoiceId": ids[2], "paymentId": Uuid::new_v4(), "amountMinor": 1,
+                    "reason": "x" }),
+        ),
+        ("issueInvoice", json!({ "invoiceId": ids[2] })),
+        (
+            "setInvoiceTax",
+            json!({ "invoiceId": ids[2], "basisPoints": 100 }),
+        ),
+        ("voidInvoice", json!({ "invoiceId": ids[2], "reason": "x" })),
+    ] {
+        let foreign = mutate(&app, &other_admin, name, input).await;
+        assert_eq!(error_code(&foreign), Some("NOT_FOUND"), "{name}: {foreign}");
+    }
     let foreign_draft = mutate(&app, &other_admin, "createInvoice", create.clone()).await;
     assert_eq!(
         error_code(&foreign_draft),

@@ -244,7 +244,7 @@ async fn random_workload(pool: &PgPool, code: &str, target: usize, seed: u64) ->
                 let command = InvoiceCommand::RecordPayment {
                     actor: actor.clone(),
                     payment_id: Uuid::new_v4(),
-                    amount: Money::new(amount, currency),
+                    amount: Money::new(amount, currency).into(),
                     method: PaymentMethod::Cash,
                     reference: None,
                     now,
@@ -257,7 +257,7 @@ async fn random_workload(pool: &PgPool, code: &str, target: usize, seed: u64) ->
                     actor: actor.clone(),
                     refund_id: Uuid::new_v4(),
                     payment_id,
-                    amount: Money::new(rng.gen_range(1..=paid.max(1)), currency),
+                    amount: Money::new(rng.gen_range(1..=paid.max(1)), currency).into(),
                     reason: text("Overcharged"),
                     now,
                 };
@@ -266,7 +266,7 @@ async fn random_workload(pool: &PgPool, code: &str, target: usize, seed: u64) ->
             let payment = match &command {
                 InvoiceCommand::RecordPayment {
                     payment_id, amount, ..
-                } => Some((*payment_id, amount.minor())),
+                } => Some((*payment_id, amount.minor)),
                 _ => None,
             };
             let is_issue = matches!(command, InvoiceCommand::Issue { .. });
@@ -972,7 +972,7 @@ async fn a_patients_balance_fed_by_many_invoices_loses_no_update_under_200_concu
                 let command = InvoiceCommand::RecordPayment {
                     actor: accountant.clone(),
                     payment_id: Uuid::new_v4(),
-                    amount: Money::new(100, currency),
+                    amount: Money::new(100, currency).into(),
                     method: PaymentMethod::Card,
                     reference: None,
                     now: Utc::now(),
@@ -987,7 +987,7 @@ async fn a_patients_balance_fed_by_many_invoices_loses_no_update_under_200_concu
                 )
                 .await
                 {
-                    Ok(()) => return,
+                    Ok(_) => return,
                     Err(CommandError::Conflict | CommandError::Contended) => {
                         tokio::task::yield_now().await
                     }
