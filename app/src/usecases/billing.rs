@@ -347,7 +347,6 @@ fn parse_currency(raw: &str) -> Result<Currency> {
     Ok(Currency::parse(raw)?)
 }
 
-/// An amount in the invoice's currency; `currency`, when given, must be the invoice's.
 /// An amount as entered: within the limits, in the currency named if any (the invoice
 /// refuses another than its own, docs/adr/0015).
 fn amount(field: &'static str, minor: i64, currency: Option<&str>) -> Result<domain::Amount> {
