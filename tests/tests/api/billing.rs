@@ -372,6 +372,23 @@ async fn an_invoice_goes_from_draft_to_paid_and_refunded_with_the_right_balances
         )
         .await;
     assert_eq!(error_code(&not_admin), Some("FORBIDDEN"), "{not_admin}");
+
+    // What a payment or refund changes in its row is in no index of the read model, so
+    // the round's update of the row stays on its heap page (HOT) instead of writing an
+    // entry into every index of the table (docs/adr/0015).
+    let lease = app.state.registry.get("BIL001").await.expect("tenant");
+    let indexing: Vec<String> = sqlx::query_scalar(
+        "SELECT c.column_name || ': ' || pg_get_indexdef(i.indexrelid) \
+           FROM pg_index i \
+           CROSS JOIN unnest(ARRAY['paid_minor', 'refunded_minor', 'balance_minor', \
+                                   'updated_at', 'version']) AS c(column_name) \
+          WHERE i.indrelid = 'invoices'::regclass \
+            AND pg_get_indexdef(i.indexrelid) ~ ('\\m' || c.column_name || '\\M')",
+    )
+    .fetch_all(&lease.pool)
+    .await
+    .expect("index definitions");
+    assert!(indexing.is_empty(), "{indexing:?}");
 }
 
 #[tokio::test]
