@@ -583,7 +583,7 @@ fn invoice_commands_enforce_the_matrix() {
             "SetDiscount",
             Box::new(move |a| InvoiceCommand::SetDiscount {
                 actor: a,
-                discount: Discount::Amount(kes_minor(10)),
+                discount: Discount::Amount(kes_minor(10).into()),
                 now: now(),
             }),
         ),

@@ -196,24 +196,6 @@ async fn invoice_after_write(
     }
 }
 
-/// The invoice an edit starts from: the read model, or the write side when the read
-/// model cannot say (unavailable, or not showing the invoice yet).
-async fn invoice_for_edit(auth: &Authorized<'_>, id: Uuid) -> Result<InvoiceView> {
-    let mut conn = auth.pool().acquire().await?;
-    match InvoiceRow::find(&mut *conn, id).await {
-        Ok(Some(row)) => InvoiceView::try_from(row),
-        Ok(None) => invoice_from_write_side(&mut conn, id).await,
-        Err(error) => {
-            tracing::warn!(
-                %error,
-                invoice = %id,
-                "the invoices read model is unavailable; reading the write side"
-            );
-            invoice_from_write_side(&mut conn, id).await
-        }
-    }
-}
-
 /// The invoice row folded from its stream, as the projector would write it; NOT_FOUND
 /// for a stream that does not exist in this hospital.
 async fn invoice_from_write_side(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<InvoiceView> {
@@ -362,42 +344,12 @@ fn amount(field: &'static str, minor: i64, currency: Option<&str>) -> Result<dom
     })
 }
 
-/// An amount as entered, as money: in the invoice's currency unless another is named.
-fn money(
-    field: &'static str,
-    invoice: &InvoiceView,
-    minor: i64,
-    currency: Option<&str>,
-) -> Result<domain::Money> {
-    let amount = amount(field, minor, currency)?;
-    let currency = match amount.currency {
-        Some(named) => named,
-        None => parse_currency(&invoice.currency)?,
-    };
-    Ok(domain::Money::new(amount.minor, currency))
-}
-
 fn basis_points(field: &'static str, value: i32) -> Result<u32> {
     u32::try_from(value).map_err(|_| AppError::validation(field, "must not be negative"))
 }
 
 // ---------------------------------------------------------------------------------------
 // Changing an invoice
-
-/// The invoice an edit names, and the request's options: the options are checked
-/// first, then the invoice must exist in this hospital. Only an edit that needs the
-/// invoice's currency reads it first; the others are decided on the stream alone, whose
-/// invoice refuses them when it does not exist (NOT_FOUND).
-async fn prepare(
-    auth: &Authorized<'_>,
-    invoice_id: Uuid,
-    expected_version: Option<i64>,
-    idempotency_key: Option<String>,
-) -> Result<(InvoiceView, MutationOptions)> {
-    let options = MutationOptions::new(expected_version, idempotency_key)?;
-    let invoice = invoice_for_edit(auth, invoice_id).await?;
-    Ok((invoice, options))
-}
 
 /// Runs one command on existing invoice `id`: once per idempotency key, checked against
 /// the expected version, and answers with the invoice as the read model now shows it.
@@ -533,13 +485,7 @@ pub struct AddInvoiceLine {
 
 /// Adds a line to a DRAFT invoice.
 pub async fn add_invoice_line(auth: &Authorized<'_>, input: AddInvoiceLine) -> Result<InvoiceView> {
-    let (invoice, options) = prepare(
-        auth,
-        input.invoice_id,
-        input.expected_version,
-        input.idempotency_key.clone(),
-    )
-    .await?;
+    let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
     let quantity = u32::try_from(input.quantity)
         .map_err(|_| AppError::validation("quantity", "must be 1 to 100000"))?;
     let command = InvoiceCommand::AddLine {
@@ -552,15 +498,14 @@ pub async fn add_invoice_line(auth: &Authorized<'_>, input: AddInvoiceLine) -> R
             domain::MAX_LINE_DESCRIPTION_CHARS,
         )?,
         quantity,
-        unit_price: money(
+        unit_price: amount(
             "unitPriceMinor",
-            &invoice,
             input.unit_price_minor,
             input.currency.as_deref(),
         )?,
         now: auth.now,
     };
-    edit(auth, invoice.id, &options, &input, command).await
+    edit(auth, input.invoice_id, &options, &input, command).await
 }
 
 /// A line to remove.
@@ -605,13 +550,7 @@ pub async fn set_invoice_discount(
     auth: &Authorized<'_>,
     input: SetInvoiceDiscount,
 ) -> Result<InvoiceView> {
-    let (invoice, options) = prepare(
-        auth,
-        input.invoice_id,
-        input.expected_version,
-        input.idempotency_key.clone(),
-    )
-    .await?;
+    let options = MutationOptions::new(input.expected_version, input.idempotency_key.clone())?;
     let discount = match (input.percent_basis_points, input.fixed_amount_minor) {
         (Some(_), Some(_)) => {
             return Err(AppError::validation(
@@ -622,10 +561,9 @@ pub async fn set_invoice_discount(
         (Some(bp), None) => Discount::Percent {
             basis_points: basis_points("percentBasisPoints", bp)?,
         },
-        (None, Some(amount)) => Discount::Amount(money(
+        (None, Some(minor)) => Discount::Amount(amount(
             "fixedAmountMinor",
-            &invoice,
-            amount,
+            minor,
             input.currency.as_deref(),
         )?),
         (None, None) => Discount::None,
@@ -635,7 +573,7 @@ pub async fn set_invoice_discount(
         discount,
         now: auth.now,
     };
-    edit(auth, invoice.id, &options, &input, command).await
+    edit(auth, input.invoice_id, &options, &input, command).await
 }
 
 /// A tax rate, as entered.

@@ -25,7 +25,8 @@ pub enum InvoiceCommand {
         code: BoundedText,
         description: BoundedText,
         quantity: u32,
-        unit_price: Money,
+        /// In the invoice's currency unless another is named (then refused).
+        unit_price: Amount,
         now: DateTime<Utc>,
     },
     RemoveLine {
@@ -35,7 +36,8 @@ pub enum InvoiceCommand {
     },
     SetDiscount {
         actor: Actor,
-        discount: Discount,
+        /// A fixed amount in the invoice's currency unless another is named (then refused).
+        discount: Discount<Amount>,
         now: DateTime<Utc>,
     },
     SetTax {

@@ -171,6 +171,7 @@ impl Invoice {
                 ..
             } => {
                 let f = self.ensure_draft()?;
+                let unit_price = unit_price.in_currency(f.currency)?;
                 if self.lines.iter().any(|l| l.line_id == line_id) {
                     return Err(InvoiceError::DuplicateLine(line_id));
                 }
@@ -190,7 +191,6 @@ impl Invoice {
                 if unit_price.is_negative() {
                     return Err(ValidationError::new("unit_price", "must not be negative").into());
                 }
-                Money::zero(f.currency).checked_add(unit_price)?;
                 let line = InvoiceLine {
                     line_id,
                     code,
@@ -230,19 +230,15 @@ impl Invoice {
             }
             C::SetDiscount { discount, now, .. } => {
                 let f = self.ensure_draft()?;
+                let discount = discount.in_currency(f.currency)?;
                 match discount {
                     Discount::Percent { basis_points } if basis_points > FULL_BASIS_POINTS => {
                         return Err(
                             ValidationError::new("discount", "must be at most 100 percent").into(),
                         )
                     }
-                    Discount::Amount(amount) => {
-                        if amount.is_negative() {
-                            return Err(
-                                ValidationError::new("discount", "must not be negative").into()
-                            );
-                        }
-                        Money::zero(f.currency).checked_add(amount)?;
+                    Discount::Amount(amount) if amount.is_negative() => {
+                        return Err(ValidationError::new("discount", "must not be negative").into())
                     }
                     _ => {}
                 }

@@ -56,7 +56,11 @@ pub fn add_line(id: u128, quantity: u32, unit_minor: i64) -> InvoiceCommand {
         code: text("CONS"),
         description: text("Consultation"),
         quantity,
-        unit_price: kes_minor(unit_minor),
+        // As entered: in the invoice's currency.
+        unit_price: Amount {
+            minor: unit_minor,
+            currency: None,
+        },
         now: now(),
     }
 }

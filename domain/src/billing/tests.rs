@@ -231,7 +231,7 @@ fn editing_refusals() {
             code: text("X"),
             description: text("X"),
             quantity: 1,
-            unit_price: Money::new(100, usd()),
+            unit_price: Money::new(100, usd()).into(),
             now: now(),
         },
         MoneyError::CurrencyMismatch {
@@ -260,7 +260,7 @@ fn editing_refusals() {
         drafted.clone(),
         InvoiceCommand::SetDiscount {
             actor: accountant(),
-            discount: Discount::Amount(kes_minor(-1)),
+            discount: Discount::Amount(kes_minor(-1).into()),
             now: now(),
         },
         ValidationError::new("discount", "must not be negative").into(),

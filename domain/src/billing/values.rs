@@ -246,9 +246,12 @@ pub struct InvoiceLine {
     pub amount: Money,
 }
 
+/// An invoice's discount rule. Kept and recorded with its fixed amount as `Money`; a
+/// command carries the amount as entered (`Discount<Amount>`), which the invoice resolves
+/// in its own currency ([`Discount::in_currency`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Discount {
+pub enum Discount<M = Money> {
     None,
     /// A share of the subtotal, in basis points (1 000 = 10 %).
     Percent {
@@ -256,7 +259,19 @@ pub enum Discount {
     },
     /// A fixed amount, capped at the subtotal when totals are computed (lines may be
     /// removed after the discount was set).
-    Amount(Money),
+    Amount(M),
+}
+
+impl Discount<Amount> {
+    /// The rule as an invoice in `currency` keeps it; a fixed amount in another currency
+    /// is refused.
+    pub fn in_currency(self, currency: Currency) -> Result<Discount, MoneyError> {
+        Ok(match self {
+            Discount::None => Discount::None,
+            Discount::Percent { basis_points } => Discount::Percent { basis_points },
+            Discount::Amount(amount) => Discount::Amount(amount.in_currency(currency)?),
+        })
+    }
 }
 
 /// What the invoice comes to. `total = subtotal − discount + tax`, with tax charged on the

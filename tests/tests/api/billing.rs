@@ -655,8 +655,8 @@ async fn roles_voiding_bad_input_isolation_versions_and_retries() {
         Some("NOT_FOUND"),
         "{foreign_line}"
     );
-    // Payments, refunds and status changes are decided on the stream alone (no read of
-    // the invoice first, docs/adr/0015): another hospital's invoice is no stream there.
+    // Every edit is decided on the invoice's stream alone (no read of the invoice first,
+    // docs/adr/0015): another hospital's invoice is no stream there.
     for (name, input) in [
         (
             "recordPayment",
@@ -668,6 +668,14 @@ async fn roles_voiding_bad_input_isolation_versions_and_retries() {
                     "reason": "x" }),
         ),
         ("issueInvoice", json!({ "invoiceId": ids[2] })),
+        (
+            "setInvoiceDiscount",
+            json!({ "invoiceId": ids[2], "fixedAmountMinor": 10 }),
+        ),
+        (
+            "removeInvoiceLine",
+            json!({ "invoiceId": ids[2], "lineId": Uuid::new_v4() }),
+        ),
         (
             "setInvoiceTax",
             json!({ "invoiceId": ids[2], "basisPoints": 100 }),

@@ -224,7 +224,7 @@ async fn random_workload(pool: &PgPool, code: &str, target: usize, seed: u64) ->
                     code: text("CONSULT"),
                     description: text("Consultation"),
                     quantity: rng.gen_range(1..4),
-                    unit_price: Money::new(rng.gen_range(100..10_000), currency),
+                    unit_price: Money::new(rng.gen_range(100..10_000), currency).into(),
                     now,
                 };
                 (actor, command)
@@ -942,7 +942,7 @@ async fn a_patients_balance_fed_by_many_invoices_loses_no_update_under_200_concu
                 code: text("SURGERY"),
                 description: text("Surgery"),
                 quantity: 1,
-                unit_price: Money::new(100_000, currency),
+                unit_price: Money::new(100_000, currency).into(),
                 now: Utc::now(),
             },
             InvoiceCommand::Issue {
