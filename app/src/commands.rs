@@ -516,13 +516,16 @@ async fn append_events(
         }
     }
     let inline = landed.first().and_then(|(_, _, rows)| rows.clone());
-    let head = landed
+    // In the events' order: the insert takes them in that order and returns each as it
+    // lands.
+    let cursors: Vec<LogCursor> = landed
         .into_iter()
         .map(|(transaction_id, position, _)| LogCursor {
             transaction_id,
             position,
         })
-        .max();
+        .collect();
+    let head = cursors.iter().copied().max();
     // An append to one stream leaves it at its last event's sequence.
     let one_stream = events.iter().all(|e| {
         e.aggregate_type == events[0].aggregate_type && e.aggregate_id == events[0].aggregate_id
@@ -533,6 +536,7 @@ async fn append_events(
         .map(|last| last.sequence as u64);
     Ok(head.map(|head| Landed {
         head,
+        cursors,
         version,
         inline,
     }))
@@ -541,7 +545,10 @@ async fn append_events(
 /// Where an append's events landed, the version it left its stream at (an append to one
 /// stream), and the rows it wrote inline as stored (the JSON of [`WrittenInline`]).
 pub(crate) struct Landed {
+    /// Where the last event landed.
     pub(crate) head: LogCursor,
+    /// Where each event landed, in the order appended.
+    pub(crate) cursors: Vec<LogCursor>,
     version: Option<u64>,
     inline: Option<String>,
 }

@@ -8,7 +8,9 @@
 //! append: a refusal anywhere appends nothing, and nothing is left to undo.
 //!
 //! The load starts each stream from this process's kept state of it, where it has one
-//! that is still current, as a single-stream command does (docs/adr/0014, [`UnitStore`]).
+//! that is still current, as a single-stream command does (docs/adr/0014, [`UnitStore`]);
+//! once the unit's events land, each stream's state after its decisions is kept at the
+//! place its last event landed ([`Leaves`]).
 //!
 //! The guarantees are the single-stream command's ([`super::execute`]):
 //! - each decided stream's events land at its loaded version + 1, so a concurrent writer
@@ -30,9 +32,9 @@ use cqrs_es::persist::{
     EventStoreAggregateContext, PersistedEventRepository, PersistedEventStore, PersistenceError,
     ReplayStream, SerializedEvent, SerializedSnapshot,
 };
-use cqrs_es::{Aggregate, AggregateError, CqrsFramework, EventEnvelope, EventStore};
+use cqrs_es::{Aggregate, AggregateError, CqrsFramework, DomainEvent, EventEnvelope, EventStore};
 use hms_domain::EventMetadata;
-use hms_projections::{LogCursor, ProjectionRunner};
+use hms_projections::{personal, LogCursor, ProjectionRunner};
 use serde_json::Value;
 use sqlx::PgPool;
 
@@ -114,6 +116,20 @@ struct Attempt {
     /// ones decided in this attempt.
     events: StdMutex<Vec<SerializedEvent>>,
     decided: StdMutex<Vec<SerializedEvent>>,
+    /// What each decided stream leaves to keep once the unit's events land.
+    leaves: StdMutex<HashMap<UnitStream, Leaves>>,
+}
+
+/// A decided stream's state after its decisions, to keep once the unit's append lands,
+/// at the place its last event landed (docs/adr/0014). Dropped with the attempt when the
+/// append does not land.
+struct Leaves {
+    /// The version the unit's first decision on the stream started from: what the kept
+    /// state must be at for the new one to follow it ([`super::CurrentStates::advance`]).
+    from: u64,
+    /// Keeps the state after the stream's last decision (given `from` and the place);
+    /// `None` once a decision on it sealed personal data, which is never kept.
+    keep: Option<Box<dyn FnOnce(u64, LogCursor) + Send>>,
 }
 
 /// A stream of a unit: aggregate type and id.
@@ -237,6 +253,7 @@ impl Unit {
             starts: StdMutex::new(loaded.starts),
             events: StdMutex::new(loaded.events),
             decided: StdMutex::new(Vec::new()),
+            leaves: StdMutex::new(HashMap::new()),
         }))
     }
 
@@ -311,6 +328,51 @@ impl Unit {
             .unwrap_or_else(|e| e.into_inner())
             .extend(events);
         Ok(())
+    }
+
+    /// Notes what a decision on stream `id` of `A` leaves to keep: its state after the
+    /// decision at `version`, unless the decision sealed personal data.
+    fn leave<A>(&self, id: &str, from: u64, after: Option<(A, u64)>)
+    where
+        A: Aggregate + 'static,
+    {
+        let database = self.0.database.clone();
+        let stream_id = id.to_owned();
+        let keep = after.map(|(state, version)| {
+            Box::new(move |from: u64, at: LogCursor| {
+                DECIDED.advance::<A>(&database, &stream_id, from, state, version, at)
+            }) as Box<dyn FnOnce(u64, LogCursor) + Send>
+        });
+        let mut leaves = self.0.leaves.lock().unwrap_or_else(|e| e.into_inner());
+        match leaves.entry((A::TYPE, id.to_owned())) {
+            std::collections::hash_map::Entry::Occupied(mut earlier) => {
+                // A later decision on the same stream: its state follows the earlier one's.
+                let earlier = earlier.get_mut();
+                earlier.keep = earlier.keep.take().and(keep);
+            }
+            std::collections::hash_map::Entry::Vacant(first) => {
+                first.insert(Leaves { from, keep });
+            }
+        }
+    }
+
+    /// Keeps each decided stream's state after the unit, now that its `appended` events
+    /// landed at `cursors` (one each, in order).
+    fn keep_landed(&self, appended: &[SerializedEvent], cursors: &[LogCursor]) {
+        if appended.len() != cursors.len() {
+            return;
+        }
+        let mut last: HashMap<(&str, &str), LogCursor> = HashMap::new();
+        for (event, at) in appended.iter().zip(cursors) {
+            last.insert((&event.aggregate_type, &event.aggregate_id), *at);
+        }
+        let leaves = std::mem::take(&mut *self.0.leaves.lock().unwrap_or_else(|e| e.into_inner()));
+        for ((aggregate_type, id), leaves) in leaves {
+            if let (Some(keep), Some(at)) = (leaves.keep, last.get(&(aggregate_type, id.as_str())))
+            {
+                keep(leaves.from, *at);
+            }
+        }
     }
 
     fn start_of(&self, aggregate_type: &'static str, id: &str) -> Start {
@@ -472,10 +534,21 @@ impl<A: Aggregate + Clone + 'static> EventStore<A> for UnitStore<A> {
     async fn commit(
         &self,
         events: Vec<A::Event>,
-        context: EventStoreAggregateContext<A>,
+        mut context: EventStoreAggregateContext<A>,
         metadata: HashMap<String, String>,
     ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
-        self.inner.commit(events, context, metadata).await
+        let from = context.current_sequence as u64;
+        let version = from + events.len() as u64;
+        let seals = events
+            .iter()
+            .any(|e| personal::seals(A::TYPE, &e.event_type()));
+        // The context's state already shows the events (cqrs-es's sink applies each as
+        // the command writes it), and the inner store reads only its id and version.
+        let after = (!seals).then(|| (std::mem::take(&mut context.aggregate), version));
+        let id = context.aggregate_id.clone();
+        let committed = self.inner.commit(events, context, metadata).await?;
+        self.unit.leave::<A>(&id, from, after);
+        Ok(committed)
     }
 }
 
@@ -614,7 +687,12 @@ where
     let decided = std::mem::take(&mut *unit.0.decided.lock().unwrap_or_else(|e| e.into_inner()));
     let sealed = seal_events(pool, &decided).await.map_err(store_error)?;
     match append_events(pool, &sealed, &[], &[]).await {
-        Ok(landed) => Ok(Ended::Appended(landed.map(|l| l.head))),
+        Ok(landed) => {
+            if let Some(landed) = &landed {
+                unit.keep_landed(&sealed, &landed.cursors);
+            }
+            Ok(Ended::Appended(landed.map(|l| l.head)))
+        }
         Err(PersistenceError::OptimisticLockError) => Ok(Ended::Lost),
         Err(e) => Err(store_error(e)),
     }
