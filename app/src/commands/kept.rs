@@ -97,14 +97,11 @@ impl<A: Aggregate + Clone + 'static> EventStore<A> for KeptStore<A> {
         metadata: HashMap<String, String>,
     ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
         let from = context.current_sequence as u64;
-        let remembers = (self.reads_kept || from == 0)
-            && !events
-                .iter()
-                .any(|e| personal::seals(A::TYPE, &e.event_type()));
-        // The context's state already shows the events: cqrs-es's sink applies each event
-        // to the aggregate as the command writes it. The inner store reads the context's
-        // id and version only (snapshots are off), so the state is taken, not copied.
-        let state = remembers.then(|| std::mem::take(&mut context.aggregate));
+        let state = if self.reads_kept || from == 0 {
+            state_after(&events, &mut context)
+        } else {
+            None
+        };
         let aggregate_id = context.aggregate_id.clone();
         let committed = self.inner.commit(events, context, metadata).await?;
         let head = self
@@ -125,6 +122,20 @@ impl<A: Aggregate + Clone + 'static> EventStore<A> for KeptStore<A> {
         }
         Ok(committed)
     }
+}
+
+/// The state a commit of `events` leaves to keep, unless one of them seals personal data
+/// (never kept). The context's state already shows the events: cqrs-es's sink applies
+/// each event to the aggregate as the command writes it. The persisted store reads the
+/// context's id and version only (snapshots are off), so the state is taken, not copied.
+pub(super) fn state_after<A: Aggregate>(
+    events: &[A::Event],
+    context: &mut EventStoreAggregateContext<A>,
+) -> Option<A> {
+    let seals = events
+        .iter()
+        .any(|e| personal::seals(A::TYPE, &e.event_type()));
+    (!seals).then(|| std::mem::take(&mut context.aggregate))
 }
 
 /// What cqrs-es decides on: stream `id` as `aggregate`, at `version`.

@@ -32,9 +32,9 @@ use cqrs_es::persist::{
     EventStoreAggregateContext, PersistedEventRepository, PersistedEventStore, PersistenceError,
     ReplayStream, SerializedEvent, SerializedSnapshot,
 };
-use cqrs_es::{Aggregate, AggregateError, CqrsFramework, DomainEvent, EventEnvelope, EventStore};
+use cqrs_es::{Aggregate, AggregateError, CqrsFramework, EventEnvelope, EventStore};
 use hms_domain::EventMetadata;
-use hms_projections::{personal, LogCursor, ProjectionRunner};
+use hms_projections::{LogCursor, ProjectionRunner};
 use serde_json::Value;
 use sqlx::PgPool;
 
@@ -539,12 +539,7 @@ impl<A: Aggregate + Clone + 'static> EventStore<A> for UnitStore<A> {
     ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
         let from = context.current_sequence as u64;
         let version = from + events.len() as u64;
-        let seals = events
-            .iter()
-            .any(|e| personal::seals(A::TYPE, &e.event_type()));
-        // The context's state already shows the events (cqrs-es's sink applies each as
-        // the command writes it), and the inner store reads only its id and version.
-        let after = (!seals).then(|| (std::mem::take(&mut context.aggregate), version));
+        let after = kept::state_after(&events, &mut context).map(|state| (state, version));
         let id = context.aggregate_id.clone();
         let committed = self.inner.commit(events, context, metadata).await?;
         self.unit.leave::<A>(&id, from, after);
