@@ -482,10 +482,28 @@ impl Provisioner {
             .map_err(|e| {
                 TenancyError::Command(format!("projecting the registration failed: {e}"))
             })?;
-            // The wait covers the read models; the seals come with a full catch-up.
-            self.runner.catch_up(&pool).await.map_err(|e| {
-                TenancyError::Command(format!("sealing the registration failed: {e}"))
-            })?;
+            // The wait covers the read models; the seals come with a full catch-up. A
+            // catch-up passes over a projector another one holds (the daemon, woken by
+            // these appends, may be sealing them), so it runs until the whole log is
+            // sealed: the first head recorded below must cover the registration, or none
+            // is recorded and the server, which never records a first head, alerts.
+            let deadline = tokio::time::Instant::now() + REGISTRATION_CATCH_UP;
+            loop {
+                self.runner.catch_up(&pool).await.map_err(|e| {
+                    TenancyError::Command(format!("sealing the registration failed: {e}"))
+                })?;
+                if log_sealed(&pool).await.map_err(|e| {
+                    TenancyError::Command(format!("reading the registration's seals failed: {e}"))
+                })? {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(TenancyError::Command(
+                        "the registration was not sealed in time".to_owned(),
+                    ));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
             tracing::debug!(elapsed_ms = elapsed_ms(step), "registration: projected");
             // The first head: from now on a hospital with sealed events and no recorded
             // head is a finding (`hms-replay verify`), and the server never records one
@@ -619,6 +637,17 @@ pub async fn drop_database(conn: &mut PgConnection, database: &str) -> Result<()
     );
     sqlx::Executor::execute(conn, sql.as_str()).await?;
     Ok(())
+}
+
+/// Whether every event of the tenant's log is sealed: its newest seal is at the log's last
+/// event (the chain follows the log's order).
+async fn log_sealed(pool: &PgPool) -> std::result::Result<bool, hms_projections::ProjectionError> {
+    let mut conn = pool.acquire().await?;
+    let Some(last) = hms_projections::log::log_head(&mut conn).await? else {
+        return Ok(true);
+    };
+    let sealed = hms_projections::projectors::seal::sealed_head(&mut conn).await?;
+    Ok(sealed.is_some_and(|seal| seal.position == last.position))
 }
 
 #[cfg(test)]
