@@ -56,6 +56,7 @@ mod kept;
 mod together;
 pub use authority::{AssumedStream, Assumption, Authority, AuthorityChanged};
 pub use current::CurrentStates;
+use kept::{AssumedStale, KeptHead};
 pub use together::{together, Streams, Unit};
 
 /// How long a command waits for the read models to show its own events. The wait can be
@@ -160,6 +161,9 @@ struct Attempt {
     assume_new: bool,
     run: Option<String>,
     seen: Arc<AtomicBool>,
+    /// The kept last event the command was decided on without reading the stream, for
+    /// the append to prove (docs/adr/0016; set by [`kept::KeptStore`]).
+    assumed: Arc<StdMutex<Option<KeptHead>>>,
     /// Where the append put its events and the rows it wrote inline, for the wait.
     landed: Arc<StdMutex<Option<Landed>>>,
 }
@@ -234,7 +238,30 @@ impl PersistedEventRepository for ExpectingRepository {
         // their personal data is sealed.
         let inline = hms_projections::inline::rows_written_inline(events)
             .map_err(|e| PersistenceError::UnknownError(Box::new(e)))?;
-        let landed = seal_and_append(&self.pool, events, self.attempt.assume_new, &inline).await?;
+        let head = *self
+            .attempt
+            .assumed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // The state the command assumed is of the stream it appends to.
+        let assumed: Vec<Assumed<'_>> = head
+            .into_iter()
+            .zip(events.first())
+            .map(|(head, first)| Assumed {
+                aggregate_type: &first.aggregate_type,
+                aggregate_id: &first.aggregate_id,
+                head: Some(head),
+                appended: true,
+            })
+            .collect();
+        let landed = seal_and_append(
+            &self.pool,
+            events,
+            self.attempt.assume_new,
+            &assumed,
+            &inline,
+        )
+        .await?;
         *self
             .attempt
             .landed
@@ -285,7 +312,8 @@ async fn open_events(
     Ok(())
 }
 
-/// Seals and appends `events`, with the read-model rows written `inline`. On a stream
+/// Seals and appends `events`, with the read-model rows written `inline`, on the stream
+/// states the command `assumed`, if any. On a stream
 /// taken to be new that is a patient's own record (a registration), the patient has no
 /// data key yet: a fresh one is offered and stored by the append's own statement
 /// ([`personal::seal_offering`]), saving a round trip; should a key be stored already, the
@@ -294,6 +322,7 @@ async fn seal_and_append(
     pool: &PgPool,
     events: &[SerializedEvent],
     new_stream: bool,
+    assumed: &[Assumed<'_>],
     inline: &[InlineRows],
 ) -> Result<Option<Landed>, PersistenceError> {
     if new_stream && seal_any(events) {
@@ -302,13 +331,13 @@ async fn seal_and_append(
             .await
             .map_err(seal_error)?;
         if let Some(offers) = offers {
-            if let Some(landed) = append_events(pool, &offering, &offers, inline).await? {
+            if let Some(landed) = append_events(pool, &offering, &offers, assumed, inline).await? {
                 return Ok(Some(landed));
             }
         }
     }
     let sealed = seal_events(pool, events).await?;
-    append_events(pool, &sealed, &[], inline).await
+    append_events(pool, &sealed, &[], assumed, inline).await
 }
 
 /// Whether any of `events` carries personal data to seal.
@@ -370,10 +399,15 @@ const DEADLOCK_RETRIES: u32 = 2;
 /// statement, and nothing is appended (`None`) when a patient's key was stored already.
 /// The `inline` rows (docs/adr/0011) are inserted by the same statement too, exactly when
 /// the events are, and returned as stored.
+///
+/// With `assumed` (streams decided on without a read: docs/adr/0016) the events land only
+/// while each such stream is as assumed ([`Assumed`]); otherwise nothing is written and
+/// the append fails with [`AssumedStale`].
 async fn append_events(
     pool: &PgPool,
     events: &[SerializedEvent],
     offers: &[personal::KeyOffer],
+    assumed: &[Assumed<'_>],
     inline: &[InlineRows],
 ) -> Result<Option<Landed>, PersistenceError> {
     if events.is_empty() {
@@ -410,10 +444,10 @@ async fn append_events(
     // The rights the request assumed still hold: their streams are where they were read.
     let guard = authority::current().and_then(|a| a.assumption().map(|assumed| (a, assumed)));
     let first_guard = first_inline + inline.len();
-    for i in 0..guard
+    let guarded = guard
         .as_ref()
-        .map_or(0, |(_, assumed)| assumed.streams.len())
-    {
+        .map_or(0, |(_, assumed)| assumed.streams.len());
+    for i in 0..guarded {
         let p = first_guard + 3 * i;
         conditions.push(format!(
             "NOT EXISTS (SELECT 1 FROM public.events g WHERE g.aggregate_type = ${p} \
@@ -421,6 +455,30 @@ async fn append_events(
             p + 1,
             p + 2
         ));
+    }
+    // The states the command assumed are the streams': each checked stream binds its
+    // type, id and version, and a kept last event's place.
+    let mut p = first_guard + 3 * guarded;
+    let checked: Vec<&Assumed<'_>> = assumed.iter().filter(|a| a.checked()).collect();
+    for stream in &checked {
+        let (ty, id, version) = (p, p + 1, p + 2);
+        p += 3;
+        if stream.head.is_some() {
+            conditions.push(format!(
+                "EXISTS (SELECT 1 FROM public.events k WHERE k.aggregate_type = ${ty} \
+                   AND k.aggregate_id = ${id} AND k.sequence = ${version} \
+                   AND k.transaction_id::text::bigint = ${} AND k.position = ${})",
+                p,
+                p + 1
+            ));
+            p += 2;
+        }
+        if !stream.appended {
+            conditions.push(format!(
+                "NOT EXISTS (SELECT 1 FROM public.events k WHERE k.aggregate_type = ${ty} \
+                   AND k.aggregate_id = ${id} AND k.sequence > ${version})"
+            ));
+        }
     }
     let taken = conditions.join(" AND ");
     for (i, rows) in inline.iter().enumerate() {
@@ -474,6 +532,16 @@ async fn append_events(
                 .bind(&stream.aggregate_id)
                 .bind(i64::try_from(stream.version).unwrap_or(i64::MAX));
         }
+        for stream in &checked {
+            let version = stream.head.map_or(0, |head| head.version);
+            query = query
+                .bind(stream.aggregate_type)
+                .bind(stream.aggregate_id)
+                .bind(i64::try_from(version).unwrap_or(i64::MAX));
+            if let Some(head) = stream.head {
+                query = query.bind(head.at.transaction_id).bind(head.at.position);
+            }
+        }
         match query.fetch_all(pool).await {
             Ok(landed) => break landed,
             // A deadlock (this statement takes the log and the key table; a move's hold
@@ -505,6 +573,11 @@ async fn append_events(
             }
         }
     };
+    if landed.is_empty() && offers.is_empty() && !assumed.is_empty() {
+        // The stream moved on under the assumed state (or the guard refused, or both):
+        // decided again on a read, the next append tells which.
+        return Err(PersistenceError::UnknownError(Box::new(AssumedStale)));
+    }
     if let Some((authority, _)) = &guard {
         match (landed.is_empty(), offers.is_empty()) {
             // The guard held at the append: the rights are confirmed for the request.
@@ -540,6 +613,25 @@ async fn append_events(
         version,
         inline,
     }))
+}
+
+/// A stream a command decided on without reading it (docs/adr/0016), as the append must
+/// find it for the events to land: its last event still where this process kept it
+/// (`head`), or no event at all (`None`, a stream assumed new). A stream `appended` to
+/// needs no check for later events: its first new event would collide with one.
+pub(crate) struct Assumed<'a> {
+    pub(crate) aggregate_type: &'a str,
+    pub(crate) aggregate_id: &'a str,
+    pub(crate) head: Option<KeptHead>,
+    pub(crate) appended: bool,
+}
+
+impl Assumed<'_> {
+    /// Whether the append must check the stream: a new stream appended to is checked by
+    /// its first event's primary key alone.
+    fn checked(&self) -> bool {
+        self.head.is_some() || !self.appended
+    }
 }
 
 /// Where an append's events landed, the version it left its stream at (an append to one
@@ -851,15 +943,21 @@ where
     // With expected version 0 the stream is taken to be new and not read (see
     // `ExpectingRepository::get_events`) until the domain refuses on that assumption.
     let mut assume_new = expected == Some(0);
+    // The first attempt may decide on this process's kept state without reading the
+    // stream (docs/adr/0016); any other outcome than a landed append is decided again
+    // on a read.
+    let mut assume_kept = true;
     for attempt in 1..=MAX_ATTEMPTS {
         // Each attempt has its own note of whether the stream holds this run's event.
         let seen = Arc::new(AtomicBool::new(false));
+        let assumed = Arc::new(StdMutex::new(None));
         let landed = Arc::new(StdMutex::new(None));
         let this_attempt = Attempt {
             expected,
             assume_new,
             run: run.clone(),
             seen: seen.clone(),
+            assumed: assumed.clone(),
             landed: landed.clone(),
         };
         // A stream taken to be new is not read; keyed work looks for its run among all
@@ -869,6 +967,8 @@ where
             store::<A>(pool, this_attempt),
             pool,
             reads_kept,
+            assume_kept.then_some(expected),
+            assumed.clone(),
             landed.clone(),
         );
         let framework = CqrsFramework::new(store, vec![], services.clone());
@@ -881,6 +981,24 @@ where
         if seen.load(Ordering::SeqCst) {
             // An earlier attempt of this request committed this command already.
             return Ok(None);
+        }
+        let was_assumed = assumed.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+        if was_assumed {
+            assume_kept = false;
+            let decided_again = match &outcome {
+                // A refusal or a lost race on memory is no answer: the stream may have
+                // moved on under it. Decided again at once, on what it holds.
+                Err(AggregateError::UserError(_) | AggregateError::AggregateConflict) => true,
+                Err(AggregateError::UnexpectedError(e)) => e.is::<AssumedStale>(),
+                _ => false,
+            };
+            if decided_again {
+                telemetry::kept_state_assumed(A::TYPE, false);
+                continue;
+            }
+            if outcome.is_ok() {
+                telemetry::kept_state_assumed(A::TYPE, true);
+            }
         }
         match outcome {
             Ok(()) => return Ok(landed.lock().unwrap_or_else(|e| e.into_inner()).take()),

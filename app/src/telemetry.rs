@@ -15,6 +15,7 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 pub const REQUESTS: &str = "hms_requests_total";
 pub const REQUEST_DURATION: &str = "hms_request_duration_seconds";
 pub const COMMAND_CONFLICTS: &str = "hms_command_conflicts_total";
+pub const KEPT_STATES_ASSUMED: &str = "hms_kept_states_assumed_total";
 pub const LOGIN_REFUSALS: &str = "hms_login_refusals_total";
 pub const PROJECTION_LAG_EVENTS: &str = "hms_projection_lag_events";
 pub const PROJECTION_LAG_SECONDS: &str = "hms_projection_lag_seconds";
@@ -44,6 +45,10 @@ pub fn describe() {
     describe_counter!(
         COMMAND_CONFLICTS,
         "Appends that lost a version race, by aggregate and resolution: retried by the server, or refused (CONFLICT, the client's expectedVersion was stale or retries ran out)"
+    );
+    describe_counter!(
+        KEPT_STATES_ASSUMED,
+        "Commands decided on this process's kept state of their stream without reading it, by aggregate and outcome: confirmed by the append, or read_again (another process wrote the stream, or the command was refused or lost a race on the assumed state)"
     );
     describe_counter!(
         LOGIN_REFUSALS,
@@ -119,6 +124,14 @@ pub fn request(operation: &str, outcome: &str, elapsed: Duration) {
 pub fn command_conflict(aggregate: &str, retried: bool) {
     let resolution = if retried { "retried" } else { "refused" };
     counter!(COMMAND_CONFLICTS, "aggregate" => aggregate.to_owned(), "resolution" => resolution)
+        .increment(1);
+}
+
+/// A command decided on a kept state it did not read (docs/adr/0016): the append
+/// `confirmed` it, or it was decided again on a read.
+pub fn kept_state_assumed(aggregate: &str, confirmed: bool) {
+    let outcome = if confirmed { "confirmed" } else { "read_again" };
+    counter!(KEPT_STATES_ASSUMED, "aggregate" => aggregate.to_owned(), "outcome" => outcome)
         .increment(1);
 }
 

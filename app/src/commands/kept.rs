@@ -8,11 +8,18 @@
 //! confirmed by the very statement that would have loaded the stream: it returns the
 //! kept last event's place and every event after it, so another process's append counts
 //! exactly as it would in a full load, and a stream rewritten under the kept state (a
-//! restore, a move) is read whole again. Memory only saves decoding; it never decides.
+//! restore, a move) is read whole again. Memory never gives an answer on its own.
 //!
 //! After an append, the state the command left (the one it decided on, with its events
 //! applied as it wrote them) is kept at the new version, so the next command on the
 //! stream decodes nothing at all.
+//!
+//! A command may also be decided on the kept state without reading the stream at all
+//! (docs/adr/0016): the state is then *assumed*, and the append proves it, landing only
+//! while the kept last event is still the stream's last, in the same place (its next
+//! sequence is the primary key the append collides on). Anything but a landed append on
+//! an assumed state (a refusal, a lost race, a stale assumption) is decided again on a
+//! read, so no answer ever rests on memory alone.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -20,7 +27,7 @@ use std::sync::{Arc, LazyLock, Mutex as StdMutex};
 
 use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
 use cqrs_es::{Aggregate, AggregateError, DomainEvent, EventEnvelope, EventStore};
-use hms_projections::personal;
+use hms_projections::{personal, LogCursor};
 use sqlx::PgPool;
 
 use super::{database_of, CommandError, CurrentStates, ExpectingRepository, Landed};
@@ -45,15 +52,40 @@ pub(super) struct KeptStore<A: Aggregate> {
     /// to be new (it is not read at all), nor inside keyed work, which looks for the
     /// run's earlier event among all of the stream's events.
     reads_kept: bool,
+    /// Whether this attempt may decide on the kept state without reading the stream,
+    /// and the version the client expects, if any (a kept state at another version is
+    /// read instead: only the read may tell a stale expectation from a stale memory).
+    assumes: Option<Option<u64>>,
+    /// The kept last event the command was decided on without a read, for the append to
+    /// prove (shared with the repository).
+    assumed: Arc<StdMutex<Option<KeptHead>>>,
     /// Where the append put its events (set by the repository).
     landed: Arc<StdMutex<Option<Landed>>>,
 }
 
+/// A stream's last event as this process kept it: what an append on an assumed state
+/// requires to still be the stream's last event, in the same place.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeptHead {
+    pub(crate) version: u64,
+    pub(crate) at: LogCursor,
+}
+
+/// The append found the stream no longer where the assumed state had it: the command is
+/// decided again on a read. Nothing was written.
+#[derive(Debug, thiserror::Error)]
+#[error("the stream moved on under the state the command assumed")]
+pub(super) struct AssumedStale;
+
 impl<A: Aggregate> KeptStore<A> {
+    /// `assumes`: `Some(expected)` when the attempt may decide on the kept state
+    /// without a read (only where `reads_kept`).
     pub(super) fn new(
         inner: PersistedEventStore<ExpectingRepository, A>,
         pool: &PgPool,
         reads_kept: bool,
+        assumes: Option<Option<u64>>,
+        assumed: Arc<StdMutex<Option<KeptHead>>>,
         landed: Arc<StdMutex<Option<Landed>>>,
     ) -> Self {
         Self {
@@ -61,8 +93,25 @@ impl<A: Aggregate> KeptStore<A> {
             pool: pool.clone(),
             database: database_of(pool),
             reads_kept,
+            assumes: assumes.filter(|_| reads_kept),
+            assumed,
             landed,
         }
+    }
+
+    /// The kept state of stream `id` and its last event, when this attempt may assume it:
+    /// kept, and at the version the client expects, if it named one.
+    fn assumable(&self, id: &str) -> Option<(A, KeptHead)>
+    where
+        A: Clone + 'static,
+    {
+        let expected = self.assumes?;
+        let kept = DECIDED.entry(&self.database, A::TYPE, id)?;
+        let at = kept.at;
+        let (state, version) = kept.state_of::<A>()?;
+        expected
+            .is_none_or(|expected| expected == version)
+            .then_some((state, KeptHead { version, at }))
     }
 }
 
@@ -82,6 +131,10 @@ impl<A: Aggregate + Clone + 'static> EventStore<A> for KeptStore<A> {
     ) -> Result<EventStoreAggregateContext<A>, AggregateError<A::Error>> {
         if !self.reads_kept {
             return self.inner.load_aggregate(aggregate_id).await;
+        }
+        if let Some((aggregate, head)) = self.assumable(aggregate_id) {
+            *self.assumed.lock().unwrap_or_else(|e| e.into_inner()) = Some(head);
+            return Ok(context(aggregate_id, aggregate, head.version));
         }
         let (aggregate, version) = DECIDED
             .one::<A>(&self.pool, &self.database, aggregate_id)

@@ -10,7 +10,9 @@
 //! The load starts each stream from this process's kept state of it, where it has one
 //! that is still current, as a single-stream command does (docs/adr/0014, [`UnitStore`]);
 //! once the unit's events land, each stream's state after its decisions is kept at the
-//! place its last event landed ([`Leaves`]).
+//! place its last event landed ([`Leaves`]). Where every declared stream is kept (or
+//! declared new), the first attempt reads nothing: it assumes them, and the append
+//! proves it, or the unit is decided again on a read (docs/adr/0016, [`assume`]).
 //!
 //! The guarantees are the single-stream command's ([`super::execute`]):
 //! - each decided stream's events land at its loaded version + 1, so a concurrent writer
@@ -39,9 +41,9 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 use super::current::Kept;
-use super::kept::{self, DECIDED};
+use super::kept::{self, AssumedStale, KeptHead, DECIDED};
 use super::{
-    append_events, read_streams, seal_events, Backoff, CommandError, MAX_ATTEMPTS,
+    append_events, read_streams, seal_events, Assumed, Backoff, CommandError, MAX_ATTEMPTS,
     READ_YOUR_WRITES_TIMEOUT, TURNS,
 };
 use crate::idempotency::{current_run, RUN_METADATA_KEY};
@@ -151,6 +153,33 @@ struct Loaded {
     events: Vec<SerializedEvent>,
     cursors: Vec<LogCursor>,
     starts: HashMap<UnitStream, Start>,
+}
+
+/// The declared `streams` as this process kept them, read from nothing (docs/adr/0016):
+/// `None` unless each is kept (at the version the client expects, if any) or declared new
+/// (expected version 0) with nothing kept of it. The append proves the assumption
+/// ([`Assumed`]).
+fn assume(database: &str, streams: &Streams) -> Option<Loaded> {
+    let mut starts = HashMap::new();
+    for declared in &streams.0 {
+        let kept = DECIDED.entry(database, declared.aggregate_type, &declared.id);
+        let assumable = match (&kept, declared.expected) {
+            (None, expected) => expected == Some(0),
+            (Some(kept), expected) => expected.is_none_or(|e| e == kept.version),
+        };
+        if !assumable {
+            return None;
+        }
+        starts.insert(
+            (declared.aggregate_type, declared.id.clone()),
+            Start { kept, last: None },
+        );
+    }
+    Some(Loaded {
+        events: Vec::new(),
+        cursors: Vec::new(),
+        starts,
+    })
 }
 
 /// Loads `keys` in one statement: from the state this process keeps of each (when
@@ -375,6 +404,25 @@ impl Unit {
         }
     }
 
+    /// The kept last event each of the declared `streams` was assumed at (`None`: assumed
+    /// new), in their order.
+    fn assumed_heads(&self, streams: &Streams) -> Vec<Option<KeptHead>> {
+        let starts = self.0.starts.lock().unwrap_or_else(|e| e.into_inner());
+        streams
+            .0
+            .iter()
+            .map(|d| {
+                starts
+                    .get(&(d.aggregate_type, d.id.clone()))
+                    .and_then(|s| s.kept.as_ref())
+                    .map(|k| KeptHead {
+                        version: k.version,
+                        at: k.at,
+                    })
+            })
+            .collect()
+    }
+
     fn start_of(&self, aggregate_type: &'static str, id: &str) -> Start {
         self.0
             .starts
@@ -555,6 +603,9 @@ enum Ended {
     Earlier(LogCursor),
     /// A concurrent writer appended to one of the decided streams first.
     Lost,
+    /// The attempt assumed the streams as kept (docs/adr/0016) and was refused, lost a
+    /// race, or found them moved on: it is decided again, at once, on a read.
+    Unconfirmed,
 }
 
 /// Runs `decide` on `streams` as one unit (see the module notes), then waits until the
@@ -588,6 +639,8 @@ where
     // `Streams` names each stream once.
     order.sort_unstable();
     let mut backoff = Backoff::default();
+    // Keyed work looks for its run among the streams' events, so it always reads them.
+    let mut assume = run.is_none();
     for attempt in 1..=MAX_ATTEMPTS {
         let ended = {
             let mut turns = Vec::with_capacity(order.len());
@@ -595,11 +648,22 @@ where
                 turns.push(TURNS.take_of(pool, aggregate_type, id).await);
             }
             let _under_way = runner.appending(pool);
-            attempt_once(pool, &streams, &map, run.as_deref(), &mut decide).await?
+            let attempt = Attempting {
+                streams: &streams,
+                metadata: &map,
+                run: run.as_deref(),
+                assume,
+                label,
+            };
+            attempt_once(pool, attempt, &mut decide).await?
         };
         let head = match ended {
             Ended::Appended(head) => head,
             Ended::Earlier(head) => Some(head),
+            Ended::Unconfirmed => {
+                assume = false;
+                continue;
+            }
             Ended::Lost if attempt < MAX_ATTEMPTS => {
                 telemetry::command_conflict(label, true);
                 backoff.pause().await;
@@ -629,11 +693,21 @@ where
     Err(CommandError::Contended)
 }
 
+/// What one attempt of a unit is given.
+struct Attempting<'a> {
+    streams: &'a Streams,
+    metadata: &'a HashMap<String, String>,
+    /// Keyed work's run.
+    run: Option<&'a str>,
+    /// Whether the attempt may assume the streams as kept, without a read.
+    assume: bool,
+    /// The unit's name in the counters.
+    label: &'static str,
+}
+
 async fn attempt_once<E, F, Fut>(
     pool: &PgPool,
-    streams: &Streams,
-    metadata: &HashMap<String, String>,
-    run: Option<&str>,
+    attempt: Attempting<'_>,
     decide: &mut F,
 ) -> Result<Ended, CommandError<E>>
 where
@@ -641,16 +715,30 @@ where
     F: FnMut(Unit) -> Fut,
     Fut: Future<Output = Result<(), E>>,
 {
-    let keys: Vec<(&'static str, &str)> = streams
-        .0
-        .iter()
-        .map(|d| (d.aggregate_type, d.id.as_str()))
-        .collect();
-    // Keyed work looks for its run among all of the declared streams' events.
+    let Attempting {
+        streams,
+        metadata,
+        run,
+        assume: may_assume,
+        label,
+    } = attempt;
     let database = super::database_of(pool);
-    let loaded = load(pool, &database, &keys, run.is_none())
-        .await
-        .map_err(store_error)?;
+    let assumed = may_assume.then(|| assume(&database, streams)).flatten();
+    let assuming = assumed.is_some();
+    let loaded = match assumed {
+        Some(assumed) => assumed,
+        None => {
+            let keys: Vec<(&'static str, &str)> = streams
+                .0
+                .iter()
+                .map(|d| (d.aggregate_type, d.id.as_str()))
+                .collect();
+            // Keyed work looks for its run among all of the declared streams' events.
+            load(pool, &database, &keys, run.is_none())
+                .await
+                .map_err(store_error)?
+        }
+    };
     let (events, cursors) = (&loaded.events, &loaded.cursors);
     if let Some(run) = run {
         let ours = events
@@ -678,10 +766,51 @@ where
         }
     }
     let unit = Unit::of(pool, database, streams.clone(), metadata.clone(), loaded);
-    decide(unit.clone()).await.map_err(CommandError::Rejected)?;
+    if let Err(refused) = decide(unit.clone()).await {
+        if assuming {
+            // Refused on memory: no answer until the streams are read.
+            telemetry::kept_state_assumed(label, false);
+            return Ok(Ended::Unconfirmed);
+        }
+        return Err(CommandError::Rejected(refused));
+    }
     let decided = std::mem::take(&mut *unit.0.decided.lock().unwrap_or_else(|e| e.into_inner()));
+    let heads = if assuming {
+        unit.assumed_heads(streams)
+    } else {
+        Vec::new()
+    };
+    let assumed: Vec<Assumed<'_>> = streams
+        .0
+        .iter()
+        .zip(heads)
+        .map(|(declared, head)| Assumed {
+            aggregate_type: declared.aggregate_type,
+            aggregate_id: &declared.id,
+            head,
+            appended: decided.iter().any(|e| {
+                e.aggregate_type == declared.aggregate_type && e.aggregate_id == declared.id
+            }),
+        })
+        .collect();
     let sealed = seal_events(pool, &decided).await.map_err(store_error)?;
-    match append_events(pool, &sealed, &[], &[]).await {
+    let appended = append_events(pool, &sealed, &[], &assumed, &[]).await;
+    if assuming {
+        let unconfirmed = match &appended {
+            Ok(_) => {
+                telemetry::kept_state_assumed(label, true);
+                false
+            }
+            Err(PersistenceError::OptimisticLockError) => true,
+            Err(PersistenceError::UnknownError(e)) => e.is::<AssumedStale>(),
+            Err(_) => false,
+        };
+        if unconfirmed {
+            telemetry::kept_state_assumed(label, false);
+            return Ok(Ended::Unconfirmed);
+        }
+    }
+    match appended {
         Ok(landed) => {
             if let Some(landed) = &landed {
                 unit.keep_landed(&sealed, &landed.cursors);

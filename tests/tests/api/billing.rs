@@ -765,3 +765,94 @@ async fn roles_voiding_bad_input_isolation_versions_and_retries() {
         .await;
     assert_eq!(error_code(&bad_cursor), Some("VALIDATION"), "{bad_cursor}");
 }
+
+/// A payment decided on the invoice this process kept, without reading the stream
+/// (docs/adr/0016), lands only while the kept last event is still the stream's last, in
+/// the same place. Here that event is taken out behind the system's back (as a restore
+/// would): the payment is decided again on the stream as it stands and lands right after
+/// its last event, leaving no gap in the stream's sequence.
+#[tokio::test]
+async fn a_payment_assuming_a_kept_invoice_rewritten_since_is_decided_on_the_stream() {
+    let app = spawn_app().await;
+    let admin = app.setup_hospital("BIL005").await;
+    let admin = app.login(Some("BIL005"), &admin, ADMIN_PASSWORD).await;
+    let patient = register_patient(&app, "BIL005", "Wanjiru")
+        .await
+        .to_string();
+    let draft = ok(
+        &app,
+        &admin,
+        "createInvoice",
+        json!({ "patientId": patient, "currency": "KES" }),
+    )
+    .await;
+    let id = draft["id"].as_str().expect("id").to_owned();
+    ok(
+        &app,
+        &admin,
+        "addInvoiceLine",
+        json!({ "invoiceId": id, "code": "CONSULT", "description": "Consultation",
+                "quantity": 1, "unitPriceMinor": 1_000 }),
+    )
+    .await;
+    ok(&app, &admin, "issueInvoice", json!({ "invoiceId": id })).await;
+    let pay = |amount: i64| json!({ "invoiceId": id, "amountMinor": amount, "method": "CASH" });
+    ok(&app, &admin, "recordPayment", pay(100)).await;
+    let paid = ok(&app, &admin, "recordPayment", pay(200)).await;
+    assert_eq!(paid["version"], 5, "{paid}");
+
+    // The last payment is taken out of the log; the process still keeps the invoice at 5.
+    let mut owner = app.connect(&app.database_for("BIL005")).await;
+    let trigger = |on: bool| {
+        format!(
+            "ALTER TABLE events {} TRIGGER events_append_only",
+            if on { "ENABLE" } else { "DISABLE" }
+        )
+    };
+    sqlx::query(&trigger(false))
+        .execute(&mut owner)
+        .await
+        .expect("append-only guard off");
+    let removed = sqlx::query(
+        "DELETE FROM events WHERE aggregate_type = 'invoice' AND aggregate_id = $1 \
+           AND sequence = 5",
+    )
+    .bind(&id)
+    .execute(&mut owner)
+    .await
+    .expect("the last payment taken out");
+    assert_eq!(removed.rows_affected(), 1);
+    sqlx::query(&trigger(true))
+        .execute(&mut owner)
+        .await
+        .expect("append-only guard on");
+
+    let again = mutate(&app, &admin, "recordPayment", pay(300)).await;
+    assert!(again["errors"].is_null(), "{again}");
+    let stream: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT sequence, event_type FROM events \
+          WHERE aggregate_type = 'invoice' AND aggregate_id = $1 ORDER BY sequence",
+    )
+    .bind(&id)
+    .fetch_all(&mut owner)
+    .await
+    .expect("the invoice's stream");
+    let sequences: Vec<i64> = stream.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        sequences,
+        vec![1, 2, 3, 4, 5],
+        "the payment follows the stream's last event: {stream:?}"
+    );
+    assert_eq!(stream[4].1, "PaymentRecorded", "{stream:?}");
+    // Decided on the stream as it stands: 100 paid before, not the 300 the process kept.
+    let (amount, paid_total): (i64, i64) = sqlx::query_as(
+        "SELECT (payload #>> '{PaymentRecorded,amount,minor}')::bigint, \
+                (payload #>> '{PaymentRecorded,paid_total,minor}')::bigint FROM events \
+          WHERE aggregate_type = 'invoice' AND aggregate_id = $1 AND sequence = 5",
+    )
+    .bind(&id)
+    .fetch_one(&mut owner)
+    .await
+    .expect("the payment's amounts");
+    assert_eq!((amount, paid_total), (300, 400));
+}

@@ -377,6 +377,56 @@ async fn a_replica_decides_on_the_invoice_as_the_other_replica_left_it() {
         last["data"]["invoice"]["version"], 10,
         "created, three lines, issued, five payments"
     );
+
+    // A keeps a second invoice as it drafted it; B prices and issues it. A's payment is
+    // refused on the draft A kept (docs/adr/0016: decided without a read), so it is
+    // decided again on the invoice as it stands, and lands.
+    let drafted = call(
+        a,
+        token_a,
+        "mutation($i: CreateInvoiceInput!) { createInvoice(input: $i) { id } }",
+        json!({ "patientId": patient, "currency": "KES" }),
+    )
+    .await;
+    let second = drafted["data"]["createInvoice"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a second invoice: {drafted}"))
+        .to_owned();
+    let priced = call(
+        b,
+        token_b,
+        ADD_LINE,
+        json!({ "invoiceId": second, "code": "DRESS", "description": "Dressing",
+                "quantity": 1, "unitPriceMinor": 250 }),
+    )
+    .await;
+    assert_eq!(
+        priced["data"]["addInvoiceLine"]["subtotalMinor"], 250,
+        "{priced}"
+    );
+    let issued = call(
+        b,
+        token_b,
+        "mutation($i: IssueInvoiceInput!) { issueInvoice(input: $i) { balanceMinor } }",
+        json!({ "invoiceId": second }),
+    )
+    .await;
+    assert_eq!(
+        issued["data"]["issueInvoice"]["balanceMinor"], 250,
+        "{issued}"
+    );
+    let settled = call(
+        a,
+        token_a,
+        PAY,
+        json!({ "invoiceId": second, "amountMinor": 250, "method": "CASH" }),
+    )
+    .await;
+    assert_eq!(
+        settled["data"]["recordPayment"]["status"], "PAID",
+        "{settled}"
+    );
+    assert_eq!(settled["data"]["recordPayment"]["version"], 4, "{settled}");
     drop((server_a, server_b));
     platform.cleanup().await;
 }
@@ -418,16 +468,15 @@ async fn a_replica_books_on_the_doctors_day_as_the_other_replica_left_it() {
 
     // A books twice (the second time it reads the day and keeps it); then B books the
     // slot between, which A has not seen.
+    let mut ids = Vec::new();
     for (server, token, patient, time) in [
         (a, token_a, &patients[0], "09:00"),
         (a, token_a, &patients[1], "09:30"),
         (b, token_b, &patients[2], "09:15"),
     ] {
         let booked = call(server, token, BOOK, booking(patient, time)).await;
-        assert!(
-            booked["data"]["scheduleAppointment"]["id"].is_string(),
-            "{time}: {booked}"
-        );
+        let id = booked["data"]["scheduleAppointment"]["id"].as_str();
+        ids.push(id.unwrap_or_else(|| panic!("{time}: {booked}")).to_owned());
     }
     // A sees B's booking: the doctor's slot is taken (not "being booked at the same
     // moment", as a decision on the day A kept would end).
@@ -449,6 +498,26 @@ async fn a_replica_books_on_the_doctors_day_as_the_other_replica_left_it() {
     assert!(
         message.contains("the doctor already has an appointment at an overlapping time"),
         "{again}"
+    );
+
+    // B cancels its booking; A, which kept the day with that slot taken, books it: refused
+    // on the day A kept (docs/adr/0016: decided without a read), the booking is decided
+    // again on the day as it stands, and lands.
+    let cancelled = call(
+        b,
+        token_b,
+        "mutation($i: CancelAppointmentInput!) { cancelAppointment(input: $i) { status } }",
+        json!({ "appointmentId": ids[2], "reason": "Replica cancels" }),
+    )
+    .await;
+    assert_eq!(
+        cancelled["data"]["cancelAppointment"]["status"], "CANCELLED",
+        "{cancelled}"
+    );
+    let freed = call(a, token_a, BOOK, booking(&patients[3], "09:15")).await;
+    assert!(
+        freed["data"]["scheduleAppointment"]["id"].is_string(),
+        "{freed}"
     );
     drop((server_a, server_b));
     platform.cleanup().await;
