@@ -856,13 +856,7 @@ where
 /// The server and database behind `pool`, as a stream's turn and its kept state name
 /// them: a hospital moved to another server is another key, under the same name too.
 fn database_of(pool: &PgPool) -> String {
-    let options = pool.connect_options();
-    format!(
-        "{}:{}/{}",
-        options.get_host(),
-        options.get_port(),
-        options.get_database().unwrap_or_default()
-    )
+    hms_projections::fresh::database_key(pool)
 }
 
 /// One stream of one database, as [`StreamTurns`] knows it.

@@ -12,9 +12,11 @@
 //! - [`personal`]: personal data in events sealed under a key per patient, for erasure by
 //!   destroying the key (crypto-shredding).
 //! - [`inline`]: the few rows an append writes itself, so its answer needs no wait.
+//! - [`fresh`]: rows a catch-up round wrote, handed to the commands waiting on it.
 //! - [`rebuild`]: rebuilding a projector's tables from the log while the old ones serve.
 
 pub mod error;
+pub mod fresh;
 pub mod inline;
 pub mod log;
 pub mod personal;

@@ -154,7 +154,24 @@ where
 
     /// Writes what the batch did: deletes, then updates of existing rows, then inserts.
     pub(crate) async fn store(self, tx: &mut PgConnection) -> Result<()> {
+        self.store_returning(tx, Vec::new()).await.map(drop)
+    }
+
+    /// [`store`](Self::store), returning the `wanted` rows it updated or inserted as
+    /// PostgreSQL stored them (`to_jsonb`, as [`load`](Self::load) reads them).
+    pub(crate) async fn store_returning(
+        self,
+        tx: &mut PgConnection,
+        wanted: Vec<K>,
+    ) -> Result<Vec<Value>> {
         let (table, key) = (self.table, self.key);
+        let returning = if wanted.is_empty() {
+            ""
+        } else {
+            " RETURNING CASE WHEN t.{key} = ANY($2) THEN to_jsonb(t) END"
+        };
+        let returning = returning.replace("{key}", key);
+        let mut stored = Vec::new();
         let mut removed = Vec::new();
         let (mut changed, mut new) = (Vec::new(), Vec::new());
         for (k, slot) in self.rows {
@@ -180,28 +197,48 @@ where
                 .map(|c| format!("{c} = src.{c}"))
                 .collect::<Vec<_>>()
                 .join(", ");
-            sqlx::query(&format!(
+            let update = format!(
                 "UPDATE {table} AS t SET {assignments} \
                    FROM json_populate_recordset(NULL::{table}, $1::json) AS src \
-                  WHERE t.{key} = src.{key}"
-            ))
-            .bind(rows)
-            .execute(&mut *tx)
-            .await?;
+                  WHERE t.{key} = src.{key}{returning}"
+            );
+            stored.extend(write(tx, &update, rows, &wanted).await?);
         }
         if !new.is_empty() {
             let columns = column_names(table, &new)?.join(", ");
             let rows = serde_json::to_string(&new).map_err(|e| unmappable(table, e))?;
-            sqlx::query(&format!(
-                "INSERT INTO {table} ({columns}) \
-                 SELECT {columns} FROM json_populate_recordset(NULL::{table}, $1::json)"
-            ))
-            .bind(rows)
-            .execute(&mut *tx)
-            .await?;
+            let insert = format!(
+                "INSERT INTO {table} AS t ({columns}) \
+                 SELECT {columns} FROM json_populate_recordset(NULL::{table}, $1::json){returning}"
+            );
+            stored.extend(write(tx, &insert, rows, &wanted).await?);
         }
-        Ok(())
+        Ok(stored)
     }
+}
+
+/// Runs a batch's update or insert (`$1`: its rows as JSON); with `wanted` keys (`$2`),
+/// returns those rows as stored.
+async fn write<K>(
+    tx: &mut PgConnection,
+    sql: &str,
+    rows: String,
+    wanted: &Vec<K>,
+) -> Result<Vec<Value>>
+where
+    K: Send + Sync,
+    Vec<K>: for<'q> sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres>,
+{
+    if wanted.is_empty() {
+        sqlx::query(sql).bind(rows).execute(&mut *tx).await?;
+        return Ok(Vec::new());
+    }
+    let stored: Vec<Option<Value>> = sqlx::query_scalar(sql)
+        .bind(rows)
+        .bind(wanted)
+        .fetch_all(&mut *tx)
+        .await?;
+    Ok(stored.into_iter().flatten().collect())
 }
 
 /// Rows of a read model to be inserted by another statement (an append writing them

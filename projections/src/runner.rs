@@ -334,7 +334,12 @@ impl ProjectionRunner {
         // failing projector, another process holding a lock) falls back to one projector
         // at a time, which isolates the failure and records it.
         if set.len() > 1 {
-            if let Ok(Some(progress)) = self.catch_up_together(pool, set).await {
+            // Boxed: the round's future is large, and every command's wait holds it.
+            let together = Box::pin(crate::fresh::in_round(
+                pool,
+                self.catch_up_together(pool, set),
+            ));
+            if let Ok(Some(progress)) = together.await {
                 return Ok(progress);
             }
         }
@@ -373,6 +378,7 @@ impl ProjectionRunner {
             // checkpoints (and one more to make them, the first time), one for moving
             // them: each is a round trip on every command's read-your-writes, and a
             // prepare on a fresh connection.
+            crate::fresh::discarded();
             let mut tx = pool.begin().await?;
             let (locked, _): (Option<bool>, Option<String>) = sqlx::query_as(
                 "SELECT bool_and(pg_try_advisory_xact_lock(hashtextextended(k, 0))), \
@@ -480,6 +486,7 @@ impl ProjectionRunner {
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
+            crate::fresh::committed();
             // A short batch was everything readable: no need to read again to find out
             // (this saves a round of statements on every command's read-your-writes).
             if batch.len() < SHARED_BATCH_SIZE as usize {

@@ -15,8 +15,8 @@ use hms_domain::billing::{
 };
 use hms_domain::common::Currency;
 use hms_domain::permissions::Operation;
-use hms_projections::log;
 use hms_projections::projectors::{InvoiceLineRow, InvoicePaymentRow, InvoiceRow};
+use hms_projections::{fresh, log};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -146,7 +146,8 @@ async fn invoice_or_not_found(auth: &Authorized<'_>, id: Uuid) -> Result<Invoice
         .ok_or(AppError::NotFound)
 }
 
-/// The invoice after this request wrote to it: the read model when it shows the
+/// The invoice after this request wrote to it: the row this process's catch-up round
+/// stored and handed over (`fresh`, docs/adr/0017), else the read model when it shows the
 /// stream's version the request left (`written`; `None` when an earlier attempt of the
 /// request wrote, then the stream's newest version), otherwise the same row folded from
 /// the write side (the read side is behind or unavailable). A committed write is a
@@ -155,7 +156,15 @@ async fn invoice_after_write(
     auth: &Authorized<'_>,
     id: Uuid,
     written: Option<u64>,
+    fresh: Option<&fresh::Wanted>,
 ) -> Result<InvoiceView> {
+    // The row as this process's round stored it, at the write's version or later.
+    let handed = fresh.zip(written).and_then(|(fresh, version)| {
+        fresh.take::<InvoiceRow>(i64::try_from(version).unwrap_or(i64::MAX))
+    });
+    if let Some(row) = handed {
+        return InvoiceView::try_from(row);
+    }
     /// The row, and the stream's version read with it (one round trip).
     #[derive(sqlx::FromRow)]
     struct Found {
@@ -361,6 +370,8 @@ async fn edit(
     command: InvoiceCommand,
 ) -> Result<InvoiceView> {
     auth.require(command.operation())?;
+    // Said before the append: the round that applies it hands the row over (ADR 0017).
+    let fresh = fresh::want(fresh::database_key(auth.pool()), "invoices", id);
     let mut written = None;
     let slot = &mut written;
     auth.idempotent(options, input, move || async move {
@@ -370,7 +381,7 @@ async fn edit(
         Ok::<_, AppError>(id.to_string())
     })
     .await?;
-    invoice_after_write(auth, id, written).await
+    invoice_after_write(auth, id, written, Some(&fresh)).await
 }
 
 /// A new invoice, as entered. Its serialized form identifies a retry.
@@ -463,7 +474,7 @@ pub async fn create_invoice(auth: &Authorized<'_>, input: CreateInvoice) -> Resu
             Ok::<_, AppError>(invoice_id)
         })
         .await?;
-    invoice_after_write(auth, id, written).await
+    invoice_after_write(auth, id, written, None).await
 }
 
 /// A line to add, as entered.
