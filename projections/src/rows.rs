@@ -59,6 +59,11 @@ where
         }
     }
 
+    /// The table the rows are of.
+    pub(crate) fn table(&self) -> &'static str {
+        self.table
+    }
+
     /// Loads the rows with these keys (one statement; keys not in the table are skipped).
     pub(crate) async fn load(&mut self, tx: &mut PgConnection, keys: Vec<K>) -> Result<()> {
         if keys.is_empty() {

@@ -153,8 +153,18 @@ pub(crate) async fn load_appointment(auth: &Authorized<'_>, id: Uuid) -> Result<
     .fetch_optional(auth.pool())
     .await?;
     let found = found.ok_or(AppError::NotFound)?;
-    let mut appointment = Appointment::try_from(found.row)?;
-    if found.patient_restricted {
+    appointment_from_row(auth, found.row, found.patient_restricted).await
+}
+
+/// The appointment of `row`, with what the caller may not read of a restricted record
+/// withheld (`patient_restricted`: the read model's flag of the row's patient).
+pub(crate) async fn appointment_from_row(
+    auth: &Authorized<'_>,
+    row: AppointmentRow,
+    patient_restricted: bool,
+) -> Result<Appointment> {
+    let mut appointment = Appointment::try_from(row)?;
+    if patient_restricted {
         withhold_restricted(auth, std::slice::from_mut(&mut appointment)).await?;
     }
     Ok(appointment)

@@ -33,7 +33,12 @@ use hms_domain::schedule::{
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::appointments::{check_transition, load_appointment, Appointment, AppointmentChange};
+use hms_projections::fresh;
+use hms_projections::projectors::AppointmentRow;
+
+use super::appointments::{
+    appointment_from_row, check_transition, load_appointment, Appointment, AppointmentChange,
+};
 use crate::commands::{CommandError, Streams, Unit};
 use crate::error::{command_error, load_error, AppError, DomainErrorCode, Result};
 use crate::scope::{Authorized, MutationOptions};
@@ -106,6 +111,7 @@ pub async fn schedule_appointment(
     let BookingFacts {
         doctor,
         patient_active,
+        patient_restricted,
         start,
     } = booking_facts(
         auth,
@@ -131,9 +137,18 @@ pub async fn schedule_appointment(
     }
     validate_slot(start, minutes, &policy, auth.now).map_err(|e| e.to_app_error())?;
 
+    // The new appointment's row, named before the append: the round that stores it
+    // hands it over (docs/adr/0017). Not on a keyed retry, which books nothing.
+    let wanted = std::sync::Mutex::new(None);
     let id = auth
         .idempotent_id(&options, input, || async {
             let appointment_id = auth.new_id(&options);
+            let row = fresh::want(
+                fresh::database_key(auth.pool()),
+                "appointments",
+                appointment_id,
+            );
+            *wanted.lock().unwrap_or_else(|e| e.into_inner()) = Some(row);
             let appointment = appointment_id.to_string();
             let day = start.date_naive();
             let streams = schedules(Streams::new(), input.doctor_id, input.patient_id, day)
@@ -169,7 +184,13 @@ pub async fn schedule_appointment(
             Ok::<_, AppError>(appointment_id)
         })
         .await?;
-    load_appointment(auth, id).await
+    let wanted = wanted.into_inner().unwrap_or_else(|e| e.into_inner());
+    // A new appointment's stream is at version 1 once booked.
+    match wanted.and_then(|row| row.take::<AppointmentRow>(1)) {
+        // The restriction flag as the booking read it with the patient's status.
+        Some(row) if row.id == id => appointment_from_row(auth, row, patient_restricted).await,
+        _ => load_appointment(auth, id).await,
+    }
 }
 
 /// Moves a scheduled appointment (RescheduleAppointment): the old slots are given back
@@ -406,6 +427,8 @@ fn with_offset(
 struct BookingFacts {
     doctor: DoctorFacts,
     patient_active: bool,
+    /// Whether the patient's record is restricted (read model), for the answer.
+    patient_restricted: bool,
     /// The start in the hospital's local time.
     start: DateTime<FixedOffset>,
 }
@@ -426,12 +449,14 @@ async fn booking_facts(
         role: Option<String>,
         active: Option<bool>,
         status: Option<String>,
+        restricted: Option<bool>,
         local: NaiveDateTime,
     }
     let found: std::result::Result<Found, _> = sqlx::query_as(
-        "SELECT s.role, s.active, (SELECT status FROM patients WHERE id = $2) AS status, \
+        "SELECT s.role, s.active, p.status, p.restricted, \
                 ($3::timestamptz AT TIME ZONE $4) AS local \
-           FROM (SELECT 1) AS one LEFT JOIN staff AS s ON s.id = $1",
+           FROM (SELECT 1) AS one LEFT JOIN staff AS s ON s.id = $1 \
+                LEFT JOIN patients AS p ON p.id = $2",
     )
     .bind(doctor_id)
     .bind(patient_id)
@@ -443,6 +468,7 @@ async fn booking_facts(
         role,
         active,
         status,
+        restricted,
         local,
     } = match found {
         Ok(found) => found,
@@ -463,6 +489,7 @@ async fn booking_facts(
             role: Role::parse(&role).map_err(AppError::internal)?,
         },
         patient_active: status == stored_name(&PatientStatus::Active)?,
+        patient_restricted: restricted.unwrap_or(false),
         start: with_offset(zone, instant, local)?,
     })
 }

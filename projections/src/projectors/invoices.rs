@@ -198,19 +198,7 @@ impl Projector for InvoiceProjector {
         }
         // Lines and payments refer to their invoice only by value: no order to respect.
         // The rows a command of this process waits for come back as stored (ADR 0017).
-        let wanted = crate::fresh::wanted_among(
-            "invoices",
-            changes.invoices.keys_where(|_| true).into_iter(),
-        );
-        for row in changes.invoices.store_returning(tx, wanted).await? {
-            let id = row
-                .get("id")
-                .and_then(|v| serde_json::from_value(v.clone()).ok());
-            let version = row.get("version").and_then(Value::as_i64);
-            if let (Some(id), Some(version)) = (id, version) {
-                crate::fresh::written("invoices", id, version, row);
-            }
-        }
+        super::store_handing_over(tx, changes.invoices).await?;
         changes.lines.store(tx).await?;
         changes.payments.store(tx).await
     }

@@ -114,7 +114,31 @@ where
             row.set_version(stored.sequence);
         }
     }
-    rows.store(tx).await
+    store_handing_over(tx, rows).await
+}
+
+/// Stores what a batch did to rows keyed by their stream's id (`id`, with a `version`);
+/// the rows a command of this process waits for come back as stored, to be handed over
+/// once the round commits (docs/adr/0017).
+pub(crate) async fn store_handing_over<R>(
+    tx: &mut PgConnection,
+    rows: RowSet<Uuid, R>,
+) -> Result<()>
+where
+    R: Serialize + DeserializeOwned + Send + Sync,
+{
+    let table = rows.table();
+    let wanted = crate::fresh::wanted_among(table, rows.keys_where(|_| true).into_iter());
+    for row in rows.store_returning(tx, wanted).await? {
+        let id = row
+            .get("id")
+            .and_then(|v| serde_json::from_value(v.clone()).ok());
+        let version = row.get("version").and_then(serde_json::Value::as_i64);
+        if let (Some(id), Some(version)) = (id, version) {
+            crate::fresh::written(table, id, version, row);
+        }
+    }
+    Ok(())
 }
 
 /// A read-model row that mirrors one aggregate stream. It carries the stream's version

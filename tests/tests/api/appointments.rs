@@ -135,6 +135,19 @@ async fn an_appointment_goes_from_booking_to_completion_in_the_hospitals_local_t
     assert_eq!(appointment["localDate"], day.to_string());
     assert_eq!(appointment["version"], 1);
     let first = id_of(&booked, "scheduleAppointment");
+    // The answer is the appointment exactly as a later read shows it (docs/adr/0017: it
+    // may be the row the catch-up round stored and handed over, instead of a read).
+    let read_back = app
+        .graphql(
+            &format!("query($id: UUID!) {{ appointment(id: $id) {{ {APPOINTMENT_FIELDS} }} }}"),
+            json!({ "id": first }),
+            Some(desk),
+        )
+        .await;
+    assert_eq!(
+        &read_back["data"]["appointment"], appointment,
+        "{read_back}"
+    );
 
     // Booking rules, checked in local time: 16:00 UTC is inside 08-17 UTC but is 19:00
     // in Nairobi.

@@ -161,7 +161,7 @@ async fn a_restricted_record_is_read_by_its_care_team_and_through_the_glass_only
     // A visit's reason is the patient's record too: withheld from the other doctor.
     let booked = app
         .graphql(
-            "mutation($i: ScheduleAppointmentInput!) { scheduleAppointment(input: $i) { id } }",
+            "mutation($i: ScheduleAppointmentInput!) { scheduleAppointment(input: $i) { id reason } }",
             json!({ "i": { "patientId": patient, "doctorId": staff.doctor_id,
                            "start": crate::appointments::nairobi(hms_tests::fixtures::next_monday(), 10, 0),
                            "durationMinutes": 30, "reason": "sensitive visit" } }),
@@ -173,6 +173,23 @@ async fn a_restricted_record_is_read_by_its_care_team_and_through_the_glass_only
         .unwrap_or_else(|| panic!("{booked}"))
         .to_owned();
     let visit = "query($id: UUID!) { appointment(id: $id) { id reason } }";
+    // The booking's answer shows and withholds exactly what a read of it does
+    // (docs/adr/0017: the answer may be the row the round handed over).
+    let read_back = app
+        .graphql(
+            visit,
+            json!({ "id": appointment }),
+            Some(&staff.receptionist),
+        )
+        .await;
+    assert_eq!(
+        read_back["data"]["appointment"], booked["data"]["scheduleAppointment"],
+        "{read_back} against {booked}"
+    );
+    assert_eq!(
+        read_back["errors"][0]["extensions"], booked["errors"][0]["extensions"],
+        "{read_back} against {booked}"
+    );
     let seen = app
         .graphql(visit, json!({ "id": appointment }), Some(&staff.doctor))
         .await;
