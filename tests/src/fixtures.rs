@@ -363,3 +363,39 @@ pub async fn super_admin(app: &TestApp) -> String {
     hms_api::cli::run(cli).await.expect("super admin created");
     app.login(None, SUPER_ADMIN, ADMIN_PASSWORD).await
 }
+
+/// Takes the last event of stream `aggregate_type`/`aggregate_id` out of the log behind
+/// the system's back, as a restore to an earlier point would, through `owner` (a
+/// connection to the hospital's database as its owner): the append-only guard is off for
+/// that one statement only.
+pub async fn take_last_event_out(
+    owner: &mut sqlx::PgConnection,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) {
+    let trigger = |on: bool| {
+        format!(
+            "ALTER TABLE events {} TRIGGER events_append_only",
+            if on { "ENABLE" } else { "DISABLE" }
+        )
+    };
+    sqlx::query(&trigger(false))
+        .execute(&mut *owner)
+        .await
+        .expect("append-only guard off");
+    let removed = sqlx::query(
+        "DELETE FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
+           AND sequence = (SELECT max(sequence) FROM events \
+                            WHERE aggregate_type = $1 AND aggregate_id = $2)",
+    )
+    .bind(aggregate_type)
+    .bind(aggregate_id)
+    .execute(&mut *owner)
+    .await
+    .expect("the last event taken out");
+    assert_eq!(removed.rows_affected(), 1, "one event taken out");
+    sqlx::query(&trigger(true))
+        .execute(&mut *owner)
+        .await
+        .expect("append-only guard on");
+}

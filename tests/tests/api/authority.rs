@@ -408,30 +408,7 @@ async fn an_account_rewritten_under_a_kept_one_is_read_afresh() {
     // Behind the system's back (as a restore would), the role change is taken out of the
     // log; a different one then lands at the same sequence.
     let mut owner = app.connect(&app.database_for("AUT007")).await;
-    let trigger = |on: bool| {
-        format!(
-            "ALTER TABLE events {} TRIGGER events_append_only",
-            if on { "ENABLE" } else { "DISABLE" }
-        )
-    };
-    sqlx::query(&trigger(false))
-        .execute(&mut owner)
-        .await
-        .expect("append-only guard off");
-    let removed = sqlx::query(
-        "DELETE FROM events WHERE aggregate_type = 'user' AND aggregate_id = $1 \
-           AND sequence = (SELECT max(sequence) FROM events \
-                            WHERE aggregate_type = 'user' AND aggregate_id = $1)",
-    )
-    .bind(&id)
-    .execute(&mut owner)
-    .await
-    .expect("the role change taken out");
-    assert_eq!(removed.rows_affected(), 1);
-    sqlx::query(&trigger(true))
-        .execute(&mut owner)
-        .await
-        .expect("append-only guard on");
+    hms_tests::fixtures::take_last_event_out(&mut owner, "user", &id).await;
     user_mutation(
         &app,
         &root,

@@ -808,29 +808,7 @@ async fn a_payment_assuming_a_kept_invoice_rewritten_since_is_decided_on_the_str
 
     // The last payment is taken out of the log; the process still keeps the invoice at 5.
     let mut owner = app.connect(&app.database_for("BIL005")).await;
-    let trigger = |on: bool| {
-        format!(
-            "ALTER TABLE events {} TRIGGER events_append_only",
-            if on { "ENABLE" } else { "DISABLE" }
-        )
-    };
-    sqlx::query(&trigger(false))
-        .execute(&mut owner)
-        .await
-        .expect("append-only guard off");
-    let removed = sqlx::query(
-        "DELETE FROM events WHERE aggregate_type = 'invoice' AND aggregate_id = $1 \
-           AND sequence = 5",
-    )
-    .bind(&id)
-    .execute(&mut owner)
-    .await
-    .expect("the last payment taken out");
-    assert_eq!(removed.rows_affected(), 1);
-    sqlx::query(&trigger(true))
-        .execute(&mut owner)
-        .await
-        .expect("append-only guard on");
+    hms_tests::fixtures::take_last_event_out(&mut owner, "invoice", &id).await;
 
     let again = mutate(&app, &admin, "recordPayment", pay(300)).await;
     assert!(again["errors"].is_null(), "{again}");
