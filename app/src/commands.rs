@@ -336,7 +336,7 @@ async fn seal_and_append(
             }
         }
     }
-    let sealed = seal_events(pool, events).await?;
+    let sealed = seal_events(pool, events, &[]).await?;
     append_events(pool, &sealed, &[], assumed, inline).await
 }
 
@@ -367,10 +367,12 @@ fn seal_error(e: personal::SealError) -> PersistenceError {
     }
 }
 
-/// The events to append, their personal data sealed under each patient's key.
+/// The events to append, their personal data sealed under each patient's key (those of
+/// `known` patients in hand already).
 async fn seal_events(
     pool: &PgPool,
     events: &[SerializedEvent],
+    known: &[personal::KnownKey],
 ) -> Result<Vec<SerializedEvent>, PersistenceError> {
     let mut events = events.to_vec();
     if !seal_any(&events) {
@@ -380,7 +382,7 @@ async fn seal_events(
         .acquire()
         .await
         .map_err(|e| PersistenceError::ConnectionError(Box::new(e)))?;
-    personal::seal(&mut conn, outgoing(&mut events))
+    personal::seal_knowing(&mut conn, known, outgoing(&mut events))
         .await
         .map_err(seal_error)?;
     Ok(events)

@@ -703,7 +703,45 @@ pub async fn seal(
     conn: &mut PgConnection,
     events: Vec<Outgoing<'_>>,
 ) -> std::result::Result<(), SealError> {
-    seal_with(KeySource::Stored(conn), events).await.map(drop)
+    seal_knowing(conn, &[], events).await
+}
+
+/// A patient's data key, unwrapped from the row of `patient_keys` that a caller read
+/// with other facts (a booking's first statement), so that sealing the patient's data
+/// needs no statement of its own. Only a key present in the row is known: a destroyed
+/// one is left to [`seal`], which refuses the erased patient.
+#[derive(Clone)]
+pub struct KnownKey {
+    patient: Uuid,
+    key: Key,
+}
+
+impl KnownKey {
+    /// The key of `patient` from its row's columns, if the row holds one.
+    pub fn stored(
+        patient: Uuid,
+        master_key_id: Option<String>,
+        wrapped_key: Option<Vec<u8>>,
+    ) -> Result<Option<Self>> {
+        Ok(
+            match KeyState::stored(patient, master_key_id, wrapped_key)? {
+                KeyState::Present(key) => Some(Self { patient, key }),
+                KeyState::Destroyed | KeyState::Missing => None,
+            },
+        )
+    }
+}
+
+/// [`seal`], with the data keys of some patients in hand already (`known`): the key table
+/// is asked only for the others.
+pub async fn seal_knowing(
+    conn: &mut PgConnection,
+    known: &[KnownKey],
+    events: Vec<Outgoing<'_>>,
+) -> std::result::Result<(), SealError> {
+    seal_with(KeySource::Stored(conn), known, events)
+        .await
+        .map(drop)
 }
 
 /// A fresh data key offered as a patient's, to be stored with the events sealed under it
@@ -743,7 +781,7 @@ impl KeyOffer {
 pub async fn seal_offering(
     events: Vec<Outgoing<'_>>,
 ) -> std::result::Result<Option<Vec<KeyOffer>>, SealError> {
-    seal_with(KeySource::Offered(Vec::new()), events).await
+    seal_with(KeySource::Offered(Vec::new()), &[], events).await
 }
 
 /// Stores [`KeyOffer`]s inside another statement (as a `WITH` query): patient ids,
@@ -763,9 +801,10 @@ enum KeySource<'c> {
 
 async fn seal_with(
     mut source: KeySource<'_>,
+    known: &[KnownKey],
     events: Vec<Outgoing<'_>>,
 ) -> std::result::Result<Option<Vec<KeyOffer>>, SealError> {
-    let mut keys: HashMap<Uuid, Key> = HashMap::new();
+    let mut keys: HashMap<Uuid, Key> = known.iter().map(|k| (k.patient, k.key.clone())).collect();
     for event in events {
         let specs: Vec<&Spec> = specs_for(event.aggregate_type, event.event_type).collect();
         let Some(first) = specs.first() else { continue };

@@ -36,7 +36,7 @@ use cqrs_es::persist::{
 };
 use cqrs_es::{Aggregate, AggregateError, CqrsFramework, EventEnvelope, EventStore};
 use hms_domain::EventMetadata;
-use hms_projections::{LogCursor, ProjectionRunner};
+use hms_projections::{personal, LogCursor, ProjectionRunner};
 use serde_json::Value;
 use sqlx::PgPool;
 
@@ -120,6 +120,9 @@ struct Attempt {
     decided: StdMutex<Vec<SerializedEvent>>,
     /// What each decided stream leaves to keep once the unit's events land.
     leaves: StdMutex<HashMap<UnitStream, Leaves>>,
+    /// Patients' data keys the decisions had in hand (read with their facts), so that
+    /// sealing the unit's events needs no statement for those patients.
+    known_keys: StdMutex<Vec<personal::KnownKey>>,
 }
 
 /// A decided stream's state after its decisions, to keep once the unit's append lands,
@@ -283,6 +286,7 @@ impl Unit {
             events: StdMutex::new(loaded.events),
             decided: StdMutex::new(Vec::new()),
             leaves: StdMutex::new(HashMap::new()),
+            known_keys: StdMutex::new(Vec::new()),
         }))
     }
 
@@ -402,6 +406,24 @@ impl Unit {
                 keep(leaves.from, *at);
             }
         }
+    }
+
+    /// Hands the unit a patient's data key read with the decisions' facts: the unit's
+    /// events are sealed with it, without asking the key table.
+    pub fn knows_key(&self, key: personal::KnownKey) {
+        self.0
+            .known_keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(key);
+    }
+
+    fn known_keys(&self) -> Vec<personal::KnownKey> {
+        self.0
+            .known_keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The kept last event each of the declared `streams` was assumed at (`None`: assumed
@@ -793,7 +815,10 @@ where
             }),
         })
         .collect();
-    let sealed = seal_events(pool, &decided).await.map_err(store_error)?;
+    let known = unit.known_keys();
+    let sealed = seal_events(pool, &decided, &known)
+        .await
+        .map_err(store_error)?;
     let appended = append_events(pool, &sealed, &[], &assumed, &[]).await;
     if assuming {
         let unconfirmed = match &appended {

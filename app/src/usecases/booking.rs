@@ -33,8 +33,8 @@ use hms_domain::schedule::{
 use serde::Serialize;
 use uuid::Uuid;
 
-use hms_projections::fresh;
 use hms_projections::projectors::AppointmentRow;
+use hms_projections::{fresh, personal};
 
 use super::appointments::{
     appointment_from_row, check_transition, load_appointment, Appointment, AppointmentChange,
@@ -112,6 +112,7 @@ pub async fn schedule_appointment(
         doctor,
         patient_active,
         patient_restricted,
+        patient_key,
         start,
     } = booking_facts(
         auth,
@@ -154,6 +155,9 @@ pub async fn schedule_appointment(
             let streams = schedules(Streams::new(), input.doctor_id, input.patient_id, day)
                 .expecting::<AppointmentAggregate>(appointment.as_str(), Some(0));
             auth.together(streams, |unit| {
+                if let Some(key) = &patient_key {
+                    unit.knows_key(key.clone());
+                }
                 let booking = Booking::new(auth, appointment_id, unit);
                 let command = AppointmentCommand::Schedule {
                     actor: auth.actor(),
@@ -429,12 +433,18 @@ struct BookingFacts {
     patient_active: bool,
     /// Whether the patient's record is restricted (read model), for the answer.
     patient_restricted: bool,
+    /// The patient's data key, to seal the booking's events with (none when the key
+    /// table holds none for the patient: the seal then asks it, and refuses an erased
+    /// patient).
+    patient_key: Option<personal::KnownKey>,
     /// The start in the hospital's local time.
     start: DateTime<FixedOffset>,
 }
 
-/// The doctor's facts (staff read model), whether the patient may be booked (patients
-/// read model) and the start's local time, in one statement: NOT_FOUND for an unknown
+/// The doctor's facts (staff read model), whether the patient may be booked and whether
+/// their record is restricted (patients read model), the patient's data key (to seal the
+/// booking with, docs/adr/0017) and the start's local time, in one statement:
+/// NOT_FOUND for an unknown
 /// doctor or patient, CONFLICT for a time zone PostgreSQL does not know (checked after
 /// them, as the separate look-ups would).
 async fn booking_facts(
@@ -450,13 +460,16 @@ async fn booking_facts(
         active: Option<bool>,
         status: Option<String>,
         restricted: Option<bool>,
+        master_key_id: Option<String>,
+        wrapped_key: Option<Vec<u8>>,
         local: NaiveDateTime,
     }
     let found: std::result::Result<Found, _> = sqlx::query_as(
-        "SELECT s.role, s.active, p.status, p.restricted, \
+        "SELECT s.role, s.active, p.status, p.restricted, k.master_key_id, k.wrapped_key, \
                 ($3::timestamptz AT TIME ZONE $4) AS local \
            FROM (SELECT 1) AS one LEFT JOIN staff AS s ON s.id = $1 \
-                LEFT JOIN patients AS p ON p.id = $2",
+                LEFT JOIN patients AS p ON p.id = $2 \
+                LEFT JOIN patient_keys AS k ON k.patient_id = $2",
     )
     .bind(doctor_id)
     .bind(patient_id)
@@ -469,6 +482,8 @@ async fn booking_facts(
         active,
         status,
         restricted,
+        master_key_id,
+        wrapped_key,
         local,
     } = match found {
         Ok(found) => found,
@@ -490,6 +505,8 @@ async fn booking_facts(
         },
         patient_active: status == stored_name(&PatientStatus::Active)?,
         patient_restricted: restricted.unwrap_or(false),
+        patient_key: personal::KnownKey::stored(patient_id, master_key_id, wrapped_key)
+            .map_err(AppError::internal)?,
         start: with_offset(zone, instant, local)?,
     })
 }
