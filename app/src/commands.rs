@@ -858,7 +858,7 @@ where
 /// The server and database behind `pool`, as a stream's turn and its kept state name
 /// them: a hospital moved to another server is another key, under the same name too.
 fn database_of(pool: &PgPool) -> String {
-    hms_projections::fresh::database_key(pool)
+    hms_projections::database_key(pool)
 }
 
 /// One stream of one database, as [`StreamTurns`] knows it.

@@ -44,8 +44,8 @@ struct Draw {
     answer: oneshot::Sender<Result<i64, Failed>>,
 }
 
-/// One database on one server.
-type DatabaseKey = (String, u16, String);
+/// One database on one server ([`hms_projections::database_key`]).
+type DatabaseKey = String;
 
 /// A batcher per database: a database that is slow or unreachable holds up the numbers
 /// of its own hospital only, never another's. A database's batcher lives while draws
@@ -92,12 +92,7 @@ impl Sequences {
     }
 
     fn batcher(&self, pool: &PgPool) -> Held<'_> {
-        let options = pool.connect_options();
-        let key = (
-            options.get_host().to_owned(),
-            options.get_port(),
-            options.get_database().unwrap_or_default().to_owned(),
-        );
+        let key = hms_projections::database_key(pool);
         let batcher = self
             .lock()
             .entry(key.clone())

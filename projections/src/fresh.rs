@@ -19,17 +19,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-/// The server and database behind `pool` (`host:port/name`): a hospital moved to another
-/// server is another key, under the same name too.
-pub fn database_key(pool: &PgPool) -> String {
-    let options = pool.connect_options();
-    format!(
-        "{}:{}/{}",
-        options.get_host(),
-        options.get_port(),
-        options.get_database().unwrap_or_default()
-    )
-}
+use crate::database_key;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
@@ -60,11 +50,12 @@ pub struct Wanted {
     key: Key,
 }
 
-/// Says that the caller will answer with row `id` of `table` in `database` once a round
-/// applied its write: a round of this process that writes the row hands it over.
-pub fn want(database: String, table: &'static str, id: Uuid) -> Wanted {
+/// Says that the caller will answer with row `id` of `table` in the database behind
+/// `pool` once a round applied its write: a round of this process that writes the row
+/// hands it over.
+pub fn want(pool: &PgPool, table: &'static str, id: Uuid) -> Wanted {
     let key = Key {
-        database,
+        database: database_key(pool),
         table,
         id,
     };
@@ -127,14 +118,19 @@ pub(crate) fn wanted_among(table: &'static str, ids: impl Iterator<Item = Uuid>)
             if map.is_empty() {
                 return Vec::new();
             }
-            ids.filter(|id| {
-                map.contains_key(&Key {
-                    database: round.database.clone(),
-                    table,
-                    id: *id,
-                })
-            })
-            .collect()
+            let mut key = Key {
+                database: round.database.clone(),
+                table,
+                id: Uuid::nil(),
+            };
+            let mut found = Vec::new();
+            for id in ids {
+                key.id = id;
+                if map.contains_key(&key) {
+                    found.push(id);
+                }
+            }
+            found
         })
         .unwrap_or_default()
 }
@@ -190,7 +186,7 @@ mod tests {
     async fn a_wanted_row_is_handed_over_only_once_its_round_commits_at_its_version() {
         let pool = pool("fresh_a");
         let (id, other) = (Uuid::new_v4(), Uuid::new_v4());
-        let wanted = want(database_key(&pool), "invoices", id);
+        let wanted = want(&pool, "invoices", id);
         in_round(&pool, async {
             assert_eq!(wanted_among("invoices", [id, other].into_iter()), vec![id]);
             written("invoices", id, 4, json!({ "version": 4 }));
@@ -216,7 +212,7 @@ mod tests {
     async fn another_database_and_work_outside_a_round_hand_nothing_over() {
         let (pool, elsewhere) = (pool("fresh_b"), pool("fresh_c"));
         let id = Uuid::new_v4();
-        let wanted = want(database_key(&pool), "invoices", id);
+        let wanted = want(&pool, "invoices", id);
         // A rebuild or a fan-out lane writes outside a round.
         assert!(wanted_among("invoices", [id].into_iter()).is_empty());
         written("invoices", id, 2, json!({}));

@@ -26,5 +26,19 @@ mod rows;
 pub mod runner;
 
 pub use error::{ProjectionError, Result};
+
+/// The server and database behind `pool` (`host:port/name`): what this process keys a
+/// tenant database's shared state by (its catch-up rounds, kept states, turns, sequence
+/// draws, rows handed over). A hospital moved to another server is another key, under
+/// the same name too.
+pub fn database_key(pool: &sqlx::PgPool) -> String {
+    let options = pool.connect_options();
+    format!(
+        "{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or_default()
+    )
+}
 pub use log::{LogCursor, StoredEvent};
 pub use runner::{Lag, ProjectionRunner, Projector};

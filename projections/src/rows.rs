@@ -171,11 +171,10 @@ where
     ) -> Result<Vec<Value>> {
         let (table, key) = (self.table, self.key);
         let returning = if wanted.is_empty() {
-            ""
+            String::new()
         } else {
-            " RETURNING CASE WHEN t.{key} = ANY($2) THEN to_jsonb(t) END"
+            format!(" RETURNING CASE WHEN t.{key} = ANY($2) THEN to_jsonb(t) END")
         };
-        let returning = returning.replace("{key}", key);
         let mut stored = Vec::new();
         let mut removed = Vec::new();
         let (mut changed, mut new) = (Vec::new(), Vec::new());

@@ -154,13 +154,7 @@ struct TenantRounds {
 
 impl Rounds {
     fn of(&self, pool: &PgPool) -> Arc<TenantRounds> {
-        let options = pool.connect_options();
-        let key = format!(
-            "{}:{}/{}",
-            options.get_host(),
-            options.get_port(),
-            options.get_database().unwrap_or_default()
-        );
+        let key = crate::database_key(pool);
         let mut rounds = self.0.lock().unwrap_or_else(|e| e.into_inner());
         rounds.entry(key).or_default().clone()
     }

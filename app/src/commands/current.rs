@@ -27,6 +27,7 @@ use hashlink::LruCache;
 use hms_projections::LogCursor;
 use sqlx::PgPool;
 
+use super::kept::KeptHead;
 use super::{read_streams, together, CommandError, StreamEvent};
 
 /// States kept per process by the authenticator: a hospital's and its active staff's,
@@ -61,6 +62,14 @@ pub(super) struct Kept {
 }
 
 impl Kept {
+    /// The kept last event: what an append on the assumed state requires (docs/adr/0016).
+    pub(super) fn head(&self) -> KeptHead {
+        KeptHead {
+            version: self.version,
+            at: self.at,
+        }
+    }
+
     /// The kept state as an `A`, with its version.
     pub(super) fn state_of<A: Aggregate + Clone + 'static>(self) -> Option<(A, u64)> {
         let state = self.state.downcast::<A>().ok()?;

@@ -107,11 +107,12 @@ impl<A: Aggregate> KeptStore<A> {
     {
         let expected = self.assumes?;
         let kept = DECIDED.entry(&self.database, A::TYPE, id)?;
-        let at = kept.at;
-        let (state, version) = kept.state_of::<A>()?;
-        expected
-            .is_none_or(|expected| expected == version)
-            .then_some((state, KeptHead { version, at }))
+        let head = kept.head();
+        if expected.is_some_and(|expected| expected != head.version) {
+            return None;
+        }
+        let (state, _) = kept.state_of::<A>()?;
+        Some((state, head))
     }
 }
 

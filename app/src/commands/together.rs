@@ -426,25 +426,6 @@ impl Unit {
             .clone()
     }
 
-    /// The kept last event each of the declared `streams` was assumed at (`None`: assumed
-    /// new), in their order.
-    fn assumed_heads(&self, streams: &Streams) -> Vec<Option<KeptHead>> {
-        let starts = self.0.starts.lock().unwrap_or_else(|e| e.into_inner());
-        streams
-            .0
-            .iter()
-            .map(|d| {
-                starts
-                    .get(&(d.aggregate_type, d.id.clone()))
-                    .and_then(|s| s.kept.as_ref())
-                    .map(|k| KeptHead {
-                        version: k.version,
-                        at: k.at,
-                    })
-            })
-            .collect()
-    }
-
     fn start_of(&self, aggregate_type: &'static str, id: &str) -> Start {
         self.0
             .starts
@@ -787,6 +768,22 @@ where
             return Err(CommandError::Conflict);
         }
     }
+    // The kept last event each declared stream was assumed at (`None`: assumed new).
+    let heads: Vec<Option<KeptHead>> = if assuming {
+        streams
+            .0
+            .iter()
+            .map(|d| {
+                loaded
+                    .starts
+                    .get(&(d.aggregate_type, d.id.clone()))
+                    .and_then(|s| s.kept.as_ref())
+                    .map(Kept::head)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let unit = Unit::of(pool, database, streams.clone(), metadata.clone(), loaded);
     if let Err(refused) = decide(unit.clone()).await {
         if assuming {
@@ -797,11 +794,6 @@ where
         return Err(CommandError::Rejected(refused));
     }
     let decided = std::mem::take(&mut *unit.0.decided.lock().unwrap_or_else(|e| e.into_inner()));
-    let heads = if assuming {
-        unit.assumed_heads(streams)
-    } else {
-        Vec::new()
-    };
     let assumed: Vec<Assumed<'_>> = streams
         .0
         .iter()

@@ -371,7 +371,7 @@ async fn edit(
 ) -> Result<InvoiceView> {
     auth.require(command.operation())?;
     // Said before the append: the round that applies it hands the row over (ADR 0017).
-    let fresh = fresh::want(fresh::database_key(auth.pool()), "invoices", id);
+    let fresh = fresh::want(auth.pool(), "invoices", id);
     let mut written = None;
     let slot = &mut written;
     auth.idempotent(options, input, move || async move {

@@ -144,11 +144,7 @@ pub async fn schedule_appointment(
     let id = auth
         .idempotent_id(&options, input, || async {
             let appointment_id = auth.new_id(&options);
-            let row = fresh::want(
-                fresh::database_key(auth.pool()),
-                "appointments",
-                appointment_id,
-            );
+            let row = fresh::want(auth.pool(), "appointments", appointment_id);
             *wanted.lock().unwrap_or_else(|e| e.into_inner()) = Some(row);
             let appointment = appointment_id.to_string();
             let day = start.date_naive();
@@ -192,8 +188,8 @@ pub async fn schedule_appointment(
     // A new appointment's stream is at version 1 once booked.
     match wanted.and_then(|row| row.take::<AppointmentRow>(1)) {
         // The restriction flag as the booking read it with the patient's status.
-        Some(row) if row.id == id => appointment_from_row(auth, row, patient_restricted).await,
-        _ => load_appointment(auth, id).await,
+        Some(row) => appointment_from_row(auth, row, patient_restricted).await,
+        None => load_appointment(auth, id).await,
     }
 }
 
