@@ -14,7 +14,7 @@
 //! rows (as plain `json`, which is parsed once, not built into `jsonb` first). The table name stays unqualified, so a rebuild's `search_path` still applies.
 
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 
 use serde::de::DeserializeOwned;
@@ -83,6 +83,48 @@ where
             self.rows.entry(key).or_insert(Slot::Loaded(row));
         }
         Ok(())
+    }
+
+    /// Loads, of the rows with these keys, those behind the version paired with each (the
+    /// newest event a batch holds for the row's stream), in one statement; returns the keys
+    /// whose rows are at that version or past it already (their events are in them: a
+    /// creating append wrote the row inline, docs/adr/0011). Those rows are not read, so a
+    /// batch of registrations reads no register rows. The table has a `version` column.
+    pub(crate) async fn load_behind(
+        &mut self,
+        tx: &mut PgConnection,
+        keys: Vec<K>,
+        through: Vec<i64>,
+    ) -> Result<HashSet<K>> {
+        let mut current = HashSet::new();
+        if keys.is_empty() {
+            return Ok(current);
+        }
+        let found: Vec<(Value, Option<Value>)> = sqlx::query_as(&format!(
+            "SELECT to_jsonb(w.k), CASE WHEN t.version < w.through THEN to_jsonb(t) END \
+               FROM unnest($1, $2::bigint[]) AS w(k, through) \
+               JOIN {table} AS t ON t.{key} = w.k",
+            key = self.key,
+            table = self.table
+        ))
+        .bind(keys)
+        .bind(through)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (key, row) in found {
+            let key: K = serde_json::from_value(key).map_err(|e| unmappable(self.table, e))?;
+            match row {
+                Some(row) => {
+                    let row: R =
+                        serde_json::from_value(row).map_err(|e| unmappable(self.table, e))?;
+                    self.rows.entry(key).or_insert(Slot::Loaded(row));
+                }
+                None => {
+                    current.insert(key);
+                }
+            }
+        }
+        Ok(current)
     }
 
     /// The row with this key for changing, if it exists (loaded or added in this batch).

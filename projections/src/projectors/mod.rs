@@ -26,6 +26,8 @@ pub use seal::LogSealer;
 pub use slot_holds::SlotHoldProjector;
 pub use staff::{StaffFilter, StaffProjector, StaffRow, STAFF_COLUMNS};
 
+use std::collections::{HashMap, HashSet};
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sqlx::PgConnection;
@@ -77,8 +79,10 @@ pub(crate) fn decode_batch<'e, A: cqrs_es::Aggregate>(
 /// this batch (`creates`), fold the events onto them in log order, write the outcome.
 ///
 /// An event at or below its row's version is in the row already: its append wrote the
-/// row inline (docs/adr/0011), so it is passed over. A projector whose creating events
-/// may be written inline must not count them as `creates`, or their rows are not loaded.
+/// row inline (docs/adr/0011), so it is passed over; a row with every event of the batch
+/// in it already is not even read ([`RowSet::load_behind`]). A projector whose creating
+/// events may be written inline must not count them as `creates`, or their rows are not
+/// looked up.
 pub(crate) async fn fold_rows<A, R>(
     tx: &mut PgConnection,
     projector: &'static str,
@@ -96,16 +100,24 @@ where
         return Ok(());
     }
     let mut rows: RowSet<Uuid, R> = RowSet::new(table, "id");
-    let existing = events
+    // Each stream's newest event in the batch, for the streams that may have a row.
+    let mut newest: HashMap<Uuid, i64> = HashMap::new();
+    for (id, stored, _) in &events {
+        let n = newest.entry(*id).or_insert(stored.sequence);
+        *n = (*n).max(stored.sequence);
+    }
+    let existing: HashSet<Uuid> = events
         .iter()
         .filter(|(_, _, e)| !creates(e))
         .map(|(id, _, _)| *id)
         .collect();
-    rows.load(tx, existing).await?;
+    let (keys, through) = existing.into_iter().map(|id| (id, newest[&id])).unzip();
+    let current = rows.load_behind(tx, keys, through).await?;
     for (id, stored, event) in events {
-        if rows
-            .get(&id)
-            .is_some_and(|row| row.version() >= stored.sequence)
+        if current.contains(&id)
+            || rows
+                .get(&id)
+                .is_some_and(|row| row.version() >= stored.sequence)
         {
             continue;
         }
