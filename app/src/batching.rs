@@ -5,6 +5,9 @@
 //! load the batches grow by themselves, and the platform database (shared by every
 //! hospital) sees one statement per flush instead of one per request.
 //!
+//! A [`Batcher::spaced`] one also waits between flushes: for work whose effect is paced
+//! anyway, sending it more often would cost statements and buy nothing.
+//!
 //! The task starts on the first item and again after it ended (its runtime shut down),
 //! and ends when the batcher is dropped.
 
@@ -12,6 +15,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
@@ -28,6 +32,8 @@ struct Inner<T> {
     /// Whether the task runs; cleared when it ends.
     running: Arc<AtomicBool>,
     flush: Flush<T>,
+    /// The least time from one flush's start to the next one's.
+    spacing: Duration,
 }
 
 impl<T> Drop for Inner<T> {
@@ -44,12 +50,24 @@ impl<T: Send + 'static> Batcher<T> {
         F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
+        Self::spaced(Duration::ZERO, flush)
+    }
+
+    /// As [`new`](Self::new), with flushes starting at least `spacing` apart: an item
+    /// queued while none is pending still goes at once, and everything queued within the
+    /// spacing goes together after it.
+    pub fn spaced<F, Fut>(spacing: Duration, flush: F) -> Self
+    where
+        F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         Self {
             inner: Arc::new(Inner {
                 queue: Mutex::default(),
                 wake: Arc::default(),
                 running: Arc::default(),
                 flush: Arc::new(move |items| Box::pin(flush(items))),
+                spacing,
             }),
         }
     }
@@ -86,11 +104,15 @@ async fn run<T>(inner: Weak<Inner<T>>, wake: Arc<Notify>, _running: Running) {
         wake.notified().await;
         let Some(inner) = inner.upgrade() else { return };
         let items = std::mem::take(&mut *inner.queue.lock().unwrap_or_else(|e| e.into_inner()));
-        let flush = inner.flush.clone();
+        let (flush, spacing) = (inner.flush.clone(), inner.spacing);
         // Not held while flushing: dropping the batcher meanwhile ends the task after.
         drop(inner);
         if !items.is_empty() {
+            let started = tokio::time::Instant::now();
             flush(items).await;
+            if !spacing.is_zero() {
+                tokio::time::sleep_until(started + spacing).await;
+            }
         }
     }
 }
@@ -98,7 +120,7 @@ async fn run<T>(inner: Weak<Inner<T>>, wake: Arc<Notify>, _running: Running) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::Instant;
 
     #[tokio::test]
     async fn items_queued_during_a_flush_go_together_with_the_next() {
@@ -134,6 +156,39 @@ mod tests {
         // Alone, an item is flushed at once.
         batcher.push(4);
         assert_eq!(wait(&mut batches).await, vec![4]);
+    }
+
+    #[tokio::test]
+    async fn a_spaced_batcher_flushes_at_once_then_waits_out_the_spacing() {
+        let spacing = Duration::from_millis(300);
+        let (seen, mut batches) = tokio::sync::mpsc::unbounded_channel::<(Vec<u32>, Instant)>();
+        let batcher = Batcher::spaced(spacing, move |items: Vec<u32>| {
+            let seen = seen.clone();
+            async move { seen.send((items, Instant::now())).expect("receiver") }
+        });
+        async fn wait(
+            batches: &mut tokio::sync::mpsc::UnboundedReceiver<(Vec<u32>, Instant)>,
+        ) -> (Vec<u32>, Instant) {
+            tokio::time::timeout(Duration::from_secs(5), batches.recv())
+                .await
+                .expect("a batch")
+                .expect("open")
+        }
+        let pushed = Instant::now();
+        batcher.push(0);
+        let (first, at) = wait(&mut batches).await;
+        assert_eq!(first, vec![0]);
+        assert!(at - pushed < spacing, "alone, an item goes at once");
+        for i in 1..=3 {
+            batcher.push(i);
+        }
+        let (next, next_at) = wait(&mut batches).await;
+        assert_eq!(next, vec![1, 2, 3], "queued within the spacing: one batch");
+        // The first flush started after `pushed`: the next one starts a spacing after it.
+        assert!(
+            next_at - pushed >= spacing,
+            "the next flush waits out the spacing"
+        );
     }
 
     #[tokio::test]

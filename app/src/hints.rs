@@ -5,12 +5,15 @@
 //!
 //! Hints are batched ([`crate::batching`]): every hospital queued since the last send goes
 //! in one statement, each hospital once however many commits it had meanwhile (the hint
-//! is sent after all of them). The sending process's own daemon acts on its hints too:
+//! is sent after all of them). Sends are [`SPACING`] apart at least: what a hint starts
+//! is paced anyway (see there), so a send per flush, hundreds a second under load, cost
+//! the platform database a statement and every listener a wake-up for nothing. The sending process's own daemon acts on its hints too:
 //! the commands caught up only the read models, and the daemon's full catch-up seals the
 //! new events. A hint names its sender (`CODE REPLICA`), so the other processes leave that
 //! work to it while it is alive ([`crate::workers::replicas`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -19,6 +22,13 @@ use crate::batching::Batcher;
 
 /// The platform-database channel carrying "tenant X has new events" hints.
 pub const CHANNEL: &str = "hms_events";
+
+/// The least time between two sends of this process's hints. A hint's catch-up is paced
+/// at one per hospital every 250 ms by its own sender's daemon
+/// ([`crate::workers::projection_daemon`]), and only noted by the other processes, so
+/// this delays no work that would have run sooner; the first hint after a quiet spell
+/// still goes at once.
+pub const SPACING: Duration = Duration::from_millis(50);
 
 #[derive(Clone)]
 pub struct Hints {
@@ -29,7 +39,7 @@ pub struct Hints {
 
 impl Hints {
     pub fn new(control: PgPool, replica: Uuid) -> Self {
-        let queued = Batcher::new(move |mut codes: Vec<String>| {
+        let queued = Batcher::spaced(SPACING, move |mut codes: Vec<String>| {
             let control = control.clone();
             async move {
                 codes.sort_unstable();
