@@ -78,10 +78,20 @@ where
         .fetch_all(&mut *tx)
         .await?;
         for (key, row) in found {
-            let key: K = serde_json::from_value(key).map_err(|e| unmappable(self.table, e))?;
-            let row: R = serde_json::from_value(row).map_err(|e| unmappable(self.table, e))?;
-            self.rows.entry(key).or_insert(Slot::Loaded(row));
+            let key = self.decode_key(key)?;
+            self.keep_loaded(key, row)?;
         }
+        Ok(())
+    }
+
+    fn decode_key(&self, key: Value) -> Result<K> {
+        serde_json::from_value(key).map_err(|e| unmappable(self.table, e))
+    }
+
+    /// Keeps a row as a load read it (`to_jsonb`), unless the set holds that key already.
+    fn keep_loaded(&mut self, key: K, row: Value) -> Result<()> {
+        let row: R = serde_json::from_value(row).map_err(|e| unmappable(self.table, e))?;
+        self.rows.entry(key).or_insert(Slot::Loaded(row));
         Ok(())
     }
 
@@ -112,13 +122,9 @@ where
         .fetch_all(&mut *tx)
         .await?;
         for (key, row) in found {
-            let key: K = serde_json::from_value(key).map_err(|e| unmappable(self.table, e))?;
+            let key = self.decode_key(key)?;
             match row {
-                Some(row) => {
-                    let row: R =
-                        serde_json::from_value(row).map_err(|e| unmappable(self.table, e))?;
-                    self.rows.entry(key).or_insert(Slot::Loaded(row));
-                }
+                Some(row) => self.keep_loaded(key, row)?,
                 None => {
                     current.insert(key);
                 }
