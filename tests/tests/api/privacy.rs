@@ -550,3 +550,78 @@ async fn complexity_counts_page_sizes_and_each_user_has_one_budget_across_replic
         "{answers:?}"
     );
 }
+
+#[tokio::test]
+async fn under_a_large_budget_each_replica_charges_a_grant_at_a_time_and_the_limit_still_holds() {
+    // 64,000 units a minute: each process charges grants of 1,000 (a sixty-fourth).
+    let config = || TestConfig {
+        request_budget_per_minute: Some(64_000),
+        ..TestConfig::default()
+    };
+    let app = spawn_app_with(config()).await;
+    let staff = hospital_with_staff(&app, "PRV004").await;
+    let replica = app.spawn_replica(config()).await;
+    // Stay inside one minute.
+    let second = chrono::Utc::now().timestamp() % 60;
+    if second > 30 {
+        tokio::time::sleep(std::time::Duration::from_secs((61 - second) as u64)).await;
+    }
+    let spent = || async {
+        sqlx::query_scalar::<_, Option<i64>>(
+            "SELECT sum(spent)::bigint FROM request_budgets \
+             WHERE principal = $1 AND window_start = date_trunc('minute', now())",
+        )
+        .bind(staff.doctor_id)
+        .fetch_one(&app.state.platform.control)
+        .await
+        .expect("spent")
+        .unwrap_or(0)
+    };
+    let served = |response: &Value| match error_code(response) {
+        None => true,
+        Some("RATE_LIMITED") => false,
+        other => panic!("{other:?}: {response}"),
+    };
+
+    // A cheap request (11 units) is charged a whole grant; the next ones spend it without
+    // a statement of their own, and the other replica charges a grant of its own.
+    let me = "{ me { id } }";
+    assert!(served(
+        &app.graphql(me, json!({}), Some(&staff.doctor)).await
+    ));
+    assert_eq!(spent().await, 1_000);
+    for _ in 0..20 {
+        assert!(served(
+            &app.graphql(me, json!({}), Some(&staff.doctor)).await
+        ));
+    }
+    assert_eq!(spent().await, 1_000, "21 × 11 units spent from the grant");
+    assert!(served(
+        &replica.graphql(me, json!({}), Some(&staff.doctor)).await
+    ));
+    assert_eq!(spent().await, 2_000);
+
+    // Pages of 210 units through both replicas until each has been refused: the
+    // counter never passes the limit, and what is left unserved is at most what each
+    // replica holds unspent (less than a page each) and what the counter has left (less
+    // than a page). A replica refused stays refused: the counter only grows.
+    let page = "{ patients(first: 100) { nodes { id } } }";
+    let (mut pages, mut refused) = (0, [false, false]);
+    for i in 0..800 {
+        if refused == [true, true] {
+            break;
+        }
+        let server = if i % 2 == 0 { &app } else { &replica };
+        if served(&server.graphql(page, json!({}), Some(&staff.doctor)).await) {
+            assert!(!refused[i % 2], "served after a refusal");
+            pages += 1;
+        } else {
+            refused[i % 2] = true;
+        }
+    }
+    assert_eq!(refused, [true, true], "{pages} pages served");
+    let units = 22 * 11 + pages * 210;
+    assert!(units <= 64_000, "{pages} pages served");
+    assert!(units > 64_000 - 3 * 210, "{pages} pages served");
+    assert!(spent().await <= 64_000);
+}
