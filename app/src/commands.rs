@@ -55,7 +55,7 @@ mod current;
 mod kept;
 mod together;
 pub use authority::{AssumedStream, Assumption, Authority, AuthorityChanged};
-pub use current::CurrentStates;
+pub use current::{CurrentStates, ReadHead};
 use kept::{AssumedStale, KeptHead};
 pub use together::{together, Streams, Unit};
 
@@ -450,17 +450,20 @@ async fn append_events(
         .as_ref()
         .map_or(0, |(_, assumed)| assumed.streams.len());
     for i in 0..guarded {
-        let p = first_guard + 3 * i;
+        let p = first_guard + 5 * i;
         conditions.push(format!(
-            "NOT EXISTS (SELECT 1 FROM public.events g WHERE g.aggregate_type = ${p} \
-               AND g.aggregate_id = ${} AND g.sequence > ${})",
+            "(SELECT (g.sequence, g.transaction_id::text::bigint, g.position) \
+                FROM public.events g WHERE g.aggregate_type = ${p} AND g.aggregate_id = ${} \
+               ORDER BY g.sequence DESC LIMIT 1) = (${}::bigint, ${}::bigint, ${}::bigint)",
             p + 1,
-            p + 2
+            p + 2,
+            p + 3,
+            p + 4
         ));
     }
     // The states the command assumed are the streams': each checked stream binds its
     // type, id and version, and a kept last event's place.
-    let mut p = first_guard + 3 * guarded;
+    let mut p = first_guard + 5 * guarded;
     let checked: Vec<&Assumed<'_>> = assumed.iter().filter(|a| a.checked()).collect();
     for stream in &checked {
         let (ty, id, version) = (p, p + 1, p + 2);
@@ -532,7 +535,9 @@ async fn append_events(
             query = query
                 .bind(stream.aggregate_type)
                 .bind(&stream.aggregate_id)
-                .bind(i64::try_from(stream.version).unwrap_or(i64::MAX));
+                .bind(i64::try_from(stream.version).unwrap_or(i64::MAX))
+                .bind(stream.at.transaction_id)
+                .bind(stream.at.position);
         }
         for stream in &checked {
             let version = stream.head.map_or(0, |head| head.version);

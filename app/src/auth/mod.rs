@@ -23,7 +23,7 @@ use hms_projections::projectors::StaffRow;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::commands::{self, AssumedStream, Assumption, Authority};
+use crate::commands::{self, AssumedStream, Assumption, Authority, ReadHead};
 use crate::error::AppError;
 use crate::tenancy::{PoolRegistry, TenancyError, TenantLease};
 pub use token::{Claims, TokenKeys};
@@ -301,9 +301,10 @@ impl Authenticator {
     /// or closing the hospital revokes every token issued before it, also after a
     /// reactivation or reopening.
     ///
-    /// With `may_assume` (a request expected to write), the account and hospital may be
-    /// taken from this process's last read of them instead, checked by every append of
-    /// the request and read before its answer leaves if no append did (docs/adr/0012).
+    /// With `may_assume` (a request whose answer the transport holds until its rights are
+    /// confirmed), the account and hospital may be taken from this process's last read of
+    /// them instead, checked by every append of the request and read before its answer
+    /// leaves if no append did (docs/adr/0012).
     pub async fn authenticate(
         &self,
         bearer: &str,
@@ -374,7 +375,9 @@ impl Authenticator {
                     .kept_pair::<User, Hospital>(&lease.code, &user_id, &lease.log_identity)
             })
             .flatten();
-        if let Some(((user, user_version), (hospital, hospital_version))) = kept {
+        if let Some(((user, user_version, user_at), (hospital, hospital_version, hospital_at))) =
+            kept
+        {
             if granted_role(&user, claims.ver).is_some() {
                 let assumption = Assumption {
                     streams: [
@@ -382,11 +385,13 @@ impl Authenticator {
                             aggregate_type: User::TYPE,
                             aggregate_id: user_id,
                             version: user_version,
+                            at: user_at,
                         },
                         AssumedStream {
                             aggregate_type: Hospital::TYPE,
                             aggregate_id: lease.log_identity.clone(),
                             version: hospital_version,
+                            at: hospital_at,
                         },
                     ],
                     credentials_version: claims.ver,
@@ -415,16 +420,19 @@ impl Authenticator {
                 .open_tenant(code)
                 .await?
                 .ok_or(AuthError::Unauthenticated)?;
-            let ((user, user_version), (_, hospital_version)) =
+            let ((user, user_head), (_, hospital_head)) =
                 self.read_rights(&lease, principal.user_id).await?;
             granted_role(&user, assumption.credentials_version)
                 .ok_or(AuthError::Unauthenticated)?;
-            Ok([user_version, hospital_version])
+            Ok([user_head, hospital_head])
         };
         match read.await {
-            Ok(versions) => {
-                let assumed = assumption.streams.each_ref().map(|s| s.version);
-                if versions == assumed {
+            Ok(heads) => {
+                let held = heads
+                    .iter()
+                    .zip(&assumption.streams)
+                    .all(|(head, assumed)| head.is(assumed.version, assumed.at));
+                if held {
                     principal.authority.confirm();
                     Ok(Confirmation::Held)
                 } else if principal.authority.unanswered() {
@@ -449,12 +457,12 @@ impl Authenticator {
         Ok((user, hospital))
     }
 
-    /// [`Self::user_and_hospital`], with each stream's version.
+    /// [`Self::user_and_hospital`], with each stream's last event.
     async fn read_rights(
         &self,
         lease: &TenantLease,
         id: Uuid,
-    ) -> Result<((User, u64), (Hospital, u64)), AuthError> {
+    ) -> Result<((User, ReadHead), (Hospital, ReadHead)), AuthError> {
         self.states
             .pair::<User, Hospital>(
                 &lease.pool,

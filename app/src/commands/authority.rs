@@ -14,6 +14,8 @@
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
+use hms_projections::LogCursor;
+
 /// What a request's rights rest on: read from the write side during this request
 /// (`Confirmed`), or assumed from this process's last read of the two streams.
 #[derive(Debug, Clone, Default)]
@@ -39,13 +41,15 @@ pub struct Assumption {
     pub credentials_version: i64,
 }
 
-/// One stream at the version assumed: an append under the assumption requires that it
-/// has no event beyond it.
+/// One stream at the last event assumed: an append under the assumption requires that
+/// it is still the stream's last event, in the same place in the log (a stream rewritten
+/// under the kept state, by a restore, may hold another event at that sequence).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AssumedStream {
     pub aggregate_type: &'static str,
     pub aggregate_id: String,
     pub version: u64,
+    pub at: LogCursor,
 }
 
 /// An append refused by its guard: the caller's account or hospital changed after this

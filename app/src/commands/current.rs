@@ -77,6 +77,23 @@ impl Kept {
     }
 }
 
+/// A stream's last event as a read found it: its sequence (0: no events), and its place
+/// in the log where the state may be kept (no sealed data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadHead {
+    pub version: u64,
+    pub at: Option<LogCursor>,
+}
+
+impl ReadHead {
+    /// Whether the stream is still where a kept state had it: the same last event, not
+    /// only the same version (a stream rewritten under a kept state, by a restore, may
+    /// have another event at that sequence).
+    pub fn is(&self, version: u64, at: LogCursor) -> bool {
+        self.version == version && self.at == Some(at)
+    }
+}
+
 /// One stream to read, and what is kept of it.
 struct Wanted<'a> {
     aggregate_type: &'static str,
@@ -108,14 +125,15 @@ impl CurrentStates {
     }
 
     /// Streams `a_id` of `A` and `b_id` of `B` in `database` (the directory's code of the
-    /// hospital behind `pool`) as they are now, with their versions; one statement.
+    /// hospital behind `pool`) as they are now, each with its last event's version and,
+    /// for a stream of no sealed data, its place in the log; one statement.
     pub async fn pair<A, B>(
         &self,
         pool: &PgPool,
         database: &str,
         a_id: &str,
         b_id: &str,
-    ) -> Result<((A, u64), (B, u64)), CommandError<Infallible>>
+    ) -> Result<((A, ReadHead), (B, ReadHead)), CommandError<Infallible>>
     where
         A: Aggregate + Clone + 'static,
         B: Aggregate + Clone + 'static,
@@ -145,27 +163,30 @@ impl CurrentStates {
     {
         let wanted = self.wanted::<A>(database, id);
         let rows = read(pool, &[&wanted]).await?;
-        self.settle::<A>(pool, database, wanted, rows).await
+        let (state, head) = self.settle::<A>(pool, database, wanted, rows).await?;
+        Ok((state, head.version))
     }
 
     /// Streams `a_id` of `A` and `b_id` of `B` in `database` as this process last read
-    /// them, with their versions, without asking the database: what a request may assume
-    /// until a guarded append or a read confirms it (docs/adr/0012). `None` unless both
-    /// are kept.
+    /// them, with their last events, without asking the database: what a request may
+    /// assume until a guarded append or a read confirms it (docs/adr/0012). `None` unless
+    /// both are kept.
     pub fn kept_pair<A, B>(
         &self,
         database: &str,
         a_id: &str,
         b_id: &str,
-    ) -> Option<((A, u64), (B, u64))>
+    ) -> Option<((A, u64, LogCursor), (B, u64, LogCursor))>
     where
         A: Aggregate + Clone + 'static,
         B: Aggregate + Clone + 'static,
     {
-        Some((
-            self.wanted::<A>(database, a_id).kept?.state_of::<A>()?,
-            self.wanted::<B>(database, b_id).kept?.state_of::<B>()?,
-        ))
+        let a = self.wanted::<A>(database, a_id).kept?;
+        let b = self.wanted::<B>(database, b_id).kept?;
+        let (a_at, b_at) = (a.at, b.at);
+        let (a, a_version) = a.state_of::<A>()?;
+        let (b, b_version) = b.state_of::<B>()?;
+        Some(((a, a_version, a_at), (b, b_version, b_at)))
     }
 
     /// Stream `id` of `A` in `database` is at `version`, its last event at `at`, with
@@ -267,7 +288,7 @@ impl CurrentStates {
         database: &str,
         wanted: Wanted<'_>,
         rows: Rows,
-    ) -> Result<(A, u64), CommandError<Infallible>>
+    ) -> Result<(A, ReadHead), CommandError<Infallible>>
     where
         A: Aggregate + Clone + 'static,
     {
@@ -298,7 +319,7 @@ impl CurrentStates {
             // A concurrent request may have kept a later state meanwhile.
             self.keep::<A>(database, wanted.aggregate_id, version, at, || state.clone());
         }
-        Ok((state, version))
+        Ok((state, ReadHead { version, at }))
     }
 
     /// `start` with the events of `rows` applied. The place of the last event comes back

@@ -532,3 +532,138 @@ async fn the_tenant_side_cannot_rewrite_the_log_or_record_a_head_whatever_it_set
     let me = app.graphql(ME, json!({}), Some(&token)).await;
     assert!(me["errors"].is_null(), "{me}");
 }
+
+/// A query may start from the kept account and hospital too (docs/adr/0012, 2026-12-07):
+/// a record view's access-log append is guarded like any other. An account deactivated
+/// since the process read it gets UNAUTHENTICATED, never the data, and its view is not
+/// recorded; a query that appends nothing is answered only after the read, which refuses.
+#[tokio::test]
+async fn a_read_on_an_account_deactivated_since_the_process_read_it_shows_nothing_and_logs_nothing()
+{
+    let app = spawn_app().await;
+    let root = admin(&app, "AUT014").await;
+    for nurse in ["nurse_ida", "nurse_jo"] {
+        create_user(&app, &root, nurse, "NURSE").await;
+    }
+    register_simple(&app, &root, "Kept", "Secret").await;
+    let ida = app.login(Some("AUT014"), "nurse_ida", PASSWORD).await;
+    let jo = app.login(Some("AUT014"), "nurse_jo", PASSWORD).await;
+    let search = "{ patients(search: \"secret\") { nodes { id fullName } } }";
+    for token in [&ida, &jo] {
+        let found = app.graphql(search, json!({}), Some(token)).await;
+        assert_eq!(
+            found["data"]["patients"]["nodes"].as_array().map(Vec::len),
+            Some(1),
+            "{found}"
+        );
+        assert!(
+            assumed_for_a_write(&app, token).await,
+            "the process kept both streams"
+        );
+    }
+    deactivate_behind_the_process(&app, "AUT014", "nurse_ida").await;
+    deactivate_behind_the_process(&app, "AUT014", "nurse_jo").await;
+    let before = event_count(&app, "AUT014").await;
+
+    let refused = app.graphql(search, json!({}), Some(&ida)).await;
+    assert_eq!(error_code(&refused), Some("UNAUTHENTICATED"), "{refused}");
+    assert!(refused["data"].is_null(), "{refused}");
+    assert!(!refused.to_string().contains("Secret"), "{refused}");
+    let me = app.graphql(ME, json!({}), Some(&jo)).await;
+    assert_eq!(error_code(&me), Some("UNAUTHENTICATED"), "{me}");
+    assert!(me["data"].is_null(), "{me}");
+    assert_nothing_written(&app, "AUT014", before, "a revoked reader was logged").await;
+}
+
+/// A record view decided on a hospital that changed since the process read it: its
+/// access-log append refuses, the query is decided again on the new state, and the view
+/// is recorded once.
+#[tokio::test]
+async fn a_read_assuming_a_hospital_changed_since_is_decided_again_and_logged_once() {
+    let app = spawn_app().await;
+    let root = admin(&app, "AUT015").await;
+    create_user(&app, &root, "nurse_kim", "NURSE").await;
+    register_simple(&app, &root, "Logged", "Once").await;
+    let kim = app.login(Some("AUT015"), "nurse_kim", PASSWORD).await;
+    let search = "{ patients(search: \"once\") { nodes { id } } }";
+    let first = app.graphql(search, json!({}), Some(&kim)).await;
+    assert!(first["errors"].is_null(), "{first}");
+    assert!(
+        assumed_for_a_write(&app, &kim).await,
+        "the process kept both streams"
+    );
+
+    let branded = app
+        .graphql(
+            "mutation { updateBranding(input: { primaryColor: \"#654321\" }) { code } }",
+            json!({}),
+            Some(&root),
+        )
+        .await;
+    assert!(branded["errors"].is_null(), "{branded}");
+    let before = event_count(&app, "AUT015").await;
+    let found = app.graphql(search, json!({}), Some(&kim)).await;
+    assert_eq!(
+        found["data"]["patients"]["nodes"].as_array().map(Vec::len),
+        Some(1),
+        "{found}"
+    );
+    let appended = events_after(&app, "AUT015", before).await;
+    assert_eq!(
+        appended
+            .iter()
+            .filter(|e| e.starts_with("record_access/PatientRecordsViewed "))
+            .count(),
+        1,
+        "{appended:?}"
+    );
+    assert_eq!(appended.len(), 1, "{appended:?}");
+}
+
+/// A write assumed on a kept account whose stream was rewritten under it at the same
+/// version (a restore; here the role change that made the account a receptionist is
+/// replaced by one to ACCOUNTANT): the append's guard requires the kept last event itself,
+/// not only its sequence, so nothing lands on the old role; the request is decided again
+/// on the account as it is, and refused.
+#[tokio::test]
+async fn a_write_assumed_on_an_account_rewritten_under_it_at_the_same_version_is_refused() {
+    let app = spawn_app().await;
+    let root = admin(&app, "AUT016").await;
+    let id = created_id(&app, &root, "desk_lou", "STAFF").await;
+    user_mutation(
+        &app,
+        &root,
+        "changeUserRole(userId: $id, role: RECEPTIONIST) { role }",
+        &id,
+    )
+    .await;
+    let lou = app.login(Some("AUT016"), "desk_lou", PASSWORD).await;
+    register_simple(&app, &lou, "Before", "Rewrite").await;
+    assert!(
+        assumed_for_a_write(&app, &lou).await,
+        "the process kept lou as a receptionist"
+    );
+
+    let mut owner = app.connect(&app.database_for("AUT016")).await;
+    hms_tests::fixtures::take_last_event_out(&mut owner, "user", &id).await;
+    user_mutation(
+        &app,
+        &root,
+        "changeUserRole(userId: $id, role: ACCOUNTANT) { role }",
+        &id,
+    )
+    .await;
+    let version: i64 = sqlx::query_scalar(
+        "SELECT max(sequence) FROM events WHERE aggregate_type = 'user' AND aggregate_id = $1",
+    )
+    .bind(&id)
+    .fetch_one(&mut owner)
+    .await
+    .expect("the stream's version");
+    assert_eq!(version, 2, "the new event has the replaced one's sequence");
+
+    let before = event_count(&app, "AUT016").await;
+    let refused = register(&app, &lou, patient("Lou")).await;
+    assert_eq!(error_code(&refused), Some("FORBIDDEN"), "{refused}");
+    assert_nothing_written(&app, "AUT016", before, "a write on a rewritten role landed").await;
+}
