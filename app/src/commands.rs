@@ -56,7 +56,8 @@ mod kept;
 mod together;
 pub use authority::{AssumedStream, Assumption, Authority, AuthorityChanged};
 pub use current::{CurrentStates, ReadHead};
-use kept::{AssumedStale, KeptHead};
+pub use kept::KeptHead;
+use kept::AssumedStale;
 pub use together::{together, Streams, Unit};
 
 /// How long a command waits for the read models to show its own events. The wait can be
@@ -535,9 +536,9 @@ async fn append_events(
             query = query
                 .bind(stream.aggregate_type)
                 .bind(&stream.aggregate_id)
-                .bind(i64::try_from(stream.version).unwrap_or(i64::MAX))
-                .bind(stream.at.transaction_id)
-                .bind(stream.at.position);
+                .bind(i64::try_from(stream.head.version).unwrap_or(i64::MAX))
+                .bind(stream.head.at.transaction_id)
+                .bind(stream.head.at.position);
         }
         for stream in &checked {
             let version = stream.head.map_or(0, |head| head.version);

@@ -375,23 +375,19 @@ impl Authenticator {
                     .kept_pair::<User, Hospital>(&lease.code, &user_id, &lease.log_identity)
             })
             .flatten();
-        if let Some(((user, user_version, user_at), (hospital, hospital_version, hospital_at))) =
-            kept
-        {
+        if let Some(((user, user_head), (hospital, hospital_head))) = kept {
             if granted_role(&user, claims.ver).is_some() {
                 let assumption = Assumption {
                     streams: [
                         AssumedStream {
                             aggregate_type: User::TYPE,
                             aggregate_id: user_id,
-                            version: user_version,
-                            at: user_at,
+                            head: user_head,
                         },
                         AssumedStream {
                             aggregate_type: Hospital::TYPE,
                             aggregate_id: lease.log_identity.clone(),
-                            version: hospital_version,
-                            at: hospital_at,
+                            head: hospital_head,
                         },
                     ],
                     credentials_version: claims.ver,
@@ -431,7 +427,7 @@ impl Authenticator {
                 let held = heads
                     .iter()
                     .zip(&assumption.streams)
-                    .all(|(head, assumed)| head.is(assumed.version, assumed.at));
+                    .all(|(head, assumed)| head.is(&assumed.head));
                 if held {
                     principal.authority.confirm();
                     Ok(Confirmation::Held)

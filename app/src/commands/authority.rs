@@ -14,7 +14,7 @@
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use hms_projections::LogCursor;
+use super::KeptHead;
 
 /// What a request's rights rest on: read from the write side during this request
 /// (`Confirmed`), or assumed from this process's last read of the two streams.
@@ -48,8 +48,7 @@ pub struct Assumption {
 pub struct AssumedStream {
     pub aggregate_type: &'static str,
     pub aggregate_id: String,
-    pub version: u64,
-    pub at: LogCursor,
+    pub head: KeptHead,
 }
 
 /// An append refused by its guard: the caller's account or hospital changed after this

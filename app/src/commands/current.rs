@@ -89,8 +89,8 @@ impl ReadHead {
     /// Whether the stream is still where a kept state had it: the same last event, not
     /// only the same version (a stream rewritten under a kept state, by a restore, may
     /// have another event at that sequence).
-    pub fn is(&self, version: u64, at: LogCursor) -> bool {
-        self.version == version && self.at == Some(at)
+    pub fn is(&self, kept: &KeptHead) -> bool {
+        self.version == kept.version && self.at == Some(kept.at)
     }
 }
 
@@ -176,17 +176,18 @@ impl CurrentStates {
         database: &str,
         a_id: &str,
         b_id: &str,
-    ) -> Option<((A, u64, LogCursor), (B, u64, LogCursor))>
+    ) -> Option<((A, KeptHead), (B, KeptHead))>
     where
         A: Aggregate + Clone + 'static,
         B: Aggregate + Clone + 'static,
     {
         let a = self.wanted::<A>(database, a_id).kept?;
         let b = self.wanted::<B>(database, b_id).kept?;
-        let (a_at, b_at) = (a.at, b.at);
-        let (a, a_version) = a.state_of::<A>()?;
-        let (b, b_version) = b.state_of::<B>()?;
-        Some(((a, a_version, a_at), (b, b_version, b_at)))
+        let (a_head, b_head) = (a.head(), b.head());
+        Some((
+            (a.state_of::<A>()?.0, a_head),
+            (b.state_of::<B>()?.0, b_head),
+        ))
     }
 
     /// Stream `id` of `A` in `database` is at `version`, its last event at `at`, with

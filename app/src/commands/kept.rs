@@ -65,10 +65,10 @@ pub(super) struct KeptStore<A: Aggregate> {
 
 /// A stream's last event as this process kept it: what an append on an assumed state
 /// requires to still be the stream's last event, in the same place.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct KeptHead {
-    pub(crate) version: u64,
-    pub(crate) at: LogCursor,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeptHead {
+    pub version: u64,
+    pub at: LogCursor,
 }
 
 /// The append found the stream no longer where the assumed state had it: the command is
