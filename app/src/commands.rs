@@ -56,8 +56,8 @@ mod kept;
 mod together;
 pub use authority::{AssumedStream, Assumption, Authority, AuthorityChanged};
 pub use current::{CurrentStates, ReadHead};
-pub use kept::KeptHead;
 use kept::AssumedStale;
+pub use kept::KeptHead;
 pub use together::{together, Streams, Unit};
 
 /// How long a command waits for the read models to show its own events. The wait can be

@@ -385,6 +385,29 @@ async fn a_write_assuming_a_hospital_changed_since_is_decided_again_and_lands_on
     );
 }
 
+/// Behind the system's back (as a restore would), takes the last event of account `id`'s
+/// stream (its second, a role change) out of the log; a change to `role` then lands at
+/// the same sequence.
+async fn replace_last_role_change(app: &TestApp, code: &str, root: &str, id: &str, role: &str) {
+    let mut owner = app.connect(&app.database_for(code)).await;
+    hms_tests::fixtures::take_last_event_out(&mut owner, "user", id).await;
+    user_mutation(
+        app,
+        root,
+        &format!("changeUserRole(userId: $id, role: {role}) {{ role }}"),
+        id,
+    )
+    .await;
+    let version: i64 = sqlx::query_scalar(
+        "SELECT max(sequence) FROM events WHERE aggregate_type = 'user' AND aggregate_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&mut owner)
+    .await
+    .expect("the stream's version");
+    assert_eq!(version, 2, "the new event has the replaced one's sequence");
+}
+
 /// A replica keeps an account it decoded, with the place of its last event in the log.
 /// When the stream is rewritten under it (a restore; here a last event replaced by
 /// another one at the same sequence), the kept account is not taken for current: the
@@ -405,25 +428,7 @@ async fn an_account_rewritten_under_a_kept_one_is_read_afresh() {
     let me = app.graphql(ME, json!({}), Some(&token)).await;
     assert_eq!(me["data"]["me"]["role"], "STAFF", "{me}");
 
-    // Behind the system's back (as a restore would), the role change is taken out of the
-    // log; a different one then lands at the same sequence.
-    let mut owner = app.connect(&app.database_for("AUT007")).await;
-    hms_tests::fixtures::take_last_event_out(&mut owner, "user", &id).await;
-    user_mutation(
-        &app,
-        &root,
-        "changeUserRole(userId: $id, role: NURSE) { role }",
-        &id,
-    )
-    .await;
-    let version: i64 = sqlx::query_scalar(
-        "SELECT max(sequence) FROM events WHERE aggregate_type = 'user' AND aggregate_id = $1",
-    )
-    .bind(&id)
-    .fetch_one(&mut owner)
-    .await
-    .expect("the stream's version");
-    assert_eq!(version, 2, "the new event has the replaced one's sequence");
+    replace_last_role_change(&app, "AUT007", &root, &id, "NURSE").await;
 
     let me = app.graphql(ME, json!({}), Some(&token)).await;
     assert_eq!(me["data"]["me"]["role"], "NURSE", "{me}");
@@ -644,23 +649,7 @@ async fn a_write_assumed_on_an_account_rewritten_under_it_at_the_same_version_is
         "the process kept lou as a receptionist"
     );
 
-    let mut owner = app.connect(&app.database_for("AUT016")).await;
-    hms_tests::fixtures::take_last_event_out(&mut owner, "user", &id).await;
-    user_mutation(
-        &app,
-        &root,
-        "changeUserRole(userId: $id, role: ACCOUNTANT) { role }",
-        &id,
-    )
-    .await;
-    let version: i64 = sqlx::query_scalar(
-        "SELECT max(sequence) FROM events WHERE aggregate_type = 'user' AND aggregate_id = $1",
-    )
-    .bind(&id)
-    .fetch_one(&mut owner)
-    .await
-    .expect("the stream's version");
-    assert_eq!(version, 2, "the new event has the replaced one's sequence");
+    replace_last_role_change(&app, "AUT016", &root, &id, "ACCOUNTANT").await;
 
     let before = event_count(&app, "AUT016").await;
     let refused = register(&app, &lou, patient("Lou")).await;
