@@ -348,9 +348,6 @@ fn the_same_request(request: &async_graphql::Request) -> async_graphql::Request 
     again
 }
 
-/// Whether a GraphQL document starts with a mutation: a request expected to write, whose
-/// rights may be assumed (docs/adr/0012). Only a hint for what to read first: a document
-/// misjudged either way is still answered on confirmed rights, at the cost of a read.
 async fn graphiql_page(State(http): State<Http>) -> Response {
     if http.graphiql {
         crate::graphiql::page()

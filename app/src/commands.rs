@@ -444,28 +444,28 @@ async fn append_events(
         conditions.push("(SELECT count(*) FROM offered) = cardinality($8::uuid[])".to_owned());
     }
     let first_inline = if offers.is_empty() { 8 } else { 11 };
-    // The rights the request assumed still hold: their streams are where they were read.
+    // The rights the request assumed still hold: the account's and the hospital's streams
+    // are checked as any state assumed and not appended to, their kept last event still
+    // the last (docs/adr/0012).
     let guard = authority::current().and_then(|a| a.assumption().map(|assumed| (a, assumed)));
-    let first_guard = first_inline + inline.len();
-    let guarded = guard
-        .as_ref()
-        .map_or(0, |(_, assumed)| assumed.streams.len());
-    for i in 0..guarded {
-        let p = first_guard + 5 * i;
-        conditions.push(format!(
-            "(SELECT (g.sequence, g.transaction_id::text::bigint, g.position) \
-                FROM public.events g WHERE g.aggregate_type = ${p} AND g.aggregate_id = ${} \
-               ORDER BY g.sequence DESC LIMIT 1) = (${}::bigint, ${}::bigint, ${}::bigint)",
-            p + 1,
-            p + 2,
-            p + 3,
-            p + 4
-        ));
-    }
+    let rights: Vec<Assumed<'_>> = guard
+        .iter()
+        .flat_map(|(_, assumption)| &assumption.streams)
+        .map(|stream| Assumed {
+            aggregate_type: stream.aggregate_type,
+            aggregate_id: &stream.aggregate_id,
+            head: Some(stream.head),
+            appended: false,
+        })
+        .collect();
     // The states the command assumed are the streams': each checked stream binds its
     // type, id and version, and a kept last event's place.
-    let mut p = first_guard + 5 * guarded;
-    let checked: Vec<&Assumed<'_>> = assumed.iter().filter(|a| a.checked()).collect();
+    let mut p = first_inline + inline.len();
+    let checked: Vec<&Assumed<'_>> = assumed
+        .iter()
+        .chain(&rights)
+        .filter(|a| a.checked())
+        .collect();
     for stream in &checked {
         let (ty, id, version) = (p, p + 1, p + 2);
         p += 3;
@@ -531,14 +531,6 @@ async fn append_events(
         }
         for rows in inline {
             query = query.bind(&rows.rows);
-        }
-        for stream in guard.iter().flat_map(|(_, assumed)| &assumed.streams) {
-            query = query
-                .bind(stream.aggregate_type)
-                .bind(&stream.aggregate_id)
-                .bind(i64::try_from(stream.head.version).unwrap_or(i64::MAX))
-                .bind(stream.head.at.transaction_id)
-                .bind(stream.head.at.position);
         }
         for stream in &checked {
             let version = stream.head.map_or(0, |head| head.version);

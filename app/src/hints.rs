@@ -7,7 +7,8 @@
 //! in one statement, each hospital once however many commits it had meanwhile (the hint
 //! is sent after all of them). Sends are [`SPACING`] apart at least: what a hint starts
 //! is paced anyway (see there), so a send per flush, hundreds a second under load, cost
-//! the platform database a statement and every listener a wake-up for nothing. The sending process's own daemon acts on its hints too:
+//! the platform database a statement and every listener a wake-up for nothing. The
+//! sending process's own daemon acts on its hints too:
 //! the commands caught up only the read models, and the daemon's full catch-up seals the
 //! new events. A hint names its sender (`CODE REPLICA`), so the other processes leave that
 //! work to it while it is alive ([`crate::workers::replicas`]).
