@@ -58,7 +58,7 @@ pub use authority::{AssumedStream, Assumption, Authority, AuthorityChanged};
 pub use current::{CurrentStates, ReadHead};
 use kept::AssumedStale;
 pub use kept::KeptHead;
-pub use together::{together, Streams, Unit};
+pub use together::{together, together_inline, Streams, Unit};
 
 /// How long a command waits for the read models to show its own events. The wait can be
 /// long when any transaction on the server is slow to commit (the log is read only below
@@ -461,6 +461,16 @@ async fn append_events(
     // The states the command assumed are the streams': each checked stream binds its
     // type, id and version, and a kept last event's place.
     let mut p = first_inline + inline.len();
+    // The patients whose keys must stand for each table's rows to be written.
+    let owners_at: Vec<Option<usize>> = inline
+        .iter()
+        .map(|rows| {
+            (!rows.key_owners.is_empty()).then(|| {
+                p += 1;
+                p - 1
+            })
+        })
+        .collect();
     let checked: Vec<&Assumed<'_>> = assumed
         .iter()
         .chain(&rights)
@@ -487,10 +497,15 @@ async fn append_events(
         }
     }
     let taken = conditions.join(" AND ");
-    for (i, rows) in inline.iter().enumerate() {
+    for (i, (rows, owners)) in inline.iter().zip(&owners_at).enumerate() {
+        let condition = match owners {
+            Some(param) if taken.is_empty() => rows.keys_stand_sql(*param),
+            Some(param) => format!("{taken} AND {}", rows.keys_stand_sql(*param)),
+            None => taken.clone(),
+        };
         with.push(format!(
             "inline_{i} AS ({})",
-            rows.insert_sql(first_inline + i, &taken)
+            rows.insert_sql(first_inline + i, &condition)
         ));
         stored.push(format!(
             "'{}', (SELECT json_agg(r) FROM inline_{i} r)",
@@ -531,6 +546,9 @@ async fn append_events(
         }
         for rows in inline {
             query = query.bind(&rows.rows);
+        }
+        for rows in inline.iter().filter(|rows| !rows.key_owners.is_empty()) {
+            query = query.bind(&rows.key_owners);
         }
         for stream in &checked {
             let version = stream.head.map_or(0, |head| head.version);

@@ -297,6 +297,31 @@ impl Authorized<'_> {
         Ok(())
     }
 
+    /// As [`Self::together`], for a unit answered from the rows its append writes
+    /// inline (a booking's appointment): returned at commit, or `None` when it wrote none
+    /// and waited for the read models instead ([`commands::together_inline`]).
+    pub async fn together_inline<F, Fut>(
+        &self,
+        streams: commands::Streams,
+        decide: F,
+    ) -> Result<Option<WrittenInline>>
+    where
+        F: FnMut(commands::Unit) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        let written = commands::together_inline(
+            self.pool(),
+            &self.scope.state.runner,
+            &self.metadata(),
+            streams,
+            decide,
+        )
+        .await
+        .map_err(unit_error)?;
+        self.notify();
+        Ok(written)
+    }
+
     /// Runs `command` on the new aggregate `id` (a fresh id) and returns once its events
     /// are committed, without waiting for the read models: for records of what happened
     /// that no answer reads back (e.g. the access log).

@@ -21,11 +21,12 @@ use serde_json::{Map, Value};
 pub use crate::rows::InlineRows;
 use crate::{ProjectionError, Result};
 
-/// The rows that an append of `events` (decided, not yet sealed) writes inline: for now, a
-/// registration's row of the patient register.
+/// The rows that an append of `events` (decided, not yet sealed) writes inline: a
+/// registration's row of the patient register, a booking's row of the appointments.
 pub fn rows_written_inline(events: &[SerializedEvent]) -> Result<Vec<InlineRows>> {
     Ok(crate::projectors::patients::inline(events)?
         .into_iter()
+        .chain(crate::projectors::appointments::inline(events)?)
         .collect())
 }
 
@@ -41,6 +42,14 @@ impl WrittenInline {
         serde_json::from_str(json)
             .map(Self)
             .map_err(|e| ProjectionError::Row(format!("rows written inline do not parse: {e}")))
+    }
+
+    /// Whether any row was written (an inline write's own condition may have held none
+    /// back while the events landed).
+    pub fn wrote_any(&self) -> bool {
+        self.0
+            .values()
+            .any(|rows| rows.as_array().is_some_and(|rows| !rows.is_empty()))
     }
 
     /// The rows written to `table` (e.g. `patients`), as its row type.

@@ -22,6 +22,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::postgres::Postgres;
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use crate::{ProjectionError, Result};
 
@@ -305,6 +306,10 @@ pub struct InlineRows {
     pub columns: String,
     /// The rows as a JSON array.
     pub rows: String,
+    /// Patients whose text the rows hold in the clear: the rows are written only while
+    /// each one's key still stands, so an erasure (which destroys the key first) never
+    /// leaves a row behind that shows what it erased.
+    pub key_owners: Vec<Uuid>,
 }
 
 impl InlineRows {
@@ -313,7 +318,30 @@ impl InlineRows {
             name: table,
             columns: column_names(table, rows)?.join(", "),
             rows: serde_json::to_string(rows).map_err(|e| unmappable(table, e))?,
+            key_owners: Vec::new(),
         })
+    }
+
+    /// These rows, written only while the keys of `owners` stand.
+    pub(crate) fn while_keys_stand(mut self, owners: Vec<Uuid>) -> Self {
+        self.key_owners = owners;
+        self
+    }
+
+    /// The condition that every key owner's key stands, with the owners as parameter
+    /// `$param`; empty when there are none. Each key row is locked for share, so that a
+    /// key destroyed by a transaction committed meanwhile is seen as destroyed, and one
+    /// destroyed later waits for this append: the erasure's event then follows it in the
+    /// log, and the runner erases the row.
+    pub fn keys_stand_sql(&self, param: usize) -> String {
+        if self.key_owners.is_empty() {
+            return String::new();
+        }
+        format!(
+            "(SELECT count(*) FROM (SELECT 1 FROM patient_keys k \
+               WHERE k.patient_id = ANY(${param}::uuid[]) AND k.wrapped_key IS NOT NULL \
+               FOR SHARE) s) = cardinality(ARRAY(SELECT DISTINCT unnest(${param}::uuid[])))"
+        )
     }
 
     /// The `INSERT` writing these rows, with the JSON as parameter `$param`, returning

@@ -36,6 +36,7 @@ use cqrs_es::persist::{
 };
 use cqrs_es::{Aggregate, AggregateError, CqrsFramework, EventEnvelope, EventStore};
 use hms_domain::EventMetadata;
+use hms_projections::inline::{rows_written_inline, WrittenInline};
 use hms_projections::{personal, LogCursor, ProjectionRunner};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -43,7 +44,7 @@ use sqlx::PgPool;
 use super::current::Kept;
 use super::kept::{self, AssumedStale, KeptHead, DECIDED};
 use super::{
-    append_events, read_streams, seal_events, Assumed, Backoff, CommandError, MAX_ATTEMPTS,
+    append_events, read_streams, seal_events, Answer, Assumed, Backoff, CommandError, MAX_ATTEMPTS,
     READ_YOUR_WRITES_TIMEOUT, TURNS,
 };
 use crate::idempotency::{current_run, RUN_METADATA_KEY};
@@ -600,8 +601,9 @@ impl<A: Aggregate + Clone + 'static> EventStore<A> for UnitStore<A> {
 
 /// How one attempt ended, short of a refusal.
 enum Ended {
-    /// The unit's events were appended; the last landed here.
-    Appended(Option<LogCursor>),
+    /// The unit's events were appended; the last landed here, with the rows the append
+    /// wrote inline, as stored.
+    Appended(Option<LogCursor>, Option<WrittenInline>),
     /// An earlier attempt of this request committed the unit; its last event is here.
     Earlier(LogCursor),
     /// A concurrent writer appended to one of the decided streams first.
@@ -619,8 +621,45 @@ pub async fn together<E, F, Fut>(
     runner: &ProjectionRunner,
     metadata: &EventMetadata,
     streams: Streams,
-    mut decide: F,
+    decide: F,
 ) -> Result<(), CommandError<E>>
+where
+    E: std::error::Error,
+    F: FnMut(Unit) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+{
+    together_then(pool, runner, metadata, streams, decide, Answer::ReadModels)
+        .await
+        .map(drop)
+}
+
+/// As [`together`], for a unit whose answer is the rows its append writes inline (a
+/// booking's appointment, docs/adr/0011): when it wrote some, it returns them at commit
+/// without waiting for the read models; otherwise (an earlier attempt of the request
+/// booked, or the rows were held back) it waits as [`together`] does and returns none.
+pub async fn together_inline<E, F, Fut>(
+    pool: &PgPool,
+    runner: &ProjectionRunner,
+    metadata: &EventMetadata,
+    streams: Streams,
+    decide: F,
+) -> Result<Option<WrittenInline>, CommandError<E>>
+where
+    E: std::error::Error,
+    F: FnMut(Unit) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+{
+    together_then(pool, runner, metadata, streams, decide, Answer::Inline).await
+}
+
+async fn together_then<E, F, Fut>(
+    pool: &PgPool,
+    runner: &ProjectionRunner,
+    metadata: &EventMetadata,
+    streams: Streams,
+    mut decide: F,
+    answer: Answer,
+) -> Result<Option<WrittenInline>, CommandError<E>>
 where
     E: std::error::Error,
     F: FnMut(Unit) -> Fut,
@@ -661,7 +700,10 @@ where
             attempt_once(pool, attempt, &mut decide).await?
         };
         let head = match ended {
-            Ended::Appended(head) => head,
+            Ended::Appended(_, Some(inline)) if answer == Answer::Inline && inline.wrote_any() => {
+                return Ok(Some(inline));
+            }
+            Ended::Appended(head, _) => head,
             Ended::Earlier(head) => Some(head),
             Ended::Unconfirmed => {
                 assume = false;
@@ -686,7 +728,7 @@ where
                 tracing::warn!(%error, unit = label, "read models are behind the unit just written");
             }
         }
-        return Ok(());
+        return Ok(None);
     }
     tracing::warn!(
         unit = label,
@@ -808,10 +850,13 @@ where
         })
         .collect();
     let known = unit.known_keys();
+    // Built from the events as decided, before their personal data is sealed.
+    let inline = rows_written_inline(&decided)
+        .map_err(|e| store_error(PersistenceError::UnknownError(Box::new(e))))?;
     let sealed = seal_events(pool, &decided, &known)
         .await
         .map_err(store_error)?;
-    let appended = append_events(pool, &sealed, &[], &assumed, &[]).await;
+    let appended = append_events(pool, &sealed, &[], &assumed, &inline).await;
     if assuming {
         let unconfirmed = match &appended {
             Ok(_) => {
@@ -832,7 +877,18 @@ where
             if let Some(landed) = &landed {
                 unit.keep_landed(&sealed, &landed.cursors);
             }
-            Ok(Ended::Appended(landed.map(|l| l.head)))
+            let written = match landed.as_ref().and_then(|l| l.inline.as_deref()) {
+                Some(rows) => match WrittenInline::parse(rows) {
+                    Ok(rows) => Some(rows),
+                    // The unit stands; its answer is read from the read models instead.
+                    Err(error) => {
+                        tracing::warn!(%error, unit = label, "rows written inline unreadable");
+                        None
+                    }
+                },
+                None => None,
+            };
+            Ok(Ended::Appended(landed.map(|l| l.head), written))
         }
         Err(PersistenceError::OptimisticLockError) => Ok(Ended::Lost),
         Err(e) => Err(store_error(e)),

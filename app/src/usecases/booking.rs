@@ -138,8 +138,11 @@ pub async fn schedule_appointment(
     }
     validate_slot(start, minutes, &policy, auth.now).map_err(|e| e.to_app_error())?;
 
-    // The new appointment's row, named before the append: the round that stores it
-    // hands it over (docs/adr/0017). Not on a keyed retry, which books nothing.
+    // The new appointment's row as the booking's append stored it (docs/adr/0011). Should
+    // the append write none (the patient's key went meanwhile), the round that stores it
+    // hands it over (docs/adr/0017), so it is named before the append. Neither on a keyed
+    // retry, which books nothing.
+    let stored = std::sync::Mutex::new(None);
     let wanted = std::sync::Mutex::new(None);
     let id = auth
         .idempotent_id(&options, input, || async {
@@ -150,43 +153,50 @@ pub async fn schedule_appointment(
             let day = start.date_naive();
             let streams = schedules(Streams::new(), input.doctor_id, input.patient_id, day)
                 .expecting::<AppointmentAggregate>(appointment.as_str(), Some(0));
-            auth.together(streams, |unit| {
-                if let Some(key) = &patient_key {
-                    unit.knows_key(key.clone());
-                }
-                let booking = Booking::new(auth, appointment_id, unit);
-                let command = AppointmentCommand::Schedule {
-                    actor: auth.actor(),
-                    appointment_id,
-                    patient_id: input.patient_id,
-                    doctor_id: input.doctor_id,
-                    department_id: input.department_id,
-                    start,
-                    minutes,
-                    reason: reason.clone(),
-                    policy,
-                    doctor,
-                    patient_active,
-                    now: auth.now,
-                };
-                let (appointment, input) = (appointment.as_str(), input);
-                async move {
-                    booking
-                        .reserve(Party::Doctor, input.doctor_id, start, minutes)
-                        .await?;
-                    booking
-                        .reserve(Party::Patient, input.patient_id, start, minutes)
-                        .await?;
-                    booking.appointment(appointment, command).await
-                }
-            })
-            .await?;
+            let written = auth
+                .together_inline(streams, |unit| {
+                    if let Some(key) = &patient_key {
+                        unit.knows_key(key.clone());
+                    }
+                    let booking = Booking::new(auth, appointment_id, unit);
+                    let command = AppointmentCommand::Schedule {
+                        actor: auth.actor(),
+                        appointment_id,
+                        patient_id: input.patient_id,
+                        doctor_id: input.doctor_id,
+                        department_id: input.department_id,
+                        start,
+                        minutes,
+                        reason: reason.clone(),
+                        policy,
+                        doctor,
+                        patient_active,
+                        now: auth.now,
+                    };
+                    let (appointment, input) = (appointment.as_str(), input);
+                    async move {
+                        booking
+                            .reserve(Party::Doctor, input.doctor_id, start, minutes)
+                            .await?;
+                        booking
+                            .reserve(Party::Patient, input.patient_id, start, minutes)
+                            .await?;
+                        booking.appointment(appointment, command).await
+                    }
+                })
+                .await?;
+            *stored.lock().unwrap_or_else(|e| e.into_inner()) = written;
             Ok::<_, AppError>(appointment_id)
         })
         .await?;
+    let stored = stored.into_inner().unwrap_or_else(|e| e.into_inner());
+    let inline = stored
+        .map(|rows| rows.rows::<AppointmentRow>("appointments"))
+        .transpose()?
+        .and_then(|rows| rows.into_iter().find(|row| row.id == id));
     let wanted = wanted.into_inner().unwrap_or_else(|e| e.into_inner());
     // A new appointment's stream is at version 1 once booked.
-    match wanted.and_then(|row| row.take::<AppointmentRow>(1)) {
+    match inline.or_else(|| wanted.and_then(|row| row.take::<AppointmentRow>(1))) {
         // The restriction flag as the booking read it with the patient's status.
         Some(row) => appointment_from_row(auth, row, patient_restricted).await,
         None => load_appointment(auth, id).await,

@@ -2,13 +2,15 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
+use cqrs_es::persist::SerializedEvent;
+use cqrs_es::Aggregate;
 use hms_domain::appointment::{Appointment, AppointmentEvent, AppointmentStatus};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{enum_name, fold_rows};
-use crate::rows::RowSet;
+use crate::rows::{InlineRows, RowSet};
 use crate::{Projector, Result, StoredEvent};
 
 pub struct AppointmentProjector;
@@ -69,7 +71,9 @@ impl Projector for AppointmentProjector {
             self.name(),
             "appointments",
             events,
-            |e| matches!(e, AppointmentEvent::AppointmentScheduled { .. }),
+            // A booking's row is written by its append (docs/adr/0011): loaded, so that
+            // the booking is passed over.
+            |_| false,
             fold,
         )
         .await?;
@@ -91,46 +95,49 @@ impl Projector for AppointmentProjector {
     }
 }
 
+/// The rows a booking's append writes itself (docs/adr/0011): the new appointment's row,
+/// from its stream's first event as decided (its reason not yet sealed), at version 1.
+/// The row holds the patient's text in the clear, so it is only written while the
+/// patient's key still stands ([`InlineRows::key_owners`]).
+pub(crate) fn inline(events: &[SerializedEvent]) -> Result<Option<InlineRows>> {
+    let mut owners = Vec::new();
+    let rows = events
+        .iter()
+        .filter(|e| {
+            e.aggregate_type == Appointment::TYPE
+                && e.sequence == 1
+                && e.event_type == "AppointmentScheduled"
+        })
+        .map(|e| {
+            let event = AppointmentEvent::deserialize(&e.payload).map_err(|e| {
+                crate::ProjectionError::Row(format!(
+                    "a booking to write inline does not decode: {e}"
+                ))
+            })?;
+            Ok(scheduled(event).map(|mut row| {
+                row.version = e.sequence as i64;
+                owners.push(row.patient_id);
+                row
+            }))
+        })
+        .filter_map(Result::transpose)
+        .collect::<Result<Vec<_>>>()?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    InlineRows::of("appointments", &rows).map(|rows| Some(rows.while_keys_stand(owners)))
+}
+
 fn fold(
     appointments: &mut RowSet<Uuid, AppointmentRow>,
     id: Uuid,
     _: &StoredEvent,
     event: AppointmentEvent,
 ) {
-    if let AppointmentEvent::AppointmentScheduled {
-        appointment_id,
-        patient_id,
-        doctor_id,
-        department_id,
-        start,
-        end,
-        local_date,
-        reason,
-        status,
-        at,
-    } = event
-    {
-        let row = AppointmentRow {
-            id: appointment_id,
-            patient_id,
-            doctor_id,
-            department_id,
-            start_at: start,
-            end_at: end,
-            local_date,
-            reason,
-            status: enum_name(&status),
-            notes: None,
-            cancel_reason: None,
-            checked_in_at: None,
-            started_at: None,
-            completed_at: None,
-            cancelled_at: None,
-            created_at: at,
-            updated_at: at,
-            version: 0,
-        };
-        appointments.insert(appointment_id, row);
+    if let AppointmentEvent::AppointmentScheduled { .. } = event {
+        if let Some(row) = scheduled(event) {
+            appointments.insert(row.id, row);
+        }
         return;
     }
     let Some(row) = appointments.get_mut(&id) else {
@@ -177,4 +184,43 @@ fn fold(
             row.updated_at = at;
         }
     }
+}
+
+/// A booked appointment's row (version 0, set by whoever writes it).
+fn scheduled(event: AppointmentEvent) -> Option<AppointmentRow> {
+    let AppointmentEvent::AppointmentScheduled {
+        appointment_id,
+        patient_id,
+        doctor_id,
+        department_id,
+        start,
+        end,
+        local_date,
+        reason,
+        status,
+        at,
+    } = event
+    else {
+        return None;
+    };
+    Some(AppointmentRow {
+        id: appointment_id,
+        patient_id,
+        doctor_id,
+        department_id,
+        start_at: start,
+        end_at: end,
+        local_date,
+        reason,
+        status: enum_name(&status),
+        notes: None,
+        cancel_reason: None,
+        checked_in_at: None,
+        started_at: None,
+        completed_at: None,
+        cancelled_at: None,
+        created_at: at,
+        updated_at: at,
+        version: 0,
+    })
 }

@@ -1,7 +1,7 @@
 //! The read models. Each projector owns its tables and nothing else. Where the API reads
 //! a table row for row, it uses the projector's row type, so the two cannot drift apart.
 
-mod appointments;
+pub(crate) mod appointments;
 mod audit;
 mod break_glass;
 mod hospital;

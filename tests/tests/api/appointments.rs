@@ -1005,3 +1005,178 @@ async fn slots_left_held_by_broken_bookings_are_released_by_the_sweep() {
         .expect("sweep");
     assert_eq!(again, 0);
 }
+
+/// The appointment's row as the table holds it, with the transaction that wrote it.
+async fn stored_appointment(app: &TestApp, code: &str, id: &str) -> Option<(String, Value)> {
+    let mut db = app.connect(&app.database_for(code)).await;
+    sqlx::query_as::<_, (String, Value)>(
+        "SELECT xmin::text, to_jsonb(a) FROM appointments a WHERE id = $1::uuid",
+    )
+    .bind(id)
+    .fetch_optional(&mut db)
+    .await
+    .expect("appointment row")
+}
+
+#[tokio::test]
+async fn a_booking_writes_its_appointment_in_its_append_and_the_runner_passes_it_over() {
+    let app = spawn_app().await;
+    let staff = hospital_with_staff(&app, "INA001").await;
+    let desk = staff.receptionist.as_str();
+    let day = next_monday();
+    let patient = register_simple(&app, desk, "Wanjiru", "Kamau").await;
+    let lease = app.state.registry.get("INA001").await.expect("tenant");
+    hms_tests::settle(&app.state.runner, &lease.pool).await;
+
+    // No round can apply the booking meanwhile: another process's round holds the
+    // appointments' projector.
+    let mut held = app.connect(&app.database_for("INA001")).await;
+    sqlx::query("BEGIN")
+        .execute(&mut held)
+        .await
+        .expect("begin");
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('hms.projector.appointments', 0))")
+        .execute(&mut held)
+        .await
+        .expect("lock");
+    let booked = schedule(
+        &app,
+        desk,
+        booking(&patient, staff.doctor_id, &format!("{day}T09:00:00Z"), 30),
+    )
+    .await;
+    let id = id_of(&booked, "scheduleAppointment");
+    let answer = &booked["data"]["scheduleAppointment"];
+    assert_eq!(
+        (
+            answer["version"].clone(),
+            answer["reason"].clone(),
+            answer["status"].clone()
+        ),
+        (json!(1), json!("Follow-up"), json!("SCHEDULED")),
+        "{booked}"
+    );
+    let written = stored_appointment(&app, "INA001", &id)
+        .await
+        .expect("the row is there when the booking returns");
+    // Read back as any client would, while the projector is still held.
+    let read = app
+        .graphql(
+            &format!("query($id: UUID!) {{ appointment(id: $id) {{ {APPOINTMENT_FIELDS} }} }}"),
+            json!({ "id": id }),
+            Some(desk),
+        )
+        .await;
+    assert_eq!(
+        &read["data"]["appointment"], answer,
+        "the answer is the row: {read}"
+    );
+
+    sqlx::query("ROLLBACK")
+        .execute(&mut held)
+        .await
+        .expect("the other round ends");
+    hms_tests::settle(&app.state.runner, &lease.pool).await;
+    assert_eq!(
+        stored_appointment(&app, "INA001", &id).await,
+        Some(written),
+        "the runner passed the booking over"
+    );
+    let mut db = app.connect(&app.database_for("INA001")).await;
+    let indexed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_index WHERE aggregate_type = 'appointment' AND aggregate_id = $1",
+    )
+    .bind(&id)
+    .fetch_one(&mut db)
+    .await
+    .expect("audit index");
+    assert_eq!(indexed, 1, "the derived read models follow the log");
+
+    // A later change folds onto the row written inline.
+    let checked_in = act(
+        &app,
+        desk,
+        "checkInAppointment",
+        "AppointmentActionInput",
+        json!({ "appointmentId": id }),
+    )
+    .await;
+    assert_eq!(
+        checked_in["data"]["checkInAppointment"]["version"], 2,
+        "{checked_in}"
+    );
+}
+
+#[tokio::test]
+async fn a_booking_whose_patients_key_went_before_its_append_writes_no_row_in_the_clear() {
+    let app = spawn_app().await;
+    let staff = hospital_with_staff(&app, "INA002").await;
+    let desk = staff.receptionist.as_str();
+    let day = next_monday();
+    let patient = register_simple(&app, desk, "Njeri", "Mwangi").await;
+    let patient_id: Uuid = patient.parse().expect("uuid");
+    let database = app.database_for("INA002");
+
+    // The log is held, so the booking reads its facts (the patient's key among them) and
+    // then waits at its append.
+    let mut held = app.connect(&database).await;
+    sqlx::query("BEGIN")
+        .execute(&mut held)
+        .await
+        .expect("begin");
+    sqlx::query("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut held)
+        .await
+        .expect("lock");
+    let erase = async {
+        let mut watcher = app.connect(&database).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                  WHERE c.relname = 'events' AND NOT l.granted",
+            )
+            .fetch_one(&mut watcher)
+            .await
+            .expect("locks");
+            if waiting > 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the booking never reached its append"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // The erasure destroys the key first.
+        assert!(
+            hms_projections::personal::destroy_key(&mut watcher, patient_id)
+                .await
+                .expect("destroy"),
+            "the key was there"
+        );
+        sqlx::query("COMMIT")
+            .execute(&mut held)
+            .await
+            .expect("release the log");
+    };
+    let (booked, ()) = tokio::join!(
+        schedule(
+            &app,
+            desk,
+            booking(&patient, staff.doctor_id, &format!("{day}T10:00:00Z"), 30),
+        ),
+        erase
+    );
+    let id = id_of(&booked, "scheduleAppointment");
+    let answer = &booked["data"]["scheduleAppointment"];
+    assert_eq!(
+        answer["reason"],
+        hms_projections::personal::ERASED,
+        "the answer shows nothing the key no longer opens: {booked}"
+    );
+    let (_, row) = stored_appointment(&app, "INA002", &id)
+        .await
+        .expect("the runner wrote the row");
+    assert_eq!(row["reason"], hms_projections::personal::ERASED, "{row}");
+}
