@@ -18,7 +18,7 @@
 //! (the booking process manager), `patient(id)`, `patients(search)` and the same search
 //! as bare SQL. Then a hot case (64 clients paying one invoice: success rate and whether
 //! the paid amount equals the sum of successful payments) and `registerPatient` from 64
-//! clients spread over 16 hospitals.
+//! clients spread over 16 hospitals, twice: while their pools open, then warm.
 //!
 //! Prints requests/s, p50/p99 latency and errors per workload, the ratio to raw at the
 //! same concurrency, and the server's peak RSS.
