@@ -496,7 +496,14 @@ async fn append_events(
             ));
         }
     }
-    let taken = conditions.join(" AND ");
+    let mut taken = conditions.join(" AND ");
+    // Rows written inline hold under the same condition as the events: decided once, in a
+    // query of its own that both read (a query read twice is evaluated once), not once
+    // per insert.
+    if !inline.is_empty() && !taken.is_empty() {
+        with.push(format!("guard AS (SELECT {taken} AS holds)"));
+        taken = "(SELECT holds FROM guard)".to_owned();
+    }
     for (i, (rows, owners)) in inline.iter().zip(&owners_at).enumerate() {
         let condition = match owners {
             Some(param) if taken.is_empty() => rows.keys_stand_sql(*param),
