@@ -23,7 +23,9 @@
 //!   hold an event of the run committed in an earlier attempt (all or nothing), and is
 //!   not decided again;
 //! - the caller reads its own writes: the read models are caught up through the unit's
-//!   last event before it returns.
+//!   last event before it returns, or, for a unit answered from the rows its append
+//!   wrote inline (a booking's appointment, [`together_inline`]), those rows are
+//!   returned as stored at commit.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
