@@ -306,9 +306,9 @@ pub struct InlineRows {
     pub columns: String,
     /// The rows as a JSON array.
     pub rows: String,
-    /// Patients whose text the rows hold in the clear: the rows are written only while
-    /// each one's key still stands, so an erasure (which destroys the key first) never
-    /// leaves a row behind that shows what it erased.
+    /// Patients whose text the rows hold in the clear, each once: the rows are written
+    /// only while each one's key still stands, so an erasure (which destroys the key
+    /// first) never leaves a row behind that shows what it erased.
     pub key_owners: Vec<Uuid>,
 }
 
@@ -323,7 +323,9 @@ impl InlineRows {
     }
 
     /// These rows, written only while the keys of `owners` stand.
-    pub(crate) fn while_keys_stand(mut self, owners: Vec<Uuid>) -> Self {
+    pub(crate) fn while_keys_stand(mut self, mut owners: Vec<Uuid>) -> Self {
+        owners.sort_unstable();
+        owners.dedup();
         self.key_owners = owners;
         self
     }
@@ -340,7 +342,7 @@ impl InlineRows {
         format!(
             "(SELECT count(*) FROM (SELECT 1 FROM patient_keys k \
                WHERE k.patient_id = ANY(${param}::uuid[]) AND k.wrapped_key IS NOT NULL \
-               FOR SHARE) s) = cardinality(ARRAY(SELECT DISTINCT unnest(${param}::uuid[])))"
+               FOR SHARE) s) = cardinality(${param}::uuid[])"
         )
     }
 

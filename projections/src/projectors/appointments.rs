@@ -100,31 +100,17 @@ impl Projector for AppointmentProjector {
 /// The row holds the patient's text in the clear, so it is only written while the
 /// patient's key still stands ([`InlineRows::key_owners`]).
 pub(crate) fn inline(events: &[SerializedEvent]) -> Result<Option<InlineRows>> {
-    let mut owners = Vec::new();
-    let rows = events
-        .iter()
-        .filter(|e| {
-            e.aggregate_type == Appointment::TYPE
-                && e.sequence == 1
-                && e.event_type == "AppointmentScheduled"
-        })
-        .map(|e| {
-            let event = AppointmentEvent::deserialize(&e.payload).map_err(|e| {
-                crate::ProjectionError::Row(format!(
-                    "a booking to write inline does not decode: {e}"
-                ))
-            })?;
-            Ok(scheduled(event).map(|mut row| {
-                row.version = e.sequence as i64;
-                owners.push(row.patient_id);
-                row
-            }))
-        })
-        .filter_map(Result::transpose)
-        .collect::<Result<Vec<_>>>()?;
+    let rows = super::rows_created_by(
+        events,
+        Appointment::TYPE,
+        "AppointmentScheduled",
+        "a booking",
+        scheduled,
+    )?;
     if rows.is_empty() {
         return Ok(None);
     }
+    let owners = rows.iter().map(|row| row.patient_id).collect();
     InlineRows::of("appointments", &rows).map(|rows| Some(rows.while_keys_stand(owners)))
 }
 

@@ -161,6 +161,38 @@ pub(crate) trait StreamRow {
     fn set_version(&mut self, version: i64);
 }
 
+/// The rows that the creating events (`event_type`, a stream's first) among `events`
+/// make, built by `build` (the projector's own code) and at the stream's version: what an
+/// append writes inline (docs/adr/0011). `what` names the write in an error.
+pub(crate) fn rows_created_by<E, R>(
+    events: &[cqrs_es::persist::SerializedEvent],
+    aggregate_type: &str,
+    event_type: &str,
+    what: &str,
+    build: fn(E) -> Option<R>,
+) -> Result<Vec<R>>
+where
+    E: DeserializeOwned,
+    R: StreamRow,
+{
+    events
+        .iter()
+        .filter(|e| {
+            e.aggregate_type == aggregate_type && e.sequence == 1 && e.event_type == event_type
+        })
+        .map(|e| {
+            let event = E::deserialize(&e.payload).map_err(|err| {
+                ProjectionError::Row(format!("{what} to write inline does not decode: {err}"))
+            })?;
+            Ok(build(event).map(|mut row| {
+                row.set_version(e.sequence as i64);
+                row
+            }))
+        })
+        .filter_map(Result::transpose)
+        .collect()
+}
+
 /// Implements [`StreamRow`] for row structs with a `version: i64` field.
 macro_rules! stream_row {
     ($($row:ty),+) => {$(

@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use cqrs_es::persist::SerializedEvent;
+use cqrs_es::Aggregate;
 use hms_domain::common::BoundedText;
 use hms_domain::patient::{same_substance, Alert, Allergy, Demographics, Patient, PatientEvent};
 use serde::{Deserialize, Serialize};
@@ -199,24 +200,13 @@ impl Projector for PatientProjector {
 /// carrying the stream's version, so the projector passes the registration over.
 /// Nothing for any other append.
 pub(crate) fn inline(events: &[SerializedEvent]) -> Result<Option<InlineRows>> {
-    let rows = events
-        .iter()
-        .filter(|e| {
-            e.aggregate_type == "patient" && e.sequence == 1 && e.event_type == "PatientRegistered"
-        })
-        .map(|e| {
-            let event = PatientEvent::deserialize(&e.payload).map_err(|e| {
-                crate::ProjectionError::Row(format!(
-                    "a registration to write inline does not decode: {e}"
-                ))
-            })?;
-            Ok(registered(event).map(|mut row| {
-                row.version = e.sequence as i64;
-                row
-            }))
-        })
-        .filter_map(Result::transpose)
-        .collect::<Result<Vec<_>>>()?;
+    let rows = super::rows_created_by(
+        events,
+        Patient::TYPE,
+        "PatientRegistered",
+        "a registration",
+        registered,
+    )?;
     if rows.is_empty() {
         return Ok(None);
     }
