@@ -1106,39 +1106,33 @@ where
     Ok((context.aggregate, context.current_sequence as u64))
 }
 
-/// Waits until every projector has applied the newest event of stream `id`
-/// (read-your-writes).
+/// Waits until the read models a command's answer reads have applied the newest event
+/// of stream `id` (read-your-writes).
 pub async fn wait_for_stream<A: Aggregate>(
     pool: &PgPool,
     runner: &ProjectionRunner,
     id: &str,
     timeout: Duration,
 ) -> Result<(), hms_projections::ProjectionError> {
+    // The connection goes back before the wait: the round may need it.
     let head = log::stream_head(&mut *pool.acquire().await?, A::TYPE, id).await?;
-    wait_through(pool, runner, head, timeout).await
+    match head {
+        Some(head) => runner.catch_up_through(pool, head, timeout).await,
+        None => Ok(()),
+    }
 }
 
-/// Waits until every projector has applied every event committed before now: what a
-/// reader of the derived read models (the audit trail) does first, since a command whose
-/// answer was written inline does not wait for them (docs/adr/0011).
+/// Waits until every read model, the derived views (audit index, access log) included,
+/// has applied every event committed before now: what a reader of the derived views
+/// does first, since commands wait for none of them (docs/adr/0011, 0018).
 pub async fn wait_for_log(
     pool: &PgPool,
     runner: &ProjectionRunner,
     timeout: Duration,
 ) -> Result<(), hms_projections::ProjectionError> {
     let head = log::log_head(&mut *pool.acquire().await?).await?;
-    wait_through(pool, runner, head, timeout).await
-}
-
-/// Catches the read models up through `head`, if there is one.
-async fn wait_through(
-    pool: &PgPool,
-    runner: &ProjectionRunner,
-    head: Option<LogCursor>,
-    timeout: Duration,
-) -> Result<(), hms_projections::ProjectionError> {
     match head {
-        Some(head) => runner.catch_up_through(pool, head, timeout).await,
+        Some(head) => runner.catch_up_read_side_through(pool, head, timeout).await,
         None => Ok(()),
     }
 }

@@ -52,6 +52,14 @@ pub trait Projector: Send + Sync {
         true
     }
 
+    /// Whether a command's answer reads this projector's tables. The audit index and the
+    /// access log record what happened, and no answer is read from them: commands do not
+    /// wait for them (docs/adr/0018). The daemon follows the log with them, and their
+    /// readers catch them up first ([`ProjectionRunner::catch_up_read_side_through`]).
+    fn answers_commands(&self) -> bool {
+        true
+    }
+
     /// Applies one event (of any aggregate type: skip the ones that don't concern you).
     async fn apply(&self, tx: &mut PgConnection, event: &StoredEvent) -> Result<()>;
 
@@ -119,10 +127,16 @@ pub type Widener = Arc<dyn Fn(&PgPool) -> Option<WiderPool> + Send + Sync>;
 #[derive(Clone)]
 pub struct ProjectionRunner {
     projectors: Projectors,
-    /// The rebuildable projectors (read models, not the sealer's evidence): what a
-    /// command waits for, committed without waiting for the disk (see
-    /// [`ProjectionRunner::catch_up_through`]).
+    /// The rebuildable projectors (read models, not the sealer's evidence), committed
+    /// without waiting for the disk: what a reader of the audit trail or the access log
+    /// waits for ([`ProjectionRunner::catch_up_read_side_through`]).
     read_side: Projectors,
+    /// The read models a command's answer reads: what a command waits for
+    /// ([`ProjectionRunner::catch_up_through`]).
+    answers: Projectors,
+    /// Every other projector (the derived views and the sealer): the daemon's catch-up
+    /// runs them outside the tenant's round, so no command queues behind them.
+    trailing: Projectors,
     rounds: Arc<Rounds>,
     widener: Option<Widener>,
 }
@@ -148,8 +162,34 @@ struct Rounds(StdMutex<HashMap<String, Arc<TenantRounds>>>);
 /// One tenant database's round, and the appends to it in flight in this process.
 #[derive(Default)]
 struct TenantRounds {
-    round: tokio::sync::Mutex<LogCursor>,
+    round: tokio::sync::Mutex<Reached>,
     appends: Appends,
+}
+
+/// The lowest checkpoints the last rounds left behind, of the two sets a caller can wait
+/// for: the read models commands wait for, and every read model.
+#[derive(Debug, Default, Clone, Copy)]
+struct Reached {
+    answers: LogCursor,
+    read_side: LogCursor,
+}
+
+/// Which read models a [`ProjectionRunner::catch_up_through`]-like wait is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Views {
+    /// The read models a command's answer reads.
+    Answers,
+    /// Every read model, the audit index and the access log included.
+    ReadSide,
+}
+
+impl Reached {
+    fn of(&self, views: Views) -> LogCursor {
+        match views {
+            Views::Answers => self.answers,
+            Views::ReadSide => self.read_side,
+        }
+    }
 }
 
 impl Rounds {
@@ -250,14 +290,21 @@ fn lowest_checkpoint(progress: &[ProjectorProgress]) -> Option<LogCursor> {
 impl ProjectionRunner {
     pub fn new(projectors: Vec<Box<dyn Projector>>) -> Self {
         let projectors: Vec<Arc<dyn Projector>> = projectors.into_iter().map(Arc::from).collect();
-        let read_side = projectors
-            .iter()
-            .filter(|p| p.rebuildable())
-            .cloned()
-            .collect();
+        let pick = |keep: &dyn Fn(&dyn Projector) -> bool| -> Projectors {
+            Arc::new(
+                projectors
+                    .iter()
+                    .filter(|p| keep(p.as_ref()))
+                    .cloned()
+                    .collect(),
+            )
+        };
+        let answered = |p: &dyn Projector| p.rebuildable() && p.answers_commands();
         Self {
+            read_side: pick(&|p| p.rebuildable()),
+            answers: pick(&answered),
+            trailing: pick(&|p| !answered(p)),
             projectors: Arc::new(projectors),
-            read_side: Arc::new(read_side),
             rounds: Arc::default(),
             widener: None,
         }
@@ -292,15 +339,26 @@ impl ProjectionRunner {
     }
 
     /// Applies every readable event to every projector. A failing projector is recorded
-    /// and reported in the result; the others are still brought up to date. Waits for a
-    /// catch-up of the same tenant running in this process to end first.
+    /// and reported in the result; the others are still brought up to date.
+    ///
+    /// The read models commands wait for are caught up in the tenant's round (after a
+    /// round of this process already under way); the derived views and the sealer after
+    /// it, outside the round, so that commands never queue behind a seal's commit or a
+    /// few hundred events of audit rows (docs/adr/0018). Each set is one transaction per
+    /// batch.
     pub async fn catch_up(&self, pool: &PgPool) -> Result<Vec<ProjectorProgress>> {
-        let tenant = self.rounds.of(pool);
-        let mut reached = tenant.round.lock().await;
-        let progress = self.catch_up_round(pool, &self.projectors).await?;
-        if let Some(low) = lowest_checkpoint(&progress) {
-            *reached = low;
-        }
+        let answered = {
+            let tenant = self.rounds.of(pool);
+            let mut reached = tenant.round.lock().await;
+            let answered = self.catch_up_round(pool, &self.answers).await;
+            if let Some(low) = answered.as_ref().ok().and_then(|p| lowest_checkpoint(p)) {
+                reached.answers = low;
+            }
+            answered
+        };
+        let trailing = self.catch_up_round(pool, &self.trailing).await;
+        let mut progress = answered?;
+        progress.extend(trailing?);
         Ok(progress)
     }
 
@@ -582,25 +640,49 @@ impl ProjectionRunner {
         Appending::start(self.rounds.of(pool))
     }
 
-    /// Catches up the read models (every rebuildable projector) until their checkpoints
-    /// have reached `target` (an event the caller wrote), or fails after `timeout`. The
-    /// sealer is left to the full catch-ups ([`Self::catch_up`], the daemon's): its
-    /// commit must wait for the disk, and no answer reads it. The caller queues on the
-    /// tenant's round (see [`Rounds`]) and returns at once when a round ahead of it got
-    /// there. Events of transactions still in flight elsewhere hold the log back, hence
-    /// the short pauses.
+    /// Catches up the read models a command's answer reads until their checkpoints have
+    /// reached `target` (an event the caller wrote), or fails after `timeout`. The derived
+    /// views (audit index, access log) and the sealer are left to the full catch-ups
+    /// ([`Self::catch_up`], the daemon's) and to their readers
+    /// ([`Self::catch_up_read_side_through`]): no answer reads them, and the seals'
+    /// commit must wait for the disk. The caller queues on the tenant's round (see
+    /// [`Rounds`]) and returns at once when a round ahead of it got there. Events of
+    /// transactions still in flight elsewhere hold the log back, hence the short pauses.
     pub async fn catch_up_through(
         &self,
         pool: &PgPool,
         target: LogCursor,
         timeout: Duration,
     ) -> Result<()> {
+        self.through(pool, target, timeout, Views::Answers).await
+    }
+
+    /// Catches up every read model, the audit index and the access log included, until
+    /// their checkpoints have reached `target`, or fails after `timeout`: what a reader
+    /// of those derived views waits for first. Queues on the tenant's round like
+    /// [`Self::catch_up_through`].
+    pub async fn catch_up_read_side_through(
+        &self,
+        pool: &PgPool,
+        target: LogCursor,
+        timeout: Duration,
+    ) -> Result<()> {
+        self.through(pool, target, timeout, Views::ReadSide).await
+    }
+
+    async fn through(
+        &self,
+        pool: &PgPool,
+        target: LogCursor,
+        timeout: Duration,
+        views: Views,
+    ) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         let tenant = self.rounds.of(pool);
         let mut reached = tokio::time::timeout_at(deadline, tenant.round.lock())
             .await
             .map_err(|_| ProjectionError::CatchUpTimeout(timeout))?;
-        if *reached >= target {
+        if reached.of(views) >= target {
             return Ok(());
         }
         // Let the appends under way join this round (see [`Appends`]).
@@ -608,20 +690,36 @@ impl ProjectionRunner {
             .appends
             .gather(deadline.min(tokio::time::Instant::now() + GATHER_WAIT))
             .await;
+        let set = match views {
+            Views::Answers => &self.answers,
+            Views::ReadSide => &self.read_side,
+        };
         let mut pause = Duration::from_millis(1);
         loop {
-            if *reached >= target {
+            if reached.of(views) >= target {
                 return Ok(());
             }
-            let progress = self.catch_up_round(pool, &self.read_side).await?;
-            match lowest_checkpoint(&progress) {
-                Some(low) => *reached = low,
+            let progress = self.catch_up_round(pool, set).await?;
+            if let Some(low) = lowest_checkpoint(&progress) {
+                match views {
+                    Views::Answers => reached.answers = low,
+                    Views::ReadSide => {
+                        reached.read_side = low;
+                        // The answers are among them.
+                        let answers = progress
+                            .iter()
+                            .filter(|p| self.answers.iter().any(|a| a.name() == p.projector));
+                        if let Some(answers) = answers.map(|p| p.checkpoint).min() {
+                            reached.answers = answers;
+                        }
+                    }
+                }
+            } else if self.all_reached(pool, set, target).await? {
                 // Another process holds a projector: its checkpoint table says how far
                 // that process got.
-                None if self.all_reached(pool, target).await? => return Ok(()),
-                None => {}
+                return Ok(());
             }
-            if *reached >= target {
+            if reached.of(views) >= target {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
@@ -675,9 +773,14 @@ impl ProjectionRunner {
         Ok(lags)
     }
 
-    /// Whether every read-side projector's checkpoint is at `target` or past it.
-    async fn all_reached(&self, pool: &PgPool, target: LogCursor) -> Result<bool> {
-        let names: Vec<&str> = self.read_side.iter().map(|p| p.name()).collect();
+    /// Whether the checkpoint of every projector of `set` is at `target` or past it.
+    async fn all_reached(
+        &self,
+        pool: &PgPool,
+        set: &Projectors,
+        target: LogCursor,
+    ) -> Result<bool> {
+        let names: Vec<&str> = set.iter().map(|p| p.name()).collect();
         let reached: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM public.projection_checkpoints \
               WHERE projector = ANY($1) \

@@ -28,6 +28,11 @@ impl Projector for AuditIndexProjector {
         false
     }
 
+    /// The trail's readers catch it up first; no command's answer reads it.
+    fn answers_commands(&self) -> bool {
+        false
+    }
+
     /// The index is a column mapping of the log and its metadata, so PostgreSQL copies
     /// the batch's rows itself, from the events it has just served: nothing travels
     /// back. The runner hands over a contiguous run of the log, so the run is named by
@@ -148,6 +153,11 @@ impl Projector for AccessLogProjector {
 
     fn tables(&self) -> &'static [&'static str] {
         &["patient_access_log"]
+    }
+
+    /// The log's readers catch it up first; no command's answer reads it.
+    fn answers_commands(&self) -> bool {
+        false
     }
 
     async fn apply(&self, tx: &mut PgConnection, event: &StoredEvent) -> Result<()> {

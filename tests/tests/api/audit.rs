@@ -417,6 +417,62 @@ async fn the_trail_shows_a_registration_made_while_the_audit_index_was_held() {
     );
 }
 
+/// A change that waits for its read model (a patient's update, a payment) waits for the
+/// read models its answer reads, not for the audit index or the access log (docs/adr/0018):
+/// with both held by another process's round it still answers, at its new version; the
+/// trail's reader catches the index up first and shows the change.
+#[tokio::test]
+async fn a_change_waits_for_its_own_read_model_and_not_for_the_audit_index() {
+    let app = spawn_app().await;
+    let admin_name = app.setup_hospital("AUD006").await;
+    let admin = app.login(Some("AUD006"), &admin_name, ADMIN_PASSWORD).await;
+    let id = register_patient(&app, "AUD006", "Achieng").await;
+
+    let held = hold_projector(&app, "AUD006", "audit_index").await;
+    let mut access_held = hold_projector(&app, "AUD006", "patient_access_log").await;
+
+    let updated = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        app.graphql(
+            "mutation($i: UpdatePatientInput!) { updatePatient(input: $i) { id version phone } }",
+            json!({ "i": { "id": id, "phone": "+254 711 000 111" } }),
+            Some(&admin),
+        ),
+    )
+    .await
+    .expect("a change does not wait for the audit index");
+    assert_eq!(updated["data"]["updatePatient"]["version"], 2, "{updated}");
+    assert_eq!(
+        updated["data"]["updatePatient"]["phone"], "+254711000111",
+        "{updated}"
+    );
+    // The read model the answer came from shows the change to every reader at once.
+    let read = app
+        .graphql(
+            "query($id: UUID!) { patient(id: $id) { version phone } }",
+            json!({ "id": id }),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(read["data"]["patient"]["version"], 2, "{read}");
+
+    sqlx::query("ROLLBACK")
+        .execute(&mut access_held)
+        .await
+        .expect("release");
+    let reading = app.graphql(
+        TRAIL,
+        json!({ "filter": { "aggregateType": "patient", "aggregateId": id } }),
+        Some(&admin),
+    );
+    let trail = read_after_release(held, reading, "the trail").await;
+    assert_eq!(
+        event_types(&nodes(&trail)),
+        ["PatientRegistered", "PatientDemographicsUpdated"],
+        "the caller's own change is in the trail: {trail}"
+    );
+}
+
 /// Opening a record commits its view before answering but does not wait for the access
 /// log's read model (docs/adr/0011); the access log's readers catch it up first.
 #[tokio::test]

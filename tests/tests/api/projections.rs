@@ -602,7 +602,7 @@ async fn a_transaction_held_open_in_another_database_does_not_hold_a_tenant_back
         "the write commits behind both held transactions"
     );
     runner
-        .catch_up_through(
+        .catch_up_read_side_through(
             &pool,
             hms_projections::LogCursor {
                 transaction_id,
