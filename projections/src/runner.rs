@@ -184,10 +184,10 @@ enum Views {
 }
 
 impl Reached {
-    fn of(&self, views: Views) -> LogCursor {
+    fn of(&mut self, views: Views) -> &mut LogCursor {
         match views {
-            Views::Answers => self.answers,
-            Views::ReadSide => self.read_side,
+            Views::Answers => &mut self.answers,
+            Views::ReadSide => &mut self.read_side,
         }
     }
 }
@@ -682,7 +682,7 @@ impl ProjectionRunner {
         let mut reached = tokio::time::timeout_at(deadline, tenant.round.lock())
             .await
             .map_err(|_| ProjectionError::CatchUpTimeout(timeout))?;
-        if reached.of(views) >= target {
+        if *reached.of(views) >= target {
             return Ok(());
         }
         // Let the appends under way join this round (see [`Appends`]).
@@ -696,30 +696,18 @@ impl ProjectionRunner {
         };
         let mut pause = Duration::from_millis(1);
         loop {
-            if reached.of(views) >= target {
+            if *reached.of(views) >= target {
                 return Ok(());
             }
             let progress = self.catch_up_round(pool, set).await?;
             if let Some(low) = lowest_checkpoint(&progress) {
-                match views {
-                    Views::Answers => reached.answers = low,
-                    Views::ReadSide => {
-                        reached.read_side = low;
-                        // The answers are among them.
-                        let answers = progress
-                            .iter()
-                            .filter(|p| self.answers.iter().any(|a| a.name() == p.projector));
-                        if let Some(answers) = answers.map(|p| p.checkpoint).min() {
-                            reached.answers = answers;
-                        }
-                    }
-                }
+                *reached.of(views) = low;
             } else if self.all_reached(pool, set, target).await? {
                 // Another process holds a projector: its checkpoint table says how far
                 // that process got.
                 return Ok(());
             }
-            if reached.of(views) >= target {
+            if *reached.of(views) >= target {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
