@@ -278,6 +278,52 @@ impl Drop for Appending {
     }
 }
 
+/// One log read shared by the two rounds of a daemon visit ([`ProjectionRunner::catch_up`]).
+///
+/// The first round reads from the lower of its own start and the next round's (read
+/// from the checkpoint table, unlocked: a hint, never authority) and lends the read to
+/// the next round. The next round uses it only when it covers the start it finds under
+/// its own locks: the read was everything readable after `after` when it was made, so
+/// the events past any later start are the log's, in its order (nothing can commit
+/// before a readable event later: the read stops at the oldest transaction in flight).
+/// Whatever committed since is left to the next visit.
+#[derive(Default)]
+struct SharedRead {
+    /// The projectors of the round the read is lent to.
+    next: Vec<String>,
+    lent: Option<LentRead>,
+}
+
+struct LentRead {
+    after: LogCursor,
+    events: Arc<Vec<StoredEvent>>,
+}
+
+impl SharedRead {
+    fn for_next(set: &Projectors) -> Self {
+        SharedRead {
+            next: set.iter().map(|p| p.name().to_owned()).collect(),
+            lent: None,
+        }
+    }
+
+    /// The next round's lowest checkpoint among `rows`; `None` when one has none yet.
+    fn next_start(&self, rows: &[(String, i64, i64)]) -> Option<LogCursor> {
+        self.next
+            .iter()
+            .map(|name| {
+                rows.iter()
+                    .find(|(n, _, _)| n == name)
+                    .map(|(_, transaction_id, position)| LogCursor {
+                        transaction_id: *transaction_id,
+                        position: *position,
+                    })
+            })
+            .min()
+            .flatten()
+    }
+}
+
 /// The lowest checkpoint of a catch-up that held every projector's lock (`None` when
 /// another process had some: their checkpoints say nothing of what is applied now).
 fn lowest_checkpoint(progress: &[ProjectorProgress]) -> Option<LogCursor> {
@@ -346,17 +392,23 @@ impl ProjectionRunner {
     /// it, outside the round, so that commands never queue behind a seal's commit or a
     /// few hundred events of audit rows (docs/adr/0018). Each set is one transaction per
     /// batch.
+    ///
+    /// The first round also reads the log from where the second one will start, when
+    /// that is close behind, and lends it its read: one log read a visit, not two.
     pub async fn catch_up(&self, pool: &PgPool) -> Result<Vec<ProjectorProgress>> {
+        let mut shared = SharedRead::for_next(&self.trailing);
         let answered = {
             let tenant = self.rounds.of(pool);
             let mut reached = tenant.round.lock().await;
-            let answered = self.catch_up_round(pool, &self.answers).await;
+            let answered = self.catch_up_round(pool, &self.answers, &mut shared).await;
             if let Some(low) = answered.as_ref().ok().and_then(|p| lowest_checkpoint(p)) {
                 reached.answers = low;
             }
             answered
         };
-        let trailing = self.catch_up_round(pool, &self.trailing).await;
+        // The second round lends to nobody.
+        shared.next.clear();
+        let trailing = self.catch_up_round(pool, &self.trailing, &mut shared).await;
         let mut progress = answered?;
         progress.extend(trailing?);
         Ok(progress)
@@ -369,8 +421,9 @@ impl ProjectionRunner {
         &self,
         pool: &PgPool,
         set: &Projectors,
+        shared: &mut SharedRead,
     ) -> Result<Vec<ProjectorProgress>> {
-        let progress = self.catch_up_round_uncounted(pool, set).await?;
+        let progress = self.catch_up_round_uncounted(pool, set, shared).await?;
         for p in progress.iter().filter(|p| p.applied > 0) {
             metrics::counter!(EVENTS_APPLIED, "projector" => p.projector).increment(p.applied);
         }
@@ -381,6 +434,7 @@ impl ProjectionRunner {
         &self,
         pool: &PgPool,
         set: &Projectors,
+        shared: &mut SharedRead,
     ) -> Result<Vec<ProjectorProgress>> {
         // The fast path reads each batch once for every projector; anything unusual (a
         // failing projector, another process holding a lock) falls back to one projector
@@ -389,7 +443,7 @@ impl ProjectionRunner {
             // Boxed: the round's future is large, and every command's wait holds it.
             let together = Box::pin(crate::fresh::in_round(
                 pool,
-                self.catch_up_together(pool, set),
+                self.catch_up_together(pool, set, shared),
             ));
             if let Ok(Some(progress)) = together.await {
                 return Ok(progress);
@@ -420,8 +474,12 @@ impl ProjectionRunner {
         &self,
         pool: &PgPool,
         set: &Projectors,
+        shared: &mut SharedRead,
     ) -> Result<Option<Vec<ProjectorProgress>>> {
         let names: Vec<String> = set.iter().map(|p| p.name().to_owned()).collect();
+        // The checkpoints read: this set's, then (unlocked, only to know where the next
+        // round starts) those of the round this one lends its read to.
+        let read_names: Vec<String> = names.iter().chain(&shared.next).cloned().collect();
         let derived_only = set.iter().all(|p| p.rebuildable());
         let keys: Vec<String> = names.iter().map(|n| Target::Live.lock_key(n)).collect();
         let mut applied = vec![0u64; set.len()];
@@ -448,10 +506,13 @@ impl ProjectionRunner {
                 "SELECT projector, last_transaction_id::text::bigint, last_position \
                    FROM public.projection_checkpoints WHERE projector = ANY($1)",
             )
-            .bind(&names)
+            .bind(&read_names)
             .fetch_all(&mut *tx)
             .await?;
-            if rows.len() < names.len() {
+            if names
+                .iter()
+                .any(|name| !rows.iter().any(|(n, _, _)| n == name))
+            {
                 // A projector's row is made on its first catch-up, and starts at the
                 // log's start. Only then: an insert that finds its rows in every round
                 // cost more than the read (0.08 ms a round, measured). The locks held
@@ -481,7 +542,32 @@ impl ProjectionRunner {
                 .copied()
                 .min()
                 .unwrap_or(LogCursor::START);
-            let batch = log::read_batch(&mut tx, from, SHARED_BATCH_SIZE).await?;
+            // The next round's start, when it is close behind this one's: read from
+            // there, so that this read covers it too.
+            let lend_from = shared.next_start(&rows).filter(|next| {
+                *next <= from && from.position - next.position < SHARED_BATCH_SIZE / 2
+            });
+            let (read, full) = match shared.lent.take() {
+                Some(lent) if lent.after <= from => (lent.events, false),
+                _ => {
+                    let read_from = lend_from.unwrap_or(from);
+                    let read =
+                        Arc::new(log::read_batch(&mut tx, read_from, SHARED_BATCH_SIZE).await?);
+                    let full = read.len() >= SHARED_BATCH_SIZE as usize;
+                    if !full && !shared.next.is_empty() {
+                        // Everything readable after `read_from`, where the next round
+                        // starts or before: its read, unless more commits meanwhile.
+                        shared.lent = Some(LentRead {
+                            after: read_from,
+                            events: read.clone(),
+                        });
+                    }
+                    (read, full)
+                }
+            };
+            // A read from before this set's start (lent, or widened for the next round)
+            // holds events every projector here has applied.
+            let batch = &read[read.partition_point(|e| e.cursor() <= from)..];
             let progress = |checkpoints: Vec<LogCursor>, applied: &[u64]| {
                 set.iter()
                     .zip(checkpoints)
@@ -510,7 +596,7 @@ impl ProjectionRunner {
                     continue;
                 }
                 if opened_batch.is_none() && needs_opening(projector.as_ref(), events) {
-                    let mut all = batch.clone();
+                    let mut all = batch.to_vec();
                     crate::personal::unseal_stored(&mut tx, &mut all).await?;
                     opened_batch = Some(all);
                 }
@@ -541,7 +627,7 @@ impl ProjectionRunner {
             crate::fresh::committed();
             // A short batch was everything readable: no need to read again to find out
             // (this saves a round of statements on every command's read-your-writes).
-            if batch.len() < SHARED_BATCH_SIZE as usize {
+            if !full {
                 let reached = checkpoints.into_iter().map(|c| c.max(last)).collect();
                 return Ok(Some(progress(reached, &applied)));
             }
@@ -699,7 +785,9 @@ impl ProjectionRunner {
             if *reached.of(views) >= target {
                 return Ok(());
             }
-            let progress = self.catch_up_round(pool, set).await?;
+            let progress = self
+                .catch_up_round(pool, set, &mut SharedRead::default())
+                .await?;
             if let Some(low) = lowest_checkpoint(&progress) {
                 *reached.of(views) = low;
             } else if self.all_reached(pool, set, target).await? {

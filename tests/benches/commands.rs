@@ -11,9 +11,12 @@
 //! - `HMS_BENCH_SECONDS` (default 5) per workload and concurrency; `HMS_BENCH_CLIENTS`
 //!   (default `1,16,64`); `HMS_BENCH_INVOICES` (default 200) issued invoices to pay;
 //!   `HMS_BENCH_WORKLOADS` (default all): which of `register`, `pay`, `schedule`, `read`,
-//!   `search` run, comma-separated (raw always runs: the ratios are to it).
+//!   `search`, `floor` run, comma-separated (raw always runs: the ratios are to it).
 //!
-//! Workloads, in rotating order at each concurrency: raw, `registerPatient` (new stream),
+//! Workloads, in rotating order at each concurrency: raw, the API's floor (`{ __typename }`
+//! without a token, then with one: what HTTP and GraphQL cost, then what signing in adds,
+//! the token, the budget and the rights read from the write side, before any use case
+//! runs), `registerPatient` (new stream),
 //! `recordPayment` on a random issued invoice (existing stream), `scheduleAppointment`
 //! (the booking process manager), `patient(id)`, `patients(search)` and the same search
 //! as bare SQL. Then a hot case (64 clients paying one invoice: success rate and whether
@@ -178,6 +181,17 @@ async fn run(prefix: &str) -> anyhow::Result<()> {
                             tx.commit().await?;
                             Ok(())
                         }
+                    })
+                    .await
+                }
+                Workload::Floor | Workload::FloorSignedIn => {
+                    let api = match workload {
+                        Workload::Floor => Arc::new(Api::anonymous(http.clone(), &server.url)),
+                        _ => api.clone(),
+                    };
+                    measure(n, duration, move || {
+                        let api = api.clone();
+                        async move { api.call("{ __typename }", json!({})).await.map(drop) }
                     })
                     .await
                 }
@@ -382,6 +396,8 @@ const DOCTORS: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Workload {
     Raw,
+    Floor,
+    FloorSignedIn,
     Register,
     Pay,
     Schedule,
@@ -391,8 +407,10 @@ enum Workload {
 }
 
 impl Workload {
-    const ALL: [Workload; 7] = [
+    const ALL: [Workload; 9] = [
         Workload::Raw,
+        Workload::Floor,
+        Workload::FloorSignedIn,
         Workload::Register,
         Workload::Pay,
         Workload::Schedule,
@@ -405,6 +423,7 @@ impl Workload {
     fn chosen(self) -> bool {
         let key = match self {
             Workload::Raw => return true,
+            Workload::Floor | Workload::FloorSignedIn => "floor",
             Workload::Register => "register",
             Workload::Pay => "pay",
             Workload::Schedule => "schedule",
@@ -419,6 +438,8 @@ impl Workload {
     fn name(self) -> &'static str {
         match self {
             Workload::Raw => "raw: read 10 + append 1",
+            Workload::Floor => "floor: { __typename }",
+            Workload::FloorSignedIn => "  the same, signed in",
             Workload::Register => "registerPatient",
             Workload::Pay => "recordPayment (random invoice)",
             Workload::Schedule => "scheduleAppointment",

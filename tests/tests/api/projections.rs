@@ -892,6 +892,88 @@ async fn a_projector_held_by_another_process_is_left_to_it_while_the_others_catc
     assert_eq!(counts().await, (3, 3), "each view applied once");
 }
 
+/// The daemon's visit reads the log once and lends the read to its second round (the
+/// derived views and the sealer, docs/adr/0018). When that round starts behind the first
+/// (a reader held the audit index meanwhile), the read is widened to cover it, or, when
+/// it is far behind, left alone: either way one visit brings every projector to the
+/// log's head, each event applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visit_whose_derived_views_start_behind_brings_everything_to_the_head_once() {
+    let app = spawn_app().await;
+    let pool = tenant_pool(&app, "LND001").await;
+    let runner = &app.state.runner;
+    runner.catch_up(&pool).await.expect("initial catch-up");
+    let viewer = actor_for(Operation::ViewPatient);
+    let counts = || async {
+        sqlx::query_as::<_, (i64, i64, i64)>(
+            "SELECT (SELECT count(*) FROM patient_access_log), \
+                    (SELECT count(*) FROM audit_index WHERE aggregate_type = 'record_access'), \
+                    (SELECT count(DISTINCT position) FROM audit_index)",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("counts")
+    };
+    let all_at_head = || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT bool_and((c.last_transaction_id, c.last_position) = \
+                             (SELECT transaction_id, position FROM events \
+                               ORDER BY transaction_id DESC, position DESC LIMIT 1)) \
+               FROM projection_checkpoints c WHERE c.projector = ANY($1)",
+        )
+        .bind(runner.projector_names())
+        .fetch_one(&pool)
+        .await
+        .expect("checkpoints")
+    };
+
+    // A few events behind (the read is widened), then many more than half a batch (it
+    // is not).
+    let mut views = 0;
+    for (held_for, then) in [(3, 4), (600, 5)] {
+        let mut reader = pool.begin().await.expect("begin");
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtextextended('hms.projector.audit_index', 0))",
+        )
+        .execute(&mut *reader)
+        .await
+        .expect("lock");
+        for _ in 0..held_for {
+            record_view(&pool, "LND001", &viewer).await;
+        }
+        runner
+            .catch_up(&pool)
+            .await
+            .expect("catch up, the audit index held");
+        reader.rollback().await.expect("the reader ends");
+        for _ in 0..then {
+            record_view(&pool, "LND001", &viewer).await;
+        }
+        views += held_for + then;
+
+        let progress = runner.catch_up(&pool).await.expect("one visit");
+        assert!(
+            progress.iter().all(|p| !p.busy),
+            "nothing held: {progress:?}"
+        );
+        let (logged, indexed, distinct) = counts().await;
+        assert_eq!(
+            (logged, indexed),
+            (views, views),
+            "each view applied once, after {held_for} held"
+        );
+        let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&pool)
+            .await
+            .expect("events");
+        assert_eq!(distinct, events, "every event indexed, none twice");
+        assert!(
+            all_at_head().await,
+            "every projector at the head after one visit"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_patients_balance_fed_by_many_invoices_loses_no_update_under_200_concurrent_commands() {
     let app = spawn_app().await;
