@@ -308,20 +308,26 @@ impl SharedRead {
     }
 
     /// The next round's lowest checkpoint among `rows`; `None` when one has none yet.
-    fn next_start(&self, rows: &[(String, i64, i64)]) -> Option<LogCursor> {
+    fn next_start(&self, rows: &[CheckpointRow]) -> Option<LogCursor> {
         self.next
             .iter()
-            .map(|name| {
-                rows.iter()
-                    .find(|(n, _, _)| n == name)
-                    .map(|(_, transaction_id, position)| LogCursor {
-                        transaction_id: *transaction_id,
-                        position: *position,
-                    })
-            })
+            .map(|name| checkpoint_in(rows, name))
             .min()
             .flatten()
     }
+}
+
+/// A checkpoint as read: projector, transaction id, position.
+type CheckpointRow = (String, i64, i64);
+
+/// `name`'s checkpoint among `rows`, if it has one.
+fn checkpoint_in(rows: &[CheckpointRow], name: &str) -> Option<LogCursor> {
+    rows.iter()
+        .find(|(n, _, _)| n == name)
+        .map(|(_, transaction_id, position)| LogCursor {
+            transaction_id: *transaction_id,
+            position: *position,
+        })
 }
 
 /// The lowest checkpoint of a catch-up that held every projector's lock (`None` when
@@ -502,7 +508,7 @@ impl ProjectionRunner {
             if locked != Some(true) {
                 return Ok(None);
             }
-            let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            let rows: Vec<CheckpointRow> = sqlx::query_as(
                 "SELECT projector, last_transaction_id::text::bigint, last_position \
                    FROM public.projection_checkpoints WHERE projector = ANY($1)",
             )
@@ -511,7 +517,7 @@ impl ProjectionRunner {
             .await?;
             if names
                 .iter()
-                .any(|name| !rows.iter().any(|(n, _, _)| n == name))
+                .any(|name| checkpoint_in(&rows, name).is_none())
             {
                 // A projector's row is made on its first catch-up, and starts at the
                 // log's start. Only then: an insert that finds its rows in every round
@@ -527,15 +533,7 @@ impl ProjectionRunner {
             }
             let checkpoints: Vec<LogCursor> = names
                 .iter()
-                .map(|name| {
-                    rows.iter()
-                        .find(|(n, _, _)| n == name)
-                        .map(|(_, transaction_id, position)| LogCursor {
-                            transaction_id: *transaction_id,
-                            position: *position,
-                        })
-                        .unwrap_or(LogCursor::START)
-                })
+                .map(|name| checkpoint_in(&rows, name).unwrap_or(LogCursor::START))
                 .collect();
             let from = checkpoints
                 .iter()
