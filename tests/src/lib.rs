@@ -276,6 +276,22 @@ impl TestApp {
             .expect("connect")
     }
 
+    /// A connection holding projector `name`'s key in an open transaction on hospital
+    /// `code`'s database, as another process's round holds it; [`release`] lets it go.
+    pub async fn hold_projector(&self, code: &str, name: &str) -> PgConnection {
+        let mut held = self.connect(&self.database_for(code)).await;
+        sqlx::query("BEGIN")
+            .execute(&mut held)
+            .await
+            .expect("begin");
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("hms.projector.{name}"))
+            .execute(&mut held)
+            .await
+            .expect("lock");
+        held
+    }
+
     /// Names of this test's databases that exist now.
     pub async fn databases(&self) -> Vec<String> {
         let mut conn = self.connect("postgres").await;
@@ -420,6 +436,15 @@ pub async fn drop_databases(prefix: &str) {
         let _ = sqlx::query(&drop_role).execute(&mut conn).await;
     }
     let _ = conn.close().await;
+}
+
+/// Ends the transaction of a connection from [`TestApp::hold_projector`]: the other round
+/// is over, and its key free.
+pub async fn release(held: &mut PgConnection) {
+    sqlx::query("ROLLBACK")
+        .execute(held)
+        .await
+        .expect("the other round ends");
 }
 
 /// Catches up every projector on `pool`, waiting out another catch-up that holds some of

@@ -1030,15 +1030,7 @@ async fn a_booking_writes_its_appointment_in_its_append_and_the_runner_passes_it
 
     // No round can apply the booking meanwhile: another process's round holds the
     // appointments' projector.
-    let mut held = app.connect(&app.database_for("INA001")).await;
-    sqlx::query("BEGIN")
-        .execute(&mut held)
-        .await
-        .expect("begin");
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('hms.projector.appointments', 0))")
-        .execute(&mut held)
-        .await
-        .expect("lock");
+    let mut held = app.hold_projector("INA001", "appointments").await;
     let booked = schedule(
         &app,
         desk,
@@ -1072,10 +1064,7 @@ async fn a_booking_writes_its_appointment_in_its_append_and_the_runner_passes_it
         "the answer is the row: {read}"
     );
 
-    sqlx::query("ROLLBACK")
-        .execute(&mut held)
-        .await
-        .expect("the other round ends");
+    hms_tests::release(&mut held).await;
     hms_tests::settle(&app.state.runner, &lease.pool).await;
     assert_eq!(
         stored_appointment(&app, "INA001", &id).await,

@@ -378,7 +378,7 @@ async fn the_trail_shows_a_registration_made_while_the_audit_index_was_held() {
     let admin = app.login(Some("AUD004"), &admin_name, ADMIN_PASSWORD).await;
 
     // Another process's round holds the audit index.
-    let held = hold_projector(&app, "AUD004", "audit_index").await;
+    let held = app.hold_projector("AUD004", "audit_index").await;
 
     let registered = tokio::time::timeout(
         std::time::Duration::from_secs(5),
@@ -428,8 +428,8 @@ async fn a_change_waits_for_its_own_read_model_and_not_for_the_audit_index() {
     let admin = app.login(Some("AUD006"), &admin_name, ADMIN_PASSWORD).await;
     let id = register_patient(&app, "AUD006", "Achieng").await;
 
-    let held = hold_projector(&app, "AUD006", "audit_index").await;
-    let mut access_held = hold_projector(&app, "AUD006", "patient_access_log").await;
+    let held = app.hold_projector("AUD006", "audit_index").await;
+    let mut access_held = app.hold_projector("AUD006", "patient_access_log").await;
 
     let updated = tokio::time::timeout(
         std::time::Duration::from_secs(5),
@@ -483,7 +483,7 @@ async fn a_view_made_while_the_access_log_was_held_is_in_the_access_log() {
     let id = register_patient(&app, "AUD005", "Wanjiru").await;
 
     // Another process's round holds the access log.
-    let held = hold_projector(&app, "AUD005", "patient_access_log").await;
+    let held = app.hold_projector("AUD005", "patient_access_log").await;
 
     let opened = tokio::time::timeout(
         std::time::Duration::from_secs(5),
@@ -512,22 +512,6 @@ async fn a_view_made_while_the_access_log_was_held_is_in_the_access_log() {
     );
 }
 
-/// A connection holding projector `name`'s key in an open transaction, as another
-/// process's round holds it.
-async fn hold_projector(app: &hms_tests::TestApp, code: &str, name: &str) -> sqlx::PgConnection {
-    let mut held = app.connect(&app.database_for(code)).await;
-    sqlx::query("BEGIN")
-        .execute(&mut held)
-        .await
-        .expect("begin");
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(format!("hms.projector.{name}"))
-        .execute(&mut held)
-        .await
-        .expect("lock");
-    held
-}
-
 /// Runs `read` while `held` holds a projector: it must still be waiting after 300 ms (for
 /// that read model to reach the log); then the key is released and its answer returned.
 async fn read_after_release(
@@ -542,9 +526,6 @@ async fn read_after_release(
             .is_err(),
         "{what} waits for its read model to reach the log"
     );
-    sqlx::query("ROLLBACK")
-        .execute(&mut held)
-        .await
-        .expect("release");
+    hms_tests::release(&mut held).await;
     read.await
 }

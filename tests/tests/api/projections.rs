@@ -852,13 +852,7 @@ async fn a_projector_held_by_another_process_is_left_to_it_while_the_others_catc
     runner.catch_up(&pool).await.expect("initial catch-up");
 
     // Another process's round on the access log: its transaction holds the key.
-    let mut other = pool.begin().await.expect("begin");
-    sqlx::query(
-        "SELECT pg_advisory_xact_lock(hashtextextended('hms.projector.patient_access_log', 0))",
-    )
-    .execute(&mut *other)
-    .await
-    .expect("lock");
+    let mut other = app.hold_projector("LCK001", "patient_access_log").await;
     let viewer = actor_for(Operation::ViewPatient);
     for _ in 0..3 {
         record_view(&pool, "LCK001", &viewer).await;
@@ -887,7 +881,7 @@ async fn a_projector_held_by_another_process_is_left_to_it_while_the_others_catc
         "the held read model is untouched; the audit index has the three views"
     );
 
-    other.rollback().await.expect("the other round ends");
+    hms_tests::release(&mut other).await;
     hms_tests::settle(runner, &pool).await;
     assert_eq!(counts().await, (3, 3), "each view applied once");
 }
@@ -931,13 +925,7 @@ async fn a_visit_whose_derived_views_start_behind_brings_everything_to_the_head_
     // is not).
     let mut views = 0;
     for (held_for, then) in [(3, 4), (600, 5)] {
-        let mut reader = pool.begin().await.expect("begin");
-        sqlx::query(
-            "SELECT pg_advisory_xact_lock(hashtextextended('hms.projector.audit_index', 0))",
-        )
-        .execute(&mut *reader)
-        .await
-        .expect("lock");
+        let mut reader = app.hold_projector("LND001", "audit_index").await;
         for _ in 0..held_for {
             record_view(&pool, "LND001", &viewer).await;
         }
@@ -945,7 +933,7 @@ async fn a_visit_whose_derived_views_start_behind_brings_everything_to_the_head_
             .catch_up(&pool)
             .await
             .expect("catch up, the audit index held");
-        reader.rollback().await.expect("the reader ends");
+        hms_tests::release(&mut reader).await;
         for _ in 0..then {
             record_view(&pool, "LND001", &viewer).await;
         }
@@ -1433,11 +1421,7 @@ async fn a_registration_writes_its_row_in_its_append_and_the_runner_passes_it_ov
     };
 
     // No round can apply the register meanwhile: another process's round holds it.
-    let mut held = pool.begin().await.expect("begin");
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('hms.projector.patients', 0))")
-        .execute(&mut *held)
-        .await
-        .expect("lock");
+    let mut held = app.hold_projector("INL001", "patients").await;
     let first = demographics(0, &mut rng);
     let family = first.family_name.as_str().to_owned();
     let returned: Vec<projectors::PatientRow> = commands::create::<Patient>(
@@ -1479,7 +1463,7 @@ async fn a_registration_writes_its_row_in_its_append_and_the_runner_passes_it_ov
     };
     let written = stored().await;
 
-    held.rollback().await.expect("the other round ends");
+    hms_tests::release(&mut held).await;
     hms_tests::settle(runner, &pool).await;
     let passed = stored().await;
     assert_eq!(passed, written, "the runner passed the registration over");
